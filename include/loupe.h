@@ -66,6 +66,41 @@ void lp_set_threads(int n);
 int lp_get_threads(void);
 
 /* ==== section: model (engine) ========================================== */
+/*
+ * A trained model: the network (backbone + head) plus what is needed to use
+ * it (class names, input size, preprocessing, calibration temperature), as
+ * stored in a loupe checkpoint (safetensors, torchvision tensor names).
+ *
+ *     lp_model *m;
+ *     if (lp_model_load("best.safetensors", &m) != LP_OK) { puts(lp_errmsg()); return 1; }
+ *     for (int i = 0; i < lp_model_num_classes(m); i++) puts(lp_model_class_name(m, i));
+ *     char *t; lp_model_summary(m, &t); fputs(t, stdout); free(t);
+ *     lp_model_free(m);
+ */
+typedef struct lp_model lp_model;
+
+/** Loads a loupe checkpoint (.safetensors written by training or convert).
+ *  @param path checkpoint file  @param out receives the model
+ *  @return LP_OK, LP_ERR_IO, LP_ERR_FORMAT (bad file or metadata), LP_ERR_SHAPE */
+lp_status lp_model_load(const char *path, lp_model **out);
+/** Frees a model (NULL is fine). */
+void lp_model_free(lp_model *m);
+/** Keras-like table: layer, output shape, parameters, trainable/frozen totals.
+ *  @param text receives a malloc'ed string (caller frees) */
+lp_status lp_model_summary(lp_model *m, char **text);
+/** @return the number of classes (output units). */
+int lp_model_num_classes(const lp_model *m);
+/** @return class i's name ("class_<i>" when the checkpoint has none), NULL if out of range. */
+const char *lp_model_class_name(const lp_model *m, int i);
+/** Input the model expects: channels, height, width (any pointer may be NULL). */
+void lp_model_input_size(const lp_model *m, int *c, int *h, int *w);
+/** @return the architecture ("vgg16", "vgg19", "tiny"). */
+const char *lp_model_arch(const lp_model *m);
+/** @return a checkpoint metadata value (e.g. "preprocess", "temperature"), NULL if absent. */
+const char *lp_model_meta(const lp_model *m, const char *key);
+/** Rewrites a checkpoint atomically with one metadata key set to value
+ *  (tensors and other keys unchanged), e.g. ("temperature", "1.37"). */
+lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value);
 /* ==== end section: model =============================================== */
 
 /* ==== section: data ===================================================== */
@@ -75,12 +110,188 @@ int lp_get_threads(void);
 /* ==== end section: weights ============================================== */
 
 /* ==== section: train (fit, evaluate, predict) =========================== */
+/*
+ * Training writes a run directory:
+ *   RUN/run.json                  configuration, classes in order, dataset counts, versions
+ *   RUN/history.csv               epoch,loss,accuracy,val_loss,val_accuracy,lr (epoch from 1)
+ *   RUN/valid_predictions.csv     epoch,path,label,p0,p1,... per validation image per epoch
+ *   RUN/checkpoints/last.safetensors  every epoch (with optimizer and loop state for --resume)
+ *   RUN/checkpoints/best.safetensors  when the monitored figure improves
+ *   RUN/checkpoints/final.safetensors with restore_best: the restored best weights
+ *   RUN/logs/{train,validation}/  TensorBoard event files
+ *   RUN/skipped.txt               files left out with skip_bad
+ */
+typedef struct lp_train_params {
+    const char *data_dir, *run_dir;        /* required */
+    const char *model;                     /* "vgg16" (default) | "vgg19" | "tiny" */
+    const char *top;                       /* "keep" (default) | "none" */
+    const char *head;                      /* head spec for top=none (default "flatten,dense") */
+    const char *weights;                   /* pretrained weights file or NULL */
+    int height, width;                     /* input size (default 224x224) */
+    const char *preprocess;                /* "auto" (default: the weights', else rescale) | rescale | caffe | torch | none */
+    const char *interpolation;             /* "nearest" (default, like Keras) | "bilinear" */
+    const char *classes;                   /* NULL or "a,b": fixes class order */
+    const char *color_mode;                /* "rgb" (default) | "grayscale" */
+    int epochs, batch;                     /* defaults 10, 32 */
+    int steps_per_epoch, validation_steps; /* 0 = one pass / whole split */
+    const char *optimizer;                 /* "sgd" (default) | "adam" | "adamw" */
+    double lr, momentum, weight_decay;     /* lr default 0.01 (sgd) / 0.001 (adam) when 0 */
+    int nesterov;
+    const char *freeze;                    /* "base" | "none" (default) | name prefix */
+    uint64_t seed;                         /* default 1 */
+    int shuffle;                           /* default 1 */
+    int threads;                           /* 0 = all cores */
+    const char *monitor;                   /* "val_loss" (default) | "val_accuracy" */
+    int early_stop;                        /* patience, 0 = off */
+    int restore_best;
+    double reduce_lr_factor;               /* 0 = off */
+    int reduce_lr_patience;
+    const char *schedule;                  /* "constant" (default) | "step:E:G" | "cosine" */
+    int resume, skip_bad;
+    int tensorboard;                       /* default 1 */
+    int histogram_freq;                    /* epochs between weight/grad histograms, 0 = off */
+    int batch_log_freq;                    /* steps between batch_loss scalars, 0 = off */
+    int hflip, vflip;                      /* augmentation (train only) */
+    double rotation_range, width_shift, height_shift, zoom_range, brightness_lo, brightness_hi;
+    double validation_split;               /* take valid from train when DATA has no valid/ */
+    int cache_features;                    /* frozen-base feature cache: 1 auto (default), 0 off */
+    const char *precision;                 /* "fp32" (default) | "bf16" | "auto" */
+    int verbose;                           /* 0 silent, 1 progress (default) */
+    FILE *out;                             /* progress and messages (default stdout) */
+} lp_train_params;
+
+lp_train_params lp_train_default_params(void);
+
+typedef struct lp_epoch_result {
+    int epoch;                             /* from 1 */
+    double loss, accuracy;                 /* running means over the epoch's batches */
+    double val_loss, val_accuracy;         /* whole validation split (or validation_steps) */
+    double lr, seconds;
+    int improved;                          /* monitored figure improved: best checkpoint written */
+} lp_epoch_result;
+
+/** Called after each epoch; return non-zero to stop training. */
+typedef int (*lp_epoch_callback)(const lp_epoch_result *r, void *user);
+
+/** Trains per params, writing the run directory. Ctrl-C (SIGINT) finishes the
+ * step, writes last.safetensors and returns LP_ERR_INTERRUPTED. */
+lp_status lp_train(const lp_train_params *p, lp_epoch_callback cb, void *user);
+/** Asks a running lp_train to stop after the current step (signal-safe). */
+void lp_train_request_stop(void);
+
+/* Evaluation of a checkpoint on a folder of class subfolders (e.g. DATA/test). */
+typedef struct lp_eval_result {
+    int n, num_classes;
+    double loss, accuracy, roc_auc;        /* roc_auc: binary only, else NAN */
+    char **class_names;
+    double *precision, *recall, *f1;       /* per class */
+    int *support;                          /* per class */
+    int *confusion;                        /* num_classes^2, row = true, column = predicted */
+    double temperature;                    /* calibration used (1 = none) */
+} lp_eval_result;
+lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out);
+char *lp_eval_result_text(const lp_eval_result *r);  /* malloc'ed report */
+char *lp_eval_result_json(const lp_eval_result *r);  /* malloc'ed JSON object */
+void lp_eval_result_free(lp_eval_result *r);
+
+/** Class probabilities (num_classes floats) for one image file, with the
+ * model's preprocessing, input size and calibration temperature. */
+lp_status lp_predict_file(lp_model *m, const char *path, float *probs);
 /* ==== end section: train ================================================ */
 
 /* ==== section: tensorboard ============================================== */
 /* ==== end section: tensorboard ========================================== */
 
 /* ==== section: diagnose ================================================= */
+/*
+ * Explains a finished (or interrupted) run from its run directory alone:
+ * why validation loss and accuracy disagree, calibration, verdicts, report.
+ * Reads RUN/run.json (optional: says less without it), RUN/history.csv and
+ * RUN/valid_predictions.csv (both required; a malformed file is an
+ * LP_ERR_FORMAT whose message names the file and line; a torn last line
+ * without newline, as a crash while appending leaves, is ignored with a note).
+ *
+ *     lp_diagnosis *d;
+ *     if (lp_diagnose_run("runs/seed", NULL, &d) != LP_OK) { puts(lp_errmsg()); return 1; }
+ *     char *t = lp_diagnosis_text(d, 0); fputs(t, stdout); free(t);
+ *     lp_diagnosis_write_html(d, NULL);            // runs/seed/report.html
+ *     printf("T = %.3f\n", lp_diagnosis_temperature(d));
+ *     lp_diagnosis_free(d);
+ *
+ * Definitions (all figures on validation predictions):
+ *   per-image loss = -log max(p_true, 1e-30); val_loss = its mean;
+ *   prediction = argmax (first on ties); confidence = max probability;
+ *   ECE/MCE: 15 equal-width bins (lo, hi] (Guo et al. 2017);
+ *   Brier: multi-class, mean over images of sum_k (p_k - y_k)^2, in [0, 2];
+ *   temperature T: minimises the NLL of softmax(log p / T), T in [0.01, 100].
+ *
+ * JSON (lp_diagnosis_json), stable keys; NaN/absent figures are null:
+ *   run_dir, classes[], n_valid, analysed_epoch (= last_epoch unless params.epoch),
+ *   best_epoch (lowest val_loss up to last_epoch), last_epoch,
+ *   best_epoch_accuracy (highest val_accuracy, first on ties),
+ *   val_loss_best, val_loss_last, accuracy_best, accuracy_last, rise,
+ *   rise_share_misclassified (sum over images misclassified at last_epoch of
+ *     (loss_last - loss_best), divided by n_valid * rise; null when rise <= 0),
+ *   n_misclassified_last, p_true_misclassified_best, p_true_misclassified_last,
+ *   ece, mce, brier, nll, temperature, ece_calibrated, nll_calibrated,
+ *   brier_calibrated (at last_epoch), accuracy_ci: [lo, hi] (Wilson 95%),
+ *   headline: the one-sentence explanation,
+ *   verdicts: [{id, severity: "problem"|"warning"|"info", message, evidence:{...}}]
+ *     ids: overconfident_errors, overfitting, single_class, lr_too_high,
+ *          small_validation_set, preprocessing_mismatch, best_epoch_disagreement,
+ *          early_stopping, underconfident,
+ *   calibration: {bins, ece, mce, brier, nll, temperature, temperature_at_bound,
+ *     ece_calibrated, mce_calibrated, nll_calibrated, brier_calibrated,
+ *     reliability: [{lo, hi, count, confidence, accuracy}],
+ *     reliability_calibrated: [...]},
+ *   epochs: [{epoch, loss, accuracy, val_loss, val_accuracy, lr  (history.csv),
+ *     n, n_wrong, val_loss_pred, pred_accuracy, loss_wrong, loss_correct
+ *     (contributions to the mean: loss_wrong + loss_correct = val_loss_pred),
+ *     share_wrong, conf_correct, conf_wrong, p_true_wrong, ece, mce, brier,
+ *     flips, flips_to_wrong, flips_to_right (vs the previous predicted epoch)}],
+ *   images: [{path, label, label_name, predicted, wrong, loss_best, loss_last,
+ *     loss_change, p_true_best, p_true_last, confidence_last,
+ *     trajectory: [p_true per predicted epoch]}]  (misclassified at last_epoch
+ *     first, by loss_change, then the highest-loss correct ones),
+ *   confusion: k x k (row = true class, column = predicted) at last_epoch,
+ *   early_stopping: {monitor, patience, stop_epoch, restored_epoch, epochs_saved},
+ *   config: {model, preprocess, weights, weights_preprocess, lr, batch, epochs,
+ *     monitor, early_stop}, notes: [strings].
+ */
+typedef struct lp_diagnosis lp_diagnosis;
+
+typedef struct lp_diagnose_params {
+    int epoch;       /* epoch to analyse as "last"; 0 (default) = the last one with predictions */
+    int patience;    /* early-stopping what-if; 0 (default) = run.json's early_stop, else 5 */
+    int max_images;  /* images listed in text/HTML (default 10; JSON lists all misclassified too) */
+} lp_diagnose_params;
+
+/** @return the defaults (epoch 0, patience 0, max_images 10). */
+lp_diagnose_params lp_diagnose_default_params(void);
+/** Reads and analyses a run directory.
+ *  @param run_dir the run directory  @param p NULL for defaults  @param out receives the result
+ *  @return LP_OK, LP_ERR_IO (missing file), LP_ERR_FORMAT (malformed file: file and line
+ *          in lp_errmsg()), LP_ERR_ARG (bad params, e.g. an epoch with no predictions) */
+lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_diagnosis **out);
+
+enum { LP_DIAGNOSIS_FULL = 0, LP_DIAGNOSIS_SHORT = 1 };
+/** Plain-text explanation: a short summary first, then tables (LP_DIAGNOSIS_FULL)
+ *  or the summary alone (LP_DIAGNOSIS_SHORT, for `train --diagnose`).
+ *  @return malloc'ed string (caller frees), NULL on out of memory. */
+char *lp_diagnosis_text(const lp_diagnosis *d, int mode);
+/** @return malloc'ed JSON object (keys above; caller frees), NULL on out of memory. */
+char *lp_diagnosis_json(const lp_diagnosis *d);
+/** Writes a self-contained HTML report (inline SVG, no scripts, no network)
+ *  atomically. @param path NULL = RUN/report.html */
+lp_status lp_diagnosis_write_html(const lp_diagnosis *d, const char *path);
+/** @return the fitted calibration temperature at the analysed epoch. */
+double lp_diagnosis_temperature(const lp_diagnosis *d);
+/** @return number of verdicts; lp_diagnosis_verdict_id(d, i) its id (NULL out of range). */
+int lp_diagnosis_verdict_count(const lp_diagnosis *d);
+const char *lp_diagnosis_verdict_id(const lp_diagnosis *d, int i);
+/** @return the run directory the diagnosis was made from. */
+const char *lp_diagnosis_run_dir(const lp_diagnosis *d);
+void lp_diagnosis_free(lp_diagnosis *d);
 /* ==== end section: diagnose ============================================= */
 
 #ifdef __cplusplus

@@ -1,8 +1,147 @@
-/* PLACEHOLDER: replaced by the owner of this subcommand. */
+/* loupe predict CHECKPOINT FILE_OR_DIR... [--json] */
 #include "cli.h"
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *usage_text =
+    "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--json] [--threads N]\n"
+    "\n"
+    "Prints the predicted class and the class probabilities for each image (folders are walked,\n"
+    "sorted by path; files that are not images are reported and skipped). Uses the checkpoint's\n"
+    "preprocessing, input size and calibration temperature. --json prints one object per line:\n"
+    "{\"path\": ..., \"class\": ..., \"probs\": [...]}. Exit status 2 if any file could not be read.\n";
+
+typedef struct {
+    char **v;
+    int n, cap;
+} paths;
+
+static void push(paths *p, const char *s) {
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 64;
+        p->v = realloc(p->v, (size_t)p->cap * sizeof *p->v);
+        if (!p->v) {
+            fputs("loupe predict: out of memory\n", stderr);
+            exit(1);
+        }
+    }
+    p->v[p->n++] = strdup(s);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void walk(paths *out, const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    paths local = {0};
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        size_t n = strlen(dir) + strlen(e->d_name) + 2;
+        char *p = malloc(n);
+        if (!p) continue;
+        snprintf(p, n, "%s/%s", dir, e->d_name);
+        push(&local, p);
+        free(p);
+    }
+    closedir(d);
+    qsort(local.v, (size_t)local.n, sizeof *local.v, cmp_str);
+    for (int i = 0; i < local.n; i++) {
+        struct stat st;
+        if (lstat(local.v[i], &st) == 0 && S_ISDIR(st.st_mode)) walk(out, local.v[i]);
+        else if (S_ISREG(st.st_mode)) push(out, local.v[i]);
+        free(local.v[i]);
+    }
+    free(local.v);
+}
+
+static void json_string(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
 int cmd_predict(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    cli_error("predict", "not built yet", NULL);
-    return 1;
+    const char *ckpt = NULL;
+    bool json = false;
+    long threads = 0;
+    paths files = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--threads")) {
+            if (i + 1 >= argc || !cli_parse_int(argv[i + 1], 0, 1024, &threads)) {
+                cli_error("predict", "--threads expects a number", NULL);
+                return 2;
+            }
+            i++;
+        } else if (a[0] == '-' && a[1]) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "unknown option '%s'", a);
+            cli_error("predict", msg, "run 'loupe predict --help'");
+            return 2;
+        } else if (!ckpt) ckpt = a;
+        else {
+            struct stat st;
+            if (stat(a, &st) != 0) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "%s: no such file or folder", a);
+                cli_error("predict", msg, NULL);
+                return 2;
+            }
+            if (S_ISDIR(st.st_mode)) walk(&files, a);
+            else push(&files, a);
+        }
+    }
+    if (!ckpt || files.n == 0) {
+        cli_error("predict", "needs CHECKPOINT and at least one image file or folder",
+                  "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--json]");
+        return 2;
+    }
+    lp_set_threads((int)threads);
+    lp_model *m;
+    lp_status s = lp_model_load(ckpt, &m);
+    if (s) return cli_fail("predict", s);
+    int k = lp_model_num_classes(m), failed = 0;
+    float *probs = malloc((size_t)k * sizeof(float));
+    for (int i = 0; i < files.n && probs; i++) {
+        s = lp_predict_file(m, files.v[i], probs);
+        if (s) {
+            fprintf(stderr, "loupe predict: %s\n", lp_errmsg());
+            failed++;
+            continue;
+        }
+        int best = 0;
+        for (int c = 1; c < k; c++)
+            if (probs[c] > probs[best]) best = c;
+        if (json) {
+            printf("{\"path\":");
+            json_string(files.v[i]);
+            printf(",\"class\":");
+            json_string(lp_model_class_name(m, best));
+            printf(",\"probs\":[");
+            for (int c = 0; c < k; c++) printf("%s%.6g", c ? "," : "", probs[c]);
+            printf("]}\n");
+        } else {
+            printf("%s: %s (%.4f)", files.v[i], lp_model_class_name(m, best), probs[best]);
+            for (int c = 0; c < k; c++) printf("%s%s=%.4f", c ? " " : "  [", lp_model_class_name(m, c), probs[c]);
+            printf("]\n");
+        }
+    }
+    free(probs);
+    for (int i = 0; i < files.n; i++) free(files.v[i]);
+    free(files.v);
+    lp_model_free(m);
+    return failed ? 2 : 0;
 }

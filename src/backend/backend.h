@@ -1,0 +1,146 @@
+/* backend: the ops a network needs, forward and backward, on oneDNN 2.6 (C API).
+ * Knows core and oneDNN only.
+ *
+ * Each op is a struct built once per shape (batch size included) by *_init,
+ * holding its primitives and oneDNN memory objects (created without buffers);
+ * the execute functions take raw pointers, so the caller owns every buffer
+ * and a step allocates nothing. Memory descriptors (lp_md) say the layout:
+ * convolutions and pooling pick oneDNN's preferred (blocked) layouts with
+ * format `any`; dense layers and the C ops work on plain row-major data.
+ * All ops run on one engine and the caller's stream; scratchpads are user
+ * provided (one shared buffer, at least *scratch_size bytes).
+ *
+ * Backward functions that produce parameter gradients ADD into them. */
+#ifndef LP_BACKEND_H
+#define LP_BACKEND_H
+
+#include "core/core.h"
+#include <dnnl.h>
+#include <stdbool.h>
+
+typedef dnnl_memory_desc_t lp_md;
+
+/* ---- engine, streams, errors ------------------------------------------ */
+dnnl_engine_t lp_dnnl_engine(void); /* process-wide CPU engine, created on first use; NULL on failure */
+lp_status lp_dnnl_stream_create(dnnl_stream_t *out);
+/* LP_OK when s == dnnl_success, else LP_ERR_BACKEND with "oneDNN: <what>: <status>". */
+lp_status lp_dnnl_check(dnnl_status_t s, const char *what);
+size_t lp_md_size(const lp_md *md);
+bool lp_md_equal(const lp_md *a, const lp_md *b);
+/* Plain row-major f32 descriptor of ndims (1..5) dims. */
+lp_md lp_md_plain(int ndims, const int64_t *dims);
+lp_md lp_md_any(int ndims, const int64_t *dims);
+/* "nChw16c"-style short description of a layout, for logs and summaries. */
+const char *lp_md_layout(const lp_md *md, char *buf, size_t n);
+
+/* ---- one primitive with its argument memories --------------------------- */
+#define LP_PRIM_MAX_ARGS 8
+typedef struct lp_prim {
+    dnnl_primitive_t p;
+    int nargs;
+    int arg_kind[LP_PRIM_MAX_ARGS];
+    dnnl_memory_t mem[LP_PRIM_MAX_ARGS + 1]; /* + scratchpad */
+    dnnl_exec_arg_t args[LP_PRIM_MAX_ARGS + 1];
+    size_t scratch_size;
+    char impl[64]; /* oneDNN implementation name, e.g. "jit:avx512_core" */
+} lp_prim;
+/* Creates the primitive for pd (taking ownership of pd only on success? no:
+ * pd stays owned by the caller) with one memory object per arg kind. */
+lp_status lp_prim_create(lp_prim *pr, const_dnnl_primitive_desc_t pd, const int *arg_kinds, int nargs);
+/* ptrs: one per arg kind, same order. scratch: >= pr->scratch_size bytes. */
+lp_status lp_prim_exec(lp_prim *pr, dnnl_stream_t s, void *const *ptrs, void *scratch);
+void lp_prim_free(lp_prim *pr);
+/* Attribute with user scratchpad, optional fused ReLU and optional sum (accumulate). */
+lp_status lp_attr_create(dnnl_primitive_attr_t *attr, bool relu, bool sum);
+
+/* ---- reorder: layout change, optionally accumulating (dst += reorder(src)) ---- */
+typedef struct lp_reorder {
+    lp_md src_md, dst_md;
+    lp_prim prim;
+} lp_reorder;
+lp_status lp_reorder_init(lp_reorder *r, const lp_md *src, const lp_md *dst, bool accumulate);
+lp_status lp_reorder_exec(lp_reorder *r, dnnl_stream_t s, const void *src, void *dst, void *scratch);
+void lp_reorder_free(lp_reorder *r);
+
+/* ---- conv2d (+ fused ReLU) -----------------------------------------------
+ * x: (n, c, h, w), w: (k, c, kh, kw) OIHW logically (layout w_md), b: (k),
+ * y: (n, k, oh, ow) with oh = (h + 2ph - kh)/sh + 1 (floor). */
+typedef struct lp_conv2d_params {
+    int n, c, h, w, k, kh, kw, sh, sw, ph, pw;
+    bool relu;
+} lp_conv2d_params;
+typedef struct lp_conv2d {
+    lp_conv2d_params p;
+    int oh, ow;
+    lp_md src_md, w_md, b_md, dst_md; /* forward (chosen by oneDNN) */
+    lp_md bd_w_md;                    /* weights layout for backward data */
+    lp_md bw_dw_md;                   /* diff weights layout from backward weights */
+    dnnl_primitive_desc_t fwd_pd;
+    lp_prim fwd, bwd_data, bwd_w;
+    bool has_bwd_data, has_bwd_w;
+} lp_conv2d;
+/* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */
+lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src);
+/* Builds the backward primitives asked for (once; no-op when built). */
+lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights);
+size_t lp_conv2d_scratch_size(const lp_conv2d *c);
+lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y, void *scratch);
+/* dy in dst_md (already multiplied by the ReLU mask), w in bd_w_md, dx in src_md (overwritten). */
+lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch);
+/* dw written (not accumulated) in bw_dw_md; db (k) written. */
+lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch);
+void lp_conv2d_free(lp_conv2d *c);
+
+/* ---- max pooling (floor, like PyTorch's MaxPool2d) ------------------------
+ * x: (n, c, h, w) in src_md, y: (n, c, oh, ow) in dst_md, ws: workspace. */
+typedef struct lp_maxpool {
+    int n, c, h, w, kh, kw, sh, sw, oh, ow;
+    lp_md src_md, dst_md, ws_md;
+    dnnl_primitive_desc_t fwd_pd;
+    lp_prim fwd, bwd;
+    bool has_bwd;
+} lp_maxpool;
+lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int kw, int sh, int sw, const lp_md *src);
+lp_status lp_maxpool_init_backward(lp_maxpool *m);
+size_t lp_maxpool_scratch_size(const lp_maxpool *m);
+lp_status lp_maxpool_forward(lp_maxpool *m, dnnl_stream_t s, const void *x, void *y, void *ws, void *scratch);
+lp_status lp_maxpool_backward(lp_maxpool *m, dnnl_stream_t s, const void *dy, const void *ws, void *dx, void *scratch);
+void lp_maxpool_free(lp_maxpool *m);
+
+/* ---- dense (+ fused ReLU), plain row-major ---------------------------------
+ * x: (n, in), w: (out, in) as torch.nn.Linear, b: (out), y: (n, out). */
+typedef struct lp_dense {
+    int n, in, out;
+    bool relu;
+    lp_prim fwd, bwd_data, bwd_w;
+    bool has_bwd_data, has_bwd_w;
+} lp_dense;
+lp_status lp_dense_init(lp_dense *d, int n, int in, int out, bool relu);
+lp_status lp_dense_init_backward(lp_dense *d, bool data, bool weights);
+size_t lp_dense_scratch_size(const lp_dense *d);
+lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const float *w, const float *b, float *y, void *scratch);
+/* dy already multiplied by the ReLU mask. dx overwritten. */
+lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const float *w, float *dx, void *scratch);
+/* dw += dy^T x ; db += sum over n of dy. */
+lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db, void *scratch);
+void lp_dense_free(lp_dense *d);
+
+/* ---- plain C ops (OpenMP) ---------------------------------------------------- */
+/* ReLU backward from the output: dy[i] = y[i] > 0 ? dy[i] : 0 (any layout, same for both). */
+void lp_relu_backward_inplace(float *dy, const float *y, size_t count);
+/* Adaptive average pooling, exact torch.nn.AdaptiveAvgPool2d: output cell (i, j)
+ * averages rows [floor(i*h/oh), ceil((i+1)*h/oh)) and the same for columns.
+ * x: (n, c, h, w), y: (n, c, oh, ow), plain NCHW. Backward writes dx. */
+void lp_adaptive_avgpool_forward(const float *x, float *y, int nc, int h, int w, int oh, int ow);
+void lp_adaptive_avgpool_backward(const float *dy, float *dx, int nc, int h, int w, int oh, int ow);
+/* Dropout (inverted, like PyTorch): element i kept when
+ * lp_rng_uniform(seed, stream, i) >= p, scaled by 1/(1-p). mask gets the
+ * factor (0 or 1/(1-p)); y = x * mask. Backward: dx = dy * mask. */
+void lp_dropout_forward(const float *x, float *y, float *mask, size_t count, float p, uint64_t seed, uint64_t stream);
+void lp_dropout_backward(const float *dy, const float *mask, float *dx, size_t count);
+/* Numerically stable softmax cross-entropy from logits z: (n, k).
+ * loss (n) optional, probs (n*k) optional, dz (n*k) optional = (softmax - onehot)/n.
+ * Returns the mean loss. Labels must be in [0, k). */
+double lp_softmax_xent(const float *z, const int *labels, int n, int k, float *loss, float *probs, float *dz);
+
+#endif

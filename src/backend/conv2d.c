@@ -1,0 +1,121 @@
+/* conv2d forward/backward on oneDNN. Layouts chosen by oneDNN (format any)
+ * for weights and output; the input layout is the one the caller has (or
+ * any for the model's first layer). ReLU is fused as a post-op. */
+#include "backend.h"
+#include <string.h>
+
+lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src) {
+    memset(c, 0, sizeof *c);
+    c->p = *p;
+    c->oh = (p->h + 2 * p->ph - p->kh) / p->sh + 1;
+    c->ow = (p->w + 2 * p->pw - p->kw) / p->sw + 1;
+    if (c->oh < 1 || c->ow < 1)
+        return lp_fail(LP_ERR_SHAPE, "conv2d: input %dx%d too small for kernel %dx%d", p->h, p->w, p->kh, p->kw);
+    int64_t sd[4] = {p->n, p->c, p->h, p->w}, wd[4] = {p->k, p->c, p->kh, p->kw}, bd[1] = {p->k},
+            dd[4] = {p->n, p->k, c->oh, c->ow};
+    lp_md src_md = src ? *src : lp_md_any(4, sd), w_md = lp_md_any(4, wd), b_md = lp_md_plain(1, bd),
+          dst_md = lp_md_any(4, dd);
+    dnnl_dims_t strides = {p->sh, p->sw}, pad = {p->ph, p->pw};
+    dnnl_convolution_desc_t desc;
+    lp_status st = lp_dnnl_check(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct,
+                                                                    &src_md, &w_md, &b_md, &dst_md, strides, pad, pad),
+                                 "conv2d forward desc");
+    if (st) return st;
+    dnnl_primitive_attr_t attr;
+    if ((st = lp_attr_create(&attr, p->relu, false))) return st;
+    st = lp_dnnl_check(dnnl_primitive_desc_create(&c->fwd_pd, &desc, attr, lp_dnnl_engine(), NULL), "conv2d forward");
+    dnnl_primitive_attr_destroy(attr);
+    if (st) return st;
+    c->src_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_src_md, 0);
+    c->w_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_weights_md, 0);
+    c->b_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_weights_md, 1);
+    c->dst_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_dst_md, 0);
+    static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
+    if ((st = lp_prim_create(&c->fwd, c->fwd_pd, kinds, 4))) {
+        lp_conv2d_free(c);
+        return st;
+    }
+    return LP_OK;
+}
+
+lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
+    const lp_conv2d_params *p = &c->p;
+    dnnl_dims_t strides = {p->sh, p->sw}, pad = {p->ph, p->pw};
+    int64_t wd[4] = {p->k, p->c, p->kh, p->kw};
+    lp_status st;
+    if (data && !c->has_bwd_data) {
+        lp_md w_any = lp_md_any(4, wd);
+        dnnl_convolution_desc_t desc;
+        if ((st = lp_dnnl_check(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &c->src_md,
+                                                                         &w_any, &c->dst_md, strides, pad, pad),
+                                "conv2d backward data desc")))
+            return st;
+        dnnl_primitive_attr_t attr;
+        if ((st = lp_attr_create(&attr, false, false))) return st;
+        dnnl_primitive_desc_t pd;
+        st = lp_dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), c->fwd_pd), "conv2d backward data");
+        dnnl_primitive_attr_destroy(attr);
+        if (st) return st;
+        c->bd_w_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        static const int kinds[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
+        st = lp_prim_create(&c->bwd_data, pd, kinds, 3);
+        dnnl_primitive_desc_destroy(pd);
+        if (st) return st;
+        c->has_bwd_data = true;
+    }
+    if (weights && !c->has_bwd_w) {
+        lp_md dw_any = lp_md_any(4, wd);
+        int64_t bd[1] = {p->k};
+        lp_md db = lp_md_plain(1, bd);
+        dnnl_convolution_desc_t desc;
+        if ((st = lp_dnnl_check(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &c->src_md,
+                                                                            &dw_any, &db, &c->dst_md, strides, pad, pad),
+                                "conv2d backward weights desc")))
+            return st;
+        dnnl_primitive_attr_t attr;
+        if ((st = lp_attr_create(&attr, false, false))) return st;
+        dnnl_primitive_desc_t pd;
+        st = lp_dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), c->fwd_pd),
+                           "conv2d backward weights");
+        dnnl_primitive_attr_destroy(attr);
+        if (st) return st;
+        c->bw_dw_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
+        static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
+        st = lp_prim_create(&c->bwd_w, pd, kinds, 4);
+        dnnl_primitive_desc_destroy(pd);
+        if (st) return st;
+        c->has_bwd_w = true;
+    }
+    return LP_OK;
+}
+
+size_t lp_conv2d_scratch_size(const lp_conv2d *c) {
+    size_t s = c->fwd.scratch_size;
+    if (c->has_bwd_data && c->bwd_data.scratch_size > s) s = c->bwd_data.scratch_size;
+    if (c->has_bwd_w && c->bwd_w.scratch_size > s) s = c->bwd_w.scratch_size;
+    return s;
+}
+
+lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y, void *scratch) {
+    void *p[4] = {(void *)x, (void *)w, (void *)b, y};
+    return lp_prim_exec(&c->fwd, s, p, scratch);
+}
+
+lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch) {
+    void *p[3] = {(void *)dy, (void *)w, dx};
+    return lp_prim_exec(&c->bwd_data, s, p, scratch);
+}
+
+lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch) {
+    void *p[4] = {(void *)x, (void *)dy, dw, db};
+    return lp_prim_exec(&c->bwd_w, s, p, scratch);
+}
+
+void lp_conv2d_free(lp_conv2d *c) {
+    if (!c) return;
+    lp_prim_free(&c->fwd);
+    lp_prim_free(&c->bwd_data);
+    lp_prim_free(&c->bwd_w);
+    if (c->fwd_pd) dnnl_primitive_desc_destroy(c->fwd_pd);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,95 @@
+/* Dense (fully connected) forward/backward with oneDNN matmul on plain
+ * row-major data; weights stay in torch.nn.Linear's (out, in) layout. */
+#include "backend.h"
+#include <string.h>
+
+static lp_md md_strided(int64_t d0, int64_t d1, int64_t s0, int64_t s1) {
+    lp_md md;
+    dnnl_dims_t d = {d0, d1}, s = {s0, s1};
+    dnnl_memory_desc_init_by_strides(&md, 2, d, dnnl_f32, s);
+    return md;
+}
+
+static lp_status matmul_prim(lp_prim *pr, const lp_md *a, const lp_md *b, const lp_md *bias, const lp_md *c, bool relu, bool sum) {
+    dnnl_matmul_desc_t desc;
+    lp_status st = lp_dnnl_check(dnnl_matmul_desc_init(&desc, a, b, bias, c), "matmul desc");
+    if (st) return st;
+    dnnl_primitive_attr_t attr;
+    if ((st = lp_attr_create(&attr, relu, sum))) return st;
+    dnnl_primitive_desc_t pd;
+    st = lp_dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), NULL), "dense (matmul)");
+    dnnl_primitive_attr_destroy(attr);
+    if (st) return st;
+    static const int with_bias[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
+    static const int no_bias[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    st = bias ? lp_prim_create(pr, pd, with_bias, 4) : lp_prim_create(pr, pd, no_bias, 3);
+    dnnl_primitive_desc_destroy(pd);
+    return st;
+}
+
+lp_status lp_dense_init(lp_dense *d, int n, int in, int out, bool relu) {
+    memset(d, 0, sizeof *d);
+    d->n = n;
+    d->in = in;
+    d->out = out;
+    d->relu = relu;
+    lp_md x = md_strided(n, in, in, 1), w = md_strided(in, out, 1, in), b = md_strided(1, out, out, 1),
+          y = md_strided(n, out, out, 1);
+    return matmul_prim(&d->fwd, &x, &w, &b, &y, relu, false);
+}
+
+lp_status lp_dense_init_backward(lp_dense *d, bool data, bool weights) {
+    lp_status st;
+    if (data && !d->has_bwd_data) {
+        lp_md dy = md_strided(d->n, d->out, d->out, 1), w = md_strided(d->out, d->in, d->in, 1),
+              dx = md_strided(d->n, d->in, d->in, 1);
+        if ((st = matmul_prim(&d->bwd_data, &dy, &w, NULL, &dx, false, false))) return st;
+        d->has_bwd_data = true;
+    }
+    if (weights && !d->has_bwd_w) {
+        lp_md dyt = md_strided(d->out, d->n, 1, d->out), x = md_strided(d->n, d->in, d->in, 1),
+              dw = md_strided(d->out, d->in, d->in, 1);
+        if ((st = matmul_prim(&d->bwd_w, &dyt, &x, NULL, &dw, false, true))) return st;
+        d->has_bwd_w = true;
+    }
+    return LP_OK;
+}
+
+size_t lp_dense_scratch_size(const lp_dense *d) {
+    size_t s = d->fwd.scratch_size;
+    if (d->has_bwd_data && d->bwd_data.scratch_size > s) s = d->bwd_data.scratch_size;
+    if (d->has_bwd_w && d->bwd_w.scratch_size > s) s = d->bwd_w.scratch_size;
+    return s;
+}
+
+lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const float *w, const float *b, float *y, void *scratch) {
+    void *p[4] = {(void *)x, (void *)w, (void *)b, y};
+    return lp_prim_exec(&d->fwd, s, p, scratch);
+}
+
+lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const float *w, float *dx, void *scratch) {
+    void *p[3] = {(void *)dy, (void *)w, dx};
+    return lp_prim_exec(&d->bwd_data, s, p, scratch);
+}
+
+lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db, void *scratch) {
+    void *p[3] = {(void *)dy, (void *)x, dw};
+    lp_status st = lp_prim_exec(&d->bwd_w, s, p, scratch);
+    if (st) return st;
+    const int n = d->n, out = d->out;
+#pragma omp parallel for if (out >= 1024)
+    for (int j = 0; j < out; j++) {
+        float acc = 0.0f;
+        for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + j];
+        db[j] += acc;
+    }
+    return LP_OK;
+}
+
+void lp_dense_free(lp_dense *d) {
+    if (!d) return;
+    lp_prim_free(&d->fwd);
+    lp_prim_free(&d->bwd_data);
+    lp_prim_free(&d->bwd_w);
+    memset(d, 0, sizeof *d);
+}

@@ -1,0 +1,86 @@
+/* nn: layers as data plus forward/backward pairs, the sequential model
+ * (backbone + head), freezing, parameter lists, model zoo (VGG16/VGG19 and a
+ * tiny CNN for tests), summary. Knows core and backend.
+ *
+ * Tensors at this API are NCHW float32; the backend keeps oneDNN's blocked
+ * layouts internally and reorders only at the model's edges.
+ *
+ *     lp_net_config c = lp_net_default_config();
+ *     strcpy(c.arch, "vgg16"); strcpy(c.top, "none"); strcpy(c.head, "gap,dense");
+ *     c.num_classes = 2; c.in_h = c.in_w = 64; c.max_batch = 8;
+ *     lp_net *net; lp_net_create(&c, &net);
+ *     lp_net_forward(net, x, n, true, seed, logits);
+ *     lp_net_loss(net, labels, n, NULL, NULL, &loss);
+ *     lp_net_zero_grad(net); lp_net_backward(net); lp_optim_step(opt, lr);
+ */
+#ifndef LP_NN_H
+#define LP_NN_H
+
+#include "core/core.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lp_net lp_net;
+
+typedef struct lp_net_config {
+    char arch[16];  /* "vgg16" | "vgg19" | "tiny" (conv8-pool-conv16-pool, for fast tests) */
+    char top[8];    /* "keep": torchvision classifier (avgpool 7x7, fc 4096, fc 4096 with ReLU +
+                       dropout 0.5, new output layer; tiny uses width 64) | "none": head spec */
+    char head[256]; /* when top=none, e.g. "flatten,dense:256:relu,dropout:0.5,dense:2" or
+                       "gap,dense"; the final dense size defaults to num_classes */
+    int num_classes, in_c, in_h, in_w;
+    int max_batch;  /* largest batch forward/backward will see */
+    uint64_t seed;  /* init + dropout streams */
+} lp_net_config;
+
+/* vgg16, top=keep, 2 classes, 3x224x224, max_batch 8, seed 0. */
+lp_net_config lp_net_default_config(void);
+lp_status lp_net_create(const lp_net_config *cfg, lp_net **out);
+void lp_net_free(lp_net *net);
+const lp_net_config *lp_net_get_config(const lp_net *net);
+
+/* Parameters: named tensors (torchvision names: features.0.weight OIHW,
+ * classifier.6.weight [out,in], head.<i>.weight) living in ONE flat float
+ * buffer, grads in another with the same offsets. Index order = layer order. */
+int lp_net_param_count(const lp_net *net);
+const char *lp_net_param_name(const lp_net *net, int i);
+int lp_net_param_shape(const lp_net *net, int i, int64_t shape[4]); /* returns ndim */
+size_t lp_net_param_numel(const lp_net *net, int i);
+size_t lp_net_param_offset(const lp_net *net, int i); /* in floats, into lp_net_weights() */
+float *lp_net_param(lp_net *net, int i);
+float *lp_net_grad(lp_net *net, int i);
+bool lp_net_param_trainable(const lp_net *net, int i);
+size_t lp_net_num_weights(const lp_net *net);
+float *lp_net_weights(lp_net *net);
+float *lp_net_grads(lp_net *net);
+/* "base" (whole backbone: features.* and, for top=keep, classifier.0/3) |
+ * "none" (everything trains) | a name prefix ("features." or "features.0").
+ * Freezing is cumulative ("features.0" then "features.2" freezes both);
+ * "none" unfreezes all. Unknown prefix -> LP_ERR_ARG. */
+lp_status lp_net_freeze(lp_net *net, const char *spec);
+
+/* x: (n, C, H, W) float NCHW, n <= max_batch. training=true enables dropout
+ * (mask from lp_rng with dropout_seed, deterministic whatever the thread
+ * count) and keeps what backward needs. logits: (n, num_classes). */
+lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint64_t dropout_seed, float *logits);
+/* Softmax cross-entropy from the last forward's logits; loss_per_sample
+ * optional (n); mean_loss = mean over n; probs optional (n*K). Stores
+ * dlogits = (softmax - onehot)/n for backward. Labels out of range -> LP_ERR_ARG. */
+lp_status lp_net_loss(lp_net *net, const int *labels, int n, float *loss_per_sample, float *probs, float *mean_loss);
+void lp_net_zero_grad(lp_net *net);
+/* Accumulates into grads of trainable params; skips backward below the first
+ * trainable layer. Needs a forward with training=true and lp_net_loss before. */
+lp_status lp_net_backward(lp_net *net);
+
+/* State dict out/in (torchvision names, F32). load: strict=false allows
+ * missing tensors (listed in *missing as a malloc'ed comma-separated string,
+ * or NULL when none); unknown names or wrong shapes are always an error
+ * naming the tensor and both shapes. F32/BF16/F16 inputs are accepted. */
+lp_status lp_net_state_dict(lp_net *net, lp_tensor_list *out);
+lp_status lp_net_load_state_dict(lp_net *net, const lp_tensor_list *in, bool strict, char **missing);
+/* Keras-like table: layer, output shape, params; totals trainable/frozen.
+ * *text is malloc'ed. */
+lp_status lp_net_summary(lp_net *net, char **text);
+
+#endif

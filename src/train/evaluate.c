@@ -1,0 +1,195 @@
+/* Evaluate a checkpoint on a folder of class subfolders, and predict single
+ * images, with the checkpoint's own preprocessing, size and calibration. */
+#include "io/checkpoint.h"
+#include "train/metrics.h"
+#include "train/train.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Runs the net over x in chunks the net was built for. */
+static lp_status forward_chunks(lp_net *net, const float *x, int n, int per_image, int k, float *logits) {
+    int max_b = lp_net_get_config(net)->max_batch;
+    for (int off = 0; off < n; off += max_b) {
+        int m = n - off < max_b ? n - off : max_b;
+        lp_status s = lp_net_forward(net, x + (size_t)off * per_image, m, false, 0, logits + (size_t)off * k);
+        if (s) return s;
+    }
+    return LP_OK;
+}
+
+static char *join_classes(lp_model *m) {
+    size_t len = 1;
+    int k = lp_model_num_classes(m);
+    for (int c = 0; c < k; c++) len += strlen(lp_model_class_name(m, c)) + 1;
+    char *s = lp_malloc(len);
+    if (!s) return NULL;
+    s[0] = 0;
+    for (int c = 0; c < k; c++) {
+        if (c) strcat(s, ",");
+        strcat(s, lp_model_class_name(m, c));
+    }
+    return s;
+}
+
+lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out) {
+    *out = NULL;
+    lp_model_io io;
+    lp_status s = lp_model_io_from_meta(m, &io);
+    if (s) return s;
+    if (batch < 1) batch = 32;
+    int k = lp_model_num_classes(m);
+    char *classes = join_classes(m);
+    if (!classes) return LP_ERR_NOMEM;
+    lp_scan_options so = lp_scan_default_options();
+    so.classes = classes;
+    so.skip_bad = skip_bad;
+    lp_split *sp = NULL;
+    s = lp_split_scan_dir(dir, &so, &sp);
+    free(classes);
+    if (s) return s;
+    if (sp->num_samples == 0) {
+        lp_split_free(sp);
+        return lp_fail(LP_ERR_DATA, "%s: no images found in its class folders", dir);
+    }
+    io.loader.batch = batch;
+    lp_loader *ld = NULL;
+    s = lp_loader_create(sp, &io.loader, &ld);
+    int n = sp->num_samples;
+    float *probs = lp_malloc((size_t)n * k * sizeof(float));
+    float *logits = lp_malloc((size_t)batch * k * sizeof(float));
+    int *labels = lp_malloc((size_t)n * sizeof(int));
+    if (!s && (!probs || !logits || !labels)) s = LP_ERR_NOMEM;
+    lp_net *net = lp_model_net(m);
+    int per_image = io.loader.channels * io.loader.height * io.loader.width;
+    int done = 0;
+    for (int b = 0; !s && b < lp_loader_batches_per_pass(ld); b++) {
+        lp_batch bt;
+        if ((s = lp_loader_next(ld, &bt))) break;
+        if ((s = forward_chunks(net, bt.x, bt.n, per_image, k, logits))) break;
+        lp_softmax_rows(logits, bt.n, k, io.temperature, probs + (size_t)done * k);
+        memcpy(labels + done, bt.labels, (size_t)bt.n * sizeof(int));
+        done += bt.n;
+    }
+    lp_loader_free(ld);
+    lp_metrics mt;
+    if (!s) s = lp_metrics_compute(probs, labels, done, k, &mt);
+    free(probs);
+    free(logits);
+    free(labels);
+    if (s) {
+        lp_split_free(sp);
+        return s;
+    }
+    lp_eval_result *r = lp_calloc(1, sizeof *r);
+    if (!r) {
+        lp_metrics_free(&mt);
+        lp_split_free(sp);
+        return LP_ERR_NOMEM;
+    }
+    r->n = done;
+    r->num_classes = k;
+    r->loss = mt.loss;
+    r->accuracy = mt.accuracy;
+    r->roc_auc = mt.roc_auc;
+    r->precision = mt.precision;
+    r->recall = mt.recall;
+    r->f1 = mt.f1;
+    r->support = mt.support;
+    r->confusion = mt.confusion;
+    r->temperature = io.temperature;
+    r->class_names = lp_calloc((size_t)k, sizeof(char *));
+    for (int c = 0; r->class_names && c < k; c++) r->class_names[c] = lp_strdup(lp_model_class_name(m, c));
+    lp_split_free(sp);
+    *out = r;
+    return LP_OK;
+}
+
+void lp_eval_result_free(lp_eval_result *r) {
+    if (!r) return;
+    for (int c = 0; r->class_names && c < r->num_classes; c++) free(r->class_names[c]);
+    free(r->class_names);
+    free(r->precision);
+    free(r->recall);
+    free(r->f1);
+    free(r->support);
+    free(r->confusion);
+    free(r);
+}
+
+char *lp_eval_result_text(const lp_eval_result *r) {
+    size_t cap = 4096 + (size_t)r->num_classes * (256 + (size_t)r->num_classes * 12);
+    char *t = lp_malloc(cap);
+    if (!t) return NULL;
+    size_t o = 0;
+#define OUT(...) o += (size_t)snprintf(t + o, o < cap ? cap - o : 0, __VA_ARGS__)
+    OUT("%d images, %d classes%s\n", r->n, r->num_classes, r->temperature != 1.0 ? " (calibrated)" : "");
+    OUT("loss: %.4f - accuracy: %.4f", r->loss, r->accuracy);
+    if (!isnan(r->roc_auc)) OUT(" - roc_auc: %.4f", r->roc_auc);
+    if (r->temperature != 1.0) OUT(" - temperature: %.4g", r->temperature);
+    OUT("\n\n%-16s %9s %9s %9s %9s\n", "class", "precision", "recall", "f1", "support");
+    for (int c = 0; c < r->num_classes; c++)
+        OUT("%-16.16s %9.4f %9.4f %9.4f %9d\n", r->class_names[c], r->precision[c], r->recall[c], r->f1[c], r->support[c]);
+    OUT("\nconfusion matrix (rows: true class, columns: predicted)\n%-16s", "");
+    for (int c = 0; c < r->num_classes; c++) OUT(" %10.10s", r->class_names[c]);
+    OUT("\n");
+    for (int a = 0; a < r->num_classes; a++) {
+        OUT("%-16.16s", r->class_names[a]);
+        for (int b = 0; b < r->num_classes; b++) OUT(" %10d", r->confusion[a * r->num_classes + b]);
+        OUT("\n");
+    }
+#undef OUT
+    return t;
+}
+
+static void num_or_null(cJSON *o, const char *k, double v) {
+    if (isnan(v) || isinf(v)) cJSON_AddNullToObject(o, k);
+    else cJSON_AddNumberToObject(o, k, v);
+}
+
+char *lp_eval_result_json(const lp_eval_result *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", r->n);
+    num_or_null(o, "loss", r->loss);
+    num_or_null(o, "accuracy", r->accuracy);
+    num_or_null(o, "roc_auc", r->roc_auc);
+    cJSON_AddNumberToObject(o, "temperature", r->temperature);
+    cJSON *cl = cJSON_AddArrayToObject(o, "classes");
+    cJSON *per = cJSON_AddObjectToObject(o, "per_class");
+    for (int c = 0; c < r->num_classes; c++) {
+        cJSON_AddItemToArray(cl, cJSON_CreateString(r->class_names[c]));
+        cJSON *pc = cJSON_AddObjectToObject(per, r->class_names[c]);
+        cJSON_AddNumberToObject(pc, "precision", r->precision[c]);
+        cJSON_AddNumberToObject(pc, "recall", r->recall[c]);
+        cJSON_AddNumberToObject(pc, "f1", r->f1[c]);
+        cJSON_AddNumberToObject(pc, "support", r->support[c]);
+    }
+    cJSON *cm = cJSON_AddArrayToObject(o, "confusion");
+    for (int a = 0; a < r->num_classes; a++) {
+        cJSON *row = cJSON_CreateArray();
+        for (int b = 0; b < r->num_classes; b++) cJSON_AddItemToArray(row, cJSON_CreateNumber(r->confusion[a * r->num_classes + b]));
+        cJSON_AddItemToArray(cm, row);
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+lp_status lp_predict_file(lp_model *m, const char *path, float *probs) {
+    lp_model_io io;
+    lp_status s = lp_model_io_from_meta(m, &io);
+    if (s) return s;
+    int k = lp_model_num_classes(m);
+    size_t per = (size_t)io.loader.channels * io.loader.height * io.loader.width;
+    float *x = lp_malloc(per * sizeof(float));
+    float *logits = lp_malloc((size_t)k * sizeof(float));
+    if (!x || !logits) s = LP_ERR_NOMEM;
+    if (!s) s = lp_image_load(path, &io.loader, x);
+    if (!s) s = lp_net_forward(lp_model_net(m), x, 1, false, 0, logits);
+    if (!s) lp_softmax_rows(logits, 1, k, io.temperature, probs);
+    free(x);
+    free(logits);
+    return s;
+}

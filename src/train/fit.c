@@ -1,0 +1,322 @@
+/* The fit loop: Keras' fit() with ModelCheckpoint, EarlyStopping,
+ * ReduceLROnPlateau, LR schedules, CSV and TensorBoard logs, and --resume that
+ * reproduces an uninterrupted run bit for bit (same thread count). */
+#include "diag/diag.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "log/csv.h"
+#include "log/progress.h"
+#include "nn/optim.h"
+#include "train/fit_internal.h"
+#include "train/train.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t g_stop_requested = 0;
+void lp_train_request_stop(void) { g_stop_requested = 1; }
+
+lp_train_params lp_train_default_params(void) {
+    lp_train_params p;
+    memset(&p, 0, sizeof p);
+    p.model = "vgg16";
+    p.top = "keep";
+    p.head = "flatten,dense";
+    p.height = p.width = 224;
+    p.preprocess = "auto";
+    p.interpolation = "nearest";
+    p.color_mode = "rgb";
+    p.epochs = 10;
+    p.batch = 32;
+    p.optimizer = "sgd";
+    p.freeze = "none";
+    p.seed = 1;
+    p.shuffle = 1;
+    p.monitor = "val_loss";
+    p.schedule = "constant";
+    p.tensorboard = 1;
+    p.cache_features = 1;
+    p.precision = "fp32";
+    p.verbose = 1;
+    return p;
+}
+
+/* Stream ids for the counter-based RNG, so no two uses share numbers. */
+enum { STREAM_DROPOUT = 0x100 };
+
+static void say(const lp_fit *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const lp_fit *f, const char *fmt, ...) {
+    if (!f->p.verbose || !f->out) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f->out, fmt, ap);
+    va_end(ap);
+    fflush(f->out);
+}
+
+static lp_status check_params(const lp_train_params *p) {
+    if (!p->data_dir || !*p->data_dir) return lp_fail(LP_ERR_ARG, "no data folder given");
+    if (!p->run_dir || !*p->run_dir) return lp_fail(LP_ERR_ARG, "no run folder given (--run RUN)");
+    if (p->epochs < 1) return lp_fail(LP_ERR_ARG, "epochs must be at least 1 (got %d)", p->epochs);
+    if (p->batch < 1) return lp_fail(LP_ERR_ARG, "batch must be at least 1 (got %d)", p->batch);
+    if (p->height < 32 || p->width < 32)
+        return lp_fail(LP_ERR_ARG, "input size %dx%d is too small: VGG needs at least 32x32", p->width, p->height);
+    if (p->steps_per_epoch < 0 || p->validation_steps < 0) return lp_fail(LP_ERR_ARG, "steps must not be negative");
+    if (strcmp(p->model, "vgg16") && strcmp(p->model, "vgg19") && strcmp(p->model, "tiny"))
+        return lp_fail(LP_ERR_ARG, "unknown model '%s' (vgg16, vgg19 or tiny)", p->model);
+    if (strcmp(p->top, "keep") && strcmp(p->top, "none")) return lp_fail(LP_ERR_ARG, "unknown top '%s' (keep or none)", p->top);
+    if (strcmp(p->optimizer, "sgd") && strcmp(p->optimizer, "adam") && strcmp(p->optimizer, "adamw"))
+        return lp_fail(LP_ERR_ARG, "unknown optimizer '%s' (sgd, adam or adamw)", p->optimizer);
+    if (strcmp(p->monitor, "val_loss") && strcmp(p->monitor, "val_accuracy"))
+        return lp_fail(LP_ERR_ARG, "unknown monitor '%s' (val_loss or val_accuracy)", p->monitor);
+    if (p->lr < 0 || p->momentum < 0 || p->momentum >= 1 || p->weight_decay < 0)
+        return lp_fail(LP_ERR_ARG, "lr, momentum (< 1) and weight decay must not be negative");
+    if (p->reduce_lr_factor < 0 || p->reduce_lr_factor >= 1)
+        return lp_fail(LP_ERR_ARG, "reduce-lr factor must be in (0, 1) (got %g)", p->reduce_lr_factor);
+    if (p->nesterov && (p->momentum <= 0 || strcmp(p->optimizer, "sgd")))
+        return lp_fail(LP_ERR_ARG, "--nesterov needs --optimizer sgd with --momentum > 0");
+    if (strcmp(p->color_mode, "rgb") && strcmp(p->color_mode, "grayscale"))
+        return lp_fail(LP_ERR_ARG, "unknown color mode '%s' (rgb or grayscale)", p->color_mode);
+    lp_schedule sch;
+    if (!lp_schedule_parse(p->schedule, &sch))
+        return lp_fail(LP_ERR_ARG, "bad schedule '%s' (constant, step:EPOCHS:GAMMA or cosine)", p->schedule);
+    if (p->validation_split < 0 || p->validation_split >= 1)
+        return lp_fail(LP_ERR_ARG, "validation split must be in [0, 1) (got %g)", p->validation_split);
+    return LP_OK;
+}
+
+/* ---- one validation pass ------------------------------------------------ */
+static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_acc) {
+    *val_loss = NAN;
+    *val_acc = NAN;
+    if (!f->valid_loader) return LP_OK;
+    lp_status s = lp_loader_seek(f->valid_loader, 0, 0);
+    if (s) return s;
+    int steps = lp_loader_batches_per_pass(f->valid_loader);
+    if (f->p.validation_steps > 0 && f->p.validation_steps < steps) steps = f->p.validation_steps;
+    int k = f->num_classes, n_total = 0;
+    double loss_sum = 0;
+    int correct = 0;
+    for (int b = 0; b < steps; b++) {
+        lp_batch bt;
+        if ((s = lp_loader_next(f->valid_loader, &bt))) return s;
+        if ((s = lp_fit_forward_eval(f, bt.x, bt.n, f->logits))) return s;
+        float mean;
+        if ((s = lp_net_loss(f->net, bt.labels, bt.n, f->sample_loss, f->probs, &mean))) return s;
+        for (int i = 0; i < bt.n; i++) {
+            const float *pr = f->probs + (size_t)i * k;
+            int pred = 0;
+            for (int c = 1; c < k; c++)
+                if (pr[c] > pr[pred]) pred = c;
+            correct += pred == bt.labels[i];
+            loss_sum += f->sample_loss[i];
+            memcpy(f->val_probs + (size_t)n_total * k, pr, (size_t)k * sizeof(float));
+            f->val_labels[n_total] = bt.labels[i];
+            n_total++;
+            if (f->pred_csv) {
+                const lp_sample *smp = &f->valid->samples[bt.indices[i]];
+                lp_csv_printf(f->pred_csv, "%d,", epoch);
+                lp_csv_write_field(f->pred_csv, smp->relpath);
+                lp_csv_printf(f->pred_csv, ",%d", bt.labels[i]);
+                for (int c = 0; c < k; c++) lp_csv_printf(f->pred_csv, ",%.9g", pr[c]);
+                if ((s = lp_csv_printf(f->pred_csv, "\n"))) return s;
+            }
+        }
+    }
+    f->val_count = n_total;
+    if (n_total > 0) {
+        *val_loss = loss_sum / n_total;
+        *val_acc = (double)correct / n_total;
+    }
+    return LP_OK;
+}
+
+/* ---- checkpoints ---------------------------------------------------------- */
+static lp_status save_checkpoint(lp_fit *f, const char *name, bool with_state) {
+    char *path = lp_path_join(f->ckpt_dir, name);
+    if (!path) return LP_ERR_NOMEM;
+    lp_tensor_list extra, meta;
+    lp_tensor_list_init(&extra);
+    lp_tensor_list_init(&meta);
+    lp_status s = lp_fit_fill_meta(f, &meta);
+    if (!s && with_state) {
+        char *js = lp_train_state_to_json(&f->st);
+        if (!js) s = lp_fail(LP_ERR_NOMEM, "out of memory");
+        else {
+            s = lp_tensor_list_set_meta(&meta, "train_state", js);
+            free(js);
+        }
+        if (!s) s = lp_optim_state_dict(f->opt, &extra);
+    }
+    if (!s) s = lp_checkpoint_save(path, f->net, with_state ? &extra : NULL, &meta);
+    lp_tensor_list_free(&extra);
+    lp_tensor_list_free(&meta);
+    free(path);
+    return s;
+}
+
+static lp_status restore_weights(lp_fit *f, const char *name) {
+    char *path = lp_path_join(f->ckpt_dir, name);
+    if (!path) return LP_ERR_NOMEM;
+    lp_tensor_list all;
+    lp_tensor_list_init(&all);
+    lp_status s = lp_safetensors_read(path, &all);
+    if (!s) {
+        /* keep only the net's tensors */
+        lp_tensor_list net_only;
+        lp_tensor_list_init(&net_only);
+        for (int i = 0; i < all.count && !s; i++) {
+            if (!strncmp(all.items[i].name, "optim.", 6) || !strncmp(all.items[i].name, "train.", 6)) continue;
+            s = lp_tensor_list_add(&net_only, all.items[i].name, &all.items[i].t);
+        }
+        if (!s) s = lp_net_load_state_dict(f->net, &net_only, true, NULL);
+        lp_tensor_list_free(&net_only);
+    }
+    lp_tensor_list_free(&all);
+    free(path);
+    return s;
+}
+
+/* ---- the loop ------------------------------------------------------------- */
+static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
+    const lp_train_params *p = &f->p;
+    lp_status s = LP_OK;
+    int k = f->num_classes;
+    int per_pass = lp_loader_batches_per_pass(f->train_loader);
+    int steps = p->steps_per_epoch > 0 ? p->steps_per_epoch : per_pass;
+    lp_schedule sched;
+    lp_schedule_parse(p->schedule, &sched);
+    bool maximize = !strcmp(p->monitor, "val_accuracy");
+
+    for (int epoch = f->st.epochs_done + 1; epoch <= p->epochs; epoch++) {
+        double t0 = lp_now();
+        bool mid = f->st.step_in_epoch > 0;
+        if (!mid) {
+            if (p->reduce_lr_factor <= 0) f->st.lr = lp_schedule_lr(&sched, f->base_lr, epoch - 1, p->epochs);
+            f->st.loss_sum = f->st.correct = f->st.seen = 0;
+        }
+        say(f, "Epoch %d/%d\n", epoch, p->epochs);
+        lp_progress prog;
+        lp_progress_begin(&prog, p->verbose ? f->out : NULL, steps);
+        if ((s = lp_loader_seek(f->train_loader, f->st.loader_pass, f->st.loader_batch))) return s;
+        for (int step = f->st.step_in_epoch; step < steps; step++) {
+            lp_batch bt;
+            if ((s = lp_loader_next(f->train_loader, &bt))) return s;
+            uint64_t dseed = lp_rng_u64(p->seed, STREAM_DROPOUT, (uint64_t)f->st.global_step);
+            float mean;
+            if ((s = lp_fit_train_step(f, &bt, dseed, (float)f->st.lr, &mean))) return s;
+            if (!isfinite(mean)) {
+                return lp_fail(LP_ERR_NUMERIC,
+                               "loss is %g at epoch %d step %d: training diverged; the last good checkpoint is kept "
+                               "(try a smaller --lr)", (double)mean, epoch, step + 1);
+            }
+            for (int i = 0; i < bt.n; i++) {
+                const float *pr = f->probs + (size_t)i * k;
+                int pred = 0;
+                for (int c = 1; c < k; c++)
+                    if (pr[c] > pr[pred]) pred = c;
+                f->st.correct += pred == bt.labels[i];
+            }
+            f->st.loss_sum += (double)mean * bt.n;
+            f->st.seen += bt.n;
+            f->st.global_step++;
+            lp_loader_position(f->train_loader, &f->st.loader_pass, &f->st.loader_batch);
+            f->st.step_in_epoch = step + 1;
+            if (f->tb && p->batch_log_freq > 0 && f->st.global_step % p->batch_log_freq == 0)
+                lp_fit_tb_batch(f, mean);
+            lp_progress_update(&prog, step + 1, f->st.loss_sum / f->st.seen, f->st.correct / f->st.seen);
+            if (g_stop_requested && step + 1 < steps) {
+                if (p->verbose && f->out) fputc('\n', f->out);
+                say(f, "Interrupted: saving %s/last.safetensors (epoch %d, step %d of %d)\n", f->ckpt_dir, epoch,
+                    step + 1, steps);
+                f->st.epochs_done = epoch - 1;
+                if ((s = save_checkpoint(f, "last.safetensors", true))) return s;
+                return lp_fail(LP_ERR_INTERRUPTED, "interrupted at epoch %d step %d; continue with --resume", epoch,
+                               step + 1);
+            }
+        }
+        double loss = f->st.loss_sum / f->st.seen, acc = f->st.correct / f->st.seen;
+        double val_loss, val_acc;
+        if ((s = validate(f, epoch, &val_loss, &val_acc))) return s;
+        double lr_used = f->st.lr;
+        char extra[256];
+        if (f->valid_loader) snprintf(extra, sizeof extra, " - val_loss: %.4f - val_accuracy: %.4f", val_loss, val_acc);
+        else extra[0] = 0;
+        lp_progress_end(&prog, steps, loss, acc, extra);
+
+        /* Logs first: a finished epoch is on disk before its checkpoint. */
+        if ((s = lp_csv_printf(f->hist_csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g\n", epoch, loss, acc, val_loss, val_acc, lr_used)))
+            return s;
+        if ((s = lp_csv_sync(f->hist_csv))) return s;
+        if (f->pred_csv && (s = lp_csv_sync(f->pred_csv))) return s;
+        if (f->tb && (s = lp_fit_tb_epoch(f, epoch, loss, acc, val_loss, val_acc, lr_used))) return s;
+
+        /* ModelCheckpoint(save_best_only) on the monitored figure. */
+        double mval = f->valid_loader ? (maximize ? val_acc : val_loss) : loss;
+        double prev = f->st.monitor.best;
+        bool improved = lp_monitor_update(&f->st.monitor, mval, epoch);
+        if (improved) {
+            if ((s = save_checkpoint(f, "best.safetensors", false))) return s;
+            if (epoch == 1 || isinf(prev))
+                say(f, "Epoch %d: %s improved from %s to %.5f, saving model to %s/best.safetensors\n", epoch, f->monitor_name,
+                    maximize ? "-inf" : "inf", mval, f->ckpt_dir);
+            else
+                say(f, "Epoch %d: %s improved from %.5f to %.5f, saving model to %s/best.safetensors\n", epoch,
+                    f->monitor_name, prev, mval, f->ckpt_dir);
+        } else {
+            say(f, "Epoch %d: %s did not improve from %.5f\n", epoch, f->monitor_name, f->st.monitor.best);
+        }
+        bool stop = lp_early_stop_update(&f->st.early, mval, epoch);
+        double new_lr = lp_reduce_lr_update(&f->st.reduce, mval, f->st.lr);
+        if (new_lr != f->st.lr) {
+            say(f, "Epoch %d: ReduceLROnPlateau reducing learning rate to %g.\n", epoch, new_lr);
+            f->st.lr = new_lr;
+        }
+        f->st.epochs_done = epoch;
+        f->st.step_in_epoch = 0;
+        if ((s = save_checkpoint(f, "last.safetensors", true))) return s;
+
+        lp_epoch_result r = {epoch, loss, acc, val_loss, val_acc, lr_used, lp_now() - t0, improved};
+        if (cb && cb(&r, user)) {
+            say(f, "Stopped by the epoch callback after epoch %d.\n", epoch);
+            break;
+        }
+        if (stop) {
+            say(f, "Epoch %d: early stopping (no improvement of %s for %d epochs; best %.5f at epoch %d)\n", epoch,
+                f->monitor_name, f->st.early.patience, f->st.early.best, f->st.early.best_epoch);
+            break;
+        }
+        if (g_stop_requested) {
+            return lp_fail(LP_ERR_INTERRUPTED, "interrupted after epoch %d; continue with --resume", epoch);
+        }
+    }
+    if (f->p.restore_best && f->st.monitor.best_epoch > 0) {
+        if ((s = restore_weights(f, "best.safetensors"))) return s;
+        if ((s = save_checkpoint(f, "final.safetensors", false))) return s;
+        say(f, "Restoring model weights from the end of the best epoch: %d (final.safetensors).\n",
+            f->st.monitor.best_epoch);
+    }
+    return LP_OK;
+}
+
+lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *user) {
+    lp_clear_error();
+    g_stop_requested = 0;
+    lp_status s = check_params(params);
+    if (s) return s;
+    lp_fit f;
+    memset(&f, 0, sizeof f);
+    f.p = *params;
+    f.out = params->out ? params->out : stdout;
+    if ((s = lp_mkdirs(params->run_dir))) return s;
+    char *lock = NULL;
+    if ((s = lp_run_lock(params->run_dir, &lock))) return s;
+    s = lp_fit_setup(&f);
+    if (!s) s = run_epochs(&f, cb, user);
+    lp_fit_teardown(&f);
+    lp_run_unlock(lock);
+    return s;
+}

@@ -1,0 +1,49 @@
+/* What the fit loop's files share: the loop's working state. */
+#ifndef LP_FIT_INTERNAL_H
+#define LP_FIT_INTERNAL_H
+
+#include "data/data.h"
+#include "log/csv.h"
+#include "log/log.h"
+#include "nn/nn.h"
+#include "nn/optim.h"
+#include "train/train.h"
+#include <stdio.h>
+
+typedef struct lp_fit {
+    lp_train_params p;
+    FILE *out;
+    char *ckpt_dir;
+    const char *monitor_name;
+    lp_dataset *ds;
+    const lp_split *train, *valid;
+    int num_classes, channels;
+    lp_preprocess preprocess;
+    char *weights_preprocess; /* what the weights expect, or NULL */
+    lp_net *net;
+    lp_optim *opt;
+    double base_lr;
+    lp_loader *train_loader, *valid_loader;
+    lp_csv *hist_csv, *pred_csv;
+    lp_tb_writer *tb, *tb_val;
+    lp_train_state st;
+    /* buffers sized for one batch (max of train/valid batch) */
+    float *logits, *probs, *sample_loss;
+    /* validation table of the current epoch (for diagnostics scalars) */
+    float *val_probs;
+    int *val_labels;
+    int val_count;
+} lp_fit;
+
+lp_status lp_fit_setup(lp_fit *f);
+void lp_fit_teardown(lp_fit *f);
+/* forward(training) + loss + backward + optimizer step; f->probs holds the batch's probabilities. */
+lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss);
+lp_status lp_fit_forward_eval(lp_fit *f, const float *x, int n, float *logits);
+/* Checkpoint metadata (classes, preprocessing, input size, ...). */
+lp_status lp_fit_fill_meta(lp_fit *f, lp_tensor_list *meta);
+/* TensorBoard writes. */
+lp_status lp_fit_tb_epoch(lp_fit *f, int epoch, double loss, double acc, double val_loss, double val_acc, double lr);
+void lp_fit_tb_batch(lp_fit *f, float loss);
+
+#endif

@@ -1,0 +1,478 @@
+/* Fit loop set-up and tear-down: dataset, model, pretrained weights,
+ * freezing, optimizer, --resume, loaders, run.json and the logs. */
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "io/weights.h"
+#include "train/fit_internal.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void say(const lp_fit *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const lp_fit *f, const char *fmt, ...) {
+    if (!f->p.verbose || !f->out) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f->out, fmt, ap);
+    va_end(ap);
+    fflush(f->out);
+}
+
+static char *classes_json(const lp_split *sp) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < sp->num_classes; i++) cJSON_AddItemToArray(a, cJSON_CreateString(sp->class_names[i]));
+    char *s = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    return s;
+}
+
+lp_status lp_fit_fill_meta(lp_fit *f, lp_tensor_list *meta) {
+    char buf[64];
+    char *cls = classes_json(f->train);
+    if (!cls) return lp_fail(LP_ERR_NOMEM, "out of memory");
+    lp_status s = lp_tensor_list_set_meta(meta, "classes", cls);
+    free(cls);
+    if (!s) s = lp_tensor_list_set_meta(meta, "preprocess", lp_preprocess_name(f->preprocess));
+    if (!s) s = lp_tensor_list_set_meta(meta, "interpolation", f->p.interpolation);
+    snprintf(buf, sizeof buf, "%dx%d", f->p.height, f->p.width);
+    if (!s) s = lp_tensor_list_set_meta(meta, "input_size", buf);
+    snprintf(buf, sizeof buf, "%d", f->channels);
+    if (!s) s = lp_tensor_list_set_meta(meta, "in_channels", buf);
+    if (!s) s = lp_tensor_list_set_meta(meta, "color_mode", f->p.color_mode);
+    if (!s && f->weights_preprocess) s = lp_tensor_list_set_meta(meta, "weights_preprocess", f->weights_preprocess);
+    snprintf(buf, sizeof buf, "%d", f->st.epochs_done);
+    if (!s) s = lp_tensor_list_set_meta(meta, "epoch", buf);
+    return s;
+}
+
+/* ---- run.json --------------------------------------------------------------- */
+static void add_str(cJSON *o, const char *k, const char *v) {
+    if (v) cJSON_AddStringToObject(o, k, v);
+    else cJSON_AddNullToObject(o, k);
+}
+
+static cJSON *split_counts(const lp_split *sp) {
+    cJSON *o = cJSON_CreateObject();
+    for (int c = 0; c < sp->num_classes; c++) cJSON_AddNumberToObject(o, sp->class_names[c], sp->class_counts[c]);
+    return o;
+}
+
+static lp_status write_run_json(lp_fit *f) {
+    const lp_train_params *p = &f->p;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "loupe_version", lp_version());
+    cJSON *cfg = cJSON_AddObjectToObject(root, "config");
+    add_str(cfg, "data", p->data_dir);
+    add_str(cfg, "run", p->run_dir);
+    add_str(cfg, "model", p->model);
+    add_str(cfg, "top", p->top);
+    add_str(cfg, "head", !strcmp(p->top, "none") ? p->head : NULL);
+    add_str(cfg, "weights", p->weights);
+    add_str(cfg, "weights_preprocess", f->weights_preprocess);
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", p->width, p->height);
+    add_str(cfg, "size", size);
+    add_str(cfg, "preprocess", lp_preprocess_name(f->preprocess));
+    add_str(cfg, "preprocess_requested", p->preprocess);
+    add_str(cfg, "interpolation", p->interpolation);
+    add_str(cfg, "color_mode", p->color_mode);
+    add_str(cfg, "classes_requested", p->classes);
+    cJSON_AddNumberToObject(cfg, "epochs", p->epochs);
+    cJSON_AddNumberToObject(cfg, "batch", p->batch);
+    cJSON_AddNumberToObject(cfg, "steps_per_epoch", p->steps_per_epoch);
+    cJSON_AddNumberToObject(cfg, "validation_steps", p->validation_steps);
+    add_str(cfg, "optimizer", p->optimizer);
+    cJSON_AddNumberToObject(cfg, "lr", f->base_lr);
+    cJSON_AddNumberToObject(cfg, "momentum", p->momentum);
+    cJSON_AddBoolToObject(cfg, "nesterov", p->nesterov);
+    cJSON_AddNumberToObject(cfg, "weight_decay", p->weight_decay);
+    add_str(cfg, "freeze", p->freeze);
+    cJSON_AddNumberToObject(cfg, "seed", (double)p->seed);
+    cJSON_AddBoolToObject(cfg, "shuffle", p->shuffle);
+    cJSON_AddNumberToObject(cfg, "threads", lp_get_threads());
+    add_str(cfg, "monitor", p->monitor);
+    cJSON_AddNumberToObject(cfg, "early_stop", p->early_stop);
+    cJSON_AddBoolToObject(cfg, "restore_best", p->restore_best);
+    cJSON_AddNumberToObject(cfg, "reduce_lr_factor", p->reduce_lr_factor);
+    cJSON_AddNumberToObject(cfg, "reduce_lr_patience", p->reduce_lr_patience);
+    add_str(cfg, "schedule", p->schedule);
+    cJSON_AddBoolToObject(cfg, "skip_bad", p->skip_bad);
+    cJSON_AddBoolToObject(cfg, "tensorboard", p->tensorboard);
+    cJSON *aug = cJSON_AddObjectToObject(cfg, "augmentation");
+    cJSON_AddBoolToObject(aug, "horizontal_flip", p->hflip);
+    cJSON_AddBoolToObject(aug, "vertical_flip", p->vflip);
+    cJSON_AddNumberToObject(aug, "rotation_range", p->rotation_range);
+    cJSON_AddNumberToObject(aug, "width_shift_range", p->width_shift);
+    cJSON_AddNumberToObject(aug, "height_shift_range", p->height_shift);
+    cJSON_AddNumberToObject(aug, "zoom_range", p->zoom_range);
+    cJSON_AddNumberToObject(aug, "brightness_lo", p->brightness_lo);
+    cJSON_AddNumberToObject(aug, "brightness_hi", p->brightness_hi);
+    cJSON_AddNumberToObject(cfg, "validation_split", p->validation_split);
+    add_str(cfg, "precision", p->precision);
+    cJSON *classes = cJSON_AddArrayToObject(root, "classes");
+    for (int i = 0; i < f->num_classes; i++) cJSON_AddItemToArray(classes, cJSON_CreateString(f->train->class_names[i]));
+    cJSON *counts = cJSON_AddObjectToObject(root, "counts");
+    cJSON_AddItemToObject(counts, "train", split_counts(f->train));
+    if (f->valid) cJSON_AddItemToObject(counts, "valid", split_counts(f->valid));
+    const lp_split *test = lp_dataset_split(f->ds, "test");
+    if (test) cJSON_AddItemToObject(counts, "test", split_counts(test));
+    cJSON_AddNumberToObject(root, "parameters", (double)lp_net_num_weights(f->net));
+    size_t trainable = 0;
+    for (int i = 0; i < lp_net_param_count(f->net); i++)
+        if (lp_net_param_trainable(f->net, i)) trainable += lp_net_param_numel(f->net, i);
+    cJSON_AddNumberToObject(root, "trainable_parameters", (double)trainable);
+    char *txt = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!txt) return lp_fail(LP_ERR_NOMEM, "out of memory");
+    char *path = lp_path_join(p->run_dir, "run.json");
+    lp_status s = path ? lp_write_file_atomic(path, txt, strlen(txt)) : LP_ERR_NOMEM;
+    free(path);
+    free(txt);
+    return s;
+}
+
+/* ---- pretrained weights ---------------------------------------------------- */
+/* Loads weights into the net; the 1000-class output layer (or the whole classifier
+ * for top=none) is left out and initialised new, as Keras users expect. */
+static lp_status load_weights(lp_fit *f) {
+    lp_tensor_list w, kept;
+    lp_tensor_list_init(&w);
+    lp_tensor_list_init(&kept);
+    lp_status s = lp_weights_read(f->p.weights, strcmp(f->p.model, "tiny") ? f->p.model : NULL, &w);
+    if (s) goto done;
+    const char *pre = lp_weights_preprocess(&w);
+    if (pre) f->weights_preprocess = lp_strdup(pre);
+    const char *warch = lp_tensor_list_get_meta(&w, "arch");
+    if (warch && strcmp(warch, f->p.model)) {
+        s = lp_fail(LP_ERR_SHAPE, "%s: weights are for %s, but --model is %s", f->p.weights, warch, f->p.model);
+        goto done;
+    }
+    int dropped = 0;
+    char dropped_names[512] = "";
+    for (int i = 0; i < w.count && !s; i++) {
+        const char *name = w.items[i].name;
+        bool drop = false;
+        if (!strncmp(name, "classifier.", 11) && !strcmp(f->p.top, "none")) drop = true;
+        if (!strncmp(name, "optim.", 6) || !strncmp(name, "train.", 6)) drop = true;
+        if (!strncmp(name, "classifier.6.", 13) || !strncmp(name, "head.", 5)) {
+            /* the new output layer: keep only when it already has our class count */
+            int64_t rows = w.items[i].t.shape[0];
+            if (rows != f->num_classes) drop = true;
+        }
+        if (drop) {
+            dropped++;
+            if (strlen(dropped_names) + strlen(name) + 3 < sizeof dropped_names)
+                snprintf(dropped_names + strlen(dropped_names), sizeof dropped_names - strlen(dropped_names), "%s%s",
+                         dropped > 1 ? ", " : "", name);
+            continue;
+        }
+        s = lp_tensor_list_add(&kept, name, &w.items[i].t);
+    }
+    if (s) goto done;
+    char *missing = NULL;
+    s = lp_net_load_state_dict(f->net, &kept, false, &missing);
+    if (s) {
+        lp_fail_context(s, "%s", f->p.weights);
+        goto done;
+    }
+    say(f, "Loaded %d tensors from %s", kept.count, f->p.weights);
+    if (f->weights_preprocess) say(f, " (expects '%s' preprocessing)", f->weights_preprocess);
+    say(f, "\n");
+    if (dropped) say(f, "Not used (replaced by the new output layer): %s\n", dropped_names);
+    if (missing) {
+        say(f, "Initialised new (not in the weights file): %s\n", missing);
+        free(missing);
+    }
+done:
+    lp_tensor_list_free(&w);
+    lp_tensor_list_free(&kept);
+    return s;
+}
+
+/* Input scale each preprocessing mode produces, for the mismatch warning. */
+static void warn_preprocess(lp_fit *f) {
+    if (!f->weights_preprocess) return;
+    if (!strcmp(f->weights_preprocess, lp_preprocess_name(f->preprocess))) return;
+    const char *pre = lp_preprocess_name(f->preprocess);
+    const char *why = "";
+    if (!strcmp(f->weights_preprocess, "caffe") && f->preprocess == LP_PRE_RESCALE)
+        why = ": caffe weights expect BGR pixels in 0..255 minus the ImageNet mean (spread ~±128), rescale feeds RGB "
+              "in 0..1, about 100x too small, with red and blue swapped";
+    else if (!strcmp(f->weights_preprocess, "torch") && f->preprocess == LP_PRE_RESCALE)
+        why = ": torch weights expect (x/255 - mean)/std (spread ~±2), rescale feeds 0..1 without centring, about 4x "
+              "smaller and shifted";
+    else if (!strcmp(f->weights_preprocess, "torch") && f->preprocess == LP_PRE_CAFFE)
+        why = ": torch weights expect RGB normalised to ~±2, caffe feeds BGR in ~±128, about 60x too large";
+    else if (!strcmp(f->weights_preprocess, "caffe") && f->preprocess == LP_PRE_TORCH)
+        why = ": caffe weights expect BGR in ~±128, torch feeds RGB normalised to ~±2, about 60x too small";
+    fprintf(f->out ? f->out : stderr, "WARNING: --preprocess %s differs from what the weights expect (%s)%s. Use "
+            "--preprocess auto unless this is deliberate.\n", pre, f->weights_preprocess, why);
+}
+
+/* ---- resume ------------------------------------------------------------------ */
+static lp_status resume(lp_fit *f) {
+    char *path = lp_path_join(f->ckpt_dir, "last.safetensors");
+    if (!path) return LP_ERR_NOMEM;
+    if (!lp_path_exists(path)) {
+        say(f, "No %s yet: starting from epoch 1.\n", path);
+        free(path);
+        return LP_OK;
+    }
+    lp_tensor_list all, net_only;
+    lp_tensor_list_init(&all);
+    lp_tensor_list_init(&net_only);
+    lp_status s = lp_safetensors_read(path, &all);
+    const char *js = s ? NULL : lp_tensor_list_get_meta(&all, "train_state");
+    if (!s && !js) s = lp_fail(LP_ERR_FORMAT, "%s: no train_state metadata: not a resumable checkpoint", path);
+    if (!s) s = lp_train_state_from_json(js, &f->st);
+    if (!s) s = lp_optim_load_state_dict(f->opt, &all);
+    for (int i = 0; i < all.count && !s; i++) {
+        if (!strncmp(all.items[i].name, "optim.", 6) || !strncmp(all.items[i].name, "train.", 6)) continue;
+        s = lp_tensor_list_add(&net_only, all.items[i].name, &all.items[i].t);
+    }
+    if (!s) s = lp_net_load_state_dict(f->net, &net_only, true, NULL);
+    if (s) lp_fail_context(s, "cannot resume from %s", path);
+    else if (f->st.step_in_epoch > 0)
+        say(f, "Resuming from %s: epoch %d, step %d.\n", path, f->st.epochs_done + 1, f->st.step_in_epoch);
+    else say(f, "Resuming from %s after epoch %d.\n", path, f->st.epochs_done);
+    lp_tensor_list_free(&all);
+    lp_tensor_list_free(&net_only);
+    free(path);
+    return s;
+}
+
+/* ---- set-up -------------------------------------------------------------------- */
+static lp_status open_logs(lp_fit *f) {
+    int keep = f->st.epochs_done;
+    char *path = lp_path_join(f->p.run_dir, "history.csv");
+    if (!path) return LP_ERR_NOMEM;
+    lp_status s = lp_csv_open(path, "epoch,loss,accuracy,val_loss,val_accuracy,lr", keep, &f->hist_csv);
+    free(path);
+    if (s) return s;
+    if (f->valid) {
+        char header[4096];
+        int off = snprintf(header, sizeof header, "epoch,path,label");
+        for (int c = 0; c < f->num_classes && off < (int)sizeof header - 16; c++)
+            off += snprintf(header + off, sizeof header - (size_t)off, ",p%d", c);
+        path = lp_path_join(f->p.run_dir, "valid_predictions.csv");
+        if (!path) return LP_ERR_NOMEM;
+        s = lp_csv_open(path, header, keep, &f->pred_csv);
+        free(path);
+        if (s) return s;
+    }
+    if (f->p.tensorboard) {
+        char *logs = lp_path_join(f->p.run_dir, "logs");
+        char *tr = logs ? lp_path_join(logs, "train") : NULL;
+        char *va = logs ? lp_path_join(logs, "validation") : NULL;
+        s = (tr && va) ? lp_tb_open(tr, &f->tb) : LP_ERR_NOMEM;
+        if (!s && f->valid) s = lp_tb_open(va, &f->tb_val);
+        free(logs);
+        free(tr);
+        free(va);
+        if (s) return s;
+    }
+    return LP_OK;
+}
+
+static void print_config(lp_fit *f) {
+    const lp_train_params *p = &f->p;
+    say(f, "loupe %s: %s top=%s%s%s, input %dx%dx%d, %d classes [", lp_version(), p->model, p->top,
+        !strcmp(p->top, "none") ? " head=" : "", !strcmp(p->top, "none") ? p->head : "", f->channels, p->height, p->width,
+        f->num_classes);
+    for (int c = 0; c < f->num_classes; c++) say(f, "%s%s", c ? ", " : "", f->train->class_names[c]);
+    say(f, "]\n  weights %s, preprocess %s, interpolation %s, freeze %s\n", p->weights ? p->weights : "random init",
+        lp_preprocess_name(f->preprocess), p->interpolation, p->freeze);
+    say(f, "  optimizer %s lr %g momentum %g%s weight decay %g, schedule %s", p->optimizer, f->base_lr, p->momentum,
+        p->nesterov ? " (nesterov)" : "", p->weight_decay, p->schedule);
+    if (p->reduce_lr_factor > 0) say(f, ", reduce-lr x%g after %d", p->reduce_lr_factor, p->reduce_lr_patience);
+    say(f, "\n  epochs %d, batch %d, steps/epoch %d, shuffle %s, seed %llu, threads %d, monitor %s", p->epochs, p->batch,
+        p->steps_per_epoch > 0 ? p->steps_per_epoch : lp_loader_batches_per_pass(f->train_loader),
+        p->shuffle ? "on" : "off", (unsigned long long)p->seed, lp_get_threads(), p->monitor);
+    if (p->early_stop > 0) say(f, ", early stop after %d%s", p->early_stop, p->restore_best ? " (restore best)" : "");
+    say(f, "\n  run %s\n", p->run_dir);
+}
+
+static lp_status make_loader(lp_fit *f, const lp_split *sp, bool train, lp_loader **out) {
+    lp_loader_config lc = lp_loader_default_config();
+    lc.batch = f->p.batch;
+    lc.shuffle = train && f->p.shuffle;
+    lc.seed = f->p.seed;
+    lc.height = f->p.height;
+    lc.width = f->p.width;
+    lc.channels = f->channels;
+    lc.preprocess = f->preprocess;
+    lp_status s = lp_interp_parse(f->p.interpolation, &lc.interp);
+    if (s) return s;
+    if (train) {
+        lc.augment.horizontal_flip = f->p.hflip;
+        lc.augment.vertical_flip = f->p.vflip;
+        lc.augment.rotation_range = (float)f->p.rotation_range;
+        lc.augment.width_shift_range = (float)f->p.width_shift;
+        lc.augment.height_shift_range = (float)f->p.height_shift;
+        lc.augment.zoom_range = (float)f->p.zoom_range;
+        lc.augment.brightness_lo = (float)f->p.brightness_lo;
+        lc.augment.brightness_hi = (float)f->p.brightness_hi;
+    }
+    return lp_loader_create(sp, &lc, out);
+}
+
+static lp_status write_skipped(lp_fit *f) {
+    int total = 0;
+    const char *names[3] = {"train", "valid", "test"};
+    for (int i = 0; i < 3; i++) {
+        const lp_split *sp = lp_dataset_split(f->ds, names[i]);
+        if (sp) total += sp->num_bad;
+    }
+    if (!total) return LP_OK;
+    char *path = lp_path_join(f->p.run_dir, "skipped.txt");
+    if (!path) return LP_ERR_NOMEM;
+    lp_atomic_file *af;
+    lp_status s = lp_atomic_open(path, &af);
+    for (int i = 0; i < 3 && !s; i++) {
+        const lp_split *sp = lp_dataset_split(f->ds, names[i]);
+        for (int b = 0; sp && b < sp->num_bad && !s; b++) {
+            s = lp_atomic_printf(af, "%s: %s\n", sp->bad[b].relpath, sp->bad[b].reason);
+            if (f->out) fprintf(f->out, "WARNING: skipped %s: %s\n", sp->bad[b].relpath, sp->bad[b].reason);
+        }
+    }
+    if (!s) s = lp_atomic_commit(af);
+    else lp_atomic_abort(af);
+    free(path);
+    return s;
+}
+
+lp_status lp_fit_setup(lp_fit *f) {
+    const lp_train_params *p = &f->p;
+    lp_status s;
+    lp_set_threads(p->threads);
+    f->monitor_name = p->monitor;
+    f->ckpt_dir = lp_path_join(p->run_dir, "checkpoints");
+    if (!f->ckpt_dir) return LP_ERR_NOMEM;
+    if ((s = lp_mkdirs(f->ckpt_dir))) return s;
+    if (!p->resume) {
+        char *last = lp_path_join(f->ckpt_dir, "last.safetensors");
+        bool exists = last && lp_path_exists(last);
+        free(last);
+        if (exists)
+            return lp_fail(LP_ERR_ARG, "%s already holds a run (checkpoints/last.safetensors); add --resume to continue it "
+                                       "or choose another --run", p->run_dir);
+    }
+
+    /* data */
+    lp_scan_options so = lp_scan_default_options();
+    so.classes = p->classes;
+    so.skip_bad = p->skip_bad;
+    so.validation_split = p->validation_split;
+    so.seed = p->seed;
+    if ((s = lp_dataset_scan(p->data_dir, &so, &f->ds))) return s;
+    f->train = lp_dataset_split(f->ds, "train");
+    f->valid = lp_dataset_split(f->ds, "valid");
+    if (!f->train) return lp_fail(LP_ERR_DATA, "%s: no train/ folder", p->data_dir);
+    if ((s = write_skipped(f))) return s;
+    f->num_classes = f->train->num_classes;
+    if (f->num_classes < 2) return lp_fail(LP_ERR_DATA, "%s/train: found %d class folder(s); need at least 2", p->data_dir, f->num_classes);
+    if (f->valid && f->valid->num_classes != f->num_classes)
+        return lp_fail(LP_ERR_DATA, "%s: valid has %d classes but train has %d", p->data_dir, f->valid->num_classes, f->num_classes);
+    say(f, "Found %d images belonging to %d classes (train).\n", f->train->num_samples, f->num_classes);
+    if (f->valid) say(f, "Found %d images belonging to %d classes (valid).\n", f->valid->num_samples, f->valid->num_classes);
+    else {
+        say(f, "No valid/ split: monitoring training loss instead (use --validation-split to hold out images).\n");
+        f->monitor_name = "loss";
+    }
+    f->channels = !strcmp(p->color_mode, "grayscale") ? 1 : 3;
+
+    /* model */
+    lp_net_config nc = lp_net_default_config();
+    snprintf(nc.arch, sizeof nc.arch, "%s", p->model);
+    snprintf(nc.top, sizeof nc.top, "%s", p->top);
+    snprintf(nc.head, sizeof nc.head, "%s", p->head ? p->head : "flatten,dense");
+    nc.num_classes = f->num_classes;
+    nc.in_c = f->channels;
+    nc.in_h = p->height;
+    nc.in_w = p->width;
+    nc.max_batch = p->batch;
+    nc.seed = p->seed;
+    if ((s = lp_net_create(&nc, &f->net))) return s;
+    if (p->weights && (s = load_weights(f))) return s;
+    if (!strcmp(p->preprocess, "auto")) {
+        const char *pre = f->weights_preprocess ? f->weights_preprocess : "rescale";
+        if (lp_preprocess_parse(pre, &f->preprocess) != LP_OK) f->preprocess = LP_PRE_RESCALE;
+    } else {
+        if ((s = lp_preprocess_parse(p->preprocess, &f->preprocess))) return s;
+        warn_preprocess(f);
+    }
+    if (p->freeze && strcmp(p->freeze, "none") && (s = lp_net_freeze(f->net, p->freeze))) return s;
+
+    /* optimizer */
+    lp_optim_config oc;
+    if (!strcmp(p->optimizer, "sgd")) oc = lp_optim_default_config(LP_OPT_SGD);
+    else if (!strcmp(p->optimizer, "adam")) oc = lp_optim_default_config(LP_OPT_ADAM);
+    else oc = lp_optim_default_config(LP_OPT_ADAMW);
+    f->base_lr = p->lr > 0 ? p->lr : oc.lr;
+    oc.lr = (float)f->base_lr;
+    oc.momentum = (float)p->momentum;
+    oc.nesterov = p->nesterov;
+    if (p->weight_decay > 0 || oc.kind != LP_OPT_ADAMW) oc.weight_decay = (float)p->weight_decay;
+    if ((s = lp_optim_create(f->net, &oc, &f->opt))) return s;
+
+    /* loop state */
+    bool maximize = !strcmp(p->monitor, "val_accuracy") && f->valid;
+    f->st.lr = f->base_lr;
+    lp_monitor_init(&f->st.monitor, maximize);
+    lp_early_stop_init(&f->st.early, p->early_stop, maximize);
+    lp_reduce_lr_init(&f->st.reduce, p->reduce_lr_factor, p->reduce_lr_patience, maximize);
+    if (p->resume && (s = resume(f))) return s;
+
+    /* loaders and buffers */
+    if ((s = make_loader(f, f->train, true, &f->train_loader))) return s;
+    if (f->valid && (s = make_loader(f, f->valid, false, &f->valid_loader))) return s;
+    size_t k = (size_t)f->num_classes, b = (size_t)p->batch;
+    f->logits = lp_malloc(b * k * sizeof(float));
+    f->probs = lp_malloc(b * k * sizeof(float));
+    f->sample_loss = lp_malloc(b * sizeof(float));
+    size_t nv = f->valid ? (size_t)f->valid->num_samples : 1;
+    f->val_probs = lp_malloc(nv * k * sizeof(float));
+    f->val_labels = lp_malloc(nv * sizeof(int));
+    if (!f->logits || !f->probs || !f->sample_loss || !f->val_probs || !f->val_labels) return LP_ERR_NOMEM;
+
+    print_config(f);
+    if ((s = write_run_json(f))) return s;
+    if ((s = open_logs(f))) return s;
+    return LP_OK;
+}
+
+void lp_fit_teardown(lp_fit *f) {
+    lp_csv_close(f->hist_csv);
+    lp_csv_close(f->pred_csv);
+    lp_tb_close(f->tb);
+    lp_tb_close(f->tb_val);
+    lp_loader_free(f->train_loader);
+    lp_loader_free(f->valid_loader);
+    lp_optim_free(f->opt);
+    lp_net_free(f->net);
+    lp_dataset_free(f->ds);
+    free(f->ckpt_dir);
+    free(f->weights_preprocess);
+    free(f->logits);
+    free(f->probs);
+    free(f->sample_loss);
+    free(f->val_probs);
+    free(f->val_labels);
+}
+
+/* ---- steps ------------------------------------------------------------------------ */
+lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss) {
+    lp_status s = lp_net_forward(f->net, bt->x, bt->n, true, dropout_seed, f->logits);
+    if (!s) s = lp_net_loss(f->net, bt->labels, bt->n, NULL, f->probs, mean_loss);
+    if (s) return s;
+    lp_net_zero_grad(f->net);
+    if ((s = lp_net_backward(f->net))) return s;
+    return lp_optim_step(f->opt, lr);
+}
+
+lp_status lp_fit_forward_eval(lp_fit *f, const float *x, int n, float *logits) {
+    return lp_net_forward(f->net, x, n, false, 0, logits);
+}
