@@ -107,6 +107,56 @@ lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *
 /* ==== end section: data ================================================= */
 
 /* ==== section: weights (import/convert) ================================= */
+/*
+ * Pretrained VGG16/VGG19 weights from the files users have:
+ *   - Keras HDF5 (save_weights or model.save; ..._notop.h5 or with fc1/fc2/predictions)
+ *   - torchvision or timm state dicts saved as safetensors (F32/F16/BF16)
+ *   - ONNX models of a VGG graph (torch.onnx.export, model zoo vgg16-7.onnx)
+ *   - loupe checkpoints
+ * The format is detected from the file's content. Tensors come out with
+ * torchvision's names and layouts, so the converted file loads into
+ * torchvision.models.vgg16 with load_state_dict.
+ *
+ *     lp_weights_info info;
+ *     if (lp_weights_convert("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+ *                            "vgg16.safetensors", NULL, &info) != LP_OK)
+ *         fprintf(stderr, "%s\n", lp_errmsg());
+ *     // info.source "keras-h5", info.arch "vgg16", info.top "none", info.preprocess "caffe"
+ */
+typedef struct lp_weights_info {
+    char source[16];     /* keras-h5 | torchvision | timm | onnx | loupe */
+    char arch[16];       /* vgg16 | vgg19 */
+    char top[8];         /* keep (fc1, fc2, predictions present) | none */
+    char preprocess[16]; /* what the weights expect: caffe (Keras) | torch | ... */
+    int num_classes;     /* of the predictions layer, 0 when top is none */
+    int num_tensors;
+    int64_t num_params;
+} lp_weights_info;
+
+/**
+ * Reads weights in any supported format and writes a loupe checkpoint
+ * (safetensors, atomic replace) with metadata format "loupe-checkpoint-1",
+ * source, arch, top, preprocess, num_classes.
+ * @param in        weights file (.h5, .safetensors, .onnx)
+ * @param out       checkpoint to write
+ * @param arch_hint "vgg16", "vgg19" or NULL to infer from the file
+ * @param info      optional summary of what was converted (may be NULL)
+ * @return LP_OK; LP_ERR_FORMAT (not a VGG, unknown or corrupt file),
+ *         LP_ERR_SHAPE, LP_ERR_NUMERIC (NaN/Inf), LP_ERR_IO.
+ */
+lp_status lp_weights_convert(const char *in, const char *out, const char *arch_hint, lp_weights_info *info);
+
+/**
+ * Explains a preprocessing mismatch. Modes: "caffe", "torch", "rescale",
+ * "tf", "none".
+ * @param expected what the weights expect (lp_weights_info.preprocess)
+ * @param chosen   what the user asked for
+ * @param buf      receives the warning ("" when the modes agree)
+ * @return the length of the warning (0: nothing to warn about), as snprintf.
+ * Example: expected "caffe", chosen "rescale": "... inputs are ~115x too small
+ * ...; channels are in the wrong order (RGB given, BGR expected) ...".
+ */
+int lp_weights_preprocess_warning(const char *expected, const char *chosen, char *buf, size_t n);
 /* ==== end section: weights ============================================== */
 
 /* ==== section: train (fit, evaluate, predict) =========================== */

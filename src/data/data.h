@@ -106,6 +106,8 @@ typedef struct lp_loader_config {
     bool cache;                  /* keep decoded+resized images in memory when they fit */
     int64_t max_pixels;          /* decompression bomb guard (default 89478485) */
     int64_t cache_max_bytes;     /* cache budget (default 2 GiB) */
+    bool dct_scaling;            /* JPEG: decode large images at 1/2, 1/4 or 1/8 scale (still >= target size).
+                                    Faster; pixels then differ slightly from Keras' load_img. Default off. */
 } lp_loader_config;
 lp_loader_config lp_loader_default_config(void); /* batch 32, shuffle, 224x224x3, rescale, nearest */
 

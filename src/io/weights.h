@@ -22,6 +22,7 @@
 #define LP_IO_WEIGHTS_H
 
 #include "core/core.h"
+#include "nn/nn.h"
 
 /* Reads any supported weights file. The format is detected from the content:
  * HDF5 signature, safetensors header (u64 length + '{'), else an ONNX ModelProto
@@ -31,6 +32,14 @@ lp_status lp_weights_read(const char *path, const char *arch_hint, lp_tensor_lis
 
 /* The preprocessing the weights expect ("caffe", "torch", ...), or NULL. */
 const char *lp_weights_preprocess(const lp_tensor_list *w);
+
+/* Loads the backbone (features.*) and, when the net has them with the same
+ * shapes, classifier.* / head.* into net (lp_net_load_state_dict, strict=false).
+ * A backbone tensor that does not fit is an error naming it and both shapes;
+ * other tensors that do not fit (classifier.6 with 1000 classes for a 2-class
+ * net, fc layers for a top=none net) are skipped and listed in *skipped
+ * (malloc'ed, comma-separated, NULL when none; skipped may be NULL). */
+lp_status lp_weights_load_into(lp_net *net, const lp_tensor_list *w, char **skipped);
 
 /* ---- shared by the format readers (src/io/keras_h5.c, src/io/onnx.c) ---- */
 
@@ -49,8 +58,8 @@ typedef struct lp_wlayers {
     int count, cap;
     lp_wlayer *items;
     /* Counts of things that are not VGG, for the "not a VGG16" message. */
-    int foreign_count;
-    char foreign_example[160];
+    int foreign_count, foreign_conv_count; /* tensors/layers that are not VGG (conv-like: rank 4) */
+    char foreign_example[160], foreign_conv_example[160];
 } lp_wlayers;
 
 void lp_wlayers_free(lp_wlayers *l);

@@ -104,7 +104,8 @@ static lp_status write_record(lp_tb_writer *w, const lp_pb *payload) {
     return LP_OK;
 }
 
-/* Event{wall_time, step, summary{value: <value>}} */
+/* Event{wall_time, step, summary{value: <value>}}. Fields are written in
+ * field-number order, as protobuf libraries serialise them. */
 static lp_status write_value(lp_tb_writer *w, int64_t step, const lp_pb *value) {
     lp_pb summary = {0}, event = {0};
     lp_pb_message(&summary, SUMMARY_VALUE, value);
@@ -205,11 +206,11 @@ lp_status lp_tb_scalar(lp_tb_writer *w, const char *tag, int64_t step, double va
     lp_pb v = {0}, tensor = {0};
     float f = (float)value;
     lp_pb_string(&v, VALUE_TAG, tag);
-    put_metadata(&v, "scalars", NULL, DATA_CLASS_SCALAR);
     lp_pb_varint(&tensor, TENSOR_DTYPE, DT_FLOAT);
     put_shape(&tensor, NULL, 0);
     lp_pb_packed_float(&tensor, TENSOR_FLOAT_VAL, &f, 1);
     lp_pb_message(&v, VALUE_TENSOR, &tensor);
+    put_metadata(&v, "scalars", NULL, DATA_CLASS_SCALAR);
     s = write_value(w, step, &v);
     lp_pb_free(&v);
     lp_pb_free(&tensor);
@@ -290,9 +291,9 @@ lp_status lp_tb_histogram(lp_tb_writer *w, const char *tag, int64_t step, const 
     lp_pb v = {0}, h = {0};
     lp_pb_double(&h, HISTO_MIN, mn);
     lp_pb_double(&h, HISTO_MAX, mx);
-    lp_pb_double(&h, HISTO_NUM, num);
-    lp_pb_double(&h, HISTO_SUM, sum);
-    lp_pb_double(&h, HISTO_SUM_SQUARES, sumsq);
+    if (num != 0.0) lp_pb_double(&h, HISTO_NUM, num); /* proto3 leaves zeros out */
+    if (sum != 0.0) lp_pb_double(&h, HISTO_SUM, sum);
+    if (sumsq != 0.0) lp_pb_double(&h, HISTO_SUM_SQUARES, sumsq);
     lp_pb_packed_double(&h, HISTO_BUCKET_LIMIT, out_limits, (size_t)k);
     lp_pb_packed_double(&h, HISTO_BUCKET, out_counts, (size_t)k);
     lp_pb_string(&v, VALUE_TAG, tag);
@@ -322,13 +323,13 @@ lp_status lp_tb_image_png(lp_tb_writer *w, const char *tag, int64_t step, const 
     lp_pb v = {0}, tensor = {0};
     int64_t dim = 3;
     lp_pb_string(&v, VALUE_TAG, tag);
-    put_metadata(&v, "images", NULL, DATA_CLASS_BLOB_SEQUENCE); /* ImagePluginData{version 0} encodes empty */
     lp_pb_varint(&tensor, TENSOR_DTYPE, DT_STRING);
     put_shape(&tensor, &dim, 1);
     lp_pb_string(&tensor, TENSOR_STRING_VAL, ws);
     lp_pb_string(&tensor, TENSOR_STRING_VAL, hs);
     lp_pb_bytes(&tensor, TENSOR_STRING_VAL, png, png_size);
     lp_pb_message(&v, VALUE_TENSOR, &tensor);
+    put_metadata(&v, "images", NULL, DATA_CLASS_BLOB_SEQUENCE); /* ImagePluginData{version 0} encodes empty */
     s = write_value(w, step, &v);
     lp_pb_free(&v);
     lp_pb_free(&tensor);
@@ -390,11 +391,11 @@ lp_status lp_tb_pr_curve(lp_tb_writer *w, const char *tag, int64_t step, const f
     int64_t dims[2] = {6, T};
     lp_pb_varint(&content, 2, (uint64_t)T); /* PrCurvePluginData{version 0 (default, omitted), num_thresholds} */
     lp_pb_string(&v, VALUE_TAG, tag);
-    put_metadata(&v, "pr_curves", &content, DATA_CLASS_TENSOR);
     lp_pb_varint(&tensor, TENSOR_DTYPE, DT_FLOAT);
     put_shape(&tensor, dims, 2);
     lp_pb_packed_float(&tensor, TENSOR_FLOAT_VAL, data, 6 * (size_t)T);
     lp_pb_message(&v, VALUE_TENSOR, &tensor);
+    put_metadata(&v, "pr_curves", &content, DATA_CLASS_TENSOR);
     s = write_value(w, step, &v);
     lp_pb_free(&v);
     lp_pb_free(&tensor);

@@ -50,7 +50,10 @@ void lp_reduce_lr_init(lp_reduce_lr *r, double factor, int patience, bool maximi
 
 double lp_reduce_lr_update(lp_reduce_lr *r, double value, double lr) {
     if (r->factor <= 0) return lr;
-    if (r->cooldown_counter > 0) r->cooldown_counter--;
+    if (r->cooldown_counter > 0) { /* Keras: in cooldown, count down and reset wait */
+        r->cooldown_counter--;
+        r->wait = 0;
+    }
     if (better(r->maximize, value, r->best, r->min_delta)) {
         r->best = value;
         r->wait = 0;

@@ -1,0 +1,372 @@
+/* The sequential model: creation, parameters, freezing, per-batch-size
+ * plans (primitives built once per shape, buffers shared), forward, loss,
+ * backward. */
+#include "nn_impl.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+lp_status lp_buf_reserve(lp_buf *b, size_t bytes, bool *grew) {
+    if (grew) *grew = false;
+    if (bytes <= b->cap) return LP_OK;
+    free(b->p);
+    b->cap = 0;
+    b->p = lp_aligned_alloc(bytes);
+    if (!b->p) return LP_ERR_NOMEM;
+    b->cap = bytes;
+    if (grew) *grew = true;
+    return LP_OK;
+}
+
+void lp_buf_free(lp_buf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->cap = 0;
+}
+
+lp_net_config lp_net_default_config(void) {
+    lp_net_config c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.arch, "vgg16");
+    strcpy(c.top, "keep");
+    c.num_classes = 2;
+    c.in_c = 3;
+    c.in_h = c.in_w = 224;
+    c.max_batch = 8;
+    return c;
+}
+
+/* torchvision VGG init: kaiming normal (fan_out, relu) for conv weights,
+ * N(0, 0.01) for linear weights, zero biases. Counter-based: one stream per
+ * parameter, one counter per element, so any thread split gives the same. */
+static void init_weights(lp_net *net) {
+    for (int i = 0; i < net->nparams; i++) {
+        lp_param *p = &net->params[i];
+        float *w = net->weights + p->offset;
+        if (p->ndim == 1) {
+            memset(w, 0, p->numel * sizeof(float));
+            continue;
+        }
+        float std = p->ndim == 4 ? sqrtf(2.0f / (float)(p->shape[0] * p->shape[2] * p->shape[3])) : 0.01f;
+        uint64_t stream = 0x1000 + (uint64_t)i;
+        const long long n = (long long)p->numel;
+        uint64_t seed = net->cfg.seed;
+#pragma omp parallel for if (n > 65536)
+        for (long long j = 0; j < n; j++) w[j] = std * lp_rng_normal(seed, stream, (uint64_t)j);
+    }
+}
+
+lp_status lp_net_create(const lp_net_config *cfg, lp_net **out) {
+    *out = NULL;
+    lp_net *net = lp_calloc(1, sizeof *net);
+    if (!net) return LP_ERR_NOMEM;
+    net->cfg = *cfg;
+    net->cfg.arch[sizeof net->cfg.arch - 1] = 0;
+    net->cfg.top[sizeof net->cfg.top - 1] = 0;
+    net->cfg.head[sizeof net->cfg.head - 1] = 0;
+    if (net->cfg.max_batch < 1) net->cfg.max_batch = 1;
+    lp_status st = lp_net_build_layers(net);
+    if (st) goto fail;
+    if (!lp_dnnl_engine()) {
+        st = lp_fail(LP_ERR_BACKEND, "oneDNN: cannot create the CPU engine");
+        goto fail;
+    }
+    if ((st = lp_dnnl_stream_create(&net->stream))) goto fail;
+    net->weights = lp_aligned_alloc((net->nweights ? net->nweights : 1) * sizeof(float));
+    /* calloc: large blocks come zeroed from mmap, so grads of frozen layers cost no memory. */
+    net->grads = calloc(net->nweights ? net->nweights : 1, sizeof(float));
+    net->act = calloc((size_t)net->nlayers + 1, sizeof *net->act);
+    if (!net->weights || !net->grads || !net->act) {
+        st = lp_fail(LP_ERR_NOMEM, "out of memory for %zu weights", net->nweights);
+        goto fail;
+    }
+    memset(net->weights, 0, net->nweights * sizeof(float));
+    init_weights(net);
+    *out = net;
+    return LP_OK;
+fail:
+    lp_net_free(net);
+    return st;
+}
+
+static void plan_free(lp_net *net, lp_plan *p) {
+    if (!p->layers) return;
+    for (int l = 0; l < net->nlayers; l++) lp_layer_kinds[net->layers[l].kind].free_plan(&p->layers[l]);
+    free(p->layers);
+    memset(p, 0, sizeof *p);
+}
+
+void lp_net_free(lp_net *net) {
+    if (!net) return;
+    for (int i = 0; i < LP_MAX_PLANS; i++) plan_free(net, &net->plans[i]);
+    for (int l = 0; l < net->nlayers; l++) {
+        lp_buf_free(&net->layers[l].aux);
+        lp_buf_free(&net->layers[l].wf);
+        lp_buf_free(&net->layers[l].wb);
+    }
+    if (net->act)
+        for (int l = 0; l <= net->nlayers; l++) lp_buf_free(&net->act[l]);
+    free(net->act);
+    lp_buf_free(&net->diff[0]);
+    lp_buf_free(&net->diff[1]);
+    lp_buf_free(&net->scratch);
+    lp_buf_free(&net->tmp_dw);
+    lp_buf_free(&net->tmp_db);
+    lp_buf_free(&net->tmp_dx);
+    free(net->dlogits);
+    if (net->stream) dnnl_stream_destroy(net->stream);
+    free(net->layers);
+    free(net->params);
+    free(net->weights);
+    free(net->grads);
+    free(net);
+}
+
+const lp_net_config *lp_net_get_config(const lp_net *net) { return &net->cfg; }
+
+/* ---- parameters ---------------------------------------------------------- */
+int lp_net_param_count(const lp_net *net) { return net->nparams; }
+const char *lp_net_param_name(const lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->params[i].name : NULL; }
+int lp_net_param_shape(const lp_net *net, int i, int64_t shape[4]) {
+    if (i < 0 || i >= net->nparams) return 0;
+    for (int d = 0; d < net->params[i].ndim; d++) shape[d] = net->params[i].shape[d];
+    return net->params[i].ndim;
+}
+size_t lp_net_param_numel(const lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->params[i].numel : 0; }
+size_t lp_net_param_offset(const lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->params[i].offset : 0; }
+float *lp_net_param(lp_net *net, int i) {
+    if (i < 0 || i >= net->nparams) return NULL;
+    lp_net_invalidate_weights(net, false); /* the caller may write through the pointer */
+    return net->weights + net->params[i].offset;
+}
+float *lp_net_grad(lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->grads + net->params[i].offset : NULL; }
+bool lp_net_param_trainable(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].trainable; }
+size_t lp_net_num_weights(const lp_net *net) { return net->nweights; }
+float *lp_net_weights(lp_net *net) {
+    lp_net_invalidate_weights(net, false);
+    return net->weights;
+}
+float *lp_net_grads(lp_net *net) { return net->grads; }
+
+void lp_net_invalidate_weights(lp_net *net, bool trainable_only) {
+    for (int l = 0; l < net->nlayers; l++) {
+        lp_layer *L = &net->layers[l];
+        if (L->pw < 0) continue;
+        if (trainable_only && !net->params[L->pw].trainable && !(L->pb >= 0 && net->params[L->pb].trainable)) continue;
+        L->wf_valid = L->wb_valid = false;
+    }
+}
+
+/* "features.1" matches "features.1.weight" but not "features.10.weight". */
+static bool prefix_match(const char *name, const char *spec) {
+    size_t n = strlen(spec);
+    if (n == 0 || strncmp(name, spec, n)) return false;
+    return spec[n - 1] == '.' || name[n] == '.' || name[n] == 0;
+}
+
+static bool is_base_param(const lp_net *net, const lp_param *p) {
+    return p->layer < net->backbone_layers || !strncmp(p->name, "classifier.", 11) ? p->layer < net->nlayers - 1 : false;
+}
+
+lp_status lp_net_freeze(lp_net *net, const char *spec) {
+    if (!spec) return lp_fail(LP_ERR_ARG, "freeze: no spec");
+    if (!strcmp(spec, "none")) {
+        for (int i = 0; i < net->nparams; i++) net->params[i].trainable = true;
+        return LP_OK;
+    }
+    int hits = 0;
+    for (int i = 0; i < net->nparams; i++) {
+        lp_param *p = &net->params[i];
+        bool hit = !strcmp(spec, "base") ? is_base_param(net, p) : prefix_match(p->name, spec);
+        if (hit) {
+            p->trainable = false;
+            hits++;
+        }
+    }
+    if (!hits && strcmp(spec, "base"))
+        return lp_fail(LP_ERR_ARG, "freeze: no parameter matches '%s' (use base, none, or a prefix like features. or features.0)",
+                       spec);
+    return LP_OK;
+}
+
+/* ---- plans ------------------------------------------------------------------ */
+lp_status lp_net_reserve_scratch(lp_net *net, size_t bytes) { return lp_buf_reserve(&net->scratch, bytes, NULL); }
+
+static lp_status plan_build(lp_net *net, lp_plan *p, int n) {
+    p->n = n;
+    p->layers = lp_calloc((size_t)net->nlayers, sizeof *p->layers);
+    if (!p->layers) return LP_ERR_NOMEM;
+    const lp_net_config *c = &net->cfg;
+    int64_t in_dims[4] = {n, c->in_c, c->in_h, c->in_w};
+    lp_md cur = lp_md_plain(4, in_dims);
+    int slot = 0;
+    size_t max_diff = 0;
+    lp_status st = lp_buf_reserve(&net->act[0], lp_md_size(&cur), NULL);
+    if (st) return st;
+    for (int l = 0; l < net->nlayers; l++) {
+        lp_plan_layer *pl = &p->layers[l];
+        pl->in_md = cur;
+        pl->in_slot = slot;
+        if ((st = lp_layer_kinds[net->layers[l].kind].plan(net, &net->layers[l], pl, n))) {
+            /* free what was built for layers [0, l] */
+            for (int k = 0; k <= l; k++) lp_layer_kinds[net->layers[k].kind].free_plan(&p->layers[k]);
+            free(p->layers);
+            p->layers = NULL;
+            return lp_fail_context(st, "layer %s (batch %d)", net->layers[l].name[0] ? net->layers[l].name : "reorder", n);
+        }
+        if (pl->alias && slot != 0) {
+            pl->out_slot = slot;
+        } else {
+            pl->alias = false;
+            pl->out_slot = l + 1;
+            if ((st = lp_buf_reserve(&net->act[l + 1], lp_md_size(&pl->out_md), NULL))) return st;
+        }
+        size_t s = lp_md_size(&pl->out_md);
+        if (s > max_diff) max_diff = s;
+        if (l > 0 && lp_md_size(&pl->in_md) > max_diff) max_diff = lp_md_size(&pl->in_md);
+        cur = pl->out_md;
+        slot = pl->out_slot;
+    }
+    if ((st = lp_buf_reserve(&net->diff[0], max_diff, NULL))) return st;
+    if ((st = lp_buf_reserve(&net->diff[1], max_diff, NULL))) return st;
+    return LP_OK;
+}
+
+static lp_status get_plan(lp_net *net, int n, lp_plan **out) {
+    lp_plan *free_slot = NULL, *lru = NULL;
+    for (int i = 0; i < LP_MAX_PLANS; i++) {
+        lp_plan *p = &net->plans[i];
+        if (p->layers && p->n == n) {
+            p->last_use = ++net->use_counter;
+            *out = p;
+            return LP_OK;
+        }
+        if (!p->layers && !free_slot) free_slot = p;
+        if (p->layers && (!lru || p->last_use < lru->last_use)) lru = p;
+    }
+    lp_plan *p = free_slot ? free_slot : lru;
+    if (p == net->cur) net->cur = NULL;
+    plan_free(net, p);
+    lp_status st = plan_build(net, p, n);
+    if (st) {
+        plan_free(net, p);
+        return st;
+    }
+    p->last_use = ++net->use_counter;
+    *out = p;
+    return LP_OK;
+}
+
+static float *slot_ptr(lp_net *net, int slot) { return net->act[slot].p; }
+
+/* ---- forward / loss / backward ------------------------------------------------ */
+lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint64_t dropout_seed, float *logits) {
+    if (n < 1) return lp_fail(LP_ERR_ARG, "forward: batch size %d", n);
+    net->loss_ready = false;
+    net->cur = NULL;
+    lp_plan *p;
+    lp_status st = get_plan(net, n, &p);
+    if (st) return st;
+    const lp_net_config *c = &net->cfg;
+    memcpy(net->act[0].p, x, sizeof(float) * (size_t)n * c->in_c * c->in_h * c->in_w);
+    uint64_t seed = lp_rng_u64(dropout_seed, net->cfg.seed, 0xd80);
+    for (int l = 0; l < net->nlayers; l++) {
+        lp_plan_layer *pl = &p->layers[l];
+        lp_layer *L = &net->layers[l];
+        st = lp_layer_kinds[L->kind].forward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), training,
+                                             seed, (uint64_t)l);
+        if (st) return lp_fail_context(st, "forward %s", L->name[0] ? L->name : "reorder");
+    }
+    dnnl_stream_wait(net->stream);
+    const float *z = slot_ptr(net, p->layers[net->nlayers - 1].out_slot);
+    if (logits) memcpy(logits, z, sizeof(float) * (size_t)n * c->num_classes);
+    net->cur = p;
+    net->last_n = n;
+    net->last_training = training;
+    return LP_OK;
+}
+
+lp_status lp_net_loss(lp_net *net, const int *labels, int n, float *loss_per_sample, float *probs, float *mean_loss) {
+    if (!net->cur || n != net->last_n)
+        return lp_fail(LP_ERR_ARG, "loss: needs a forward pass of the same batch size first (got %d, last forward %d)", n,
+                       net->cur ? net->last_n : 0);
+    int k = net->cfg.num_classes;
+    for (int i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= k) return lp_fail(LP_ERR_ARG, "loss: label %d of sample %d not in [0, %d)", labels[i], i, k);
+    if (net->dlogits_cap < n) {
+        float *d = realloc(net->dlogits, sizeof(float) * (size_t)n * k);
+        if (!d) return lp_fail(LP_ERR_NOMEM, "out of memory");
+        net->dlogits = d;
+        net->dlogits_cap = n;
+    }
+    const float *z = slot_ptr(net, net->cur->layers[net->nlayers - 1].out_slot);
+    double m = lp_softmax_xent(z, labels, n, k, loss_per_sample, probs, net->dlogits);
+    if (mean_loss) *mean_loss = (float)m;
+    net->loss_ready = true;
+    if (!isfinite(m)) return lp_fail(LP_ERR_NUMERIC, "loss is %g (diverged: lower the learning rate)", m);
+    return LP_OK;
+}
+
+void lp_net_zero_grad(lp_net *net) {
+    for (int i = 0; i < net->nparams; i++) {
+        lp_param *p = &net->params[i];
+        if (p->grad_dirty) {
+            memset(net->grads + p->offset, 0, p->numel * sizeof(float));
+            p->grad_dirty = false;
+        }
+    }
+}
+
+static bool layer_trainable(const lp_net *net, const lp_layer *L) {
+    return (L->pw >= 0 && net->params[L->pw].trainable) || (L->pb >= 0 && net->params[L->pb].trainable);
+}
+
+lp_status lp_net_backward(lp_net *net) {
+    if (!net->cur || !net->loss_ready)
+        return lp_fail(LP_ERR_ARG, "backward: needs lp_net_forward then lp_net_loss first");
+    if (!net->last_training) return lp_fail(LP_ERR_ARG, "backward: the last forward was not in training mode");
+    int lo = -1;
+    for (int l = 0; l < net->nlayers && lo < 0; l++)
+        if (layer_trainable(net, &net->layers[l])) lo = l;
+    if (lo < 0) return LP_OK; /* everything frozen */
+    lp_plan *p = net->cur;
+    int n = net->last_n;
+    lp_status st;
+    for (int l = lo; l < net->nlayers; l++) {
+        lp_layer *L = &net->layers[l];
+        if ((st = lp_layer_kinds[L->kind].prepare_backward(net, L, &p->layers[l], l > lo, layer_trainable(net, L))))
+            return lp_fail_context(st, "backward %s", L->name[0] ? L->name : "reorder");
+    }
+    float *dbuf[2] = {net->diff[0].p, net->diff[1].p};
+    int d = 0;
+    memcpy(dbuf[0], net->dlogits, sizeof(float) * (size_t)n * net->cfg.num_classes);
+    for (int l = net->nlayers - 1; l >= lo; l--) {
+        lp_layer *L = &net->layers[l];
+        lp_plan_layer *pl = &p->layers[l];
+        bool w = layer_trainable(net, L);
+        float *dx = l > lo ? (pl->alias ? dbuf[d] : dbuf[1 - d]) : NULL;
+        st = lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), dbuf[d],
+                                              dx, w);
+        if (st) return lp_fail_context(st, "backward %s", L->name[0] ? L->name : "reorder");
+        if (w) {
+            if (L->pw >= 0) net->params[L->pw].grad_dirty = true;
+            if (L->pb >= 0) net->params[L->pb].grad_dirty = true;
+        }
+        if (!pl->alias) d = 1 - d;
+    }
+    dnnl_stream_wait(net->stream);
+    return LP_OK;
+}
+
+const float *lp_net_dropout_mask(lp_net *net, const char *layer_name, size_t *count) {
+    if (!net->cur || !net->last_training) return NULL;
+    for (int l = 0; l < net->nlayers; l++) {
+        lp_layer *L = &net->layers[l];
+        if (L->kind == LP_LAYER_DROPOUT && !strcmp(L->name, layer_name)) {
+            if (count) *count = (size_t)net->last_n * L->in_c * L->in_h * L->in_w;
+            return L->aux.p;
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,126 @@
+/* nn internals shared by the files of this layer (not for other layers). */
+#ifndef LP_NN_IMPL_H
+#define LP_NN_IMPL_H
+
+#include "backend/backend.h"
+#include "nn/nn.h"
+
+typedef enum lp_layer_kind {
+    LP_LAYER_CONV,    /* conv2d (+ fused ReLU), any layout */
+    LP_LAYER_MAXPOOL, /* max pool, any layout */
+    LP_LAYER_TOPLAIN, /* reorder to plain NCHW (inserted before plain-only layers) */
+    LP_LAYER_APOOL,   /* adaptive average pool (also global average pool), plain */
+    LP_LAYER_FLATTEN, /* view (n, C*H*W); no data movement */
+    LP_LAYER_DENSE,   /* dense (+ fused ReLU), plain */
+    LP_LAYER_DROPOUT, /* inverted dropout, plain */
+    LP_LAYER_KIND_COUNT
+} lp_layer_kind;
+
+/* A growable, 64-byte aligned buffer (contents lost on growth). */
+typedef struct lp_buf {
+    void *p;
+    size_t cap;
+} lp_buf;
+lp_status lp_buf_reserve(lp_buf *b, size_t bytes, bool *grew);
+void lp_buf_free(lp_buf *b);
+
+typedef struct lp_layer {
+    lp_layer_kind kind;
+    char name[32];      /* module name ("features.0", "classifier.6", "head.1"); "" when internal */
+    char relu_name[32]; /* name of a fused ReLU module for the summary ("features.1"), "" if none */
+    int pw, pb;         /* parameter indices, -1 when none */
+    int in_c, in_h, in_w, out_c, out_h, out_w; /* per sample; 2-D data has h = w = 1 */
+    int k, stride, pad; /* conv kernel/stride/pad, pool kernel/stride */
+    bool relu;
+    float p; /* dropout probability */
+    /* per-layer buffers (shared by all batch-size plans) */
+    lp_buf aux;    /* conv: reordered input; maxpool: workspace; dropout: mask */
+    lp_buf wf, wb; /* conv: weights in the forward / backward-data layouts */
+    lp_md wf_md, wb_md;
+    bool wf_valid, wb_valid;
+} lp_layer;
+
+typedef struct lp_plan_layer {
+    lp_md in_md, out_md;
+    int in_slot, out_slot; /* activation slots; out_slot == in_slot for views */
+    bool alias;
+    union {
+        struct {
+            lp_conv2d op;
+            bool in_re; /* input reordered into aux */
+            lp_reorder re_in, re_din, re_wf, re_wb, re_dw;
+            bool has_re_din, has_re_wf, has_re_wb, has_re_dw;
+        } conv;
+        lp_maxpool pool;
+        struct {
+            lp_reorder fwd, bwd;
+            bool has_bwd;
+        } re;
+        lp_dense dense;
+    } u;
+} lp_plan_layer;
+
+typedef struct lp_plan {
+    int n;
+    uint64_t last_use;
+    lp_plan_layer *layers;
+} lp_plan;
+
+#define LP_MAX_PLANS 6
+
+typedef struct lp_param {
+    char name[48];
+    int ndim;
+    int64_t shape[4];
+    size_t offset, numel;
+    bool trainable, grad_dirty;
+    int layer;
+} lp_param;
+
+struct lp_net {
+    lp_net_config cfg;
+    int nlayers;
+    lp_layer *layers;
+    int nparams;
+    lp_param *params;
+    size_t nweights;
+    float *weights, *grads;
+    dnnl_stream_t stream;
+    /* activation slots: slot 0 is the caller's input, slot l+1 the output of layer l */
+    lp_buf *act;
+    lp_buf diff[2], scratch, tmp_dw, tmp_db, tmp_dx;
+    lp_plan plans[LP_MAX_PLANS];
+    uint64_t use_counter;
+    /* last forward */
+    lp_plan *cur;
+    int last_n;
+    bool last_training, loss_ready;
+    const float *last_x;
+    float *dlogits; /* (cap_batch, K) */
+    int dlogits_cap;
+    /* summary bookkeeping */
+    int backbone_layers; /* layers[0..backbone_layers) come from the backbone */
+};
+
+/* kind table (layers.c) */
+typedef struct lp_layer_ops {
+    const char *type;  /* for the summary: "Conv2d", ... */
+    bool plain_input;  /* needs plain row-major input */
+    lp_status (*plan)(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n); /* in_md set; sets out_md, alias */
+    lp_status (*prepare_backward)(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights);
+    lp_status (*forward)(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                         uint64_t seed, uint64_t stream);
+    /* dy may be modified (ReLU mask applied in place). dx NULL when not needed. */
+    lp_status (*backward)(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                          float *dx, bool weights);
+    void (*free_plan)(lp_plan_layer *pl);
+} lp_layer_ops;
+extern const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT];
+
+/* zoo.c: fills net->layers/params from the config (no allocation of weights). */
+lp_status lp_net_build_layers(lp_net *net);
+/* net.c */
+void lp_net_invalidate_weights(lp_net *net, bool trainable_only);
+lp_status lp_net_reserve_scratch(lp_net *net, size_t bytes);
+
+#endif

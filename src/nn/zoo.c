@@ -1,0 +1,292 @@
+/* Model zoo: VGG16/VGG19 (torchvision topology and names), a tiny CNN for
+ * tests, the torchvision classifier top and head specs. Fills the layer and
+ * parameter tables; weights are allocated and initialised by net.c. */
+#include "nn_impl.h"
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Conv widths, 0 = max pool 2x2. */
+static const int cfg_vgg16[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0, -1};
+static const int cfg_vgg19[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0, -1};
+static const int cfg_tiny[] = {8, 0, 16, 0, -1};
+
+typedef struct builder {
+    lp_net *net;
+    int cap_layers, cap_params;
+    int c, h, w;     /* current per-sample shape */
+    bool flat;       /* 2-D (features) */
+    bool maybe_blocked;
+} builder;
+
+static lp_layer *add_layer(builder *b, lp_layer_kind kind, const char *name) {
+    lp_net *net = b->net;
+    if (net->nlayers == b->cap_layers) {
+        int cap = b->cap_layers ? 2 * b->cap_layers : 32;
+        lp_layer *p = realloc(net->layers, (size_t)cap * sizeof *p);
+        if (!p) {
+            lp_fail(LP_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
+        net->layers = p;
+        b->cap_layers = cap;
+    }
+    lp_layer *l = &net->layers[net->nlayers++];
+    memset(l, 0, sizeof *l);
+    l->kind = kind;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->pw = l->pb = -1;
+    l->in_c = l->out_c = b->c;
+    l->in_h = l->out_h = b->h;
+    l->in_w = l->out_w = b->w;
+    return l;
+}
+
+static int add_param(builder *b, const char *layer_name, const char *suffix, int ndim, const int64_t *shape) {
+    lp_net *net = b->net;
+    if (net->nparams == b->cap_params) {
+        int cap = b->cap_params ? 2 * b->cap_params : 64;
+        lp_param *p = realloc(net->params, (size_t)cap * sizeof *p);
+        if (!p) {
+            lp_fail(LP_ERR_NOMEM, "out of memory");
+            return -1;
+        }
+        net->params = p;
+        b->cap_params = cap;
+    }
+    lp_param *p = &net->params[net->nparams];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s.%s", layer_name, suffix);
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = shape[i];
+        p->numel *= (size_t)shape[i];
+    }
+    p->offset = net->nweights;
+    p->numel = p->numel;
+    p->trainable = true;
+    p->layer = net->nlayers - 1;
+    net->nweights += (p->numel + 15) & ~(size_t)15; /* keep every tensor 64-byte aligned */
+    return net->nparams++;
+}
+
+static lp_status need_plain(builder *b) {
+    if (!b->maybe_blocked) return LP_OK;
+    if (!add_layer(b, LP_LAYER_TOPLAIN, "")) return LP_ERR_NOMEM;
+    b->maybe_blocked = false;
+    return LP_OK;
+}
+
+static lp_status add_conv(builder *b, const char *name, const char *relu_name, int out_c, int k, int stride, int pad) {
+    if (b->flat) return lp_fail(LP_ERR_ARG, "%s: convolution after flatten", name);
+    int oh = (b->h + 2 * pad - k) / stride + 1, ow = (b->w + 2 * pad - k) / stride + 1;
+    if (oh < 1 || ow < 1) return lp_fail(LP_ERR_ARG, "%s: input %dx%d too small", name, b->h, b->w);
+    lp_layer *l = add_layer(b, LP_LAYER_CONV, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->k = k;
+    l->stride = stride;
+    l->pad = pad;
+    l->relu = relu_name != NULL;
+    if (relu_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", relu_name);
+    l->out_c = out_c;
+    l->out_h = oh;
+    l->out_w = ow;
+    int64_t ws[4] = {out_c, b->c, k, k}, bs[1] = {out_c};
+    if ((l->pw = add_param(b, name, "weight", 4, ws)) < 0) return LP_ERR_NOMEM;
+    if ((b->net->layers[b->net->nlayers - 1].pb = add_param(b, name, "bias", 1, bs)) < 0) return LP_ERR_NOMEM;
+    b->c = out_c;
+    b->h = oh;
+    b->w = ow;
+    b->maybe_blocked = true;
+    return LP_OK;
+}
+
+static lp_status add_maxpool(builder *b, const char *name, int k, int stride) {
+    if (b->h < k || b->w < k)
+        return lp_fail(LP_ERR_ARG, "%s: feature map %dx%d is smaller than the %dx%d pooling window; use a larger input size "
+                                   "(at least 32x32 for VGG)",
+                       name, b->h, b->w, k, k);
+    lp_layer *l = add_layer(b, LP_LAYER_MAXPOOL, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->k = k;
+    l->stride = stride;
+    l->out_h = (b->h - k) / stride + 1;
+    l->out_w = (b->w - k) / stride + 1;
+    b->h = l->out_h;
+    b->w = l->out_w;
+    return LP_OK;
+}
+
+static lp_status add_apool(builder *b, const char *name, int oh, int ow) {
+    lp_status st = need_plain(b);
+    if (st) return st;
+    lp_layer *l = add_layer(b, LP_LAYER_APOOL, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->out_h = oh;
+    l->out_w = ow;
+    b->h = oh;
+    b->w = ow;
+    return LP_OK;
+}
+
+static lp_status add_flatten(builder *b, const char *name) {
+    lp_status st = need_plain(b);
+    if (st) return st;
+    lp_layer *l = add_layer(b, LP_LAYER_FLATTEN, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->out_c = b->c * b->h * b->w;
+    l->out_h = l->out_w = 1;
+    b->c = l->out_c;
+    b->h = b->w = 1;
+    b->flat = true;
+    return LP_OK;
+}
+
+static lp_status add_dense(builder *b, const char *name, const char *relu_name, bool relu, int out) {
+    if (!b->flat) return lp_fail(LP_ERR_ARG, "%s: dense layer needs flatten or gap before it", name);
+    lp_layer *l = add_layer(b, LP_LAYER_DENSE, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->relu = relu;
+    if (relu_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", relu_name);
+    l->out_c = out;
+    int64_t ws[2] = {out, b->c}, bs[1] = {out};
+    if ((l->pw = add_param(b, name, "weight", 2, ws)) < 0) return LP_ERR_NOMEM;
+    if ((b->net->layers[b->net->nlayers - 1].pb = add_param(b, name, "bias", 1, bs)) < 0) return LP_ERR_NOMEM;
+    b->c = out;
+    return LP_OK;
+}
+
+static lp_status add_dropout(builder *b, const char *name, float p) {
+    if (!(p >= 0.0f && p < 1.0f)) return lp_fail(LP_ERR_ARG, "%s: dropout probability %g not in [0, 1)", name, p);
+    lp_status st = need_plain(b);
+    if (st) return st;
+    lp_layer *l = add_layer(b, LP_LAYER_DROPOUT, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->p = p;
+    return LP_OK;
+}
+
+/* Parses one head token; "dense[:N][:relu]", "dropout[:p]", "flatten", "gap". */
+static lp_status add_head_token(builder *b, char *tok, int index, bool last, int num_classes, int *final_units) {
+    char name[32];
+    snprintf(name, sizeof name, "head.%d", index);
+    char *parts[4] = {0};
+    int np = 0;
+    for (char *s = tok; np < 4;) {
+        parts[np++] = s;
+        char *c = strchr(s, ':');
+        if (!c) break;
+        *c = 0;
+        s = c + 1;
+    }
+    for (int i = 0; i < np; i++) {
+        while (isspace((unsigned char)*parts[i])) parts[i]++;
+        char *e = parts[i] + strlen(parts[i]);
+        while (e > parts[i] && isspace((unsigned char)e[-1])) *--e = 0;
+    }
+    const char *kind = parts[0];
+    if (!strcmp(kind, "flatten")) return np == 1 ? add_flatten(b, name) : lp_fail(LP_ERR_ARG, "head: 'flatten' takes no options");
+    if (!strcmp(kind, "gap") || !strcmp(kind, "globalavgpool")) {
+        if (np != 1) return lp_fail(LP_ERR_ARG, "head: 'gap' takes no options");
+        if (b->flat) return lp_fail(LP_ERR_ARG, "head: 'gap' after flatten");
+        lp_status st = add_apool(b, name, 1, 1);
+        if (st) return st;
+        b->c = b->c * b->h * b->w;
+        b->h = b->w = 1;
+        b->flat = true;
+        return LP_OK;
+    }
+    if (!strcmp(kind, "dropout")) {
+        float p = 0.5f;
+        if (np > 2) return lp_fail(LP_ERR_ARG, "head: 'dropout[:p]' has one option");
+        if (np == 2) {
+            char *end;
+            p = strtof(parts[1], &end);
+            if (*end || end == parts[1]) return lp_fail(LP_ERR_ARG, "head: bad dropout probability '%s'", parts[1]);
+        }
+        return add_dropout(b, name, p);
+    }
+    if (!strcmp(kind, "dense")) {
+        int units = 0;
+        bool relu = false;
+        for (int i = 1; i < np; i++) {
+            if (!strcmp(parts[i], "relu")) relu = true;
+            else if (!strcmp(parts[i], "linear") || !strcmp(parts[i], "none") || !strcmp(parts[i], "softmax")) relu = false;
+            else {
+                char *end;
+                long v = strtol(parts[i], &end, 10);
+                if (*end || end == parts[i] || v < 1 || v > 1000000)
+                    return lp_fail(LP_ERR_ARG, "head: bad dense option '%s' (use dense[:units][:relu])", parts[i]);
+                units = (int)v;
+            }
+        }
+        if (!units) {
+            if (!last) return lp_fail(LP_ERR_ARG, "head: only the final dense layer may omit its size ('%s')", name);
+            units = num_classes;
+        }
+        if (last) *final_units = units;
+        return add_dense(b, name, NULL, relu, units);
+    }
+    return lp_fail(LP_ERR_ARG, "head: unknown layer '%s' (known: flatten, gap, dense[:units][:relu], dropout[:p])", kind);
+}
+
+lp_status lp_net_build_layers(lp_net *net) {
+    lp_net_config *c = &net->cfg;
+    builder b = {.net = net, .c = c->in_c, .h = c->in_h, .w = c->in_w};
+    const int *cfg;
+    int width;
+    if (!strcmp(c->arch, "vgg16")) cfg = cfg_vgg16, width = 4096;
+    else if (!strcmp(c->arch, "vgg19")) cfg = cfg_vgg19, width = 4096;
+    else if (!strcmp(c->arch, "tiny")) cfg = cfg_tiny, width = 64;
+    else return lp_fail(LP_ERR_ARG, "unknown architecture '%s' (known: vgg16, vgg19, tiny)", c->arch);
+    if (c->in_c < 1 || c->in_h < 1 || c->in_w < 1) return lp_fail(LP_ERR_ARG, "bad input shape %dx%dx%d", c->in_c, c->in_h, c->in_w);
+    lp_status st;
+    int idx = 0;
+    char name[32], rname[32];
+    for (int i = 0; cfg[i] >= 0; i++) {
+        snprintf(name, sizeof name, "features.%d", idx);
+        if (cfg[i] == 0) {
+            if ((st = add_maxpool(&b, name, 2, 2))) return st;
+            idx += 1;
+        } else {
+            snprintf(rname, sizeof rname, "features.%d", idx + 1);
+            if ((st = add_conv(&b, name, rname, cfg[i], 3, 1, 1))) return st;
+            idx += 2;
+        }
+    }
+    if (!strcmp(c->top, "keep")) {
+        if ((st = add_apool(&b, "avgpool", 7, 7))) return st;
+        if ((st = add_flatten(&b, "flatten"))) return st;
+        net->backbone_layers = net->nlayers;
+        if (c->num_classes < 1) return lp_fail(LP_ERR_ARG, "top=keep needs num_classes >= 1");
+        if ((st = add_dense(&b, "classifier.0", "classifier.1", true, width))) return st;
+        if ((st = add_dropout(&b, "classifier.2", 0.5f))) return st;
+        if ((st = add_dense(&b, "classifier.3", "classifier.4", true, width))) return st;
+        if ((st = add_dropout(&b, "classifier.5", 0.5f))) return st;
+        if ((st = add_dense(&b, "classifier.6", NULL, false, c->num_classes))) return st;
+        return LP_OK;
+    }
+    if (strcmp(c->top, "none")) return lp_fail(LP_ERR_ARG, "unknown top '%s' (use keep or none)", c->top);
+    net->backbone_layers = net->nlayers;
+    char spec[sizeof c->head];
+    snprintf(spec, sizeof spec, "%s", c->head[0] ? c->head : "flatten,dense");
+    int ntok = 1;
+    for (char *s = spec; *s; s++) ntok += *s == ',';
+    int final_units = 0, index = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(spec, ",", &save); tok; tok = strtok_r(NULL, ",", &save), index++) {
+        if (c->num_classes < 1 && index == ntok - 1 && !strchr(tok, ':') && !strncmp(tok, "dense", 5))
+            return lp_fail(LP_ERR_ARG, "head '%s': final dense has no size and num_classes is not set", c->head);
+        if ((st = add_head_token(&b, tok, index, index == ntok - 1, c->num_classes, &final_units))) return st;
+    }
+    if (index != ntok) return lp_fail(LP_ERR_ARG, "head '%s': empty layer in the list", c->head);
+    if (net->nlayers == 0 || net->layers[net->nlayers - 1].kind != LP_LAYER_DENSE)
+        return lp_fail(LP_ERR_ARG, "head '%s' must end with a dense layer", c->head);
+    if (c->num_classes < 1) c->num_classes = final_units;
+    if (final_units != c->num_classes)
+        return lp_fail(LP_ERR_ARG, "head '%s': final dense has %d units but there are %d classes", c->head, final_units,
+                       c->num_classes);
+    return LP_OK;
+}

@@ -1,0 +1,112 @@
+"""End to end through the CLI on a generated dataset: train, run directory
+contents, resume (bit-identical to an uninterrupted run), evaluate vs predict,
+early stopping with restore, ReduceLROnPlateau against Keras' rule."""
+import csv, json, os, shutil, subprocess, sys
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import make_data, st
+from keras_ref import KerasEarlyStopping, KerasReduceLR
+
+LOUPE, WORK = sys.argv[1], sys.argv[2]
+shutil.rmtree(WORK, ignore_errors=True)
+os.makedirs(WORK)
+DATA = make_data.make(os.path.join(WORK, "data"))
+failures = []
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+        print("FAIL:", msg)
+
+def run(*args, expect=0):
+    r = subprocess.run([LOUPE, *args], capture_output=True, text=True)
+    if r.returncode != expect:
+        print(r.stdout[-3000:], r.stderr[-3000:])
+        raise SystemExit(f"FAIL: loupe {' '.join(args)} exited {r.returncode}, expected {expect}")
+    return r
+
+BASE = ["--model", "tiny", "--top", "none", "--head", "flatten,dense", "--size", "32x32", "--batch", "4",
+        "--lr", "0.05", "--momentum", "0.9", "--seed", "3", "--threads", "2"]
+
+# 1. a plain run
+r1 = os.path.join(WORK, "r1")
+out = run("train", DATA, "--run", r1, "--epochs", "4", *BASE).stdout
+check("Found 24 images belonging to 2 classes" in out, "Keras-like found line")
+cfg = json.load(open(os.path.join(r1, "run.json")))
+check(cfg["classes"] == ["negative", "positive"], "class order in run.json")
+check(cfg["counts"]["train"] == {"negative": 12, "positive": 12}, "train counts in run.json")
+rows = list(csv.DictReader(open(os.path.join(r1, "history.csv"))))
+check(open(os.path.join(r1, "history.csv")).readline().strip() == "epoch,loss,accuracy,val_loss,val_accuracy,lr", "history header")
+check([int(r["epoch"]) for r in rows] == [1, 2, 3, 4], "history epochs 1..4")
+preds = list(csv.reader(open(os.path.join(r1, "valid_predictions.csv"))))
+check(preds[0] == ["epoch", "path", "label", "p0", "p1"], "valid_predictions header")
+check(len(preds) == 1 + 4 * 8, "one prediction row per valid image per epoch")
+for e in range(1, 5):
+    ep = [p for p in preds[1:] if int(p[0]) == e]
+    probs = np.array([[float(p[3]), float(p[4])] for p in ep])
+    labels = np.array([int(p[2]) for p in ep])
+    check(np.allclose(probs.sum(1), 1, atol=1e-5), "probabilities sum to 1")
+    nll = float(np.mean(-np.log(probs[np.arange(len(labels)), labels])))
+    acc = float(np.mean(probs.argmax(1) == labels))
+    row = rows[e - 1]
+    check(abs(nll - float(row["val_loss"])) < 1e-5, f"epoch {e}: val_loss {row['val_loss']} equals the mean NLL of valid_predictions {nll}")
+    check(abs(acc - float(row["val_accuracy"])) < 1e-9, f"epoch {e}: val_accuracy matches valid_predictions")
+    check(all(p[1].startswith("valid/") for p in ep), "paths relative to DATA")
+for name in ("last.safetensors", "best.safetensors"):
+    check(os.path.exists(os.path.join(r1, "checkpoints", name)), name + " written")
+check(any(f.startswith("events.out.tfevents.") for f in os.listdir(os.path.join(r1, "logs", "train"))), "tensorboard train log")
+best_epoch = int(np.argmin([float(r["val_loss"]) for r in rows])) + 1
+_, bmeta = st.read(os.path.join(r1, "checkpoints", "best.safetensors"))
+check(int(bmeta.get("epoch", -1)) == best_epoch, f"best.safetensors is from the best val_loss epoch {best_epoch} (meta {bmeta.get('epoch')})")
+
+# 2. resume: 2 epochs, then continue to 4 == uninterrupted 4 epochs, bit for bit
+r2 = os.path.join(WORK, "r2")
+run("train", DATA, "--run", r2, "--epochs", "2", *BASE)
+run("train", DATA, "--run", r2, "--epochs", "4", "--resume", *BASE)
+a, _ = st.read(os.path.join(r1, "checkpoints", "last.safetensors"))
+b, _ = st.read(os.path.join(r2, "checkpoints", "last.safetensors"))
+check(sorted(a) == sorted(b), "same tensors after resume")
+check(all(np.array_equal(a[k], b[k]) for k in a if k in b), "resumed weights and optimizer state bit-identical")
+check(open(os.path.join(r1, "history.csv")).read() == open(os.path.join(r2, "history.csv")).read(), "resumed history identical")
+run("train", DATA, "--run", r2, "--epochs", "4", *BASE, expect=2)  # existing run without --resume refuses
+
+# 3. evaluate vs predict on the test split
+ck = os.path.join(r1, "checkpoints", "best.safetensors")
+ev = json.loads(run("evaluate", ck, os.path.join(DATA, "test"), "--json").stdout)
+check(ev["n"] == 8 and ev["classes"] == ["negative", "positive"], "evaluate counts and classes")
+check(sum(map(sum, ev["confusion"])) == 8, "confusion matrix sums to n")
+lines = run("predict", ck, os.path.join(DATA, "test"), "--json").stdout.strip().split("\n")
+check(len(lines) == 8, "predict: one line per test image")
+correct, nll = 0, 0.0
+for line in lines:
+    o = json.loads(line)
+    label = 0 if "/negative/" in o["path"] else 1
+    correct += int(np.argmax(o["probs"]) == label)
+    nll -= np.log(o["probs"][label])
+check(abs(correct / 8 - ev["accuracy"]) < 1e-9, f"predict accuracy {correct/8} == evaluate accuracy {ev['accuracy']}")
+check(abs(nll / 8 - ev["loss"]) < 1e-4, f"predict NLL {nll/8} == evaluate loss {ev['loss']}")
+txt = run("evaluate", ck, os.path.join(DATA, "test")).stdout
+check("confusion matrix" in txt and "precision" in txt, "evaluate text report")
+
+# 4. early stopping with restore, and ReduceLROnPlateau, checked against Keras' rules on our own history
+r3 = os.path.join(WORK, "r3")
+run("train", DATA, "--run", r3, "--epochs", "14", *BASE[:-8], "--batch", "4", "--lr", "0.3", "--momentum", "0.9",
+    "--seed", "5", "--early-stop", "2", "--restore-best", "--reduce-lr", "0.5:1")
+rows = list(csv.DictReader(open(os.path.join(r3, "history.csv"))))
+vl = [float(r["val_loss"]) for r in rows]
+es, rl = KerasEarlyStopping(2, False), KerasReduceLR(0.5, 1, False)
+lr, stop_at = 0.3, None
+for i, v in enumerate(vl):
+    check(abs(float(rows[i]["lr"]) - lr) < 1e-9 * lr, f"epoch {i+1}: lr {rows[i]['lr']} equals Keras ReduceLROnPlateau's {lr}")
+    lr = rl.on_epoch_end(v, lr)
+    if es.on_epoch_end(i, v):
+        stop_at = i + 1
+        break
+check(stop_at == len(rows) or (stop_at is None and len(rows) == 14), f"stopped after epoch {len(rows)}, Keras would at {stop_at}")
+fin, _ = st.read(os.path.join(r3, "checkpoints", "final.safetensors"))
+bst, _ = st.read(os.path.join(r3, "checkpoints", "best.safetensors"))
+check(all(np.array_equal(fin[k], bst[k]) for k in bst), "restored weights equal the best checkpoint")
+
+print("end-to-end: %d failures" % len(failures))
+sys.exit(1 if failures else 0)
