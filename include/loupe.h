@@ -104,6 +104,54 @@ lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *
 /* ==== end section: model =============================================== */
 
 /* ==== section: data ===================================================== */
+/*
+ * Dataset check: what `loupe data DATA` prints before training.
+ * Layout: DATA/{train,valid|validation,test}/<class>/.../<image>. Files are
+ * judged by content (JPEG, PNG, BMP, PPM/PGM, TIFF, WebP), never by extension;
+ * hidden files, Thumbs.db and non-images are ignored with a count; every image
+ * is decode-checked; bad files are listed with a reason.
+ *
+ *     lp_data_params p = lp_data_default_params();
+ *     p.data_dir = "positive-negative";
+ *     lp_data_report *r;
+ *     if (lp_data_check(&p, &r) == LP_OK) {
+ *         fputs(lp_data_report_text(r), stdout);
+ *         int bad = lp_data_report_num_bad(r);
+ *         lp_data_report_free(r);
+ *     }
+ */
+typedef struct lp_data_params {
+    const char *data_dir;
+    const char *classes;     /* NULL or "negative,positive": fixes the class order (Keras classes=) */
+    int follow_symlinks;     /* 0: symlinked files and folders are ignored (counted) */
+    double validation_split; /* 0 = off; else this fraction of train/ per class becomes valid when there is no valid/ */
+    uint64_t seed;           /* for validation_split */
+    int64_t max_pixels;      /* decompression-bomb guard (default 89478485, Pillow's) */
+    int threads;             /* decode-check threads (0 = all cores) */
+} lp_data_params;
+
+/** @return defaults (no class order, no symlinks, no split, Pillow's pixel limit). */
+lp_data_params lp_data_default_params(void);
+
+typedef struct lp_data_report lp_data_report;
+
+/** Scans and decode-checks the dataset. Bad files and dataset problems (empty
+ *  class, missing class folder, fewer than 2 classes) do not fail the call: they
+ *  are in the report. Fails when DATA or DATA/train is missing or on bad params.
+ *  @return LP_OK and *out (free with lp_data_report_free). */
+lp_status lp_data_check(const lp_data_params *p, lp_data_report **out);
+/** Human-readable report ("train: Found 308 images belonging to 2 classes." ...). */
+const char *lp_data_report_text(const lp_data_report *r);
+/** JSON report: {"splits": {"train": {"classes": {"negative": 154, ...}, "bad": [{"path", "reason"}],
+ *  "ignored": 1, ...}, "valid": {...}}, "duplicates": [...], "problems": [...], ...}; paths relative to DATA. */
+const char *lp_data_report_json(const lp_data_report *r);
+/** Number of bad image files (all splits). */
+int lp_data_report_num_bad(const lp_data_report *r);
+/** Number of dataset problems (training would refuse the dataset even with --skip-bad). */
+int lp_data_report_num_problems(const lp_data_report *r);
+/** Usable images in split "train", "valid" or "test"; -1 when the split is absent. */
+int lp_data_report_num_images(const lp_data_report *r, const char *split);
+void lp_data_report_free(lp_data_report *r);
 /* ==== end section: data ================================================= */
 
 /* ==== section: weights (import/convert) ================================= */
@@ -250,6 +298,48 @@ lp_status lp_predict_file(lp_model *m, const char *path, float *probs);
 /* ==== end section: train ================================================ */
 
 /* ==== section: tensorboard ============================================== */
+/* TensorBoard event files are written by lp_train (RUN/logs/train and
+ * RUN/logs/validation, Keras' layout). This section also holds the
+ * Fashion-MNIST folder writer behind `loupe fashion`, which turns Debian's
+ * dataset-fashion-mnist IDX files into the folder trees the demo trains on:
+ *
+ *   binary:   OUT/{train,valid,test}/{negative,positive}/NNNNN.png
+ *             (train/valid drawn from the training file, test from t10k)
+ *   pretrain: OUT/{train,valid}/<class>/NNNNN.png for the classes not excluded
+ *
+ * NNNNN is the image's index in its IDX file; images are 28x28 grayscale PNG.
+ * Selection is a seeded permutation (lp_rng_permutation, stream 100 + label
+ * for the training file, 200 + label for t10k), so the same options give the
+ * same files. The tree is written in OUT.tmp and renamed to OUT when complete;
+ * a marker OUT/.loupe-fashion records the options, and a second call with the
+ * same options does nothing (result->already_prepared = 1). */
+typedef struct lp_fashion_params {
+    const char *source_dir; /* the four *-ubyte.gz files; default "/usr/share/datasets/fashion-mnist" */
+    const char *out_dir;    /* required */
+    int pretrain;           /* 0: binary task; 1: per-class folders of the non-excluded labels */
+    int negative, positive; /* binary: labels 0-9 (default 0 T-shirt/top, 6 Shirt) */
+    int n_train, n_valid, n_test; /* images per class; 0 = default (binary 154/26/77, pretrain 400/50; no test) */
+    unsigned exclude_mask;  /* pretrain: bit l set = label l left out (default labels 0 and 6) */
+    uint64_t seed;          /* default 1 */
+} lp_fashion_params;
+
+typedef struct lp_fashion_result {
+    int already_prepared; /* 1: OUT was complete with these options, nothing written */
+    int images;           /* images written */
+    int train, valid, test; /* images per split (all classes) */
+} lp_fashion_result;
+
+/** @return defaults for the binary task (see lp_fashion_params). */
+lp_fashion_params lp_fashion_default_params(void);
+/** Writes the folder tree (see above). @return LP_ERR_IO when the IDX files
+ *  are missing (the message names the Debian package), LP_ERR_FORMAT for bad
+ *  IDX files, LP_ERR_ARG for bad options or an OUT that exists with other
+ *  content. */
+lp_status lp_fashion_write_folder(const lp_fashion_params *p, lp_fashion_result *result);
+/** @return the folder name of Fashion-MNIST label 0-9 ("tshirt_top", "trouser",
+ *  "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+ *  "ankle_boot"), NULL otherwise. */
+const char *lp_fashion_class_name(int label);
 /* ==== end section: tensorboard ========================================== */
 
 /* ==== section: diagnose ================================================= */
@@ -303,6 +393,7 @@ lp_status lp_predict_file(lp_model *m, const char *path, float *probs);
  *     loss_change, p_true_best, p_true_last, confidence_last,
  *     trajectory: [p_true per predicted epoch]}]  (misclassified at last_epoch
  *     first, by loss_change, then the highest-loss correct ones),
+ *   prediction_epochs: the epochs that trajectories index,
  *   confusion: k x k (row = true class, column = predicted) at last_epoch,
  *   early_stopping: {monitor, patience, stop_epoch, restored_epoch, epochs_saved},
  *   config: {model, preprocess, weights, weights_preprocess, lr, batch, epochs,
@@ -336,6 +427,14 @@ char *lp_diagnosis_json(const lp_diagnosis *d);
 lp_status lp_diagnosis_write_html(const lp_diagnosis *d, const char *path);
 /** @return the fitted calibration temperature at the analysed epoch. */
 double lp_diagnosis_temperature(const lp_diagnosis *d);
+/** Temperature fitted on one epoch's predictions (NaN if that epoch has none),
+ *  e.g. for the checkpoint saved at that epoch. */
+double lp_diagnosis_temperature_at(const lp_diagnosis *d, int epoch);
+/** @return the epoch whose weights best.safetensors holds: best monitored figure
+ *  (run.json's monitor, default val_loss; history.csv values, first on ties). */
+int lp_diagnosis_monitor_best_epoch(const lp_diagnosis *d);
+/** @return the last epoch with predictions (what last.safetensors holds if the run was not torn). */
+int lp_diagnosis_last_epoch(const lp_diagnosis *d);
 /** @return number of verdicts; lp_diagnosis_verdict_id(d, i) its id (NULL out of range). */
 int lp_diagnosis_verdict_count(const lp_diagnosis *d);
 const char *lp_diagnosis_verdict_id(const lp_diagnosis *d, int i);

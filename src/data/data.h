@@ -52,7 +52,7 @@ lp_scan_options lp_scan_default_options(void);
 
 typedef struct lp_sample {
     char *path;    /* DATA-joined path (absolute when DATA was) */
-    char *relpath; /* relative to DATA, e.g. "train/negative/x.jpg" */
+    char *relpath; /* relative to DATA, e.g. "train/negative/x.jpg" (lp_split_scan_dir: relative to its dir) */
     int label;
 } lp_sample;
 
@@ -78,7 +78,9 @@ typedef struct lp_dataset lp_dataset;
  * bad file is LP_ERR_DATA with the full "path: reason" list in the message. */
 lp_status lp_dataset_scan(const char *data_dir, const lp_scan_options *opt, lp_dataset **out);
 const lp_split *lp_dataset_split(const lp_dataset *d, const char *name); /* "train","valid","test"; NULL if absent */
-/* Scan a single class-folder dir (for `loupe evaluate CKPT DATA/test`). */
+/* Scan a single class-folder dir (for `loupe evaluate CKPT DATA/test`); pass the
+ * checkpoint's classes in opt->classes so labels match training. Name: the
+ * folder's last component. Same strictness as lp_dataset_scan. */
 lp_status lp_split_scan_dir(const char *dir, const lp_scan_options *opt, lp_split **out);
 void lp_split_free(lp_split *s);
 lp_status lp_dataset_report_json(const lp_dataset *d, char **json); /* malloc'ed; the `loupe data --json` shape */
@@ -132,6 +134,8 @@ void lp_loader_position(const lp_loader *l, int64_t *pass, int *batch_in_pass);
  * decoded is an error naming it (a batch never holds garbage). */
 lp_status lp_loader_next(lp_loader *l, lp_batch *out);
 void lp_loader_free(lp_loader *l);
+/* Files decoded so far (the cache makes this stop growing after the first pass). */
+int64_t lp_loader_decode_count(const lp_loader *l);
 
 /* Single image for predict: decode + resize + preprocess into x (C*H*W). */
 lp_status lp_image_load(const char *path, const lp_loader_config *cfg, float *x);

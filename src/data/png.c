@@ -85,7 +85,7 @@ lp_status lp_decode_png(const uint8_t *buf, size_t n, const lp_decode_options *o
     if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (ct == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (depth == 16) png_set_strip_16(png);
-    if (ct & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+    if ((ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, pi, PNG_INFO_tRNS)) png_set_strip_alpha(png); /* palette expansion adds tRNS as alpha */
     png_set_interlace_handling(png);
     png_read_update_info(png, pi);
     int ch = png_get_channels(png, pi);

@@ -68,6 +68,8 @@ lp_status lp_prepare_image(const uint8_t *buf, size_t n, const lp_loader_config 
         int64_t ch = ((int64_t)w * th) / tw, cw = ((int64_t)h * tw) / th;
         if (ch > h) ch = h;
         if (cw > w) cw = w;
+        if (ch < 1) ch = 1; /* extreme aspect ratios: Keras would fail on an empty box */
+        if (cw < 1) cw = 1;
         bx = (float)((w - cw) / 2);
         by = (float)((h - ch) / 2);
         bw = (float)cw;

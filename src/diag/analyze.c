@@ -36,6 +36,8 @@ static double hist_val(const lp_diagnosis *d, int tl, int which) {
     }
 }
 
+static const char *share_phrase(const lp_diagnosis *d, char *buf);
+
 /* ---- verdicts ------------------------------------------------------------- */
 static diag_verdict *add_verdict(lp_diagnosis *d, const char *id, const char *severity, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -132,9 +134,11 @@ static void verdict_lr(lp_diagnosis *d) {
     size_t n = 0;
     cJSON *nan_epochs = cJSON_CreateArray(), *spikes = cJSON_CreateArray();
     int first_nan = 0, n_spikes = 0;
+    /* the whole run, unless an epoch was asked for (the analysed epoch may be the last finite one) */
+    int upto = d->params.epoch > 0 ? d->params.epoch : 1 << 30;
     for (int i = 0; i < r->n_hist; i++) {
         const diag_hist *h = &r->hist[i];
-        if (h->epoch > d->tl[d->tl_L].epoch) break;
+        if (h->epoch > upto) break;
         if (!isfinite(h->loss) || !isfinite(h->val_loss)) {
             cJSON_AddItemToArray(nan_epochs, cJSON_CreateNumber(h->epoch));
             if (!first_nan) first_nan = h->epoch;
@@ -154,12 +158,12 @@ static void verdict_lr(lp_diagnosis *d) {
     }
     if (n_spikes > 4) n += snprintf(buf + n, sizeof buf - n, " and %d more", n_spikes - 4);
     int first_bad_pred = 0;
-    for (int e = 0; e < r->n_ep && e <= d->L; e++)
+    for (int e = 0; e < r->n_ep && r->ep_num[e] <= upto; e++)
         if (!r->ep_finite[e] && !first_bad_pred) first_bad_pred = r->ep_num[e];
     /* divergence: training loss ends above where it started */
     double l0 = NAN, l1 = NAN;
     int e0 = 0, e1 = 0;
-    for (int i = 0; i < r->n_hist && r->hist[i].epoch <= d->tl[d->tl_L].epoch; i++)
+    for (int i = 0; i < r->n_hist && r->hist[i].epoch <= upto; i++)
         if (isfinite(r->hist[i].loss)) {
             if (isnan(l0)) l0 = r->hist[i].loss, e0 = r->hist[i].epoch;
             l1 = r->hist[i].loss, e1 = r->hist[i].epoch;
@@ -228,13 +232,13 @@ static void verdicts_predictions(lp_diagnosis *d) {
         diag_verdict *v;
         if (conf_rise)
             v = add_verdict(d, "overconfident_errors", "problem",
-                "Overconfident errors: val_loss rose %s -> %s (epoch %d -> %d) while accuracy %s; %.0f%% of the rise comes from "
+                "Overconfident errors: val_loss rose %s -> %s (epoch %d -> %d) while accuracy %s; %s comes from "
                 "the %d images misclassified at epoch %d, which became more confidently wrong (mean probability of the true class "
                 "%s -> %s; mean confidence in the wrong class %s -> %s). Most affected (p_true at epoch %d -> %d): %s. "
                 "Accuracy only counts errors, the loss also weighs how confident they are. Temperature scaling (T = %s) brings "
                 "NLL %s -> %s without changing accuracy; early stopping, augmentation or more data address the cause.",
                 g3(a, eB->val_loss), g3(b, eL->val_loss), eB->epoch, eL->epoch,
-                acc_held ? "held" : "fell", 100 * d->rise_share_mis, d->n_wrong_L, eL->epoch,
+                acc_held ? "held" : "fell", share_phrase(d, (char[160]){0}), d->n_wrong_L, eL->epoch,
                 g3(c, d->p_true_mis_B), g3(e, d->p_true_mis_L), g3(f, d->conf_wrong_B), g3((char[32]){0}, eL->conf_wrong),
                 eB->epoch, eL->epoch, names, g3((char[32]){0}, d->T), g3((char[32]){0}, d->nll), g3((char[32]){0}, d->nll_c));
         else
@@ -492,6 +496,14 @@ static void early_stopping_whatif(lp_diagnosis *d) {
     d->es.epochs_saved = 0;
 }
 
+/* "91% of the rise" / "all of the rise (120%: the correct images' loss fell meanwhile)" */
+static const char *share_phrase(const lp_diagnosis *d, char *buf) {
+    double s = d->rise_share_mis;
+    if (s > 1.005) snprintf(buf, 160, "all of the rise (%.0f%%: the correct images' loss fell meanwhile)", 100 * s);
+    else snprintf(buf, 160, "%.0f%% of the rise", 100 * s);
+    return buf;
+}
+
 static void make_headline(lp_diagnosis *d) {
     char buf[2048], a[32], b[32], c[32], e[32];
     if (d->L < 0 || !d->run.ep_finite[d->L]) {
@@ -505,10 +517,11 @@ static void make_headline(lp_diagnosis *d) {
             else snprintf(acc, sizeof acc, "accuracy went %s -> %s", g3(a, eB->acc), g3(b, eL->acc));
             if (d->n_wrong_L > 0)
                 snprintf(buf, sizeof buf,
-                         "val_loss rose %s -> %s between epoch %d and epoch %d; %.0f%% of the rise comes from the %d misclassified "
-                         "image%s, whose probability of their true class fell from %s to %s on average; %s.",
-                         g3(b, eB->val_loss), g3(c, eL->val_loss), eB->epoch, eL->epoch, 100 * d->rise_share_mis, d->n_wrong_L,
-                         d->n_wrong_L == 1 ? "" : "s", g3(e, d->p_true_mis_B), g3((char[32]){0}, d->p_true_mis_L), acc);
+                         "val_loss rose %s -> %s between epoch %d and epoch %d; %s comes from the %d misclassified "
+                         "image%s, whose probability of their true class %s from %s to %s on average; %s.",
+                         g3(b, eB->val_loss), g3(c, eL->val_loss), eB->epoch, eL->epoch, share_phrase(d, (char[160]){0}), d->n_wrong_L,
+                         d->n_wrong_L == 1 ? "" : "s", d->p_true_mis_L < d->p_true_mis_B ? "fell" : "went",
+                         g3(e, d->p_true_mis_B), g3((char[32]){0}, d->p_true_mis_L), acc);
             else
                 snprintf(buf, sizeof buf, "val_loss rose %s -> %s between epoch %d and epoch %d although every image is classified correctly "
                          "(the correct predictions became less confident); %s.", g3(b, eB->val_loss), g3(c, eL->val_loss), eB->epoch, eL->epoch, acc);
@@ -682,6 +695,33 @@ lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_d
 }
 
 double lp_diagnosis_temperature(const lp_diagnosis *d) { return d ? d->T : NAN; }
+
+double lp_diagnosis_temperature_at(const lp_diagnosis *d, int epoch) {
+    if (!d) return NAN;
+    const diag_run *r = &d->run;
+    for (int e = 0; e < r->n_ep; e++)
+        if (r->ep_num[e] == epoch && r->ep_finite[e])
+            return lp_diag_fit_temperature(r->probs + (size_t)e * r->n_img * r->k, r->labels, r->n_img, r->k, NULL);
+    return NAN;
+}
+
+int lp_diagnosis_monitor_best_epoch(const lp_diagnosis *d) {
+    if (!d) return 0;
+    bool acc = d->run.cfg.monitor && !strcmp(d->run.cfg.monitor, "val_accuracy");
+    double best = acc ? -INFINITY : INFINITY;
+    int epoch = 0;
+    for (int t = 0; t < d->n_tl; t++) {
+        const diag_epoch *e = &d->tl[t];
+        double v = hist_val(d, t, acc ? 3 : 2);
+        if (!isfinite(v) && e->pred >= 0) v = acc ? e->acc : e->val_loss;
+        if (isfinite(v) && (acc ? v > best : v < best)) best = v, epoch = e->epoch;
+    }
+    return epoch;
+}
+
+int lp_diagnosis_last_epoch(const lp_diagnosis *d) {
+    return d && d->run.n_ep ? d->run.ep_num[d->run.n_ep - 1] : 0;
+}
 int lp_diagnosis_verdict_count(const lp_diagnosis *d) { return d ? d->n_verdicts : 0; }
 const char *lp_diagnosis_verdict_id(const lp_diagnosis *d, int i) {
     return d && i >= 0 && i < d->n_verdicts ? d->verdicts[i].id : NULL;

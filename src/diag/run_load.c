@@ -21,7 +21,7 @@ void diag_note(diag_run *r, const char *fmt, ...) {
     char **n = realloc(r->notes, (size_t)(r->n_notes + 1) * sizeof *n);
     if (!n) return;
     r->notes = n;
-    if ((n[r->n_notes] = strdup(buf))) r->n_notes++;
+    if ((n[r->n_notes] = lp_strdup(buf))) r->n_notes++;
 }
 
 /* ---- CSV lines and fields ---------------------------------------------- */

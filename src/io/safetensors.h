@@ -14,5 +14,8 @@ lp_status lp_safetensors_read(const char *path, lp_tensor_list *out);
 lp_status lp_safetensors_parse(const uint8_t *data, size_t size, const char *name, lp_tensor_list *out);
 /* Atomic (lp_atomic_*), tensors 8-byte aligned, __metadata__ from l->meta. */
 lp_status lp_safetensors_write(const char *path, const lp_tensor_list *l);
+/* Same from borrowed tensors (data not owned/copied); meta may be NULL. */
+lp_status lp_safetensors_write_views(const char *path, int count, const char *const *names, const lp_tensor *tensors,
+                                     const lp_tensor_list *meta);
 
 #endif

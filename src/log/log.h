@@ -12,10 +12,10 @@
  *     lp_tb_close(tb);
  *
  * Every record goes to the file with one write(2) as soon as it is made, so a
- * killed process leaves only complete records (TensorFlow's reader and
- * tensorboard read them); lp_tb_flush adds fsync, against power loss. A failed
- * write is cut back to the last complete record. A writer is not thread-safe:
- * use one per thread or serialise calls.
+ * killed process leaves every record it finished (at worst the one being
+ * written is torn, and readers stop before it); lp_tb_flush adds fsync,
+ * against power loss. A failed write is cut back to the last complete
+ * record. A writer is not thread-safe: use one per thread or serialise calls.
  */
 #ifndef LP_LOG_H
 #define LP_LOG_H

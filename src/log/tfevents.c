@@ -221,7 +221,31 @@ lp_status lp_tb_scalar(lp_tb_writer *w, const char *tag, int64_t step, double va
 #define HIST_LIMITS_MAX 1600
 static double g_limits[HIST_LIMITS_MAX];
 static int g_nlimits;
+/* Fast bucket lookup for floats: the top 16 bits of a float (sign, exponent,
+ * 7 mantissa bits) name a cell 2^-7 (0.8%) wide in relative terms; limits are
+ * 10% apart, so a cell holds at most one limit and one comparison finishes
+ * the search. g_cell[key] = upper_bound of the cell's smallest value, with
+ * CELL_SEARCH marking the few cells that need a full binary search. */
+#define CELL_SEARCH 0xffffu
+static uint16_t g_cell[65536];
 static pthread_once_t g_limits_once = PTHREAD_ONCE_INIT;
+
+/* Index of the first limit > x (std::upper_bound, as TF's Histogram::Add). */
+static int upper_bound(double x) {
+    int lo = 0, hi = g_nlimits; /* g_nlimits when x >= DBL_MAX, which a float never reaches */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (g_limits[mid] > x) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+static float bits_to_float(uint32_t b) {
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
 
 /* TensorFlow's InitDefaultBucketsInner (core/lib/histogram/histogram.cc). */
 static void build_limits(void) {
@@ -234,17 +258,24 @@ static void build_limits(void) {
     g_limits[k++] = 0.0;
     for (int i = 0; i < np; i++) g_limits[k++] = pos[i];
     g_nlimits = k;
+    for (uint32_t key = 0; key < 65536; key++) {
+        float a = bits_to_float(key << 16), b = bits_to_float((key << 16) | 0xffffu);
+        if (!isfinite(a) || !isfinite(b)) {
+            g_cell[key] = CELL_SEARCH;
+            continue;
+        }
+        double lo = fmin(a, b), hi = fmax(a, b);
+        int ul = upper_bound(lo), uh = upper_bound(hi);
+        g_cell[key] = uh - ul <= 1 ? (uint16_t)ul : CELL_SEARCH;
+    }
 }
 
-/* Index of the first limit > x (std::upper_bound, as TF's Histogram::Add). */
-static int bucket_index(double x) {
-    int lo = 0, hi = g_nlimits - 1; /* x < DBL_MAX for finite floats: the answer is < g_nlimits */
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (g_limits[mid] > x) hi = mid;
-        else lo = mid + 1;
-    }
-    return lo;
+static int bucket_index(float x) {
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    unsigned c = g_cell[b >> 16];
+    if (c == CELL_SEARCH) return upper_bound(x);
+    return (int)c + ((double)x >= g_limits[c]);
 }
 
 lp_status lp_tb_histogram(lp_tb_writer *w, const char *tag, int64_t step, const float *values, size_t n) {
@@ -265,7 +296,7 @@ lp_status lp_tb_histogram(lp_tb_writer *w, const char *tag, int64_t step, const 
     for (size_t i = 0; i < n; i++) {
         double x = values[i];
         if (!isfinite(x)) continue;
-        counts[bucket_index(x)] += 1.0;
+        counts[bucket_index(values[i])] += 1.0;
         if (x < mn) mn = x;
         if (x > mx) mx = x;
         num += 1.0;

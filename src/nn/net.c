@@ -140,6 +140,9 @@ float *lp_net_param(lp_net *net, int i) {
     lp_net_invalidate_weights(net, false); /* the caller may write through the pointer */
     return net->weights + net->params[i].offset;
 }
+const float *lp_net_param_data(const lp_net *net, int i) {
+    return i >= 0 && i < net->nparams ? net->weights + net->params[i].offset : NULL;
+}
 float *lp_net_grad(lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->grads + net->params[i].offset : NULL; }
 bool lp_net_param_trainable(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].trainable; }
 size_t lp_net_num_weights(const lp_net *net) { return net->nweights; }
@@ -165,8 +168,11 @@ static bool prefix_match(const char *name, const char *spec) {
     return spec[n - 1] == '.' || name[n] == '.' || name[n] == 0;
 }
 
+/* "base": every layer that comes from the pretrained model (features, and
+ * for top=keep classifier.0/3), i.e. all but the head or the new output layer. */
 static bool is_base_param(const lp_net *net, const lp_param *p) {
-    return p->layer < net->backbone_layers || !strncmp(p->name, "classifier.", 11) ? p->layer < net->nlayers - 1 : false;
+    if (p->layer < net->backbone_layers) return true;
+    return !strcmp(net->cfg.top, "keep") && p->layer != net->nlayers - 1;
 }
 
 lp_status lp_net_freeze(lp_net *net, const char *spec) {

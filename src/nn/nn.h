@@ -30,7 +30,8 @@ typedef struct lp_net_config {
     char head[256]; /* when top=none, e.g. "flatten,dense:256:relu,dropout:0.5,dense:2" or
                        "gap,dense"; the final dense size defaults to num_classes */
     int num_classes, in_c, in_h, in_w;
-    int max_batch;  /* largest batch forward/backward will see */
+    int max_batch;  /* largest batch forward/backward will see (a hint: buffers are sized
+                       per batch size on first use, larger batches still work) */
     uint64_t seed;  /* init + dropout streams */
 } lp_net_config;
 
@@ -48,7 +49,10 @@ const char *lp_net_param_name(const lp_net *net, int i);
 int lp_net_param_shape(const lp_net *net, int i, int64_t shape[4]); /* returns ndim */
 size_t lp_net_param_numel(const lp_net *net, int i);
 size_t lp_net_param_offset(const lp_net *net, int i); /* in floats, into lp_net_weights() */
+/* Writable pointers: taking one marks the net's cached (reordered) weights
+ * stale. Use lp_net_param_data to read without that cost. */
 float *lp_net_param(lp_net *net, int i);
+const float *lp_net_param_data(const lp_net *net, int i);
 float *lp_net_grad(lp_net *net, int i);
 bool lp_net_param_trainable(const lp_net *net, int i);
 size_t lp_net_num_weights(const lp_net *net);
@@ -82,5 +86,9 @@ lp_status lp_net_load_state_dict(lp_net *net, const lp_tensor_list *in, bool str
 /* Keras-like table: layer, output shape, params; totals trainable/frozen.
  * *text is malloc'ed. */
 lp_status lp_net_summary(lp_net *net, char **text);
+
+/* For tests: the dropout factors (0 or 1/(1-p)) of the last training forward
+ * for dropout layer layer_name ("classifier.2", "head.2"), count = n * features. */
+const float *lp_net_dropout_mask(lp_net *net, const char *layer_name, size_t *count);
 
 #endif

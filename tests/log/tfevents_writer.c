@@ -71,7 +71,24 @@ int main(int argc, char **argv) {
     h[1] = -0.0f;
     h[2] = 1e-13f; /* below the smallest positive limit */
     h[3] = 1e25f;  /* above 1e20: the DBL_MAX bucket */
-    struct { const char *tag; size_t n; } hs[4] = {{"dense/kernel_0", NH}, {"const", 100}, {"with_nan", 50}, {"empty", 0}};
+    /* Floats at and next to every one of TF's bucket limits (the writer's
+     * fast lookup must agree with a plain search there). */
+    float *edges = malloc(sizeof(float) * 20000);
+    size_t ne = 0;
+    for (double lim = 1.0e-12; lim < 1.0e20; lim *= 1.1)
+        for (int sign = -1; sign <= 1; sign += 2) {
+            float y = (float)(sign * lim);
+            y = nextafterf(nextafterf(y, -INFINITY), -INFINITY);
+            for (int k = 0; k < 5; k++, y = nextafterf(y, INFINITY)) edges[ne++] = y;
+        }
+    edges[ne++] = 0.0f;
+    edges[ne++] = -0.0f;
+    edges[ne++] = 1e-45f; /* smallest denormal */
+    edges[ne++] = -1e-45f;
+    edges[ne++] = 3.4028235e38f;
+    edges[ne++] = -3.4028235e38f;
+    struct { const char *tag; size_t n; } hs[5] = {{"dense/kernel_0", NH}, {"const", 100}, {"with_nan", 50}, {"empty", 0}, {"edges", 0}};
+    hs[4].n = ne;
     float *c = malloc(sizeof(float) * 100);
     for (int i = 0; i < 100; i++) c[i] = 0.25f;
     float nanv[50];
@@ -79,8 +96,8 @@ int main(int argc, char **argv) {
     nanv[5] = NAN;
     nanv[6] = INFINITY;
     nanv[7] = -INFINITY;
-    const float *hv[4] = {h, c, nanv, NULL};
-    for (int k = 0; k < 4; k++) {
+    const float *hv[5] = {h, c, nanv, NULL, edges};
+    for (int k = 0; k < 5; k++) {
         char name[64];
         snprintf(name, sizeof name, "histo_%d.f32", k);
         if (save(dir, name, hv[k] ? hv[k] : (const float *)"", hs[k].n * sizeof(float), path, sizeof path)) return 1;
@@ -89,6 +106,7 @@ int main(int argc, char **argv) {
     }
     free(h);
     free(c);
+    free(edges);
 
     /* Images: an RGB gradient through lp_tb_image_rgb, a grid through lp_image_grid. */
     int H = 20, W = 30;

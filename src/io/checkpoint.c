@@ -1,0 +1,239 @@
+/* loupe checkpoints (safetensors + metadata that rebuilds the net) and the
+ * public lp_model handle over them. */
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LP_CHECKPOINT_FORMAT "loupe-checkpoint-1"
+
+static lp_status set_meta_int(lp_tensor_list *l, const char *key, long long v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", v);
+    return lp_tensor_list_set_meta(l, key, buf);
+}
+
+lp_status lp_checkpoint_save(const char *path, lp_net *net, const lp_tensor_list *extra_tensors, const lp_tensor_list *extra_meta_holder) {
+    const lp_net_config *c = lp_net_get_config(net);
+    lp_tensor_list meta;
+    lp_tensor_list_init(&meta);
+    char buf[64];
+    lp_status st = lp_tensor_list_set_meta(&meta, "format", LP_CHECKPOINT_FORMAT);
+    if (!st) st = lp_tensor_list_set_meta(&meta, "arch", c->arch);
+    if (!st) st = lp_tensor_list_set_meta(&meta, "top", c->top);
+    if (!st && !strcmp(c->top, "none")) st = lp_tensor_list_set_meta(&meta, "head", c->head[0] ? c->head : "flatten,dense");
+    if (!st) st = set_meta_int(&meta, "num_classes", c->num_classes);
+    snprintf(buf, sizeof buf, "%dx%d", c->in_h, c->in_w);
+    if (!st) st = lp_tensor_list_set_meta(&meta, "input_size", buf);
+    if (!st) st = set_meta_int(&meta, "in_channels", c->in_c);
+    if (!st) st = lp_tensor_list_set_meta(&meta, "loupe_version", LOUPE_VERSION);
+    if (extra_meta_holder)
+        for (int i = 0; i < extra_meta_holder->meta_count && !st; i++)
+            st = lp_tensor_list_set_meta(&meta, extra_meta_holder->meta[i].key, extra_meta_holder->meta[i].value);
+    int np = lp_net_param_count(net), ne = extra_tensors ? extra_tensors->count : 0;
+    const char **names = malloc(sizeof(char *) * (size_t)(np + ne + 1));
+    lp_tensor *ts = calloc((size_t)(np + ne + 1), sizeof(lp_tensor));
+    if (!st && (!names || !ts)) st = lp_fail(LP_ERR_NOMEM, "out of memory");
+    if (!st) {
+        for (int i = 0; i < np; i++) {
+            names[i] = lp_net_param_name(net, i);
+            ts[i].dtype = LP_F32;
+            ts[i].ndim = lp_net_param_shape(net, i, ts[i].shape);
+            ts[i].data = (void *)lp_net_param_data(net, i);
+        }
+        for (int i = 0; i < ne; i++) {
+            names[np + i] = extra_tensors->items[i].name;
+            ts[np + i] = extra_tensors->items[i].t;
+        }
+        st = lp_safetensors_write_views(path, np + ne, names, ts, &meta);
+    }
+    free(names);
+    free(ts);
+    lp_tensor_list_free(&meta);
+    return st;
+}
+
+static lp_status meta_int(const lp_tensor_list *m, const char *key, const char *path, int lo, int hi, int def, int *out) {
+    const char *v = lp_tensor_list_get_meta(m, key);
+    if (!v) {
+        if (def < 0) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no '%s'", path, key);
+        *out = def;
+        return LP_OK;
+    }
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || end == v || x < lo || x > hi) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata '%s' = '%s' is not valid", path, key, v);
+    *out = (int)x;
+    return LP_OK;
+}
+
+static int count_classes(const char *json) {
+    cJSON *a = cJSON_Parse(json);
+    int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : -1;
+    cJSON_Delete(a);
+    return n;
+}
+
+lp_status lp_checkpoint_config_from_meta(const lp_tensor_list *m, const char *path, lp_net_config *cfg) {
+    *cfg = lp_net_default_config();
+    cfg->max_batch = 1;
+    const char *fmt = lp_tensor_list_get_meta(m, "format");
+    if (!fmt || strcmp(fmt, LP_CHECKPOINT_FORMAT))
+        return lp_fail(LP_ERR_FORMAT, "%s: not a loupe checkpoint (metadata format is '%s', expected '%s'); convert other weights with 'loupe convert'",
+                       path, fmt ? fmt : "missing", LP_CHECKPOINT_FORMAT);
+    const char *arch = lp_tensor_list_get_meta(m, "arch"), *top = lp_tensor_list_get_meta(m, "top"),
+               *head = lp_tensor_list_get_meta(m, "head"), *size = lp_tensor_list_get_meta(m, "input_size"),
+               *classes = lp_tensor_list_get_meta(m, "classes");
+    if (!arch || strlen(arch) >= sizeof cfg->arch) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no valid 'arch'", path);
+    if (!top || strlen(top) >= sizeof cfg->top) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no valid 'top'", path);
+    if (head && strlen(head) >= sizeof cfg->head) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint 'head' is too long", path);
+    strcpy(cfg->arch, arch);
+    strcpy(cfg->top, top);
+    cfg->head[0] = 0;
+    if (head) strcpy(cfg->head, head);
+    int h = 0, w = 0;
+    char tail;
+    if (!size || sscanf(size, "%dx%d%c", &h, &w, &tail) != 2 || h < 1 || w < 1 || h > 65536 || w > 65536)
+        return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata 'input_size' = '%s' (expected HxW)", path, size ? size : "missing");
+    cfg->in_h = h;
+    cfg->in_w = w;
+    lp_status st = meta_int(m, "in_channels", path, 1, 4096, 3, &cfg->in_c);
+    if (st) return st;
+    int nc_default = classes ? count_classes(classes) : -1;
+    if (classes && nc_default < 1) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata 'classes' is not a JSON array of names", path);
+    if ((st = meta_int(m, "num_classes", path, 1, 1000000, nc_default, &cfg->num_classes))) return st;
+    if (classes && nc_default != cfg->num_classes)
+        return lp_fail(LP_ERR_FORMAT, "%s: checkpoint lists %d class names but num_classes is %d", path, nc_default, cfg->num_classes);
+    return LP_OK;
+}
+
+static bool is_state_extra(const char *name) { return !strncmp(name, "optim.", 6) || !strncmp(name, "train.", 6); }
+
+lp_status lp_checkpoint_load_ex(const char *path, int max_batch, lp_net **net_out, lp_tensor_list *all_out) {
+    *net_out = NULL;
+    lp_tensor_list l;
+    lp_tensor_list_init(&l);
+    lp_status st = lp_safetensors_read(path, &l);
+    lp_net *net = NULL;
+    lp_net_config cfg;
+    if (!st) st = lp_checkpoint_config_from_meta(&l, path, &cfg);
+    if (!st) {
+        cfg.max_batch = max_batch > 0 ? max_batch : 1;
+        st = lp_net_create(&cfg, &net);
+        if (st) lp_fail_context(st, "%s", path);
+    }
+    if (!st) {
+        /* a shallow view without optimizer/train state */
+        lp_tensor_list view = l;
+        view.items = malloc(sizeof(lp_named_tensor) * (size_t)(l.count + 1));
+        if (!view.items) st = lp_fail(LP_ERR_NOMEM, "out of memory");
+        else {
+            view.count = 0;
+            for (int i = 0; i < l.count; i++)
+                if (!is_state_extra(l.items[i].name)) view.items[view.count++] = l.items[i];
+            st = lp_net_load_state_dict(net, &view, true, NULL);
+            if (st) lp_fail_context(st, "%s", path);
+            free(view.items);
+        }
+    }
+    if (st) {
+        lp_net_free(net);
+        lp_tensor_list_free(&l);
+        return st;
+    }
+    *net_out = net;
+    if (all_out) *all_out = l;
+    else lp_tensor_list_free(&l);
+    return LP_OK;
+}
+
+lp_status lp_checkpoint_load(const char *path, lp_net **net_out, lp_tensor_list *all_out) {
+    return lp_checkpoint_load_ex(path, 1, net_out, all_out);
+}
+
+lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value) {
+    if (!key || !*key || !value) return lp_fail(LP_ERR_ARG, "checkpoint set meta: empty key or value");
+    lp_tensor_list l;
+    lp_tensor_list_init(&l);
+    lp_status st = lp_safetensors_read(path, &l);
+    if (!st) st = lp_tensor_list_set_meta(&l, key, value);
+    if (!st) st = lp_safetensors_write(path, &l);
+    lp_tensor_list_free(&l);
+    return st;
+}
+
+/* ---- lp_model ------------------------------------------------------------------ */
+struct lp_model {
+    lp_net *net;
+    lp_tensor_list meta; /* metadata only */
+    int nclasses;
+    char **classes;
+};
+
+lp_status lp_model_wrap(lp_net *net, const lp_tensor_list *meta, lp_model **out) {
+    *out = NULL;
+    lp_model *m = lp_calloc(1, sizeof *m);
+    if (!m) return LP_ERR_NOMEM;
+    lp_tensor_list_init(&m->meta);
+    lp_status st = LP_OK;
+    for (int i = 0; meta && i < meta->meta_count && !st; i++) st = lp_tensor_list_set_meta(&m->meta, meta->meta[i].key, meta->meta[i].value);
+    m->nclasses = lp_net_get_config(net)->num_classes;
+    m->classes = calloc((size_t)m->nclasses, sizeof(char *));
+    if (!st && !m->classes) st = lp_fail(LP_ERR_NOMEM, "out of memory");
+    const char *cj = lp_tensor_list_get_meta(&m->meta, "classes");
+    cJSON *a = cj ? cJSON_Parse(cj) : NULL;
+    for (int i = 0; !st && i < m->nclasses; i++) {
+        cJSON *e = cJSON_IsArray(a) ? cJSON_GetArrayItem(a, i) : NULL;
+        char buf[32];
+        snprintf(buf, sizeof buf, "class_%d", i);
+        m->classes[i] = lp_strdup(cJSON_IsString(e) ? e->valuestring : buf);
+        if (!m->classes[i]) st = LP_ERR_NOMEM;
+    }
+    cJSON_Delete(a);
+    if (st) {
+        m->net = NULL;
+        lp_model_free(m);
+        return st;
+    }
+    m->net = net;
+    *out = m;
+    return LP_OK;
+}
+
+lp_status lp_model_load(const char *path, lp_model **out) {
+    *out = NULL;
+    lp_net *net;
+    lp_tensor_list all;
+    lp_status st = lp_checkpoint_load(path, &net, &all);
+    if (st) return st;
+    for (int i = 0; i < all.count; i++) lp_tensor_free(&all.items[i].t); /* keep only the metadata */
+    st = lp_model_wrap(net, &all, out);
+    if (st) lp_net_free(net);
+    lp_tensor_list_free(&all);
+    return st;
+}
+
+void lp_model_free(lp_model *m) {
+    if (!m) return;
+    lp_net_free(m->net);
+    for (int i = 0; m->classes && i < m->nclasses; i++) free(m->classes[i]);
+    free(m->classes);
+    lp_tensor_list_free(&m->meta);
+    free(m);
+}
+
+lp_net *lp_model_net(lp_model *m) { return m->net; }
+const lp_tensor_list *lp_model_meta_list(const lp_model *m) { return &m->meta; }
+lp_status lp_model_summary(lp_model *m, char **text) { return lp_net_summary(m->net, text); }
+int lp_model_num_classes(const lp_model *m) { return m->nclasses; }
+const char *lp_model_class_name(const lp_model *m, int i) { return i >= 0 && i < m->nclasses ? m->classes[i] : NULL; }
+void lp_model_input_size(const lp_model *m, int *c, int *h, int *w) {
+    const lp_net_config *cfg = lp_net_get_config(m->net);
+    if (c) *c = cfg->in_c;
+    if (h) *h = cfg->in_h;
+    if (w) *w = cfg->in_w;
+}
+const char *lp_model_arch(const lp_model *m) { return lp_net_get_config(m->net)->arch; }
+const char *lp_model_meta(const lp_model *m, const char *key) { return lp_tensor_list_get_meta(&m->meta, key); }

@@ -1,0 +1,335 @@
+/* Layer kinds: one forward/backward pair per kind and the kind table.
+ * Shapes (per plan, batch n): conv x (n, C, H, W) -> y (n, K, OH, OW) with
+ * w (K, C, k, k) OIHW; maxpool (n, C, H, W) -> (n, C, H/2, W/2) floor;
+ * toplain: any layout -> plain NCHW; apool (n, C, H, W) -> (n, C, OH, OW);
+ * flatten (n, C, H, W) -> (n, C*H*W) view; dense x (n, IN) -> y (n, OUT)
+ * with w (OUT, IN); dropout (n, F) -> (n, F). */
+#include "nn_impl.h"
+#include <assert.h>
+#include <string.h>
+
+static float *param_ptr(lp_net *net, int i) { return net->weights + net->params[i].offset; }
+static float *grad_ptr(lp_net *net, int i) { return net->grads + net->params[i].offset; }
+
+static lp_status reserve_scratch(lp_net *net, size_t s) { return lp_net_reserve_scratch(net, s); }
+
+/* ---- conv ------------------------------------------------------------------ */
+static lp_md conv_w_plain(const lp_layer *l) {
+    int64_t d[4] = {l->out_c, l->in_c, l->k, l->k};
+    return lp_md_plain(4, d);
+}
+
+static lp_status conv_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    lp_conv2d_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .k = l->out_c, .kh = l->k, .kw = l->k,
+                          .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad, .relu = l->relu};
+    lp_status st = lp_conv2d_init(&pl->u.conv.op, &p, pl->in_slot == 0 ? NULL : &pl->in_md);
+    if (st) return st;
+    lp_conv2d *c = &pl->u.conv.op;
+    if (!lp_md_equal(&c->src_md, &pl->in_md)) {
+        pl->u.conv.in_re = true;
+        if ((st = lp_reorder_init(&pl->u.conv.re_in, &pl->in_md, &c->src_md, false))) return st;
+        if ((st = lp_buf_reserve(&l->aux, lp_md_size(&c->src_md), NULL))) return st;
+        if ((st = reserve_scratch(net, pl->u.conv.re_in.prim.scratch_size))) return st;
+    }
+    lp_md wp = conv_w_plain(l);
+    if (!lp_md_equal(&c->w_md, &wp)) {
+        if ((st = lp_reorder_init(&pl->u.conv.re_wf, &wp, &c->w_md, false))) return st;
+        pl->u.conv.has_re_wf = true;
+        bool grew;
+        if ((st = lp_buf_reserve(&l->wf, lp_md_size(&c->w_md), &grew))) return st;
+        if (grew) l->wf_valid = false;
+    }
+    pl->out_md = c->dst_md;
+    return reserve_scratch(net, lp_conv2d_scratch_size(c));
+}
+
+static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) {
+    lp_conv2d *c = &pl->u.conv.op;
+    lp_status st = lp_conv2d_init_backward(c, data, weights);
+    if (st) return st;
+    lp_md wp = conv_w_plain(l);
+    if (weights) {
+        if (!pl->u.conv.has_re_dw) {
+            if ((st = lp_reorder_init(&pl->u.conv.re_dw, &c->bw_dw_md, &wp, true))) return st;
+            pl->u.conv.has_re_dw = true;
+        }
+        if ((st = lp_buf_reserve(&net->tmp_dw, lp_md_size(&c->bw_dw_md), NULL))) return st;
+        if ((st = lp_buf_reserve(&net->tmp_db, sizeof(float) * (size_t)l->out_c, NULL))) return st;
+    }
+    if (data) {
+        if (!lp_md_equal(&c->bd_w_md, &wp) && !pl->u.conv.has_re_wb) {
+            if ((st = lp_reorder_init(&pl->u.conv.re_wb, &wp, &c->bd_w_md, false))) return st;
+            pl->u.conv.has_re_wb = true;
+            bool grew;
+            if ((st = lp_buf_reserve(&l->wb, lp_md_size(&c->bd_w_md), &grew))) return st;
+            if (grew) l->wb_valid = false;
+        }
+        if (pl->u.conv.in_re) {
+            if (!pl->u.conv.has_re_din) {
+                if ((st = lp_reorder_init(&pl->u.conv.re_din, &c->src_md, &pl->in_md, false))) return st;
+                pl->u.conv.has_re_din = true;
+            }
+            if ((st = lp_buf_reserve(&net->tmp_dx, lp_md_size(&c->src_md), NULL))) return st;
+        }
+    }
+    size_t s = lp_conv2d_scratch_size(c);
+    if (pl->u.conv.has_re_dw && pl->u.conv.re_dw.prim.scratch_size > s) s = pl->u.conv.re_dw.prim.scratch_size;
+    if (pl->u.conv.has_re_wb && pl->u.conv.re_wb.prim.scratch_size > s) s = pl->u.conv.re_wb.prim.scratch_size;
+    if (pl->u.conv.has_re_din && pl->u.conv.re_din.prim.scratch_size > s) s = pl->u.conv.re_din.prim.scratch_size;
+    if (pl->u.conv.has_re_wf && pl->u.conv.re_wf.prim.scratch_size > s) s = pl->u.conv.re_wf.prim.scratch_size;
+    return reserve_scratch(net, s);
+}
+
+static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                              uint64_t seed, uint64_t stream) {
+    lp_conv2d *c = &pl->u.conv.op;
+    lp_status st;
+    const void *src = x;
+    if (pl->u.conv.in_re) {
+        if ((st = lp_reorder_exec(&pl->u.conv.re_in, net->stream, x, l->aux.p, net->scratch.p))) return st;
+        src = l->aux.p;
+    }
+    const void *w = param_ptr(net, l->pw);
+    if (pl->u.conv.has_re_wf) {
+        if (!l->wf_valid || !lp_md_equal(&l->wf_md, &c->w_md)) {
+            if ((st = lp_reorder_exec(&pl->u.conv.re_wf, net->stream, w, l->wf.p, net->scratch.p))) return st;
+            l->wf_md = c->w_md;
+            l->wf_valid = true;
+        }
+        w = l->wf.p;
+    }
+    return lp_conv2d_forward(c, net->stream, src, w, param_ptr(net, l->pb), y, net->scratch.p);
+}
+
+static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                               float *dx, bool weights) {
+    lp_conv2d *c = &pl->u.conv.op;
+    lp_status st;
+    if (l->relu) lp_relu_backward_inplace(dy, y, lp_md_size(&c->dst_md) / sizeof(float));
+    const void *src = pl->u.conv.in_re ? l->aux.p : (const void *)x;
+    if (weights) {
+        if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, net->tmp_dw.p, net->tmp_db.p, net->scratch.p))) return st;
+        if ((st = lp_reorder_exec(&pl->u.conv.re_dw, net->stream, net->tmp_dw.p, grad_ptr(net, l->pw), net->scratch.p))) return st;
+        dnnl_stream_wait(net->stream);
+        float *gb = grad_ptr(net, l->pb);
+        const float *db = net->tmp_db.p;
+        for (int i = 0; i < l->out_c; i++) gb[i] += db[i];
+    }
+    if (dx) {
+        const void *w = param_ptr(net, l->pw);
+        if (pl->u.conv.has_re_wb) {
+            if (pl->u.conv.has_re_wf && l->wf_valid && lp_md_equal(&l->wf_md, &c->bd_w_md)) {
+                w = l->wf.p;
+            } else {
+                if (!l->wb_valid || !lp_md_equal(&l->wb_md, &c->bd_w_md)) {
+                    if ((st = lp_reorder_exec(&pl->u.conv.re_wb, net->stream, w, l->wb.p, net->scratch.p))) return st;
+                    l->wb_md = c->bd_w_md;
+                    l->wb_valid = true;
+                }
+                w = l->wb.p;
+            }
+        }
+        void *target = pl->u.conv.in_re ? net->tmp_dx.p : (void *)dx;
+        if ((st = lp_conv2d_backward_data(c, net->stream, dy, w, target, net->scratch.p))) return st;
+        if (pl->u.conv.in_re && (st = lp_reorder_exec(&pl->u.conv.re_din, net->stream, target, dx, net->scratch.p))) return st;
+    }
+    return LP_OK;
+}
+
+static void conv_free(lp_plan_layer *pl) {
+    lp_conv2d_free(&pl->u.conv.op);
+    lp_reorder_free(&pl->u.conv.re_in);
+    lp_reorder_free(&pl->u.conv.re_din);
+    lp_reorder_free(&pl->u.conv.re_wf);
+    lp_reorder_free(&pl->u.conv.re_wb);
+    lp_reorder_free(&pl->u.conv.re_dw);
+}
+
+/* ---- max pool ------------------------------------------------------------------ */
+static lp_status pool_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    lp_maxpool *m = &pl->u.pool;
+    lp_status st = lp_maxpool_init(m, n, l->in_c, l->in_h, l->in_w, l->k, l->k, l->stride, l->stride, &pl->in_md);
+    if (st) return st;
+    pl->out_md = m->dst_md;
+    if ((st = lp_buf_reserve(&l->aux, lp_md_size(&m->ws_md) + 64, NULL))) return st;
+    return reserve_scratch(net, lp_maxpool_scratch_size(m));
+}
+
+static lp_status pool_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) {
+    if (!data) return LP_OK;
+    lp_status st = lp_maxpool_init_backward(&pl->u.pool);
+    if (st) return st;
+    return reserve_scratch(net, lp_maxpool_scratch_size(&pl->u.pool));
+}
+
+static lp_status pool_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                              uint64_t seed, uint64_t stream) {
+    return lp_maxpool_forward(&pl->u.pool, net->stream, x, y, l->aux.p, net->scratch.p);
+}
+
+static lp_status pool_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                               float *dx, bool weights) {
+    if (!dx) return LP_OK;
+    return lp_maxpool_backward(&pl->u.pool, net->stream, dy, l->aux.p, dx, net->scratch.p);
+}
+
+static void pool_free(lp_plan_layer *pl) { lp_maxpool_free(&pl->u.pool); }
+
+/* ---- reorder to plain NCHW ------------------------------------------------------- */
+static lp_status toplain_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    int64_t d[4] = {n, l->in_c, l->in_h, l->in_w};
+    lp_md plain = lp_md_plain(4, d);
+    pl->out_md = plain;
+    if (lp_md_equal(&pl->in_md, &plain)) {
+        pl->alias = true;
+        return LP_OK;
+    }
+    lp_status st = lp_reorder_init(&pl->u.re.fwd, &pl->in_md, &plain, false);
+    if (st) return st;
+    return reserve_scratch(net, pl->u.re.fwd.prim.scratch_size);
+}
+
+static lp_status toplain_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) {
+    if (!data || pl->alias || pl->u.re.has_bwd) return LP_OK;
+    lp_status st = lp_reorder_init(&pl->u.re.bwd, &pl->out_md, &pl->in_md, false);
+    if (st) return st;
+    pl->u.re.has_bwd = true;
+    return reserve_scratch(net, pl->u.re.bwd.prim.scratch_size);
+}
+
+static lp_status toplain_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                                 uint64_t seed, uint64_t stream) {
+    if (pl->alias) return LP_OK;
+    return lp_reorder_exec(&pl->u.re.fwd, net->stream, x, y, net->scratch.p);
+}
+
+static lp_status toplain_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                                  float *dx, bool weights) {
+    if (!dx || pl->alias) return LP_OK;
+    return lp_reorder_exec(&pl->u.re.bwd, net->stream, dy, dx, net->scratch.p);
+}
+
+static void toplain_free(lp_plan_layer *pl) {
+    lp_reorder_free(&pl->u.re.fwd);
+    lp_reorder_free(&pl->u.re.bwd);
+}
+
+/* ---- adaptive average pool (plain) ------------------------------------------------ */
+static lp_status apool_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    int64_t d[4] = {n, l->out_c, l->out_h, l->out_w};
+    pl->out_md = lp_md_plain(4, d);
+    return LP_OK;
+}
+
+static lp_status no_prepare(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) { return LP_OK; }
+
+static lp_status apool_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                               uint64_t seed, uint64_t stream) {
+    dnnl_stream_wait(net->stream);
+    lp_adaptive_avgpool_forward(x, y, n * l->in_c, l->in_h, l->in_w, l->out_h, l->out_w);
+    return LP_OK;
+}
+
+static lp_status apool_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                                float *dx, bool weights) {
+    if (!dx) return LP_OK;
+    dnnl_stream_wait(net->stream);
+    lp_adaptive_avgpool_backward(dy, dx, n * l->in_c, l->in_h, l->in_w, l->out_h, l->out_w);
+    return LP_OK;
+}
+
+static void nothing_free(lp_plan_layer *pl) { (void)pl; }
+
+/* ---- flatten (view) ------------------------------------------------------------------- */
+static lp_status flatten_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    int64_t d[2] = {n, l->out_c};
+    pl->out_md = lp_md_plain(2, d);
+    pl->alias = true;
+    return LP_OK;
+}
+
+static lp_status flatten_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                                 uint64_t seed, uint64_t stream) {
+    return LP_OK;
+}
+
+static lp_status flatten_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                                  float *dx, bool weights) {
+    return LP_OK;
+}
+
+/* ---- dense ------------------------------------------------------------------------------ */
+static lp_status dense_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    if (lp_md_size(&pl->in_md) != sizeof(float) * (size_t)n * l->in_c)
+        return lp_fail(LP_ERR_SHAPE, "dense input has %zu bytes, expected %d x %d floats", lp_md_size(&pl->in_md), n, l->in_c);
+    lp_status st = lp_dense_init(&pl->u.dense, n, l->in_c, l->out_c, l->relu);
+    if (st) return st;
+    int64_t d[2] = {n, l->out_c};
+    pl->out_md = lp_md_plain(2, d);
+    return reserve_scratch(net, lp_dense_scratch_size(&pl->u.dense));
+}
+
+static lp_status dense_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) {
+    lp_status st = lp_dense_init_backward(&pl->u.dense, data, weights);
+    if (st) return st;
+    return reserve_scratch(net, lp_dense_scratch_size(&pl->u.dense));
+}
+
+static lp_status dense_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                               uint64_t seed, uint64_t stream) {
+    return lp_dense_forward(&pl->u.dense, net->stream, x, param_ptr(net, l->pw), param_ptr(net, l->pb), y, net->scratch.p);
+}
+
+static lp_status dense_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                                float *dx, bool weights) {
+    lp_status st;
+    dnnl_stream_wait(net->stream);
+    if (l->relu) lp_relu_backward_inplace(dy, y, (size_t)n * l->out_c);
+    if (weights &&
+        (st = lp_dense_backward_weights(&pl->u.dense, net->stream, x, dy, grad_ptr(net, l->pw), grad_ptr(net, l->pb), net->scratch.p)))
+        return st;
+    if (dx && (st = lp_dense_backward_data(&pl->u.dense, net->stream, dy, param_ptr(net, l->pw), dx, net->scratch.p))) return st;
+    return LP_OK;
+}
+
+static void dense_free(lp_plan_layer *pl) { lp_dense_free(&pl->u.dense); }
+
+/* ---- dropout ------------------------------------------------------------------------------ */
+static lp_status dropout_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    pl->out_md = pl->in_md;
+    return lp_buf_reserve(&l->aux, lp_md_size(&pl->in_md), NULL);
+}
+
+static lp_status dropout_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                                 uint64_t seed, uint64_t stream) {
+    size_t count = lp_md_size(&pl->in_md) / sizeof(float);
+    dnnl_stream_wait(net->stream);
+    if (training && l->p > 0.0f) lp_dropout_forward(x, y, l->aux.p, count, l->p, seed, stream);
+    else {
+        memcpy(y, x, count * sizeof(float));
+        if (training) {
+            float *m = l->aux.p;
+            for (size_t i = 0; i < count; i++) m[i] = 1.0f;
+        }
+    }
+    return LP_OK;
+}
+
+static lp_status dropout_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                                  float *dx, bool weights) {
+    if (!dx) return LP_OK;
+    dnnl_stream_wait(net->stream);
+    lp_dropout_backward(dy, l->aux.p, dx, lp_md_size(&pl->in_md) / sizeof(float));
+    return LP_OK;
+}
+
+const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT] = {
+    [LP_LAYER_CONV] = {"Conv2d", false, conv_plan, conv_prepare_backward, conv_forward, conv_backward, conv_free},
+    [LP_LAYER_MAXPOOL] = {"MaxPool2d", false, pool_plan, pool_prepare_backward, pool_forward, pool_backward, pool_free},
+    [LP_LAYER_TOPLAIN] = {"Reorder", false, toplain_plan, toplain_prepare_backward, toplain_forward, toplain_backward, toplain_free},
+    [LP_LAYER_APOOL] = {"AdaptiveAvgPool2d", true, apool_plan, no_prepare, apool_forward, apool_backward, nothing_free},
+    [LP_LAYER_FLATTEN] = {"Flatten", true, flatten_plan, no_prepare, flatten_forward, flatten_backward, nothing_free},
+    [LP_LAYER_DENSE] = {"Linear", true, dense_plan, dense_prepare_backward, dense_forward, dense_backward, dense_free},
+    [LP_LAYER_DROPOUT] = {"Dropout", true, dropout_plan, no_prepare, dropout_forward, dropout_backward, nothing_free},
+};
+static_assert(sizeof lp_layer_kinds / sizeof lp_layer_kinds[0] == LP_LAYER_KIND_COUNT, "one entry per layer kind");

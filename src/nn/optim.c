@@ -1,0 +1,193 @@
+/* SGD / Adam / AdamW with torch.optim 1.13 semantics (single-tensor path,
+ * maximize=False, dampening 0, amsgrad off). State in flat buffers with the
+ * net's offsets; frozen parameters are skipped and their state never touched
+ * (calloc'ed, so it costs no memory). */
+#include "nn/optim.h"
+#include "nn_impl.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lp_optim {
+    lp_net *net;
+    lp_optim_config cfg;
+    float *m, *v;       /* SGD: momentum buffer in m; Adam: exp_avg, exp_avg_sq */
+    int64_t *steps;     /* per parameter, as torch's state['step'] */
+    bool *has_state;    /* per parameter */
+    int64_t step;       /* number of lp_optim_step calls */
+};
+
+lp_optim_config lp_optim_default_config(lp_opt_kind kind) {
+    lp_optim_config c = {.kind = kind, .lr = kind == LP_OPT_SGD ? 0.01f : 0.001f, .momentum = 0.0f,
+                         .weight_decay = kind == LP_OPT_ADAMW ? 0.01f : 0.0f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                         .nesterov = false};
+    return c;
+}
+
+lp_status lp_optim_create(lp_net *net, const lp_optim_config *cfg, lp_optim **out) {
+    *out = NULL;
+    if (cfg->kind != LP_OPT_SGD && cfg->kind != LP_OPT_ADAM && cfg->kind != LP_OPT_ADAMW)
+        return lp_fail(LP_ERR_ARG, "optimizer: unknown kind %d", (int)cfg->kind);
+    if (cfg->nesterov && (cfg->kind != LP_OPT_SGD || cfg->momentum <= 0.0f))
+        return lp_fail(LP_ERR_ARG, "optimizer: Nesterov needs SGD with momentum > 0");
+    if (cfg->kind != LP_OPT_SGD && (!(cfg->beta1 >= 0 && cfg->beta1 < 1) || !(cfg->beta2 >= 0 && cfg->beta2 < 1)))
+        return lp_fail(LP_ERR_ARG, "optimizer: betas must be in [0, 1)");
+    lp_optim *o = lp_calloc(1, sizeof *o);
+    if (!o) return LP_ERR_NOMEM;
+    o->net = net;
+    o->cfg = *cfg;
+    size_t n = net->nweights ? net->nweights : 1;
+    o->m = calloc(n, sizeof(float));
+    if (cfg->kind != LP_OPT_SGD) o->v = calloc(n, sizeof(float));
+    o->steps = calloc((size_t)net->nparams + 1, sizeof *o->steps);
+    o->has_state = calloc((size_t)net->nparams + 1, sizeof *o->has_state);
+    if (!o->m || (cfg->kind != LP_OPT_SGD && !o->v) || !o->steps || !o->has_state) {
+        lp_optim_free(o);
+        return lp_fail(LP_ERR_NOMEM, "optimizer: out of memory");
+    }
+    *out = o;
+    return LP_OK;
+}
+
+void lp_optim_free(lp_optim *o) {
+    if (!o) return;
+    free(o->m);
+    free(o->v);
+    free(o->steps);
+    free(o->has_state);
+    free(o);
+}
+
+static void sgd_param(lp_optim *o, float *w, const float *g, float *buf, long long n, float lr, bool first) {
+    const float wd = o->cfg.weight_decay, mom = o->cfg.momentum;
+    const bool nest = o->cfg.nesterov;
+#pragma omp parallel for if (n > 32768)
+    for (long long i = 0; i < n; i++) {
+        float d = g[i];
+        if (wd != 0.0f) d = d + wd * w[i];
+        if (mom != 0.0f) {
+            float b = first ? d : buf[i] * mom + d;
+            buf[i] = b;
+            d = nest ? d + mom * b : b;
+        }
+        w[i] = w[i] + (-lr) * d;
+    }
+}
+
+static void adam_param(lp_optim *o, float *w, const float *g, float *m, float *v, long long n, float lr, int64_t step) {
+    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps, wd = o->cfg.weight_decay;
+    const bool decoupled = o->cfg.kind == LP_OPT_ADAMW;
+    double bc1 = 1.0 - pow((double)b1, (double)step), bc2 = 1.0 - pow((double)b2, (double)step);
+    const float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    const float decay = (float)(1.0 - (double)lr * wd);
+#pragma omp parallel for if (n > 32768)
+    for (long long i = 0; i < n; i++) {
+        float wi = w[i], gi = g[i];
+        if (decoupled) wi = wi * decay;
+        else if (wd != 0.0f) gi = gi + wd * wi;
+        float mi = m[i] * b1 + gi * (1.0f - b1);
+        float vi = v[i] * b2 + gi * gi * (1.0f - b2);
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        w[i] = wi + (-step_size) * (mi / denom);
+    }
+}
+
+lp_status lp_optim_step(lp_optim *o, float lr) {
+    lp_net *net = o->net;
+    if (!(lr >= 0.0f) || !isfinite(lr)) return lp_fail(LP_ERR_ARG, "optimizer: learning rate %g", lr);
+    for (int i = 0; i < net->nparams; i++) {
+        lp_param *p = &net->params[i];
+        if (!p->trainable) continue;
+        float *w = net->weights + p->offset, *g = net->grads + p->offset;
+        o->steps[i]++;
+        if (o->cfg.kind == LP_OPT_SGD) sgd_param(o, w, g, o->m + p->offset, (long long)p->numel, lr, !o->has_state[i]);
+        else adam_param(o, w, g, o->m + p->offset, o->v + p->offset, (long long)p->numel, lr, o->steps[i]);
+        o->has_state[i] = o->cfg.kind != LP_OPT_SGD || o->cfg.momentum != 0.0f;
+    }
+    o->step++;
+    lp_net_invalidate_weights(net, true);
+    return LP_OK;
+}
+
+static lp_status add_f32(lp_tensor_list *out, const char *name, const lp_param *p, const float *src) {
+    lp_tensor t;
+    lp_status st = lp_tensor_alloc(&t, LP_F32, p->ndim, p->shape);
+    if (st) return st;
+    memcpy(t.data, src, p->numel * sizeof(float));
+    if ((st = lp_tensor_list_add(out, name, &t))) lp_tensor_free(&t);
+    return st;
+}
+
+static lp_status add_i64(lp_tensor_list *out, const char *name, int64_t v) {
+    lp_tensor t;
+    int64_t one = 1;
+    lp_status st = lp_tensor_alloc(&t, LP_I64, 1, &one);
+    if (st) return st;
+    memcpy(t.data, &v, sizeof v);
+    if ((st = lp_tensor_list_add(out, name, &t))) lp_tensor_free(&t);
+    return st;
+}
+
+static const char *kind_name(lp_opt_kind k) { return k == LP_OPT_SGD ? "sgd" : k == LP_OPT_ADAM ? "adam" : "adamw"; }
+
+lp_status lp_optim_state_dict(lp_optim *o, lp_tensor_list *out) {
+    lp_net *net = o->net;
+    char name[96];
+    lp_status st = add_i64(out, "optim.step", o->step);
+    if (st) return st;
+    if ((st = lp_tensor_list_set_meta(out, "optim", kind_name(o->cfg.kind)))) return st;
+    for (int i = 0; i < net->nparams; i++) {
+        const lp_param *p = &net->params[i];
+        if (!o->has_state[i] && !o->steps[i]) continue;
+        snprintf(name, sizeof name, "optim.%s.step", p->name);
+        if ((st = add_i64(out, name, o->steps[i]))) return st;
+        if (!o->has_state[i]) continue;
+        if (o->cfg.kind == LP_OPT_SGD) {
+            snprintf(name, sizeof name, "optim.%s.momentum_buffer", p->name);
+            if ((st = add_f32(out, name, p, o->m + p->offset))) return st;
+        } else {
+            snprintf(name, sizeof name, "optim.%s.exp_avg", p->name);
+            if ((st = add_f32(out, name, p, o->m + p->offset))) return st;
+            snprintf(name, sizeof name, "optim.%s.exp_avg_sq", p->name);
+            if ((st = add_f32(out, name, p, o->v + p->offset))) return st;
+        }
+    }
+    return LP_OK;
+}
+
+static lp_status read_i64(const lp_named_tensor *nt, int64_t *v) {
+    if (nt->t.dtype != LP_I64 || lp_tensor_numel(&nt->t) != 1)
+        return lp_fail(LP_ERR_SHAPE, "optimizer state '%s': expected one I64 value", nt->name);
+    memcpy(v, nt->t.data, sizeof *v);
+    return LP_OK;
+}
+
+lp_status lp_optim_load_state_dict(lp_optim *o, const lp_tensor_list *in) {
+    lp_net *net = o->net;
+    const char *kind = lp_tensor_list_get_meta(in, "optim");
+    if (kind && strcmp(kind, kind_name(o->cfg.kind)))
+        return lp_fail(LP_ERR_ARG, "optimizer state is for %s, the optimizer is %s", kind, kind_name(o->cfg.kind));
+    char name[96];
+    lp_status st;
+    const lp_named_tensor *nt = lp_tensor_list_find(in, "optim.step");
+    if (nt && (st = read_i64(nt, &o->step))) return st;
+    for (int i = 0; i < net->nparams; i++) {
+        const lp_param *p = &net->params[i];
+        snprintf(name, sizeof name, "optim.%s.step", p->name);
+        if ((nt = lp_tensor_list_find(in, name)) && (st = read_i64(nt, &o->steps[i]))) return st;
+        const char *keys[2] = {o->cfg.kind == LP_OPT_SGD ? "momentum_buffer" : "exp_avg", o->cfg.kind == LP_OPT_SGD ? NULL : "exp_avg_sq"};
+        float *dst[2] = {o->m + p->offset, o->v ? o->v + p->offset : NULL};
+        for (int k = 0; k < 2 && keys[k]; k++) {
+            snprintf(name, sizeof name, "optim.%s.%s", p->name, keys[k]);
+            if (!(nt = lp_tensor_list_find(in, name))) continue;
+            if (nt->t.dtype != LP_F32 || (size_t)lp_tensor_numel(&nt->t) != p->numel)
+                return lp_fail(LP_ERR_SHAPE, "optimizer state '%s': expected F32 with %zu values", name, p->numel);
+            memcpy(dst[k], nt->t.data, p->numel * sizeof(float));
+            o->has_state[i] = true;
+        }
+    }
+    return LP_OK;
+}

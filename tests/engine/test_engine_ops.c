@@ -1,0 +1,354 @@
+/* Per-op gradient checks against central finite differences (in double on
+ * the scalar L = sum(y * r) for a fixed random r), through the backend's
+ * oneDNN layouts: conv2d (3x3 pad 1 and 3x3 stride 2 pad 0), max pool 2x2
+ * (even and odd sizes), dense, softmax cross-entropy, adaptive average pool
+ * (shrinking and 1x1 -> 7x7), dropout. Exits non-zero on failure.
+ * Fused ReLU is not finite-differenced here (kinks); the PyTorch parity
+ * test covers it through whole networks. */
+#include "backend/backend.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+static dnnl_stream_t S;
+
+static void fill(float *a, size_t n, uint64_t stream, float scale) {
+    for (size_t i = 0; i < n; i++) a[i] = scale * (2.0f * lp_rng_uniform(42, stream, i) - 1.0f);
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* Compares analytic gradient g with finite differences of f over up to `probes` entries of v. */
+typedef double (*loss_fn)(void *ctx);
+static void check(const char *what, void *ctx, loss_fn f, float *v, size_t n, const float *g, int probes, float eps, double tol) {
+    double worst = 0, gmax = 1e-3;
+    for (size_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(g[i]));
+    for (int p = 0; p < probes && p < (int)n; p++) {
+        size_t i = probes >= (int)n ? (size_t)p : (size_t)(lp_rng_u64(7, 7, (uint64_t)p) % n);
+        float save = v[i];
+        v[i] = save + eps;
+        double lp = f(ctx);
+        v[i] = save - eps;
+        double lm = f(ctx);
+        v[i] = save;
+        double fd = (lp - lm) / (2.0 * eps);
+        double err = fabs(fd - g[i]) / gmax;
+        if (err > worst) worst = err;
+    }
+    bool ok = worst <= tol;
+    printf("%-44s worst rel err %.2e %s\n", what, worst, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+}
+
+#define CHECK(x)                                                                 \
+    do {                                                                         \
+        lp_status st_ = (x);                                                     \
+        if (st_) {                                                               \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, lp_errmsg()); \
+            exit(1);                                                             \
+        }                                                                        \
+    } while (0)
+
+/* ---- conv ------------------------------------------------------------------ */
+typedef struct conv_ctx {
+    lp_conv2d c;
+    lp_reorder w_in, y_out, dy_in, dw_out, wb_in;
+    float *x, *w, *b, *r, *wblk, *y, *yplain, *scratch;
+    size_t ny;
+} conv_ctx;
+
+static double conv_loss(void *p) {
+    conv_ctx *k = p;
+    CHECK(lp_reorder_exec(&k->w_in, S, k->w, k->wblk, k->scratch));
+    CHECK(lp_conv2d_forward(&k->c, S, k->x, k->wblk, k->b, k->y, k->scratch));
+    CHECK(lp_reorder_exec(&k->y_out, S, k->y, k->yplain, k->scratch));
+    dnnl_stream_wait(S);
+    return dot(k->yplain, k->r, k->ny);
+}
+
+static void test_conv(const char *name, lp_conv2d_params p, bool blocked_input) {
+    conv_ctx k;
+    memset(&k, 0, sizeof k);
+    int64_t xd[4] = {p.n, p.c, p.h, p.w}, wd[4] = {p.k, p.c, p.kh, p.kw};
+    lp_md xplain = lp_md_plain(4, xd), wplain = lp_md_plain(4, wd);
+    lp_md xmd = xplain;
+    dnnl_dims_t xdd = {p.n, p.c, p.h, p.w};
+    if (blocked_input) dnnl_memory_desc_init_by_tag(&xmd, 4, xdd, dnnl_f32, dnnl_aBcd16b);
+    CHECK(lp_conv2d_init(&k.c, &p, &xmd));
+    CHECK(lp_conv2d_init_backward(&k.c, true, true));
+    int64_t yd[4] = {p.n, p.k, k.c.oh, k.c.ow};
+    lp_md yplain = lp_md_plain(4, yd);
+    CHECK(lp_reorder_init(&k.w_in, &wplain, &k.c.w_md, false));
+    CHECK(lp_reorder_init(&k.wb_in, &wplain, &k.c.bd_w_md, false));
+    CHECK(lp_reorder_init(&k.y_out, &k.c.dst_md, &yplain, false));
+    CHECK(lp_reorder_init(&k.dy_in, &yplain, &k.c.dst_md, false));
+    CHECK(lp_reorder_init(&k.dw_out, &k.c.bw_dw_md, &wplain, false));
+    lp_reorder x_in, dx_out;
+    CHECK(lp_reorder_init(&x_in, &xplain, &xmd, false));
+    CHECK(lp_reorder_init(&dx_out, &xmd, &xplain, false));
+    size_t nx = (size_t)p.n * p.c * p.h * p.w, nw = (size_t)p.k * p.c * p.kh * p.kw;
+    k.ny = (size_t)p.n * p.k * k.c.oh * k.c.ow;
+    size_t big = lp_md_size(&k.c.dst_md) + lp_md_size(&xmd) + lp_md_size(&k.c.w_md) + lp_md_size(&k.c.bd_w_md) +
+                 lp_md_size(&k.c.bw_dw_md) + 4096;
+    float *xp = lp_aligned_alloc(nx * 4), *dxp = lp_aligned_alloc(nx * 4), *dxb = lp_aligned_alloc(big);
+    k.x = lp_aligned_alloc(big);
+    k.w = lp_aligned_alloc(nw * 4);
+    k.b = lp_aligned_alloc((size_t)p.k * 4);
+    k.r = lp_aligned_alloc(k.ny * 4);
+    k.wblk = lp_aligned_alloc(big);
+    k.y = lp_aligned_alloc(big);
+    k.yplain = lp_aligned_alloc(k.ny * 4);
+    k.scratch = lp_aligned_alloc(lp_conv2d_scratch_size(&k.c) + (1 << 20));
+    float *dy = lp_aligned_alloc(big), *dwb = lp_aligned_alloc(big), *dw = lp_aligned_alloc(nw * 4),
+          *db = lp_aligned_alloc((size_t)p.k * 4), *wb = lp_aligned_alloc(big);
+    fill(xp, nx, 1, 1.0f);
+    fill(k.w, nw, 2, 0.5f);
+    fill(k.b, (size_t)p.k, 3, 0.5f);
+    fill(k.r, k.ny, 4, 1.0f);
+    CHECK(lp_reorder_exec(&x_in, S, xp, k.x, k.scratch));
+    conv_loss(&k);
+    /* analytic */
+    CHECK(lp_reorder_exec(&k.dy_in, S, k.r, dy, k.scratch));
+    if (p.relu) lp_relu_backward_inplace(dy, k.y, lp_md_size(&k.c.dst_md) / 4);
+    CHECK(lp_conv2d_backward_weights(&k.c, S, k.x, dy, dwb, db, k.scratch));
+    CHECK(lp_reorder_exec(&k.dw_out, S, dwb, dw, k.scratch));
+    CHECK(lp_reorder_exec(&k.wb_in, S, k.w, wb, k.scratch));
+    CHECK(lp_conv2d_backward_data(&k.c, S, dy, wb, dxb, k.scratch));
+    CHECK(lp_reorder_exec(&dx_out, S, dxb, dxp, k.scratch));
+    dnnl_stream_wait(S);
+    char what[96];
+    snprintf(what, sizeof what, "%s dw", name);
+    check(what, &k, conv_loss, k.w, nw, dw, 60, 1e-2f, 2e-3);
+    snprintf(what, sizeof what, "%s db", name);
+    check(what, &k, conv_loss, k.b, (size_t)p.k, db, 60, 1e-2f, 2e-3);
+    /* dx: perturb the plain input and re-reorder it each time */
+    double worst = 0, gmax = 1e-3;
+    for (size_t i = 0; i < nx; i++) gmax = fmax(gmax, fabs(dxp[i]));
+    for (int q = 0; q < 60; q++) {
+        size_t i = (size_t)(lp_rng_u64(9, 9, (uint64_t)q) % nx);
+        float save = xp[i];
+        xp[i] = save + 1e-2f;
+        CHECK(lp_reorder_exec(&x_in, S, xp, k.x, k.scratch));
+        double lp = conv_loss(&k);
+        xp[i] = save - 1e-2f;
+        CHECK(lp_reorder_exec(&x_in, S, xp, k.x, k.scratch));
+        double lm = conv_loss(&k);
+        xp[i] = save;
+        worst = fmax(worst, fabs((lp - lm) / 2e-2 - dxp[i]) / gmax);
+    }
+    CHECK(lp_reorder_exec(&x_in, S, xp, k.x, k.scratch));
+    snprintf(what, sizeof what, "%s dx", name);
+    printf("%-44s worst rel err %.2e %s\n", what, worst, worst <= 2e-3 ? "ok" : "FAIL");
+    if (worst > 2e-3) failures++;
+    char l1[32], l2[32], l3[32];
+    printf("  layouts: x %s, w %s, y %s, impl %s\n", lp_md_layout(&k.c.src_md, l1, 32), lp_md_layout(&k.c.w_md, l2, 32),
+           lp_md_layout(&k.c.dst_md, l3, 32), k.c.fwd.impl);
+    lp_conv2d_free(&k.c);
+    lp_reorder_free(&k.w_in), lp_reorder_free(&k.wb_in), lp_reorder_free(&k.y_out), lp_reorder_free(&k.dy_in);
+    lp_reorder_free(&k.dw_out), lp_reorder_free(&x_in), lp_reorder_free(&dx_out);
+    free(xp), free(dxp), free(dxb), free(k.x), free(k.w), free(k.b), free(k.r), free(k.wblk), free(k.y), free(k.yplain);
+    free(k.scratch), free(dy), free(dwb), free(dw), free(db), free(wb);
+}
+
+/* ---- max pool ------------------------------------------------------------------ */
+typedef struct pool_ctx {
+    lp_maxpool m;
+    float *x, *y, *ws, *r, *scratch;
+    size_t ny;
+} pool_ctx;
+
+static double pool_loss(void *p) {
+    pool_ctx *k = p;
+    CHECK(lp_maxpool_forward(&k->m, S, k->x, k->y, k->ws, k->scratch));
+    dnnl_stream_wait(S);
+    return dot(k->y, k->r, k->ny);
+}
+
+static void test_pool(int n, int c, int h, int w) {
+    pool_ctx k;
+    memset(&k, 0, sizeof k);
+    int64_t xd[4] = {n, c, h, w};
+    lp_md x = lp_md_plain(4, xd);
+    CHECK(lp_maxpool_init(&k.m, n, c, h, w, 2, 2, 2, 2, &x));
+    CHECK(lp_maxpool_init_backward(&k.m));
+    size_t nx = (size_t)n * c * h * w;
+    k.ny = (size_t)n * c * k.m.oh * k.m.ow;
+    if (lp_md_size(&k.m.dst_md) != k.ny * 4) {
+        printf("maxpool: output layout not plain\n");
+        failures++;
+        return;
+    }
+    k.x = lp_aligned_alloc(nx * 4);
+    k.y = lp_aligned_alloc(k.ny * 4);
+    k.ws = lp_aligned_alloc(lp_md_size(&k.m.ws_md) + 64);
+    k.r = lp_aligned_alloc(k.ny * 4);
+    k.scratch = lp_aligned_alloc(lp_maxpool_scratch_size(&k.m) + 4096);
+    float *dx = lp_aligned_alloc(nx * 4);
+    /* distinct values spaced 0.1 apart, shuffled: no ties within eps */
+    int *perm = malloc(sizeof(int) * nx);
+    lp_rng_permutation(5, 5, perm, (int)nx);
+    for (size_t i = 0; i < nx; i++) k.x[i] = 0.1f * (float)perm[i] - 0.05f * (float)nx;
+    fill(k.r, k.ny, 6, 1.0f);
+    pool_loss(&k);
+    CHECK(lp_maxpool_backward(&k.m, S, k.r, k.ws, dx, k.scratch));
+    dnnl_stream_wait(S);
+    char what[64];
+    snprintf(what, sizeof what, "maxpool 2x2 %dx%d -> %dx%d dx", h, w, k.m.oh, k.m.ow);
+    check(what, &k, pool_loss, k.x, nx, dx, (int)nx, 1e-2f, 1e-3);
+    lp_maxpool_free(&k.m);
+    free(k.x), free(k.y), free(k.ws), free(k.r), free(k.scratch), free(dx), free(perm);
+}
+
+/* ---- dense -------------------------------------------------------------------------- */
+typedef struct dense_ctx {
+    lp_dense d;
+    float *x, *w, *b, *y, *r, *scratch;
+} dense_ctx;
+
+static double dense_loss(void *p) {
+    dense_ctx *k = p;
+    CHECK(lp_dense_forward(&k->d, S, k->x, k->w, k->b, k->y, k->scratch));
+    dnnl_stream_wait(S);
+    return dot(k->y, k->r, (size_t)k->d.n * k->d.out);
+}
+
+static void test_dense(int n, int in, int out) {
+    dense_ctx k;
+    memset(&k, 0, sizeof k);
+    CHECK(lp_dense_init(&k.d, n, in, out, false));
+    CHECK(lp_dense_init_backward(&k.d, true, true));
+    k.x = lp_aligned_alloc((size_t)n * in * 4);
+    k.w = lp_aligned_alloc((size_t)out * in * 4);
+    k.b = lp_aligned_alloc((size_t)out * 4);
+    k.y = lp_aligned_alloc((size_t)n * out * 4);
+    k.r = lp_aligned_alloc((size_t)n * out * 4);
+    k.scratch = lp_aligned_alloc(lp_dense_scratch_size(&k.d) + 4096);
+    float *dx = lp_aligned_alloc((size_t)n * in * 4), *dw = lp_aligned_alloc((size_t)out * in * 4),
+          *db = lp_aligned_alloc((size_t)out * 4);
+    fill(k.x, (size_t)n * in, 11, 1.0f);
+    fill(k.w, (size_t)out * in, 12, 0.3f);
+    fill(k.b, (size_t)out, 13, 0.3f);
+    fill(k.r, (size_t)n * out, 14, 1.0f);
+    /* backward weights accumulates: start from a known value and subtract it */
+    for (int i = 0; i < out * in; i++) dw[i] = 1.0f;
+    for (int i = 0; i < out; i++) db[i] = 1.0f;
+    CHECK(lp_dense_backward_weights(&k.d, S, k.x, k.r, dw, db, k.scratch));
+    CHECK(lp_dense_backward_data(&k.d, S, k.r, k.w, dx, k.scratch));
+    dnnl_stream_wait(S);
+    for (int i = 0; i < out * in; i++) dw[i] -= 1.0f;
+    for (int i = 0; i < out; i++) db[i] -= 1.0f;
+    check("dense dw (accumulated)", &k, dense_loss, k.w, (size_t)out * in, dw, 80, 1e-2f, 2e-3);
+    check("dense db (accumulated)", &k, dense_loss, k.b, (size_t)out, db, out, 1e-2f, 2e-3);
+    check("dense dx", &k, dense_loss, k.x, (size_t)n * in, dx, 80, 1e-2f, 2e-3);
+    lp_dense_free(&k.d);
+    free(k.x), free(k.w), free(k.b), free(k.y), free(k.r), free(k.scratch), free(dx), free(dw), free(db);
+}
+
+/* ---- softmax cross-entropy ------------------------------------------------------------- */
+typedef struct xent_ctx {
+    float *z;
+    int *labels, n, k;
+} xent_ctx;
+
+static double xent_loss(void *p) {
+    xent_ctx *c = p;
+    return lp_softmax_xent(c->z, c->labels, c->n, c->k, NULL, NULL, NULL);
+}
+
+static void test_xent(void) {
+    int n = 4, k = 5;
+    float z[20], dz[20], probs[20], loss[4];
+    int labels[4] = {0, 3, 4, 1};
+    fill(z, 20, 21, 3.0f);
+    z[5] = 80.0f; /* large logit: stable path */
+    xent_ctx c = {z, labels, n, k};
+    double m = lp_softmax_xent(z, labels, n, k, loss, probs, dz);
+    check("softmax-xent dz", &c, xent_loss, z, 20, dz, 20, 1e-3f, 1e-3);
+    double mean = 0;
+    for (int i = 0; i < n; i++) mean += loss[i] / n;
+    if (fabs(mean - m) > 1e-5 || !isfinite(m)) {
+        printf("softmax-xent mean loss mismatch %g vs %g FAIL\n", mean, m);
+        failures++;
+    }
+    float big[2] = {1000.0f, -1000.0f};
+    int lab = 1;
+    double l = lp_softmax_xent(big, &lab, 1, 2, NULL, NULL, NULL);
+    if (fabs(l - 2000.0) > 1e-3) {
+        printf("softmax-xent not stable for logits +-1000: %g FAIL\n", l);
+        failures++;
+    } else printf("softmax-xent logits +-1000: loss %.1f ok\n", l);
+}
+
+/* ---- adaptive average pool ------------------------------------------------------------ */
+typedef struct ap_ctx {
+    float *x, *y, *r;
+    int nc, h, w, oh, ow;
+} ap_ctx;
+
+static double ap_loss(void *p) {
+    ap_ctx *c = p;
+    lp_adaptive_avgpool_forward(c->x, c->y, c->nc, c->h, c->w, c->oh, c->ow);
+    return dot(c->y, c->r, (size_t)c->nc * c->oh * c->ow);
+}
+
+static void test_apool(int h, int w, int oh, int ow) {
+    ap_ctx c = {.nc = 3, .h = h, .w = w, .oh = oh, .ow = ow};
+    size_t nx = (size_t)c.nc * h * w, ny = (size_t)c.nc * oh * ow;
+    c.x = malloc(nx * 4);
+    c.y = malloc(ny * 4);
+    c.r = malloc(ny * 4);
+    float *dx = malloc(nx * 4);
+    fill(c.x, nx, 31, 1.0f);
+    fill(c.r, ny, 32, 1.0f);
+    lp_adaptive_avgpool_backward(c.r, dx, c.nc, h, w, oh, ow);
+    char what[64];
+    snprintf(what, sizeof what, "adaptive avgpool %dx%d -> %dx%d dx", h, w, oh, ow);
+    check(what, &c, ap_loss, c.x, nx, dx, (int)nx, 1e-2f, 1e-3);
+    free(c.x), free(c.y), free(c.r), free(dx);
+}
+
+/* ---- dropout ---------------------------------------------------------------------------- */
+static void test_dropout(void) {
+    size_t n = 100000;
+    float *x = malloc(n * 4), *y = malloc(n * 4), *m = malloc(n * 4), *dx = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) x[i] = 1.0f;
+    lp_dropout_forward(x, y, m, n, 0.5f, 99, 3);
+    lp_dropout_backward(x, m, dx, n);
+    size_t kept = 0;
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        if (m[i] != 0.0f) kept++;
+        ok &= (m[i] == 0.0f || m[i] == 2.0f) && y[i] == m[i] && dx[i] == m[i];
+    }
+    double frac = (double)kept / n;
+    ok &= fabs(frac - 0.5) < 0.01;
+    printf("dropout p=0.5: kept %.4f, scale 2, backward = mask %s\n", frac, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    free(x), free(y), free(m), free(dx);
+}
+
+int main(void) {
+    CHECK(lp_dnnl_stream_create(&S));
+    test_conv("conv 3x3 pad1 (2,3,6,6)->16", (lp_conv2d_params){2, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, false}, false);
+    test_conv("conv 3x3 pad1 blocked (2,16,5,7)->32", (lp_conv2d_params){2, 16, 5, 7, 32, 3, 3, 1, 1, 1, 1, false}, true);
+    test_conv("conv 3x3 stride2 pad0 (1,4,7,7)->8", (lp_conv2d_params){1, 4, 7, 7, 8, 3, 3, 2, 2, 0, 0, false}, false);
+    test_pool(2, 3, 6, 6);
+    test_pool(1, 2, 7, 5);
+    test_dense(3, 17, 5);
+    test_xent();
+    test_apool(5, 5, 3, 3);
+    test_apool(1, 1, 7, 7);
+    test_apool(2, 3, 7, 7);
+    test_apool(11, 9, 7, 7);
+    test_dropout();
+    dnnl_stream_destroy(S);
+    if (failures) printf("%d check(s) FAILED\n", failures);
+    else printf("all op gradient checks passed\n");
+    return failures ? 1 : 0;
+}
