@@ -379,7 +379,7 @@ const char *lp_fashion_class_name(int label);
  *   verdicts: [{id, severity: "problem"|"warning"|"info", message, evidence:{...}}]
  *     ids: overconfident_errors, overfitting, single_class, lr_too_high,
  *          small_validation_set, preprocessing_mismatch, best_epoch_disagreement,
- *          early_stopping, underconfident,
+ *          early_stopping (would have saved epochs), patience_too_short, underconfident,
  *   calibration: {bins, ece, mce, brier, nll, temperature, temperature_at_bound,
  *     ece_calibrated, mce_calibrated, nll_calibrated, brier_calibrated,
  *     reliability: [{lo, hi, count, confidence, accuracy}],
@@ -395,7 +395,8 @@ const char *lp_fashion_class_name(int label);
  *     first, by loss_change, then the highest-loss correct ones),
  *   prediction_epochs: the epochs that trajectories index,
  *   confusion: k x k (row = true class, column = predicted) at last_epoch,
- *   early_stopping: {monitor, patience, stop_epoch, restored_epoch, epochs_saved},
+ *   early_stopping: {monitor, patience, stop_epoch, restored_epoch, epochs_saved,
+ *     best_epoch, needed_patience, too_early}  (Keras EarlyStopping replayed),
  *   config: {model, preprocess, weights, weights_preprocess, lr, batch, epochs,
  *     monitor, early_stop}, notes: [strings].
  */

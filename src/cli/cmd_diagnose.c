@@ -32,6 +32,18 @@ static void usage(FILE *out) {
         "exit status: 0 ok, 1 runtime failure, 2 bad usage or malformed run files\n");
 }
 
+/* The epoch whose weights a checkpoint holds: its "epoch" metadata when it loads,
+ * else the one inferred from the run (best monitored epoch, or the last). */
+static int checkpoint_epoch(const lp_diagnosis *d, const char *path, int inferred) {
+    lp_model *m;
+    if (lp_model_load(path, &m) != LP_OK) return inferred;
+    const char *e = lp_model_meta(m, "epoch");
+    long v;
+    int epoch = e && cli_parse_int(e, 1, 100000000, &v) ? (int)v : inferred;
+    lp_model_free(m);
+    return isfinite(lp_diagnosis_temperature_at(d, epoch)) ? epoch : inferred;
+}
+
 static int apply_temperature(lp_diagnosis *d, const char *run, FILE *msg) {
     static const char *names[] = {"best", "last", "final"};
     int done = 0;
@@ -50,7 +62,7 @@ static int apply_temperature(lp_diagnosis *d, const char *run, FILE *msg) {
             free(path);
             continue;
         }
-        int epoch = i == 1 ? lp_diagnosis_last_epoch(d) : lp_diagnosis_monitor_best_epoch(d);
+        int epoch = checkpoint_epoch(d, path, i == 1 ? lp_diagnosis_last_epoch(d) : lp_diagnosis_monitor_best_epoch(d));
         double T = lp_diagnosis_temperature_at(d, epoch);
         if (!isfinite(T)) {
             fprintf(msg, "loupe diagnose: %s: no finite predictions for epoch %d; temperature not stored\n", path, epoch);

@@ -71,9 +71,9 @@ static void stats_of(const lp_split_ext *e, split_stats *st) {
             }
         }
     }
-    qsort(st->formats.v, (size_t)st->formats.n, sizeof(kc), kc_cmp);
-    qsort(st->modes.v, (size_t)st->modes.n, sizeof(kc), kc_cmp);
-    qsort(st->sizes.v, (size_t)st->sizes.n, sizeof(kc), kc_cmp);
+    if (st->formats.n) qsort(st->formats.v, (size_t)st->formats.n, sizeof(kc), kc_cmp);
+    if (st->modes.n) qsort(st->modes.v, (size_t)st->modes.n, sizeof(kc), kc_cmp);
+    if (st->sizes.n) qsort(st->sizes.v, (size_t)st->sizes.n, sizeof(kc), kc_cmp);
     int lo = -1, hi = 0;
     for (int k = 0; k < e->s.num_classes; k++) {
         int c = e->s.class_counts[k];
@@ -125,7 +125,7 @@ static int find_dups(const lp_dataset *d, dup_ref **refs_out, dup_group **groups
             r[k++] = (dup_ref){m->hash, m->size, s, i};
         }
     }
-    qsort(r, (size_t)k, sizeof(dup_ref), dup_cmp);
+    if (k) qsort(r, (size_t)k, sizeof(dup_ref), dup_cmp);
     int ng = 0;
     for (int i = 0; i < k;) {
         int j = i + 1;

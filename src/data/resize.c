@@ -92,13 +92,28 @@ static lp_status resize_bilinear(const lp_image *src, const float box[4], int dw
         for (int y = 0; y < rows; y++) {
             const uint8_t *ir = src->data + (size_t)(y + yfirst) * sw * c;
             uint8_t *orow = tmp + (size_t)y * dw * c;
-            for (int xx = 0; xx < dw; xx++) {
-                int xmin = bh[xx * 2], xmax = bh[xx * 2 + 1];
-                const int32_t *k = &kh[(size_t)xx * ksh];
-                for (int ch = 0; ch < c; ch++) {
+            if (c == 3) {
+                for (int xx = 0; xx < dw; xx++) {
+                    int xmin = bh[xx * 2], xmax = bh[xx * 2 + 1];
+                    const int32_t *k = &kh[(size_t)xx * ksh];
+                    const uint8_t *p = ir + (size_t)xmin * 3;
+                    int s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
+                    for (int x = 0; x < xmax; x++, p += 3) {
+                        s0 += p[0] * k[x];
+                        s1 += p[1] * k[x];
+                        s2 += p[2] * k[x];
+                    }
+                    orow[xx * 3] = clip8(s0);
+                    orow[xx * 3 + 1] = clip8(s1);
+                    orow[xx * 3 + 2] = clip8(s2);
+                }
+            } else {
+                for (int xx = 0; xx < dw; xx++) {
+                    int xmin = bh[xx * 2], xmax = bh[xx * 2 + 1];
+                    const int32_t *k = &kh[(size_t)xx * ksh];
                     int ss = 1 << (PRECISION_BITS - 1);
-                    for (int x = 0; x < xmax; x++) ss += ir[(x + xmin) * c + ch] * k[x];
-                    orow[xx * c + ch] = clip8(ss);
+                    for (int x = 0; x < xmax; x++) ss += ir[x + xmin] * k[x];
+                    orow[xx] = clip8(ss);
                 }
             }
         }
@@ -111,16 +126,26 @@ static lp_status resize_bilinear(const lp_image *src, const float box[4], int dw
         }
     }
     if (need_v) {
+        /* row by row: acc[x] += row[x] * k, a loop the compiler vectorises */
+        size_t rw = (size_t)dw * c;
+        int32_t *acc = lp_malloc(rw * sizeof(int32_t));
+        if (!acc) {
+            s = LP_ERR_NOMEM;
+            goto done;
+        }
         for (int yy = 0; yy < dh; yy++) {
             const int32_t *k = &kv[(size_t)yy * ksv];
             int ymin = bv[yy * 2] - row0, ymax = bv[yy * 2 + 1];
-            uint8_t *orow = dst + (size_t)yy * dw * c;
-            for (int xx = 0; xx < dw * c; xx++) {
-                int ss = 1 << (PRECISION_BITS - 1);
-                for (int y = 0; y < ymax; y++) ss += in[(size_t)(y + ymin) * in_w * c + xx] * k[y];
-                orow[xx] = clip8(ss);
+            for (size_t i = 0; i < rw; i++) acc[i] = 1 << (PRECISION_BITS - 1);
+            for (int y = 0; y < ymax; y++) {
+                const uint8_t *ir = in + (size_t)(y + ymin) * in_w * c;
+                int32_t kk = k[y];
+                for (size_t i = 0; i < rw; i++) acc[i] += ir[i] * kk;
             }
+            uint8_t *orow = dst + (size_t)yy * rw;
+            for (size_t i = 0; i < rw; i++) orow[i] = clip8(acc[i]);
         }
+        free(acc);
     } else if (!need_h) {
         memcpy(dst, src->data, (size_t)dh * dw * c);
     }

@@ -492,7 +492,7 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
         if (s) goto fail;
     }
     check_all(&list, opt);
-    qsort(list.v, (size_t)list.n, sizeof(cand), cmp_cand);
+    if (list.n) qsort(list.v, (size_t)list.n, sizeof(cand), cmp_cand);
     int nok = 0, nbad = 0;
     for (int i = 0; i < list.n; i++) {
         nok += list.v[i].state == CAND_OK;

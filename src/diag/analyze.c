@@ -371,7 +371,7 @@ static void verdicts_predictions(lp_diagnosis *d) {
     }
 
     /* what early stopping would have saved */
-    if (d->es.valid && d->es.stop_epoch < eL->epoch) {
+    if (d->es.valid && d->es.stop_epoch < eL->epoch && !d->es.too_early) {
         int ri = -1;
         for (int t = 0; t < d->n_tl; t++)
             if (d->tl[t].epoch == d->es.restored_epoch) ri = t;
@@ -389,6 +389,18 @@ static void verdicts_predictions(lp_diagnosis *d) {
             cJSON_AddNumberToObject(v->evidence, "stop_epoch", d->es.stop_epoch);
             cJSON_AddNumberToObject(v->evidence, "restored_epoch", d->es.restored_epoch);
             cJSON_AddNumberToObject(v->evidence, "epochs_saved", d->es.epochs_saved);
+        }
+    } else if (d->es.valid && d->es.too_early) {
+        diag_verdict *v = add_verdict(d, "patience_too_short", "info",
+            "Early stopping on %s with patience %d would have stopped too soon, at epoch %d with epoch %d's weights (%s %s): "
+            "%s improved again later, to %s at epoch %d. A patience of at least %d reaches that epoch.",
+            d->es.monitor, d->es.patience, d->es.stop_epoch, d->es.restored_epoch, d->es.monitor, g3(a, d->es.restored_value),
+            d->es.monitor, g3(b, d->es.best_value), d->es.best_epoch, d->es.needed_patience);
+        if (v) {
+            cJSON_AddNumberToObject(v->evidence, "patience", d->es.patience);
+            cJSON_AddNumberToObject(v->evidence, "stop_epoch", d->es.stop_epoch);
+            cJSON_AddNumberToObject(v->evidence, "best_epoch", d->es.best_epoch);
+            cJSON_AddNumberToObject(v->evidence, "needed_patience", d->es.needed_patience);
         }
     }
 }
@@ -470,30 +482,37 @@ static lp_status order_images(lp_diagnosis *d) {
     return LP_OK;
 }
 
+/* Keras EarlyStopping (min_delta 0) replayed on the monitored series up to L:
+ * where it would have stopped, which epoch it would have restored, and whether
+ * that is the best epoch of the run or a patience too short to reach it. */
 static void early_stopping_whatif(lp_diagnosis *d) {
     const diag_config *c = &d->run.cfg;
     d->es.patience = d->params.patience > 0 ? d->params.patience : c->early_stop > 0 ? c->early_stop : 5;
     bool acc = c->monitor && !strcmp(c->monitor, "val_accuracy");
     d->es.monitor = acc ? "val_accuracy" : "val_loss";
     double best = acc ? -INFINITY : INFINITY;
-    int wait = 0;
+    int wait = 0, last_improved = 0;
+    d->es.stop_epoch = 0;
     for (int t = 0; t <= d->tl_L; t++) {
         const diag_epoch *e = &d->tl[t];
         double v = hist_val(d, t, acc ? 3 : 2);
         if (!isfinite(v) && e->pred >= 0) v = acc ? e->acc : e->val_loss;
         if (isfinite(v) && (acc ? v > best : v < best)) {
+            if (last_improved && e->epoch - last_improved > d->es.needed_patience) d->es.needed_patience = e->epoch - last_improved;
             best = v;
             wait = 0;
-            d->es.restored_epoch = e->epoch;
+            last_improved = e->epoch;
+            d->es.best_epoch = e->epoch;
+            d->es.best_value = v;
+            if (!d->es.stop_epoch) d->es.restored_epoch = e->epoch, d->es.restored_value = v;
             d->es.valid = true;
-        } else if (d->es.valid && ++wait >= d->es.patience) {
+        } else if (d->es.valid && !d->es.stop_epoch && ++wait >= d->es.patience) {
             d->es.stop_epoch = e->epoch;
-            d->es.epochs_saved = d->tl[d->tl_L].epoch - e->epoch;
-            return;
         }
     }
-    d->es.stop_epoch = d->tl[d->tl_L].epoch;
-    d->es.epochs_saved = 0;
+    if (!d->es.stop_epoch) d->es.stop_epoch = d->tl[d->tl_L].epoch;
+    d->es.epochs_saved = d->tl[d->tl_L].epoch - d->es.stop_epoch;
+    d->es.too_early = d->es.best_epoch > d->es.stop_epoch;
 }
 
 /* "91% of the rise" / "all of the rise (120%: the correct images' loss fell meanwhile)" */
@@ -511,7 +530,12 @@ static void make_headline(lp_diagnosis *d) {
     } else {
         const diag_epoch *eL = &d->tl[d->tl_L], *eB = &d->tl[d->tl_B];
         int n = d->run.n_img;
-        if (d->B != d->L && d->rise > 0) {
+        bool rose = d->rise > 0.02 && d->rise > 0.1 * eB->val_loss;
+        if (d->B != d->L && !rose) {
+            snprintf(buf, sizeof buf, "val_loss at epoch %d is %s, close to its lowest (%s at epoch %d); accuracy %s; the %d misclassified "
+                     "image%s carr%s %.0f%% of the loss.", eL->epoch, g3(a, eL->val_loss), g3(b, eB->val_loss), eB->epoch,
+                     g3(c, eL->acc), eL->n_wrong, eL->n_wrong == 1 ? "" : "s", eL->n_wrong == 1 ? "ies" : "y", 100 * eL->share_wrong);
+        } else if (d->B != d->L) {
             char acc[96];
             if (fabs(eL->acc - eB->acc) < 0.5 / n) snprintf(acc, sizeof acc, "accuracy stayed at %s", g3(a, eL->acc));
             else snprintf(acc, sizeof acc, "accuracy went %s -> %s", g3(a, eB->acc), g3(b, eL->acc));

@@ -79,6 +79,9 @@ typedef struct diag_es {
     bool valid;
     const char *monitor;
     int patience, stop_epoch, restored_epoch, epochs_saved;
+    int best_epoch, needed_patience; /* best monitored epoch up to L; patience that reaches it */
+    double restored_value, best_value;
+    bool too_early;                  /* stopping would have missed the best epoch */
 } diag_es;
 
 struct lp_diagnosis {

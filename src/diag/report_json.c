@@ -182,6 +182,9 @@ char *lp_diagnosis_json(const lp_diagnosis *d) {
     int_or_null(es, "stop_epoch", d->es.valid ? d->es.stop_epoch : -1);
     int_or_null(es, "restored_epoch", d->es.valid ? d->es.restored_epoch : -1);
     cJSON_AddNumberToObject(es, "epochs_saved", d->es.epochs_saved);
+    int_or_null(es, "best_epoch", d->es.valid ? d->es.best_epoch : -1);
+    cJSON_AddNumberToObject(es, "needed_patience", d->es.needed_patience);
+    cJSON_AddBoolToObject(es, "too_early", d->es.too_early);
 
     cJSON *cfg = cJSON_AddObjectToObject(root, "config");
     str(cfg, "model", r->cfg.model);

@@ -69,9 +69,7 @@ static void summary(diag_sb *b, const lp_diagnosis *d) {
                  "NLL %s and ECE %s (accuracy unchanged)%s; 'loupe diagnose %s --apply' stores T in the checkpoints.",
                  d->tl[d->tl_L].epoch, f3(a, d->ece), f3(c, d->mce), f3(e, d->brier), f3(f, d->nll), f3((char[32]){0}, d->T),
                  f3((char[32]){0}, d->nll_c), f3((char[32]){0}, d->ece_c),
-                 d->ece_c > d->ece + 0.01 ? "; ECE does not improve: T minimises NLL, not ECE, and one temperature softens "
-                                            "the correct predictions as much as the wrong ones (with few images ECE is also noisy)"
-                                          : "",
+                 d->ece_c > d->ece + 0.01 ? "; ECE does not improve: T minimises NLL, not ECE" : "",
                  d->run.dir);
         sb_puts(b, "\n");
         sb_wrapped(b, cal, WIDTH, 0);

@@ -251,6 +251,9 @@ static lp_status load_predictions(diag_run *r) {
     block *blocks = NULL;
     int *slot = NULL, *seen = NULL, *first_line = NULL;
     lp_status s = csv_open(r->dir, "valid_predictions.csv", &f, &path);
+    if (s == LP_ERR_IO && !lp_path_exists(path))
+        s = lp_fail(LP_ERR_IO, "%s: not found; diagnose needs the validation predictions, which 'loupe train' writes when the "
+                    "data has a valid/ split (or --validation-split)", path);
     if (s) goto done;
     int torn = 0;
     char *line = csv_next(&f, &torn);

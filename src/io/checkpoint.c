@@ -121,7 +121,7 @@ lp_status lp_checkpoint_load_ex(const char *path, int max_batch, lp_net **net_ou
     if (!st) st = lp_checkpoint_config_from_meta(&l, path, &cfg);
     if (!st) {
         cfg.max_batch = max_batch > 0 ? max_batch : 1;
-        st = lp_net_create(&cfg, &net);
+        st = lp_net_create_ex(&cfg, false, &net);
         if (st) lp_fail_context(st, "%s", path);
     }
     if (!st) {

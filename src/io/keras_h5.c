@@ -266,8 +266,7 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
     }
     for (int i = 0; i < wn.n && !st; i++) {
         if (rank[i] != 4 && rank[i] != 2) {
-            layers->foreign_count++;
-            if (!layers->foreign_example[0]) snprintf(layers->foreign_example, sizeof layers->foreign_example, "%s", wn.s[i]);
+            lp_wlayers_note_foreign(layers, wn.s[i], false);
             continue;
         }
         int kr = rank[i];

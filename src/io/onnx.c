@@ -565,8 +565,28 @@ static lp_status walk(ograph *g, lp_wlayers *L) {
         }
     if (ndata != 1)
         return lp_fail(LP_ERR_FORMAT, "%s: ONNX graph has %d data inputs (expected 1 image input): not a VGG classifier", g->path, ndata);
-    int nconv_nodes = 0;
-    for (int i = 0; i < g->nnodes; i++) nconv_nodes += slice_eq(g->nodes[i].op, "Conv");
+    /* what kind of network: residual Add of two activations, conv count */
+    int nconv_nodes = 0, nmerge = 0;
+    const onode *merge = NULL;
+    for (int i = 0; i < g->nnodes; i++) {
+        const onode *n = &g->nodes[i];
+        nconv_nodes += slice_eq(n->op, "Conv");
+        if (slice_eq(n->op, "Add") || slice_eq(n->op, "Sum")) {
+            int act = 0;
+            for (int j = 0; j < n->nin; j++) act += !is_weight(g, n->in[j]) && producer(g, n->in[j]) && !slice_eq(producer(g, n->in[j])->op, "Constant");
+            if (act >= 2) {
+                nmerge++;
+                if (!merge) merge = n;
+            }
+        }
+    }
+    if (nmerge) {
+        char op[32], nn[128];
+        slice_str(merge->op, op, sizeof op);
+        slice_str(merge->name, nn, sizeof nn);
+        return lp_fail(LP_ERR_FORMAT, "%s: graph has %d Conv nodes and %d %s nodes joining two branches (e.g. '%s'): a ResNet-like network, "
+                       "not a sequential VGG16/VGG19", g->path, nconv_nodes, nmerge, op, nn);
+    }
     int convs = 0, pools = 0, denses = 0, pools_at_first_dense = -1;
     char nm[256], nn[128], op[64];
     lp_status st = LP_OK;

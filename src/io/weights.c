@@ -87,12 +87,33 @@ lp_status lp_wlayers_push(lp_wlayers *l, lp_wlayer_kind kind, const char *src, c
     return LP_OK;
 }
 
-static void note_foreign(lp_wlayers *l, const char *name, bool conv_like) {
-    l->foreign_count++;
-    if (conv_like) l->foreign_conv_count++;
-    if (conv_like && !l->foreign_conv_example[0]) snprintf(l->foreign_conv_example, sizeof l->foreign_conv_example, "%s", name);
-    if (!l->foreign_example[0]) snprintf(l->foreign_example, sizeof l->foreign_example, "%s", name);
+/* Keeps up to 3 example names whose first components ("layer1" of
+ * "layer1.0.conv1.weight", "conv1_bn" of "conv1_bn/gamma:0") differ. */
+static void add_example(char ex[3][96], int *n, const char *name) {
+    size_t k = strcspn(name, "./");
+    for (int i = 0; i < *n; i++)
+        if (strncmp(ex[i], name, k) == 0 && strcspn(ex[i], "./") == k) return;
+    if (*n < 3) snprintf(ex[(*n)++], 96, "%s", name);
 }
+
+static void examples_str(char ex[3][96], int n, char *buf, size_t cap) {
+    size_t off = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && off < cap; i++) off += (size_t)snprintf(buf + off, cap - off, "%s'%s'", i ? ", " : "", ex[i]);
+}
+
+void lp_wlayers_note_foreign(lp_wlayers *l, const char *name, bool conv_like) {
+    l->foreign_count++;
+    if (strstr(name, "running_mean") || strstr(name, "running_var") || strstr(name, "moving_mean") || strstr(name, "moving_variance"))
+        l->foreign_bn = true;
+    if (conv_like) {
+        l->foreign_conv_count++;
+        add_example(l->conv_examples, &l->n_conv_examples, name);
+    } else {
+        add_example(l->examples, &l->n_examples, name);
+    }
+}
+#define note_foreign lp_wlayers_note_foreign
 
 /* ---- checks ------------------------------------------------------------- */
 static lp_status check_finite(const char *path, const char *ours, const char *src, const lp_tensor *t) {
@@ -153,14 +174,16 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const char *arch_
     /* not a VGG at all: ResNet, Inception, batch-norm VGG, ... */
     if (L->foreign_count > 0) {
         int convs = nc + L->foreign_conv_count;
-        const char *ex = L->foreign_conv_example[0] ? L->foreign_conv_example : L->foreign_example;
-        if (strstr(L->foreign_example, "running_mean") || strstr(L->foreign_example, "running_var") || strstr(L->foreign_example, "moving_mean") ||
-            (strstr(L->foreign_example, "_bn") && convs == 13) || (strstr(L->foreign_example, "_bn") && convs == 16))
-            return lp_fail(LP_ERR_FORMAT, "%s: file has batch-norm tensors (names like '%s'): a batch-norm VGG (vgg16_bn) is not supported; use plain %s weights",
-                           path, L->foreign_example, want ? want : "vgg16/vgg19");
-        return lp_fail(LP_ERR_FORMAT, "%s: file has %d conv layers and %d other weights (names like '%s'%s%s%s): not a %s", path, convs,
-                       L->foreign_count - L->foreign_conv_count, ex, strcmp(ex, L->foreign_example) ? ", '" : "",
-                       strcmp(ex, L->foreign_example) ? L->foreign_example : "", strcmp(ex, L->foreign_example) ? "'" : "", what);
+        for (int i = 0; i < L->count; i++)
+            if (L->items[i].kind == LP_WLAYER_CONV) add_example(L->conv_examples, &L->n_conv_examples, L->items[i].src);
+        char ce[320], oe[320];
+        examples_str(L->conv_examples, L->n_conv_examples, ce, sizeof ce);
+        examples_str(L->examples, L->n_examples, oe, sizeof oe);
+        if (L->foreign_bn && (convs == 13 || convs == 16 || convs == 8 || convs == 10))
+            return lp_fail(LP_ERR_FORMAT, "%s: file has batch-norm tensors (names like %s): a batch-norm VGG (vgg16_bn) is not supported; use plain %s weights",
+                           path, oe, want ? want : "vgg16/vgg19");
+        return lp_fail(LP_ERR_FORMAT, "%s: file has %d conv layers%s%s%s and %d other weights%s%s%s: not a %s", path, convs, convs ? " (names like " : "", ce,
+                       convs ? ")" : "", L->foreign_count - L->foreign_conv_count, L->n_examples ? " (names like " : "", oe, L->n_examples ? ")" : "", what);
     }
     if (nc == 0)
         return lp_fail(LP_ERR_FORMAT, "%s: no conv layers found: not a %s", path, what);
@@ -371,6 +394,10 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
     }
     /* sort: convs by features index, denses by classifier index */
     for (int p = 0; p < np && !st; p++) {
+        if (!pend[p].w && L.foreign_count > 0) {
+            note_foreign(&L, pend[p].b->name, false); /* bias of a batch norm: reported with it */
+            continue;
+        }
         if (!pend[p].w) {
             st = lp_fail(LP_ERR_FORMAT, "%s: %s has a bias (%s) but no weight; the file is incomplete", path,
                          pend[p].kind == LP_WLAYER_CONV ? "features" : "classifier", pend[p].b->name);

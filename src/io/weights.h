@@ -59,13 +59,18 @@ typedef struct lp_wlayers {
     lp_wlayer *items;
     /* Counts of things that are not VGG, for the "not a VGG16" message. */
     int foreign_count, foreign_conv_count; /* tensors/layers that are not VGG (conv-like: rank 4) */
-    char foreign_example[160], foreign_conv_example[160];
+    bool foreign_bn;                       /* batch-norm statistics seen */
+    int n_examples, n_conv_examples;       /* up to 3 names each, distinct first components */
+    char examples[3][96], conv_examples[3][96];
 } lp_wlayers;
 
 void lp_wlayers_free(lp_wlayers *l);
 /* Appends a layer; takes ownership of w and b. */
 lp_status lp_wlayers_push(lp_wlayers *l, lp_wlayer_kind kind, const char *src, const char *src_shape,
                           int index, lp_tensor *w, lp_tensor *b);
+
+/* Records a tensor or layer that has no place in a VGG (for the message). */
+void lp_wlayers_note_foreign(lp_wlayers *l, const char *name, bool conv_like);
 
 /* Validates the layer sequence against VGG16/VGG19 (counts, shapes, NaN/Inf)
  * and moves the tensors into out with our names. source/preprocess go to meta. */

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* sincosf */
 /* The sequential model: creation, parameters, freezing, per-batch-size
  * plans (primitives built once per shape, buffers shared), forward, loss,
  * backward. */
@@ -39,7 +40,8 @@ lp_net_config lp_net_default_config(void) {
 
 /* torchvision VGG init: kaiming normal (fan_out, relu) for conv weights,
  * N(0, 0.01) for linear weights, zero biases. Counter-based: one stream per
- * parameter, one counter per element, so any thread split gives the same. */
+ * parameter, one draw per pair of elements (Box-Muller on the two 24-bit
+ * halves of one 64-bit hash), so any thread split gives the same weights. */
 static void init_weights(lp_net *net) {
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
@@ -49,15 +51,24 @@ static void init_weights(lp_net *net) {
             continue;
         }
         float std = p->ndim == 4 ? sqrtf(2.0f / (float)(p->shape[0] * p->shape[2] * p->shape[3])) : 0.01f;
-        uint64_t stream = 0x1000 + (uint64_t)i;
-        const long long n = (long long)p->numel;
-        uint64_t seed = net->cfg.seed;
-#pragma omp parallel for if (n > 65536)
-        for (long long j = 0; j < n; j++) w[j] = std * lp_rng_normal(seed, stream, (uint64_t)j);
+        uint64_t stream = 0x1000 + (uint64_t)i, seed = net->cfg.seed;
+        const long long n = (long long)p->numel, pairs = (n + 1) / 2;
+#pragma omp parallel for if (pairs > 32768)
+        for (long long j = 0; j < pairs; j++) {
+            uint64_t u = lp_rng_u64(seed, stream, (uint64_t)j);
+            float u1 = ((float)(u >> 40) + 1.0f) * (1.0f / 16777216.0f); /* (0, 1] */
+            float u2 = (float)(u & 0xffffff) * (1.0f / 16777216.0f);
+            float r = std * sqrtf(-2.0f * logf(u1)), s, c;
+            sincosf(6.2831853f * u2, &s, &c);
+            w[2 * j] = r * c;
+            if (2 * j + 1 < n) w[2 * j + 1] = r * s;
+        }
     }
 }
 
-lp_status lp_net_create(const lp_net_config *cfg, lp_net **out) {
+lp_status lp_net_create(const lp_net_config *cfg, lp_net **out) { return lp_net_create_ex(cfg, true, out); }
+
+lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
     *out = NULL;
     lp_net *net = lp_calloc(1, sizeof *net);
     if (!net) return LP_ERR_NOMEM;
@@ -81,8 +92,10 @@ lp_status lp_net_create(const lp_net_config *cfg, lp_net **out) {
         st = lp_fail(LP_ERR_NOMEM, "out of memory for %zu weights", net->nweights);
         goto fail;
     }
-    memset(net->weights, 0, net->nweights * sizeof(float));
-    init_weights(net);
+    if (init) {
+        memset(net->weights, 0, net->nweights * sizeof(float));
+        init_weights(net);
+    }
     *out = net;
     return LP_OK;
 fail:

@@ -257,6 +257,8 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         /* ModelCheckpoint(save_best_only) on the monitored figure. */
         double mval = f->valid_loader ? (maximize ? val_acc : val_loss) : loss;
         double prev = f->st.monitor.best;
+        f->st.epochs_done = epoch; /* the checkpoints below hold this epoch's weights */
+        f->st.step_in_epoch = 0;
         bool improved = lp_monitor_update(&f->st.monitor, mval, epoch);
         if (improved) {
             if ((s = save_checkpoint(f, "best.safetensors", false))) return s;
@@ -275,8 +277,6 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
             say(f, "Epoch %d: ReduceLROnPlateau reducing learning rate to %g.\n", epoch, new_lr);
             f->st.lr = new_lr;
         }
-        f->st.epochs_done = epoch;
-        f->st.step_in_epoch = 0;
         if ((s = save_checkpoint(f, "last.safetensors", true))) return s;
 
         lp_epoch_result r = {epoch, loss, acc, val_loss, val_acc, lr_used, lp_now() - t0, improved};

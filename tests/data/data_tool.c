@@ -132,6 +132,7 @@ static void *bench_worker(void *arg) {
     c.width = b->w;
     c.height = b->h;
     c.interp = LP_INTERP_BILINEAR;
+    c.dct_scaling = getenv("LOUPE_BENCH_DCT") != NULL;
     float *x = malloc(sizeof(float) * (size_t)b->w * b->h * 3);
     long done = 0;
     for (int i = 0; lp_now() < b->until; i++) {
@@ -166,8 +167,8 @@ static int bench(int argc, char **argv) {
         printf("ERROR %s\n", lp_errmsg());
         return 1;
     }
-    printf("%d thread(s): %ld images in %.2f s = %.1f img/s (%dx%d bilinear, preprocess rescale)\n", threads, b.done, dt,
-           b.done / dt, b.w, b.h);
+    printf("%d thread(s): %ld images in %.2f s = %.1f img/s (%dx%d bilinear, preprocess rescale%s)\n", threads, b.done, dt,
+           b.done / dt, b.w, b.h, getenv("LOUPE_BENCH_DCT") ? ", JPEG DCT scaling" : "");
     return 0;
 }
 

@@ -265,7 +265,27 @@ check(d.get("classes") == ["0", "1"], f"norunjson: classes {d.get('classes')}")
 check("preprocessing_mismatch" not in ids(d) and "overconfident_errors" in ids(d), f"norunjson: verdicts {ids(d)}")
 check(any("run.json" in n for n in d.get("notes", [])), "norunjson: note missing")
 
-# ---- 9. command line ----
+# ---- 9. patience too short: val_loss (history.csv) improves again after a long plateau ----
+run = fresh("plateau")
+rf.seed_story(run)
+series = [1.0 - 0.05 * e for e in range(1, 6)] + [0.8] * 8 + [0.7, 0.72] + [0.9] * 35
+hist = open(os.path.join(run, "history.csv")).read().splitlines()
+for e, v in enumerate(series, 1):
+    parts = hist[e].split(",")
+    parts[3] = repr(v)
+    hist[e] = ",".join(parts)
+open(os.path.join(run, "history.csv"), "w").write("\n".join(hist) + "\n")
+d = diagnose_json(run, "--no-report")
+pt = next((x for x in d.get("verdicts", []) if x["id"] == "patience_too_short"), None)
+# Keras replay: improvements at 1..5 and 14; a gap of 9 epochs; patience 5 stops at epoch 10 with epoch 5's weights
+check(pt is not None and pt["evidence"] == {"patience": 5, "stop_epoch": 10, "best_epoch": 14, "needed_patience": 9},
+      f"plateau: {pt}")
+check("early_stopping" not in ids(d), "plateau: early_stopping reported although it would have stopped too soon")
+check(d.get("early_stopping", {}).get("too_early") is True, "plateau: too_early")
+d = diagnose_json(run, "--no-report", "--patience", "9")
+check("patience_too_short" not in ids(d) and d["early_stopping"]["stop_epoch"] == 19, f"plateau --patience 9: {d.get('early_stopping')}")
+
+# ---- 10. command line ----
 out = subprocess.run([CLI, "diagnose", "--help"], capture_output=True, text=True)
 check(out.returncode == 0 and "--apply" in out.stdout, "diagnose --help")
 out = subprocess.run([CLI, "diagnose", os.path.join(WORK, "seed"), "--bogus"], capture_output=True, text=True)

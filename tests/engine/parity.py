@@ -11,11 +11,11 @@ For one model configuration:
   3. same input and labels on both sides: eval logits, then training steps with the
      same dropout masks (dumped by the C side): logits, loss, per-sample loss, probs,
      every parameter gradient of the first step, every weight after STEPS steps of
-     SGD (momentum 0.9) and of Adam (plus optional extra optimizers).
+     SGD (momentum 0.9, lr 0.01) and of Adam (lr 1e-4), plus optional extra optimizers.
 Metric: max|loupe - torch| / max(max|torch|, 1e-6) per tensor; worst per check.
 Tolerances: 1e-4 logits/loss/probs, 1e-3 gradients, 1e-4 weights after steps.
 """
-import argparse, json, os, struct, subprocess, sys
+import argparse, json, os, struct, subprocess, sys, time
 import numpy as np
 import torch
 import torch.nn as nn
@@ -146,18 +146,18 @@ def build(arch, top, head, k, c, h, w):
     return Net(feats, nn.Sequential(*mods)), masks
 
 
-def torch_opt(opt, params):
+def torch_opt(opt, params, lr=0.01):
     if opt == "sgd":
-        return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
     if opt == "sgd_plain":
-        return torch.optim.SGD(params, lr=0.01, weight_decay=1e-3)
+        return torch.optim.SGD(params, lr=lr, weight_decay=1e-3)
     if opt == "nesterov":
-        return torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
     if opt == "adam":
-        return torch.optim.Adam(params, lr=0.01)
+        return torch.optim.Adam(params, lr=lr)
     if opt == "adam_wd":
-        return torch.optim.Adam(params, lr=0.01, weight_decay=1e-2)
-    return torch.optim.AdamW(params, lr=0.01)
+        return torch.optim.Adam(params, lr=lr, weight_decay=1e-2)
+    return torch.optim.AdamW(params, lr=lr)
 
 
 def optim_check(a, wd, sd, model, report):
@@ -188,6 +188,9 @@ def optim_check(a, wd, sd, model, report):
 def rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-6)) if b.size else 0.0
+
+
+T0 = time.time()
 
 
 def main():
@@ -257,7 +260,8 @@ def main():
     st_write(wd("inputs.safetensors"), {"x": x.numpy(), "labels": labels.numpy().astype(np.int64)}, {})
 
     for opt in a.opts.split(","):
-        cmd = [a.driver, "run", wd("torch.safetensors"), wd("inputs.safetensors"), wd("out-%s.safetensors" % opt), opt, "0.01",
+        cmd = [a.driver, "run", wd("torch.safetensors"), wd("inputs.safetensors"), wd("out-%s.safetensors" % opt), opt,
+               "0.0001" if "adam" in opt else "0.01",
                str(a.steps)] + ([a.freeze] if a.freeze else [])
         subprocess.run(cmd, check=True)
         out, _ = st_read(wd("out-%s.safetensors" % opt))
@@ -273,7 +277,7 @@ def main():
                     p.requires_grad_(False)
                     frozen.add(name)
         params = [p for nm, p in model.named_parameters() if nm not in frozen]
-        o = torch_opt(opt, params)
+        o = torch_opt(opt, params, 1e-4 if "adam" in opt else 0.01)
         model.eval()
         with torch.no_grad():
             ev = model(x).numpy()
@@ -319,6 +323,7 @@ def main():
     for f in os.listdir(a.workdir):
         if f.startswith(tag + "."):
             os.remove(os.path.join(a.workdir, f))
+    print("time %.1f s" % (time.time() - T0))
     if failures:
         print("FAILED:", ", ".join(failures))
         return 1

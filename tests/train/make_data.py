@@ -7,6 +7,8 @@ def make(root, per_class=(12, 4, 4), size=32, seed=0, classes=("negative", "posi
     rng = np.random.default_rng(seed)
     for split, n in zip(("train", "valid", "test"), per_class):
         for c, name in enumerate(classes):
+            if n == 0:
+                continue
             d = os.path.join(root, split, name)
             os.makedirs(d, exist_ok=True)
             for i in range(n):
