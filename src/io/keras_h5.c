@@ -28,9 +28,9 @@ typedef struct h5_ctx {
 
 /* The innermost libhdf5 message on the error stack ("truncated file: ..."). */
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    char *buf = data;
-    if (e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
-    else if (n == 0 && e->func_name) snprintf(buf, 256, "%s failed", e->func_name);
+    char *buf = data; /* walked upward: keep the innermost (most specific) message */
+    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
+    (void)n;
     return 0;
 }
 
@@ -292,7 +292,12 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
             H5Dclose(db);
             i = bi;
         }
-        if (!st) st = lp_wlayers_push(layers, kr == 4 ? LP_WLAYER_CONV : LP_WLAYER_DENSE, src, sshape, -1, &w, &b);
+        char bsrc[200] = "";
+        if (bi >= 0) {
+            if (strncmp(wn.s[bi], lname, strlen(lname)) == 0) snprintf(bsrc, sizeof bsrc, "%s", wn.s[bi]);
+            else snprintf(bsrc, sizeof bsrc, "%s/%s", lname, wn.s[bi]);
+        }
+        if (!st) st = lp_wlayers_push(layers, kr == 4 ? LP_WLAYER_CONV : LP_WLAYER_DENSE, src, sshape, -1, &w, &b, bsrc);
         lp_tensor_free(&w);
         lp_tensor_free(&b);
     }

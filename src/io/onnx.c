@@ -643,7 +643,7 @@ static lp_status walk(ograph *g, lp_wlayers *L) {
             char sshape[64];
             if (!st) {
                 lp_shape_str(&w, sshape, sizeof sshape);
-                st = lp_wlayers_push(L, LP_WLAYER_CONV, wn, sshape, 2 * convs + pools, &w, b.data ? &b : NULL);
+                st = lp_wlayers_push(L, LP_WLAYER_CONV, wn, sshape, 2 * convs + pools, &w, b.data ? &b : NULL, bn);
             }
             lp_tensor_free(&w);
             lp_tensor_free(&b);
@@ -694,7 +694,7 @@ static lp_status walk(ograph *g, lp_wlayers *L) {
                 for (int64_t i = 0; i < lp_tensor_numel(&C); i++) ((float *)C.data)[i] *= beta;
             if (!st) {
                 if (pools_at_first_dense < 0) pools_at_first_dense = pools;
-                st = lp_wlayers_push(L, LP_WLAYER_DENSE, wn, sshape, -1, &w, C.data ? &C : NULL);
+                st = lp_wlayers_push(L, LP_WLAYER_DENSE, wn, sshape, -1, &w, C.data ? &C : NULL, bn);
             }
             lp_tensor_free(&B);
             lp_tensor_free(&C);
@@ -724,7 +724,7 @@ static lp_status walk(ograph *g, lp_wlayers *L) {
             }
             if (!st) {
                 if (pools_at_first_dense < 0) pools_at_first_dense = pools;
-                st = lp_wlayers_push(L, LP_WLAYER_DENSE, wn, sshape, -1, &w, C.data ? &C : NULL);
+                st = lp_wlayers_push(L, LP_WLAYER_DENSE, wn, sshape, -1, &w, C.data ? &C : NULL, bn);
             }
             lp_tensor_free(&C);
             lp_tensor_free(&w);

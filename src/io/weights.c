@@ -64,7 +64,7 @@ void lp_wlayers_free(lp_wlayers *l) {
 }
 
 lp_status lp_wlayers_push(lp_wlayers *l, lp_wlayer_kind kind, const char *src, const char *src_shape, int index, lp_tensor *w,
-                          lp_tensor *b) {
+                          lp_tensor *b, const char *bsrc) {
     if (l->count == l->cap) {
         int cap = l->cap ? 2 * l->cap : 32;
         lp_wlayer *p = realloc(l->items, (size_t)cap * sizeof *p);
@@ -78,6 +78,7 @@ lp_status lp_wlayers_push(lp_wlayers *l, lp_wlayer_kind kind, const char *src, c
     y->index = index;
     snprintf(y->src, sizeof y->src, "%s", src);
     snprintf(y->src_shape, sizeof y->src_shape, "%s", src_shape ? src_shape : "");
+    snprintf(y->bsrc, sizeof y->bsrc, "%s", bsrc ? bsrc : "");
     y->w = *w;
     memset(w, 0, sizeof *w);
     if (b) {
@@ -125,8 +126,11 @@ static lp_status check_finite(const char *path, const char *ours, const char *sr
             bad++;
         }
     if (!bad) return LP_OK;
-    return lp_fail(LP_ERR_NUMERIC, "%s: tensor %s (%s) has %lld NaN/Inf values (first at flat index %lld, value %g); the file is corrupt",
-                   path, src, ours, (long long)bad, (long long)first, (double)p[first]);
+    if (!strcmp(ours, src))
+        return lp_fail(LP_ERR_NUMERIC, "%s: tensor %s has %lld NaN/Inf value%s (first: %g at flat index %lld); the file is corrupt", path, src,
+                       (long long)bad, bad == 1 ? "" : "s", (double)p[first], (long long)first);
+    return lp_fail(LP_ERR_NUMERIC, "%s: tensor %s (%s) has %lld NaN/Inf value%s (first: %g at flat index %lld of %s); the file is corrupt", path, src,
+                   ours, (long long)bad, bad == 1 ? "" : "s", (double)p[first], (long long)first, ours);
 }
 
 static bool shape_is(const lp_tensor *t, int ndim, const int64_t *s) {
@@ -226,9 +230,10 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const char *arch_
                 char s3[64];
                 lp_shape_str(&y->w, s1, sizeof s1);
                 snprintf(s3, sizeof s3, "%s", y->src_shape);
-                return lp_fail(LP_ERR_SHAPE, "%s: %s has shape %s%s%s%s, expected %s for %s (%s conv %d)", path, y->src, s3[0] ? s3 : s1,
+                bool same = !strcmp(y->src, ours);
+                return lp_fail(LP_ERR_SHAPE, "%s: %s has shape %s%s%s%s, expected %s%s%s (%s conv %d)", path, y->src, s3[0] ? s3 : s1,
                                s3[0] && strcmp(s3, s1) ? " (OIHW " : "", s3[0] && strcmp(s3, s1) ? s1 : "", s3[0] && strcmp(s3, s1) ? ")" : "",
-                               lp_shape_str(&e, s2, sizeof s2), ours, A.pretty, k + 1);
+                               lp_shape_str(&e, s2, sizeof s2), same ? "" : " for ", same ? "" : ours, A.pretty, k + 1);
             }
             k++;
         } else {
@@ -251,8 +256,9 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const char *arch_
                            (long long)nout);
         if (!st) st = check_finite(path, ours, y->src, &y->w);
         if (!st) {
-            char bn[64];
-            snprintf(bn, sizeof bn, "bias of %s", y->src);
+            char bn[200];
+            if (y->bsrc[0]) snprintf(bn, sizeof bn, "%s", y->bsrc);
+            else snprintf(bn, sizeof bn, "bias of %s", y->src);
             ours[strlen(ours) - strlen("weight")] = 0;
             strcat(ours, "bias");
             st = check_finite(path, ours, bn, &y->b);
@@ -420,7 +426,7 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
         if (!st && pend[p].kind == LP_WLAYER_DENSE && w.ndim != 2)
             st = lp_fail(LP_ERR_SHAPE, "%s: %s has shape %s, expected a matrix [out, in]", path, src, sshape);
         if (!st) st = lp_wlayers_push(&L, pend[p].kind, src, sshape, pend[p].kind == LP_WLAYER_CONV || !timm ? pend[p].index : -1, &w,
-                                      pend[p].b || b.data ? &b : NULL);
+                                      pend[p].b || b.data ? &b : NULL, pend[p].b ? pend[p].b->name : NULL);
         lp_tensor_free(&w);
         lp_tensor_free(&b);
     }

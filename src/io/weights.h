@@ -49,6 +49,7 @@ typedef enum lp_wlayer_kind { LP_WLAYER_CONV = 0, LP_WLAYER_DENSE } lp_wlayer_ki
 typedef struct lp_wlayer {
     lp_wlayer_kind kind;
     char src[160];        /* source name, for messages ("block1_conv1/kernel:0") */
+    char bsrc[160];       /* source name of the bias ("" when none) */
     char src_shape[64];   /* kernel shape as stored in the source ("(3, 3, 3, 64)") */
     int index;            /* torchvision features index when known from names, else -1 */
     lp_tensor w, b;       /* b may be empty (data == NULL) */
@@ -67,7 +68,7 @@ typedef struct lp_wlayers {
 void lp_wlayers_free(lp_wlayers *l);
 /* Appends a layer; takes ownership of w and b. */
 lp_status lp_wlayers_push(lp_wlayers *l, lp_wlayer_kind kind, const char *src, const char *src_shape,
-                          int index, lp_tensor *w, lp_tensor *b);
+                          int index, lp_tensor *w, lp_tensor *b, const char *bsrc);
 
 /* Records a tensor or layer that has no place in a VGG (for the message). */
 void lp_wlayers_note_foreign(lp_wlayers *l, const char *name, bool conv_like);

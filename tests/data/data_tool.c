@@ -7,8 +7,11 @@
  *                                  strict lp_dataset_scan; prints "SPLIT LABEL RELPATH" per
  *                                  sample and "BAD SPLIT RELPATH: REASON", or "ERROR msg"
  *   data_tool bench W H THREADS SECONDS FILE...   decode+resize throughput (img/s)
- *   data_tool batches DIR OUT W H BATCH WORKERS PASSES SEED AUG   raw dump of loader output */
+ *   data_tool batches DIR OUT W H BATCH WORKERS PASSES SEED AUG   raw dump of loader output
+ *   data_tool augment IN OUT THETA TX TY ZX ZY HFLIP VFLIP BRIGHTNESS   one augmentation of a
+ *                                  decoded image (RGB), float32 HWC to OUT; prints "OK w h" */
 #include "data/data.h"
+#include "data/transform.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,7 +220,32 @@ static int batches(int argc, char **argv) {
     return 0;
 }
 
+static int augment(int argc, char **argv) {
+    if (argc < 12) return 1;
+    uint8_t *buf;
+    size_t n;
+    lp_image img;
+    if (lp_read_file(argv[2], &buf, &n) || lp_image_decode(buf, n, NULL, &img, NULL)) {
+        printf("ERROR %s\n", lp_errmsg());
+        return 1;
+    }
+    free(buf);
+    lp_aug_params p = {.theta = (float)atof(argv[4]), .tx = (float)atof(argv[5]), .ty = (float)atof(argv[6]),
+                       .zx = (float)atof(argv[7]), .zy = (float)atof(argv[8]), .hflip = atoi(argv[9]) != 0,
+                       .vflip = atoi(argv[10]) != 0, .brightness = (float)atof(argv[11])};
+    float *out = malloc(sizeof(float) * (size_t)img.width * img.height * 3);
+    lp_augment_apply(img.data, img.height, img.width, 3, &p, out);
+    FILE *f = fopen(argv[3], "wb");
+    fwrite(out, sizeof(float), (size_t)img.width * img.height * 3, f);
+    fclose(f);
+    printf("OK %d %d\n", img.width, img.height);
+    free(out);
+    lp_image_free(&img);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "augment")) return augment(argc, argv);
     if (argc >= 3 && !strcmp(argv[1], "decodemany")) return decodemany(argv[2]);
     if (argc >= 3 && !strcmp(argv[1], "loadmany")) return loadmany(argv[2]);
     if (argc >= 3 && (!strcmp(argv[1], "scan") || !strcmp(argv[1], "scandir"))) return scan(argc, argv);

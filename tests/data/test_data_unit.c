@@ -3,6 +3,7 @@
  * augmentation determinism, cache, seek, partial batches, a file that turns bad
  * after the scan). Fixtures are PPM/PGM files written here. */
 #include "data/data.h"
+#include "data/transform.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,31 @@ static void test_resize_identity(void) {
     uint8_t small[7 * 5];
     CHECK(lp_image_resize(&ci, 0, 0, 40, 30, 7, 5, LP_INTERP_BILINEAR, small) == LP_OK, "bilinear down");
     for (int i = 0; i < 35; i++) CHECK(small[i] == 77, "constant %d", small[i]);
+}
+
+/* Augmentation draws: inside the ranges, Keras-like distribution, pure function of (seed, stream). */
+static void test_augment_draws(void) {
+    lp_augment a = {.horizontal_flip = true, .rotation_range = 20, .width_shift_range = 0.1f, .height_shift_range = 0.25f,
+                    .zoom_range = 0.2f, .brightness_lo = 0.7f, .brightness_hi = 1.1f};
+    int flips = 0, n = 4000;
+    double mean_theta = 0;
+    for (int i = 0; i < n; i++) {
+        lp_aug_params p, q;
+        lp_augment_params_draw(&a, 100, 50, 99, (uint64_t)i, &p);
+        lp_augment_params_draw(&a, 100, 50, 99, (uint64_t)i, &q);
+        CHECK(!memcmp(&p, &q, sizeof p), "same (seed, stream), same draw");
+        CHECK(p.theta >= -20 && p.theta <= 20, "theta %g", p.theta);
+        CHECK(fabsf(p.tx) <= 25.0f && fabsf(p.ty) <= 5.0f, "shift rows %g (0.25 * h 100), cols %g (0.1 * w 50)", p.tx, p.ty);
+        CHECK(p.zx >= 0.8f && p.zx <= 1.2f && p.zy >= 0.8f && p.zy <= 1.2f, "zoom");
+        CHECK(p.brightness >= 0.7f && p.brightness <= 1.1f, "brightness");
+        CHECK(!p.vflip, "vflip off");
+        flips += p.hflip;
+        mean_theta += p.theta / n;
+    }
+    CHECK(flips > n * 0.45 && flips < n * 0.55, "flip about half the time (%d/%d)", flips, n);
+    CHECK(fabs(mean_theta) < 1.0, "theta centred (%g)", mean_theta);
+    lp_augment off = {0};
+    CHECK(!lp_augment_active(&off) && lp_augment_active(&a), "active flag");
 }
 
 typedef struct dump {
@@ -308,6 +334,7 @@ int main(int argc, char **argv) {
     test_names();
     test_preprocess(dir);
     test_resize_identity();
+    test_augment_draws();
     test_loader(dir);
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);

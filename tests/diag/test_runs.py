@@ -283,7 +283,7 @@ check(pt is not None and pt["evidence"] == {"patience": 5, "stop_epoch": 10, "be
 check("early_stopping" not in ids(d), "plateau: early_stopping reported although it would have stopped too soon")
 check(d.get("early_stopping", {}).get("too_early") is True, "plateau: too_early")
 d = diagnose_json(run, "--no-report", "--patience", "9")
-check("patience_too_short" not in ids(d) and d["early_stopping"]["stop_epoch"] == 19, f"plateau --patience 9: {d.get('early_stopping')}")
+check("patience_too_short" not in ids(d) and d["early_stopping"]["stop_epoch"] == 23, f"plateau --patience 9: {d.get('early_stopping')}")
 
 # ---- 10. command line ----
 out = subprocess.run([CLI, "diagnose", "--help"], capture_output=True, text=True)
