@@ -306,12 +306,17 @@ static void verdicts_predictions(lp_diagnosis *d) {
                 for (int i = 1; i < n && same; i++) same = d->pred[(size_t)ei * n + i] == first;
                 single_epochs += same;
             }
-            char tc[256] = "";
+            char tc[512] = "";
+            size_t tn = 0;
+            if (fabs(eL->val_loss - log((double)k)) < 0.05)
+                tn += snprintf(tc, sizeof tc, " val_loss %s is about ln %d = %s, the loss of guessing.", g3(a, eL->val_loss), k,
+                               g3(b, log((double)k)));
             if (r->train_counts) {
                 int t = 0;
                 for (int j = 0; j < k; j++) t += r->train_counts[j];
                 if (t > 0)
-                    snprintf(tc, sizeof tc, " The training set is %.0f%% '%s'.", 100.0 * r->train_counts[top] / t, diag_class_name(d, top));
+                    snprintf(tc + tn, sizeof tc - tn, " The training set is %.0f%% '%s'.", 100.0 * r->train_counts[top] / t,
+                             diag_class_name(d, top));
             }
             diag_verdict *v = add_verdict(d, "single_class", "problem",
                 "Single-class predictor: at epoch %d the model predicts '%s' for %d of %d images (in %d of %d epochs it "

@@ -3,7 +3,8 @@ import os
 import numpy as np
 from PIL import Image
 
-def make(root, per_class=(12, 4, 4), size=32, seed=0, classes=("negative", "positive"), jpeg=True):
+def make(root, per_class=(12, 4, 4), size=32, seed=0, classes=("negative", "positive"), jpeg=True, mislabel_valid=0):
+    """mislabel_valid: that many valid/<class 0> images are drawn with class 1's pattern."""
     rng = np.random.default_rng(seed)
     for split, n in zip(("train", "valid", "test"), per_class):
         for c, name in enumerate(classes):
@@ -13,7 +14,10 @@ def make(root, per_class=(12, 4, 4), size=32, seed=0, classes=("negative", "posi
             os.makedirs(d, exist_ok=True)
             for i in range(n):
                 img = rng.normal(110, 40, size=(size, size, 3))
-                if c == 0:
+                pattern = c
+                if split == "valid" and c == 0 and i < mislabel_valid:
+                    pattern = 1
+                if pattern == 0:
                     img[::4, :, :] += 80   # horizontal stripes
                 else:
                     img[:, ::4, :] += 80   # vertical stripes

@@ -1,0 +1,376 @@
+/* Engine API and bad-input tests: safetensors round trip and every malformed
+ * file case (truncated, header longer than the file, overlapping or
+ * out-of-range offsets, bad JSON, unknown dtype); state dict errors (wrong
+ * shape, unknown and missing names); checkpoints and lp_model; head specs,
+ * freezing, plan reuse across batch sizes, gradient accumulation, dropout
+ * determinism across thread counts. Exits non-zero on failure. */
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "nn/nn.h"
+#include "nn/optim.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int failures = 0;
+#define EXPECT(cond, ...)                                   \
+    do {                                                    \
+        if (!(cond)) {                                      \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);     \
+            printf(__VA_ARGS__);                            \
+            printf("\n");                                   \
+            failures++;                                     \
+        }                                                   \
+    } while (0)
+#define OK(x)                                                                   \
+    do {                                                                        \
+        lp_status st_ = (x);                                                    \
+        if (st_) {                                                              \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, lp_errmsg()); \
+            exit(1);                                                            \
+        }                                                                       \
+    } while (0)
+/* Expects status code and every given substring in the message. */
+static void expect_err(lp_status got, lp_status want, const char *what, const char *s1, const char *s2) {
+    const char *m = lp_errmsg();
+    bool ok = got == want && (!s1 || strstr(m, s1)) && (!s2 || strstr(m, s2));
+    printf("%-44s -> %s: %s %s\n", what, lp_status_name(got), m, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+}
+
+static void write_raw(const char *path, const char *json, size_t json_len_override, size_t data_bytes) {
+    FILE *f = fopen(path, "wb");
+    uint64_t n = json_len_override ? json_len_override : strlen(json);
+    fwrite(&n, 8, 1, f);
+    fwrite(json, 1, strlen(json), f);
+    for (size_t i = 0; i < data_bytes; i++) fputc(0, f);
+    fclose(f);
+}
+
+static void test_safetensors(void) {
+    lp_tensor_list l;
+    lp_tensor_list_init(&l);
+    lp_tensor t;
+    int64_t s1[2] = {2, 3}, s2[1] = {3}, s3[1] = {1}, s4[1] = {5};
+    OK(lp_tensor_alloc(&t, LP_F32, 2, s1));
+    for (int i = 0; i < 6; i++) ((float *)t.data)[i] = (float)i * 0.5f - 1.0f;
+    OK(lp_tensor_list_add(&l, "a.weight", &t));
+    OK(lp_tensor_alloc(&t, LP_BF16, 1, s2));
+    for (int i = 0; i < 3; i++) ((uint16_t *)t.data)[i] = lp_f32_to_bf16((float)i + 0.25f);
+    OK(lp_tensor_list_add(&l, "b", &t));
+    OK(lp_tensor_alloc(&t, LP_I64, 1, s3));
+    ((int64_t *)t.data)[0] = -1234567890123LL;
+    OK(lp_tensor_list_add(&l, "step", &t));
+    OK(lp_tensor_alloc(&t, LP_U8, 1, s4));
+    memcpy(t.data, "hello", 5);
+    OK(lp_tensor_list_add(&l, "u", &t));
+    OK(lp_tensor_list_set_meta(&l, "classes", "[\"a \\\"q\\\"\",\"b\"]"));
+    OK(lp_tensor_list_set_meta(&l, "format", "test"));
+    OK(lp_safetensors_write("rt.safetensors", &l));
+    lp_tensor_list r;
+    lp_tensor_list_init(&r);
+    OK(lp_safetensors_read("rt.safetensors", &r));
+    EXPECT(r.count == 4, "round trip count %d", r.count);
+    for (int i = 0; i < l.count; i++) {
+        lp_named_tensor *x = lp_tensor_list_find(&r, l.items[i].name);
+        EXPECT(x && x->t.dtype == l.items[i].t.dtype && x->t.ndim == l.items[i].t.ndim &&
+                   !memcmp(x->t.shape, l.items[i].t.shape, sizeof(int64_t) * (size_t)x->t.ndim) &&
+                   !memcmp(x->t.data, l.items[i].t.data, lp_tensor_nbytes(&x->t)),
+               "round trip of %s", l.items[i].name);
+    }
+    const char *cm = lp_tensor_list_get_meta(&r, "classes");
+    EXPECT(cm && !strcmp(cm, "[\"a \\\"q\\\"\",\"b\"]"), "metadata round trip: %s", cm ? cm : "(null)");
+    printf("safetensors round trip (F32, BF16, I64, U8, metadata) %s\n", failures ? "FAIL" : "ok");
+    /* header: data section starts 8-aligned */
+    FILE *f = fopen("rt.safetensors", "rb");
+    uint64_t hl;
+    EXPECT(fread(&hl, 8, 1, f) == 1 && hl % 8 == 0, "header length %llu not a multiple of 8", (unsigned long long)hl);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    lp_tensor_list_free(&r);
+    /* truncated: cut into the last tensor */
+    if (truncate("rt.safetensors", size - 3) != 0) failures++;
+    lp_tensor_list_init(&r);
+    expect_err(lp_safetensors_read("rt.safetensors", &r), LP_ERR_FORMAT, "truncated file", "rt.safetensors", "truncated");
+    lp_tensor_list_free(&r);
+    if (truncate("rt.safetensors", 5) != 0) failures++;
+    lp_tensor_list_init(&r);
+    expect_err(lp_safetensors_read("rt.safetensors", &r), LP_ERR_FORMAT, "file shorter than 8 bytes", "rt.safetensors", "truncated");
+    lp_tensor_list_free(&r);
+    lp_tensor_list_free(&l);
+
+    struct {
+        const char *what, *json;
+        size_t hlen, data;
+        const char *s1, *s2;
+    } bad[] = {
+        {"header longer than file", "{}", 4096, 0, "longer than the file", "bad1"},
+        {"overlapping offsets", "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                                "\"y\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+         0, 16, "overlap", "'x'"},
+        {"offsets past the end", "{\"x\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 0, 8, "'x'", "past the end"},
+        {"offsets do not match shape", "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 0, 8, "'w'", "do not match"},
+        {"unknown dtype", "{\"z\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 0, 8, "'z'", "F64"},
+        {"negative dimension", "{\"n\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 0, 4, "'n'", "non-negative"},
+        {"missing data_offsets", "{\"m\":{\"dtype\":\"F32\",\"shape\":[1]}}", 0, 4, "'m'", "data_offsets"},
+        {"header not JSON", "{\"x\": nope", 0, 0, "JSON", NULL},
+        {"header is an array", "[1, 2]", 0, 0, "JSON object", NULL},
+        {"metadata not strings", "{\"__metadata__\":{\"a\":1}}", 0, 0, "metadata", "'a'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "bad%zu.safetensors", i + 1);
+        write_raw(path, bad[i].json, bad[i].hlen, bad[i].data);
+        lp_tensor_list_init(&r);
+        lp_status st = lp_safetensors_read(path, &r);
+        expect_err(st, LP_ERR_FORMAT, bad[i].what, bad[i].s1, bad[i].s2 ? bad[i].s2 : path);
+        EXPECT(strstr(lp_errmsg(), path) != NULL, "message names the file %s", path);
+        lp_tensor_list_free(&r);
+    }
+    lp_tensor_list_init(&r);
+    expect_err(lp_safetensors_read("does-not-exist.safetensors", &r), LP_ERR_IO, "missing file", "does-not-exist", NULL);
+    lp_tensor_list_free(&r);
+}
+
+static lp_net *tiny(const char *top, const char *head, int classes, int h, int w) {
+    lp_net_config c = lp_net_default_config();
+    strcpy(c.arch, "tiny");
+    snprintf(c.top, sizeof c.top, "%s", top);
+    snprintf(c.head, sizeof c.head, "%s", head);
+    c.num_classes = classes;
+    c.in_h = h;
+    c.in_w = w;
+    c.max_batch = 2;
+    c.seed = 3;
+    lp_net *net;
+    OK(lp_net_create(&c, &net));
+    return net;
+}
+
+static void test_state_and_checkpoint(void) {
+    lp_net *net = tiny("keep", "", 2, 16, 16);
+    lp_tensor_list sd;
+    lp_tensor_list_init(&sd);
+    OK(lp_net_state_dict(net, &sd));
+    EXPECT(sd.count == 10, "tiny keep has %d tensors", sd.count);
+    /* wrong shape */
+    lp_named_tensor *w0 = lp_tensor_list_find(&sd, "features.0.weight");
+    lp_tensor saved = w0->t, bad;
+    int64_t bs[4] = {8, 1, 3, 3};
+    OK(lp_tensor_alloc(&bad, LP_F32, 4, bs));
+    w0->t = bad;
+    expect_err(lp_net_load_state_dict(net, &sd, true, NULL), LP_ERR_SHAPE, "wrong tensor shape", "features.0.weight", "(8, 1, 3, 3)");
+    EXPECT(strstr(lp_errmsg(), "(8, 3, 3, 3)") != NULL, "message has the model's shape too");
+    lp_tensor_free(&w0->t);
+    w0->t = saved;
+    /* unknown name */
+    lp_tensor extra;
+    int64_t es[1] = {4};
+    OK(lp_tensor_alloc(&extra, LP_F32, 1, es));
+    OK(lp_tensor_list_add(&sd, "features.99.weight", &extra));
+    expect_err(lp_net_load_state_dict(net, &sd, false, NULL), LP_ERR_SHAPE, "unknown tensor name", "features.99.weight", NULL);
+    lp_tensor_list_free(&sd);
+    /* missing: strict error, non-strict list */
+    lp_tensor_list_init(&sd);
+    OK(lp_net_state_dict(net, &sd));
+    lp_tensor_list part = sd;
+    part.count = 8; /* drop classifier.6.* */
+    expect_err(lp_net_load_state_dict(net, &part, true, NULL), LP_ERR_SHAPE, "missing tensor (strict)", "classifier.6.weight", NULL);
+    char *missing = NULL;
+    OK(lp_net_load_state_dict(net, &part, false, &missing));
+    EXPECT(missing && !strcmp(missing, "classifier.6.weight,classifier.6.bias"), "missing list: %s", missing ? missing : "(null)");
+    free(missing);
+    lp_tensor_list_free(&sd);
+
+    /* checkpoint round trip + metadata + lp_model */
+    lp_tensor_list meta;
+    lp_tensor_list_init(&meta);
+    OK(lp_tensor_list_set_meta(&meta, "classes", "[\"cat\",\"dog\"]"));
+    OK(lp_tensor_list_set_meta(&meta, "preprocess", "torch"));
+    OK(lp_checkpoint_save("tiny.safetensors", net, NULL, &meta));
+    lp_tensor_list_free(&meta);
+    lp_net *back;
+    lp_tensor_list all;
+    OK(lp_checkpoint_load("tiny.safetensors", &back, &all));
+    bool same = lp_net_num_weights(net) == lp_net_num_weights(back);
+    for (int i = 0; same && i < lp_net_param_count(net); i++)
+        same = !memcmp(lp_net_param_data(net, i), lp_net_param_data(back, i), lp_net_param_numel(net, i) * 4);
+    EXPECT(same, "checkpoint round trip weights");
+    const char *fmt = lp_tensor_list_get_meta(&all, "format"), *isz = lp_tensor_list_get_meta(&all, "input_size");
+    EXPECT(fmt && !strcmp(fmt, "loupe-checkpoint-1") && isz && !strcmp(isz, "16x16"), "checkpoint metadata");
+    lp_tensor_list_free(&all);
+    lp_net_free(back);
+    OK(lp_checkpoint_set_meta("tiny.safetensors", "temperature", "1.37"));
+    lp_model *m;
+    OK(lp_model_load("tiny.safetensors", &m));
+    EXPECT(lp_model_num_classes(m) == 2 && !strcmp(lp_model_class_name(m, 1), "dog") && lp_model_class_name(m, 2) == NULL,
+           "model classes");
+    EXPECT(lp_model_meta(m, "temperature") && !strcmp(lp_model_meta(m, "temperature"), "1.37"), "set_meta temperature");
+    EXPECT(!strcmp(lp_model_meta(m, "preprocess"), "torch") && !strcmp(lp_model_arch(m), "tiny"), "model meta");
+    int c, h, w;
+    lp_model_input_size(m, &c, &h, &w);
+    EXPECT(c == 3 && h == 16 && w == 16, "input size");
+    char *text;
+    OK(lp_model_summary(m, &text));
+    EXPECT(strstr(text, "features.0 (Conv2d 3x3)") && strstr(text, "classifier.6") && strstr(text, "Total params: 55,922"),
+           "summary:\n%s", text);
+    printf("%s", text);
+    free(text);
+    lp_model_free(m);
+    /* not a loupe checkpoint */
+    lp_tensor_list_init(&sd);
+    OK(lp_net_state_dict(net, &sd));
+    OK(lp_safetensors_write("plain.safetensors", &sd));
+    lp_tensor_list_free(&sd);
+    expect_err(lp_model_load("plain.safetensors", &m), LP_ERR_FORMAT, "safetensors without loupe metadata", "plain.safetensors",
+               "not a loupe checkpoint");
+    /* checkpoint whose tensors do not fit its metadata */
+    OK(lp_checkpoint_set_meta("tiny.safetensors", "num_classes", "3"));
+    OK(lp_checkpoint_set_meta("tiny.safetensors", "classes", "[\"a\",\"b\",\"c\"]"));
+    expect_err(lp_model_load("tiny.safetensors", &m), LP_ERR_SHAPE, "checkpoint tensors vs metadata", "classifier.6.weight",
+               "tiny.safetensors");
+    lp_net_free(net);
+}
+
+static void test_net_api(void) {
+    lp_net_config c = lp_net_default_config();
+    lp_net *net = NULL;
+    struct {
+        const char *arch, *top, *head, *msg;
+        int classes, size;
+    } bad[] = {
+        {"tiny", "none", "flatten,dense:3", "3 units", 2, 16},
+        {"tiny", "none", "conv,dense", "unknown layer", 2, 16},
+        {"tiny", "none", "dense:4,flatten,dense", "flatten or gap", 2, 16},
+        {"tiny", "none", "flatten,dropout:1.5,dense", "dropout", 2, 16},
+        {"tiny", "none", "flatten,dense:4:relu", "", 2, 16},
+        {"tiny", "none", "flatten", "end with a dense", 2, 16},
+        {"resnet50", "none", "flatten,dense", "unknown architecture", 2, 16},
+        {"tiny", "most", "", "unknown top", 2, 16},
+        {"vgg16", "none", "flatten,dense", "smaller than the 2x2", 2, 16},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        c = lp_net_default_config();
+        strcpy(c.arch, bad[i].arch);
+        strcpy(c.top, bad[i].top);
+        strcpy(c.head, bad[i].head);
+        c.num_classes = bad[i].classes;
+        c.in_h = c.in_w = bad[i].size;
+        lp_status st = lp_net_create(&c, &net);
+        char what[96];
+        snprintf(what, sizeof what, "config %s/%s/%s", bad[i].arch, bad[i].top, bad[i].head);
+        if (!bad[i].msg[0]) EXPECT(st == LP_ERR_ARG, "final dense 4 units vs 2 classes accepted");
+        else expect_err(st, LP_ERR_ARG, what, bad[i].msg, NULL);
+        lp_net_free(net);
+        net = NULL;
+    }
+    /* freeze prefixes on VGG16 names */
+    c = lp_net_default_config();
+    strcpy(c.top, "none");
+    strcpy(c.head, "gap,dense");
+    c.in_h = c.in_w = 32;
+    OK(lp_net_create(&c, &net));
+    /* features.1 is a ReLU: no parameter, and features.10/11... must not match */
+    expect_err(lp_net_freeze(net, "features.1"), LP_ERR_ARG, "freeze features.1 (a ReLU)", "features.1", NULL);
+    for (int i = 0; i < lp_net_param_count(net); i++)
+        EXPECT(lp_net_param_trainable(net, i), "features.1 froze %s", lp_net_param_name(net, i));
+    OK(lp_net_freeze(net, "features.10"));
+    int frozen = 0;
+    for (int i = 0; i < lp_net_param_count(net); i++) frozen += !lp_net_param_trainable(net, i);
+    EXPECT(frozen == 2, "features.10 froze %d tensors", frozen);
+    OK(lp_net_freeze(net, "base"));
+    for (int i = 0; i < lp_net_param_count(net); i++)
+        EXPECT(lp_net_param_trainable(net, i) == !strncmp(lp_net_param_name(net, i), "head.", 5), "base freeze of %s",
+               lp_net_param_name(net, i));
+    expect_err(lp_net_freeze(net, "classifier."), LP_ERR_ARG, "freeze prefix matching nothing", "classifier.", NULL);
+    OK(lp_net_freeze(net, "none"));
+    lp_net_free(net);
+    printf("head specs and freezing: %s\n", failures ? "FAIL" : "ok");
+
+    /* call order errors, label range, batch changes, accumulation, all frozen */
+    net = tiny("keep", "", 3, 12, 10);
+    const int per = 3 * 12 * 10;
+    float x[5 * 360], logits[5 * 3], l3[5 * 3], loss;
+    for (int i = 0; i < 5 * per; i++) x[i] = sinf((float)i * 0.37f);
+    int labels[5] = {0, 1, 2, 1, 0}, badl[1] = {3};
+    expect_err(lp_net_backward(net), LP_ERR_ARG, "backward before forward", "forward", NULL);
+    expect_err(lp_net_forward(net, x, 0, true, 0, logits), LP_ERR_ARG, "batch of 0", "batch", NULL);
+    OK(lp_net_forward(net, x, 1, true, 0, logits));
+    expect_err(lp_net_loss(net, badl, 1, NULL, NULL, &loss), LP_ERR_ARG, "label out of range", "label 3", NULL);
+    expect_err(lp_net_loss(net, labels, 2, NULL, NULL, &loss), LP_ERR_ARG, "loss batch differs from forward", "batch", NULL);
+    OK(lp_net_forward(net, x, 3, false, 0, l3));
+    OK(lp_net_forward(net, x, 1, false, 0, logits));
+    OK(lp_net_forward(net, x, 5, false, 0, logits)); /* larger than max_batch: buffers grow */
+    OK(lp_net_forward(net, x, 3, false, 0, logits));
+    double d = 0;
+    for (int i = 0; i < 9; i++) d = fmax(d, fabs(logits[i] - l3[i]));
+    EXPECT(d < 1e-5, "same inputs, batch 3 after batch 5/1: max diff %g", d);
+    expect_err(lp_net_backward(net), LP_ERR_ARG, "backward after an eval forward", NULL, NULL);
+    lp_net_zero_grad(net);
+    OK(lp_net_forward(net, x, 3, true, 9, logits));
+    OK(lp_net_loss(net, labels, 3, NULL, NULL, &loss));
+    OK(lp_net_backward(net));
+    size_t nw = lp_net_num_weights(net);
+    float *g1 = malloc(nw * 4);
+    memcpy(g1, lp_net_grads(net), nw * 4);
+    OK(lp_net_forward(net, x, 3, true, 9, logits));
+    OK(lp_net_loss(net, labels, 3, NULL, NULL, &loss));
+    OK(lp_net_backward(net));
+    double worst = 0, gmax = 0;
+    for (size_t i = 0; i < nw; i++) {
+        worst = fmax(worst, fabs(lp_net_grads(net)[i] - 2 * g1[i]));
+        gmax = fmax(gmax, fabs(g1[i]));
+    }
+    EXPECT(gmax > 0 && worst <= 1e-5 * gmax, "gradients accumulate over two backward calls (%g)", worst / gmax);
+    lp_net_zero_grad(net);
+    for (size_t i = 0; i < nw; i++)
+        if (lp_net_grads(net)[i] != 0) {
+            EXPECT(0, "zero_grad left %g at %zu", lp_net_grads(net)[i], i);
+            break;
+        }
+    OK(lp_net_freeze(net, "features."));
+    OK(lp_net_freeze(net, "classifier."));
+    OK(lp_net_forward(net, x, 3, true, 9, logits));
+    OK(lp_net_loss(net, labels, 3, NULL, NULL, &loss));
+    OK(lp_net_backward(net));
+    for (size_t i = 0; i < nw; i++)
+        if (lp_net_grads(net)[i] != 0) {
+            EXPECT(0, "all frozen: grad %g at %zu", lp_net_grads(net)[i], i);
+            break;
+        }
+    /* dropout masks do not depend on the thread count */
+#ifdef _OPENMP
+    size_t cnt;
+    OK(lp_net_forward(net, x, 5, true, 77, logits));
+    const float *m = lp_net_dropout_mask(net, "classifier.2", &cnt);
+    float *m1 = malloc(cnt * 4);
+    memcpy(m1, m, cnt * 4);
+    int saved = lp_get_threads();
+    lp_set_threads(1);
+    OK(lp_net_forward(net, x, 5, true, 77, logits));
+    m = lp_net_dropout_mask(net, "classifier.2", &cnt);
+    EXPECT(!memcmp(m, m1, cnt * 4), "dropout mask differs between thread counts");
+    OK(lp_net_forward(net, x, 5, true, 78, logits));
+    EXPECT(memcmp(lp_net_dropout_mask(net, "classifier.2", NULL), m1, cnt * 4), "dropout mask ignores the seed");
+    lp_set_threads(saved);
+    free(m1);
+#endif
+    free(g1);
+    lp_net_free(net);
+    printf("net API checks: %s\n", failures ? "FAIL" : "ok");
+}
+
+int main(void) {
+    test_safetensors();
+    test_state_and_checkpoint();
+    test_net_api();
+    if (failures) printf("%d check(s) FAILED\n", failures);
+    else printf("all engine API checks passed\n");
+    return failures ? 1 : 0;
+}
