@@ -98,6 +98,38 @@ void lp_model_input_size(const lp_model *m, int *c, int *h, int *w);
 const char *lp_model_arch(const lp_model *m);
 /** @return a checkpoint metadata value (e.g. "preprocess", "temperature"), NULL if absent. */
 const char *lp_model_meta(const lp_model *m, const char *key);
+/** A new (untrained, PyTorch-initialised) model from an architecture description. */
+typedef struct lp_model_params {
+    const char *arch;    /**< "vgg16" | "vgg19" | "tiny" */
+    const char *top;     /**< "keep" (torchvision classifier, new output layer) | "none" */
+    const char *head;    /**< with top=none, e.g. "flatten,dense:256:relu,dropout:0.5,dense" or "gap,dense" */
+    int num_classes;     /**< output units (the final "dense" without size gets this) */
+    int in_channels, in_height, in_width;
+    const char *freeze;  /**< NULL/"none", "base" (all pretrained layers) or a name prefix ("features.") */
+    uint64_t seed;       /**< initialisation seed */
+} lp_model_params;
+/** vgg16, top=keep, 2 classes, 3x224x224, nothing frozen, seed 0. */
+lp_model_params lp_model_default_params(void);
+/** Builds a model; class names default to class_<i>. */
+lp_status lp_model_create(const lp_model_params *p, lp_model **out);
+/** Saves the model as a loupe checkpoint (weights + metadata incl. class names). */
+lp_status lp_model_save(lp_model *m, const char *path);
+
+/** Training throughput on synthetic data (loupe bench). */
+typedef struct lp_bench_params {
+    lp_model_params model; /**< architecture (num_classes 2 by default) */
+    int batch, steps, warmup; /**< timed steps after warmup steps */
+    const char *optimizer;    /**< "sgd" (momentum 0.9), "adam", "adamw" */
+} lp_bench_params;
+typedef struct lp_bench_result {
+    double images_per_s;     /**< batch * steps / total time of the timed steps */
+    double step_s, forward_s, backward_s, update_s; /**< mean seconds per step */
+    double first_step_s;     /**< the first warmup step (builds primitives) */
+    double final_loss;
+} lp_bench_result;
+lp_bench_params lp_bench_default_params(void);
+lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r);
+
 /** Rewrites a checkpoint atomically with one metadata key set to value
  *  (tensors and other keys unchanged), e.g. ("temperature", "1.37"). */
 lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value);

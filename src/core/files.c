@@ -115,10 +115,36 @@ lp_status lp_atomic_open(const char *path, lp_atomic_file **out) {
     return LP_OK;
 }
 
+/* Test hooks for tests/reliability (environment variables, read on each call;
+ * unset in normal use, then lp_atomic_write behaves exactly as without them):
+ *   LOUPE_TEST_WRITE_DELAY_MS=N    write in 4 KiB chunks and sleep N ms before
+ *                                  each, so a test can kill -9 inside a write;
+ *   LOUPE_TEST_FAIL_WRITE_AFTER=N  after N bytes in total went through
+ *                                  lp_atomic_write in this process, the next
+ *                                  writes fail with ENOSPC (a full disk);
+ *   LOUPE_TEST_FAIL_WRITE_MATCH=S  count only files whose path contains S. */
+static long test_env(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 10) : -1;
+}
+static _Atomic long long g_test_written;
+
 lp_status lp_atomic_write(lp_atomic_file *f, const void *data, size_t n) {
     const uint8_t *p = data;
+    long delay_ms = test_env("LOUPE_TEST_WRITE_DELAY_MS"), fail_after = test_env("LOUPE_TEST_FAIL_WRITE_AFTER");
+    const char *match = getenv("LOUPE_TEST_FAIL_WRITE_MATCH");
+    bool counted = fail_after >= 0 && (!match || strstr(f->path, match));
     while (n > 0) {
-        ssize_t w = write(f->fd, p, n > (1u << 30) ? (1u << 30) : n);
+        size_t chunk = n > (1u << 30) ? (1u << 30) : n;
+        if (delay_ms > 0) {
+            if (chunk > 4096) chunk = 4096;
+            struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        long long room = counted ? fail_after - g_test_written : (long long)chunk;
+        if (room < (long long)chunk) chunk = room > 0 ? (size_t)room : 0;
+        ssize_t w = chunk ? write(f->fd, p, chunk) : (errno = ENOSPC, -1);
+        if (counted && w > 0) g_test_written += w;
         if (w < 0) {
             if (errno == EINTR) continue;
             f->failed = true;

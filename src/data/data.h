@@ -17,6 +17,26 @@
  *         lp_batch bt; if (lp_loader_next(ld, &bt)) ...;   // bt.x: (bt.n, 3, 224, 224)
  *     }
  *     lp_loader_free(ld); lp_dataset_free(ds);
+ *
+ * Semantics (documented choices):
+ *  - Pixels match Keras' load_img (Pillow 9) exactly: same libjpeg settings,
+ *    Pillow's RGB->L and CMYK->RGB formulas, Pillow's NEAREST/BILINEAR resize
+ *    (bit-exact), keep_aspect = Keras keep_aspect_ratio centre crop.
+ *  - Alpha is dropped (like Pillow's convert("RGB")), palette/transparency too.
+ *  - 16-bit PNG: high byte (Pillow clips 16-bit gray to 255 instead).
+ *  - EXIF orientation (JPEG, PNG eXIf) is applied; Keras ignores it.
+ *  - Ignored with a count: names starting with '.', Thumbs.db, desktop.ini,
+ *    __MACOSX, files whose content is no image and whose extension is not an
+ *    image extension, symlinks unless follow_symlinks, non-regular files.
+ *    Bad: unreadable, empty or unrecognised files with an image extension,
+ *    recognised but unsupported formats (GIF, HEIF), undecodable or too large.
+ *  - validation_split: per class round(f * n) images, at least 1 and at most n-1
+ *    when n >= 2, chosen by lp_rng_permutation(seed ^ const, class).
+ *  - Augmentation: Keras apply_transform (rotation, shift, zoom about the centre,
+ *    bilinear, edges extended, then flips); shifts < 1 are fractions of the
+ *    size, >= 1 pixels; brightness multiplies and clips to 0..255 (Keras goes
+ *    through PIL ImageEnhance, which also rounds to integers). Draws come from
+ *    lp_rng_uniform(seed ^ const, (pass << 32) ^ sample_index, k).
  */
 #ifndef LP_DATA_H
 #define LP_DATA_H

@@ -224,6 +224,45 @@ void lp_model_free(lp_model *m) {
     free(m);
 }
 
+lp_model_params lp_model_default_params(void) {
+    lp_model_params p = {.arch = "vgg16", .top = "keep", .head = NULL, .num_classes = 2, .in_channels = 3, .in_height = 224,
+                         .in_width = 224, .freeze = NULL, .seed = 0};
+    return p;
+}
+
+lp_status lp_model_create(const lp_model_params *p, lp_model **out) {
+    *out = NULL;
+    lp_net_config c;
+    lp_status st = lp_net_config_from_model_params(p, &c);
+    if (st) return st;
+    lp_net *net;
+    if ((st = lp_net_create(&c, &net))) return st;
+    if (p->freeze && (st = lp_net_freeze(net, p->freeze))) {
+        lp_net_free(net);
+        return st;
+    }
+    if ((st = lp_model_wrap(net, NULL, out))) lp_net_free(net);
+    return st;
+}
+
+lp_status lp_model_save(lp_model *m, const char *path) {
+    lp_tensor_list meta;
+    lp_tensor_list_init(&meta);
+    lp_status st = LP_OK;
+    for (int i = 0; i < m->meta.meta_count && !st; i++) st = lp_tensor_list_set_meta(&meta, m->meta.meta[i].key, m->meta.meta[i].value);
+    if (!st && !lp_tensor_list_get_meta(&meta, "classes")) {
+        cJSON *a = cJSON_CreateArray();
+        for (int i = 0; a && i < m->nclasses; i++) cJSON_AddItemToArray(a, cJSON_CreateString(m->classes[i]));
+        char *js = a ? cJSON_PrintUnformatted(a) : NULL;
+        st = js ? lp_tensor_list_set_meta(&meta, "classes", js) : lp_fail(LP_ERR_NOMEM, "out of memory");
+        cJSON_free(js);
+        cJSON_Delete(a);
+    }
+    if (!st) st = lp_checkpoint_save(path, m->net, NULL, &meta);
+    lp_tensor_list_free(&meta);
+    return st;
+}
+
 lp_net *lp_model_net(lp_model *m) { return m->net; }
 const lp_tensor_list *lp_model_meta_list(const lp_model *m) { return &m->meta; }
 lp_status lp_model_summary(lp_model *m, char **text) { return lp_net_summary(m->net, text); }

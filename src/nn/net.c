@@ -38,6 +38,24 @@ lp_net_config lp_net_default_config(void) {
     return c;
 }
 
+lp_status lp_net_config_from_model_params(const lp_model_params *p, lp_net_config *c) {
+    *c = lp_net_default_config();
+    if (!p->arch || strlen(p->arch) >= sizeof c->arch) return lp_fail(LP_ERR_ARG, "model: bad architecture name");
+    if (!p->top || strlen(p->top) >= sizeof c->top) return lp_fail(LP_ERR_ARG, "model: bad top (use keep or none)");
+    if (p->head && strlen(p->head) >= sizeof c->head) return lp_fail(LP_ERR_ARG, "model: head spec too long");
+    strcpy(c->arch, p->arch);
+    strcpy(c->top, p->top);
+    c->head[0] = 0;
+    if (p->head) strcpy(c->head, p->head);
+    c->num_classes = p->num_classes;
+    c->in_c = p->in_channels;
+    c->in_h = p->in_height;
+    c->in_w = p->in_width;
+    c->seed = p->seed;
+    c->max_batch = 1;
+    return LP_OK;
+}
+
 /* torchvision VGG init: kaiming normal (fan_out, relu) for conv weights,
  * N(0, 0.01) for linear weights, zero biases. Counter-based: one stream per
  * parameter, one draw per pair of elements (Box-Muller on the two 24-bit

@@ -37,6 +37,8 @@ typedef struct lp_net_config {
 
 /* vgg16, top=keep, 2 classes, 3x224x224, max_batch 8, seed 0. */
 lp_net_config lp_net_default_config(void);
+/* Public lp_model_params (include/loupe.h) -> config (max_batch 1; freeze not applied). */
+lp_status lp_net_config_from_model_params(const lp_model_params *p, lp_net_config *c);
 lp_status lp_net_create(const lp_net_config *cfg, lp_net **out);
 /* init=false leaves the weights uninitialised (to be loaded right after). */
 lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out);

@@ -1,0 +1,75 @@
+/* lp_bench_run: training throughput on a synthetic batch (loupe bench). */
+#include "nn/nn.h"
+#include "nn/optim.h"
+#include <stdlib.h>
+#include <string.h>
+
+lp_bench_params lp_bench_default_params(void) {
+    lp_bench_params p;
+    memset(&p, 0, sizeof p);
+    p.model = lp_model_default_params();
+    p.batch = 8;
+    p.steps = 5;
+    p.warmup = 1;
+    p.optimizer = "sgd";
+    return p;
+}
+
+lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
+    memset(r, 0, sizeof *r);
+    if (p->batch < 1 || p->steps < 1 || p->warmup < 0) return lp_fail(LP_ERR_ARG, "bench: batch and steps must be >= 1");
+    lp_net_config c;
+    lp_status st = lp_net_config_from_model_params(&p->model, &c);
+    if (st) return st;
+    c.max_batch = p->batch;
+    lp_optim_config oc;
+    const char *o = p->optimizer ? p->optimizer : "sgd";
+    if (!strcmp(o, "sgd")) {
+        oc = lp_optim_default_config(LP_OPT_SGD);
+        oc.momentum = 0.9f;
+    } else if (!strcmp(o, "adam")) oc = lp_optim_default_config(LP_OPT_ADAM);
+    else if (!strcmp(o, "adamw")) oc = lp_optim_default_config(LP_OPT_ADAMW);
+    else return lp_fail(LP_ERR_ARG, "bench: unknown optimizer '%s' (sgd, adam, adamw)", o);
+    lp_net *net = NULL;
+    lp_optim *opt = NULL;
+    size_t nx = (size_t)p->batch * c.in_c * c.in_h * c.in_w;
+    float *x = lp_aligned_alloc(nx * sizeof(float));
+    int *labels = malloc(sizeof(int) * (size_t)p->batch);
+    if (!x || !labels) {
+        st = LP_ERR_NOMEM;
+        goto done;
+    }
+    if ((st = lp_net_create(&c, &net))) goto done;
+    if (p->model.freeze && (st = lp_net_freeze(net, p->model.freeze))) goto done;
+    if ((st = lp_optim_create(net, &oc, &opt))) goto done;
+    for (size_t i = 0; i < nx; i++) x[i] = 2.0f * lp_rng_uniform(1, 1, i) - 1.0f;
+    for (int i = 0; i < p->batch; i++) labels[i] = i % c.num_classes;
+    double tf = 0, tb = 0, tu = 0, t_all = 0;
+    for (int s = 0; s < p->warmup + p->steps; s++) {
+        double t0 = lp_now();
+        float loss;
+        lp_net_zero_grad(net);
+        if ((st = lp_net_forward(net, x, p->batch, true, (uint64_t)s, NULL))) goto done;
+        if ((st = lp_net_loss(net, labels, p->batch, NULL, NULL, &loss))) goto done;
+        double t1 = lp_now();
+        if ((st = lp_net_backward(net))) goto done;
+        double t2 = lp_now();
+        if ((st = lp_optim_step(opt, oc.kind == LP_OPT_SGD ? 0.001f : 1e-5f))) goto done;
+        double t3 = lp_now();
+        r->final_loss = loss;
+        if (s == 0) r->first_step_s = t3 - t0;
+        if (s < p->warmup) continue;
+        tf += t1 - t0, tb += t2 - t1, tu += t3 - t2, t_all += t3 - t0;
+    }
+    r->forward_s = tf / p->steps;
+    r->backward_s = tb / p->steps;
+    r->update_s = tu / p->steps;
+    r->step_s = t_all / p->steps;
+    r->images_per_s = t_all > 0 ? (double)p->batch * p->steps / t_all : 0;
+done:
+    lp_optim_free(opt);
+    lp_net_free(net);
+    free(x);
+    free(labels);
+    return st;
+}
