@@ -66,13 +66,13 @@ def run_case(tag, arch, top, naming, full_model=False, limit=W.HDF5_OBJECT_HEADE
 # save_weights layout, Keras 2 names, notop, 64x64 input (2x2 final map: spatial order is checked)
 run_case("vgg16_notop_k2", "vgg16", False, "keras2")
 # Keras 1 names of the original release files, chunked layer_names0..N, VGG19
-run_case("vgg19_notop_k1_chunked", "vgg19", False, "keras1", limit=100)
+run_case("vgg19_notop_k1_chunked", "vgg19", False, "keras1", limit=100, size=32)
 # model.save layout (model_weights group), full top: fc1 follows the HWC flatten (7x7x512 at 224)
 conv_out = run_case("vgg16_top_full_model", "vgg16", True, "keras2", full_model=True, size=224)
 # float16 datasets
 run_case("vgg16_notop_f16", "vgg16", False, "keras2", dtype=np.float16, size=32)
-# nested functional model: a 'vgg16' layer holding all conv weights, then a VGG top
-run_case("vgg16_nested", "vgg16", True, "keras2", nested="vgg16", size=224, arch_flag="vgg16")
+# nested functional model: a 'vgg16' layer holding all conv weights
+run_case("vgg16_nested", "vgg16", False, "keras2", nested="vgg16", size=32, arch_flag="vgg16")
 
 # a loupe checkpoint given back to convert: source loupe, preprocess and origin kept
 if conv_out:
