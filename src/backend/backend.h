@@ -20,6 +20,14 @@
 
 typedef dnnl_memory_desc_t lp_md;
 
+/* OpenMP pragmas that vanish (without warnings) in builds without OpenMP. */
+#ifdef _OPENMP
+#define LP_PRAGMA_(x) _Pragma(#x)
+#define LP_OMP(x) LP_PRAGMA_(omp x)
+#else
+#define LP_OMP(x)
+#endif
+
 /* ---- engine, streams, errors ------------------------------------------ */
 dnnl_engine_t lp_dnnl_engine(void); /* process-wide CPU engine, created on first use; NULL on failure */
 lp_status lp_dnnl_stream_create(dnnl_stream_t *out);
@@ -112,7 +120,7 @@ void lp_maxpool_free(lp_maxpool *m);
 typedef struct lp_dense {
     int n, in, out;
     bool relu;
-    lp_prim fwd, bwd_data, bwd_w;
+    lp_prim fwd, bwd_data, bwd_w, bwd_w_set;
     bool has_bwd_data, has_bwd_w;
 } lp_dense;
 lp_status lp_dense_init(lp_dense *d, int n, int in, int out, bool relu);
@@ -121,8 +129,9 @@ size_t lp_dense_scratch_size(const lp_dense *d);
 lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const float *w, const float *b, float *y, void *scratch);
 /* dy already multiplied by the ReLU mask. dx overwritten. */
 lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const float *w, float *dx, void *scratch);
-/* dw += dy^T x ; db += sum over n of dy. */
-lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db, void *scratch);
+/* dw += dy^T x ; db += sum over n of dy (accumulate), or dw = ..., db = ... (overwrite). */
+lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db,
+                                   bool accumulate, void *scratch);
 void lp_dense_free(lp_dense *d);
 
 /* ---- plain C ops (OpenMP) ---------------------------------------------------- */

@@ -44,18 +44,32 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
     int64_t wd[4] = {p->k, p->c, p->kh, p->kw};
     lp_status st;
     if (data && !c->has_bwd_data) {
-        lp_md w_any = lp_md_any(4, wd);
-        dnnl_convolution_desc_t desc;
-        if ((st = lp_dnnl_check(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &c->src_md,
-                                                                         &w_any, &c->dst_md, strides, pad, pad),
-                                "conv2d backward data desc")))
-            return st;
-        dnnl_primitive_attr_t attr;
-        if ((st = lp_attr_create(&attr, false, false))) return st;
-        dnnl_primitive_desc_t pd;
-        st = lp_dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), c->fwd_pd), "conv2d backward data");
-        dnnl_primitive_attr_destroy(attr);
-        if (st) return st;
+        /* First try the forward weights layout (saves a weights reorder per step);
+         * keep it only if oneDNN has a jit kernel for it, else let it choose. */
+        dnnl_primitive_desc_t pd = NULL;
+        for (int attempt = 0; attempt < 2 && !pd; attempt++) {
+            lp_md w_md = attempt == 0 ? c->w_md : lp_md_any(4, wd);
+            dnnl_convolution_desc_t desc;
+            if ((st = lp_dnnl_check(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &c->src_md,
+                                                                             &w_md, &c->dst_md, strides, pad, pad),
+                                    "conv2d backward data desc")))
+                return st;
+            dnnl_primitive_attr_t attr;
+            if ((st = lp_attr_create(&attr, false, false))) return st;
+            dnnl_status_t ds = dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), c->fwd_pd);
+            dnnl_primitive_attr_destroy(attr);
+            if (ds != dnnl_success) {
+                pd = NULL;
+                if (attempt == 1) return lp_dnnl_check(ds, "conv2d backward data");
+                continue;
+            }
+            const char *impl = NULL;
+            dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+            if (attempt == 0 && (!impl || strncmp(impl, "jit", 3))) {
+                dnnl_primitive_desc_destroy(pd);
+                pd = NULL;
+            }
+        }
         c->bd_w_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
         static const int kinds[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
         st = lp_prim_create(&c->bwd_data, pd, kinds, 3);

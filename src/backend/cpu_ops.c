@@ -6,7 +6,7 @@
 
 void lp_relu_backward_inplace(float *dy, const float *y, size_t count) {
     const long long n = (long long)count;
-#pragma omp parallel for if (n > 65536)
+LP_OMP(parallel for if (n > 65536))
     for (long long i = 0; i < n; i++)
         if (!(y[i] > 0.0f)) dy[i] = 0.0f;
 }
@@ -16,7 +16,7 @@ static inline int ap_start(int i, int in, int out) { return (int)(((long long)i 
 static inline int ap_end(int i, int in, int out) { return (int)(((long long)(i + 1) * in + out - 1) / out); }
 
 void lp_adaptive_avgpool_forward(const float *x, float *y, int nc, int h, int w, int oh, int ow) {
-#pragma omp parallel for if (nc >= 64)
+LP_OMP(parallel for if (nc >= 64))
     for (int p = 0; p < nc; p++) {
         const float *xp = x + (size_t)p * h * w;
         float *yp = y + (size_t)p * oh * ow;
@@ -34,7 +34,7 @@ void lp_adaptive_avgpool_forward(const float *x, float *y, int nc, int h, int w,
 }
 
 void lp_adaptive_avgpool_backward(const float *dy, float *dx, int nc, int h, int w, int oh, int ow) {
-#pragma omp parallel for if (nc >= 64)
+LP_OMP(parallel for if (nc >= 64))
     for (int p = 0; p < nc; p++) {
         float *dxp = dx + (size_t)p * h * w;
         const float *dyp = dy + (size_t)p * oh * ow;
@@ -54,7 +54,7 @@ void lp_adaptive_avgpool_backward(const float *dy, float *dx, int nc, int h, int
 void lp_dropout_forward(const float *x, float *y, float *mask, size_t count, float p, uint64_t seed, uint64_t stream) {
     const long long n = (long long)count;
     const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-#pragma omp parallel for if (n > 16384)
+LP_OMP(parallel for if (n > 16384))
     for (long long i = 0; i < n; i++) {
         float m = lp_rng_uniform(seed, stream, (uint64_t)i) >= p ? scale : 0.0f;
         mask[i] = m;
@@ -64,7 +64,7 @@ void lp_dropout_forward(const float *x, float *y, float *mask, size_t count, flo
 
 void lp_dropout_backward(const float *dy, const float *mask, float *dx, size_t count) {
     const long long n = (long long)count;
-#pragma omp parallel for if (n > 65536)
+LP_OMP(parallel for if (n > 65536))
     for (long long i = 0; i < n; i++) dx[i] = dy[i] * mask[i];
 }
 

@@ -3,6 +3,8 @@
 #include "backend.h"
 #include <string.h>
 
+#define LP_DENSE_SMALL_BATCH 4
+
 static lp_md md_strided(int64_t d0, int64_t d1, int64_t s0, int64_t s1) {
     lp_md md;
     dnnl_dims_t d = {d0, d1}, s = {s0, s1};
@@ -50,6 +52,7 @@ lp_status lp_dense_init_backward(lp_dense *d, bool data, bool weights) {
         lp_md dyt = md_strided(d->out, d->n, 1, d->out), x = md_strided(d->n, d->in, d->in, 1),
               dw = md_strided(d->out, d->in, d->in, 1);
         if ((st = matmul_prim(&d->bwd_w, &dyt, &x, NULL, &dw, false, true))) return st;
+        if ((st = matmul_prim(&d->bwd_w_set, &dyt, &x, NULL, &dw, false, false))) return st;
         d->has_bwd_w = true;
     }
     return LP_OK;
@@ -59,6 +62,7 @@ size_t lp_dense_scratch_size(const lp_dense *d) {
     size_t s = d->fwd.scratch_size;
     if (d->has_bwd_data && d->bwd_data.scratch_size > s) s = d->bwd_data.scratch_size;
     if (d->has_bwd_w && d->bwd_w.scratch_size > s) s = d->bwd_w.scratch_size;
+    if (d->has_bwd_w && d->bwd_w_set.scratch_size > s) s = d->bwd_w_set.scratch_size;
     return s;
 }
 
@@ -72,16 +76,36 @@ lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, 
     return lp_prim_exec(&d->bwd_data, s, p, scratch);
 }
 
-lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db, void *scratch) {
-    void *p[3] = {(void *)dy, (void *)x, dw};
-    lp_status st = lp_prim_exec(&d->bwd_w, s, p, scratch);
-    if (st) return st;
-    const int n = d->n, out = d->out;
-#pragma omp parallel for if (out >= 1024)
+lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db,
+                                   bool accumulate, void *scratch) {
+    const int n = d->n, out = d->out, in = d->in;
+    if (n <= LP_DENSE_SMALL_BATCH) {
+        /* dw (out, in) is a rank-n outer product: matmul kernels with K = n this
+         * small run far below memory speed, a streaming loop does not. */
+        dnnl_stream_wait(s);
+LP_OMP(parallel for schedule(static))
+        for (int o = 0; o < out; o++) {
+            float *row = dw + (size_t)o * in;
+            float c[LP_DENSE_SMALL_BATCH];
+            for (int i = 0; i < n; i++) c[i] = dy[(size_t)i * out + o];
+            if (!accumulate)
+                for (int j = 0; j < in; j++) row[j] = 0.0f;
+            for (int i = 0; i < n; i++) {
+                const float *xi = x + (size_t)i * in;
+                const float ci = c[i];
+                for (int j = 0; j < in; j++) row[j] += ci * xi[j];
+            }
+        }
+    } else {
+        void *p[3] = {(void *)dy, (void *)x, dw};
+        lp_status st = lp_prim_exec(accumulate ? &d->bwd_w : &d->bwd_w_set, s, p, scratch);
+        if (st) return st;
+    }
+LP_OMP(parallel for if (out >= 1024))
     for (int j = 0; j < out; j++) {
         float acc = 0.0f;
         for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + j];
-        db[j] += acc;
+        db[j] = accumulate ? db[j] + acc : acc;
     }
     return LP_OK;
 }
@@ -91,5 +115,6 @@ void lp_dense_free(lp_dense *d) {
     lp_prim_free(&d->fwd);
     lp_prim_free(&d->bwd_data);
     lp_prim_free(&d->bwd_w);
+    lp_prim_free(&d->bwd_w_set);
     memset(d, 0, sizeof *d);
 }

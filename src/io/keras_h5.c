@@ -15,11 +15,20 @@
  * converted model computes the same function. Datasets are read as native
  * float whatever their stored float type (HDF5 converts f16/f64); fc1 (411 MB)
  * is read in row blocks so the peak memory stays near the output size. */
+#define _GNU_SOURCE /* memfd_create, fallocate */
 #include "weights.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 typedef struct h5_ctx {
     const char *path;
@@ -145,17 +154,21 @@ static lp_status dset_shape(h5_ctx *c, hid_t d, const char *nm, int *rank, hsize
     return st;
 }
 
-/* Reads rows [r0, r0+nr) of a rank-2 dataset, or the whole dataset when nr < 0. */
-static lp_status dset_read(h5_ctx *c, hid_t d, const char *nm, float *buf, hsize_t r0, hssize_t nr, hsize_t ncols) {
+/* Reads a whole dataset (nblock < 0), or from a rank-2 dataset `count` blocks
+ * of `nblock` rows, the first starting at row r0 and each `stride` rows after
+ * the previous one, in file order. */
+static lp_status dset_read(h5_ctx *c, hid_t d, const char *nm, float *buf, hsize_t r0, hssize_t nblock, hsize_t stride, hsize_t count,
+                           hsize_t ncols) {
     char eb[256];
     herr_t e;
-    if (nr < 0) {
+    if (nblock < 0) {
         e = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
     } else {
         hid_t fs = H5Dget_space(d);
-        hsize_t start[2] = {r0, 0}, count[2] = {(hsize_t)nr, ncols};
-        hid_t ms = H5Screate_simple(2, count, NULL);
-        e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        hsize_t start[2] = {r0, 0}, str[2] = {stride, 1}, cnt[2] = {count, 1}, blk[2] = {(hsize_t)nblock, ncols};
+        hsize_t mdims[2] = {count * (hsize_t)nblock, ncols};
+        hid_t ms = H5Screate_simple(2, mdims, NULL);
+        e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, str, cnt, blk);
         if (e >= 0) e = H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf);
         H5Sclose(ms);
         H5Sclose(fs);
@@ -178,7 +191,7 @@ static lp_status read_conv(h5_ctx *c, hid_t d, const char *nm, const hsize_t *k,
     int64_t kh = (int64_t)k[0], kw = (int64_t)k[1], ci = (int64_t)k[2], co = (int64_t)k[3];
     float *tmp = lp_malloc((size_t)(kh * kw * ci * co) * sizeof(float));
     if (!tmp) return LP_ERR_NOMEM;
-    lp_status st = dset_read(c, d, nm, tmp, 0, -1, 0);
+    lp_status st = dset_read(c, d, nm, tmp, 0, -1, 0, 0, 0);
     if (!st) st = lp_tensor_alloc(w, LP_F32, 4, (int64_t[]){co, ci, kh, kw});
     if (!st) {
         float *o = w->data;
@@ -193,30 +206,42 @@ static lp_status read_conv(h5_ctx *c, hid_t d, const char *nm, const hsize_t *k,
     return st;
 }
 
-/* (in, out) -> [out, in]; when flatten_hwc, input row (h*7+w)*512+c goes to column c*49+h*7+w. */
+/* (in, out) -> [out, in]; when flatten_hwc, input row (h*7+w)*512+c goes to
+ * column c*49+h*7+w. Read in slices whose output columns are contiguous: for
+ * fc1, channels [c0, c0+8) at all 49 positions (rows hw*512+c: a strided
+ * hyperslab), else 256 consecutive rows. The slice's source rows stay in
+ * cache while each output row is written sequentially. */
 static lp_status read_dense(h5_ctx *c, hid_t d, const char *nm, const hsize_t *k, bool flatten_hwc, lp_tensor *w) {
     int64_t in = (int64_t)k[0], out = (int64_t)k[1];
     lp_status st = lp_tensor_alloc(w, LP_F32, 2, (int64_t[]){out, in});
     if (st) return st;
-    const int64_t block = 256;
-    float *tmp = lp_malloc((size_t)(block * out) * sizeof(float));
+    const int64_t cb = 8, rows_max = flatten_hwc ? 49 * cb : 256;
+    float *tmp = lp_malloc((size_t)(rows_max * out) * sizeof(float));
     if (!tmp) {
         lp_tensor_free(w);
         return LP_ERR_NOMEM;
     }
     float *o = w->data;
-    for (int64_t r0 = 0; r0 < in && !st; r0 += block) {
-        int64_t nr = in - r0 < block ? in - r0 : block;
-        st = dset_read(c, d, nm, tmp, (hsize_t)r0, nr, (hsize_t)out);
-        if (st) break;
-        for (int64_t r = 0; r < nr; r++) {
-            int64_t row = r0 + r, col = row;
-            if (flatten_hwc) {
-                int64_t ch = row % 512, hw = row / 512;
-                col = ch * 49 + hw;
+    int64_t step = flatten_hwc ? cb : 256;
+    int64_t total = flatten_hwc ? 512 : in;
+    for (int64_t s0 = 0; s0 < total && !st; s0 += step) {
+        int64_t nb = total - s0 < step ? total - s0 : step;
+        if (flatten_hwc) {
+            /* rows hw*512 + c0 + j, j < nb, hw < 49; tmp row (hw*nb + j) -> column (c0+j)*49 + hw */
+            st = dset_read(c, d, nm, tmp, (hsize_t)s0, nb, 512, 49, (hsize_t)out);
+            if (st) break;
+            for (int64_t oc = 0; oc < out; oc++) {
+                float *dst = o + oc * in + s0 * 49;
+                for (int64_t j = 0; j < nb; j++)
+                    for (int64_t hw = 0; hw < 49; hw++) dst[j * 49 + hw] = tmp[(hw * nb + j) * out + oc];
             }
-            const float *src = tmp + r * out;
-            for (int64_t oc = 0; oc < out; oc++) o[oc * in + col] = src[oc];
+        } else {
+            st = dset_read(c, d, nm, tmp, (hsize_t)s0, nb, (hsize_t)nb, 1, (hsize_t)out);
+            if (st) break;
+            for (int64_t oc = 0; oc < out; oc++) {
+                float *dst = o + oc * in + s0;
+                for (int64_t r = 0; r < nb; r++) dst[r] = tmp[r * out + oc];
+            }
         }
     }
     free(tmp);
@@ -226,7 +251,7 @@ static lp_status read_dense(h5_ctx *c, hid_t d, const char *nm, const hsize_t *k
 
 static lp_status read_vector(h5_ctx *c, hid_t d, const char *nm, int64_t n, lp_tensor *b) {
     lp_status st = lp_tensor_alloc(b, LP_F32, 1, &n);
-    if (!st) st = dset_read(c, d, nm, b->data, 0, -1, 0);
+    if (!st) st = dset_read(c, d, nm, b->data, 0, -1, 0, 0, 0);
     if (st) lp_tensor_free(b);
     return st;
 }
@@ -308,7 +333,10 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
     return st;
 }
 
-lp_status lp_keras_h5_read_layers(const char *path, lp_wlayers *layers) {
+typedef struct h5_sink h5_sink;
+static lp_status sink_flush(h5_sink *k, lp_wlayers *layers);
+
+static lp_status read_layers_direct(const char *path, lp_wlayers *layers, h5_sink *sink) {
     char eb[256];
     H5E_auto2_t old_fn;
     void *old_data;
@@ -344,11 +372,195 @@ lp_status lp_keras_h5_read_layers(const char *path, lp_wlayers *layers) {
         if (!st && !found) st = lp_fail(LP_ERR_FORMAT, "%s: no layer_names attribute in %s: not a Keras weights file", path, rootname);
     }
     int ndense = 0;
-    for (int i = 0; i < names.n && !st; i++) st = read_layer(&c, root, names.s[i], &ndense, layers);
+    for (int i = 0; i < names.n && !st; i++) {
+        st = read_layer(&c, root, names.s[i], &ndense, layers);
+        if (!st && sink) st = sink_flush(sink, layers);
+    }
     strlist_free(&names);
     if (root >= 0) H5Gclose(root);
     H5Fclose(c.file);
     H5Eclear2(H5E_DEFAULT);
     H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
     return st;
+}
+
+/* ---- isolation ---------------------------------------------------------------
+ * libhdf5 1.10 is not robust against corrupt files: a mutation fuzz of small
+ * Keras files made it crash (segfault in H5T__conv_vlen/H5HG_read) or loop
+ * forever in about 1% of cases. So the HDF5 part runs in a child process that
+ * streams the converted layers into a memfd; the parent waits with a time
+ * limit and turns a crash or a hang into a clean error. The child frees each
+ * layer once written, and the parent frees the memfd's pages as it reads them
+ * back (FALLOC_FL_PUNCH_HOLE), so memory stays near one copy of the weights.
+ * LOUPE_H5_INPROCESS=1 reads in-process (for debuggers). */
+
+struct h5_sink {
+    int fd;
+    int flushed;
+};
+
+enum { REC_LAYER = 0x4c, REC_END = 0x45 };
+
+static bool write_all(int fd, const void *p, size_t n) {
+    const char *c = p;
+    while (n) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        c += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static bool read_at(int fd, void *p, size_t n, off_t *off) {
+    char *c = p;
+    while (n) {
+        ssize_t r = pread(fd, c, n, *off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        c += r;
+        n -= (size_t)r;
+        *off += r;
+    }
+    return true;
+}
+
+/* Reads n bytes in 16 MB steps, freeing the memfd's pages behind (best effort),
+ * so that a tensor never sits twice in memory. */
+static bool read_punch(int fd, void *p, size_t n, off_t *off) {
+    const size_t step = (size_t)16 << 20;
+    long pg = sysconf(_SC_PAGESIZE);
+    char *c = p;
+    while (n) {
+        size_t k = n < step ? n : step;
+        off_t start = *off;
+        if (!read_at(fd, c, k, off)) return false;
+        off_t a = (start + pg - 1) / pg * pg, e = *off / pg * pg;
+        if (e > a) fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, a, e - a);
+        c += k;
+        n -= k;
+    }
+    return true;
+}
+
+static lp_status sink_flush(h5_sink *k, lp_wlayers *layers) {
+    for (; k->flushed < layers->count; k->flushed++) {
+        lp_wlayer *y = &layers->items[k->flushed];
+        uint8_t tag = REC_LAYER;
+        bool ok = write_all(k->fd, &tag, 1) && write_all(k->fd, y, sizeof *y) && write_all(k->fd, y->w.data, lp_tensor_nbytes(&y->w));
+        if (ok && y->b.data) ok = write_all(k->fd, y->b.data, lp_tensor_nbytes(&y->b));
+        if (!ok) return lp_fail(LP_ERR_IO, "cannot pass the weights to the parent process (%s)", strerror(errno));
+        lp_tensor_free(&y->w);
+        lp_tensor_free(&y->b);
+    }
+    return LP_OK;
+}
+
+static void child_main(const char *path, int fd) {
+    lp_wlayers L = {0};
+    h5_sink k = {.fd = fd};
+    lp_status st = read_layers_direct(path, &L, &k);
+    uint8_t tag = REC_END;
+    int32_t code = (int32_t)st;
+    const char *msg = st ? lp_errmsg() : "";
+    uint32_t len = (uint32_t)strlen(msg);
+    lp_wlayers head = L;
+    head.items = NULL;
+    bool ok = write_all(fd, &tag, 1) && write_all(fd, &code, sizeof code) && write_all(fd, &len, sizeof len) && write_all(fd, msg, len) &&
+              write_all(fd, &head, sizeof head);
+    _exit(ok ? 0 : 3);
+}
+
+/* Reads the child's stream back into layers. */
+static lp_status parent_read(const char *path, int fd, lp_wlayers *layers, bool *complete) {
+    off_t off = 0;
+    *complete = false;
+    for (;;) {
+        uint8_t tag;
+        if (!read_at(fd, &tag, 1, &off)) return LP_OK; /* stream cut short: the child died */
+        if (tag == REC_END) {
+            int32_t code;
+            uint32_t len;
+            lp_wlayers head;
+            char msg[2048];
+            if (!read_at(fd, &code, sizeof code, &off) || !read_at(fd, &len, sizeof len, &off) || len >= sizeof msg ||
+                !read_at(fd, msg, len, &off) || !read_at(fd, &head, sizeof head, &off))
+                return LP_OK;
+            msg[len] = 0;
+            *complete = true;
+            layers->foreign_count += head.foreign_count;
+            layers->foreign_conv_count += head.foreign_conv_count;
+            layers->foreign_bn |= head.foreign_bn;
+            for (int i = 0; i < head.n_examples && layers->n_examples < 3; i++)
+                memcpy(layers->examples[layers->n_examples++], head.examples[i], sizeof head.examples[i]);
+            for (int i = 0; i < head.n_conv_examples && layers->n_conv_examples < 3; i++)
+                memcpy(layers->conv_examples[layers->n_conv_examples++], head.conv_examples[i], sizeof head.conv_examples[i]);
+            if (code) return lp_fail((lp_status)code, "%s", msg);
+            return LP_OK;
+        }
+        if (tag != REC_LAYER) return lp_fail(LP_ERR_IO, "%s: bad record from the HDF5 reader process", path);
+        lp_wlayer y;
+        if (!read_at(fd, &y, sizeof y, &off)) return LP_OK;
+        bool has_b = y.b.data != NULL;
+        lp_tensor w = {0}, b = {0};
+        lp_status st = lp_tensor_alloc(&w, LP_F32, y.w.ndim, y.w.shape);
+        if (!st && has_b) st = lp_tensor_alloc(&b, LP_F32, y.b.ndim, y.b.shape);
+        bool ok = !st && read_punch(fd, w.data, lp_tensor_nbytes(&w), &off) && (!has_b || read_punch(fd, b.data, lp_tensor_nbytes(&b), &off));
+        if (ok) st = lp_wlayers_push(layers, y.kind, y.src, y.src_shape, y.index, &w, has_b ? &b : NULL, y.bsrc);
+        lp_tensor_free(&w);
+        lp_tensor_free(&b);
+        if (st) return st;
+        if (!ok) return LP_OK;
+    }
+}
+
+lp_status lp_keras_h5_read_layers(const char *path, lp_wlayers *layers) {
+    const char *inproc = getenv("LOUPE_H5_INPROCESS");
+    if (inproc && *inproc == '1') return read_layers_direct(path, layers, NULL);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return lp_fail(LP_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    int fd = memfd_create("loupe-keras-h5", MFD_CLOEXEC);
+    if (fd < 0) return read_layers_direct(path, layers, NULL); /* no memfd: no isolation */
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd);
+        return read_layers_direct(path, layers, NULL);
+    }
+    if (pid == 0) child_main(path, fd);
+    /* a 528 MB file takes ~1 s; allow far more before calling it a hang */
+    double limit = 60.0 + (double)sb.st_size / (8 << 20), t0 = lp_now();
+    int status = 0;
+    bool exited = false, killed = false;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            exited = true;
+            break;
+        }
+        if (r < 0 && errno != EINTR) break; /* ECHILD (SIGCHLD ignored): judge by the stream */
+        if (lp_now() - t0 > limit) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            killed = true;
+            break;
+        }
+        nanosleep(&(struct timespec){0, 2000000}, NULL);
+    }
+    bool complete;
+    lp_status st = parent_read(path, fd, layers, &complete);
+    close(fd);
+    if (killed)
+        return lp_fail(LP_ERR_FORMAT, "%s: libhdf5 did not finish reading the file in %.0f s (it loops on some corrupt files): the file is corrupt, download it again",
+                       path, limit);
+    if (exited && WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        if (sig == SIGINT || sig == SIGTERM) return lp_fail(LP_ERR_INTERRUPTED, "%s: reading interrupted", path);
+        return lp_fail(LP_ERR_FORMAT, "%s: libhdf5 crashed reading the file (signal %d): the file is corrupt, download it again", path, sig);
+    }
+    if (st) return st;
+    if (!complete) return lp_fail(LP_ERR_FORMAT, "%s: the HDF5 reader process stopped early (exit status %d): the file is corrupt or memory ran out", path,
+                                  exited && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    return LP_OK;
 }

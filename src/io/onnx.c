@@ -96,7 +96,12 @@ static bool pb_next(pb *b, uint32_t *field, int *wt, uint64_t *val, slice *bytes
 static pb pb_of(slice s) { return (pb){s.p, s.p + s.n}; }
 static bool slice_eq(slice a, const char *s) { return a.n == strlen(s) && memcmp(a.p, s, a.n) == 0; }
 static bool slice_same(slice a, slice b) { return a.n == b.n && memcmp(a.p, b.p, a.n) == 0; }
-static void slice_str(slice a, char *buf, size_t n) { snprintf(buf, n, "%.*s", (int)(a.n < 200 ? a.n : 200), (const char *)a.p); }
+/* Copies a name for messages; bytes outside printable ASCII become '?'. */
+static void slice_str(slice a, char *buf, size_t n) {
+    size_t k = 0;
+    for (; k + 1 < n && k < a.n && k < 200; k++) buf[k] = a.p[k] >= 0x20 && a.p[k] < 0x7f ? (char)a.p[k] : '?';
+    if (n) buf[k] = 0;
+}
 
 /* ---- parsed graph ---------------------------------------------------------- */
 #define MAX_IO 8
@@ -403,8 +408,17 @@ static lp_status tensor_to_f32(const ograph *g, slice m, const char *name, lp_te
     if (st) return st;
     float *o = out->data;
     if (has_raw) {
+        /* the mapping is read-only and private: dropping pages once copied only
+         * frees memory (every 16 MB, so a 411 MB fc1 never sits twice in RAM) */
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t done = ((uintptr_t)raw.p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
         const uint8_t *p = raw.p;
         for (int64_t i = 0; i < numel; i++, p += esz) {
+            if ((i & ((1 << 22) - 1)) == 0 && i) {
+                uintptr_t upto = (uintptr_t)p & ~((uintptr_t)pg - 1);
+                if (upto > done) madvise((void *)done, upto - done, MADV_DONTNEED);
+                if (upto > done) done = upto;
+            }
             if (esz == 4) memcpy(&o[i], p, 4);
             else if (esz == 8) {
                 double d;
@@ -415,10 +429,8 @@ static lp_status tensor_to_f32(const ograph *g, slice m, const char *name, lp_te
                 o[i] = dtype == ONNX_FLOAT16 ? lp_f16_to_f32(h) : lp_bf16_to_f32(h);
             }
         }
-        /* the mapping is read-only and private: dropping the pages only frees memory */
-        long pg = sysconf(_SC_PAGESIZE);
-        uintptr_t a0 = ((uintptr_t)raw.p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1), a1 = ((uintptr_t)raw.p + raw.n) & ~((uintptr_t)pg - 1);
-        if (a1 > a0) madvise((void *)a0, a1 - a0, MADV_DONTNEED);
+        uintptr_t a1 = ((uintptr_t)raw.p + raw.n) & ~((uintptr_t)pg - 1);
+        if (a1 > done) madvise((void *)done, a1 - done, MADV_DONTNEED);
     } else {
         int64_t k = 0;
         b = pb_of(m);

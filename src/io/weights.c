@@ -430,7 +430,7 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
         lp_tensor_free(&w);
         lp_tensor_free(&b);
     }
-    if (!st) qsort(L.items, (size_t)L.count, sizeof *L.items, cmp_layer_index);
+    if (!st && L.count) qsort(L.items, (size_t)L.count, sizeof *L.items, cmp_layer_index);
     const char *pre = loupe ? lp_tensor_list_get_meta(in, "preprocess") : "torch";
     if (!st) st = lp_weights_assemble(path, &L, arch_hint, loupe ? "loupe" : timm ? "timm" : "torchvision", pre, out);
     if (!st && loupe) {

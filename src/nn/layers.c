@@ -51,6 +51,7 @@ static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *
     if (weights) {
         if (!pl->u.conv.has_re_dw) {
             if ((st = lp_reorder_init(&pl->u.conv.re_dw, &c->bw_dw_md, &wp, true))) return st;
+            if ((st = lp_reorder_init(&pl->u.conv.re_dw_set, &c->bw_dw_md, &wp, false))) return st;
             pl->u.conv.has_re_dw = true;
         }
         if ((st = lp_buf_reserve(&net->tmp_dw, lp_md_size(&c->bw_dw_md), NULL))) return st;
@@ -74,6 +75,7 @@ static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *
     }
     size_t s = lp_conv2d_scratch_size(c);
     if (pl->u.conv.has_re_dw && pl->u.conv.re_dw.prim.scratch_size > s) s = pl->u.conv.re_dw.prim.scratch_size;
+    if (pl->u.conv.has_re_dw && pl->u.conv.re_dw_set.prim.scratch_size > s) s = pl->u.conv.re_dw_set.prim.scratch_size;
     if (pl->u.conv.has_re_wb && pl->u.conv.re_wb.prim.scratch_size > s) s = pl->u.conv.re_wb.prim.scratch_size;
     if (pl->u.conv.has_re_din && pl->u.conv.re_din.prim.scratch_size > s) s = pl->u.conv.re_din.prim.scratch_size;
     if (pl->u.conv.has_re_wf && pl->u.conv.re_wf.prim.scratch_size > s) s = pl->u.conv.re_wf.prim.scratch_size;
@@ -102,18 +104,20 @@ static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
 }
 
 static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
-                               float *dx, bool weights) {
+                               float *dx, bool weights, bool accumulate) {
     lp_conv2d *c = &pl->u.conv.op;
     lp_status st;
     if (l->relu) lp_relu_backward_inplace(dy, y, lp_md_size(&c->dst_md) / sizeof(float));
     const void *src = pl->u.conv.in_re ? l->aux.p : (const void *)x;
     if (weights) {
         if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, net->tmp_dw.p, net->tmp_db.p, net->scratch.p))) return st;
-        if ((st = lp_reorder_exec(&pl->u.conv.re_dw, net->stream, net->tmp_dw.p, grad_ptr(net, l->pw), net->scratch.p))) return st;
+        if ((st = lp_reorder_exec(accumulate ? &pl->u.conv.re_dw : &pl->u.conv.re_dw_set, net->stream, net->tmp_dw.p,
+                                  grad_ptr(net, l->pw), net->scratch.p)))
+            return st;
         dnnl_stream_wait(net->stream);
         float *gb = grad_ptr(net, l->pb);
         const float *db = net->tmp_db.p;
-        for (int i = 0; i < l->out_c; i++) gb[i] += db[i];
+        for (int i = 0; i < l->out_c; i++) gb[i] = accumulate ? gb[i] + db[i] : db[i];
     }
     if (dx) {
         const void *w = param_ptr(net, l->pw);
@@ -143,6 +147,7 @@ static void conv_free(lp_plan_layer *pl) {
     lp_reorder_free(&pl->u.conv.re_wf);
     lp_reorder_free(&pl->u.conv.re_wb);
     lp_reorder_free(&pl->u.conv.re_dw);
+    lp_reorder_free(&pl->u.conv.re_dw_set);
 }
 
 /* ---- max pool ------------------------------------------------------------------ */
@@ -168,7 +173,7 @@ static lp_status pool_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
 }
 
 static lp_status pool_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
-                               float *dx, bool weights) {
+                               float *dx, bool weights, bool accumulate) {
     if (!dx) return LP_OK;
     return lp_maxpool_backward(&pl->u.pool, net->stream, dy, l->aux.p, dx, net->scratch.p);
 }
@@ -204,7 +209,7 @@ static lp_status toplain_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, in
 }
 
 static lp_status toplain_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
-                                  float *dx, bool weights) {
+                                  float *dx, bool weights, bool accumulate) {
     if (!dx || pl->alias) return LP_OK;
     return lp_reorder_exec(&pl->u.re.bwd, net->stream, dy, dx, net->scratch.p);
 }
@@ -231,7 +236,7 @@ static lp_status apool_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
 }
 
 static lp_status apool_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
-                                float *dx, bool weights) {
+                                float *dx, bool weights, bool accumulate) {
     if (!dx) return LP_OK;
     dnnl_stream_wait(net->stream);
     lp_adaptive_avgpool_backward(dy, dx, n * l->in_c, l->in_h, l->in_w, l->out_h, l->out_w);
@@ -254,7 +259,7 @@ static lp_status flatten_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, in
 }
 
 static lp_status flatten_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
-                                  float *dx, bool weights) {
+                                  float *dx, bool weights, bool accumulate) {
     return LP_OK;
 }
 
@@ -281,12 +286,13 @@ static lp_status dense_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
 }
 
 static lp_status dense_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
-                                float *dx, bool weights) {
+                                float *dx, bool weights, bool accumulate) {
     lp_status st;
     dnnl_stream_wait(net->stream);
     if (l->relu) lp_relu_backward_inplace(dy, y, (size_t)n * l->out_c);
     if (weights &&
-        (st = lp_dense_backward_weights(&pl->u.dense, net->stream, x, dy, grad_ptr(net, l->pw), grad_ptr(net, l->pb), net->scratch.p)))
+        (st = lp_dense_backward_weights(&pl->u.dense, net->stream, x, dy, grad_ptr(net, l->pw), grad_ptr(net, l->pb), accumulate,
+                                    net->scratch.p)))
         return st;
     if (dx && (st = lp_dense_backward_data(&pl->u.dense, net->stream, dy, param_ptr(net, l->pw), dx, net->scratch.p))) return st;
     return LP_OK;
@@ -316,7 +322,7 @@ static lp_status dropout_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, in
 }
 
 static lp_status dropout_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
-                                  float *dx, bool weights) {
+                                  float *dx, bool weights, bool accumulate) {
     if (!dx) return LP_OK;
     dnnl_stream_wait(net->stream);
     lp_dropout_backward(dy, l->aux.p, dx, lp_md_size(&pl->in_md) / sizeof(float));

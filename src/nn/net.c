@@ -71,7 +71,7 @@ static void init_weights(lp_net *net) {
         float std = p->ndim == 4 ? sqrtf(2.0f / (float)(p->shape[0] * p->shape[2] * p->shape[3])) : 0.01f;
         uint64_t stream = 0x1000 + (uint64_t)i, seed = net->cfg.seed;
         const long long n = (long long)p->numel, pairs = (n + 1) / 2;
-#pragma omp parallel for if (pairs > 32768)
+LP_OMP(parallel for if (pairs > 32768))
         for (long long j = 0; j < pairs; j++) {
             uint64_t u = lp_rng_u64(seed, stream, (uint64_t)j);
             float u1 = ((float)(u >> 40) + 1.0f) * (1.0f / 16777216.0f); /* (0, 1] */
@@ -174,14 +174,28 @@ float *lp_net_param(lp_net *net, int i) {
 const float *lp_net_param_data(const lp_net *net, int i) {
     return i >= 0 && i < net->nparams ? net->weights + net->params[i].offset : NULL;
 }
-float *lp_net_grad(lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->grads + net->params[i].offset : NULL; }
+void lp_net_materialize_grad(lp_net *net, int i) {
+    lp_param *p = &net->params[i];
+    if (p->grad_state == LP_GRAD_STALE) {
+        memset(net->grads + p->offset, 0, p->numel * sizeof(float));
+        p->grad_state = LP_GRAD_ZERO;
+    }
+}
+float *lp_net_grad(lp_net *net, int i) {
+    if (i < 0 || i >= net->nparams) return NULL;
+    lp_net_materialize_grad(net, i);
+    return net->grads + net->params[i].offset;
+}
 bool lp_net_param_trainable(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].trainable; }
 size_t lp_net_num_weights(const lp_net *net) { return net->nweights; }
 float *lp_net_weights(lp_net *net) {
     lp_net_invalidate_weights(net, false);
     return net->weights;
 }
-float *lp_net_grads(lp_net *net) { return net->grads; }
+float *lp_net_grads(lp_net *net) {
+    for (int i = 0; i < net->nparams; i++) lp_net_materialize_grad(net, i);
+    return net->grads;
+}
 
 void lp_net_invalidate_weights(lp_net *net, bool trainable_only) {
     for (int l = 0; l < net->nlayers; l++) {
@@ -345,14 +359,11 @@ lp_status lp_net_loss(lp_net *net, const int *labels, int n, float *loss_per_sam
     return LP_OK;
 }
 
+/* Lazy: the next backward overwrites instead of accumulating, and any
+ * pointer handed out (lp_net_grad/lp_net_grads) is cleared first. */
 void lp_net_zero_grad(lp_net *net) {
-    for (int i = 0; i < net->nparams; i++) {
-        lp_param *p = &net->params[i];
-        if (p->grad_dirty) {
-            memset(net->grads + p->offset, 0, p->numel * sizeof(float));
-            p->grad_dirty = false;
-        }
-    }
+    for (int i = 0; i < net->nparams; i++)
+        if (net->params[i].grad_state == LP_GRAD_DATA) net->params[i].grad_state = LP_GRAD_STALE;
 }
 
 static bool layer_trainable(const lp_net *net, const lp_layer *L) {
@@ -381,15 +392,18 @@ lp_status lp_net_backward(lp_net *net) {
     for (int l = net->nlayers - 1; l >= lo; l--) {
         lp_layer *L = &net->layers[l];
         lp_plan_layer *pl = &p->layers[l];
-        bool w = layer_trainable(net, L);
+        bool w = layer_trainable(net, L), acc = false;
+        if (w) {
+            /* overwrite when both gradients are logically zero, else accumulate onto real zeros/data */
+            bool zw = net->params[L->pw].grad_state != LP_GRAD_DATA, zb = net->params[L->pb].grad_state != LP_GRAD_DATA;
+            acc = !(zw && zb);
+            if (acc) lp_net_materialize_grad(net, L->pw), lp_net_materialize_grad(net, L->pb);
+        }
         float *dx = l > lo ? (pl->alias ? dbuf[d] : dbuf[1 - d]) : NULL;
         st = lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), dbuf[d],
-                                              dx, w);
+                                              dx, w, acc);
         if (st) return lp_fail_context(st, "backward %s", L->name[0] ? L->name : "reorder");
-        if (w) {
-            if (L->pw >= 0) net->params[L->pw].grad_dirty = true;
-            if (L->pb >= 0) net->params[L->pb].grad_dirty = true;
-        }
+        if (w) net->params[L->pw].grad_state = net->params[L->pb].grad_state = LP_GRAD_DATA;
         if (!pl->alias) d = 1 - d;
     }
     dnnl_stream_wait(net->stream);

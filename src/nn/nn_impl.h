@@ -48,7 +48,7 @@ typedef struct lp_plan_layer {
         struct {
             lp_conv2d op;
             bool in_re; /* input reordered into aux */
-            lp_reorder re_in, re_din, re_wf, re_wb, re_dw;
+            lp_reorder re_in, re_din, re_wf, re_wb, re_dw, re_dw_set;
             bool has_re_din, has_re_wf, has_re_wb, has_re_dw;
         } conv;
         lp_maxpool pool;
@@ -68,12 +68,15 @@ typedef struct lp_plan {
 
 #define LP_MAX_PLANS 6
 
+enum { LP_GRAD_ZERO, LP_GRAD_DATA, LP_GRAD_STALE /* logically zero, memory not cleared */ };
+
 typedef struct lp_param {
     char name[48];
     int ndim;
     int64_t shape[4];
     size_t offset, numel;
-    bool trainable, grad_dirty;
+    bool trainable;
+    int grad_state; /* LP_GRAD_*: zero_grad is lazy, backward overwrites logically-zero grads */
     int layer;
 } lp_param;
 
@@ -111,8 +114,9 @@ typedef struct lp_layer_ops {
     lp_status (*forward)(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
                          uint64_t seed, uint64_t stream);
     /* dy may be modified (ReLU mask applied in place). dx NULL when not needed. */
+    /* weights: compute parameter gradients; accumulate: add to them (else overwrite). */
     lp_status (*backward)(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
-                          float *dx, bool weights);
+                          float *dx, bool weights, bool accumulate);
     void (*free_plan)(lp_plan_layer *pl);
 } lp_layer_ops;
 extern const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT];
@@ -120,6 +124,7 @@ extern const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT];
 /* zoo.c: fills net->layers/params from the config (no allocation of weights). */
 lp_status lp_net_build_layers(lp_net *net);
 /* net.c */
+void lp_net_materialize_grad(lp_net *net, int i); /* STALE -> memset -> ZERO */
 void lp_net_invalidate_weights(lp_net *net, bool trainable_only);
 lp_status lp_net_reserve_scratch(lp_net *net, size_t bytes);
 

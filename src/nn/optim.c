@@ -62,7 +62,7 @@ void lp_optim_free(lp_optim *o) {
 static void sgd_param(lp_optim *o, float *w, const float *g, float *buf, long long n, float lr, bool first) {
     const float wd = o->cfg.weight_decay, mom = o->cfg.momentum;
     const bool nest = o->cfg.nesterov;
-#pragma omp parallel for if (n > 32768)
+LP_OMP(parallel for if (n > 32768))
     for (long long i = 0; i < n; i++) {
         float d = g[i];
         if (wd != 0.0f) d = d + wd * w[i];
@@ -81,7 +81,7 @@ static void adam_param(lp_optim *o, float *w, const float *g, float *m, float *v
     double bc1 = 1.0 - pow((double)b1, (double)step), bc2 = 1.0 - pow((double)b2, (double)step);
     const float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     const float decay = (float)(1.0 - (double)lr * wd);
-#pragma omp parallel for if (n > 32768)
+LP_OMP(parallel for if (n > 32768))
     for (long long i = 0; i < n; i++) {
         float wi = w[i], gi = g[i];
         if (decoupled) wi = wi * decay;
@@ -101,6 +101,7 @@ lp_status lp_optim_step(lp_optim *o, float lr) {
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
         if (!p->trainable) continue;
+        lp_net_materialize_grad(net, i);
         float *w = net->weights + p->offset, *g = net->grads + p->offset;
         o->steps[i]++;
         if (o->cfg.kind == LP_OPT_SGD) sgd_param(o, w, g, o->m + p->offset, (long long)p->numel, lr, !o->has_state[i]);

@@ -207,8 +207,9 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
             if ((s = lp_loader_next(f->train_loader, &bt))) return s;
             uint64_t dseed = lp_rng_u64(p->seed, STREAM_DROPOUT, (uint64_t)f->st.global_step);
             float mean;
-            if ((s = lp_fit_train_step(f, &bt, dseed, (float)f->st.lr, &mean))) return s;
-            if (!isfinite(mean)) {
+            /* lp_net_loss itself fails on a non-finite loss (before any update) */
+            if ((s = lp_fit_train_step(f, &bt, dseed, (float)f->st.lr, &mean)) && s != LP_ERR_NUMERIC) return s;
+            if (s == LP_ERR_NUMERIC || !isfinite(mean)) {
                 return lp_fail(LP_ERR_NUMERIC,
                                "loss is %g at epoch %d step %d: training diverged; the last good checkpoint is kept "
                                "(try a smaller --lr)", (double)mean, epoch, step + 1);
@@ -240,7 +241,12 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         }
         double loss = f->st.loss_sum / f->st.seen, acc = f->st.correct / f->st.seen;
         double val_loss, val_acc;
-        if ((s = validate(f, epoch, &val_loss, &val_acc))) return s;
+        if ((s = validate(f, epoch, &val_loss, &val_acc))) {
+            if (s == LP_ERR_NUMERIC)
+                lp_fail_context(s, "validation of epoch %d: training diverged; the last good checkpoint is kept (try a "
+                                   "smaller --lr)", epoch);
+            return s;
+        }
         double lr_used = f->st.lr;
         char extra[256];
         if (f->valid_loader) snprintf(extra, sizeof extra, " - val_loss: %.4f - val_accuracy: %.4f", val_loss, val_acc);
@@ -312,7 +318,7 @@ lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *us
     f.p = *params;
     f.out = params->out ? params->out : stdout;
     if ((s = lp_mkdirs(params->run_dir))) return s;
-    char *lock = NULL;
+    lp_runlock *lock = NULL;
     if ((s = lp_run_lock(params->run_dir, &lock))) return s;
     s = lp_fit_setup(&f);
     if (!s) s = run_epochs(&f, cb, user);

@@ -1,5 +1,6 @@
 /* Fit loop set-up and tear-down: dataset, model, pretrained weights,
  * freezing, optimizer, --resume, loaders, run.json and the logs. */
+#include "core/atomic_cleanup.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
@@ -352,6 +353,11 @@ lp_status lp_fit_setup(lp_fit *f) {
     f->ckpt_dir = lp_path_join(p->run_dir, "checkpoints");
     if (!f->ckpt_dir) return LP_ERR_NOMEM;
     if ((s = lp_mkdirs(f->ckpt_dir))) return s;
+    /* Temporaries of a killed run (we hold the run lock: nobody else writes here). */
+    int stale = 0, n;
+    if (!lp_atomic_remove_stale(p->run_dir, &n)) stale += n;
+    if (!lp_atomic_remove_stale(f->ckpt_dir, &n)) stale += n;
+    if (stale) say(f, "Removed %d temporary file(s) left by an interrupted run.\n", stale);
     if (!p->resume) {
         char *last = lp_path_join(f->ckpt_dir, "last.safetensors");
         bool exists = last && lp_path_exists(last);

@@ -6,10 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* JSON has no infinity: store +-inf as strings. */
@@ -92,52 +93,78 @@ lp_status lp_train_state_from_json(const char *json, lp_train_state *s) {
     return LP_OK;
 }
 
-lp_status lp_run_lock(const char *run_dir, char **lock_path) {
-    *lock_path = lp_path_join(run_dir, "lock");
-    if (!*lock_path) return LP_ERR_NOMEM;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int fd = open(*lock_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-            char buf[32];
-            int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
-            ssize_t w = write(fd, buf, (size_t)n);
+/* RUN/lock is held with flock(): the kernel drops it when its owner exits or is
+ * killed, so a stale file never blocks and two starters can never both hold it
+ * (the pid in the file is only for the message). */
+struct lp_runlock {
+    int fd;
+    char *path;
+};
+
+lp_status lp_run_lock(const char *run_dir, lp_runlock **out) {
+    *out = NULL;
+    char *path = lp_path_join(run_dir, "lock");
+    if (!path) return LP_ERR_NOMEM;
+    lp_status s = LP_OK;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            s = lp_fail(LP_ERR_IO, "%s: cannot create lock file (%s)", path, strerror(errno));
+            break;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno;
+            char buf[32] = "";
+            ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+            buf[n > 0 ? n : 0] = 0;
+            long pid = strtol(buf, NULL, 10);
             close(fd);
-            if (w != n) {
-                unlink(*lock_path);
-                free(*lock_path);
-                *lock_path = NULL;
-                return lp_fail(LP_ERR_IO, "%s/lock: cannot write", run_dir);
+            if (e != EWOULDBLOCK) {
+                s = lp_fail(LP_ERR_IO, "%s: cannot lock (%s)", path, strerror(e));
+            } else {
+                char who[48] = "";
+                if (pid > 0) snprintf(who, sizeof who, " (pid %ld)", pid);
+                s = lp_fail(LP_ERR_LOCKED, "%s is in use by another loupe process%s; wait for it to finish or use another --run",
+                            run_dir, who);
             }
-            return LP_OK;
+            break;
         }
-        if (errno != EEXIST) break;
-        /* Someone holds it: alive, or a stale lock from a killed run? */
-        FILE *f = fopen(*lock_path, "r");
-        long pid = 0;
-        if (f) {
-            if (fscanf(f, "%ld", &pid) != 1) pid = 0;
-            fclose(f);
+        /* The previous owner unlinks the file when it ends: if it did so after our
+         * open, we hold a lock on a file nobody else will see; take the new one. */
+        struct stat a, b;
+        if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+            close(fd);
+            continue;
         }
-        if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
-            lp_status s = lp_fail(LP_ERR_LOCKED,
-                                  "%s is in use by another loupe process (pid %ld); wait for it to finish or use another --run",
-                                  run_dir, pid);
-            free(*lock_path);
-            *lock_path = NULL;
-            return s;
+        char buf[32];
+        int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+            s = lp_fail(LP_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
+            close(fd);
+            break;
         }
-        unlink(*lock_path); /* stale: its owner is gone */
+        lp_runlock *l = lp_calloc(1, sizeof *l);
+        if (!l) {
+            close(fd);
+            s = LP_ERR_NOMEM;
+            break;
+        }
+        l->fd = fd;
+        l->path = path;
+        *out = l;
+        return LP_OK;
     }
-    lp_status s = lp_fail(LP_ERR_IO, "%s: cannot create lock file (%s)", *lock_path, strerror(errno));
-    free(*lock_path);
-    *lock_path = NULL;
+    if (!s) s = lp_fail(LP_ERR_IO, "%s: cannot take the lock (it keeps being replaced)", path);
+    free(path);
     return s;
 }
 
-void lp_run_unlock(char *lock_path) {
-    if (!lock_path) return;
-    unlink(lock_path);
-    free(lock_path);
+void lp_run_unlock(lp_runlock *l) {
+    if (!l) return;
+    unlink(l->path); /* while still holding it */
+    close(l->fd);
+    free(l->path);
+    free(l);
 }
 
 void lp_softmax_rows(const float *logits, int n, int k, double T, float *probs) {

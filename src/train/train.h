@@ -28,9 +28,11 @@ typedef struct lp_train_state {
 char *lp_train_state_to_json(const lp_train_state *s); /* malloc'ed */
 lp_status lp_train_state_from_json(const char *json, lp_train_state *s);
 
-/* Run directory lock: RUN/lock holds the owner's pid; a live owner means LP_ERR_LOCKED. */
-lp_status lp_run_lock(const char *run_dir, char **lock_path);
-void lp_run_unlock(char *lock_path);
+/* Run directory lock: RUN/lock, flock()ed by its owner and holding its pid; a
+ * live owner means LP_ERR_LOCKED; the lock of a killed owner is free. */
+typedef struct lp_runlock lp_runlock;
+lp_status lp_run_lock(const char *run_dir, lp_runlock **lock);
+void lp_run_unlock(lp_runlock *lock); /* removes RUN/lock; NULL is fine */
 
 /* Softmax of logits / T for n rows of k (T = 1: plain softmax), numerically stable. */
 void lp_softmax_rows(const float *logits, int n, int k, double T, float *probs);

@@ -4,8 +4,9 @@
  *   run CKPT INPUTS.safetensors OUT.safetensors OPT LR STEPS [FREEZE]
  *       loads CKPT strictly, reads x (F32 n,C,H,W) and labels (I64 n) from
  *       INPUTS, and writes: eval_logits; logits, loss, loss_per_sample, probs
- *       and grad.<param> of the first training step; mask.<step>.<layer> for
- *       each dropout layer and step; final.<param> after STEPS optimizer steps
+ *       and grad.<param> (trainable ones) of the first training step;
+ *       mask.<step>.<layer> for each dropout layer and step; final.<param>
+ *       (trainable ones; frozen ones must stay bit-identical) after STEPS steps
  *       (OPT sgd = momentum 0.9, adam, adamw); seed of step s is s.
  * Exit 1 with the library's message on any error. */
 #include "io/checkpoint.h"
@@ -122,19 +123,30 @@ static int cmd_run(int argc, char **argv) {
             for (int p = 0; p < lp_net_param_count(net); p++) {
                 int64_t sh[4];
                 int nd = lp_net_param_shape(net, p, sh);
+                if (!lp_net_param_trainable(net, p)) continue; /* frozen: checked below to stay unchanged */
                 snprintf(name, sizeof name, "grad.%s", lp_net_param_name(net, p));
                 add_copy(&out, name, lp_net_grad(net, p), nd, sh);
             }
         }
         CHECK(lp_optim_step(opt, lr));
     }
+    lp_tensor_list init;
+    lp_tensor_list_init(&init);
+    CHECK(lp_safetensors_read(argv[2], &init));
     for (int p = 0; p < lp_net_param_count(net); p++) {
         int64_t sh[4];
         char name[128];
         int nd = lp_net_param_shape(net, p, sh);
+        if (!lp_net_param_trainable(net, p)) {
+            lp_named_tensor *t0 = lp_tensor_list_find(&init, lp_net_param_name(net, p));
+            if (!t0 || memcmp(t0->t.data, lp_net_param_data(net, p), lp_net_param_numel(net, p) * sizeof(float)))
+                return fprintf(stderr, "frozen parameter %s changed\n", lp_net_param_name(net, p)), 1;
+            continue;
+        }
         snprintf(name, sizeof name, "final.%s", lp_net_param_name(net, p));
         add_copy(&out, name, lp_net_param_data(net, p), nd, sh);
     }
+    lp_tensor_list_free(&init);
     CHECK(lp_safetensors_write(argv[4], &out));
     lp_tensor_list_free(&out);
     lp_tensor_list_free(&in);

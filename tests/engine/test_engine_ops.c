@@ -238,11 +238,23 @@ static void test_dense(int n, int in, int out) {
     /* backward weights accumulates: start from a known value and subtract it */
     for (int i = 0; i < out * in; i++) dw[i] = 1.0f;
     for (int i = 0; i < out; i++) db[i] = 1.0f;
-    CHECK(lp_dense_backward_weights(&k.d, S, k.x, k.r, dw, db, k.scratch));
+    CHECK(lp_dense_backward_weights(&k.d, S, k.x, k.r, dw, db, true, k.scratch));
     CHECK(lp_dense_backward_data(&k.d, S, k.r, k.w, dx, k.scratch));
     dnnl_stream_wait(S);
     for (int i = 0; i < out * in; i++) dw[i] -= 1.0f;
     for (int i = 0; i < out; i++) db[i] -= 1.0f;
+    /* overwrite mode gives the same on a garbage buffer */
+    float *dw2 = lp_aligned_alloc((size_t)out * in * 4), *db2 = lp_aligned_alloc((size_t)out * 4);
+    for (int i = 0; i < out * in; i++) dw2[i] = 123.0f;
+    for (int i = 0; i < out; i++) db2[i] = 123.0f;
+    CHECK(lp_dense_backward_weights(&k.d, S, k.x, k.r, dw2, db2, false, k.scratch));
+    dnnl_stream_wait(S);
+    double ow = 0;
+    for (int i = 0; i < out * in; i++) ow = fmax(ow, fabs(dw2[i] - dw[i]));
+    for (int i = 0; i < out; i++) ow = fmax(ow, fabs(db2[i] - db[i]));
+    printf("%-44s max diff %.2e %s\n", "dense dw/db overwrite vs accumulate", ow, ow < 1e-5 ? "ok" : "FAIL");
+    if (ow >= 1e-5) failures++;
+    free(dw2), free(db2);
     check("dense dw (accumulated)", &k, dense_loss, k.w, (size_t)out * in, dw, 80, 1e-2f, 2e-3);
     check("dense db (accumulated)", &k, dense_loss, k.b, (size_t)out, db, out, 1e-2f, 2e-3);
     check("dense dx", &k, dense_loss, k.x, (size_t)n * in, dx, 80, 1e-2f, 2e-3);
@@ -340,7 +352,8 @@ int main(void) {
     test_conv("conv 3x3 stride2 pad0 (1,4,7,7)->8", (lp_conv2d_params){1, 4, 7, 7, 8, 3, 3, 2, 2, 0, 0, false}, false);
     test_pool(2, 3, 6, 6);
     test_pool(1, 2, 7, 5);
-    test_dense(3, 17, 5);
+    test_dense(3, 17, 5); /* small-batch outer-product path */
+    test_dense(7, 19, 6); /* matmul path */
     test_xent();
     test_apool(5, 5, 3, 3);
     test_apool(1, 1, 7, 7);

@@ -133,6 +133,30 @@ def gemm_transb0_alpha(m):
         n.attribute.extend([helper.make_attribute("alpha", 2.0), helper.make_attribute("beta", 0.25), helper.make_attribute("transB", 0)])
 
 
+def model_zoo_style(m):
+    """Like the ONNX model zoo's vgg16-7 (MXNet export): input 'data',
+    Dropout nodes after the fc ReLUs, a Softmax at the end (compared before it)."""
+    old_in = m.graph.input[0].name
+    for n in m.graph.node:
+        for j, v in enumerate(n.input):
+            if v == old_in:
+                n.input[j] = "data"
+    m.graph.input[0].name = "data"
+    nodes = []
+    for n in m.graph.node:
+        nodes.append(n)
+        if n.op_type == "Relu" and "classifier" in n.output[0]:
+            out = n.output[0]
+            n.output[0] = out + "_pre_drop"
+            nodes.append(helper.make_node("Dropout", [out + "_pre_drop"], [out], name=out + "_dropout"))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    last = m.graph.output[0].name
+    m.graph.node.append(helper.make_node("Softmax", [last], ["prob"], name="softmax", axis=1))
+    m.graph.output[0].name = "prob"
+
+
+variant("model_zoo_style", model_zoo_style)
 variant("float_data", to_float_data)
 variant("renamed_shuffled", rename_and_shuffle)
 variant("matmul_add", gemm_to_matmul_add)

@@ -4,6 +4,7 @@
  * lp_weights_load_into and writes the logits of a forward pass.
  *
  *   weights_engine WEIGHTS EXTRA|- X.bin N H W HEAD|- OUT.bin
+ *   weights_engine --read WEIGHTS      (only lp_weights_read: for load time/memory)
  * X.bin: float32 NCHW (N, 3, H, W); OUT.bin: float32 (N, classes). */
 #include "io/safetensors.h"
 #include "io/weights.h"
@@ -18,6 +19,14 @@ static int die(const char *what) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--read")) {
+        lp_tensor_list wl;
+        double t0 = lp_now();
+        if (lp_weights_read(argv[2], NULL, &wl)) return die("read weights");
+        printf("read %s: %d tensors, source %s, %.2f s\n", argv[2], wl.count, lp_tensor_list_get_meta(&wl, "source"), lp_now() - t0);
+        lp_tensor_list_free(&wl);
+        return 0;
+    }
     if (argc != 9) {
         fprintf(stderr, "usage: weights_engine WEIGHTS EXTRA|- X.bin N H W HEAD|- OUT.bin\n");
         return 2;

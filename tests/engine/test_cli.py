@@ -1,0 +1,51 @@
+#!/usr/bin/python3
+"""CLI checks for `loupe summary` and `loupe bench` (engine-owned subcommands).
+Parameter totals are compared with torchvision's own models, not with golden values."""
+import re, subprocess, sys, os
+import torch, torchvision
+
+loupe, work = sys.argv[1], sys.argv[2]
+os.makedirs(work, exist_ok=True)
+fail = []
+
+
+def run(*args, code=0):
+    p = subprocess.run([loupe, *args], capture_output=True, text=True)
+    if p.returncode != code:
+        fail.append("%s: exit %d (want %d): %s" % (" ".join(args), p.returncode, code, p.stderr.strip()))
+    return p.stdout + p.stderr
+
+
+def total(text):
+    m = re.search(r"Total params: ([\d,]+)", text)
+    return int(m.group(1).replace(",", "")) if m else -1
+
+
+for arch in ("vgg16", "vgg19"):
+    out = run("summary", "--model", arch, "--size", "224x224", "--classes", "5")
+    want = sum(p.numel() for p in getattr(torchvision.models, arch)(num_classes=5).parameters())
+    if total(out) != want:
+        fail.append("%s top=keep total %d, torchvision %d" % (arch, total(out), want))
+out = run("summary", "--model", "vgg16", "--top", "none", "--head", "flatten,dense:256:relu,dropout,dense", "--size", "64x64",
+          "--freeze", "base")
+want_head = 512 * 2 * 2 * 256 + 256 + 256 * 2 + 2
+want_feat = sum(p.numel() for p in torchvision.models.vgg16().features.parameters())
+m = re.search(r"Trainable params: ([\d,]+)", out)
+if total(out) != want_head + want_feat or not m or int(m.group(1).replace(",", "")) != want_head:
+    fail.append("vgg16 head summary totals:\n" + out)
+if "head.1 (Linear + ReLU" not in out or not re.search(r"head.0 \(Flatten\)\s+\(2048\)", out):
+    fail.append("head rows missing:\n" + out)
+run("summary", "--help")
+run("summary", code=2)
+run("summary", "--model", "vgg16", "--size", "16x16", code=2)
+run("summary", os.path.join(work, "missing.safetensors"), code=1)
+out = run("bench", "--model", "tiny", "--size", "32x32", "--batch", "2", "--steps", "2", "--threads", "1")
+if not re.search(r"images/s: [0-9.]+", out):
+    fail.append("bench output: " + out)
+run("bench", "--help")
+run("bench", "--batch", "0", code=2)
+run("bench", "--precision", "bf16", code=2)
+for f in fail:
+    print("FAIL", f)
+print("cli checks:", "FAILED" if fail else "ok")
+sys.exit(1 if fail else 0)
