@@ -206,7 +206,9 @@ lp_status lp_model_load(const char *path, lp_model **out) {
     *out = NULL;
     lp_net *net;
     lp_tensor_list all;
-    lp_status st = lp_checkpoint_load(path, &net, &all);
+    /* max_batch is only a hint (larger batches work); 16 gives evaluation and
+     * prediction code that chunks by it reasonable batches. */
+    lp_status st = lp_checkpoint_load_ex(path, 16, &net, &all);
     if (st) return st;
     for (int i = 0; i < all.count; i++) lp_tensor_free(&all.items[i].t); /* keep only the metadata */
     st = lp_model_wrap(net, &all, out);

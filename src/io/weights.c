@@ -114,7 +114,6 @@ void lp_wlayers_note_foreign(lp_wlayers *l, const char *name, bool conv_like) {
         add_example(l->examples, &l->n_examples, name);
     }
 }
-#define note_foreign lp_wlayers_note_foreign
 
 /* ---- checks ------------------------------------------------------------- */
 static lp_status check_finite(const char *path, const char *ours, const char *src, const lp_tensor *t) {
@@ -363,7 +362,7 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
             kind = LP_WLAYER_CONV;
             is_w = !strcmp(rest, "weight");
             if (is_w && nt->t.ndim != 4) {
-                note_foreign(&L, nt->name, false); /* features.N.weight of a batch norm */
+                lp_wlayers_note_foreign(&L, nt->name, false); /* features.N.weight of a batch norm */
                 continue;
             }
         } else if (parse_index(name, "classifier.", &idx, &rest) && (!strcmp(rest, "weight") || !strcmp(rest, "bias"))) {
@@ -376,7 +375,7 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
             idx = name[0] == 'h' ? 6 : name[13] == '1' ? 0 : 3;
             is_w = !strcmp(rest, "weight");
             if (!is_w && strcmp(rest, "bias")) {
-                note_foreign(&L, nt->name, false);
+                lp_wlayers_note_foreign(&L, nt->name, false);
                 continue;
             }
             timm_reshape = name[0] == 'p';
@@ -384,7 +383,7 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
             if (strncmp(name, "head.", 5) == 0) keep[i] = nt->name;
             continue;
         } else {
-            note_foreign(&L, nt->name, nt->t.ndim == 4);
+            lp_wlayers_note_foreign(&L, nt->name, nt->t.ndim == 4);
             continue;
         }
         int p;
@@ -401,7 +400,7 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
     /* sort: convs by features index, denses by classifier index */
     for (int p = 0; p < np && !st; p++) {
         if (!pend[p].w && L.foreign_count > 0) {
-            note_foreign(&L, pend[p].b->name, false); /* bias of a batch norm: reported with it */
+            lp_wlayers_note_foreign(&L, pend[p].b->name, false); /* bias of a batch norm: reported with it */
             continue;
         }
         if (!pend[p].w) {

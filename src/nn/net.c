@@ -7,14 +7,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 lp_status lp_buf_reserve(lp_buf *b, size_t bytes, bool *grew) {
     if (grew) *grew = false;
     if (bytes <= b->cap) return LP_OK;
     free(b->p);
     b->cap = 0;
-    b->p = lp_aligned_alloc(bytes);
-    if (!b->p) return LP_ERR_NOMEM;
+    b->p = NULL;
+    if (bytes >= ((size_t)4 << 20)) {
+        /* Large activation buffers: 2 MiB aligned and backed by transparent huge
+         * pages where the kernel allows it (fewer TLB misses in the conv kernels). */
+        size_t rounded = (bytes + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+        if (posix_memalign(&b->p, (size_t)2 << 20, rounded) != 0) b->p = NULL;
+#ifdef MADV_HUGEPAGE
+        if (b->p) madvise(b->p, rounded, MADV_HUGEPAGE);
+#endif
+        if (!b->p) return lp_fail(LP_ERR_NOMEM, "out of memory allocating %zu bytes", bytes);
+    } else {
+        b->p = lp_aligned_alloc(bytes);
+        if (!b->p) return LP_ERR_NOMEM;
+    }
     b->cap = bytes;
     if (grew) *grew = true;
     return LP_OK;
@@ -105,7 +118,7 @@ lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
     net->weights = lp_aligned_alloc((net->nweights ? net->nweights : 1) * sizeof(float));
     /* calloc: large blocks come zeroed from mmap, so grads of frozen layers cost no memory. */
     net->grads = calloc(net->nweights ? net->nweights : 1, sizeof(float));
-    net->act = calloc((size_t)net->nlayers + 1, sizeof *net->act);
+    net->act = calloc((size_t)net->nlayers + 3, sizeof *net->act); /* + 2 ping-pong slots for inference */
     if (!net->weights || !net->grads || !net->act) {
         st = lp_fail(LP_ERR_NOMEM, "out of memory for %zu weights", net->nweights);
         goto fail;
@@ -137,7 +150,7 @@ void lp_net_free(lp_net *net) {
         lp_buf_free(&net->layers[l].wb);
     }
     if (net->act)
-        for (int l = 0; l <= net->nlayers; l++) lp_buf_free(&net->act[l]);
+        for (int l = 0; l <= net->nlayers + 2; l++) lp_buf_free(&net->act[l]);
     free(net->act);
     lp_buf_free(&net->diff[0]);
     lp_buf_free(&net->diff[1]);
@@ -244,8 +257,12 @@ lp_status lp_net_freeze(lp_net *net, const char *spec) {
 /* ---- plans ------------------------------------------------------------------ */
 lp_status lp_net_reserve_scratch(lp_net *net, size_t bytes) { return lp_buf_reserve(&net->scratch, bytes, NULL); }
 
-static lp_status plan_build(lp_net *net, lp_plan *p, int n) {
+/* Training plans keep every layer's output (slot l+1) for backward; inference
+ * plans alternate between two slots (L+1, L+2), so memory stays at two
+ * activations whatever the depth. */
+static lp_status plan_build(lp_net *net, lp_plan *p, int n, bool training) {
     p->n = n;
+    p->training = training;
     p->layers = lp_calloc((size_t)net->nlayers, sizeof *p->layers);
     if (!p->layers) return LP_ERR_NOMEM;
     const lp_net_config *c = &net->cfg;
@@ -269,9 +286,10 @@ static lp_status plan_build(lp_net *net, lp_plan *p, int n) {
         if (pl->alias && slot != 0) {
             pl->out_slot = slot;
         } else {
+            int L = net->nlayers;
             pl->alias = false;
-            pl->out_slot = l + 1;
-            if ((st = lp_buf_reserve(&net->act[l + 1], lp_md_size(&pl->out_md), NULL))) return st;
+            pl->out_slot = training ? l + 1 : (slot == L + 1 ? L + 2 : L + 1);
+            if ((st = lp_buf_reserve(&net->act[pl->out_slot], lp_md_size(&pl->out_md), NULL))) return st;
         }
         size_t s = lp_md_size(&pl->out_md);
         if (s > max_diff) max_diff = s;
@@ -279,16 +297,17 @@ static lp_status plan_build(lp_net *net, lp_plan *p, int n) {
         cur = pl->out_md;
         slot = pl->out_slot;
     }
+    if (!training) return LP_OK;
     if ((st = lp_buf_reserve(&net->diff[0], max_diff, NULL))) return st;
     if ((st = lp_buf_reserve(&net->diff[1], max_diff, NULL))) return st;
     return LP_OK;
 }
 
-static lp_status get_plan(lp_net *net, int n, lp_plan **out) {
+static lp_status get_plan(lp_net *net, int n, bool training, lp_plan **out) {
     lp_plan *free_slot = NULL, *lru = NULL;
     for (int i = 0; i < LP_MAX_PLANS; i++) {
         lp_plan *p = &net->plans[i];
-        if (p->layers && p->n == n) {
+        if (p->layers && p->n == n && p->training == training) {
             p->last_use = ++net->use_counter;
             *out = p;
             return LP_OK;
@@ -299,7 +318,7 @@ static lp_status get_plan(lp_net *net, int n, lp_plan **out) {
     lp_plan *p = free_slot ? free_slot : lru;
     if (p == net->cur) net->cur = NULL;
     plan_free(net, p);
-    lp_status st = plan_build(net, p, n);
+    lp_status st = plan_build(net, p, n, training);
     if (st) {
         plan_free(net, p);
         return st;
@@ -317,7 +336,7 @@ lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint
     net->loss_ready = false;
     net->cur = NULL;
     lp_plan *p;
-    lp_status st = get_plan(net, n, &p);
+    lp_status st = get_plan(net, n, training, &p);
     if (st) return st;
     const lp_net_config *c = &net->cfg;
     memcpy(net->act[0].p, x, sizeof(float) * (size_t)n * c->in_c * c->in_h * c->in_w);

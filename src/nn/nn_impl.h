@@ -62,11 +62,12 @@ typedef struct lp_plan_layer {
 
 typedef struct lp_plan {
     int n;
+    bool training;
     uint64_t last_use;
     lp_plan_layer *layers;
 } lp_plan;
 
-#define LP_MAX_PLANS 6
+#define LP_MAX_PLANS 8
 
 enum { LP_GRAD_ZERO, LP_GRAD_DATA, LP_GRAD_STALE /* logically zero, memory not cleared */ };
 
@@ -89,7 +90,8 @@ struct lp_net {
     size_t nweights;
     float *weights, *grads;
     dnnl_stream_t stream;
-    /* activation slots: slot 0 is the caller's input, slot l+1 the output of layer l */
+    /* activation slots: slot 0 is the caller's input, slot l+1 the output of layer l
+     * (training plans), slots L+1 and L+2 the ping-pong outputs of inference plans */
     lp_buf *act;
     lp_buf diff[2], scratch, tmp_dw, tmp_db, tmp_dx;
     lp_plan plans[LP_MAX_PLANS];

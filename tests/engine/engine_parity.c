@@ -33,7 +33,8 @@ static void add_copy(lp_tensor_list *l, const char *name, const float *src, int 
     CHECK(lp_tensor_list_add(l, name, &t));
 }
 
-/* sgd: momentum 0.9; nesterov: + weight decay 1e-4; adam; adamw (wd 0.01); adam_wd: Adam + wd 1e-2. */
+/* sgd: momentum 0.9; nesterov: + weight decay 1e-4; sgd_plain: no momentum, wd 1e-3; adam; adam_eps6:
+ * eps 1e-6; adam_wd: Adam + wd 1e-2; adamw (wd 0.01). */
 static lp_optim_config opt_config(const char *name) {
     lp_optim_config oc;
     if (!strcmp(name, "sgd") || !strcmp(name, "nesterov")) {
@@ -43,9 +44,10 @@ static lp_optim_config opt_config(const char *name) {
     } else if (!strcmp(name, "sgd_plain")) {
         oc = lp_optim_default_config(LP_OPT_SGD);
         oc.weight_decay = 1e-3f;
-    } else if (!strcmp(name, "adam") || !strcmp(name, "adam_wd")) {
+    } else if (!strcmp(name, "adam") || !strcmp(name, "adam_wd") || !strcmp(name, "adam_eps6")) {
         oc = lp_optim_default_config(LP_OPT_ADAM);
         if (!strcmp(name, "adam_wd")) oc.weight_decay = 1e-2f;
+        if (!strcmp(name, "adam_eps6")) oc.eps = 1e-6f;
     } else if (!strcmp(name, "adamw")) oc = lp_optim_default_config(LP_OPT_ADAMW);
     else {
         fprintf(stderr, "unknown optimizer %s\n", name);

@@ -11,10 +11,11 @@ For one model configuration:
   3. same input and labels on both sides: eval logits, then training steps with the
      same dropout masks (dumped by the C side): logits, loss, per-sample loss, probs,
      every parameter gradient of the first step, every weight after STEPS steps of
-     SGD (momentum 0.9, lr 0.01) and of Adam (lr 1e-4), plus optional extra optimizers.
+     SGD (momentum 0.9, lr 0.01) and of Adam (lr 1e-4, eps 1e-6 by default), plus
+     optional extra optimizers.
 Metric: max|loupe - torch| / max(max|torch|, 1e-6) per tensor; worst per check.
-Tolerances: 1e-4 logits/loss/probs, 1e-3 gradients, 1e-4 weights after SGD steps, 2e-3 after Adam
-steps (see below), 1e-5 for optimizers alone on shared gradients.
+Tolerances: 1e-4 logits/loss/probs, 1e-3 gradients, 1e-4 weights after steps (2e-3 for
+Adam with its default eps 1e-8, see below), 1e-5 for optimizers alone on shared gradients.
 """
 import argparse, json, os, struct, subprocess, sys, time
 import numpy as np
@@ -156,6 +157,8 @@ def torch_opt(opt, params, lr=0.01):
         return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
     if opt == "adam":
         return torch.optim.Adam(params, lr=lr)
+    if opt == "adam_eps6":
+        return torch.optim.Adam(params, lr=lr, eps=1e-6)
     if opt == "adam_wd":
         return torch.optim.Adam(params, lr=lr, weight_decay=1e-2)
     return torch.optim.AdamW(params, lr=lr)
@@ -207,7 +210,7 @@ def main():
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--opts", default="sgd,adam")
+    ap.add_argument("--opts", default="sgd,adam_eps6")
     ap.add_argument("--freeze", default="")
     ap.add_argument("--skip-init-check", action="store_true", help="skip the loupe-init -> torch step")
     ap.add_argument("--optim-check", action="store_true", help="also check optimizers alone on shared gradients")
@@ -320,10 +323,11 @@ def main():
             r = rel(out["final." + nm], p.detach().numpy())
             if r > worst:
                 worst, wname = r, nm
-        # Adam divides each gradient element by its own magnitude, so elements whose
-        # gradient is near zero turn ~1e-6 gradient differences into visible update
-        # differences; its exact semantics are checked with shared gradients below.
-        report("weights after %d %s steps (%s)" % (a.steps, opt, wname), worst, 1e-4 if "adam" not in opt else 2e-3)
+        # Adam divides each gradient element by its own magnitude: with eps 1e-8, elements
+        # whose gradient is ~1e-8 turn rounding-level gradient differences into steps of up
+        # to lr. The VGG runs use eps 1e-6 (adam_eps6) to stay above that noise; default
+        # Adam is checked exactly with shared gradients (--optim-check) and on tiny nets.
+        report("weights after %d %s steps (%s)" % (a.steps, opt, wname), worst, 1e-4 if opt != "adam" else 2e-3)
     if a.optim_check:
         optim_check(a, wd, sd, model, report)
     for f in os.listdir(a.workdir):

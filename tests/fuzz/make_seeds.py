@@ -3,7 +3,7 @@ is kept in the repository): small valid files of every format each target
 reads, plus a few near-misses.
 
 usage: make_seeds.py OUTDIR [LOUPE]
-  OUTDIR/<target>/ for target in decode, safetensors, weights, diag_run.
+  OUTDIR/<target>/ for target in decode, safetensors, weights, h5, diag_run.
   LOUPE (optional): the CLI, used to add a real checkpoint and run directory
   written by `loupe train` (tiny model, 1 epoch)."""
 import json, os, shutil, struct, subprocess, sys, tempfile
@@ -105,7 +105,7 @@ def keras_h5_seeds(d):
     W.write_keras_h5(os.path.join(d, "k2.h5"), small)
     W.write_keras_h5(os.path.join(d, "k1.h5"), small, naming="keras1")
     W.write_keras_h5(os.path.join(d, "full.h5"), small, full_model=True)
-    W.write_keras_h5(os.path.join(d, "chunked.h5"), small, limit=16)
+    W.write_keras_h5(os.path.join(d, "chunked.h5"), small, limit=64)
     W.write_keras_h5(os.path.join(d, "nested.h5"), small, nested="vgg16")
     f16 = [(n, [a.astype(np.float16) for a in arrs]) for n, arrs in small]
     W.write_keras_h5(os.path.join(d, "f16.h5"), f16)
@@ -149,7 +149,6 @@ def onnx_seeds(d):
 
 
 def weights_seeds(d):
-    keras_h5_seeds(d)
     onnx_seeds(d)
     rng = np.random.default_rng(3)
     st.write(os.path.join(d, "torchvision.safetensors"),
@@ -209,11 +208,11 @@ def loupe_seeds(out, loupe):
 
 def make_all(out, loupe=None):
     for name, fn in (("decode", decode_seeds), ("safetensors", safetensors_seeds), ("weights", weights_seeds),
-                     ("diag_run", diag_seeds)):
+                     ("h5", keras_h5_seeds), ("diag_run", diag_seeds)):
         fn(fresh(os.path.join(out, name)))
     if loupe and os.path.exists(loupe):
         loupe_seeds(out, loupe)
-    return {t: sorted(os.listdir(os.path.join(out, t))) for t in ("decode", "safetensors", "weights", "diag_run")}
+    return {t: sorted(os.listdir(os.path.join(out, t))) for t in ("decode", "safetensors", "weights", "h5", "diag_run")}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ Each trial:
   4. --resume to the end: exit 0; last.safetensors (weights + optimizer state),
      best.safetensors, history.csv and valid_predictions.csv bit-identical to
      the uninterrupted run's; no lock and no temporary files left behind.
+Then one deterministic case: torn last lines in history.csv and
+valid_predictions.csv (what a crash while appending leaves) are dropped by
+--resume, which again ends bit-identical to the uninterrupted run.
 """
 import os, random, subprocess, sys, time
 
@@ -158,6 +161,23 @@ while kills < KILLS and trial < 3 * KILLS:
             "%s: valid_predictions.csv differs" % what)
     c.check(not os.path.exists(os.path.join(run_dir, "lock")), "%s: lock file left behind" % what)
     c.check(not leftover_temps(run_dir), "%s: temporary files left behind: %s" % (what, leftover_temps(run_dir)))
+
+# Deterministic: torn last lines (a crash while appending) in both CSV logs
+# after epoch 2 are dropped by --resume, which then matches the reference.
+run_dir = os.path.join(WORK, "torn")
+r = subprocess.run([LOUPE, *train_args(DATA, run_dir, 2, "--quiet")], capture_output=True, text=True)
+if c.check(r.returncode == 0, "torn: 2-epoch run exited %d" % r.returncode):
+    with open(os.path.join(run_dir, "history.csv"), "a") as f:
+        f.write("3,0.51,0.7")
+    with open(os.path.join(run_dir, "valid_predictions.csv"), "a") as f:
+        f.write("3,valid/negative/negative_000.png,0,0.4")
+    p = start(run_dir, resume=True)
+    c.check(p.wait(timeout=300) == 0, "torn: --resume failed: %s" % open(run_dir + ".stderr").read()[-300:])
+    c.check(open(os.path.join(run_dir, "history.csv"), "rb").read() == ref_hist, "torn: history.csv differs after --resume")
+    c.check(open(os.path.join(run_dir, "valid_predictions.csv"), "rb").read() == ref_pred,
+            "torn: valid_predictions.csv differs after --resume")
+    last, _ = read_tensors(os.path.join(run_dir, "checkpoints", "last.safetensors"))
+    c.check(same_tensors(last, ref_last), "torn: weights differ after --resume")
 
 print("%d kills in %d trials (%d inside a checkpoint write) in %.1f s" % (kills, trial, in_write, time.monotonic() - t_start))
 c.check(kills >= 20, "only %d kills landed (need 20)" % kills)
