@@ -44,6 +44,8 @@ static const char *usage_text =
     "  --early-stop PATIENCE [--restore-best]     EarlyStopping; restore writes checkpoints/final.safetensors\n"
     "  --seed N (default 1)       --no-shuffle    --threads N (default: all cores)\n"
     "  --precision fp32|bf16|auto (default fp32)\n"
+    "  --no-feature-cache         recompute frozen-base features every epoch (default: computed once\n"
+    "                             per image when the base is frozen and augmentation is off)\n"
     "  --resume                   continue RUN from checkpoints/last.safetensors\n"
     "logs:\n"
     "  --tensorboard on|off (default on)  --histogram-freq N (default 0)  --batch-log-freq N (default 0)\n"
@@ -160,6 +162,10 @@ int cmd_train(int argc, char **argv) {
         }
         if (!strcmp(a, "--quiet")) {
             p.verbose = 0;
+            continue;
+        }
+        if (!strcmp(a, "--no-feature-cache")) {
+            p.cache_features = 0;
             continue;
         }
         if (!strcmp(a, "--seed")) {

@@ -68,11 +68,11 @@ lp_status lp_decode_tiff(const uint8_t *buf, size_t n, const lp_decode_options *
     info->height = (int)h;
     bool gray = photo == PHOTOMETRIC_MINISBLACK || photo == PHOTOMETRIC_MINISWHITE;
     snprintf(info->mode, sizeof info->mode, "%s", gray ? (spp > 1 ? "LA" : "L") : photo == PHOTOMETRIC_SEPARATED ? "CMYK" : spp > 3 ? "RGBA" : "RGB");
-    int64_t px = (int64_t)w * h;
     if (w == 0 || h == 0 || w > 0x7fffffff || h > 0x7fffffff) {
         TIFFClose(t);
         return lp_fail(LP_ERR_FORMAT, "corrupt TIFF (size %ux%u)", (unsigned)w, (unsigned)h);
     }
+    int64_t px = (int64_t)w * h;
     if (opt->max_pixels > 0 && px > opt->max_pixels) {
         TIFFClose(t);
         return lp_fail(LP_ERR_FORMAT, "too large (%ux%u = %lld pixels, limit %lld)", (unsigned)w, (unsigned)h,

@@ -3,6 +3,7 @@
  * newline (a crash while appending) is ignored with a note; an epoch written
  * again (a resumed run) replaces the earlier rows; an incomplete last epoch is
  * dropped with a note. */
+#include <limits.h>
 #include "diag/diag_impl.h"
 #include <ctype.h>
 #include <errno.h>
@@ -478,7 +479,7 @@ static char *json_str(const cJSON *o, const char *key) {
 
 static int json_int(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsNumber(v)) return (int)v->valuedouble;
+    if (cJSON_IsNumber(v)) return v->valuedouble >= INT_MIN && v->valuedouble <= INT_MAX ? (int)v->valuedouble : -1;
     if (cJSON_IsBool(v)) return cJSON_IsTrue(v) ? 1 : 0;
     return -1;
 }
@@ -490,7 +491,7 @@ static int *json_counts(const cJSON *counts, const char *split, const diag_run *
     if (!c) return NULL;
     for (int i = 0; i < r->k; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, r->classes[i]);
-        c[i] = cJSON_IsNumber(v) ? (int)v->valuedouble : 0;
+        c[i] = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= INT_MAX ? (int)v->valuedouble : 0;
     }
     return c;
 }

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -97,7 +98,10 @@ static lp_status read_str_attr(h5_ctx *c, hid_t obj, const char *objname, const 
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
         if (!v) st = LP_ERR_NOMEM;
-        else if (H5Aread(a, mt, v) < 0) st = lp_fail(LP_ERR_FORMAT, "%s: cannot read attribute %s of %s (%s)", c->path, name, objname, h5_msg(eb));
+        else if (H5Aread(a, mt, v) < 0) {
+            st = lp_fail(LP_ERR_FORMAT, "%s: cannot read attribute %s of %s (%s)", c->path, name, objname, h5_msg(eb));
+            H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, v); /* strings read before the failure */
+        }
         else {
             for (hssize_t i = 0; i < n && !st; i++) st = strlist_push(out, v[i] ? v[i] : "", v[i] ? strlen(v[i]) : 0);
             H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, v);
@@ -528,9 +532,15 @@ lp_status lp_keras_h5_read_layers(const char *path, lp_wlayers *layers) {
         close(fd);
         return read_layers_direct(path, layers, NULL);
     }
-    if (pid == 0) child_main(path, fd);
     /* a 528 MB file takes ~1 s; allow far more before calling it a hang */
     double limit = 60.0 + (double)sb.st_size / (8 << 20), t0 = lp_now();
+    if (pid == 0) {
+        /* never outlive the parent, nor the parent's time limit (libhdf5 can loop forever) */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(4);
+        alarm((unsigned)limit + 1);
+        child_main(path, fd);
+    }
     int status = 0;
     bool exited = false, killed = false;
     for (;;) {

@@ -94,8 +94,8 @@ static bool pb_next(pb *b, uint32_t *field, int *wt, uint64_t *val, slice *bytes
 }
 
 static pb pb_of(slice s) { return (pb){s.p, s.p + s.n}; }
-static bool slice_eq(slice a, const char *s) { return a.n == strlen(s) && memcmp(a.p, s, a.n) == 0; }
-static bool slice_same(slice a, slice b) { return a.n == b.n && memcmp(a.p, b.p, a.n) == 0; }
+static bool slice_eq(slice a, const char *s) { return a.n == strlen(s) && (a.n == 0 || memcmp(a.p, s, a.n) == 0); }
+static bool slice_same(slice a, slice b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
 /* Copies a name for messages; bytes outside printable ASCII become '?'. */
 static void slice_str(slice a, char *buf, size_t n) {
     size_t k = 0;

@@ -357,6 +357,89 @@ lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint
     return LP_OK;
 }
 
+/* ---- frozen-prefix feature cache -------------------------------------------------- */
+int lp_net_frozen_prefix(const lp_net *net, size_t *feat_per_sample, const char **name) {
+    int best = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const lp_layer *L = &net->layers[l];
+        if (L->kind == LP_LAYER_DROPOUT) break;
+        if ((L->pw >= 0 && net->params[L->pw].trainable) || (L->pb >= 0 && net->params[L->pb].trainable)) break;
+        if (L->kind == LP_LAYER_TOPLAIN || L->kind == LP_LAYER_APOOL || L->kind == LP_LAYER_FLATTEN ||
+            L->kind == LP_LAYER_DENSE)
+            best = l + 1;
+    }
+    if (best == net->nlayers) best = 0; /* nothing left to train */
+    if (best > 0) {
+        const lp_layer *L = &net->layers[best - 1];
+        if (feat_per_sample) *feat_per_sample = (size_t)L->out_c * L->out_h * L->out_w;
+        if (name) {
+            *name = "input";
+            for (int l = best - 1; l >= 0; l--)
+                if (net->layers[l].name[0] && net->layers[l].kind != LP_LAYER_FLATTEN) {
+                    *name = net->layers[l].name;
+                    break;
+                }
+        }
+    }
+    return best;
+}
+
+static int prefix_out_slot(const lp_plan *p, int k) { return p->layers[k - 1].out_slot; }
+
+lp_status lp_net_forward_prefix(lp_net *net, const float *x, int n, int k, float *feat) {
+    if (n < 1) return lp_fail(LP_ERR_ARG, "forward: batch size %d", n);
+    size_t fs;
+    int kk = lp_net_frozen_prefix(net, &fs, NULL);
+    if (k < 1 || k > kk) return lp_fail(LP_ERR_ARG, "forward_prefix: %d is not a frozen prefix (max %d)", k, kk);
+    fs = (size_t)net->layers[k - 1].out_c * net->layers[k - 1].out_h * net->layers[k - 1].out_w;
+    net->loss_ready = false;
+    net->cur = NULL;
+    lp_plan *p;
+    lp_status st = get_plan(net, n, false, &p);
+    if (st) return st;
+    const lp_net_config *c = &net->cfg;
+    memcpy(net->act[0].p, x, sizeof(float) * (size_t)n * c->in_c * c->in_h * c->in_w);
+    for (int l = 0; l < k; l++) {
+        lp_plan_layer *pl = &p->layers[l];
+        lp_layer *L = &net->layers[l];
+        st = lp_layer_kinds[L->kind].forward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), false,
+                                             0, (uint64_t)l);
+        if (st) return lp_fail_context(st, "forward %s", L->name[0] ? L->name : "reorder");
+    }
+    dnnl_stream_wait(net->stream);
+    memcpy(feat, slot_ptr(net, prefix_out_slot(p, k)), sizeof(float) * (size_t)n * fs);
+    return LP_OK;
+}
+
+lp_status lp_net_forward_from(lp_net *net, int k, const float *feat, int n, bool training, uint64_t dropout_seed,
+                              float *logits) {
+    if (n < 1) return lp_fail(LP_ERR_ARG, "forward: batch size %d", n);
+    int kk = lp_net_frozen_prefix(net, NULL, NULL);
+    if (k < 1 || k > kk) return lp_fail(LP_ERR_ARG, "forward_from: %d is not a frozen prefix (max %d)", k, kk);
+    size_t fs = (size_t)net->layers[k - 1].out_c * net->layers[k - 1].out_h * net->layers[k - 1].out_w;
+    net->loss_ready = false;
+    net->cur = NULL;
+    lp_plan *p;
+    lp_status st = get_plan(net, n, training, &p);
+    if (st) return st;
+    memcpy(slot_ptr(net, prefix_out_slot(p, k)), feat, sizeof(float) * (size_t)n * fs);
+    uint64_t seed = lp_rng_u64(dropout_seed, net->cfg.seed, 0xd80);
+    for (int l = k; l < net->nlayers; l++) {
+        lp_plan_layer *pl = &p->layers[l];
+        lp_layer *L = &net->layers[l];
+        st = lp_layer_kinds[L->kind].forward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), training,
+                                             seed, (uint64_t)l);
+        if (st) return lp_fail_context(st, "forward %s", L->name[0] ? L->name : "reorder");
+    }
+    dnnl_stream_wait(net->stream);
+    const float *z = slot_ptr(net, p->layers[net->nlayers - 1].out_slot);
+    if (logits) memcpy(logits, z, sizeof(float) * (size_t)n * net->cfg.num_classes);
+    net->cur = p;
+    net->last_n = n;
+    net->last_training = training;
+    return LP_OK;
+}
+
 lp_status lp_net_loss(lp_net *net, const int *labels, int n, float *loss_per_sample, float *probs, float *mean_loss) {
     if (!net->cur || n != net->last_n)
         return lp_fail(LP_ERR_ARG, "loss: needs a forward pass of the same batch size first (got %d, last forward %d)", n,

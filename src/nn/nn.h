@@ -72,6 +72,22 @@ lp_status lp_net_freeze(lp_net *net, const char *spec);
  * (mask from lp_rng with dropout_seed, deterministic whatever the thread
  * count) and keeps what backward needs. logits: (n, num_classes). */
 lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint64_t dropout_seed, float *logits);
+/* Frozen-prefix feature cache. Returns k > 0 when layers [0, k) hold no
+ * trainable parameter and no dropout and layer k-1's output is plain
+ * (n, feat) row-major, so that their output is a pure function of the input
+ * image (training and inference agree); 0 when there is no such prefix.
+ * *feat_per_sample (optional): floats per sample of that output; *name
+ * (optional): the last named module of the prefix that is not a view
+ * ("features.30", not the flatten after it). */
+int lp_net_frozen_prefix(const lp_net *net, size_t *feat_per_sample, const char **name);
+/* Inference forward of layers [0, k) of x (n, C, H, W) into feat (n, feat_per_sample). */
+lp_status lp_net_forward_prefix(lp_net *net, const float *x, int n, int k, float *feat);
+/* Forward of layers [k, L) from feat (output of lp_net_forward_prefix with the
+ * same k). Same contract as lp_net_forward otherwise (dropout masks identical,
+ * lp_net_loss/lp_net_backward work after it; layers [0, k) must be frozen). */
+lp_status lp_net_forward_from(lp_net *net, int k, const float *feat, int n, bool training, uint64_t dropout_seed,
+                              float *logits);
+
 /* Softmax cross-entropy from the last forward's logits; loss_per_sample
  * optional (n); mean_loss = mean over n; probs optional (n*K). Stores
  * dlogits = (softmax - onehot)/n for backward. Labels out of range -> LP_ERR_ARG. */

@@ -83,6 +83,8 @@ static lp_status check_params(const lp_train_params *p) {
     lp_schedule sch;
     if (!lp_schedule_parse(p->schedule, &sch))
         return lp_fail(LP_ERR_ARG, "bad schedule '%s' (constant, step:EPOCHS:GAMMA or cosine)", p->schedule);
+    if (p->precision && strcmp(p->precision, "fp32") && strcmp(p->precision, "bf16") && strcmp(p->precision, "auto"))
+        return lp_fail(LP_ERR_ARG, "unknown precision '%s' (fp32, bf16 or auto)", p->precision);
     if (p->validation_split < 0 || p->validation_split >= 1)
         return lp_fail(LP_ERR_ARG, "validation split must be in [0, 1) (got %g)", p->validation_split);
     return LP_OK;
@@ -103,7 +105,7 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
     for (int b = 0; b < steps; b++) {
         lp_batch bt;
         if ((s = lp_loader_next(f->valid_loader, &bt))) return s;
-        if ((s = lp_fit_forward_eval(f, bt.x, bt.n, f->logits))) return s;
+        if ((s = lp_fit_forward_eval(f, &bt, f->logits))) return s;
         float mean;
         if ((s = lp_net_loss(f->net, bt.labels, bt.n, f->sample_loss, f->probs, &mean))) return s;
         for (int i = 0; i < bt.n; i++) {

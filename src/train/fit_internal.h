@@ -33,13 +33,20 @@ typedef struct lp_fit {
     float *val_probs;
     int *val_labels;
     int val_count;
+    /* frozen-prefix feature cache (feat_k == 0: off): layers [0, feat_k) run once per image */
+    int feat_k;
+    size_t feat_size;                    /* floats per sample */
+    float *feat_train, *feat_valid;      /* (num_samples, feat_size) of each split */
+    unsigned char *have_train, *have_valid;
+    float *feat_batch;                   /* (batch, feat_size) */
 } lp_fit;
 
 lp_status lp_fit_setup(lp_fit *f);
 void lp_fit_teardown(lp_fit *f);
 /* forward(training) + loss + backward + optimizer step; f->probs holds the batch's probabilities. */
 lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss);
-lp_status lp_fit_forward_eval(lp_fit *f, const float *x, int n, float *logits);
+/* Inference forward of a validation batch (uses the feature cache when on). */
+lp_status lp_fit_forward_eval(lp_fit *f, const lp_batch *bt, float *logits);
 /* Checkpoint metadata (classes, preprocessing, input size, ...). */
 lp_status lp_fit_fill_meta(lp_fit *f, lp_tensor_list *meta);
 /* TensorBoard writes. */

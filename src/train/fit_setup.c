@@ -320,6 +320,69 @@ static lp_status make_loader(lp_fit *f, const lp_split *sp, bool train, lp_loade
     return lp_loader_create(sp, &lc, out);
 }
 
+/* Frozen-base feature cache: when the layers before some point are frozen,
+ * hold no dropout and the training images are not augmented, their output
+ * depends on the image only: compute it once per image and train the rest
+ * from memory. Off with cache_features = 0 or when it would need > 4 GiB. */
+static lp_status setup_feature_cache(lp_fit *f) {
+    const lp_train_params *p = &f->p;
+    if (!p->cache_features) return LP_OK;
+    bool augment = p->hflip || p->vflip || p->rotation_range != 0 || p->width_shift != 0 || p->height_shift != 0 ||
+                   p->zoom_range != 0 || p->brightness_lo != 0 || p->brightness_hi != 0;
+    size_t fs = 0;
+    const char *name = NULL;
+    int k = lp_net_frozen_prefix(f->net, &fs, &name);
+    if (k <= 0 || fs == 0) return LP_OK;
+    if (augment) {
+        say(f, "Feature cache: off (augmentation changes the frozen layers' input every epoch)\n");
+        return LP_OK;
+    }
+    size_t nt = (size_t)f->train->num_samples, nv = f->valid ? (size_t)f->valid->num_samples : 0;
+    double bytes = ((double)nt + (double)nv + (double)p->batch) * (double)fs * sizeof(float);
+    const double limit = 4.0 * 1024 * 1024 * 1024;
+    if (bytes > limit) {
+        say(f, "Feature cache: off (frozen layers up to %s would need %.0f MB > %.0f MB in memory)\n", name,
+            bytes / 1048576.0, limit / 1048576.0);
+        return LP_OK;
+    }
+    f->feat_train = malloc((nt ? nt : 1) * fs * sizeof(float));
+    f->have_train = calloc(nt ? nt : 1, 1);
+    f->feat_valid = malloc((nv ? nv : 1) * fs * sizeof(float));
+    f->have_valid = calloc(nv ? nv : 1, 1);
+    f->feat_batch = lp_aligned_alloc((size_t)p->batch * fs * sizeof(float));
+    if (!f->feat_train || !f->have_train || !f->feat_valid || !f->have_valid || !f->feat_batch) {
+        free(f->feat_train), free(f->have_train), free(f->feat_valid), free(f->have_valid), free(f->feat_batch);
+        f->feat_train = f->feat_valid = f->feat_batch = NULL;
+        f->have_train = f->have_valid = NULL;
+        say(f, "Feature cache: off (out of memory for %.0f MB)\n", bytes / 1048576.0);
+        return LP_OK;
+    }
+    f->feat_k = k;
+    f->feat_size = fs;
+    say(f, "Feature cache: frozen layers up to %s computed once per image (%.1f MB)\n", name, bytes / 1048576.0);
+    return LP_OK;
+}
+
+/* The batch's frozen-prefix features in f->feat_batch: from the cache, or
+ * computed for the whole batch when any image is missing. */
+static lp_status batch_features(lp_fit *f, const lp_batch *bt, float *cache, unsigned char *have) {
+    size_t fs = f->feat_size;
+    bool all = true;
+    for (int i = 0; i < bt->n && all; i++) all = have[bt->indices[i]];
+    if (all) {
+        for (int i = 0; i < bt->n; i++)
+            memcpy(f->feat_batch + (size_t)i * fs, cache + (size_t)bt->indices[i] * fs, fs * sizeof(float));
+        return LP_OK;
+    }
+    lp_status s = lp_net_forward_prefix(f->net, bt->x, bt->n, f->feat_k, f->feat_batch);
+    if (s) return s;
+    for (int i = 0; i < bt->n; i++) {
+        memcpy(cache + (size_t)bt->indices[i] * fs, f->feat_batch + (size_t)i * fs, fs * sizeof(float));
+        have[bt->indices[i]] = 1;
+    }
+    return LP_OK;
+}
+
 static lp_status write_skipped(lp_fit *f) {
     int total = 0;
     const char *names[3] = {"train", "valid", "test"};
@@ -445,6 +508,9 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (!f->logits || !f->probs || !f->sample_loss || !f->val_probs || !f->val_labels) return LP_ERR_NOMEM;
 
     print_config(f);
+    if (p->precision && !strcmp(p->precision, "bf16"))
+        say(f, "Precision bf16: not available in this build yet; training in fp32\n");
+    if ((s = setup_feature_cache(f))) return s;
     if ((s = write_run_json(f))) return s;
     if ((s = open_logs(f))) return s;
     return LP_OK;
@@ -467,11 +533,22 @@ void lp_fit_teardown(lp_fit *f) {
     free(f->sample_loss);
     free(f->val_probs);
     free(f->val_labels);
+    free(f->feat_train);
+    free(f->feat_valid);
+    free(f->have_train);
+    free(f->have_valid);
+    free(f->feat_batch);
 }
 
 /* ---- steps ------------------------------------------------------------------------ */
 lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss) {
-    lp_status s = lp_net_forward(f->net, bt->x, bt->n, true, dropout_seed, f->logits);
+    lp_status s;
+    if (f->feat_k > 0) {
+        s = batch_features(f, bt, f->feat_train, f->have_train);
+        if (!s) s = lp_net_forward_from(f->net, f->feat_k, f->feat_batch, bt->n, true, dropout_seed, f->logits);
+    } else {
+        s = lp_net_forward(f->net, bt->x, bt->n, true, dropout_seed, f->logits);
+    }
     if (!s) s = lp_net_loss(f->net, bt->labels, bt->n, NULL, f->probs, mean_loss);
     if (s) return s;
     lp_net_zero_grad(f->net);
@@ -479,6 +556,11 @@ lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed
     return lp_optim_step(f->opt, lr);
 }
 
-lp_status lp_fit_forward_eval(lp_fit *f, const float *x, int n, float *logits) {
-    return lp_net_forward(f->net, x, n, false, 0, logits);
+lp_status lp_fit_forward_eval(lp_fit *f, const lp_batch *bt, float *logits) {
+    if (f->feat_k > 0) {
+        lp_status s = batch_features(f, bt, f->feat_valid, f->have_valid);
+        if (s) return s;
+        return lp_net_forward_from(f->net, f->feat_k, f->feat_batch, bt->n, false, 0, logits);
+    }
+    return lp_net_forward(f->net, bt->x, bt->n, false, 0, logits);
 }

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak)); /* optional, as in libFuzzer */
 
 static int run_file(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -71,6 +72,7 @@ static int run_path(const char *path, int *count) {
 
 int main(int argc, char **argv) {
     int rc = 0, count = 0;
+    if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
     for (int i = 1; i < argc; i++) rc |= run_path(argv[i], &count);
     printf("%d inputs replayed without a crash\n", count);
     return rc;
