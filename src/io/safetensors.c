@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 static bool dtype_from_name(const char *s, lp_dtype *out) {
     for (int i = 0; i < LP_DTYPE_COUNT; i++)
@@ -144,6 +145,14 @@ lp_status lp_safetensors_parse(const uint8_t *data, size_t size, const char *fna
                 st = lp_fail(LP_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data buffer", fname, spans[i - 1].name,
                              spans[i].name);
     }
+    const char *sum = st ? NULL : lp_tensor_list_get_meta(out, "checksum");
+    if (sum && !strncmp(sum, "crc32:", 6)) {
+        unsigned long want = strtoul(sum + 6, NULL, 16);
+        unsigned long got = crc32_z(crc32_z(0L, Z_NULL, 0), buf, (z_size_t)buf_size);
+        if (want != got)
+            st = lp_fail(LP_ERR_FORMAT, "%s: corrupt checkpoint: payload checksum %08lx does not match the stored %08lx "
+                         "(the file was damaged after it was written); use another checkpoint or retrain", fname, got, want);
+    }
     free(spans);
     cJSON_Delete(root);
     return st;
@@ -199,9 +208,17 @@ lp_status lp_safetensors_write_views(const char *path, int count, const char *co
         begin[order[j]] = off;
         off += lp_tensor_nbytes(&tensors[order[j]]);
     }
-    if (meta && meta->meta_count) {
+    /* Checksum of the payload in metadata, so a file damaged after writing is
+     * refused on load ("corrupt checkpoint") instead of trained on. zlib's crc32. */
+    uLong crc = crc32_z(0L, Z_NULL, 0);
+    for (int j = 0; j < count; j++) crc = crc32_z(crc, tensors[order[j]].data, lp_tensor_nbytes(&tensors[order[j]]));
+    {
         cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
-        for (int i = 0; m && i < meta->meta_count; i++) cJSON_AddStringToObject(m, meta->meta[i].key, meta->meta[i].value);
+        for (int i = 0; m && meta && i < meta->meta_count; i++)
+            if (strcmp(meta->meta[i].key, "checksum")) cJSON_AddStringToObject(m, meta->meta[i].key, meta->meta[i].value);
+        char sum[32];
+        snprintf(sum, sizeof sum, "crc32:%08lx", (unsigned long)crc);
+        if (m) cJSON_AddStringToObject(m, "checksum", sum);
     }
     for (int i = 0; i < count; i++) {
         if (cJSON_GetObjectItemCaseSensitive(root, names[i])) {

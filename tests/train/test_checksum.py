@@ -1,0 +1,33 @@
+"""Checkpoints carry a CRC32 of their payload; a flipped byte in a tensor is refused
+with "corrupt checkpoint" by every reader (evaluate, predict, --resume, --weights)."""
+import os, shutil, subprocess, sys, zlib, json, struct
+sys.path.insert(0, os.path.dirname(__file__))
+import make_data
+
+LOUPE, WORK = sys.argv[1], sys.argv[2]
+shutil.rmtree(WORK, ignore_errors=True)
+os.makedirs(WORK)
+DATA = make_data.make(os.path.join(WORK, "data"), per_class=(4, 2, 0), jpeg=False)
+run = os.path.join(WORK, "run")
+args = ["--model", "tiny", "--top", "none", "--size", "32x32", "--batch", "4", "--epochs", "1", "--quiet", "--tensorboard", "off"]
+subprocess.run([LOUPE, "train", DATA, "--run", run, *args], check=True, capture_output=True)
+ck = os.path.join(run, "checkpoints", "last.safetensors")
+data = bytearray(open(ck, "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+meta = json.loads(data[8:8 + n])["__metadata__"]
+failures = 0
+# independent check of the stored value: zlib's CRC-32 of the whole data section
+if meta.get("checksum") != "crc32:%08x" % zlib.crc32(bytes(data[8 + n:])):
+    failures += 1
+    print("FAIL: stored checksum", meta.get("checksum"), "is not the CRC-32 of the payload")
+data[8 + n + 5] ^= 0x10  # flip one bit inside the first tensor
+open(ck, "wb").write(data)
+for cmd in (["evaluate", ck, os.path.join(DATA, "valid")],
+            ["predict", ck, os.path.join(DATA, "valid")],
+            ["train", DATA, "--run", run, "--resume", *args[:-5], "--epochs", "2", "--tensorboard", "off"]):
+    r = subprocess.run([LOUPE, *cmd], capture_output=True, text=True)
+    if r.returncode == 0 or "corrupt checkpoint" not in r.stderr:
+        failures += 1
+        print(f"FAIL loupe {cmd[0]} on a damaged checkpoint: exit {r.returncode}, {r.stderr!r}")
+print("checksum: %d failures" % failures)
+sys.exit(1 if failures else 0)
