@@ -109,7 +109,7 @@ lp_status lp_checkpoint_config_from_meta(const lp_tensor_list *m, const char *pa
     return LP_OK;
 }
 
-static bool is_state_extra(const char *name) { return !strncmp(name, "optim.", 6) || !strncmp(name, "train.", 6); }
+bool lp_checkpoint_is_state_tensor(const char *name) { return !strncmp(name, "optim.", 6) || !strncmp(name, "train.", 6); }
 
 lp_status lp_checkpoint_load_ex(const char *path, int max_batch, lp_net **net_out, lp_tensor_list *all_out) {
     *net_out = NULL;
@@ -132,7 +132,7 @@ lp_status lp_checkpoint_load_ex(const char *path, int max_batch, lp_net **net_ou
         else {
             view.count = 0;
             for (int i = 0; i < l.count; i++)
-                if (!is_state_extra(l.items[i].name)) view.items[view.count++] = l.items[i];
+                if (!lp_checkpoint_is_state_tensor(l.items[i].name)) view.items[view.count++] = l.items[i];
             st = lp_net_load_state_dict(net, &view, true, NULL);
             if (st) lp_fail_context(st, "%s", path);
             free(view.items);

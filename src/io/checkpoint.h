@@ -15,6 +15,8 @@
  * override the defaults derived from the net. */
 lp_status lp_checkpoint_save(const char *path, lp_net *net, const lp_tensor_list *extra_tensors,
                              const lp_tensor_list *extra_meta_holder);
+/* True for tensors that hold optimizer or loop state ("optim.*", "train.*"), not the net. */
+bool lp_checkpoint_is_state_tensor(const char *name);
 /* Rebuilds the net from the metadata (max_batch 1 unless *net_out's config is
  * needed bigger: use lp_checkpoint_load_ex) and loads its tensors strictly
  * (tensors named "optim.*" or "train.*" are ignored). all_out (optional,

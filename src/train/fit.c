@@ -47,15 +47,7 @@ lp_train_params lp_train_default_params(void) {
 /* Stream ids for the counter-based RNG, so no two uses share numbers. */
 enum { STREAM_DROPOUT = 0x100 };
 
-static void say(const lp_fit *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const lp_fit *f, const char *fmt, ...) {
-    if (!f->p.verbose || !f->out) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(f->out, fmt, ap);
-    va_end(ap);
-    fflush(f->out);
-}
+#define say lp_fit_say
 
 static lp_status check_params(const lp_train_params *p) {
     if (!p->data_dir || !*p->data_dir) return lp_fail(LP_ERR_ARG, "no data folder given");
@@ -166,17 +158,7 @@ static lp_status restore_weights(lp_fit *f, const char *name) {
     lp_tensor_list all;
     lp_tensor_list_init(&all);
     lp_status s = lp_safetensors_read(path, &all);
-    if (!s) {
-        /* keep only the net's tensors */
-        lp_tensor_list net_only;
-        lp_tensor_list_init(&net_only);
-        for (int i = 0; i < all.count && !s; i++) {
-            if (!strncmp(all.items[i].name, "optim.", 6) || !strncmp(all.items[i].name, "train.", 6)) continue;
-            s = lp_tensor_list_add(&net_only, all.items[i].name, &all.items[i].t);
-        }
-        if (!s) s = lp_net_load_state_dict(f->net, &net_only, true, NULL);
-        lp_tensor_list_free(&net_only);
-    }
+    if (!s) s = lp_fit_load_net_tensors(f, &all);
     lp_tensor_list_free(&all);
     free(path);
     return s;

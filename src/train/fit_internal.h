@@ -42,6 +42,11 @@ typedef struct lp_fit {
 } lp_fit;
 
 lp_status lp_fit_setup(lp_fit *f);
+/* Progress/info line to f->out unless quiet. */
+void lp_fit_say(const lp_fit *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Loads the net's tensors of a checkpoint's contents (moved out of all), strictly,
+ * leaving optimizer and loop state aside. */
+lp_status lp_fit_load_net_tensors(lp_fit *f, lp_tensor_list *all);
 void lp_fit_teardown(lp_fit *f);
 /* forward(training) + loss + backward + optimizer step; f->probs holds the batch's probabilities. */
 lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss);

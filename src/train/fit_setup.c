@@ -12,8 +12,20 @@
 #include <string.h>
 #include <unistd.h>
 
-static void say(const lp_fit *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const lp_fit *f, const char *fmt, ...) {
+#define say lp_fit_say
+
+lp_status lp_fit_load_net_tensors(lp_fit *f, lp_tensor_list *all) {
+    lp_tensor_list net_only;
+    lp_tensor_list_init(&net_only);
+    lp_status s = LP_OK;
+    for (int i = 0; i < all->count && !s; i++)
+        if (!lp_checkpoint_is_state_tensor(all->items[i].name)) s = lp_tensor_list_add(&net_only, all->items[i].name, &all->items[i].t);
+    if (!s) s = lp_net_load_state_dict(f->net, &net_only, true, NULL);
+    lp_tensor_list_free(&net_only);
+    return s;
+}
+
+void lp_fit_say(const lp_fit *f, const char *fmt, ...) {
     if (!f->p.verbose || !f->out) return;
     va_list ap;
     va_start(ap, fmt);
@@ -157,7 +169,7 @@ static lp_status load_weights(lp_fit *f) {
         const char *name = w.items[i].name;
         bool drop = false;
         if (!strncmp(name, "classifier.", 11) && !strcmp(f->p.top, "none")) drop = true;
-        if (!strncmp(name, "optim.", 6) || !strncmp(name, "train.", 6)) drop = true;
+        if (lp_checkpoint_is_state_tensor(name)) drop = true;
         if (!strncmp(name, "classifier.6.", 13) || !strncmp(name, "head.", 5)) {
             /* the new output layer: keep only when it already has our class count */
             int64_t rows = w.items[i].t.shape[0];
@@ -222,25 +234,19 @@ static lp_status resume(lp_fit *f) {
         free(path);
         return LP_OK;
     }
-    lp_tensor_list all, net_only;
+    lp_tensor_list all;
     lp_tensor_list_init(&all);
-    lp_tensor_list_init(&net_only);
     lp_status s = lp_safetensors_read(path, &all);
     const char *js = s ? NULL : lp_tensor_list_get_meta(&all, "train_state");
     if (!s && !js) s = lp_fail(LP_ERR_FORMAT, "%s: no train_state metadata: not a resumable checkpoint", path);
     if (!s) s = lp_train_state_from_json(js, &f->st);
     if (!s) s = lp_optim_load_state_dict(f->opt, &all);
-    for (int i = 0; i < all.count && !s; i++) {
-        if (!strncmp(all.items[i].name, "optim.", 6) || !strncmp(all.items[i].name, "train.", 6)) continue;
-        s = lp_tensor_list_add(&net_only, all.items[i].name, &all.items[i].t);
-    }
-    if (!s) s = lp_net_load_state_dict(f->net, &net_only, true, NULL);
+    if (!s) s = lp_fit_load_net_tensors(f, &all);
     if (s) lp_fail_context(s, "cannot resume from %s", path);
     else if (f->st.step_in_epoch > 0)
         say(f, "Resuming from %s: epoch %d, step %d.\n", path, f->st.epochs_done + 1, f->st.step_in_epoch);
     else say(f, "Resuming from %s after epoch %d.\n", path, f->st.epochs_done);
     lp_tensor_list_free(&all);
-    lp_tensor_list_free(&net_only);
     free(path);
     return s;
 }
