@@ -1,9 +1,12 @@
 #!/usr/bin/python3
-"""PyTorch fp32 training throughput for the same configuration as `loupe bench`:
+"""PyTorch training throughput for the same configuration as `loupe bench`:
 VGG16 (torchvision) top=keep (classifier with a new 2-unit output) or top=none with
 a head spec (flatten/gap/dense/dropout), SGD momentum 0.9, one synthetic batch.
-Prints one line: images/s and the forward/backward/update split."""
-import argparse, time
+--channels-last: NHWC tensors; --bf16: torch.autocast("cpu", bfloat16) around the
+forward and loss (PyTorch's mixed precision: bf16 convolutions and matmuls, fp32
+weights and update). Prints images/s, the forward/backward/update split and the
+peak resident memory of the process."""
+import argparse, contextlib, resource, time
 import torch, torch.nn as nn, torch.nn.functional as F, torchvision
 
 ap = argparse.ArgumentParser()
@@ -17,6 +20,7 @@ ap.add_argument("--warmup", type=int, default=1)
 ap.add_argument("--classes", type=int, default=2)
 ap.add_argument("--threads", type=int, default=0)
 ap.add_argument("--channels-last", action="store_true")
+ap.add_argument("--bf16", action="store_true")
 a = ap.parse_args()
 if a.threads:
     torch.set_num_threads(a.threads)
@@ -55,7 +59,8 @@ tf = tb = tu = 0.0
 for s in range(a.warmup + a.steps):
     t0 = time.perf_counter()
     opt.zero_grad()
-    loss = F.cross_entropy(model(x), y)
+    with (torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16 else contextlib.nullcontext()):
+        loss = F.cross_entropy(model(x), y)
     t1 = time.perf_counter()
     loss.backward()
     t2 = time.perf_counter()
@@ -67,3 +72,4 @@ tot = tf + tb + tu
 print("images/s: %.3f" % (a.batch * a.steps / tot))
 print("step: %.4f s (forward %.4f, backward %.4f, update %.4f); threads %d; loss %.4f" % (
     tot / a.steps, tf / a.steps, tb / a.steps, tu / a.steps, torch.get_num_threads(), loss.item()))
+print("peak memory (RSS): %.0f MB" % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))

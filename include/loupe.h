@@ -120,15 +120,23 @@ typedef struct lp_bench_params {
     lp_model_params model; /**< architecture (num_classes 2 by default) */
     int batch, steps, warmup; /**< timed steps after warmup steps */
     const char *optimizer;    /**< "sgd" (momentum 0.9), "adam", "adamw" */
+    const char *precision;    /**< "fp32" (default), "bf16" (refused without native bf16), "auto" */
+    int per_layer;            /**< 1: also the per-layer table (in-step time vs primitives alone) */
 } lp_bench_params;
 typedef struct lp_bench_result {
     double images_per_s;     /**< batch * steps / total time of the timed steps */
     double step_s, forward_s, backward_s, update_s; /**< mean seconds per step */
     double first_step_s;     /**< the first warmup step (builds primitives) */
     double final_loss;
+    int bf16;                /**< 1 when the run used bf16 convolutions */
+    double peak_rss_mb;      /**< the process's peak resident memory after the run */
+    char *per_layer_text;    /**< with per_layer: the table (malloc'ed; lp_bench_result_free) */
+    double primitive_s;      /**< with per_layer: sum of the primitives' times alone per step */
+    double overhead_share;   /**< with per_layer: (step_s - primitive_s) / step_s */
 } lp_bench_result;
 lp_bench_params lp_bench_default_params(void);
 lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r);
+void lp_bench_result_free(lp_bench_result *r);
 
 /** Rewrites a checkpoint atomically with one metadata key set to value
  *  (tensors and other keys unchanged), e.g. ("temperature", "1.37"). */

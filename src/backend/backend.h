@@ -38,6 +38,13 @@ bool lp_md_equal(const lp_md *a, const lp_md *b);
 /* Plain row-major f32 descriptor of ndims (1..5) dims. */
 lp_md lp_md_plain(int ndims, const int64_t *dims);
 lp_md lp_md_any(int ndims, const int64_t *dims);
+/* Format `any` of a given data type (dnnl_f32 or dnnl_bf16). */
+lp_md lp_md_any_dt(int ndims, const int64_t *dims, dnnl_data_type_t dt);
+/* True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX):
+ * elsewhere oneDNN would emulate them, slower than fp32. */
+bool lp_bf16_native(void);
+/* True when oneDNN may use AMX tiles here (avx512_core_amx). */
+bool lp_amx_available(void);
 /* "nChw16c"-style short description of a layout, for logs and summaries. */
 const char *lp_md_layout(const lp_md *md, char *buf, size_t n);
 
@@ -76,6 +83,7 @@ void lp_reorder_free(lp_reorder *r);
 typedef struct lp_conv2d_params {
     int n, c, h, w, k, kh, kw, sh, sw, ph, pw;
     bool relu;
+    bool bf16; /* bf16 src/weights/dst (bias and diff weights stay f32) */
 } lp_conv2d_params;
 typedef struct lp_conv2d {
     lp_conv2d_params p;
@@ -137,6 +145,8 @@ void lp_dense_free(lp_dense *d);
 /* ---- plain C ops (OpenMP) ---------------------------------------------------- */
 /* ReLU backward from the output: dy[i] = y[i] > 0 ? dy[i] : 0 (any layout, same for both). */
 void lp_relu_backward_inplace(float *dy, const float *y, size_t count);
+/* The same on bf16 data (bit patterns; y > 0 means sign clear and not zero). */
+void lp_relu_backward_inplace_bf16(uint16_t *dy, const uint16_t *y, size_t count);
 /* Adaptive average pooling, exact torch.nn.AdaptiveAvgPool2d: output cell (i, j)
  * averages rows [floor(i*h/oh), ceil((i+1)*h/oh)) and the same for columns.
  * x: (n, c, h, w), y: (n, c, oh, ow), plain NCHW. Backward writes dx. */

@@ -13,8 +13,9 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
         return lp_fail(LP_ERR_SHAPE, "conv2d: input %dx%d too small for kernel %dx%d", p->h, p->w, p->kh, p->kw);
     int64_t sd[4] = {p->n, p->c, p->h, p->w}, wd[4] = {p->k, p->c, p->kh, p->kw}, bd[1] = {p->k},
             dd[4] = {p->n, p->k, c->oh, c->ow};
-    lp_md src_md = src ? *src : lp_md_any(4, sd), w_md = lp_md_any(4, wd), b_md = lp_md_plain(1, bd),
-          dst_md = lp_md_any(4, dd);
+    dnnl_data_type_t dt = p->bf16 ? dnnl_bf16 : dnnl_f32;
+    lp_md src_md = src ? *src : lp_md_any_dt(4, sd, dt), w_md = lp_md_any_dt(4, wd, dt), b_md = lp_md_plain(1, bd),
+          dst_md = lp_md_any_dt(4, dd, dt);
     dnnl_dims_t strides = {p->sh, p->sw}, pad = {p->ph, p->pw};
     dnnl_convolution_desc_t desc;
     lp_status st = lp_dnnl_check(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct,
@@ -48,7 +49,7 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
          * keep it only if oneDNN has a jit kernel for it, else let it choose. */
         dnnl_primitive_desc_t pd = NULL;
         for (int attempt = 0; attempt < 2 && !pd; attempt++) {
-            lp_md w_md = attempt == 0 ? c->w_md : lp_md_any(4, wd);
+            lp_md w_md = attempt == 0 ? c->w_md : lp_md_any_dt(4, wd, c->w_md.data_type);
             dnnl_convolution_desc_t desc;
             if ((st = lp_dnnl_check(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &c->src_md,
                                                                              &w_md, &c->dst_md, strides, pad, pad),
@@ -78,7 +79,7 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
         c->has_bwd_data = true;
     }
     if (weights && !c->has_bwd_w) {
-        lp_md dw_any = lp_md_any(4, wd);
+        lp_md dw_any = lp_md_any(4, wd); /* f32 even in bf16: the update accumulates in f32 */
         int64_t bd[1] = {p->k};
         lp_md db = lp_md_plain(1, bd);
         dnnl_convolution_desc_t desc;

@@ -7,8 +7,14 @@
 void lp_relu_backward_inplace(float *dy, const float *y, size_t count) {
     const long long n = (long long)count;
 LP_OMP(parallel for if (n > 65536))
-    for (long long i = 0; i < n; i++)
-        if (!(y[i] > 0.0f)) dy[i] = 0.0f;
+    for (long long i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f; /* branch-free: vectorizes */
+}
+
+void lp_relu_backward_inplace_bf16(uint16_t *dy, const uint16_t *y, size_t count) {
+    const long long n = (long long)count;
+LP_OMP(parallel for if (n > 65536))
+    /* y > 0 <=> the bit pattern is in [0x0001, 0x7fff]; a mask, not a branch (random signs) */
+    for (long long i = 0; i < n; i++) dy[i] &= (uint16_t)((uint16_t)(y[i] - 1u) < 0x7fffu ? 0xffffu : 0u);
 }
 
 /* PyTorch's start/end indices: start = floor(i*in/out), end = ceil((i+1)*in/out). */

@@ -53,13 +53,23 @@ lp_md lp_md_plain(int ndims, const int64_t *dims) {
     return md;
 }
 
-lp_md lp_md_any(int ndims, const int64_t *dims) {
+lp_md lp_md_any(int ndims, const int64_t *dims) { return lp_md_any_dt(ndims, dims, dnnl_f32); }
+
+lp_md lp_md_any_dt(int ndims, const int64_t *dims, dnnl_data_type_t dt) {
     lp_md md;
     dnnl_dims_t d;
     for (int i = 0; i < ndims; i++) d[i] = dims[i];
-    dnnl_memory_desc_init_by_tag(&md, ndims, d, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&md, ndims, d, dt, dnnl_format_tag_any);
     return md;
 }
+
+static bool isa_has(dnnl_cpu_isa_t want) {
+    if (!lp_dnnl_engine()) return false;
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return ((unsigned)isa & (unsigned)want) == (unsigned)want;
+}
+bool lp_bf16_native(void) { return isa_has(dnnl_cpu_isa_avx512_core_bf16); }
+bool lp_amx_available(void) { return isa_has(dnnl_cpu_isa_avx512_core_amx); }
 
 const char *lp_md_layout(const lp_md *md, char *buf, size_t n) {
     if (md->format_kind != dnnl_blocked) {

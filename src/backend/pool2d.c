@@ -10,7 +10,7 @@ lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int
     m->ow = (w - kw) / sw + 1;
     if (h < kh || w < kw) return lp_fail(LP_ERR_SHAPE, "maxpool: input %dx%d smaller than the %dx%d window", h, w, kh, kw);
     int64_t dd[4] = {n, c, m->oh, m->ow};
-    lp_md dst_any = lp_md_any(4, dd);
+    lp_md dst_any = lp_md_any_dt(4, dd, src->data_type);
     dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dil = {0, 0}, pad_l = {0, 0};
     /* Right padding that makes oneDNN's size check hold with floor semantics
      * (negative = rows/columns PyTorch drops). */

@@ -8,11 +8,15 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: loupe bench [--model vgg16|vgg19|tiny] [--top keep|none] [--head SPEC] [--size WxH]\n"
                "                   [--batch N] [--steps K] [--warmup W] [--classes N] [--freeze SPEC]\n"
-               "                   [--optimizer sgd|adam|adamw] [--threads T] [--precision fp32]\n\n"
+               "                   [--optimizer sgd|adam|adamw] [--threads T] [--precision fp32|bf16|auto]\n"
+               "                   [--per-layer]\n\n"
                "Trains on one synthetic batch and prints images/s over K timed steps (after W\n"
                "warmup steps that build the primitives), and the mean forward/backward/update\n"
                "time per step. Defaults: vgg16, top keep, 224x224, batch 8, 5 steps, 1 warmup,\n"
-               "SGD momentum 0.9, all cores.\n");
+               "SGD momentum 0.9, all cores, fp32. --precision bf16 runs convolutions and pooling in\n"
+               "bf16 (AMX where present; refused on CPUs without native bf16), auto picks bf16\n"
+               "where AMX exists. --per-layer adds, per layer, the time inside a training step\n"
+               "next to its oneDNN primitives run alone, and the framework overhead share.\n");
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -30,7 +34,9 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--head") && v) p.model.head = v, i++;
         else if (!strcmp(a, "--freeze") && v) p.model.freeze = v, i++;
         else if (!strcmp(a, "--optimizer") && v) p.optimizer = v, i++;
-        else if (!strcmp(a, "--precision") && v && !strcmp(v, "fp32")) i++;
+        else if (!strcmp(a, "--per-layer")) p.per_layer = 1;
+        else if (!strcmp(a, "--precision") && v && (!strcmp(v, "fp32") || !strcmp(v, "bf16") || !strcmp(v, "auto")))
+            p.precision = v, i++;
         else if (!strcmp(a, "--size") && v && sscanf(v, "%dx%d%c", &p.model.in_width, &p.model.in_height, &tail) == 2 &&
                  p.model.in_width > 0 && p.model.in_height > 0)
             i++;
@@ -42,7 +48,7 @@ int cmd_bench(int argc, char **argv) {
         else {
             char msg[256];
             snprintf(msg, sizeof msg, "bad option or value: %s%s%s", a, v ? " " : "", v ? v : "");
-            cli_error("bench", msg, !strcmp(a, "--precision") ? "only fp32 is built so far" : "run 'loupe bench --help'");
+            cli_error("bench", msg, !strcmp(a, "--precision") ? "use fp32, bf16 or auto" : "run 'loupe bench --help'");
             return 2;
         }
     }
@@ -51,11 +57,18 @@ int cmd_bench(int argc, char **argv) {
     lp_bench_result r;
     lp_status st = lp_bench_run(&p, &r);
     if (st) return cli_fail("bench", st);
-    printf("loupe bench: %s top=%s%s%s %dx%d batch %d, fp32, %d thread(s), %d steps after %d warmup\n", p.model.arch, p.model.top,
+    printf("loupe bench: %s top=%s%s%s %dx%d batch %d, %s, %d thread(s), %d steps after %d warmup\n", p.model.arch, p.model.top,
            p.model.head && !strcmp(p.model.top, "none") ? " head=" : "", p.model.head && !strcmp(p.model.top, "none") ? p.model.head : "",
-           p.model.in_width, p.model.in_height, p.batch, lp_get_threads(), p.steps, p.warmup);
+           p.model.in_width, p.model.in_height, p.batch, r.bf16 ? "bf16" : "fp32", lp_get_threads(), p.steps, p.warmup);
     printf("images/s: %.3f\n", r.images_per_s);
     printf("step: %.4f s (forward %.4f, backward %.4f, update %.4f); first step %.3f s; loss %.4f\n", r.step_s, r.forward_s,
            r.backward_s, r.update_s, r.first_step_s, r.final_loss);
+    printf("peak memory (RSS): %.0f MB\n", r.peak_rss_mb);
+    if (r.per_layer_text) {
+        printf("\nper layer (mean per step over %d profiled steps; primitives alone: same buffers, back to back)\n%s", p.steps,
+               r.per_layer_text);
+        printf("framework overhead: %.1f%% of the step\n", 100.0 * r.overhead_share);
+    }
+    lp_bench_result_free(&r);
     return 0;
 }

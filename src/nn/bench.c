@@ -1,6 +1,7 @@
 /* lp_bench_run: training throughput on a synthetic batch (loupe bench). */
-#include "nn/nn.h"
+#include "nn/nn_impl.h"
 #include "nn/optim.h"
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +13,23 @@ lp_bench_params lp_bench_default_params(void) {
     p.steps = 5;
     p.warmup = 1;
     p.optimizer = "sgd";
+    p.precision = "fp32";
     return p;
+}
+
+/* One SGD/Adam step on the synthetic batch; *t1 after the loss, *t2 after backward. */
+static lp_status train_step(lp_net *net, lp_optim *opt, const lp_optim_config *oc, const float *x, const int *labels, int n,
+                            int step, float *loss, double *t1, double *t2) {
+    float l = 0;
+    lp_net_zero_grad(net);
+    lp_status st = lp_net_forward(net, x, n, true, (uint64_t)step, NULL);
+    if (!st) st = lp_net_loss(net, labels, n, NULL, NULL, &l);
+    if (t1) *t1 = lp_now();
+    if (!st) st = lp_net_backward(net);
+    if (t2) *t2 = lp_now();
+    if (!st) st = lp_optim_step(opt, oc->kind == LP_OPT_SGD ? 0.001f : 1e-5f);
+    if (loss) *loss = l;
+    return st;
 }
 
 lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
@@ -22,6 +39,11 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     lp_status st = lp_net_config_from_model_params(&p->model, &c);
     if (st) return st;
     c.max_batch = p->batch;
+    const char *prec = p->precision ? p->precision : "fp32";
+    if (!strcmp(prec, "bf16")) c.bf16 = true;
+    else if (!strcmp(prec, "auto")) c.bf16 = lp_net_amx();
+    else if (strcmp(prec, "fp32")) return lp_fail(LP_ERR_ARG, "bench: unknown precision '%s' (fp32, bf16, auto)", prec);
+    r->bf16 = c.bf16;
     lp_optim_config oc;
     const char *o = p->optimizer ? p->optimizer : "sgd";
     if (!strcmp(o, "sgd")) {
@@ -46,15 +68,9 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     for (int i = 0; i < p->batch; i++) labels[i] = i % c.num_classes;
     double tf = 0, tb = 0, tu = 0, t_all = 0;
     for (int s = 0; s < p->warmup + p->steps; s++) {
-        double t0 = lp_now();
+        double t0 = lp_now(), t1, t2;
         float loss;
-        lp_net_zero_grad(net);
-        if ((st = lp_net_forward(net, x, p->batch, true, (uint64_t)s, NULL))) goto done;
-        if ((st = lp_net_loss(net, labels, p->batch, NULL, NULL, &loss))) goto done;
-        double t1 = lp_now();
-        if ((st = lp_net_backward(net))) goto done;
-        double t2 = lp_now();
-        if ((st = lp_optim_step(opt, oc.kind == LP_OPT_SGD ? 0.001f : 1e-5f))) goto done;
+        if ((st = train_step(net, opt, &oc, x, labels, p->batch, s, &loss, &t1, &t2))) goto done;
         double t3 = lp_now();
         r->final_loss = loss;
         if (s == 0) r->first_step_s = t3 - t0;
@@ -66,10 +82,47 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     r->update_s = tu / p->steps;
     r->step_s = t_all / p->steps;
     r->images_per_s = t_all > 0 ? (double)p->batch * p->steps / t_all : 0;
+    if (p->per_layer) {
+        /* Interleaved so that drifting load on a shared machine hits all three alike:
+         * a plain step (timed), a profiled step (a wait after each layer), then each
+         * layer's primitives alone on the same buffers. */
+        size_t nl = (size_t)net->nlayers;
+        double *prim = lp_calloc(4 * nl, sizeof(double)), t_plain = 0;
+        net->prof = lp_calloc(2 * nl, sizeof(double));
+        if (!prim || !net->prof) {
+            free(prim);
+            st = LP_ERR_NOMEM;
+            goto done;
+        }
+        double *gflop = prim + 2 * nl;
+        for (int s = 0; s < p->steps && !st; s++) {
+            double t0 = lp_now();
+            double *prof = net->prof;
+            net->prof = NULL;
+            st = train_step(net, opt, &oc, x, labels, p->batch, s, NULL, NULL, NULL);
+            net->prof = prof;
+            t_plain += lp_now() - t0;
+            if (!st) st = train_step(net, opt, &oc, x, labels, p->batch, s, NULL, NULL, NULL);
+            if (!st) st = lp_bench_time_primitives(net, prim, gflop);
+        }
+        if (!st) st = lp_bench_layer_table(net, prim, gflop, p->steps, t_plain / p->steps, &r->per_layer_text, &r->primitive_s);
+        free(prim);
+        if (st) goto done;
+        r->overhead_share = 1.0 - r->primitive_s / (t_plain / p->steps);
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) r->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
 done:
     lp_optim_free(opt);
     lp_net_free(net);
     free(x);
     free(labels);
+    if (st) lp_bench_result_free(r);
     return st;
+}
+
+void lp_bench_result_free(lp_bench_result *r) {
+    if (!r) return;
+    free(r->per_layer_text);
+    r->per_layer_text = NULL;
 }

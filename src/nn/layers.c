@@ -21,7 +21,8 @@ static lp_md conv_w_plain(const lp_layer *l) {
 
 static lp_status conv_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     lp_conv2d_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .k = l->out_c, .kh = l->k, .kw = l->k,
-                          .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad, .relu = l->relu};
+                          .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad, .relu = l->relu,
+                          .bf16 = net->cfg.bf16};
     lp_status st = lp_conv2d_init(&pl->u.conv.op, &p, pl->in_slot == 0 ? NULL : &pl->in_md);
     if (st) return st;
     lp_conv2d *c = &pl->u.conv.op;
@@ -107,7 +108,8 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
                                float *dx, bool weights, bool accumulate) {
     lp_conv2d *c = &pl->u.conv.op;
     lp_status st;
-    if (l->relu) lp_relu_backward_inplace(dy, y, lp_md_size(&c->dst_md) / sizeof(float));
+    if (l->relu && c->p.bf16) lp_relu_backward_inplace_bf16((uint16_t *)dy, (const uint16_t *)y, lp_md_size(&c->dst_md) / 2);
+    else if (l->relu) lp_relu_backward_inplace(dy, y, lp_md_size(&c->dst_md) / sizeof(float));
     const void *src = pl->u.conv.in_re ? l->aux.p : (const void *)x;
     if (weights) {
         if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, net->tmp_dw.p, net->tmp_db.p, net->scratch.p))) return st;

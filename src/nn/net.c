@@ -99,6 +99,9 @@ LP_OMP(parallel for if (pairs > 32768))
 
 lp_status lp_net_create(const lp_net_config *cfg, lp_net **out) { return lp_net_create_ex(cfg, true, out); }
 
+bool lp_net_bf16_native(void) { return lp_bf16_native(); }
+bool lp_net_amx(void) { return lp_amx_available(); }
+
 lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
     *out = NULL;
     lp_net *net = lp_calloc(1, sizeof *net);
@@ -110,6 +113,10 @@ lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
     if (net->cfg.max_batch < 1) net->cfg.max_batch = 1;
     lp_status st = lp_net_build_layers(net);
     if (st) goto fail;
+    if (net->cfg.bf16 && !lp_bf16_native()) {
+        st = lp_fail(LP_ERR_ARG, "bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); use fp32");
+        goto fail;
+    }
     if (!lp_dnnl_engine()) {
         st = lp_fail(LP_ERR_BACKEND, "oneDNN: cannot create the CPU engine");
         goto fail;
@@ -159,6 +166,7 @@ void lp_net_free(lp_net *net) {
     lp_buf_free(&net->tmp_db);
     lp_buf_free(&net->tmp_dx);
     free(net->dlogits);
+    free(net->prof);
     if (net->stream) dnnl_stream_destroy(net->stream);
     free(net->layers);
     free(net->params);
@@ -331,6 +339,21 @@ static lp_status get_plan(lp_net *net, int n, bool training, lp_plan **out) {
 static float *slot_ptr(lp_net *net, int slot) { return net->act[slot].p; }
 
 /* ---- forward / loss / backward ------------------------------------------------ */
+/* One layer's forward; with profiling on, waits for it and adds its time. */
+static lp_status forward_layer(lp_net *net, lp_plan *p, int l, int n, bool training, uint64_t seed) {
+    lp_plan_layer *pl = &p->layers[l];
+    lp_layer *L = &net->layers[l];
+    double t0 = net->prof ? lp_now() : 0;
+    lp_status st = lp_layer_kinds[L->kind].forward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot),
+                                                   training, seed, (uint64_t)l);
+    if (st) return lp_fail_context(st, "forward %s", L->name[0] ? L->name : "reorder");
+    if (net->prof) {
+        dnnl_stream_wait(net->stream);
+        net->prof[2 * l] += lp_now() - t0;
+    }
+    return LP_OK;
+}
+
 lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint64_t dropout_seed, float *logits) {
     if (n < 1) return lp_fail(LP_ERR_ARG, "forward: batch size %d", n);
     net->loss_ready = false;
@@ -341,13 +364,8 @@ lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint
     const lp_net_config *c = &net->cfg;
     memcpy(net->act[0].p, x, sizeof(float) * (size_t)n * c->in_c * c->in_h * c->in_w);
     uint64_t seed = lp_rng_u64(dropout_seed, net->cfg.seed, 0xd80);
-    for (int l = 0; l < net->nlayers; l++) {
-        lp_plan_layer *pl = &p->layers[l];
-        lp_layer *L = &net->layers[l];
-        st = lp_layer_kinds[L->kind].forward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), training,
-                                             seed, (uint64_t)l);
-        if (st) return lp_fail_context(st, "forward %s", L->name[0] ? L->name : "reorder");
-    }
+    for (int l = 0; l < net->nlayers; l++)
+        if ((st = forward_layer(net, p, l, n, training, seed))) return st;
     dnnl_stream_wait(net->stream);
     const float *z = slot_ptr(net, p->layers[net->nlayers - 1].out_slot);
     if (logits) memcpy(logits, z, sizeof(float) * (size_t)n * c->num_classes);
@@ -399,13 +417,8 @@ lp_status lp_net_forward_prefix(lp_net *net, const float *x, int n, int k, float
     if (st) return st;
     const lp_net_config *c = &net->cfg;
     memcpy(net->act[0].p, x, sizeof(float) * (size_t)n * c->in_c * c->in_h * c->in_w);
-    for (int l = 0; l < k; l++) {
-        lp_plan_layer *pl = &p->layers[l];
-        lp_layer *L = &net->layers[l];
-        st = lp_layer_kinds[L->kind].forward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), false,
-                                             0, (uint64_t)l);
-        if (st) return lp_fail_context(st, "forward %s", L->name[0] ? L->name : "reorder");
-    }
+    for (int l = 0; l < k; l++)
+        if ((st = forward_layer(net, p, l, n, false, 0))) return st;
     dnnl_stream_wait(net->stream);
     memcpy(feat, slot_ptr(net, prefix_out_slot(p, k)), sizeof(float) * (size_t)n * fs);
     return LP_OK;
@@ -424,13 +437,8 @@ lp_status lp_net_forward_from(lp_net *net, int k, const float *feat, int n, bool
     if (st) return st;
     memcpy(slot_ptr(net, prefix_out_slot(p, k)), feat, sizeof(float) * (size_t)n * fs);
     uint64_t seed = lp_rng_u64(dropout_seed, net->cfg.seed, 0xd80);
-    for (int l = k; l < net->nlayers; l++) {
-        lp_plan_layer *pl = &p->layers[l];
-        lp_layer *L = &net->layers[l];
-        st = lp_layer_kinds[L->kind].forward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), training,
-                                             seed, (uint64_t)l);
-        if (st) return lp_fail_context(st, "forward %s", L->name[0] ? L->name : "reorder");
-    }
+    for (int l = k; l < net->nlayers; l++)
+        if ((st = forward_layer(net, p, l, n, training, seed))) return st;
     dnnl_stream_wait(net->stream);
     const float *z = slot_ptr(net, p->layers[net->nlayers - 1].out_slot);
     if (logits) memcpy(logits, z, sizeof(float) * (size_t)n * net->cfg.num_classes);
@@ -502,9 +510,14 @@ lp_status lp_net_backward(lp_net *net) {
             if (acc) lp_net_materialize_grad(net, L->pw), lp_net_materialize_grad(net, L->pb);
         }
         float *dx = l > lo ? (pl->alias ? dbuf[d] : dbuf[1 - d]) : NULL;
+        double t0 = net->prof ? lp_now() : 0;
         st = lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), dbuf[d],
                                               dx, w, acc);
         if (st) return lp_fail_context(st, "backward %s", L->name[0] ? L->name : "reorder");
+        if (net->prof) {
+            dnnl_stream_wait(net->stream);
+            net->prof[2 * l + 1] += lp_now() - t0;
+        }
         if (w) net->params[L->pw].grad_state = net->params[L->pb].grad_state = LP_GRAD_DATA;
         if (!pl->alias) d = 1 - d;
     }

@@ -33,7 +33,14 @@ typedef struct lp_net_config {
     int max_batch;  /* largest batch forward/backward will see (a hint: buffers are sized
                        per batch size on first use, larger batches still work) */
     uint64_t seed;  /* init + dropout streams */
+    bool bf16;      /* convolutions and pooling in bf16 (oneDNN, AMX where present): bf16
+                       activations and weight copies, fp32 master weights, gradients, bias,
+                       dense layers, loss. Only where lp_net_bf16_native(); else refused. */
 } lp_net_config;
+/* True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX). */
+bool lp_net_bf16_native(void);
+/* True when it has AMX tiles (then bf16 is several times fp32's speed). */
+bool lp_net_amx(void);
 
 /* vgg16, top=keep, 2 classes, 3x224x224, max_batch 8, seed 0. */
 lp_net_config lp_net_default_config(void);

@@ -103,6 +103,7 @@ struct lp_net {
     const float *last_x;
     float *dlogits; /* (cap_batch, K) */
     int dlogits_cap;
+    double *prof; /* NULL, or per layer l: [2l] forward and [2l+1] backward seconds (bench) */
     /* summary bookkeeping */
     int backbone_layers; /* layers[0..backbone_layers) come from the backbone */
 };
@@ -129,5 +130,11 @@ lp_status lp_net_build_layers(lp_net *net);
 void lp_net_materialize_grad(lp_net *net, int i); /* STALE -> memset -> ZERO */
 void lp_net_invalidate_weights(lp_net *net, bool trainable_only);
 lp_status lp_net_reserve_scratch(lp_net *net, size_t bytes);
+/* bench_layers.c: after a training step, runs each layer's primitives once alone,
+ * adding seconds to t[2l] (forward), t[2l+1] (backward) and setting gflop[2l], [2l+1]. */
+lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop);
+/* The per-layer table (malloc'ed) from net->prof and prim, both summed over steps. */
+lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const double *gflop, int steps, double step_s,
+                               char **text, double *primitive_s);
 
 #endif

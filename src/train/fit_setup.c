@@ -125,6 +125,7 @@ static lp_status write_run_json(lp_fit *f) {
     cJSON_AddNumberToObject(aug, "brightness_hi", p->brightness_hi);
     cJSON_AddNumberToObject(cfg, "validation_split", p->validation_split);
     add_str(cfg, "precision", p->precision);
+    add_str(cfg, "precision_used", lp_net_get_config(f->net)->bf16 ? "bf16" : "fp32");
     cJSON *classes = cJSON_AddArrayToObject(root, "classes");
     for (int i = 0; i < f->num_classes; i++) cJSON_AddItemToArray(classes, cJSON_CreateString(f->train->class_names[i]));
     cJSON *counts = cJSON_AddObjectToObject(root, "counts");
@@ -414,6 +415,15 @@ static lp_status write_skipped(lp_fit *f) {
     return s;
 }
 
+/* --precision: fp32 (default); bf16 where the CPU has native bf16 (else fp32, said at
+ * setup); auto: bf16 where AMX makes it several times faster, else fp32. */
+static bool use_bf16(const lp_fit *f) {
+    const char *pr = f->p.precision ? f->p.precision : "fp32";
+    if (!strcmp(pr, "bf16")) return lp_net_bf16_native();
+    if (!strcmp(pr, "auto")) return lp_net_amx();
+    return false;
+}
+
 lp_status lp_fit_setup(lp_fit *f) {
     const lp_train_params *p = &f->p;
     lp_status s;
@@ -470,6 +480,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     nc.in_w = p->width;
     nc.max_batch = p->batch;
     nc.seed = p->seed;
+    nc.bf16 = use_bf16(f);
     if ((s = lp_net_create(&nc, &f->net))) return s;
     if (p->weights && (s = load_weights(f))) return s;
     if (!strcmp(p->preprocess, "auto")) {
@@ -514,8 +525,11 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (!f->logits || !f->probs || !f->sample_loss || !f->val_probs || !f->val_labels) return LP_ERR_NOMEM;
 
     print_config(f);
-    if (p->precision && !strcmp(p->precision, "bf16"))
-        say(f, "Precision bf16: not available in this build yet; training in fp32\n");
+    if (lp_net_get_config(f->net)->bf16)
+        say(f, "Precision: bf16 convolutions and pooling%s; fp32 master weights, gradients, dense layers and loss.\n",
+            lp_net_amx() ? " on AMX" : "");
+    else if (p->precision && !strcmp(p->precision, "bf16"))
+        say(f, "Precision: bf16 asked, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32.\n");
     if ((s = setup_feature_cache(f))) return s;
     if ((s = write_run_json(f))) return s;
     if ((s = open_logs(f))) return s;

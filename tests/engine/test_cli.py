@@ -44,7 +44,16 @@ if not re.search(r"images/s: [0-9.]+", out):
     fail.append("bench output: " + out)
 run("bench", "--help")
 run("bench", "--batch", "0", code=2)
-run("bench", "--precision", "bf16", code=2)
+run("bench", "--precision", "fp16", code=2)
+native = any(f in open("/proc/cpuinfo").read() for f in (" avx512_bf16", " amx_bf16"))
+out = run("bench", "--model", "vgg16", "--top", "none", "--size", "32x32", "--batch", "2", "--steps", "1", "--warmup", "1",
+          "--precision", "bf16", "--per-layer", code=0 if native else 1)
+if native:
+    if ", bf16," not in out:
+        fail.append("bench --precision bf16 did not say bf16: " + out)
+    rows = [l for l in out.splitlines() if l.startswith("features.")]
+    if len(rows) != 18 or "framework overhead:" not in out or "peak memory (RSS):" not in out:
+        fail.append("bench --per-layer: want 18 feature rows, the overhead and peak memory lines: " + out)
 for f in fail:
     print("FAIL", f)
 print("cli checks:", "FAILED" if fail else "ok")

@@ -347,9 +347,9 @@ static void test_dropout(void) {
 
 int main(void) {
     CHECK(lp_dnnl_stream_create(&S));
-    test_conv("conv 3x3 pad1 (2,3,6,6)->16", (lp_conv2d_params){2, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, false}, false);
-    test_conv("conv 3x3 pad1 blocked (2,16,5,7)->32", (lp_conv2d_params){2, 16, 5, 7, 32, 3, 3, 1, 1, 1, 1, false}, true);
-    test_conv("conv 3x3 stride2 pad0 (1,4,7,7)->8", (lp_conv2d_params){1, 4, 7, 7, 8, 3, 3, 2, 2, 0, 0, false}, false);
+    test_conv("conv 3x3 pad1 (2,3,6,6)->16", (lp_conv2d_params){2, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, false, false}, false);
+    test_conv("conv 3x3 pad1 blocked (2,16,5,7)->32", (lp_conv2d_params){2, 16, 5, 7, 32, 3, 3, 1, 1, 1, 1, false, false}, true);
+    test_conv("conv 3x3 stride2 pad0 (1,4,7,7)->8", (lp_conv2d_params){1, 4, 7, 7, 8, 3, 3, 2, 2, 0, 0, false, false}, false);
     test_pool(2, 3, 6, 6);
     test_pool(1, 2, 7, 5);
     test_dense(3, 17, 5); /* small-batch outer-product path */

@@ -1,0 +1,142 @@
+/* Per-layer roofline for `loupe bench --per-layer`: each layer's time inside
+ * a training step (measured by the net's profiling hooks) next to the time
+ * of its oneDNN primitives run alone, on the same buffers, back to back.
+ * The gap is framework overhead: reorders of weights and inputs, ReLU masks,
+ * stream waits, copies, and the optimizer update (counted as overhead too). */
+#include "nn_impl.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Seconds of one call, added to out. */
+#define TIME_CALL(call, out)                                                                                             \
+    do {                                                                                                                 \
+        dnnl_stream_wait(net->stream);                                                                                   \
+        double t0_ = lp_now();                                                                                           \
+        lp_status st_ = (call);                                                                                          \
+        if (st_) return st_;                                                                                             \
+        dnnl_stream_wait(net->stream);                                                                                   \
+        (out) += lp_now() - t0_;                                                                                         \
+    } while (0)
+
+/* Runs layer l's primitives once each; adds their seconds to t[0] (forward)
+ * and t[1] (backward) and their GFLOP to gf[0], gf[1]. */
+static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *gf) {
+    lp_layer *L = &net->layers[l];
+    lp_plan_layer *pl = &p->layers[l];
+    void *x = net->act[pl->in_slot].p, *y = net->act[pl->out_slot].p, *scr = net->scratch.p;
+    void *dy = net->diff[0].p, *dx = net->diff[1].p;
+    gf[0] = gf[1] = 0;
+    switch (L->kind) {
+    case LP_LAYER_CONV: {
+        lp_conv2d *c = &pl->u.conv.op;
+        const void *src = pl->u.conv.in_re ? L->aux.p : x;
+        const float *param = net->weights + net->params[L->pw].offset, *bias = net->weights + net->params[L->pb].offset;
+        const void *wf = pl->u.conv.has_re_wf ? L->wf.p : (const void *)param;
+        double f = 2.0 * p->n * c->p.k * c->p.c * c->p.kh * c->p.kw * (double)c->oh * c->ow / 1e9;
+        TIME_CALL(lp_conv2d_forward(c, net->stream, src, wf, bias, y, scr), t[0]);
+        gf[0] = f;
+        if (c->has_bwd_data) {
+            const void *wb = pl->u.conv.has_re_wb && L->wb.p ? L->wb.p : wf;
+            void *target = pl->u.conv.in_re ? net->tmp_dx.p : dx;
+            TIME_CALL(lp_conv2d_backward_data(c, net->stream, dy, wb, target, scr), t[1]);
+            gf[1] += f;
+        }
+        if (c->has_bwd_w) {
+            TIME_CALL(lp_conv2d_backward_weights(c, net->stream, src, dy, net->tmp_dw.p, net->tmp_db.p, scr), t[1]);
+            gf[1] += f;
+        }
+        break;
+    }
+    case LP_LAYER_MAXPOOL:
+        TIME_CALL(lp_maxpool_forward(&pl->u.pool, net->stream, x, y, L->aux.p, scr), t[0]);
+        if (pl->u.pool.has_bwd) TIME_CALL(lp_maxpool_backward(&pl->u.pool, net->stream, dy, L->aux.p, dx, scr), t[1]);
+        break;
+    case LP_LAYER_DENSE: {
+        lp_dense *d = &pl->u.dense;
+        const float *w = net->weights + net->params[L->pw].offset, *b = net->weights + net->params[L->pb].offset;
+        float *gw = net->grads + net->params[L->pw].offset, *gb = net->grads + net->params[L->pb].offset;
+        double f = 2.0 * p->n * d->in * (double)d->out / 1e9;
+        TIME_CALL(lp_dense_forward(d, net->stream, x, w, b, y, scr), t[0]);
+        gf[0] = f;
+        if (d->has_bwd_data) {
+            TIME_CALL(lp_dense_backward_data(d, net->stream, dy, w, dx, scr), t[1]);
+            gf[1] += f;
+        }
+        if (d->has_bwd_w) {
+            TIME_CALL(lp_dense_backward_weights(d, net->stream, x, dy, gw, gb, false, scr), t[1]);
+            gf[1] += f;
+        }
+        break;
+    }
+    default: break; /* reorders, views and C ops: no compute primitive, all overhead */
+    }
+    return LP_OK;
+}
+
+lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop) {
+    if (!net->cur) return lp_fail(LP_ERR_ARG, "bench: timing primitives needs a training step first");
+    for (int l = 0; l < net->nlayers; l++) {
+        lp_status st = time_layer(net, net->cur, l, t + 2 * l, gflop + 2 * l);
+        if (st) return lp_fail_context(st, "bench: timing layer %s alone", net->layers[l].name[0] ? net->layers[l].name : "reorder");
+    }
+    return LP_OK;
+}
+
+__attribute__((format(printf, 4, 5)))
+static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(*buf ? *buf + *len : NULL, *buf ? *cap - *len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if (*buf && *len + (size_t)n < *cap) {
+            *len += (size_t)n;
+            return;
+        }
+        size_t nc = (*cap ? *cap * 2 : 4096) + (size_t)n;
+        char *nb = realloc(*buf, nc);
+        if (!nb) return;
+        *buf = nb;
+        *cap = nc;
+    }
+}
+
+static double gfs(double gflop, double s) { return s > 0 ? gflop / s : 0; }
+
+lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const double *gflop, int steps, double step_s,
+                               char **text, double *primitive_s) {
+    *text = NULL;
+    *primitive_s = 0;
+    if (!net->prof || steps < 1) return lp_fail(LP_ERR_ARG, "bench: per-layer table needs profiled training steps first");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s\n", "layer", "kind", "output", "step fwd",
+            "step bwd", "prim fwd", "prim bwd", "GFLOP/s", "GFLOP/s", "overhead");
+    appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s\n", "", "", "", "ms", "ms", "ms", "ms", "fwd",
+            "bwd", "ms");
+    double in_step = 0, sum_prim = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const lp_layer *L = &net->layers[l];
+        double sf = net->prof[2 * l] / steps, sb = net->prof[2 * l + 1] / steps;
+        double pf = prim[2 * l] / steps, pb = prim[2 * l + 1] / steps;
+        in_step += sf + sb;
+        sum_prim += pf + pb;
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
+        appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9.2f %9.2f %9.2f %9.2f %8.0f %8.0f %8.2f\n",
+                L->name[0] ? L->name : "(reorder)", lp_layer_kinds[L->kind].type, shape, sf * 1e3, sb * 1e3, pf * 1e3, pb * 1e3,
+                gfs(gflop[2 * l], pf), gfs(gflop[2 * l + 1], pb), (sf + sb - pf - pb) * 1e3);
+    }
+    appendf(&buf, &len, &cap, "%-48s %19.2f %19.2f %26.2f\n", "sum over layers (ms)", in_step * 1e3, sum_prim * 1e3,
+            (in_step - sum_prim) * 1e3);
+    appendf(&buf, &len, &cap,
+            "step %.2f ms (unprofiled, interleaved with the rest); primitives alone %.2f ms; framework overhead "
+            "(step - primitives) %.2f ms = %.1f%%\n",
+            step_s * 1e3, sum_prim * 1e3, (step_s - sum_prim) * 1e3, step_s > 0 ? 100.0 * (step_s - sum_prim) / step_s : 0);
+    *text = buf;
+    *primitive_s = sum_prim;
+    return buf ? LP_OK : LP_ERR_NOMEM;
+}
