@@ -250,7 +250,8 @@ int lp_weights_preprocess_warning(const char *expected, const char *chosen, char
 /* ==== section: train (fit, evaluate, predict) =========================== */
 /*
  * Training writes a run directory:
- *   RUN/run.json                  configuration, classes in order, dataset counts, versions
+ *   RUN/run.json                  configuration, classes in order, dataset counts, versions,
+ *                                 with on_nan "skip": skipped_nan_batches (updated each epoch)
  *   RUN/history.csv               epoch,loss,accuracy,val_loss,val_accuracy,lr (epoch from 1)
  *   RUN/valid_predictions.csv     epoch,path,label,p0,p1,... per validation image per epoch
  *   RUN/checkpoints/last.safetensors  every epoch (with optimizer and loop state for --resume)
@@ -286,6 +287,10 @@ typedef struct lp_train_params {
     int reduce_lr_patience;
     const char *schedule;                  /* "constant" (default) | "step:E:G" | "cosine" */
     int resume, skip_bad;
+    const char *on_nan;                    /* "stop" (default): NaN/Inf training loss fails, last good
+                                            * checkpoint kept | "skip": a batch with NaN/Inf loss or gradients
+                                            * is not applied nor counted (run.json skipped_nan_batches); an
+                                            * epoch with all skipped, or NaN validation loss, fails as stop */
     int tensorboard;                       /* default 1 */
     int histogram_freq;                    /* epochs between weight/grad histograms, 0 = off */
     int batch_log_freq;                    /* steps between batch_loss scalars, 0 = off */

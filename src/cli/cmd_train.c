@@ -47,6 +47,10 @@ static const char *usage_text =
     "  --no-feature-cache         recompute frozen-base features every epoch (default: computed once\n"
     "                             per image when the base is frozen and augmentation is off)\n"
     "  --resume                   continue RUN from checkpoints/last.safetensors\n"
+    "  --on-nan stop|skip         NaN/Inf training loss: stop, last good checkpoint kept (default);\n"
+    "                             or skip each batch whose loss or gradients are NaN/Inf (no update, not\n"
+    "                             in the epoch's figures; a warning per epoch; run.json skipped_nan_batches).\n"
+    "                             All batches of an epoch skipped, or a NaN validation loss: stops\n"
     "logs:\n"
     "  --tensorboard on|off (default on)  --histogram-freq N (default 0)  --batch-log-freq N (default 0)\n"
     "  --quiet                    no progress output\n"
@@ -134,6 +138,7 @@ int cmd_train(int argc, char **argv) {
         STR_OPT("--monitor", p.monitor)
         STR_OPT("--schedule", p.schedule)
         STR_OPT("--precision", p.precision)
+        STR_OPT("--on-nan", p.on_nan)
         INT_OPT("--epochs", 1, 1000000, p.epochs)
         INT_OPT("--batch", 1, 65536, p.batch)
         INT_OPT("--steps-per-epoch", 1, 100000000, p.steps_per_epoch)

@@ -93,7 +93,8 @@ static bool pb_next(pb *b, uint32_t *field, int *wt, uint64_t *val, slice *bytes
     }
 }
 
-static pb pb_of(slice s) { return (pb){s.p, s.p + s.n}; }
+/* An absent field is {NULL, 0}: NULL + 0 is undefined in C (UBSan: pointer-overflow), so no arithmetic then. */
+static pb pb_of(slice s) { return (pb){s.p, s.n ? s.p + s.n : s.p}; }
 static bool slice_eq(slice a, const char *s) { return a.n == strlen(s) && (a.n == 0 || memcmp(a.p, s, a.n) == 0); }
 static bool slice_same(slice a, slice b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
 /* Copies a name for messages; bytes outside printable ASCII become '?'. */

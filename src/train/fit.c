@@ -1,6 +1,27 @@
 /* The fit loop: Keras' fit() with ModelCheckpoint, EarlyStopping,
  * ReduceLROnPlateau, LR schedules, CSV and TensorBoard logs, and --resume that
- * reproduces an uninterrupted run bit for bit (same thread count). */
+ * reproduces an uninterrupted run bit for bit (same thread count).
+ *
+ * NaN/Inf (on_nan): "stop" fails at the first non-finite training loss (the
+ * last good checkpoint stays). "skip" leaves out a training batch whose loss
+ * is non-finite or, checked before the optimizer step (like PyTorch AMP's
+ * GradScaler), whose gradients hold a NaN/Inf: weights, optimizer state and
+ * global_step (dropout streams) unchanged, batch not in the epoch's loss and
+ * accuracy. One warning line per epoch; the total goes to run.json
+ * (skipped_nan_batches) and, for --resume, to the train state. An epoch with
+ * every batch skipped, or a non-finite validation loss, stops as "stop" does.
+ *
+ * Test hooks (environment variables, unset in normal use; only with on_nan
+ * "skip"), for tests/reliability/test_nan_skip.py:
+ *   LOUPE_TEST_NAN_INPUT=S  training images whose relative path contains S
+ *                           get a NaN first pixel (real data through the real
+ *                           engine; its forward drops the NaN before the
+ *                           logits, so only a trainable first layer shows it,
+ *                           in its weight gradient)
+ *   LOUPE_TEST_NAN_LOSS=S   a training batch holding such an image has its
+ *                           loss taken as NaN (after forward and backward)
+ *   LOUPE_TEST_NAN_GRAD=S   a training batch holding such an image gets a NaN
+ *                           in the last parameter's gradient after backward */
 #include "diag/diag.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -37,6 +58,7 @@ lp_train_params lp_train_default_params(void) {
     p.shuffle = 1;
     p.monitor = "val_loss";
     p.schedule = "constant";
+    p.on_nan = "stop";
     p.tensorboard = 1;
     p.cache_features = 1;
     p.precision = "fp32";
@@ -77,6 +99,8 @@ static lp_status check_params(const lp_train_params *p) {
         return lp_fail(LP_ERR_ARG, "bad schedule '%s' (constant, step:EPOCHS:GAMMA or cosine)", p->schedule);
     if (p->precision && strcmp(p->precision, "fp32") && strcmp(p->precision, "bf16") && strcmp(p->precision, "auto"))
         return lp_fail(LP_ERR_ARG, "unknown precision '%s' (fp32, bf16 or auto)", p->precision);
+    if (p->on_nan && strcmp(p->on_nan, "stop") && strcmp(p->on_nan, "skip"))
+        return lp_fail(LP_ERR_ARG, "unknown --on-nan '%s' (stop or skip)", p->on_nan);
     if (p->validation_split < 0 || p->validation_split >= 1)
         return lp_fail(LP_ERR_ARG, "validation split must be in [0, 1) (got %g)", p->validation_split);
     return LP_OK;
@@ -164,6 +188,73 @@ static lp_status restore_weights(lp_fit *f, const char *name) {
     return s;
 }
 
+/* ---- --on-nan skip ----------------------------------------------------------- */
+/* run.json (written by the setup) gets config.on_nan and the skipped total. */
+static lp_status note_skipped_in_run_json(lp_fit *f) {
+    char *path = lp_path_join(f->p.run_dir, "run.json");
+    if (!path) return LP_ERR_NOMEM;
+    uint8_t *data = NULL;
+    size_t n = 0;
+    lp_status s = lp_read_file(path, &data, &n);
+    cJSON *root = s ? NULL : cJSON_ParseWithLength((const char *)data, n);
+    free(data);
+    if (!s && !root) s = lp_fail(LP_ERR_FORMAT, "%s: not valid JSON", path);
+    char *txt = NULL;
+    if (!s) {
+        cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
+        if (cJSON_IsObject(cfg)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(cfg, "on_nan");
+            cJSON_AddStringToObject(cfg, "on_nan", f->p.on_nan);
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "skipped_nan_batches");
+        cJSON_AddNumberToObject(root, "skipped_nan_batches", (double)f->st.nan_skipped);
+        if (!(txt = cJSON_Print(root))) s = lp_fail(LP_ERR_NOMEM, "out of memory");
+    }
+    if (!s) s = lp_write_file_atomic(path, txt, strlen(txt));
+    cJSON_Delete(root);
+    free(txt);
+    free(path);
+    return s;
+}
+
+typedef struct nan_hooks {
+    const char *input, *loss, *grad; /* LOUPE_TEST_NAN_INPUT / _LOSS / _GRAD, NULL when unset */
+} nan_hooks;
+
+/* Does the batch hold an image whose relative path contains pat? */
+static bool batch_has(const lp_fit *f, const lp_batch *bt, const char *pat) {
+    for (int i = 0; pat && i < bt->n; i++)
+        if (strstr(f->train->samples[bt->indices[i]].relpath, pat)) return true;
+    return false;
+}
+
+static void poison_input(const lp_fit *f, const lp_batch *bt, const char *pat) {
+    size_t per = (size_t)f->channels * (size_t)f->p.height * (size_t)f->p.width; /* floats per image */
+    for (int i = 0; pat && i < bt->n; i++)
+        if (strstr(f->train->samples[bt->indices[i]].relpath, pat)) bt->x[(size_t)i * per] = NAN;
+}
+
+/* One training step with --on-nan skip. *skipped: the batch was left out
+ * (non-finite loss or gradient); the step is applied otherwise. */
+static lp_status train_step_or_skip(lp_fit *f, const lp_batch *bt, uint64_t dseed, float lr, const nan_hooks *h,
+                                    float *mean, bool *skipped) {
+    *skipped = false;
+    lp_status s = lp_fit_train_backward(f, bt, dseed, mean);
+    if (!s && batch_has(f, bt, h->loss)) *mean = NAN;
+    if (s == LP_ERR_NUMERIC || (!s && !isfinite(*mean))) {
+        lp_clear_error();
+        *skipped = true;
+        return LP_OK;
+    }
+    if (s) return s;
+    if (batch_has(f, bt, h->grad)) lp_net_grad(f->net, lp_net_param_count(f->net) - 1)[0] = NAN;
+    if (!lp_fit_grads_finite(f)) {
+        *skipped = true;
+        return LP_OK;
+    }
+    return lp_optim_step(f->opt, lr);
+}
+
 /* ---- the loop ------------------------------------------------------------- */
 static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
     const lp_train_params *p = &f->p;
@@ -174,6 +265,14 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
     lp_schedule sched;
     lp_schedule_parse(p->schedule, &sched);
     bool maximize = !strcmp(p->monitor, "val_accuracy");
+    bool skip_nan = p->on_nan && !strcmp(p->on_nan, "skip");
+    nan_hooks hooks = {NULL, NULL, NULL};
+    if (skip_nan) {
+        hooks.input = getenv("LOUPE_TEST_NAN_INPUT");
+        hooks.loss = getenv("LOUPE_TEST_NAN_LOSS");
+        hooks.grad = getenv("LOUPE_TEST_NAN_GRAD");
+        if ((s = note_skipped_in_run_json(f))) return s;
+    }
 
     for (int epoch = f->st.epochs_done + 1; epoch <= p->epochs; epoch++) {
         double t0 = lp_now();
@@ -181,6 +280,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         if (!mid) {
             if (p->reduce_lr_factor <= 0) f->st.lr = lp_schedule_lr(&sched, f->base_lr, epoch - 1, p->epochs);
             f->st.loss_sum = f->st.correct = f->st.seen = 0;
+            f->st.nan_skipped_epoch = 0;
         }
         say(f, "Epoch %d/%d\n", epoch, p->epochs);
         lp_progress prog;
@@ -190,29 +290,41 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
             lp_batch bt;
             if ((s = lp_loader_next(f->train_loader, &bt))) return s;
             uint64_t dseed = lp_rng_u64(p->seed, STREAM_DROPOUT, (uint64_t)f->st.global_step);
-            float mean;
-            /* lp_net_loss itself fails on a non-finite loss (before any update) */
-            if ((s = lp_fit_train_step(f, &bt, dseed, (float)f->st.lr, &mean)) && s != LP_ERR_NUMERIC) return s;
-            if (s == LP_ERR_NUMERIC || !isfinite(mean)) {
-                return lp_fail(LP_ERR_NUMERIC,
-                               "loss is %g at epoch %d step %d: training diverged; the last good checkpoint is kept "
-                               "(try a smaller --lr)", (double)mean, epoch, step + 1);
+            float mean = NAN;
+            bool skipped = false;
+            if (skip_nan) {
+                poison_input(f, &bt, hooks.input);
+                if ((s = train_step_or_skip(f, &bt, dseed, (float)f->st.lr, &hooks, &mean, &skipped))) return s;
+            } else {
+                /* lp_net_loss itself fails on a non-finite loss (before any update) */
+                if ((s = lp_fit_train_step(f, &bt, dseed, (float)f->st.lr, &mean)) && s != LP_ERR_NUMERIC) return s;
+                if (s == LP_ERR_NUMERIC || !isfinite(mean)) {
+                    return lp_fail(LP_ERR_NUMERIC,
+                                   "loss is %g at epoch %d step %d: training diverged; the last good checkpoint is kept "
+                                   "(try a smaller --lr, or --on-nan skip)", (double)mean, epoch, step + 1);
+                }
             }
-            for (int i = 0; i < bt.n; i++) {
-                const float *pr = f->probs + (size_t)i * k;
-                int pred = 0;
-                for (int c = 1; c < k; c++)
-                    if (pr[c] > pr[pred]) pred = c;
-                f->st.correct += pred == bt.labels[i];
+            if (skipped) {
+                f->st.nan_skipped++;
+                f->st.nan_skipped_epoch++;
+            } else {
+                for (int i = 0; i < bt.n; i++) {
+                    const float *pr = f->probs + (size_t)i * k;
+                    int pred = 0;
+                    for (int c = 1; c < k; c++)
+                        if (pr[c] > pr[pred]) pred = c;
+                    f->st.correct += pred == bt.labels[i];
+                }
+                f->st.loss_sum += (double)mean * bt.n;
+                f->st.seen += bt.n;
+                f->st.global_step++;
             }
-            f->st.loss_sum += (double)mean * bt.n;
-            f->st.seen += bt.n;
-            f->st.global_step++;
             lp_loader_position(f->train_loader, &f->st.loader_pass, &f->st.loader_batch);
             f->st.step_in_epoch = step + 1;
-            if (f->tb && p->batch_log_freq > 0 && f->st.global_step % p->batch_log_freq == 0)
+            if (!skipped && f->tb && p->batch_log_freq > 0 && f->st.global_step % p->batch_log_freq == 0)
                 lp_fit_tb_batch(f, mean);
-            lp_progress_update(&prog, step + 1, f->st.loss_sum / f->st.seen, f->st.correct / f->st.seen);
+            if (f->st.seen > 0)
+                lp_progress_update(&prog, step + 1, f->st.loss_sum / f->st.seen, f->st.correct / f->st.seen);
             if (g_stop_requested && step + 1 < steps) {
                 if (p->verbose && f->out) fputc('\n', f->out);
                 say(f, "Interrupted: saving %s/last.safetensors (epoch %d, step %d of %d)\n", f->ckpt_dir, epoch,
@@ -222,6 +334,14 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
                 return lp_fail(LP_ERR_INTERRUPTED, "interrupted at epoch %d step %d; continue with --resume", epoch,
                                step + 1);
             }
+        }
+        if (f->st.nan_skipped_epoch > 0 && f->st.seen == 0) {
+            if (p->verbose && f->out) fputc('\n', f->out);
+            lp_status w = note_skipped_in_run_json(f);
+            if (w) return w;
+            return lp_fail(LP_ERR_NUMERIC,
+                           "all %d training batches of epoch %d had a NaN/Inf loss or gradient (--on-nan skip): training "
+                           "diverged; the last good checkpoint is kept (try a smaller --lr)", f->st.nan_skipped_epoch, epoch);
         }
         double loss = f->st.loss_sum / f->st.seen, acc = f->st.correct / f->st.seen;
         double val_loss, val_acc;
@@ -236,6 +356,12 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         if (f->valid_loader) snprintf(extra, sizeof extra, " - val_loss: %.4f - val_accuracy: %.4f", val_loss, val_acc);
         else extra[0] = 0;
         lp_progress_end(&prog, steps, loss, acc, extra);
+        if (f->st.nan_skipped_epoch > 0) {
+            if (f->out)
+                fprintf(f->out, "WARNING: epoch %d: skipped %d of %d training batches with a NaN/Inf loss or gradient "
+                                "(--on-nan skip)\n", epoch, f->st.nan_skipped_epoch, steps);
+            if ((s = note_skipped_in_run_json(f))) return s;
+        }
 
         /* Logs first: a finished epoch is on disk before its checkpoint. */
         if ((s = lp_csv_printf(f->hist_csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g\n", epoch, loss, acc, val_loss, val_acc, lr_used)))

@@ -561,7 +561,7 @@ void lp_fit_teardown(lp_fit *f) {
 }
 
 /* ---- steps ------------------------------------------------------------------------ */
-lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss) {
+lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float *mean_loss) {
     lp_status s;
     if (f->feat_k > 0) {
         s = batch_features(f, bt, f->feat_train, f->have_train);
@@ -572,8 +572,28 @@ lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed
     if (!s) s = lp_net_loss(f->net, bt->labels, bt->n, NULL, f->probs, mean_loss);
     if (s) return s;
     lp_net_zero_grad(f->net);
-    if ((s = lp_net_backward(f->net))) return s;
-    return lp_optim_step(f->opt, lr);
+    return lp_net_backward(f->net);
+}
+
+lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss) {
+    lp_status s = lp_fit_train_backward(f, bt, dropout_seed, mean_loss);
+    return s ? s : lp_optim_step(f->opt, lr);
+}
+
+bool lp_fit_grads_finite(lp_fit *f) {
+    for (int i = 0; i < lp_net_param_count(f->net); i++) {
+        if (!lp_net_param_trainable(f->net, i)) continue;
+        const float *g = lp_net_grad(f->net, i);
+        size_t n = lp_net_param_numel(f->net, i);
+        uint32_t bad = 0; /* exponent all ones: NaN or +-Inf (an integer loop, so it vectorizes) */
+        for (size_t j = 0; j < n; j++) {
+            uint32_t u;
+            memcpy(&u, g + j, sizeof u);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) return false;
+    }
+    return true;
 }
 
 lp_status lp_fit_forward_eval(lp_fit *f, const lp_batch *bt, float *logits) {

@@ -55,6 +55,8 @@ char *lp_train_state_to_json(const lp_train_state *s) {
     put_num(o, "reduce_best", s->reduce.best);
     put_num(o, "reduce_wait", s->reduce.wait);
     put_num(o, "reduce_cooldown", s->reduce.cooldown_counter);
+    put_num(o, "nan_skipped", (double)s->nan_skipped);
+    put_num(o, "nan_skipped_epoch", s->nan_skipped_epoch);
     char *txt = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return txt;
@@ -72,7 +74,13 @@ lp_status lp_train_state_from_json(const char *json, lp_train_state *s) {
             cJSON_Delete(o);
             return lp_fail(LP_ERR_FORMAT, "train_state metadata lacks '%s'", keys[i]);
         }
+    /* optional (absent in checkpoints written before --on-nan): none skipped */
+    double skipped = 0, skipped_epoch = 0;
+    get_num(o, "nan_skipped", &skipped);
+    get_num(o, "nan_skipped_epoch", &skipped_epoch);
     cJSON_Delete(o);
+    s->nan_skipped = skipped >= 0 && skipped < 1e15 ? (int64_t)skipped : 0;
+    s->nan_skipped_epoch = skipped_epoch >= 0 && skipped_epoch < 1e9 ? (int)skipped_epoch : 0;
     s->epochs_done = (int)v[0];
     s->step_in_epoch = (int)v[1];
     s->global_step = (int64_t)v[2];

@@ -20,6 +20,8 @@ typedef struct lp_train_state {
     int loader_batch;
     double lr;             /* learning rate in use (after ReduceLROnPlateau) */
     double loss_sum, correct, seen; /* running sums of an interrupted epoch */
+    int64_t nan_skipped;   /* --on-nan skip: training batches skipped so far (run.json's total) */
+    int nan_skipped_epoch; /* of them in the current (interrupted) epoch */
     lp_monitor monitor;
     lp_early_stop early;
     lp_reduce_lr reduce;

@@ -190,11 +190,12 @@ def diag_seeds(d):
 def loupe_seeds(out, loupe):
     work = tempfile.mkdtemp(prefix="loupe-seeds-")
     try:
-        data = make_data.make(os.path.join(work, "data"), per_class=(4, 2, 0))
+        make_data.make(os.path.join(work, "data"), per_class=(4, 2, 0))
         run = os.path.join(work, "run")
-        r = subprocess.run([loupe, "train", data, "--run", run, "--model", "tiny", "--top", "none", "--size", "32x32",
-                            "--batch", "4", "--epochs", "2", "--threads", "1", "--quiet", "--tensorboard", "off"],
-                           capture_output=True, text=True, timeout=300)
+        # relative paths (run.json records them): the same seeds every time, for FUZZ_SEED runs
+        r = subprocess.run([os.path.abspath(loupe), "train", "data", "--run", "run", "--model", "tiny", "--top", "none",
+                            "--size", "32x32", "--batch", "4", "--epochs", "2", "--threads", "1", "--quiet",
+                            "--tensorboard", "off"], cwd=work, capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             print("loupe train for seeds failed: %s" % r.stderr.strip())
             return
