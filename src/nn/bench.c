@@ -41,7 +41,7 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     c.max_batch = p->batch;
     const char *prec = p->precision ? p->precision : "fp32";
     if (!strcmp(prec, "bf16")) c.bf16 = true;
-    else if (!strcmp(prec, "auto")) c.bf16 = lp_net_amx();
+    else if (!strcmp(prec, "auto")) c.bf16 = lp_net_auto_bf16(&c);
     else if (strcmp(prec, "fp32")) return lp_fail(LP_ERR_ARG, "bench: unknown precision '%s' (fp32, bf16, auto)", prec);
     r->bf16 = c.bf16;
     lp_optim_config oc;

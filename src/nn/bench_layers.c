@@ -110,11 +110,11 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
                                char **text, double *primitive_s) {
     *text = NULL;
     *primitive_s = 0;
-    if (!net->prof || steps < 1) return lp_fail(LP_ERR_ARG, "bench: per-layer table needs profiled training steps first");
+    if (!net->prof || !net->cur || steps < 1) return lp_fail(LP_ERR_ARG, "bench: per-layer table needs profiled training steps first");
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s\n", "layer", "kind", "output", "step fwd",
-            "step bwd", "prim fwd", "prim bwd", "GFLOP/s", "GFLOP/s", "overhead");
+    appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s  %s\n", "layer", "kind", "output", "step fwd",
+            "step bwd", "prim fwd", "prim bwd", "GFLOP/s", "GFLOP/s", "overhead", "oneDNN kernel (forward)");
     appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s\n", "", "", "", "ms", "ms", "ms", "ms", "fwd",
             "bwd", "ms");
     double in_step = 0, sum_prim = 0;
@@ -126,9 +126,13 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
         sum_prim += pf + pb;
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
-        appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9.2f %9.2f %9.2f %9.2f %8.0f %8.0f %8.2f\n",
+        const lp_plan_layer *pl = &net->cur->layers[l];
+        const char *impl = L->kind == LP_LAYER_CONV ? pl->u.conv.op.fwd.impl
+                           : L->kind == LP_LAYER_MAXPOOL ? pl->u.pool.fwd.impl
+                           : L->kind == LP_LAYER_DENSE ? pl->u.dense.fwd.impl : "";
+        appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9.2f %9.2f %9.2f %9.2f %8.0f %8.0f %8.2f  %s\n",
                 L->name[0] ? L->name : "(reorder)", lp_layer_kinds[L->kind].type, shape, sf * 1e3, sb * 1e3, pf * 1e3, pb * 1e3,
-                gfs(gflop[2 * l], pf), gfs(gflop[2 * l + 1], pb), (sf + sb - pf - pb) * 1e3);
+                gfs(gflop[2 * l], pf), gfs(gflop[2 * l + 1], pb), (sf + sb - pf - pb) * 1e3, impl);
     }
     appendf(&buf, &len, &cap, "%-48s %19.2f %19.2f %26.2f\n", "sum over layers (ms)", in_step * 1e3, sum_prim * 1e3,
             (in_step - sum_prim) * 1e3);

@@ -416,11 +416,11 @@ static lp_status write_skipped(lp_fit *f) {
 }
 
 /* --precision: fp32 (default); bf16 where the CPU has native bf16 (else fp32, said at
- * setup); auto: bf16 where AMX makes it several times faster, else fp32. */
-static bool use_bf16(const lp_fit *f) {
+ * setup); auto: bf16 where it pays (AMX, inputs of 64x64 or more), else fp32. */
+static bool use_bf16(const lp_fit *f, const lp_net_config *nc) {
     const char *pr = f->p.precision ? f->p.precision : "fp32";
     if (!strcmp(pr, "bf16")) return lp_net_bf16_native();
-    if (!strcmp(pr, "auto")) return lp_net_amx();
+    if (!strcmp(pr, "auto")) return lp_net_auto_bf16(nc);
     return false;
 }
 
@@ -480,7 +480,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     nc.in_w = p->width;
     nc.max_batch = p->batch;
     nc.seed = p->seed;
-    nc.bf16 = use_bf16(f);
+    nc.bf16 = use_bf16(f, &nc);
     if ((s = lp_net_create(&nc, &f->net))) return s;
     if (p->weights && (s = load_weights(f))) return s;
     if (!strcmp(p->preprocess, "auto")) {
@@ -530,6 +530,9 @@ lp_status lp_fit_setup(lp_fit *f) {
             lp_net_amx() ? " on AMX" : "");
     else if (p->precision && !strcmp(p->precision, "bf16"))
         say(f, "Precision: bf16 asked, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32.\n");
+    else if (p->precision && !strcmp(p->precision, "auto"))
+        say(f, "Precision: fp32 (auto: %s).\n",
+            lp_net_amx() ? "bf16 pays from 64x64 inputs on; these are smaller" : "no AMX on this CPU");
     if ((s = setup_feature_cache(f))) return s;
     if ((s = write_run_json(f))) return s;
     if ((s = open_logs(f))) return s;
