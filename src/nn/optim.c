@@ -59,10 +59,22 @@ void lp_optim_free(lp_optim *o) {
     free(o);
 }
 
-static void sgd_param(lp_optim *o, float *w, const float *g, float *buf, long long n, float lr, bool first) {
+/* 1 when the bit pattern is NaN or +-Inf (exponent all ones); an integer test so the
+ * update loops still vectorize. */
+static inline uint32_t non_finite(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+/* The update loops return non-zero when a weight came out NaN/Inf: a diverged step
+ * would otherwise go unnoticed, since ReLU (max(x, 0) in oneDNN) maps NaN to 0 and
+ * the loss of a net with NaN weights can stay finite. */
+static uint32_t sgd_param(lp_optim *o, float *w, const float *g, float *buf, long long n, float lr, bool first) {
     const float wd = o->cfg.weight_decay, mom = o->cfg.momentum;
     const bool nest = o->cfg.nesterov;
-LP_OMP(parallel for if (n > 32768))
+    uint32_t bad = 0;
+LP_OMP(parallel for reduction(| : bad) if (n > 32768))
     for (long long i = 0; i < n; i++) {
         float d = g[i];
         if (wd != 0.0f) d = d + wd * w[i];
@@ -71,17 +83,21 @@ LP_OMP(parallel for if (n > 32768))
             buf[i] = b;
             d = nest ? d + mom * b : b;
         }
-        w[i] = w[i] + (-lr) * d;
+        float wn = w[i] + (-lr) * d;
+        w[i] = wn;
+        bad |= non_finite(wn);
     }
+    return bad;
 }
 
-static void adam_param(lp_optim *o, float *w, const float *g, float *m, float *v, long long n, float lr, int64_t step) {
+static uint32_t adam_param(lp_optim *o, float *w, const float *g, float *m, float *v, long long n, float lr, int64_t step) {
     const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps, wd = o->cfg.weight_decay;
     const bool decoupled = o->cfg.kind == LP_OPT_ADAMW;
     double bc1 = 1.0 - pow((double)b1, (double)step), bc2 = 1.0 - pow((double)b2, (double)step);
     const float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     const float decay = (float)(1.0 - (double)lr * wd);
-LP_OMP(parallel for if (n > 32768))
+    uint32_t bad = 0;
+LP_OMP(parallel for reduction(| : bad) if (n > 32768))
     for (long long i = 0; i < n; i++) {
         float wi = w[i], gi = g[i];
         if (decoupled) wi = wi * decay;
@@ -91,25 +107,34 @@ LP_OMP(parallel for if (n > 32768))
         m[i] = mi;
         v[i] = vi;
         float denom = sqrtf(vi) / bc2_sqrt + eps;
-        w[i] = wi + (-step_size) * (mi / denom);
+        float wn = wi + (-step_size) * (mi / denom);
+        w[i] = wn;
+        bad |= non_finite(wn);
     }
+    return bad;
 }
 
 lp_status lp_optim_step(lp_optim *o, float lr) {
     lp_net *net = o->net;
     if (!(lr >= 0.0f) || !isfinite(lr)) return lp_fail(LP_ERR_ARG, "optimizer: learning rate %g", lr);
+    int bad = -1;
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
         if (!p->trainable) continue;
         lp_net_materialize_grad(net, i);
         float *w = net->weights + p->offset, *g = net->grads + p->offset;
         o->steps[i]++;
-        if (o->cfg.kind == LP_OPT_SGD) sgd_param(o, w, g, o->m + p->offset, (long long)p->numel, lr, !o->has_state[i]);
-        else adam_param(o, w, g, o->m + p->offset, o->v + p->offset, (long long)p->numel, lr, o->steps[i]);
+        uint32_t nf;
+        if (o->cfg.kind == LP_OPT_SGD) nf = sgd_param(o, w, g, o->m + p->offset, (long long)p->numel, lr, !o->has_state[i]);
+        else nf = adam_param(o, w, g, o->m + p->offset, o->v + p->offset, (long long)p->numel, lr, o->steps[i]);
+        if (nf && bad < 0) bad = i;
         o->has_state[i] = o->cfg.kind != LP_OPT_SGD || o->cfg.momentum != 0.0f;
     }
     o->step++;
     lp_net_invalidate_weights(net, true);
+    if (bad >= 0)
+        return lp_fail(LP_ERR_NUMERIC, "optimizer: the update made %s NaN/Inf (diverged: lower the learning rate)",
+                       net->params[bad].name);
     return LP_OK;
 }
 

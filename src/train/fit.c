@@ -294,10 +294,20 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
             bool skipped = false;
             if (skip_nan) {
                 poison_input(f, &bt, hooks.input);
-                if ((s = train_step_or_skip(f, &bt, dseed, (float)f->st.lr, &hooks, &mean, &skipped))) return s;
+                s = train_step_or_skip(f, &bt, dseed, (float)f->st.lr, &hooks, &mean, &skipped);
+                if (s == LP_ERR_NUMERIC) /* finite loss and gradients, but the update itself overflowed */
+                    return lp_fail(LP_ERR_NUMERIC,
+                                   "the update of epoch %d step %d made the weights NaN/Inf: training diverged; the last "
+                                   "good checkpoint is kept (try a smaller --lr)", epoch, step + 1);
+                if (s) return s;
             } else {
-                /* lp_net_loss itself fails on a non-finite loss (before any update) */
+                /* lp_net_loss fails on a non-finite loss (before any update), lp_optim_step on
+                 * weights the update made non-finite (after it; training stops either way) */
                 if ((s = lp_fit_train_step(f, &bt, dseed, (float)f->st.lr, &mean)) && s != LP_ERR_NUMERIC) return s;
+                if (s == LP_ERR_NUMERIC && isfinite(mean))
+                    return lp_fail(LP_ERR_NUMERIC,
+                                   "the update of epoch %d step %d made the weights NaN/Inf: training diverged; the last "
+                                   "good checkpoint is kept (try a smaller --lr)", epoch, step + 1);
                 if (s == LP_ERR_NUMERIC || !isfinite(mean)) {
                     return lp_fail(LP_ERR_NUMERIC,
                                    "loss is %g at epoch %d step %d: training diverged; the last good checkpoint is kept "

@@ -366,7 +366,49 @@ static void test_net_api(void) {
     printf("net API checks: %s\n", failures ? "FAIL" : "ok");
 }
 
+/* A step that makes weights non-finite is reported, not hidden: ReLU maps NaN to 0,
+ * so a net with NaN conv weights can still give a finite loss. */
+static void test_optim_non_finite(void) {
+    lp_net_config c = lp_net_default_config();
+    strcpy(c.arch, "tiny");
+    strcpy(c.top, "none");
+    strcpy(c.head, "gap,dense");
+    c.in_h = c.in_w = 16;
+    c.max_batch = 2;
+    for (int kind = 0; kind < 2; kind++) {
+        lp_net *net;
+        lp_optim *opt;
+        OK(lp_net_create(&c, &net));
+        lp_optim_config oc = lp_optim_default_config(kind ? LP_OPT_ADAM : LP_OPT_SGD);
+        OK(lp_optim_create(net, &oc, &opt));
+        float x[2 * 3 * 16 * 16];
+        for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(5, 1, i);
+        int labels[2] = {0, 1};
+        float loss;
+        OK(lp_net_forward(net, x, 2, true, 0, NULL));
+        OK(lp_net_loss(net, labels, 2, NULL, NULL, &loss));
+        lp_net_zero_grad(net);
+        OK(lp_net_backward(net));
+        OK(lp_optim_step(opt, 0.01f));
+        /* a NaN gradient in features.0.weight: that parameter is named */
+        OK(lp_net_forward(net, x, 2, true, 1, NULL));
+        OK(lp_net_loss(net, labels, 2, NULL, NULL, &loss));
+        lp_net_zero_grad(net);
+        OK(lp_net_backward(net));
+        lp_net_grad(net, 0)[3] = NAN;
+        expect_err(lp_optim_step(opt, 0.01f), LP_ERR_NUMERIC, kind ? "adam: NaN gradient -> NaN weight" : "sgd: NaN gradient -> NaN weight",
+                   "features.0.weight", "NaN/Inf");
+        /* the forward of that net hides it: its loss is finite */
+        OK(lp_net_forward(net, x, 2, true, 2, NULL));
+        lp_status st = lp_net_loss(net, labels, 2, NULL, NULL, &loss);
+        printf("loss of the net with a NaN conv weight: %g (%s)\n", loss, st ? "error" : "finite: the check above is needed");
+        lp_optim_free(opt);
+        lp_net_free(net);
+    }
+}
+
 int main(void) {
+    test_optim_non_finite();
     test_safetensors();
     test_state_and_checkpoint();
     test_net_api();
