@@ -48,6 +48,8 @@ static const char *usage_text =
     "  --no-feature-cache         recompute frozen-base features every epoch (default: computed once\n"
     "                             per image when the base is frozen and augmentation is off)\n"
     "  --resume                   continue RUN from checkpoints/last.safetensors\n"
+    "  --diagnose                 after training, the short diagnosis (loupe diagnose RUN for the\n"
+    "                             tables) and RUN/report.html\n"
     "  --on-nan stop|skip         NaN/Inf training loss: stop, last good checkpoint kept (default);\n"
     "                             or skip each batch whose loss or gradients are NaN/Inf (no update, not\n"
     "                             in the epoch's figures; a warning per epoch; run.json skipped_nan_batches).\n"
@@ -84,8 +86,29 @@ static bool parse_size(const char *s, int *w, int *h) {
     return true;
 }
 
+/* --diagnose: the run is finished and saved; a diagnosis that cannot be made
+ * (e.g. no validation images) is reported without failing the training. */
+static int diagnose_after_training(const char *run) {
+    lp_diagnosis *d;
+    lp_status s = lp_diagnose_run(run, NULL, &d);
+    if (s) {
+        fprintf(stderr, "loupe train: training finished, but no diagnosis: %s\n", lp_errmsg());
+        return 0;
+    }
+    char *text = lp_diagnosis_text(d, LP_DIAGNOSIS_SHORT);
+    printf("\n%s", text ? text : "");
+    free(text);
+    if (lp_diagnosis_write_html(d, NULL) == LP_OK)
+        printf("Tables: loupe diagnose %s ; report: %s/report.html\n", run, run);
+    else
+        fprintf(stderr, "loupe train: could not write %s/report.html: %s\n", run, lp_errmsg());
+    lp_diagnosis_free(d);
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     lp_train_params p = lp_train_default_params();
+    int diagnose = 0;
     long v;
     double d;
     for (int i = 1; i < argc; i++) {
@@ -140,6 +163,7 @@ int cmd_train(int argc, char **argv) {
         STR_OPT("--schedule", p.schedule)
         STR_OPT("--precision", p.precision)
         STR_OPT("--on-nan", p.on_nan)
+        FLAG("--diagnose", diagnose)
         INT_OPT("--epochs", 1, 1000000, p.epochs)
         INT_OPT("--batch", 1, 65536, p.batch)
         INT_OPT("--steps-per-epoch", 1, 100000000, p.steps_per_epoch)
@@ -231,5 +255,5 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     lp_status s = lp_train(&p, NULL, NULL);
     if (s) return cli_fail("train", s);
-    return 0;
+    return diagnose ? diagnose_after_training(p.run_dir) : 0;
 }

@@ -15,7 +15,7 @@ DATA = make_data.make(os.path.join(WORK, "data"), per_class=(12, 6, 4), jpeg=Fal
 run = os.path.join(WORK, "run")
 r = subprocess.run([LOUPE, "train", DATA, "--run", run, "--model", "tiny", "--top", "none", "--head", "flatten,dense",
                     "--size", "32x32", "--batch", "4", "--epochs", "20", "--lr", "0.05", "--momentum", "0.9",
-                    "--threads", "2", "--tensorboard", "off", "--quiet"], capture_output=True, text=True)
+                    "--threads", "2", "--tensorboard", "off", "--quiet", "--diagnose"], capture_output=True, text=True)
 if r.returncode:
     print(r.stdout, r.stderr)
     sys.exit("FAIL: train exited %d" % r.returncode)
@@ -24,6 +24,11 @@ def check(cond, msg):
     if not cond:
         failures.append(msg)
         print("FAIL:", msg)
+
+# train --diagnose: the short diagnosis after training, and the report
+print(r.stdout)
+check("overconfident" in r.stdout.lower(), "train --diagnose prints the short diagnosis naming the overconfident errors")
+check(os.path.exists(os.path.join(run, "report.html")), "train --diagnose writes report.html")
 
 d = subprocess.run([LOUPE, "diagnose", run, "--json"], capture_output=True, text=True)
 check(d.returncode == 0, "diagnose --json exits 0: " + d.stderr)
