@@ -80,6 +80,16 @@ static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *
             if ((st = lp_buf_reserve(&net->tmp_dx, lp_md_size(&c->src_md), NULL))) return st;
         }
     }
+    /* fp32 training: keep the weights (and gradient, optimizer state) in the forward
+     * layout when backward-weights writes that same layout and backward-data can read
+     * it or a reorder of it (store.c) */
+    bool blocked = weights && net->params[l->pw].trainable && !c->p.bf16 && c->has_bwd_w &&
+                   lp_md_equal(&c->w_md, &c->bw_dw_md) &&
+                   (!c->has_bwd_data || lp_md_equal(&c->bd_w_md, &c->w_md) || pl->u.conv.re_wbf.prim.p) &&
+                   lp_md_size(&c->w_md) == net->params[l->pw].numel * sizeof(float) && !lp_md_equal(&c->w_md, &wp);
+    if (blocked) st = lp_net_store_blocked(net, l, &c->w_md);
+    else if (l->st_blocked) st = lp_net_store_plain(net);
+    if (st) return st;
     size_t s = lp_conv2d_scratch_size(c);
     if (pl->u.conv.has_re_dw && pl->u.conv.re_dw.prim.scratch_size > s) s = pl->u.conv.re_dw.prim.scratch_size;
     if (pl->u.conv.has_re_dw && pl->u.conv.re_dw_set.prim.scratch_size > s) s = pl->u.conv.re_dw_set.prim.scratch_size;
@@ -99,8 +109,11 @@ static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
         if ((st = lp_reorder_exec(&pl->u.conv.re_in, net->stream, x, l->aux.p, net->scratch.p))) return st;
         src = l->aux.p;
     }
+    if (l->st_blocked && !lp_md_equal(&l->st_md, &c->w_md) && (st = lp_net_store_plain(net))) return st;
     const void *w = param_ptr(net, l->pw);
-    if (pl->u.conv.has_re_wf) {
+    if (l->st_blocked) {
+        /* stored in this very layout: nothing to reorder */
+    } else if (pl->u.conv.has_re_wf) {
         if (!l->wf_valid || !lp_md_equal(&l->wf_md, &c->w_md)) {
             if ((st = lp_reorder_exec(&pl->u.conv.re_wf, net->stream, w, l->wf.p, net->scratch.p))) return st;
             l->wf_md = c->w_md;
@@ -118,11 +131,29 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
     if (l->relu && c->p.bf16) lp_relu_backward_inplace_bf16((uint16_t *)dy, (const uint16_t *)y, lp_md_size(&c->dst_md) / 2);
     else if (l->relu) lp_relu_backward_inplace(dy, y, lp_md_size(&c->dst_md) / sizeof(float));
     const void *src = pl->u.conv.in_re ? l->aux.p : (const void *)x;
+    if (l->st_blocked && (!lp_md_equal(&l->st_md, &c->bw_dw_md) || !lp_md_equal(&l->st_md, &c->w_md)) &&
+        (st = lp_net_store_plain(net)))
+        return st;
     if (weights) {
-        if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, net->tmp_dw.p, net->tmp_db.p, net->scratch.p))) return st;
-        if ((st = lp_reorder_exec(accumulate ? &pl->u.conv.re_dw : &pl->u.conv.re_dw_set, net->stream, net->tmp_dw.p,
-                                  grad_ptr(net, l->pw), net->scratch.p)))
-            return st;
+        float *gw = grad_ptr(net, l->pw);
+        if (l->st_blocked) {
+            /* the gradient is stored in the layout backward-weights writes */
+            void *dw = accumulate ? net->tmp_dw.p : (void *)gw;
+            if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p))) return st;
+            dnnl_stream_wait(net->stream);
+            if (accumulate) {
+                const float *t = net->tmp_dw.p;
+                const long long cnt = (long long)net->params[l->pw].numel;
+LP_OMP(parallel for if (cnt > 65536))
+                for (long long i = 0; i < cnt; i++) gw[i] += t[i];
+            }
+        } else {
+            if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, net->tmp_dw.p, net->tmp_db.p, net->scratch.p)))
+                return st;
+            if ((st = lp_reorder_exec(accumulate ? &pl->u.conv.re_dw : &pl->u.conv.re_dw_set, net->stream, net->tmp_dw.p, gw,
+                                      net->scratch.p)))
+                return st;
+        }
         dnnl_stream_wait(net->stream);
         float *gb = grad_ptr(net, l->pb);
         const float *db = net->tmp_db.p;
@@ -130,7 +161,16 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
     }
     if (dx) {
         const void *w = param_ptr(net, l->pw);
-        if (pl->u.conv.has_re_wb) {
+        if (l->st_blocked) {
+            if (!lp_md_equal(&c->bd_w_md, &l->st_md)) {
+                if (!l->wb_valid || !lp_md_equal(&l->wb_md, &c->bd_w_md)) {
+                    if ((st = lp_reorder_exec(&pl->u.conv.re_wbf, net->stream, w, l->wb.p, net->scratch.p))) return st;
+                    l->wb_md = c->bd_w_md;
+                    l->wb_valid = true;
+                }
+                w = l->wb.p;
+            }
+        } else if (pl->u.conv.has_re_wb) {
             if (pl->u.conv.has_re_wf && l->wf_valid && lp_md_equal(&l->wf_md, &c->bd_w_md)) {
                 w = l->wf.p;
             } else {

@@ -39,6 +39,23 @@ void lp_buf_free(lp_buf *b) {
     b->cap = 0;
 }
 
+/* Weights and gradients: zeroed anonymous memory (untouched pages, e.g. the gradients
+ * of frozen layers, cost nothing) on transparent huge pages where the kernel allows:
+ * the conv kernels read blocked weights straight from here, and with 4 KiB pages the
+ * TLB misses cost more than the weight reorders this saves. */
+static float *params_alloc(size_t n) {
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= ((size_t)2 << 20)) madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+static void params_free(float *p, size_t n) {
+    if (p) munmap(p, (n ? n : 1) * sizeof(float));
+}
+
 lp_net_config lp_net_default_config(void) {
     lp_net_config c;
     memset(&c, 0, sizeof c);
@@ -123,9 +140,8 @@ lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
         goto fail;
     }
     if ((st = lp_dnnl_stream_create(&net->stream))) goto fail;
-    net->weights = lp_aligned_alloc((net->nweights ? net->nweights : 1) * sizeof(float));
-    /* calloc: large blocks come zeroed from mmap, so grads of frozen layers cost no memory. */
-    net->grads = calloc(net->nweights ? net->nweights : 1, sizeof(float));
+    net->weights = params_alloc(net->nweights);
+    net->grads = params_alloc(net->nweights);
     net->act = calloc((size_t)net->nlayers + 3, sizeof *net->act); /* + 2 ping-pong slots for inference */
     if (!net->weights || !net->grads || !net->act) {
         st = lp_fail(LP_ERR_NOMEM, "out of memory for %zu weights", net->nweights);
@@ -156,6 +172,8 @@ void lp_net_free(lp_net *net) {
         lp_buf_free(&net->layers[l].aux);
         lp_buf_free(&net->layers[l].wf);
         lp_buf_free(&net->layers[l].wb);
+        lp_reorder_free(&net->layers[l].st_to_blk);
+        lp_reorder_free(&net->layers[l].st_to_plain);
     }
     if (net->act)
         for (int l = 0; l <= net->nlayers + 2; l++) lp_buf_free(&net->act[l]);
@@ -166,13 +184,14 @@ void lp_net_free(lp_net *net) {
     lp_buf_free(&net->tmp_dw);
     lp_buf_free(&net->tmp_db);
     lp_buf_free(&net->tmp_dx);
+    lp_buf_free(&net->store_tmp);
     free(net->dlogits);
     free(net->prof);
     if (net->stream) dnnl_stream_destroy(net->stream);
     free(net->layers);
     free(net->params);
-    free(net->weights);
-    free(net->grads);
+    params_free(net->weights, net->nweights);
+    params_free(net->grads, net->nweights);
     free(net);
 }
 
@@ -188,13 +207,20 @@ int lp_net_param_shape(const lp_net *net, int i, int64_t shape[4]) {
 }
 size_t lp_net_param_numel(const lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->params[i].numel : 0; }
 size_t lp_net_param_offset(const lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->params[i].offset : 0; }
+/* Weights and gradients leave the net in plain layouts; converting back cannot fail
+ * once lp_net_store_blocked has succeeded (buffers and reorders exist). */
+static void to_plain(const lp_net *net) { (void)lp_net_store_plain((lp_net *)net); }
+
 float *lp_net_param(lp_net *net, int i) {
     if (i < 0 || i >= net->nparams) return NULL;
+    to_plain(net);
     lp_net_invalidate_weights(net, false); /* the caller may write through the pointer */
     return net->weights + net->params[i].offset;
 }
 const float *lp_net_param_data(const lp_net *net, int i) {
-    return i >= 0 && i < net->nparams ? net->weights + net->params[i].offset : NULL;
+    if (i < 0 || i >= net->nparams) return NULL;
+    to_plain(net);
+    return net->weights + net->params[i].offset;
 }
 void lp_net_materialize_grad(lp_net *net, int i) {
     lp_param *p = &net->params[i];
@@ -205,16 +231,19 @@ void lp_net_materialize_grad(lp_net *net, int i) {
 }
 float *lp_net_grad(lp_net *net, int i) {
     if (i < 0 || i >= net->nparams) return NULL;
+    to_plain(net);
     lp_net_materialize_grad(net, i);
     return net->grads + net->params[i].offset;
 }
 bool lp_net_param_trainable(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].trainable; }
 size_t lp_net_num_weights(const lp_net *net) { return net->nweights; }
 float *lp_net_weights(lp_net *net) {
+    to_plain(net);
     lp_net_invalidate_weights(net, false);
     return net->weights;
 }
 float *lp_net_grads(lp_net *net) {
+    to_plain(net);
     for (int i = 0; i < net->nparams; i++) lp_net_materialize_grad(net, i);
     return net->grads;
 }
@@ -244,6 +273,8 @@ static bool is_base_param(const lp_net *net, const lp_param *p) {
 
 lp_status lp_net_freeze(lp_net *net, const char *spec) {
     if (!spec) return lp_fail(LP_ERR_ARG, "freeze: no spec");
+    lp_status st = lp_net_store_plain(net); /* frozen layers keep plain weights */
+    if (st) return st;
     if (!strcmp(spec, "none")) {
         for (int i = 0; i < net->nparams; i++) net->params[i].trainable = true;
         return LP_OK;

@@ -38,6 +38,10 @@ typedef struct lp_layer {
     lp_buf wf, wb; /* conv: weights in the forward / backward-data layouts */
     lp_md wf_md, wb_md;
     bool wf_valid, wb_valid;
+    /* conv weights stored in a blocked layout (store.c): st_md while st_blocked */
+    bool st_blocked, st_has_re;
+    lp_md st_md;
+    lp_reorder st_to_blk, st_to_plain;
 } lp_layer;
 
 typedef struct lp_plan_layer {
@@ -93,7 +97,7 @@ struct lp_net {
     /* activation slots: slot 0 is the caller's input, slot l+1 the output of layer l
      * (training plans), slots L+1 and L+2 the ping-pong outputs of inference plans */
     lp_buf *act;
-    lp_buf diff[2], scratch, tmp_dw, tmp_db, tmp_dx;
+    lp_buf diff[2], scratch, tmp_dw, tmp_db, tmp_dx, store_tmp;
     lp_plan plans[LP_MAX_PLANS];
     uint64_t use_counter;
     /* last forward */
@@ -130,6 +134,15 @@ lp_status lp_net_build_layers(lp_net *net);
 void lp_net_materialize_grad(lp_net *net, int i); /* STALE -> memset -> ZERO */
 void lp_net_invalidate_weights(lp_net *net, bool trainable_only);
 lp_status lp_net_reserve_scratch(lp_net *net, size_t bytes);
+/* store.c: layer L's weight tensor, its gradient (when it holds data) to the blocked
+ * layout md (f32, unpadded); lp_net_store_plain: every layer back to plain OIHW (called
+ * before weights or gradients leave the net). The optimizer keeps its state in the
+ * param's storage layout (lp_net_param_store_md: NULL when plain) and converts it
+ * with lp_net_param_store_convert. */
+lp_status lp_net_store_blocked(lp_net *net, lp_layer *L, const lp_md *md);
+lp_status lp_net_store_plain(lp_net *net);
+const lp_md *lp_net_param_store_md(const lp_net *net, int i);
+lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blocked);
 /* bench_layers.c: after a training step, runs each layer's primitives once alone,
  * adding seconds to t[2l] (forward), t[2l+1] (backward) and setting gflop[2l], [2l+1]. */
 lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop);

@@ -15,6 +15,7 @@ struct lp_optim {
     float *m, *v;       /* SGD: momentum buffer in m; Adam: exp_avg, exp_avg_sq */
     int64_t *steps;     /* per parameter, as torch's state['step'] */
     bool *has_state;    /* per parameter */
+    bool *state_blk;    /* per parameter: m/v are in the param's blocked storage layout (store.c) */
     int64_t step;       /* number of lp_optim_step calls */
 };
 
@@ -42,7 +43,8 @@ lp_status lp_optim_create(lp_net *net, const lp_optim_config *cfg, lp_optim **ou
     if (cfg->kind != LP_OPT_SGD) o->v = calloc(n, sizeof(float));
     o->steps = calloc((size_t)net->nparams + 1, sizeof *o->steps);
     o->has_state = calloc((size_t)net->nparams + 1, sizeof *o->has_state);
-    if (!o->m || (cfg->kind != LP_OPT_SGD && !o->v) || !o->steps || !o->has_state) {
+    o->state_blk = calloc((size_t)net->nparams + 1, sizeof *o->state_blk);
+    if (!o->m || (cfg->kind != LP_OPT_SGD && !o->v) || !o->steps || !o->has_state || !o->state_blk) {
         lp_optim_free(o);
         return lp_fail(LP_ERR_NOMEM, "optimizer: out of memory");
     }
@@ -56,6 +58,7 @@ void lp_optim_free(lp_optim *o) {
     free(o->v);
     free(o->steps);
     free(o->has_state);
+    free(o->state_blk);
     free(o);
 }
 
@@ -114,6 +117,20 @@ LP_OMP(parallel for reduction(| : bad) if (n > 32768))
     return bad;
 }
 
+/* Puts param i's optimizer state in the layout its weights are stored in (the
+ * update is elementwise: w, g, m, v only need one common order). */
+static lp_status state_layout(lp_optim *o, int i, bool blocked) {
+    if (o->state_blk[i] == blocked) return LP_OK;
+    if (o->has_state[i]) {
+        const lp_param *p = &o->net->params[i];
+        lp_status st = lp_net_param_store_convert(o->net, i, o->m + p->offset, blocked);
+        if (!st && o->v) st = lp_net_param_store_convert(o->net, i, o->v + p->offset, blocked);
+        if (st) return st;
+    }
+    o->state_blk[i] = blocked;
+    return LP_OK;
+}
+
 lp_status lp_optim_step(lp_optim *o, float lr) {
     lp_net *net = o->net;
     if (!(lr >= 0.0f) || !isfinite(lr)) return lp_fail(LP_ERR_ARG, "optimizer: learning rate %g", lr);
@@ -123,6 +140,8 @@ lp_status lp_optim_step(lp_optim *o, float lr) {
         if (!p->trainable) continue;
         lp_net_materialize_grad(net, i);
         float *w = net->weights + p->offset, *g = net->grads + p->offset;
+        lp_status st = state_layout(o, i, lp_net_param_store_md(net, i) != NULL);
+        if (st) return st;
         o->steps[i]++;
         uint32_t nf;
         if (o->cfg.kind == LP_OPT_SGD) nf = sgd_param(o, w, g, o->m + p->offset, (long long)p->numel, lr, !o->has_state[i]);
@@ -162,7 +181,10 @@ static const char *kind_name(lp_opt_kind k) { return k == LP_OPT_SGD ? "sgd" : k
 lp_status lp_optim_state_dict(lp_optim *o, lp_tensor_list *out) {
     lp_net *net = o->net;
     char name[96];
-    lp_status st = add_i64(out, "optim.step", o->step);
+    lp_status st;
+    for (int i = 0; i < net->nparams; i++) /* files hold plain layouts */
+        if ((st = state_layout(o, i, false))) return st;
+    st = add_i64(out, "optim.step", o->step);
     if (st) return st;
     if ((st = lp_tensor_list_set_meta(out, "optim", kind_name(o->cfg.kind)))) return st;
     for (int i = 0; i < net->nparams; i++) {
@@ -213,6 +235,7 @@ lp_status lp_optim_load_state_dict(lp_optim *o, const lp_tensor_list *in) {
                 return lp_fail(LP_ERR_SHAPE, "optimizer state '%s': expected F32 with %zu values", name, p->numel);
             memcpy(dst[k], nt->t.data, p->numel * sizeof(float));
             o->has_state[i] = true;
+            o->state_blk[i] = false;
         }
     }
     return LP_OK;

@@ -5,6 +5,8 @@
 #include <string.h>
 
 lp_status lp_net_state_dict(lp_net *net, lp_tensor_list *out) {
+    lp_status sp = lp_net_store_plain(net);
+    if (sp) return sp;
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
         lp_tensor t;
@@ -33,6 +35,8 @@ static void shape_of(const lp_param *p, char *buf, size_t n) {
 
 lp_status lp_net_load_state_dict(lp_net *net, const lp_tensor_list *in, bool strict, char **missing) {
     if (missing) *missing = NULL;
+    lp_status sp = lp_net_store_plain(net);
+    if (sp) return sp;
     char a[96], b[96];
     /* Check everything first, so a bad file leaves the weights untouched. */
     for (int k = 0; k < in->count; k++) {

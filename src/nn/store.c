@@ -1,0 +1,80 @@
+/* Where a conv layer's weight tensor lives: plain OIHW (torchvision's layout,
+ * what every API and file sees) or, while training in fp32, the blocked layout
+ * the forward primitive reads and backward-weights writes. Then the weights,
+ * their gradient and the optimizer's state (all updated elementwise, so any
+ * common order will do) stay blocked between steps, and a step reorders no
+ * weights: at small images, where the 3x3x512x512 weights outweigh the
+ * activations, those reorders were most of the step. Everything that hands
+ * weights or gradients out converts back first (lp_net_store_plain). */
+#include "nn_impl.h"
+#include <string.h>
+
+static size_t param_bytes(const lp_net *net, int i) { return net->params[i].numel * sizeof(float); }
+
+/* buf (the layer's weight-sized data) between plain and the storage layout, via net->store_tmp. */
+static lp_status convert(lp_net *net, lp_layer *L, float *buf, bool to_blocked) {
+    size_t bytes = param_bytes(net, L->pw);
+    lp_status st = lp_reorder_exec(to_blocked ? &L->st_to_blk : &L->st_to_plain, net->stream, buf, net->store_tmp.p,
+                                   net->scratch.p);
+    if (st) return st;
+    dnnl_stream_wait(net->stream);
+    memcpy(buf, net->store_tmp.p, bytes);
+    return LP_OK;
+}
+
+lp_status lp_net_store_blocked(lp_net *net, lp_layer *L, const lp_md *md) {
+    if (L->st_blocked && lp_md_equal(&L->st_md, md)) return LP_OK;
+    lp_status st;
+    if (L->st_blocked && (st = lp_net_store_plain(net))) return st;
+    if (md->data_type != dnnl_f32 || lp_md_size(md) != param_bytes(net, L->pw))
+        return lp_fail(LP_ERR_BACKEND, "internal: layer %s cannot store its weights in a padded or non-f32 layout", L->name);
+    if (!L->st_has_re || !lp_md_equal(&L->st_md, md)) {
+        lp_reorder_free(&L->st_to_blk);
+        lp_reorder_free(&L->st_to_plain);
+        L->st_has_re = false;
+        int64_t d[4] = {L->out_c, L->in_c, L->k, L->k};
+        lp_md plain = lp_md_plain(4, d);
+        if ((st = lp_reorder_init(&L->st_to_blk, &plain, md, false))) return st;
+        if ((st = lp_reorder_init(&L->st_to_plain, md, &plain, false))) return st;
+        L->st_has_re = true;
+        L->st_md = *md;
+        size_t s = L->st_to_blk.prim.scratch_size > L->st_to_plain.prim.scratch_size ? L->st_to_blk.prim.scratch_size
+                                                                                     : L->st_to_plain.prim.scratch_size;
+        if ((st = lp_net_reserve_scratch(net, s))) return st;
+    }
+    if ((st = lp_buf_reserve(&net->store_tmp, param_bytes(net, L->pw), NULL))) return st;
+    if ((st = convert(net, L, net->weights + net->params[L->pw].offset, true))) return st;
+    if (net->params[L->pw].grad_state == LP_GRAD_DATA &&
+        (st = convert(net, L, net->grads + net->params[L->pw].offset, true)))
+        return st;
+    L->st_blocked = true;
+    L->wf_valid = L->wb_valid = false;
+    return LP_OK;
+}
+
+lp_status lp_net_store_plain(lp_net *net) {
+    for (int l = 0; l < net->nlayers; l++) {
+        lp_layer *L = &net->layers[l];
+        if (!L->st_blocked) continue;
+        lp_status st = convert(net, L, net->weights + net->params[L->pw].offset, false);
+        if (!st && net->params[L->pw].grad_state == LP_GRAD_DATA)
+            st = convert(net, L, net->grads + net->params[L->pw].offset, false);
+        if (st) return st;
+        L->st_blocked = false;
+        L->wf_valid = L->wb_valid = false;
+    }
+    return LP_OK;
+}
+
+const lp_md *lp_net_param_store_md(const lp_net *net, int i) {
+    const lp_layer *L = &net->layers[net->params[i].layer];
+    return L->st_blocked && L->pw == i ? &L->st_md : NULL;
+}
+
+lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blocked) {
+    lp_layer *L = &net->layers[net->params[i].layer];
+    if (L->pw != i || !L->st_has_re)
+        return lp_fail(LP_ERR_BACKEND, "internal: %s has no blocked storage layout", net->params[i].name);
+    lp_status st = lp_buf_reserve(&net->store_tmp, param_bytes(net, i), NULL);
+    return st ? st : convert(net, L, buf, to_blocked);
+}
