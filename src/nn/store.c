@@ -23,19 +23,22 @@ static lp_status convert(lp_net *net, lp_layer *L, float *buf, bool to_blocked) 
 }
 
 lp_status lp_net_store_blocked(lp_net *net, lp_layer *L, const lp_md *md) {
-    if (L->st_blocked && lp_md_equal(&L->st_md, md)) return LP_OK;
+    /* One blocked layout per layer for good: the optimizer may hold this layer's state
+     * in it (lp_net_param_store_convert uses these reorders). A plan that wants another
+     * layout (another batch size, say) gets plain weights and reorders them, as before. */
+    if (L->st_has_re && !lp_md_equal(&L->st_md, md)) return L->st_blocked ? lp_net_store_plain(net) : LP_OK;
+    if (L->st_blocked) return LP_OK;
     lp_status st;
-    if (L->st_blocked && (st = lp_net_store_plain(net))) return st;
     if (md->data_type != dnnl_f32 || lp_md_size(md) != param_bytes(net, L->pw))
         return lp_fail(LP_ERR_BACKEND, "internal: layer %s cannot store its weights in a padded or non-f32 layout", L->name);
-    if (!L->st_has_re || !lp_md_equal(&L->st_md, md)) {
-        lp_reorder_free(&L->st_to_blk);
-        lp_reorder_free(&L->st_to_plain);
-        L->st_has_re = false;
+    if (!L->st_has_re) {
         int64_t d[4] = {L->out_c, L->in_c, L->k, L->k};
         lp_md plain = lp_md_plain(4, d);
         if ((st = lp_reorder_init(&L->st_to_blk, &plain, md, false))) return st;
-        if ((st = lp_reorder_init(&L->st_to_plain, md, &plain, false))) return st;
+        if ((st = lp_reorder_init(&L->st_to_plain, md, &plain, false))) {
+            lp_reorder_free(&L->st_to_blk);
+            return st;
+        }
         L->st_has_re = true;
         L->st_md = *md;
         size_t s = L->st_to_blk.prim.scratch_size > L->st_to_plain.prim.scratch_size ? L->st_to_blk.prim.scratch_size
