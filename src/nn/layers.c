@@ -124,6 +124,17 @@ static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
     return lp_conv2d_forward(c, net->stream, src, w, param_ptr(net, l->pb), y, net->scratch.p);
 }
 
+/* l->wb = the weights in backward-data's layout, made by reorder re from src unless
+ * already there since the last weight change. */
+static lp_status weights_for_bwd_data(lp_net *net, lp_layer *l, const lp_conv2d *c, lp_reorder *re, const void *src) {
+    if (l->wb_valid && lp_md_equal(&l->wb_md, &c->bd_w_md)) return LP_OK;
+    lp_status st = lp_reorder_exec(re, net->stream, src, l->wb.p, net->scratch.p);
+    if (st) return st;
+    l->wb_md = c->bd_w_md;
+    l->wb_valid = true;
+    return LP_OK;
+}
+
 static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
                                float *dx, bool weights, bool accumulate) {
     lp_conv2d *c = &pl->u.conv.op;
@@ -135,26 +146,22 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
         (st = lp_net_store_plain(net)))
         return st;
     if (weights) {
+        /* blocked storage: the gradient has the layout backward-weights writes, so it
+         * writes there directly (or into tmp_dw to be added); else a reorder to OIHW */
         float *gw = grad_ptr(net, l->pw);
-        if (l->st_blocked) {
-            /* the gradient is stored in the layout backward-weights writes */
-            void *dw = accumulate ? net->tmp_dw.p : (void *)gw;
-            if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p))) return st;
-            dnnl_stream_wait(net->stream);
-            if (accumulate) {
-                const float *t = net->tmp_dw.p;
-                const long long cnt = (long long)net->params[l->pw].numel;
-LP_OMP(parallel for if (cnt > 65536))
-                for (long long i = 0; i < cnt; i++) gw[i] += t[i];
-            }
-        } else {
-            if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, net->tmp_dw.p, net->tmp_db.p, net->scratch.p)))
-                return st;
-            if ((st = lp_reorder_exec(accumulate ? &pl->u.conv.re_dw : &pl->u.conv.re_dw_set, net->stream, net->tmp_dw.p, gw,
-                                      net->scratch.p)))
-                return st;
-        }
+        void *dw = l->st_blocked && !accumulate ? (void *)gw : net->tmp_dw.p;
+        if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p))) return st;
+        if (!l->st_blocked &&
+            (st = lp_reorder_exec(accumulate ? &pl->u.conv.re_dw : &pl->u.conv.re_dw_set, net->stream, net->tmp_dw.p, gw,
+                                  net->scratch.p)))
+            return st;
         dnnl_stream_wait(net->stream);
+        if (l->st_blocked && accumulate) {
+            const float *t = net->tmp_dw.p;
+            const long long cnt = (long long)net->params[l->pw].numel;
+LP_OMP(parallel for if (cnt > 65536))
+            for (long long i = 0; i < cnt; i++) gw[i] += t[i];
+        }
         float *gb = grad_ptr(net, l->pb);
         const float *db = net->tmp_db.p;
         for (int i = 0; i < l->out_c; i++) gb[i] = accumulate ? gb[i] + db[i] : db[i];
@@ -162,26 +169,19 @@ LP_OMP(parallel for if (cnt > 65536))
     if (dx) {
         const void *w = param_ptr(net, l->pw);
         if (l->st_blocked) {
+            /* stored in the forward layout: re_wbf reorders from it */
             if (!lp_md_equal(&c->bd_w_md, &l->st_md)) {
-                if (!l->wb_valid || !lp_md_equal(&l->wb_md, &c->bd_w_md)) {
-                    if ((st = lp_reorder_exec(&pl->u.conv.re_wbf, net->stream, w, l->wb.p, net->scratch.p))) return st;
-                    l->wb_md = c->bd_w_md;
-                    l->wb_valid = true;
-                }
+                if ((st = weights_for_bwd_data(net, l, c, &pl->u.conv.re_wbf, w))) return st;
                 w = l->wb.p;
             }
         } else if (pl->u.conv.has_re_wb) {
             if (pl->u.conv.has_re_wf && l->wf_valid && lp_md_equal(&l->wf_md, &c->bd_w_md)) {
                 w = l->wf.p;
             } else {
-                if (!l->wb_valid || !lp_md_equal(&l->wb_md, &c->bd_w_md)) {
-                    bool from_wf = pl->u.conv.re_wbf.prim.p && l->wf_valid && lp_md_equal(&l->wf_md, &c->w_md);
-                    st = from_wf ? lp_reorder_exec(&pl->u.conv.re_wbf, net->stream, l->wf.p, l->wb.p, net->scratch.p)
-                                 : lp_reorder_exec(&pl->u.conv.re_wb, net->stream, w, l->wb.p, net->scratch.p);
-                    if (st) return st;
-                    l->wb_md = c->bd_w_md;
-                    l->wb_valid = true;
-                }
+                bool from_wf = pl->u.conv.re_wbf.prim.p && l->wf_valid && lp_md_equal(&l->wf_md, &c->w_md);
+                if ((st = weights_for_bwd_data(net, l, c, from_wf ? &pl->u.conv.re_wbf : &pl->u.conv.re_wb,
+                                                     from_wf ? l->wf.p : w)))
+                    return st;
                 w = l->wb.p;
             }
         }

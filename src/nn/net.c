@@ -386,28 +386,59 @@ static lp_status forward_layer(lp_net *net, lp_plan *p, int l, int n, bool train
     return LP_OK;
 }
 
-lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint64_t dropout_seed, float *logits) {
-    if (n < 1) return lp_fail(LP_ERR_ARG, "forward: batch size %d", n);
+/* Start of every forward pass: the last pass is forgotten, the plan for (n, training) found. */
+static lp_status forward_begin(lp_net *net, int n, bool training, lp_plan **p) {
     net->loss_ready = false;
     net->cur = NULL;
-    lp_plan *p;
-    lp_status st = get_plan(net, n, training, &p);
-    if (st) return st;
+    return get_plan(net, n, training, p);
+}
+
+/* Layers [from, to) of plan p, then waits for them. seed: the dropout masks' seed. */
+static lp_status forward_layers(lp_net *net, lp_plan *p, int from, int to, int n, bool training, uint64_t seed) {
+    for (int l = from; l < to; l++) {
+        lp_status st = forward_layer(net, p, l, n, training, seed);
+        if (st) return st;
+    }
+    dnnl_stream_wait(net->stream);
+    return LP_OK;
+}
+
+static void copy_input(lp_net *net, const float *x, int n) {
     const lp_net_config *c = &net->cfg;
     memcpy(net->act[0].p, x, sizeof(float) * (size_t)n * c->in_c * c->in_h * c->in_w);
-    uint64_t seed = lp_rng_u64(dropout_seed, net->cfg.seed, 0xd80);
-    for (int l = 0; l < net->nlayers; l++)
-        if ((st = forward_layer(net, p, l, n, training, seed))) return st;
-    dnnl_stream_wait(net->stream);
+}
+
+static uint64_t dropout_stream_seed(const lp_net *net, uint64_t dropout_seed) {
+    return lp_rng_u64(dropout_seed, net->cfg.seed, 0xd80);
+}
+
+/* End of a pass through the last layer: logits out (optional), the pass kept for loss and backward. */
+static void forward_end(lp_net *net, lp_plan *p, int n, bool training, float *logits) {
     const float *z = slot_ptr(net, p->layers[net->nlayers - 1].out_slot);
-    if (logits) memcpy(logits, z, sizeof(float) * (size_t)n * c->num_classes);
+    if (logits) memcpy(logits, z, sizeof(float) * (size_t)n * net->cfg.num_classes);
     net->cur = p;
     net->last_n = n;
     net->last_training = training;
+}
+
+lp_status lp_net_forward(lp_net *net, const float *x, int n, bool training, uint64_t dropout_seed, float *logits) {
+    if (n < 1) return lp_fail(LP_ERR_ARG, "forward: batch size %d", n);
+    lp_plan *p;
+    lp_status st = forward_begin(net, n, training, &p);
+    if (st) return st;
+    copy_input(net, x, n);
+    if ((st = forward_layers(net, p, 0, net->nlayers, n, training, dropout_stream_seed(net, dropout_seed)))) return st;
+    forward_end(net, p, n, training, logits);
     return LP_OK;
 }
 
 /* ---- frozen-prefix feature cache -------------------------------------------------- */
+/* Floats per sample of layer l's output. */
+static size_t out_per_sample(const lp_net *net, int l) {
+    const lp_layer *L = &net->layers[l];
+    return (size_t)L->out_c * L->out_h * L->out_w;
+}
+
 int lp_net_frozen_prefix(const lp_net *net, size_t *feat_per_sample, const char **name) {
     int best = 0;
     for (int l = 0; l < net->nlayers; l++) {
@@ -420,8 +451,7 @@ int lp_net_frozen_prefix(const lp_net *net, size_t *feat_per_sample, const char 
     }
     if (best == net->nlayers) best = 0; /* nothing left to train */
     if (best > 0) {
-        const lp_layer *L = &net->layers[best - 1];
-        if (feat_per_sample) *feat_per_sample = (size_t)L->out_c * L->out_h * L->out_w;
+        if (feat_per_sample) *feat_per_sample = out_per_sample(net, best - 1);
         if (name) {
             *name = "input";
             for (int l = best - 1; l >= 0; l--)
@@ -438,21 +468,14 @@ static int prefix_out_slot(const lp_plan *p, int k) { return p->layers[k - 1].ou
 
 lp_status lp_net_forward_prefix(lp_net *net, const float *x, int n, int k, float *feat) {
     if (n < 1) return lp_fail(LP_ERR_ARG, "forward: batch size %d", n);
-    size_t fs;
-    int kk = lp_net_frozen_prefix(net, &fs, NULL);
+    int kk = lp_net_frozen_prefix(net, NULL, NULL);
     if (k < 1 || k > kk) return lp_fail(LP_ERR_ARG, "forward_prefix: %d is not a frozen prefix (max %d)", k, kk);
-    fs = (size_t)net->layers[k - 1].out_c * net->layers[k - 1].out_h * net->layers[k - 1].out_w;
-    net->loss_ready = false;
-    net->cur = NULL;
     lp_plan *p;
-    lp_status st = get_plan(net, n, false, &p);
+    lp_status st = forward_begin(net, n, false, &p);
     if (st) return st;
-    const lp_net_config *c = &net->cfg;
-    memcpy(net->act[0].p, x, sizeof(float) * (size_t)n * c->in_c * c->in_h * c->in_w);
-    for (int l = 0; l < k; l++)
-        if ((st = forward_layer(net, p, l, n, false, 0))) return st;
-    dnnl_stream_wait(net->stream);
-    memcpy(feat, slot_ptr(net, prefix_out_slot(p, k)), sizeof(float) * (size_t)n * fs);
+    copy_input(net, x, n);
+    if ((st = forward_layers(net, p, 0, k, n, false, 0))) return st;
+    memcpy(feat, slot_ptr(net, prefix_out_slot(p, k)), sizeof(float) * (size_t)n * out_per_sample(net, k - 1));
     return LP_OK;
 }
 
@@ -461,22 +484,12 @@ lp_status lp_net_forward_from(lp_net *net, int k, const float *feat, int n, bool
     if (n < 1) return lp_fail(LP_ERR_ARG, "forward: batch size %d", n);
     int kk = lp_net_frozen_prefix(net, NULL, NULL);
     if (k < 1 || k > kk) return lp_fail(LP_ERR_ARG, "forward_from: %d is not a frozen prefix (max %d)", k, kk);
-    size_t fs = (size_t)net->layers[k - 1].out_c * net->layers[k - 1].out_h * net->layers[k - 1].out_w;
-    net->loss_ready = false;
-    net->cur = NULL;
     lp_plan *p;
-    lp_status st = get_plan(net, n, training, &p);
+    lp_status st = forward_begin(net, n, training, &p);
     if (st) return st;
-    memcpy(slot_ptr(net, prefix_out_slot(p, k)), feat, sizeof(float) * (size_t)n * fs);
-    uint64_t seed = lp_rng_u64(dropout_seed, net->cfg.seed, 0xd80);
-    for (int l = k; l < net->nlayers; l++)
-        if ((st = forward_layer(net, p, l, n, training, seed))) return st;
-    dnnl_stream_wait(net->stream);
-    const float *z = slot_ptr(net, p->layers[net->nlayers - 1].out_slot);
-    if (logits) memcpy(logits, z, sizeof(float) * (size_t)n * net->cfg.num_classes);
-    net->cur = p;
-    net->last_n = n;
-    net->last_training = training;
+    memcpy(slot_ptr(net, prefix_out_slot(p, k)), feat, sizeof(float) * (size_t)n * out_per_sample(net, k - 1));
+    if ((st = forward_layers(net, p, k, net->nlayers, n, training, dropout_stream_seed(net, dropout_seed)))) return st;
+    forward_end(net, p, n, training, logits);
     return LP_OK;
 }
 
