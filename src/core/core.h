@@ -45,6 +45,12 @@ lp_status lp_tensor_to_f32(const lp_tensor *src, lp_tensor *dst);
 float lp_bf16_to_f32(uint16_t v);
 uint16_t lp_f32_to_bf16(float v); /* round to nearest even */
 float lp_f16_to_f32(uint16_t v);
+/* 1 when x is NaN or +-Inf (exponent bits all ones): an integer test, so loops that
+ * OR it over arrays still vectorize. */
+static inline uint32_t lp_f32_nonfinite(float x) {
+    union { float f; uint32_t u; } v = {x};
+    return (v.u & 0x7f800000u) == 0x7f800000u;
+}
 
 /* A list of named tensors plus string metadata (a state dict). */
 typedef struct lp_named_tensor {

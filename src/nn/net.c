@@ -570,6 +570,18 @@ lp_status lp_net_backward(lp_net *net) {
     return LP_OK;
 }
 
+bool lp_net_grads_finite(const lp_net *net) {
+    for (int i = 0; i < net->nparams; i++) {
+        const lp_param *p = &net->params[i];
+        if (!p->trainable || p->grad_state != LP_GRAD_DATA) continue; /* others are logically zero */
+        const float *g = net->grads + p->offset;
+        uint32_t bad = 0;
+        for (size_t j = 0; j < p->numel; j++) bad |= lp_f32_nonfinite(g[j]);
+        if (bad) return false;
+    }
+    return true;
+}
+
 const float *lp_net_dropout_mask(lp_net *net, const char *layer_name, size_t *count) {
     if (!net->cur || !net->last_training) return NULL;
     for (int l = 0; l < net->nlayers; l++) {

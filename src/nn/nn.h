@@ -107,6 +107,9 @@ void lp_net_zero_grad(lp_net *net);
 /* Accumulates into grads of trainable params; skips backward below the first
  * trainable layer. Needs a forward with training=true and lp_net_loss before. */
 lp_status lp_net_backward(lp_net *net);
+/* false when a trainable parameter's gradient holds a NaN or an Inf (checked where the
+ * gradients are, whatever their layout: no conversion, so cheap enough for every step). */
+bool lp_net_grads_finite(const lp_net *net);
 
 /* State dict out/in (torchvision names, F32). load: strict=false allows
  * missing tensors (listed in *missing as a malloc'ed comma-separated string,

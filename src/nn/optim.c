@@ -62,14 +62,6 @@ void lp_optim_free(lp_optim *o) {
     free(o);
 }
 
-/* 1 when the bit pattern is NaN or +-Inf (exponent all ones); an integer test so the
- * update loops still vectorize. */
-static inline uint32_t non_finite(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return (u & 0x7f800000u) == 0x7f800000u;
-}
-
 /* The update loops return non-zero when a weight came out NaN/Inf: a diverged step
  * would otherwise go unnoticed, since ReLU (max(x, 0) in oneDNN) maps NaN to 0 and
  * the loss of a net with NaN weights can stay finite. */
@@ -88,7 +80,7 @@ LP_OMP(parallel for reduction(| : bad) if (n > 32768))
         }
         float wn = w[i] + (-lr) * d;
         w[i] = wn;
-        bad |= non_finite(wn);
+        bad |= lp_f32_nonfinite(wn);
     }
     return bad;
 }
@@ -112,7 +104,7 @@ LP_OMP(parallel for reduction(| : bad) if (n > 32768))
         float denom = sqrtf(vi) / bc2_sqrt + eps;
         float wn = wi + (-step_size) * (mi / denom);
         w[i] = wn;
-        bad |= non_finite(wn);
+        bad |= lp_f32_nonfinite(wn);
     }
     return bad;
 }

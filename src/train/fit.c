@@ -248,7 +248,7 @@ static lp_status train_step_or_skip(lp_fit *f, const lp_batch *bt, uint64_t dsee
     }
     if (s) return s;
     if (batch_has(f, bt, h->grad)) lp_net_grad(f->net, lp_net_param_count(f->net) - 1)[0] = NAN;
-    if (!lp_fit_grads_finite(f)) {
+    if (!lp_net_grads_finite(f->net)) {
         *skipped = true;
         return LP_OK;
     }

@@ -52,8 +52,6 @@ void lp_fit_teardown(lp_fit *f);
 lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss);
 /* lp_fit_train_step without the optimizer step, for --on-nan skip (gradients checked first). */
 lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float *mean_loss);
-/* false when a trainable parameter's gradient holds a NaN or an Inf. */
-bool lp_fit_grads_finite(lp_fit *f);
 /* Inference forward of a validation batch (uses the feature cache when on). */
 lp_status lp_fit_forward_eval(lp_fit *f, const lp_batch *bt, float *logits);
 /* Checkpoint metadata (classes, preprocessing, input size, ...). */

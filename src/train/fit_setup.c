@@ -583,22 +583,6 @@ lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed
     return s ? s : lp_optim_step(f->opt, lr);
 }
 
-bool lp_fit_grads_finite(lp_fit *f) {
-    for (int i = 0; i < lp_net_param_count(f->net); i++) {
-        if (!lp_net_param_trainable(f->net, i)) continue;
-        const float *g = lp_net_grad(f->net, i);
-        size_t n = lp_net_param_numel(f->net, i);
-        uint32_t bad = 0; /* exponent all ones: NaN or +-Inf (an integer loop, so it vectorizes) */
-        for (size_t j = 0; j < n; j++) {
-            uint32_t u;
-            memcpy(&u, g + j, sizeof u);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (bad) return false;
-    }
-    return true;
-}
-
 lp_status lp_fit_forward_eval(lp_fit *f, const lp_batch *bt, float *logits) {
     if (f->feat_k > 0) {
         lp_status s = batch_features(f, bt, f->feat_valid, f->have_valid);
