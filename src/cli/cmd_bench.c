@@ -15,7 +15,7 @@ static void usage(FILE *f) {
                "time per step. Defaults: vgg16, top keep, 224x224, batch 8, 5 steps, 1 warmup,\n"
                "SGD momentum 0.9, all cores, fp32. --precision bf16 runs convolutions and pooling in\n"
                "bf16 (AMX where present; refused on CPUs without native bf16), auto picks bf16\n"
-               "where AMX exists. --per-layer adds, per layer, the time inside a training step\n"
+               "on AMX for inputs of 64x64 or more. --per-layer adds, per layer, the time inside a training step\n"
                "next to its oneDNN primitives run alone, and the framework overhead share.\n");
 }
 
