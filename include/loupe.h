@@ -121,6 +121,7 @@ typedef struct lp_bench_params {
     int batch, steps, warmup; /**< timed steps after warmup steps */
     const char *optimizer;    /**< "sgd" (momentum 0.9), "adam", "adamw" */
     const char *precision;    /**< "fp32" (default), "bf16" (refused without native bf16), "auto" */
+    const char *conv_algo;    /**< fp32 3x3 convolutions: "auto" (default: Winograd where it pays), "direct", "winograd" */
     int per_layer;            /**< 1: also the per-layer table (in-step time vs primitives alone) */
 } lp_bench_params;
 typedef struct lp_bench_result {
@@ -129,6 +130,7 @@ typedef struct lp_bench_result {
     double first_step_s;     /**< the first warmup step (builds primitives) */
     double final_loss;
     int bf16;                /**< 1 when the run used bf16 convolutions */
+    int winograd_layers, conv_layers; /**< conv layers computed with Winograd, of all conv layers */
     double peak_rss_mb;      /**< the process's peak resident memory after the run */
     char *per_layer_text;    /**< with per_layer: the table (malloc'ed; lp_bench_result_free) */
     double primitive_s;      /**< with per_layer: sum of the primitives' times alone per step */
@@ -299,6 +301,9 @@ typedef struct lp_train_params {
     double validation_split;               /* take valid from train when DATA has no valid/ */
     int cache_features;                    /* frozen-base feature cache: 1 auto (default), 0 off */
     const char *precision;                 /* "fp32" (default) | "bf16" | "auto" */
+    const char *conv_algo;                 /* fp32 3x3 stride-1 convolutions: "auto" (default: oneDNN's
+                                            * Winograd F(4x4,3x3) where it is faster, i.e. maps of 8x8 or
+                                            * more and batch x map >= 1024 pixels) | "direct" | "winograd" */
     int verbose;                           /* 0 silent, 1 progress (default) */
     FILE *out;                             /* progress and messages (default stdout) */
 } lp_train_params;

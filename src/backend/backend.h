@@ -84,10 +84,12 @@ typedef struct lp_conv2d_params {
     int n, c, h, w, k, kh, kw, sh, sw, ph, pw;
     bool relu;
     bool bf16; /* bf16 src/weights/dst (bias and diff weights stay f32) */
+    bool winograd; /* try oneDNN's Winograd F(4x4,3x3) (fp32 3x3 stride 1); direct where it has none */
 } lp_conv2d_params;
 typedef struct lp_conv2d {
     lp_conv2d_params p;
     int oh, ow;
+    dnnl_alg_kind_t alg; /* the algorithm the forward got; backward uses the same */
     lp_md src_md, w_md, b_md, dst_md; /* forward (chosen by oneDNN) */
     lp_md bd_w_md;                    /* weights layout for backward data */
     lp_md bw_dw_md;                   /* diff weights layout from backward weights */

@@ -1,6 +1,7 @@
 /* conv2d forward/backward on oneDNN. Layouts chosen by oneDNN (format any)
  * for weights and output; the input layout is the one the caller has (or
- * any for the model's first layer). ReLU is fused as a post-op. */
+ * any for the model's first layer). ReLU is fused as a post-op. Direct or
+ * Winograd algorithm, as the caller asks (nn decides where Winograd pays). */
 #include "backend.h"
 #include <string.h>
 
@@ -17,14 +18,24 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
     lp_md src_md = src ? *src : lp_md_any_dt(4, sd, dt), w_md = lp_md_any_dt(4, wd, dt), b_md = lp_md_plain(1, bd),
           dst_md = lp_md_any_dt(4, dd, dt);
     dnnl_dims_t strides = {p->sh, p->sw}, pad = {p->ph, p->pw};
-    dnnl_convolution_desc_t desc;
-    lp_status st = lp_dnnl_check(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct,
-                                                                    &src_md, &w_md, &b_md, &dst_md, strides, pad, pad),
-                                 "conv2d forward desc");
-    if (st) return st;
     dnnl_primitive_attr_t attr;
-    if ((st = lp_attr_create(&attr, p->relu, false))) return st;
-    st = lp_dnnl_check(dnnl_primitive_desc_create(&c->fwd_pd, &desc, attr, lp_dnnl_engine(), NULL), "conv2d forward");
+    lp_status st = lp_attr_create(&attr, p->relu, false);
+    if (st) return st;
+    /* Winograd is a speed choice, not a promise: where oneDNN has no kernel for
+     * this shape or CPU, the direct algorithm computes the same convolution. */
+    c->alg = p->winograd ? dnnl_convolution_winograd : dnnl_convolution_direct;
+    for (;;) {
+        dnnl_convolution_desc_t desc;
+        dnnl_status_t ds = dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, c->alg, &src_md, &w_md,
+                                                              &b_md, &dst_md, strides, pad, pad);
+        if (ds == dnnl_success) ds = dnnl_primitive_desc_create(&c->fwd_pd, &desc, attr, lp_dnnl_engine(), NULL);
+        if (ds != dnnl_success && c->alg == dnnl_convolution_winograd) {
+            c->alg = dnnl_convolution_direct;
+            continue;
+        }
+        st = lp_dnnl_check(ds, "conv2d forward");
+        break;
+    }
     dnnl_primitive_attr_destroy(attr);
     if (st) return st;
     c->src_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_src_md, 0);
@@ -39,9 +50,33 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
     return LP_OK;
 }
 
-lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
+/* A backward primitive desc (data, or weights with bias) for weights layout w_md,
+ * with the forward's algorithm; direct where oneDNN has no Winograd one for it.
+ * Returns oneDNN's status: the caller decides whether failing is an error. */
+static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_md, dnnl_primitive_desc_t *pd) {
     const lp_conv2d_params *p = &c->p;
     dnnl_dims_t strides = {p->sh, p->sw}, pad = {p->ph, p->pw};
+    int64_t bd[1] = {p->k};
+    lp_md db = lp_md_plain(1, bd);
+    dnnl_primitive_attr_t attr;
+    if (lp_attr_create(&attr, false, false)) return dnnl_out_of_memory;
+    dnnl_alg_kind_t algs[2] = {c->alg, dnnl_convolution_direct};
+    dnnl_status_t ds = dnnl_unimplemented;
+    for (int i = 0; i < (c->alg == dnnl_convolution_direct ? 1 : 2) && ds != dnnl_success; i++) {
+        dnnl_convolution_desc_t desc;
+        ds = data ? dnnl_convolution_backward_data_desc_init(&desc, algs[i], &c->src_md, w_md, &c->dst_md, strides, pad,
+                                                             pad)
+                  : dnnl_convolution_backward_weights_desc_init(&desc, algs[i], &c->src_md, w_md, &db, &c->dst_md,
+                                                                strides, pad, pad);
+        if (ds == dnnl_success) ds = dnnl_primitive_desc_create(pd, &desc, attr, lp_dnnl_engine(), c->fwd_pd);
+    }
+    dnnl_primitive_attr_destroy(attr);
+    if (ds != dnnl_success) *pd = NULL;
+    return ds;
+}
+
+lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
+    const lp_conv2d_params *p = &c->p;
     int64_t wd[4] = {p->k, p->c, p->kh, p->kw};
     lp_status st;
     if (data && !c->has_bwd_data) {
@@ -50,17 +85,8 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
         dnnl_primitive_desc_t pd = NULL;
         for (int attempt = 0; attempt < 2 && !pd; attempt++) {
             lp_md w_md = attempt == 0 ? c->w_md : lp_md_any_dt(4, wd, c->w_md.data_type);
-            dnnl_convolution_desc_t desc;
-            if ((st = lp_dnnl_check(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &c->src_md,
-                                                                             &w_md, &c->dst_md, strides, pad, pad),
-                                    "conv2d backward data desc")))
-                return st;
-            dnnl_primitive_attr_t attr;
-            if ((st = lp_attr_create(&attr, false, false))) return st;
-            dnnl_status_t ds = dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), c->fwd_pd);
-            dnnl_primitive_attr_destroy(attr);
+            dnnl_status_t ds = backward_pd(c, true, &w_md, &pd);
             if (ds != dnnl_success) {
-                pd = NULL;
                 if (attempt == 1) return lp_dnnl_check(ds, "conv2d backward data");
                 continue;
             }
@@ -80,20 +106,8 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
     }
     if (weights && !c->has_bwd_w) {
         lp_md dw_any = lp_md_any(4, wd); /* f32 even in bf16: the update accumulates in f32 */
-        int64_t bd[1] = {p->k};
-        lp_md db = lp_md_plain(1, bd);
-        dnnl_convolution_desc_t desc;
-        if ((st = lp_dnnl_check(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &c->src_md,
-                                                                            &dw_any, &db, &c->dst_md, strides, pad, pad),
-                                "conv2d backward weights desc")))
-            return st;
-        dnnl_primitive_attr_t attr;
-        if ((st = lp_attr_create(&attr, false, false))) return st;
         dnnl_primitive_desc_t pd;
-        st = lp_dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), c->fwd_pd),
-                           "conv2d backward weights");
-        dnnl_primitive_attr_destroy(attr);
-        if (st) return st;
+        if ((st = lp_dnnl_check(backward_pd(c, false, &dw_any, &pd), "conv2d backward weights"))) return st;
         c->bw_dw_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
         static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
         st = lp_prim_create(&c->bwd_w, pd, kinds, 4);

@@ -9,13 +9,15 @@ static void usage(FILE *f) {
     fprintf(f, "usage: loupe bench [--model vgg16|vgg19|tiny] [--top keep|none] [--head SPEC] [--size WxH]\n"
                "                   [--batch N] [--steps K] [--warmup W] [--classes N] [--freeze SPEC]\n"
                "                   [--optimizer sgd|adam|adamw] [--threads T] [--precision fp32|bf16|auto]\n"
-               "                   [--per-layer]\n\n"
+               "                   [--conv auto|direct|winograd] [--per-layer]\n\n"
                "Trains on one synthetic batch and prints images/s over K timed steps (after W\n"
                "warmup steps that build the primitives), and the mean forward/backward/update\n"
                "time per step. Defaults: vgg16, top keep, 224x224, batch 8, 5 steps, 1 warmup,\n"
                "SGD momentum 0.9, all cores, fp32. --precision bf16 runs convolutions and pooling in\n"
                "bf16 (AMX where present; refused on CPUs without native bf16), auto picks bf16\n"
-               "on AMX for inputs of 64x64 or more. --per-layer adds, per layer, the time inside a training step\n"
+               "on AMX for inputs of 64x64 or more. --conv picks the fp32 3x3 convolutions' algorithm:\n"
+               "auto (default) uses oneDNN's Winograd F(4x4,3x3) on maps of 8x8 or more with batch x map\n"
+               ">= 1024 pixels, where it is faster than direct. --per-layer adds, per layer, the time inside a training step\n"
                "next to its oneDNN primitives run alone, and the framework overhead share.\n");
 }
 
@@ -37,6 +39,8 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--per-layer")) p.per_layer = 1;
         else if (!strcmp(a, "--precision") && v && (!strcmp(v, "fp32") || !strcmp(v, "bf16") || !strcmp(v, "auto")))
             p.precision = v, i++;
+        else if (!strcmp(a, "--conv") && v && (!strcmp(v, "auto") || !strcmp(v, "direct") || !strcmp(v, "winograd")))
+            p.conv_algo = v, i++;
         else if (!strcmp(a, "--size") && v && sscanf(v, "%dx%d%c", &p.model.in_width, &p.model.in_height, &tail) == 2 &&
                  p.model.in_width > 0 && p.model.in_height > 0)
             i++;
@@ -48,7 +52,10 @@ int cmd_bench(int argc, char **argv) {
         else {
             char msg[256];
             snprintf(msg, sizeof msg, "bad option or value: %s%s%s", a, v ? " " : "", v ? v : "");
-            cli_error("bench", msg, !strcmp(a, "--precision") ? "use fp32, bf16 or auto" : "run 'loupe bench --help'");
+            cli_error("bench", msg,
+                      !strcmp(a, "--precision") ? "use fp32, bf16 or auto"
+                      : !strcmp(a, "--conv")    ? "use auto, direct or winograd"
+                                                : "run 'loupe bench --help'");
             return 2;
         }
     }
@@ -61,6 +68,7 @@ int cmd_bench(int argc, char **argv) {
            p.model.head && !strcmp(p.model.top, "none") ? " head=" : "", p.model.head && !strcmp(p.model.top, "none") ? p.model.head : "",
            p.model.in_width, p.model.in_height, p.batch, r.bf16 ? "bf16" : "fp32", lp_get_threads(), p.steps, p.warmup);
     printf("images/s: %.3f\n", r.images_per_s);
+    printf("convolutions: Winograd in %d of %d conv layers, direct in the others\n", r.winograd_layers, r.conv_layers);
     printf("step: %.4f s (forward %.4f, backward %.4f, update %.4f); first step %.3f s; loss %.4f\n", r.step_s, r.forward_s,
            r.backward_s, r.update_s, r.first_step_s, r.final_loss);
     printf("peak memory (RSS): %.0f MB\n", r.peak_rss_mb);

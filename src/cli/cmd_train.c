@@ -45,6 +45,8 @@ static const char *usage_text =
     "  --seed N (default 1)       --no-shuffle    --threads N (default: all cores)\n"
     "  --precision fp32|bf16|auto (default fp32): bf16 = convolutions and pooling in bf16 (AMX),\n"
     "                             fp32 master weights; auto = bf16 on AMX for inputs >= 64x64\n"
+    "  --conv auto|direct|winograd (default auto): fp32 3x3 convolutions; auto = oneDNN's Winograd\n"
+    "                             F(4x4,3x3) where it is faster (maps >= 8x8, batch x map >= 1024)\n"
     "  --no-feature-cache         recompute frozen-base features every epoch (default: computed once\n"
     "                             per image when the base is frozen and augmentation is off)\n"
     "  --resume                   continue RUN from checkpoints/last.safetensors\n"
@@ -162,6 +164,7 @@ int cmd_train(int argc, char **argv) {
         STR_OPT("--monitor", p.monitor)
         STR_OPT("--schedule", p.schedule)
         STR_OPT("--precision", p.precision)
+        STR_OPT("--conv", p.conv_algo)
         STR_OPT("--on-nan", p.on_nan)
         FLAG("--diagnose", diagnose)
         INT_OPT("--epochs", 1, 1000000, p.epochs)

@@ -44,6 +44,8 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     else if (!strcmp(prec, "auto")) c.bf16 = lp_net_auto_bf16(&c);
     else if (strcmp(prec, "fp32")) return lp_fail(LP_ERR_ARG, "bench: unknown precision '%s' (fp32, bf16, auto)", prec);
     r->bf16 = c.bf16;
+    if (p->conv_algo && !lp_conv_algo_parse(p->conv_algo, &c.conv_algo))
+        return lp_fail(LP_ERR_ARG, "bench: unknown convolution algorithm '%s' (auto, direct, winograd)", p->conv_algo);
     lp_optim_config oc;
     const char *o = p->optimizer ? p->optimizer : "sgd";
     if (!strcmp(o, "sgd")) {
@@ -78,6 +80,7 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
         tf += t1 - t0, tb += t2 - t1, tu += t3 - t2, t_all += t3 - t0;
     }
     r->forward_s = tf / p->steps;
+    r->winograd_layers = lp_net_winograd_layers(net, &r->conv_layers);
     r->backward_s = tb / p->steps;
     r->update_s = tu / p->steps;
     r->step_s = t_all / p->steps;

@@ -23,6 +23,16 @@
 
 typedef struct lp_net lp_net;
 
+/* Algorithm of the fp32 3x3 stride-1 convolutions. */
+typedef enum lp_conv_algo {
+    LP_CONV_AUTO = 0,  /* Winograd where it is faster on this machine (lp_net_conv_winograd), else direct */
+    LP_CONV_DIRECT,    /* direct everywhere: the summation order of PyTorch's oneDNN path */
+    LP_CONV_WINOGRAD,  /* Winograd wherever oneDNN has a kernel for the layer */
+} lp_conv_algo;
+/* "auto" | "direct" | "winograd"; false for anything else. */
+bool lp_conv_algo_parse(const char *name, lp_conv_algo *out);
+const char *lp_conv_algo_name(lp_conv_algo a);
+
 typedef struct lp_net_config {
     char arch[16];  /* "vgg16" | "vgg19" | "tiny" (conv8-pool-conv16-pool, for fast tests) */
     char top[8];    /* "keep": torchvision classifier (avgpool 7x7, fc 4096, fc 4096 with ReLU +
@@ -36,6 +46,7 @@ typedef struct lp_net_config {
     bool bf16;      /* convolutions and pooling in bf16 (oneDNN, AMX where present): bf16
                        activations and weight copies, fp32 master weights, gradients, bias,
                        dense layers, loss. Only where lp_net_bf16_native(); else refused. */
+    lp_conv_algo conv_algo; /* fp32 convolutions (bf16 ones are always direct); 0 = auto */
 } lp_net_config;
 /* True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX). */
 bool lp_net_bf16_native(void);
@@ -45,6 +56,12 @@ bool lp_net_amx(void);
  * (measured with loupe bench on VGG16: 2.8x fp32 at 64x64 and 112x112, no gain at
  * 32x32, where the 512-channel layers are 2x2 to 4x4 and weights dominate). */
 bool lp_net_auto_bf16(const lp_net_config *c);
+/* Whether a conv layer (3x3 stride 1, in_c input channels, oh x ow output) of a
+ * net with this config computes with oneDNN's Winograd F(4x4,3x3). */
+bool lp_net_conv_winograd(const lp_net_config *c, int k, int stride, int in_c, int oh, int ow);
+/* How many conv layers computed with Winograd in the last forward (0 before
+ * one); *conv_layers (optional) gets the number of conv layers. */
+int lp_net_winograd_layers(const lp_net *net, int *conv_layers);
 
 /* vgg16, top=keep, 2 classes, 3x224x224, max_batch 8, seed 0. */
 lp_net_config lp_net_default_config(void);

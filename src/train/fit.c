@@ -62,6 +62,7 @@ lp_train_params lp_train_default_params(void) {
     p.tensorboard = 1;
     p.cache_features = 1;
     p.precision = "fp32";
+    p.conv_algo = "auto";
     p.verbose = 1;
     return p;
 }
@@ -99,6 +100,9 @@ static lp_status check_params(const lp_train_params *p) {
         return lp_fail(LP_ERR_ARG, "bad schedule '%s' (constant, step:EPOCHS:GAMMA or cosine)", p->schedule);
     if (p->precision && strcmp(p->precision, "fp32") && strcmp(p->precision, "bf16") && strcmp(p->precision, "auto"))
         return lp_fail(LP_ERR_ARG, "unknown precision '%s' (fp32, bf16 or auto)", p->precision);
+    lp_conv_algo ca;
+    if (p->conv_algo && !lp_conv_algo_parse(p->conv_algo, &ca))
+        return lp_fail(LP_ERR_ARG, "unknown convolution algorithm '%s' (auto, direct or winograd)", p->conv_algo);
     if (p->on_nan && strcmp(p->on_nan, "stop") && strcmp(p->on_nan, "skip"))
         return lp_fail(LP_ERR_ARG, "unknown --on-nan '%s' (stop or skip)", p->on_nan);
     if (p->validation_split < 0 || p->validation_split >= 1)

@@ -126,6 +126,7 @@ static lp_status write_run_json(lp_fit *f) {
     cJSON_AddNumberToObject(cfg, "validation_split", p->validation_split);
     add_str(cfg, "precision", p->precision);
     add_str(cfg, "precision_used", lp_net_get_config(f->net)->bf16 ? "bf16" : "fp32");
+    add_str(cfg, "conv_algo", lp_conv_algo_name(lp_net_get_config(f->net)->conv_algo));
     cJSON *classes = cJSON_AddArrayToObject(root, "classes");
     for (int i = 0; i < f->num_classes; i++) cJSON_AddItemToArray(classes, cJSON_CreateString(f->train->class_names[i]));
     cJSON *counts = cJSON_AddObjectToObject(root, "counts");
@@ -481,6 +482,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     nc.max_batch = p->batch;
     nc.seed = p->seed;
     nc.bf16 = use_bf16(f, &nc);
+    if (p->conv_algo) lp_conv_algo_parse(p->conv_algo, &nc.conv_algo); /* checked in check_params */
     if ((s = lp_net_create(&nc, &f->net))) return s;
     if (p->weights && (s = load_weights(f))) return s;
     if (!strcmp(p->preprocess, "auto")) {

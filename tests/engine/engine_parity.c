@@ -93,6 +93,21 @@ static int cmd_run(int argc, char **argv) {
         lp_net_free(net);
         net = n16;
     }
+    const char *algo = getenv("LOUPE_PARITY_CONV");
+    if (algo) {
+        /* the same weights with a chosen convolution algorithm (parity.py --conv) */
+        lp_net_config c = *lp_net_get_config(net);
+        if (!lp_conv_algo_parse(algo, &c.conv_algo)) return fprintf(stderr, "bad LOUPE_PARITY_CONV %s\n", algo), 2;
+        lp_net *other;
+        lp_tensor_list sd;
+        lp_tensor_list_init(&sd);
+        CHECK(lp_net_state_dict(net, &sd));
+        CHECK(lp_net_create_ex(&c, false, &other));
+        CHECK(lp_net_load_state_dict(other, &sd, true, NULL));
+        lp_tensor_list_free(&sd);
+        lp_net_free(net);
+        net = other;
+    }
     if (argc > 8) CHECK(lp_net_freeze(net, argv[8]));
     lp_tensor_list in;
     lp_tensor_list_init(&in);
@@ -114,6 +129,10 @@ static int cmd_run(int argc, char **argv) {
     int64_t ls[2] = {n, k}, one = 1, nn_ = n;
     CHECK(lp_net_forward(net, x->t.data, n, false, 0, logits));
     add_copy(&out, "eval_logits", logits, 2, ls);
+    int convs, wino = lp_net_winograd_layers(net, &convs);
+    float wc[2] = {(float)wino, (float)convs};
+    int64_t two = 2;
+    add_copy(&out, "winograd_layers", wc, 1, &two);
     for (int s = 0; s < steps; s++) {
         float loss;
         lp_net_zero_grad(net);

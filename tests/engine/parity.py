@@ -213,6 +213,8 @@ def main():
     ap.add_argument("--opts", default="sgd,adam_eps6")
     ap.add_argument("--freeze", default="")
     ap.add_argument("--skip-init-check", action="store_true", help="skip the loupe-init -> torch step")
+    ap.add_argument("--conv", choices=["auto", "direct", "winograd"],
+                    help="convolution algorithm of loupe's net (default: the net's own, auto)")
     ap.add_argument("--optim-check", action="store_true", help="also check optimizers alone on shared gradients")
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -270,8 +272,15 @@ def main():
         cmd = [a.driver, "run", wd("torch.safetensors"), wd("inputs.safetensors"), wd("out-%s.safetensors" % opt), opt,
                "0.0001" if "adam" in opt else "0.01",
                str(a.steps)] + ([a.freeze] if a.freeze else [])
-        subprocess.run(cmd, check=True)
+        env = dict(os.environ, LOUPE_PARITY_CONV=a.conv) if a.conv else None
+        subprocess.run(cmd, check=True, env=env)
         out, _ = st_read(wd("out-%s.safetensors" % opt))
+        if a.conv and opt == a.opts.split(",")[0]:
+            wino, convs = (int(v) for v in out["winograd_layers"])
+            ok = (wino == 0) if a.conv == "direct" else (wino > 0 if a.conv == "auto" else wino == convs)
+            print("conv %-8s Winograd in %d of %d conv layers %s" % (a.conv, wino, convs, "ok" if ok else "FAIL"))
+            if not ok:
+                failures.append("conv algorithm")
         model.load_state_dict({kk: torch.from_numpy(v) for kk, v in sd.items()}, strict=True)
         frozen = set()
         if a.freeze:

@@ -45,6 +45,17 @@ if not re.search(r"images/s: [0-9.]+", out):
 run("bench", "--help")
 run("bench", "--batch", "0", code=2)
 run("bench", "--precision", "fp16", code=2)
+run("bench", "--conv", "fft", code=2)
+# --conv: the count of Winograd layers follows the choice. tiny: both convs have fewer than
+# 16 input channels, which auto leaves direct; vgg16 at 32x32 batch 2: auto picks only
+# features.2 (64 channels in, 32x32 map, 2048 pixels per batch).
+avx512 = " avx512f" in open("/proc/cpuinfo").read()
+for model, algo, want in (("tiny", "direct", "0 of 2"), ("tiny", "winograd", "2 of 2" if avx512 else "0 of 2"),
+                          ("tiny", "auto", "0 of 2"), ("vgg16", "auto", "1 of 13" if avx512 else "0 of 13")):
+    out = run("bench", "--model", model, "--top", "none", "--size", "32x32" if model == "vgg16" else "16x16", "--batch",
+              "2" if model == "vgg16" else "16", "--steps", "1", "--conv", algo, "--threads", "1")
+    if "Winograd in %s conv layers" % want not in out:
+        fail.append("bench --model %s --conv %s: want Winograd in %s: %s" % (model, algo, want, out))
 native = any(f in open("/proc/cpuinfo").read() for f in (" avx512_bf16", " amx_bf16"))
 out = run("bench", "--model", "vgg16", "--top", "none", "--size", "32x32", "--batch", "2", "--steps", "1", "--warmup", "1",
           "--precision", "bf16", "--per-layer", code=0 if native else 1)
