@@ -77,8 +77,19 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
 
 lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop) {
     if (!net->cur) return lp_fail(LP_ERR_ARG, "bench: timing primitives needs a training step first");
+    /* Each layer's dy and dx in the two diff buffers: a training step sizes them for
+     * its own needs only (net.c backward_targets), so grow them to the largest. */
+    size_t big = 64;
     for (int l = 0; l < net->nlayers; l++) {
-        lp_status st = time_layer(net, net->cur, l, t + 2 * l, gflop + 2 * l);
+        const lp_plan_layer *pl = &net->cur->layers[l];
+        if (lp_md_size(&pl->in_md) > big) big = lp_md_size(&pl->in_md);
+        if (lp_md_size(&pl->out_md) > big) big = lp_md_size(&pl->out_md);
+    }
+    lp_status st = lp_buf_reserve(&net->diff[0], big, NULL);
+    if (!st) st = lp_buf_reserve(&net->diff[1], big, NULL);
+    if (st) return st;
+    for (int l = 0; l < net->nlayers; l++) {
+        st = time_layer(net, net->cur, l, t + 2 * l, gflop + 2 * l);
         if (st) return lp_fail_context(st, "bench: timing layer %s alone", net->layers[l].name[0] ? net->layers[l].name : "reorder");
     }
     return LP_OK;

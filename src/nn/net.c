@@ -335,7 +335,6 @@ static lp_status plan_build(lp_net *net, lp_plan *p, int n, bool training) {
     int64_t in_dims[4] = {n, c->in_c, c->in_h, c->in_w};
     lp_md cur = lp_md_plain(4, in_dims);
     int slot = 0;
-    size_t max_diff = 0;
     lp_status st = lp_buf_reserve(&net->act[0], lp_md_size(&cur), NULL);
     if (st) return st;
     for (int l = 0; l < net->nlayers; l++) {
@@ -357,16 +356,10 @@ static lp_status plan_build(lp_net *net, lp_plan *p, int n, bool training) {
             pl->out_slot = training ? l + 1 : (slot == L + 1 ? L + 2 : L + 1);
             if ((st = lp_buf_reserve(&net->act[pl->out_slot], lp_md_size(&pl->out_md), NULL))) return st;
         }
-        size_t s = lp_md_size(&pl->out_md);
-        if (s > max_diff) max_diff = s;
-        if (l > 0 && lp_md_size(&pl->in_md) > max_diff) max_diff = lp_md_size(&pl->in_md);
         cur = pl->out_md;
         slot = pl->out_slot;
     }
-    if (!training) return LP_OK;
-    if ((st = lp_buf_reserve(&net->diff[0], max_diff, NULL))) return st;
-    if ((st = lp_buf_reserve(&net->diff[1], max_diff, NULL))) return st;
-    return LP_OK;
+    return LP_OK; /* the diff buffers are sized by backward (backward_targets) */
 }
 
 static lp_status get_plan(lp_net *net, int n, bool training, lp_plan **out) {
@@ -415,6 +408,7 @@ static lp_status forward_layer(lp_net *net, lp_plan *p, int l, int n, bool train
 /* Start of every forward pass: the last pass is forgotten, the plan for (n, training) found. */
 static lp_status forward_begin(lp_net *net, int n, bool training, lp_plan **p) {
     net->loss_ready = false;
+    net->acts_consumed = false;
     net->cur = NULL;
     return get_plan(net, n, training, p);
 }
@@ -551,9 +545,44 @@ static bool layer_trainable(const lp_net *net, const lp_layer *L) {
     return (L->pw >= 0 && net->params[L->pw].trainable) || (L->pb >= 0 && net->params[L->pb].trainable);
 }
 
+/* Whether layer l's input gradient can overwrite its own output activation.
+ * A conv layer reads its output y only to mask dy with ReLU', before anything
+ * else, and no other layer reads that slot once backward has reached l. */
+static bool dx_in_own_output(const lp_net *net, const lp_plan_layer *pl, int l) {
+    return net->layers[l].kind == LP_LAYER_CONV && !pl->alias && pl->out_slot != 0 &&
+           lp_md_size(&pl->in_md) <= net->act[pl->out_slot].cap;
+}
+
+/* Where each layer's input gradient goes, for layers hi-1 down to lo+1: into the
+ * layer's own output slot where dx_in_own_output, else into the diff buffer that
+ * does not hold its dy. Sizes the two diff buffers for that (dlogits start in
+ * diff[0]). In VGG only pooling and the dense layers then need a diff buffer,
+ * which saves one activation-sized buffer (205 MB at 224x224 batch 16). */
+static lp_status backward_targets(lp_net *net, int lo) {
+    lp_plan *p = net->cur;
+    size_t need[2] = {sizeof(float) * (size_t)net->last_n * net->cfg.num_classes, 0};
+    int d = 0; /* the diff buffer holding dy, -1 when dy is in an activation slot */
+    for (int l = net->nlayers - 1; l > lo; l--) {
+        const lp_plan_layer *pl = &p->layers[l];
+        if (pl->alias) continue; /* dx is dy */
+        if (dx_in_own_output(net, pl, l)) {
+            d = -1;
+            continue;
+        }
+        d = d == 0 ? 1 : 0;
+        if (lp_md_size(&pl->in_md) > need[d]) need[d] = lp_md_size(&pl->in_md);
+    }
+    lp_status st = lp_buf_reserve(&net->diff[0], need[0], NULL);
+    if (!st) st = lp_buf_reserve(&net->diff[1], need[1] ? need[1] : 64, NULL);
+    return st;
+}
+
 lp_status lp_net_backward(lp_net *net) {
     if (!net->cur || !net->loss_ready)
         return lp_fail(LP_ERR_ARG, "backward: needs lp_net_forward then lp_net_loss first");
+    if (net->acts_consumed)
+        return lp_fail(LP_ERR_ARG, "backward: the last forward's activations were used by a backward already "
+                                   "(they hold its gradients now): run lp_net_forward again");
     if (!net->last_training) return lp_fail(LP_ERR_ARG, "backward: the last forward was not in training mode");
     int lo = -1;
     for (int l = 0; l < net->nlayers && lo < 0; l++)
@@ -567,8 +596,10 @@ lp_status lp_net_backward(lp_net *net) {
         if ((st = lp_layer_kinds[L->kind].prepare_backward(net, L, &p->layers[l], l > lo, layer_trainable(net, L))))
             return lp_fail_context(st, "backward %s", L->name[0] ? L->name : "reorder");
     }
-    float *dbuf[2] = {net->diff[0].p, net->diff[1].p};
-    int d = 0;
+    if ((st = backward_targets(net, lo))) return st;
+    net->acts_consumed = true;
+    float *dbuf[2] = {net->diff[0].p, net->diff[1].p}, *dy = dbuf[0];
+    int d = 0; /* as in backward_targets */
     memcpy(dbuf[0], net->dlogits, sizeof(float) * (size_t)n * net->cfg.num_classes);
     for (int l = net->nlayers - 1; l >= lo; l--) {
         lp_layer *L = &net->layers[l];
@@ -580,9 +611,12 @@ lp_status lp_net_backward(lp_net *net) {
             acc = !(zw && zb);
             if (acc) lp_net_materialize_grad(net, L->pw), lp_net_materialize_grad(net, L->pb);
         }
-        float *dx = l > lo ? (pl->alias ? dbuf[d] : dbuf[1 - d]) : NULL;
+        float *dx = NULL;
+        if (l > lo && pl->alias) dx = dy;
+        else if (l > lo && dx_in_own_output(net, pl, l)) dx = slot_ptr(net, pl->out_slot), d = -1;
+        else if (l > lo) d = d == 0 ? 1 : 0, dx = dbuf[d];
         double t0 = net->prof ? lp_now() : 0;
-        st = lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), dbuf[d],
+        st = lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), dy,
                                               dx, w, acc);
         if (st) return lp_fail_context(st, "backward %s", L->name[0] ? L->name : "reorder");
         if (net->prof) {
@@ -590,7 +624,7 @@ lp_status lp_net_backward(lp_net *net) {
             net->prof[2 * l + 1] += lp_now() - t0;
         }
         if (w) net->params[L->pw].grad_state = net->params[L->pb].grad_state = LP_GRAD_DATA;
-        if (!pl->alias) d = 1 - d;
+        dy = dx;
     }
     dnnl_stream_wait(net->stream);
     return LP_OK;

@@ -104,6 +104,7 @@ struct lp_net {
     lp_plan *cur;
     int last_n;
     bool last_training, loss_ready;
+    bool acts_consumed; /* backward wrote input gradients over activations (net.c backward_targets) */
     const float *last_x;
     float *dlogits; /* (cap_batch, K) */
     int dlogits_cap;

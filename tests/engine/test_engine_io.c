@@ -316,6 +316,8 @@ static void test_net_api(void) {
     OK(lp_net_forward(net, x, 3, true, 9, logits));
     OK(lp_net_loss(net, labels, 3, NULL, NULL, &loss));
     OK(lp_net_backward(net));
+    /* backward writes input gradients over the activations: a second one must refuse */
+    expect_err(lp_net_backward(net), LP_ERR_ARG, "second backward on one forward", "forward again", NULL);
     size_t nw = lp_net_num_weights(net);
     float *g1 = malloc(nw * 4);
     memcpy(g1, lp_net_grads(net), nw * 4);
