@@ -173,6 +173,7 @@ LP_OMP(parallel for if (cnt > 65536))
         if (l->st_blocked) {
             /* stored in the forward layout: re_wbf reorders from it */
             if (!lp_md_equal(&c->bd_w_md, &l->st_md)) {
+                lp_net_note_twin(l, &c->bd_w_md);
                 if ((st = weights_for_bwd_data(net, l, c, &pl->u.conv.re_wbf, w))) return st;
                 w = l->wb.p;
             }

@@ -42,6 +42,10 @@ typedef struct lp_layer {
     bool st_blocked, st_has_re;
     lp_md st_md;
     lp_reorder st_to_blk, st_to_plain;
+    /* backward-data's layout is st_md with each BxB inner block transposed (OIhw16o16i
+     * vs OIhw16i16o): the optimizer then writes wb along with the update (store.c) */
+    int twin_block;
+    lp_md twin_md;
 } lp_layer;
 
 typedef struct lp_plan_layer {
@@ -144,6 +148,14 @@ lp_status lp_net_store_blocked(lp_net *net, lp_layer *L, const lp_md *md);
 lp_status lp_net_store_plain(lp_net *net);
 const lp_md *lp_net_param_store_md(const lp_net *net, int i);
 lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blocked);
+/* Backward-data's weights copy as the blocked storage's transposed twin:
+ * lp_net_note_twin (conv backward) records whether bwd_md is one for layer L;
+ * lp_net_param_twin gives the optimizer the copy of param i to write as it
+ * updates the weights, with *block = B (NULL when there is none), and
+ * lp_net_param_twin_written marks it current after the update. */
+void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md);
+float *lp_net_param_twin(lp_net *net, int i, int *block);
+void lp_net_param_twin_written(lp_net *net, int i);
 /* bench_layers.c: after a training step, runs each layer's primitives once alone,
  * adding seconds to t[2l] (forward), t[2l+1] (backward) and setting gflop[2l], [2l+1]. */
 lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop);

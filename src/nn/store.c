@@ -81,3 +81,39 @@ lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blo
     lp_status st = lp_buf_reserve(&net->store_tmp, param_bytes(net, i), NULL);
     return st ? st : convert(net, L, buf, to_blocked);
 }
+
+/* True when b is a with its two inner blocks (B and B, over dims 0 and 1) swapped and
+ * everything else equal: element r*B + c of each BxB block of a is c*B + r of b's. */
+static int transposed_twin_block(const lp_md *a, const lp_md *b) {
+    if (a->format_kind != dnnl_blocked || b->format_kind != dnnl_blocked || a->ndims != 4 || b->ndims != 4 ||
+        a->data_type != dnnl_f32 || b->data_type != dnnl_f32 || a->offset0 || b->offset0)
+        return 0;
+    const dnnl_blocking_desc_t *x = &a->format_desc.blocking, *y = &b->format_desc.blocking;
+    if (x->inner_nblks != 2 || y->inner_nblks != 2 || x->inner_blks[0] != x->inner_blks[1] ||
+        y->inner_blks[0] != x->inner_blks[0] || y->inner_blks[1] != x->inner_blks[0] || x->inner_idxs[0] != y->inner_idxs[1] ||
+        x->inner_idxs[1] != y->inner_idxs[0] || (x->inner_idxs[0] | x->inner_idxs[1]) != 1)
+        return 0;
+    for (int d = 0; d < 4; d++)
+        if (a->dims[d] != b->dims[d] || a->padded_dims[d] != b->padded_dims[d] || a->padded_dims[d] != a->dims[d] ||
+            x->strides[d] != y->strides[d])
+            return 0;
+    return (int)x->inner_blks[0];
+}
+
+void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md) {
+    L->twin_block = L->st_blocked ? transposed_twin_block(&L->st_md, bwd_md) : 0;
+    if (L->twin_block) L->twin_md = *bwd_md;
+}
+
+float *lp_net_param_twin(lp_net *net, int i, int *block) {
+    lp_layer *L = &net->layers[net->params[i].layer];
+    if (L->pw != i || !L->st_blocked || !L->twin_block || L->wb.cap < param_bytes(net, i)) return NULL;
+    *block = L->twin_block;
+    return L->wb.p;
+}
+
+void lp_net_param_twin_written(lp_net *net, int i) {
+    lp_layer *L = &net->layers[net->params[i].layer];
+    L->wb_md = L->twin_md;
+    L->wb_valid = true;
+}
