@@ -79,25 +79,13 @@ static int cmd_run(int argc, char **argv) {
     if (argc < 8) return fprintf(stderr, "usage: run CKPT INPUTS OUT OPT LR STEPS [FREEZE]\n"), 2;
     lp_net *net;
     CHECK(lp_checkpoint_load(argv[2], &net, NULL));
-    if (getenv("LOUPE_PARITY_BF16")) {
-        /* the same weights in a bf16 net (bf16_parity.py) */
-        lp_net_config c = *lp_net_get_config(net);
-        c.bf16 = true;
-        lp_net *n16;
-        lp_tensor_list sd;
-        lp_tensor_list_init(&sd);
-        CHECK(lp_net_state_dict(net, &sd));
-        CHECK(lp_net_create_ex(&c, false, &n16));
-        CHECK(lp_net_load_state_dict(n16, &sd, true, NULL));
-        lp_tensor_list_free(&sd);
-        lp_net_free(net);
-        net = n16;
-    }
+    /* the same weights in a net with another config: bf16 (bf16_parity.py) and/or a
+     * chosen convolution algorithm (parity.py --conv) */
     const char *algo = getenv("LOUPE_PARITY_CONV");
-    if (algo) {
-        /* the same weights with a chosen convolution algorithm (parity.py --conv) */
+    if (getenv("LOUPE_PARITY_BF16") || algo) {
         lp_net_config c = *lp_net_get_config(net);
-        if (!lp_conv_algo_parse(algo, &c.conv_algo)) return fprintf(stderr, "bad LOUPE_PARITY_CONV %s\n", algo), 2;
+        c.bf16 = getenv("LOUPE_PARITY_BF16") != NULL;
+        if (algo && !lp_conv_algo_parse(algo, &c.conv_algo)) return fprintf(stderr, "bad LOUPE_PARITY_CONV %s\n", algo), 2;
         lp_net *other;
         lp_tensor_list sd;
         lp_tensor_list_init(&sd);
