@@ -39,10 +39,11 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     lp_status st = lp_net_config_from_model_params(&p->model, &c);
     if (st) return st;
     c.max_batch = p->batch;
-    const char *prec = p->precision ? p->precision : "fp32";
-    if (!strcmp(prec, "bf16")) c.bf16 = true;
-    else if (!strcmp(prec, "auto")) c.bf16 = lp_net_auto_bf16(&c);
-    else if (strcmp(prec, "fp32")) return lp_fail(LP_ERR_ARG, "bench: unknown precision '%s' (fp32, bf16, auto)", prec);
+    lp_precision prec;
+    if (!lp_precision_parse(p->precision, &prec))
+        return lp_fail(LP_ERR_ARG, "bench: unknown precision '%s' (fp32, bf16, auto)", p->precision);
+    /* bf16 asked is bf16 or an error (lp_net_create refuses it without native bf16) */
+    c.bf16 = prec == LP_PREC_BF16 || lp_net_use_bf16(prec, &c);
     r->bf16 = c.bf16;
     if (p->conv_algo && !lp_conv_algo_parse(p->conv_algo, &c.conv_algo))
         return lp_fail(LP_ERR_ARG, "bench: unknown convolution algorithm '%s' (auto, direct, winograd)", p->conv_algo);

@@ -120,15 +120,30 @@ bool lp_net_bf16_native(void) { return lp_bf16_native(); }
 bool lp_net_amx(void) { return lp_amx_available(); }
 bool lp_net_auto_bf16(const lp_net_config *c) { return lp_amx_available() && c->in_h >= 64 && c->in_w >= 64; }
 
+bool lp_net_use_bf16(lp_precision p, const lp_net_config *c) {
+    return p == LP_PREC_BF16 ? lp_bf16_native() : p == LP_PREC_AUTO && lp_net_auto_bf16(c);
+}
+
+/* i with names[i] == name, or -1 */
+static int name_index(const char *const *names, int n, const char *name) {
+    for (int i = 0; i < n && name; i++)
+        if (!strcmp(name, names[i])) return i;
+    return -1;
+}
+
+bool lp_precision_parse(const char *name, lp_precision *out) {
+    static const char *const names[] = {"fp32", "bf16", "auto"};
+    int i = name ? name_index(names, 3, name) : LP_PREC_FP32;
+    if (i >= 0) *out = (lp_precision)i;
+    return i >= 0;
+}
+
 static const char *const conv_algo_names[] = {"auto", "direct", "winograd"};
 
 bool lp_conv_algo_parse(const char *name, lp_conv_algo *out) {
-    for (int i = 0; i < 3; i++)
-        if (name && !strcmp(name, conv_algo_names[i])) {
-            *out = (lp_conv_algo)i;
-            return true;
-        }
-    return false;
+    int i = name_index(conv_algo_names, 3, name);
+    if (i >= 0) *out = (lp_conv_algo)i;
+    return i >= 0;
 }
 
 const char *lp_conv_algo_name(lp_conv_algo a) { return (unsigned)a < 3 ? conv_algo_names[a] : "?"; }

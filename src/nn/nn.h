@@ -23,6 +23,11 @@
 
 typedef struct lp_net lp_net;
 
+/* --precision: the convolutions' number format. */
+typedef enum lp_precision { LP_PREC_FP32 = 0, LP_PREC_BF16, LP_PREC_AUTO } lp_precision;
+/* "fp32" | "bf16" | "auto" (NULL: fp32); false for anything else. */
+bool lp_precision_parse(const char *name, lp_precision *out);
+
 /* Algorithm of the fp32 3x3 stride-1 convolutions. */
 typedef enum lp_conv_algo {
     LP_CONV_AUTO = 0,  /* Winograd where it is faster on this machine (lp_net_conv_winograd), else direct */
@@ -56,6 +61,10 @@ bool lp_net_amx(void);
  * (measured with loupe bench on VGG16: 2.8x fp32 at 64x64 and 112x112, no gain at
  * 32x32, where the 512-channel layers are 2x2 to 4x4 and weights dominate). */
 bool lp_net_auto_bf16(const lp_net_config *c);
+/* Whether a net with config c runs bf16 under p: bf16 where the CPU has native bf16
+ * (training falls back to fp32; lp_net_create refuses bf16 without it), auto as
+ * lp_net_auto_bf16. */
+bool lp_net_use_bf16(lp_precision p, const lp_net_config *c);
 /* Whether a conv layer (3x3 stride 1, in_c input channels, oh x ow output) of a
  * net with this config computes with oneDNN's Winograd F(4x4,3x3). */
 bool lp_net_conv_winograd(const lp_net_config *c, int k, int stride, int in_c, int oh, int ow);

@@ -98,7 +98,8 @@ static lp_status check_params(const lp_train_params *p) {
     lp_schedule sch;
     if (!lp_schedule_parse(p->schedule, &sch))
         return lp_fail(LP_ERR_ARG, "bad schedule '%s' (constant, step:EPOCHS:GAMMA or cosine)", p->schedule);
-    if (p->precision && strcmp(p->precision, "fp32") && strcmp(p->precision, "bf16") && strcmp(p->precision, "auto"))
+    lp_precision prec;
+    if (!lp_precision_parse(p->precision, &prec))
         return lp_fail(LP_ERR_ARG, "unknown precision '%s' (fp32, bf16 or auto)", p->precision);
     lp_conv_algo ca;
     if (p->conv_algo && !lp_conv_algo_parse(p->conv_algo, &ca))

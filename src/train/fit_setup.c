@@ -416,15 +416,6 @@ static lp_status write_skipped(lp_fit *f) {
     return s;
 }
 
-/* --precision: fp32 (default); bf16 where the CPU has native bf16 (else fp32, said at
- * setup); auto: bf16 where it pays (AMX, inputs of 64x64 or more), else fp32. */
-static bool use_bf16(const lp_fit *f, const lp_net_config *nc) {
-    const char *pr = f->p.precision ? f->p.precision : "fp32";
-    if (!strcmp(pr, "bf16")) return lp_net_bf16_native();
-    if (!strcmp(pr, "auto")) return lp_net_auto_bf16(nc);
-    return false;
-}
-
 lp_status lp_fit_setup(lp_fit *f) {
     const lp_train_params *p = &f->p;
     lp_status s;
@@ -481,7 +472,9 @@ lp_status lp_fit_setup(lp_fit *f) {
     nc.in_w = p->width;
     nc.max_batch = p->batch;
     nc.seed = p->seed;
-    nc.bf16 = use_bf16(f, &nc);
+    lp_precision prec = LP_PREC_FP32;
+    lp_precision_parse(p->precision, &prec); /* checked in check_params */
+    nc.bf16 = lp_net_use_bf16(prec, &nc);   /* bf16 without native support: fp32, said below */
     if (p->conv_algo) lp_conv_algo_parse(p->conv_algo, &nc.conv_algo); /* checked in check_params */
     if ((s = lp_net_create(&nc, &f->net))) return s;
     if (p->weights && (s = load_weights(f))) return s;
@@ -530,9 +523,9 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (lp_net_get_config(f->net)->bf16)
         say(f, "Precision: bf16 convolutions and pooling%s; fp32 master weights, gradients, dense layers and loss.\n",
             lp_net_amx() ? " on AMX" : "");
-    else if (p->precision && !strcmp(p->precision, "bf16"))
+    else if (prec == LP_PREC_BF16)
         say(f, "Precision: bf16 asked, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32.\n");
-    else if (p->precision && !strcmp(p->precision, "auto"))
+    else if (prec == LP_PREC_AUTO)
         say(f, "Precision: fp32 (auto: %s).\n",
             lp_net_amx() ? "bf16 pays from 64x64 inputs on; these are smaller" : "no AMX on this CPU");
     if ((s = setup_feature_cache(f))) return s;
