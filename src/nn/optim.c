@@ -174,6 +174,7 @@ lp_status lp_optim_step(lp_optim *o, float lr) {
     lp_net *net = o->net;
     if (!(lr >= 0.0f) || !isfinite(lr)) return lp_fail(LP_ERR_ARG, "optimizer: learning rate %g", lr);
     bool *twins = o->twin_written;
+    memset(twins, 0, sizeof *twins * (size_t)net->nparams); /* frozen ones skip the loop below */
     int bad = -1;
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
