@@ -370,13 +370,19 @@ static void test_net_api(void) {
 
 /* A step that makes weights non-finite is reported, not hidden: ReLU maps NaN to 0,
  * so a net with NaN conv weights can still give a finite loss. */
-static void test_optim_non_finite(void) {
+/* arch with top=none, head gap,dense, size x size inputs, max_batch 2 */
+static lp_net_config gap_config(const char *arch, int size) {
     lp_net_config c = lp_net_default_config();
-    strcpy(c.arch, "tiny");
+    snprintf(c.arch, sizeof c.arch, "%s", arch);
     strcpy(c.top, "none");
     strcpy(c.head, "gap,dense");
-    c.in_h = c.in_w = 16;
+    c.in_h = c.in_w = size;
     c.max_batch = 2;
+    return c;
+}
+
+static void test_optim_non_finite(void) {
+    lp_net_config c = gap_config("tiny", 16);
     for (int kind = 0; kind < 2; kind++) {
         lp_net *net;
         lp_optim *opt;
@@ -425,12 +431,7 @@ static void train_step(lp_net *net, lp_optim *opt, const float *x, const int *la
  * get that old copy marked current by a later step: the input gradient it passes
  * down would come from its old weights. Oracle: a fresh net with the same weights. */
 static void test_weights_copy_after_freeze(void) {
-    lp_net_config c = lp_net_default_config();
-    strcpy(c.arch, "vgg16");
-    strcpy(c.top, "none");
-    strcpy(c.head, "gap,dense");
-    c.in_h = c.in_w = 32;
-    c.max_batch = 2;
+    lp_net_config c = gap_config("vgg16", 32);
     c.conv_algo = LP_CONV_DIRECT;
     lp_net *net, *ref;
     lp_optim *opt;

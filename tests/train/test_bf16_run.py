@@ -14,14 +14,13 @@ Without native bf16: --precision bf16 falls back to fp32 with a message (checked
 any CPU by capping oneDNN's instruction set with ONEDNN_MAX_CPU_ISA=AVX512_CORE).
 
 usage: test_bf16_run.py LOUPE WORKDIR"""
-import csv, json, math, os, shutil, subprocess, sys
+import json, math, os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_data  # noqa: E402
+import runs  # noqa: E402
 
-LOUPE, WORK = sys.argv[1], sys.argv[2]
-shutil.rmtree(WORK, ignore_errors=True)
-os.makedirs(WORK)
+LOUPE, WORK = runs.workdir()
 DATA = os.path.join(WORK, "data")
 make_data.make(DATA, per_class=(24, 8, 8), size=64)
 VALID = os.path.join(DATA, "valid")
@@ -31,17 +30,11 @@ native = any(f in open("/proc/cpuinfo").read() for f in (" avx512_bf16", " amx_b
 
 def train(name, *extra, env=None):
     run = os.path.join(WORK, name)
-    p = subprocess.run([LOUPE, "train", DATA, "--run", run, "--model", "vgg16", "--top", "none", "--head", "gap,dense",
-                        "--batch", "8", "--optimizer", "adam", "--lr", "0.0001", "--seed", "3", "--tensorboard", "off",
-                        *extra], capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        fail.append("%s: exit %d: %s" % (name, p.returncode, p.stderr.strip()[-400:]))
-        return run, p.stdout, [], {}
-    with open(os.path.join(run, "history.csv")) as f:
-        hist = list(csv.DictReader(f))
-    with open(os.path.join(run, "run.json")) as f:
-        meta = json.load(f)
-    return run, p.stdout, hist, meta
+    r = runs.train(LOUPE, DATA, run, "--model", "vgg16", "--top", "none", "--head", "gap,dense", "--batch", "8",
+                   "--optimizer", "adam", "--lr", "0.0001", "--seed", "3", "--tensorboard", "off", *extra, env=env)
+    if r.code != 0:
+        fail.append("%s: exit %d: %s" % (name, r.code, r.err.strip()[-400:]))
+    return run, r.out, r.hist, r.meta
 
 
 def finite(hist):

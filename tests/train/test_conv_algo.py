@@ -9,32 +9,25 @@ here the 64x64 and 32x32 layers). Winograd changes rounding only, so:
     final validation accuracy to within one image;
   - a bad --conv value is refused (exit 2) and names the choices.
 usage: test_conv_algo.py LOUPE WORKDIR"""
-import csv, json, os, shutil, subprocess, sys
+import os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_data  # noqa: E402
+import runs  # noqa: E402
 
-LOUPE, WORK = sys.argv[1], sys.argv[2]
-shutil.rmtree(WORK, ignore_errors=True)
-os.makedirs(WORK)
+LOUPE, WORK = runs.workdir()
 DATA = os.path.join(WORK, "data")
 make_data.make(DATA, per_class=(24, 8, 8), size=64)
 fail = []
 
 
 def train(name, *extra):
-    run = os.path.join(WORK, name)
-    p = subprocess.run([LOUPE, "train", DATA, "--run", run, "--model", "vgg16", "--top", "none", "--head", "gap,dense",
-                        "--size", "64x64", "--batch", "8", "--epochs", "3", "--optimizer", "adam", "--lr", "0.0001",
-                        "--seed", "3", "--tensorboard", "off", *extra], capture_output=True, text=True)
-    if p.returncode != 0:
-        fail.append("%s: exit %d: %s" % (name, p.returncode, p.stderr.strip()[-400:]))
-        return [], {}
-    with open(os.path.join(run, "history.csv")) as f:
-        hist = list(csv.DictReader(f))
-    with open(os.path.join(run, "run.json")) as f:
-        meta = json.load(f)
-    return hist, meta
+    r = runs.train(LOUPE, DATA, os.path.join(WORK, name), "--model", "vgg16", "--top", "none", "--head", "gap,dense",
+                   "--size", "64x64", "--batch", "8", "--epochs", "3", "--optimizer", "adam", "--lr", "0.0001",
+                   "--seed", "3", "--tensorboard", "off", *extra)
+    if r.code != 0:
+        fail.append("%s: exit %d: %s" % (name, r.code, r.err.strip()[-400:]))
+    return r.hist, r.meta
 
 
 hd, md = train("direct", "--conv", "direct")
