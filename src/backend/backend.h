@@ -45,6 +45,8 @@ lp_md lp_md_any_dt(int ndims, const int64_t *dims, dnnl_data_type_t dt);
 bool lp_bf16_native(void);
 /* True when oneDNN may use AMX tiles here (avx512_core_amx). */
 bool lp_amx_available(void);
+/* oneDNN 2.6 has fp32 Winograd training kernels (jit_wino_4x3) on AVX-512 only. */
+bool lp_winograd_available(void);
 /* "nChw16c"-style short description of a layout, for logs and summaries. */
 const char *lp_md_layout(const lp_md *md, char *buf, size_t n);
 

@@ -70,6 +70,7 @@ static bool isa_has(dnnl_cpu_isa_t want) {
 }
 bool lp_bf16_native(void) { return isa_has(dnnl_cpu_isa_avx512_core_bf16); }
 bool lp_amx_available(void) { return isa_has(dnnl_cpu_isa_avx512_core_amx); }
+bool lp_winograd_available(void) { return isa_has(dnnl_cpu_isa_avx512_core); }
 
 const char *lp_md_layout(const lp_md *md, char *buf, size_t n) {
     if (md->format_kind != dnnl_blocked) {

@@ -156,7 +156,7 @@ const char *lp_conv_algo_name(lp_conv_algo a) { return (unsigned)a < 3 ? conv_al
  * max_batch, not the plan's, so that all batch sizes of one net (training,
  * evaluation, a short last batch) compute with the same algorithm. */
 bool lp_net_conv_winograd(const lp_net_config *c, int k, int stride, int in_c, int oh, int ow) {
-    if (c->bf16 || k != 3 || stride != 1 || c->conv_algo == LP_CONV_DIRECT) return false;
+    if (c->bf16 || k != 3 || stride != 1 || c->conv_algo == LP_CONV_DIRECT || !lp_winograd_available()) return false;
     if (c->conv_algo == LP_CONV_WINOGRAD) return true;
     return in_c >= 16 && oh >= 8 && ow >= 8 && (long)c->max_batch * oh * ow >= 1024;
 }
@@ -643,6 +643,14 @@ lp_status lp_net_backward(lp_net *net) {
     }
     dnnl_stream_wait(net->stream);
     return LP_OK;
+}
+
+int lp_net_winograd_planned(const lp_net *net, int *conv_layers) {
+    int wino = 0, convs = 0;
+    for (int l = 0; l < net->nlayers; l++)
+        if (net->layers[l].kind == LP_LAYER_CONV) convs++, wino += lp_layer_conv_winograd(net, &net->layers[l]);
+    if (conv_layers) *conv_layers = convs;
+    return wino;
 }
 
 int lp_net_winograd_layers(const lp_net *net, int *conv_layers) {

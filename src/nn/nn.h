@@ -71,6 +71,8 @@ bool lp_net_conv_winograd(const lp_net_config *c, int k, int stride, int in_c, i
 /* How many conv layers computed with Winograd in the last forward (0 before
  * one); *conv_layers (optional) gets the number of conv layers. */
 int lp_net_winograd_layers(const lp_net *net, int *conv_layers);
+/* The same by the rule alone, before any forward (oneDNN may still fall back to direct). */
+int lp_net_winograd_planned(const lp_net *net, int *conv_layers);
 
 /* vgg16, top=keep, 2 classes, 3x224x224, max_batch 8, seed 0. */
 lp_net_config lp_net_default_config(void);

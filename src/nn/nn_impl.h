@@ -154,6 +154,8 @@ lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blo
  * updates the weights, with *block = B (NULL when there is none), and
  * lp_net_param_twin_written marks it current after the update. */
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md);
+/* Whether conv layer l computes with Winograd (lp_net_conv_winograd on its shape). */
+bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l);
 float *lp_net_param_twin(lp_net *net, int i, int *block);
 void lp_net_param_twin_written(lp_net *net, int i);
 /* bench_layers.c: after a training step, runs each layer's primitives once alone,
