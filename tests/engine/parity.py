@@ -222,7 +222,9 @@ def main():
     h, w = map(int, a.size.split("x"))
     k, c, n = a.classes, a.channels, a.batch
     os.makedirs(a.workdir, exist_ok=True)
-    tag = "%s-%s-%s-%s-b%d" % (a.arch, a.top, a.head.replace(",", "_").replace(":", "-"), a.size, n)
+    # every option in the name: tests sharing the work folder may run at once (ctest -j)
+    tag = "%s-%s-%s-%s-b%d-%s-%s-%s" % (a.arch, a.top, a.head.replace(",", "_").replace(":", "-"), a.size, n,
+                                         a.conv or "net", a.opts.replace(",", "_"), a.freeze.replace(".", "") or "all")
     wd = lambda f: os.path.join(a.workdir, tag + "." + f)
     model, masks = build(a.arch, a.top, a.head, k, c, h, w)
     failures = []
