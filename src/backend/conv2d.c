@@ -22,14 +22,15 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
     lp_status st = lp_attr_create(&attr, p->relu, false);
     if (st) return st;
     /* Winograd is a speed choice, not a promise: where oneDNN has no kernel for
-     * this shape or CPU, the direct algorithm computes the same convolution. */
+     * this shape or CPU, the direct algorithm computes the same convolution (out of
+     * memory is an error either way). */
     c->alg = p->winograd ? dnnl_convolution_winograd : dnnl_convolution_direct;
     for (;;) {
         dnnl_convolution_desc_t desc;
         dnnl_status_t ds = dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, c->alg, &src_md, &w_md,
                                                               &b_md, &dst_md, strides, pad, pad);
         if (ds == dnnl_success) ds = dnnl_primitive_desc_create(&c->fwd_pd, &desc, attr, lp_dnnl_engine(), NULL);
-        if (ds != dnnl_success && c->alg == dnnl_convolution_winograd) {
+        if (ds != dnnl_success && ds != dnnl_out_of_memory && c->alg == dnnl_convolution_winograd) {
             c->alg = dnnl_convolution_direct;
             continue;
         }
@@ -62,7 +63,7 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
     if (lp_attr_create(&attr, false, false)) return dnnl_out_of_memory;
     dnnl_alg_kind_t algs[2] = {c->alg, dnnl_convolution_direct};
     dnnl_status_t ds = dnnl_unimplemented;
-    for (int i = 0; i < (c->alg == dnnl_convolution_direct ? 1 : 2) && ds != dnnl_success; i++) {
+    for (int i = 0; i < (c->alg == dnnl_convolution_direct ? 1 : 2) && ds != dnnl_success && ds != dnnl_out_of_memory; i++) {
         dnnl_convolution_desc_t desc;
         ds = data ? dnnl_convolution_backward_data_desc_init(&desc, algs[i], &c->src_md, w_md, &c->dst_md, strides, pad,
                                                              pad)
