@@ -19,11 +19,6 @@ static lp_md conv_w_plain(const lp_layer *l) {
     return lp_md_plain(4, d);
 }
 
-bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l) {
-    int oh = (l->in_h + 2 * l->pad - l->k) / l->stride + 1, ow = (l->in_w + 2 * l->pad - l->k) / l->stride + 1;
-    return lp_net_conv_winograd(&net->cfg, l->k, l->stride, l->in_c, oh, ow);
-}
-
 static lp_status conv_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     lp_conv2d_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .k = l->out_c, .kh = l->k, .kw = l->k,
                           .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad, .relu = l->relu,

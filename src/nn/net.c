@@ -155,10 +155,12 @@ const char *lp_conv_algo_name(lp_conv_algo a) { return (unsigned)a < 3 ? conv_al
  * at 512, and 2-4x slower at 4x4 or on 3-channel input. The batch is the net's
  * max_batch, not the plan's, so that all batch sizes of one net (training,
  * evaluation, a short last batch) compute with the same algorithm. */
-bool lp_net_conv_winograd(const lp_net_config *c, int k, int stride, int in_c, int oh, int ow) {
-    if (c->bf16 || k != 3 || stride != 1 || c->conv_algo == LP_CONV_DIRECT || !lp_winograd_available()) return false;
+bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l) {
+    const lp_net_config *c = &net->cfg;
+    if (c->bf16 || l->k != 3 || l->stride != 1 || c->conv_algo == LP_CONV_DIRECT || !lp_winograd_available()) return false;
     if (c->conv_algo == LP_CONV_WINOGRAD) return true;
-    return in_c >= 16 && oh >= 8 && ow >= 8 && (long)c->max_batch * oh * ow >= 1024;
+    int oh = (l->in_h + 2 * l->pad - l->k) / l->stride + 1, ow = (l->in_w + 2 * l->pad - l->k) / l->stride + 1;
+    return l->in_c >= 16 && oh >= 8 && ow >= 8 && (long)c->max_batch * oh * ow >= 1024;
 }
 
 lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
@@ -568,24 +570,27 @@ static bool dx_in_own_output(const lp_net *net, const lp_plan_layer *pl, int l) 
            lp_md_size(&pl->in_md) <= net->act[pl->out_slot].cap;
 }
 
-/* Where each layer's input gradient goes, for layers hi-1 down to lo+1: into the
- * layer's own output slot where dx_in_own_output, else into the diff buffer that
- * does not hold its dy. Sizes the two diff buffers for that (dlogits start in
- * diff[0]). In VGG only pooling and the dense layers then need a diff buffer,
- * which saves one activation-sized buffer (205 MB at 224x224 batch 16). */
+/* Where layer l's input gradient goes, given d, the diff buffer holding its dy
+ * (-1: dy is in an activation slot); returns the new d. A view's dx is its dy (d
+ * unchanged); a conv layer's goes into its own output slot where
+ * dx_in_own_output (-1); any other into the diff buffer not holding dy. */
+static int dx_place(const lp_net *net, const lp_plan_layer *pl, int l, int d) {
+    if (pl->alias) return d;
+    if (dx_in_own_output(net, pl, l)) return -1;
+    return d == 0 ? 1 : 0;
+}
+
+/* Sizes the two diff buffers for a backward down to layer lo+1 placed by dx_place
+ * (dlogits start in diff[0]). In VGG only pooling and the dense layers then need a
+ * diff buffer, which saves one activation-sized buffer (205 MB at 224x224 batch 16). */
 static lp_status backward_targets(lp_net *net, int lo) {
     lp_plan *p = net->cur;
     size_t need[2] = {sizeof(float) * (size_t)net->last_n * net->cfg.num_classes, 0};
-    int d = 0; /* the diff buffer holding dy, -1 when dy is in an activation slot */
+    int d = 0;
     for (int l = net->nlayers - 1; l > lo; l--) {
         const lp_plan_layer *pl = &p->layers[l];
-        if (pl->alias) continue; /* dx is dy */
-        if (dx_in_own_output(net, pl, l)) {
-            d = -1;
-            continue;
-        }
-        d = d == 0 ? 1 : 0;
-        if (lp_md_size(&pl->in_md) > need[d]) need[d] = lp_md_size(&pl->in_md);
+        d = dx_place(net, pl, l, d);
+        if (!pl->alias && d >= 0 && lp_md_size(&pl->in_md) > need[d]) need[d] = lp_md_size(&pl->in_md);
     }
     lp_status st = lp_buf_reserve(&net->diff[0], need[0], NULL);
     if (!st) st = lp_buf_reserve(&net->diff[1], need[1] ? need[1] : 64, NULL);
@@ -614,7 +619,7 @@ lp_status lp_net_backward(lp_net *net) {
     if ((st = backward_targets(net, lo))) return st;
     net->acts_consumed = true;
     float *dbuf[2] = {net->diff[0].p, net->diff[1].p}, *dy = dbuf[0];
-    int d = 0; /* as in backward_targets */
+    int d = 0; /* the diff buffer holding dy (dx_place) */
     memcpy(dbuf[0], net->dlogits, sizeof(float) * (size_t)n * net->cfg.num_classes);
     for (int l = net->nlayers - 1; l >= lo; l--) {
         lp_layer *L = &net->layers[l];
@@ -627,9 +632,10 @@ lp_status lp_net_backward(lp_net *net) {
             if (acc) lp_net_materialize_grad(net, L->pw), lp_net_materialize_grad(net, L->pb);
         }
         float *dx = NULL;
-        if (l > lo && pl->alias) dx = dy;
-        else if (l > lo && dx_in_own_output(net, pl, l)) dx = slot_ptr(net, pl->out_slot), d = -1;
-        else if (l > lo) d = d == 0 ? 1 : 0, dx = dbuf[d];
+        if (l > lo) {
+            d = dx_place(net, pl, l, d);
+            dx = pl->alias ? dy : d < 0 ? slot_ptr(net, pl->out_slot) : dbuf[d];
+        }
         double t0 = net->prof ? lp_now() : 0;
         st = lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), dy,
                                               dx, w, acc);
@@ -645,24 +651,21 @@ lp_status lp_net_backward(lp_net *net) {
     return LP_OK;
 }
 
-int lp_net_winograd_planned(const lp_net *net, int *conv_layers) {
-    int wino = 0, convs = 0;
-    for (int l = 0; l < net->nlayers; l++)
-        if (net->layers[l].kind == LP_LAYER_CONV) convs++, wino += lp_layer_conv_winograd(net, &net->layers[l]);
-    if (conv_layers) *conv_layers = convs;
-    return wino;
-}
-
-int lp_net_winograd_layers(const lp_net *net, int *conv_layers) {
+/* Conv layers with Winograd: by the rule (planned), or as the last forward's
+ * primitives got it (none before a forward). */
+static int count_winograd(const lp_net *net, bool planned, int *conv_layers) {
     int wino = 0, convs = 0;
     for (int l = 0; l < net->nlayers; l++) {
         if (net->layers[l].kind != LP_LAYER_CONV) continue;
         convs++;
-        if (net->cur && net->cur->layers[l].u.conv.op.alg == dnnl_convolution_winograd) wino++;
+        wino += planned ? lp_layer_conv_winograd(net, &net->layers[l])
+                        : net->cur && net->cur->layers[l].u.conv.op.alg == dnnl_convolution_winograd;
     }
     if (conv_layers) *conv_layers = convs;
     return wino;
 }
+int lp_net_winograd_planned(const lp_net *net, int *conv_layers) { return count_winograd(net, true, conv_layers); }
+int lp_net_winograd_layers(const lp_net *net, int *conv_layers) { return count_winograd(net, false, conv_layers); }
 
 bool lp_net_grads_finite(const lp_net *net) {
     for (int i = 0; i < net->nparams; i++) {

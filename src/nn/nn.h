@@ -30,7 +30,7 @@ bool lp_precision_parse(const char *name, lp_precision *out);
 
 /* Algorithm of the fp32 3x3 stride-1 convolutions. */
 typedef enum lp_conv_algo {
-    LP_CONV_AUTO = 0,  /* Winograd where it is faster on this machine (lp_net_conv_winograd), else direct */
+    LP_CONV_AUTO = 0,  /* Winograd where it is faster on this machine (net.c lp_layer_conv_winograd), else direct */
     LP_CONV_DIRECT,    /* direct everywhere: the summation order of PyTorch's oneDNN path */
     LP_CONV_WINOGRAD,  /* Winograd wherever oneDNN has a kernel for the layer */
 } lp_conv_algo;
@@ -65,9 +65,6 @@ bool lp_net_auto_bf16(const lp_net_config *c);
  * (training falls back to fp32; lp_net_create refuses bf16 without it), auto as
  * lp_net_auto_bf16. */
 bool lp_net_use_bf16(lp_precision p, const lp_net_config *c);
-/* Whether a conv layer (3x3 stride 1, in_c input channels, oh x ow output) of a
- * net with this config computes with oneDNN's Winograd F(4x4,3x3). */
-bool lp_net_conv_winograd(const lp_net_config *c, int k, int stride, int in_c, int oh, int ow);
 /* How many conv layers computed with Winograd in the last forward (0 before
  * one); *conv_layers (optional) gets the number of conv layers. */
 int lp_net_winograd_layers(const lp_net *net, int *conv_layers);

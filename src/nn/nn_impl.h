@@ -42,9 +42,9 @@ typedef struct lp_layer {
     bool st_blocked, st_has_re;
     lp_md st_md;
     lp_reorder st_to_blk, st_to_plain;
-    /* backward-data's layout is st_md with each BxB inner block transposed (OIhw16o16i
+    /* backward-data's layout is st_md with each 16x16 inner block transposed (OIhw16o16i
      * vs OIhw16i16o): the optimizer then writes wb along with the update (store.c) */
-    int twin_block;
+    bool twin;
     lp_md twin_md;
 } lp_layer;
 
@@ -151,12 +151,12 @@ lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blo
 /* Backward-data's weights copy as the blocked storage's transposed twin:
  * lp_net_note_twin (conv backward) records whether bwd_md is one for layer L;
  * lp_net_param_twin gives the optimizer the copy of param i to write as it
- * updates the weights, with *block = B (NULL when there is none), and
+ * updates the weights (NULL when there is none), and
  * lp_net_param_twin_written marks it current after the update. */
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md);
-/* Whether conv layer l computes with Winograd (lp_net_conv_winograd on its shape). */
+/* Whether conv layer l computes with oneDNN's Winograd F(4x4,3x3): the rule of --conv (net.c). */
 bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l);
-float *lp_net_param_twin(lp_net *net, int i, int *block);
+float *lp_net_param_twin(lp_net *net, int i);
 void lp_net_param_twin_written(lp_net *net, int i);
 /* bench_layers.c: after a training step, runs each layer's primitives once alone,
  * adding seconds to t[2l] (forward), t[2l+1] (backward) and setting gflop[2l], [2l+1]. */

@@ -123,10 +123,6 @@ static uint32_t adam_range(const lp_optim *o, const update_args *a, long long lo
     return bad;
 }
 
-/* Updates n elements in chunks. With a twin (backward-data's copy of blocked conv
- * weights, each BxB block transposed: store.c), each chunk is also written there
- * while it is still in cache: that replaces a reorder of the weights in every
- * step's backward, which at small images was a tenth of the step. */
 /* Each 16x16 block of w transposed into t (AVX-512's weight layouts). The update
  * loops are built for AVX-512 too where the CPU has it (the default build is
  * baseline x86-64); -ffp-contract=off keeps both builds' results identical. */
@@ -137,8 +133,12 @@ static void transpose16(float *restrict t, const float *restrict w, long long lo
             for (int r = 0; r < 16; r++) t[blk + q * 16 + r] = w[blk + r * 16 + q];
 }
 
-#define UPDATE_CHUNK 4096 /* elements: a multiple of every BxB block (B = 8 or 16) */
-static uint32_t update_param(const lp_optim *o, const update_args *a, long long n, float *twin, int B) {
+/* Updates n elements in chunks. With a twin (backward-data's copy of blocked conv
+ * weights, each 16x16 block transposed: store.c), each chunk is also written there
+ * while it is still in cache: that replaces a reorder of the weights in every
+ * step's backward, which at small images was a tenth of the step. */
+#define UPDATE_CHUNK 4096 /* elements: whole 16x16 blocks */
+static uint32_t update_param(const lp_optim *o, const update_args *a, long long n, float *twin) {
     const long long chunks = (n + UPDATE_CHUNK - 1) / UPDATE_CHUNK;
     const bool sgd = o->cfg.kind == LP_OPT_SGD;
     uint32_t bad = 0;
@@ -146,12 +146,7 @@ LP_OMP(parallel for reduction(| : bad) if (n > 32768))
     for (long long c = 0; c < chunks; c++) {
         long long lo = c * UPDATE_CHUNK, hi = lo + UPDATE_CHUNK < n ? lo + UPDATE_CHUNK : n;
         bad |= sgd ? sgd_range(o, a, lo, hi) : adam_range(o, a, lo, hi);
-        if (!twin) continue;
-        if (B == 16) transpose16(twin, a->w, lo, hi);
-        else
-            for (long long blk = lo; blk < hi; blk += (long long)B * B)
-                for (int q = 0; q < B; q++)
-                    for (int r = 0; r < B; r++) twin[blk + q * B + r] = a->w[blk + r * B + q];
+        if (twin) transpose16(twin, a->w, lo, hi);
     }
     return bad;
 }
@@ -193,10 +188,9 @@ lp_status lp_optim_step(lp_optim *o, float lr) {
             a.bc2_sqrt = (float)sqrt(bc2);
             a.decay = (float)(1.0 - (double)lr * o->cfg.weight_decay);
         }
-        int B = 0;
-        float *twin = lp_net_param_twin(net, i, &B);
+        float *twin = lp_net_param_twin(net, i);
         twins[i] = twin != NULL;
-        uint32_t nf = update_param(o, &a, (long long)p->numel, twin, B);
+        uint32_t nf = update_param(o, &a, (long long)p->numel, twin);
         if (nf && bad < 0) bad = i;
         o->has_state[i] = o->cfg.kind != LP_OPT_SGD || o->cfg.momentum != 0.0f;
     }

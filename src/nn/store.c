@@ -101,14 +101,14 @@ static int transposed_twin_block(const lp_md *a, const lp_md *b) {
 }
 
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md) {
-    L->twin_block = L->st_blocked ? transposed_twin_block(&L->st_md, bwd_md) : 0;
-    if (L->twin_block) L->twin_md = *bwd_md;
+    /* 16x16 only: the block of AVX-512's layouts, the one the optimizer transposes */
+    L->twin = L->st_blocked && transposed_twin_block(&L->st_md, bwd_md) == 16;
+    if (L->twin) L->twin_md = *bwd_md;
 }
 
-float *lp_net_param_twin(lp_net *net, int i, int *block) {
+float *lp_net_param_twin(lp_net *net, int i) {
     lp_layer *L = &net->layers[net->params[i].layer];
-    if (L->pw != i || !L->st_blocked || !L->twin_block || L->wb.cap < param_bytes(net, i)) return NULL;
-    *block = L->twin_block;
+    if (L->pw != i || !L->st_blocked || !L->twin || L->wb.cap < param_bytes(net, i)) return NULL;
     return L->wb.p;
 }
 
