@@ -112,14 +112,25 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
 void lp_conv2d_free(lp_conv2d *c);
 
 /* ---- max pooling (floor, like PyTorch's MaxPool2d) ------------------------
- * x: (n, c, h, w) in src_md, y: (n, c, oh, ow) in dst_md, ws: workspace. */
+ * x: (n, c, h, w) in src_md, y: (n, c, oh, ow) in dst_md, ws: workspace of
+ * ws_size bytes. 2x2 stride 2 on nhwc or nChw16c with 16k channels runs our
+ * AVX-512 kernel (own), where AVX-512 exists; the rest runs oneDNN's. */
 typedef struct lp_maxpool {
     int n, c, h, w, kh, kw, sh, sw, oh, ow;
-    lp_md src_md, dst_md, ws_md;
+    lp_md src_md, dst_md;
+    size_t ws_size;
     dnnl_primitive_desc_t fwd_pd;
-    lp_prim fwd, bwd;
+    lp_prim fwd, bwd; /* fwd.impl / bwd.impl name the kernel in both cases */
     bool has_bwd;
+    bool own;        /* our kernel: planes x h x w pixel vectors of vec values */
+    int planes, vec;
 } lp_maxpool;
+/* Tests set this false to run oneDNN's pooling where ours would run. */
+extern bool lp_maxpool_own_allowed;
+/* maxpool2x2.c (AVX-512F): x planes x h x w pixels of vec (16k) values, fp32 or bf16;
+ * idx one byte per output value (the window position of the maximum). */
+void lp_maxpool2x2_forward(const void *x, void *y, uint8_t *idx, int planes, int h, int w, int vec, bool bf16);
+void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int planes, int h, int w, int vec, bool bf16);
 lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int kw, int sh, int sw, const lp_md *src);
 lp_status lp_maxpool_init_backward(lp_maxpool *m);
 size_t lp_maxpool_scratch_size(const lp_maxpool *m);

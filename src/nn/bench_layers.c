@@ -125,7 +125,7 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
     char *buf = NULL;
     size_t len = 0, cap = 0;
     appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s  %s\n", "layer", "kind", "output", "step fwd",
-            "step bwd", "prim fwd", "prim bwd", "GFLOP/s", "GFLOP/s", "overhead", "oneDNN kernel (forward)");
+            "step bwd", "prim fwd", "prim bwd", "GFLOP/s", "GFLOP/s", "overhead", "kernel (forward)");
     appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s\n", "", "", "", "ms", "ms", "ms", "ms", "fwd",
             "bwd", "ms");
     double in_step = 0, sum_prim = 0;

@@ -211,7 +211,7 @@ static lp_status pool_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     lp_status st = lp_maxpool_init(m, n, l->in_c, l->in_h, l->in_w, l->k, l->k, l->stride, l->stride, &pl->in_md);
     if (st) return st;
     pl->out_md = m->dst_md;
-    if ((st = lp_buf_reserve(&l->aux, lp_md_size(&m->ws_md) + 64, NULL))) return st;
+    if ((st = lp_buf_reserve(&l->aux, m->ws_size + 64, NULL))) return st;
     return reserve_scratch(net, lp_maxpool_scratch_size(m));
 }
 

@@ -1,7 +1,8 @@
 /* Per-op gradient checks against central finite differences (in double on
  * the scalar L = sum(y * r) for a fixed random r), through the backend's
  * oneDNN layouts: conv2d (3x3 pad 1 and 3x3 stride 2 pad 0), max pool 2x2
- * (even and odd sizes), dense, softmax cross-entropy, adaptive average pool
+ * (even and odd sizes; plain, nhwc and nChw16c; our kernel and oneDNN's; bf16
+ * ties and NaN against aten's rule), dense, softmax cross-entropy, adaptive average pool
  * (shrinking and 1x1 -> 7x7), dropout. Exits non-zero on failure.
  * Fused ReLU is not finite-differenced here (kinks); the PyTorch parity
  * test covers it through whole networks. */
@@ -176,23 +177,34 @@ static double pool_loss(void *p) {
     return dot(k->y, k->r, k->ny);
 }
 
-static void test_pool(int n, int c, int h, int w) {
+/* tag: the input's layout (abcd plain, acdb nhwc, aBcd16b nChw16c); own: our
+ * AVX-512 kernel may run (2x2 on nhwc / nChw16c with 16k channels), else oneDNN's. */
+static void test_pool(int n, int c, int h, int w, dnnl_format_tag_t tag, bool own) {
     pool_ctx k;
     memset(&k, 0, sizeof k);
-    int64_t xd[4] = {n, c, h, w};
-    lp_md x = lp_md_plain(4, xd);
+    dnnl_dims_t xd = {n, c, h, w};
+    lp_md x;
+    dnnl_memory_desc_init_by_tag(&x, 4, xd, dnnl_f32, tag);
+    lp_maxpool_own_allowed = own;
     CHECK(lp_maxpool_init(&k.m, n, c, h, w, 2, 2, 2, 2, &x));
+    lp_maxpool_own_allowed = true;
     CHECK(lp_maxpool_init_backward(&k.m));
     size_t nx = (size_t)n * c * h * w;
     k.ny = (size_t)n * c * k.m.oh * k.m.ow;
-    if (lp_md_size(&k.m.dst_md) != k.ny * 4) {
-        printf("maxpool: output layout not plain\n");
+    char l1[32], l2[32];
+    if (lp_md_size(&k.m.dst_md) != k.ny * 4 || strcmp(lp_md_layout(&x, l1, 32), lp_md_layout(&k.m.dst_md, l2, 32))) {
+        printf("maxpool: output layout %s for input %s (not the same family)\n", l2, l1);
         failures++;
         return;
     }
+    bool want_own = own && tag != dnnl_abcd && c % 16 == 0 && lp_winograd_available();
+    if (k.m.own != want_own) {
+        printf("maxpool %s: %s kernel, expected %s\n", l1, k.m.fwd.impl, want_own ? "ours" : "oneDNN's");
+        failures++;
+    }
     k.x = lp_aligned_alloc(nx * 4);
     k.y = lp_aligned_alloc(k.ny * 4);
-    k.ws = lp_aligned_alloc(lp_md_size(&k.m.ws_md) + 64);
+    k.ws = lp_aligned_alloc(k.m.ws_size + 64);
     k.r = lp_aligned_alloc(k.ny * 4);
     k.scratch = lp_aligned_alloc(lp_maxpool_scratch_size(&k.m) + 4096);
     float *dx = lp_aligned_alloc(nx * 4);
@@ -202,13 +214,89 @@ static void test_pool(int n, int c, int h, int w) {
     for (size_t i = 0; i < nx; i++) k.x[i] = 0.1f * (float)perm[i] - 0.05f * (float)nx;
     fill(k.r, k.ny, 6, 1.0f);
     pool_loss(&k);
+    memset(dx, 0x7f, nx * 4); /* garbage: every value must be written */
     CHECK(lp_maxpool_backward(&k.m, S, k.r, k.ws, dx, k.scratch));
     dnnl_stream_wait(S);
     char what[64];
-    snprintf(what, sizeof what, "maxpool 2x2 %dx%d -> %dx%d dx", h, w, k.m.oh, k.m.ow);
-    check(what, &k, pool_loss, k.x, nx, dx, (int)nx, 1e-2f, 1e-3);
+    snprintf(what, sizeof what, "maxpool 2x2 %s %dx%dx%d -> %dx%d dx (%s)", l1, c, h, w, k.m.oh, k.m.ow, k.m.own ? "ours" : "oneDNN");
+    check(what, &k, pool_loss, k.x, nx, dx, (int)(nx < 4000 ? nx : 4000), 1e-2f, 1e-3);
     lp_maxpool_free(&k.m);
     free(k.x), free(k.y), free(k.ws), free(k.r), free(k.scratch), free(dx), free(perm);
+}
+
+static uint16_t bf16_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16); /* the values below are exact in bf16 */
+}
+static float f32_of(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* bf16 nhwc, windows built with ties, NaNs, zeros and negatives, against a scalar
+ * PyTorch MaxPool2d (aten's rule: take v when v > max or v is NaN, scanning rows then
+ * columns; the gradient goes to the position taken). */
+static void test_pool_ties_bf16(bool own) {
+    const int n = 2, c = 32, h = 6, w = 5, oh = 3, ow = 2;
+    static const float menu[] = {0.0f, 0.0f, 1.0f, 1.0f, -2.0f, 0.5f, -0.0f, NAN};
+    dnnl_dims_t dims = {n, c, h, w};
+    lp_md x;
+    dnnl_memory_desc_init_by_tag(&x, 4, dims, dnnl_bf16, dnnl_acdb);
+    lp_maxpool m;
+    lp_maxpool_own_allowed = own;
+    CHECK(lp_maxpool_init(&m, n, c, h, w, 2, 2, 2, 2, &x));
+    lp_maxpool_own_allowed = true;
+    CHECK(lp_maxpool_init_backward(&m));
+    size_t nx = (size_t)n * c * h * w, ny = (size_t)n * c * oh * ow;
+    uint16_t *xb = lp_aligned_alloc(nx * 2), *yb = lp_aligned_alloc(ny * 2), *gb = lp_aligned_alloc(ny * 2);
+    uint16_t *dxb = lp_aligned_alloc(nx * 2);
+    void *ws = lp_aligned_alloc(m.ws_size + 64), *scratch = lp_aligned_alloc(lp_maxpool_scratch_size(&m) + 4096);
+    /* nhwc index of (b, ch, i, j) */
+#define NHWC(b, ch, i, j) ((((size_t)(b) * h + (i)) * w + (j)) * c + (ch))
+    /* oneDNN 2.6's pooling drops NaN (a known difference): its run gets none */
+    for (size_t e = 0; e < nx; e++) xb[e] = bf16_of(menu[lp_rng_u64(9, 9, e) % (own ? 8 : 6)]);
+    for (size_t e = 0; e < ny; e++) gb[e] = bf16_of((float)(1 + e % 7));
+    CHECK(lp_maxpool_forward(&m, S, xb, yb, ws, scratch));
+    memset(dxb, 0x7f, nx * 2);
+    CHECK(lp_maxpool_backward(&m, S, gb, ws, dxb, scratch));
+    dnnl_stream_wait(S);
+    int bad_y = 0, bad_dx = 0;
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++) {
+            float want_dx[6][5] = {{0}};
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++) {
+                    float best = f32_of(xb[NHWC(b, ch, 2 * i, 2 * j)]);
+                    int bi = 2 * i, bj = 2 * j;
+                    for (int a = 0; a < 2; a++)
+                        for (int d = 0; d < 2; d++) {
+                            float v = f32_of(xb[NHWC(b, ch, 2 * i + a, 2 * j + d)]);
+                            if (v > best || isnan(v)) best = v, bi = 2 * i + a, bj = 2 * j + d;
+                        }
+                    size_t o = (((size_t)b * oh + i) * ow + j) * c + ch;
+                    float got = f32_of(yb[o]);
+                    if (!(got == best || (isnan(got) && isnan(best)))) bad_y++;
+                    want_dx[bi][bj] = f32_of(gb[o]);
+                }
+            for (int i = 0; i < h; i++)
+                for (int j = 0; j < w; j++)
+                    if (f32_of(dxb[NHWC(b, ch, i, j)]) != want_dx[i][j]) bad_dx++;
+        }
+#undef NHWC
+    /* oneDNN's tie rule is its own; only its values are held to PyTorch's */
+    bool ok = bad_y == 0 && (!m.own || bad_dx == 0);
+    printf("%-44s %d wrong values, %d wrong gradients %s\n", own ? "maxpool bf16 ties/NaN vs aten (ours)" : "maxpool bf16 ties vs aten (oneDNN)",
+           bad_y, bad_dx, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    if (own && lp_winograd_available() && !m.own) {
+        printf("maxpool bf16 nhwc: expected our kernel, got %s\n", m.fwd.impl);
+        failures++;
+    }
+    lp_maxpool_free(&m);
+    free(xb), free(yb), free(gb), free(dxb), free(ws), free(scratch);
 }
 
 /* ---- dense -------------------------------------------------------------------------- */
@@ -359,8 +447,14 @@ int main(void) {
     /* Winograd F(4x4,3x3): a 12x10 output is 3x3 tiles of 4x4, the last column partial */
     test_conv("conv 3x3 pad1 winograd (2,16,12,10)->32",
               (lp_conv2d_params){2, 16, 12, 10, 32, 3, 3, 1, 1, 1, 1, false, false, true}, true);
-    test_pool(2, 3, 6, 6);
-    test_pool(1, 2, 7, 5);
+    test_pool(2, 3, 6, 6, dnnl_abcd, true);
+    test_pool(1, 2, 7, 5, dnnl_abcd, true);
+    test_pool(2, 32, 7, 9, dnnl_acdb, true);    /* nhwc, odd sizes: ours */
+    test_pool(2, 32, 6, 5, dnnl_aBcd16b, true); /* nChw16c: ours */
+    test_pool(2, 32, 7, 9, dnnl_acdb, false);   /* the same through oneDNN */
+    test_pool(1, 24, 4, 4, dnnl_acdb, true);    /* 24 channels: oneDNN's */
+    test_pool_ties_bf16(true);
+    test_pool_ties_bf16(false);
     test_dense(3, 17, 5); /* small-batch outer-product path */
     test_dense(7, 19, 6); /* matmul path */
     test_xent();
