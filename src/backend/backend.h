@@ -123,6 +123,8 @@ typedef struct lp_maxpool {
     lp_prim fwd, bwd; /* fwd.impl / bwd.impl name the kernel in both cases */
     bool has_bwd;
     bool own;        /* our kernel: planes x h x w pixel vectors of vec values */
+    bool relu_backward; /* own only: the input is a ReLU's output, and backward applies
+                           that ReLU's backward too (set by the caller before use) */
     int planes, vec;
 } lp_maxpool;
 /* Tests set this false to run oneDNN's pooling where ours would run. */
@@ -130,7 +132,8 @@ extern bool lp_maxpool_own_allowed;
 /* maxpool2x2.c (AVX-512F): x planes x h x w pixels of vec (16k) values, fp32 or bf16;
  * idx one byte per output value (the window position of the maximum). */
 void lp_maxpool2x2_forward(const void *x, void *y, uint8_t *idx, int planes, int h, int w, int vec, bool bf16);
-void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int planes, int h, int w, int vec, bool bf16);
+void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int planes, int h, int w, int vec, bool bf16,
+                            bool relu);
 lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int kw, int sh, int sw, const lp_md *src);
 lp_status lp_maxpool_init_backward(lp_maxpool *m);
 size_t lp_maxpool_scratch_size(const lp_maxpool *m);

@@ -38,7 +38,8 @@ TARGET static inline __mmask16 takes(__m512 v, __m512 m) {
 }
 
 /* x: planes x h x w pixels of vec values; y: planes x oh x ow; idx: one byte per
- * output value (0..3, the window position of the maximum). */
+ * output value: the window position of the maximum (0..3), plus 4 when the maximum
+ * is not > 0 (for a backward that folds in the ReLU before the pool). */
 TARGET void lp_maxpool2x2_forward(const void *x, void *y, uint8_t *idx, int planes, int h, int w, int vec, bool bf16) {
     const int oh = h / 2, ow = w / 2;
     const size_t es = bf16 ? 2 : 4, row = (size_t)w * vec * es;
@@ -61,6 +62,8 @@ LP_OMP(parallel for if (rows * ow * vec > 16384))
                 m = _mm512_mask_mov_ps(m, t, v), k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(2));
                 v = load16(x1 + b, bf16), t = takes(v, m);
                 m = _mm512_mask_mov_ps(m, t, v), k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(3));
+                __mmask16 pos = _mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ);
+                k = _mm512_mask_or_epi32(k, (__mmask16)~pos, k, _mm512_set1_epi32(4));
                 size_t o = (size_t)j * vec + c;
                 store16(yr + o * es, m, bf16);
                 _mm_storeu_si128((__m128i *)(ir + o), _mm512_cvtepi32_epi8(k));
@@ -69,8 +72,12 @@ LP_OMP(parallel for if (rows * ow * vec > 16384))
 }
 
 /* dx (planes x h x w pixels) gets dy at each window's argmax and zero elsewhere,
- * including a dropped odd last row or column. */
-TARGET void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int planes, int h, int w, int vec, bool bf16) {
+ * including a dropped odd last row or column. relu: x is a ReLU's output and dx
+ * also gets the ReLU's backward (zero where the maximum is not > 0), so that the
+ * layer before need not mask it again. */
+TARGET void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int planes, int h, int w, int vec, bool bf16,
+                                   bool relu) {
+    const __m512i keep = _mm512_set1_epi32(relu ? 7 : 3);
     const int oh = h / 2, ow = w / 2;
     const size_t es = bf16 ? 2 : 4, row = (size_t)w * vec * es;
     const long long rows = (long long)planes * oh;
@@ -84,7 +91,7 @@ LP_OMP(parallel for if (rows * ow * vec > 16384))
             for (int c = 0; c < vec; c += 16) {
                 size_t o = (size_t)j * vec + c;
                 __m512 g = load16(gr + o * es, bf16);
-                __m512i k = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ir + o)));
+                __m512i k = _mm512_and_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ir + o))), keep);
                 size_t a = ((size_t)2 * j * vec + c) * es, b = a + (size_t)vec * es;
                 store16(x0 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(0)), g), bf16);
                 store16(x0 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(1)), g), bf16);

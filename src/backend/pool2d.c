@@ -125,7 +125,7 @@ lp_status lp_maxpool_forward(lp_maxpool *m, dnnl_stream_t s, const void *x, void
 
 lp_status lp_maxpool_backward(lp_maxpool *m, dnnl_stream_t s, const void *dy, const void *ws, void *dx, void *scratch) {
     if (m->own) {
-        lp_maxpool2x2_backward(dy, ws, dx, m->planes, m->h, m->w, m->vec, m->src_md.data_type == dnnl_bf16);
+        lp_maxpool2x2_backward(dy, ws, dx, m->planes, m->h, m->w, m->vec, m->src_md.data_type == dnnl_bf16, m->relu_backward);
         return LP_OK;
     }
     void *p[3] = {(void *)dy, (void *)ws, dx};

@@ -140,8 +140,13 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
                                float *dx, bool weights, bool accumulate) {
     lp_conv2d *c = &pl->u.conv.op;
     lp_status st;
-    if (l->relu && c->p.bf16) lp_relu_backward_inplace_bf16((uint16_t *)dy, (const uint16_t *)y, lp_md_size(&c->dst_md) / 2);
-    else if (l->relu) lp_relu_backward_inplace(dy, y, lp_md_size(&c->dst_md) / sizeof(float));
+    if (l->relu && pl->u.conv.dy_masked) {
+        /* done by the max pool after it */
+    } else if (l->relu && c->p.bf16) {
+        lp_relu_backward_inplace_bf16((uint16_t *)dy, (const uint16_t *)y, lp_md_size(&c->dst_md) / 2);
+    } else if (l->relu) {
+        lp_relu_backward_inplace(dy, y, lp_md_size(&c->dst_md) / sizeof(float));
+    }
     const void *src = pl->u.conv.in_re ? l->aux.p : (const void *)x;
     if (l->st_blocked && (!lp_md_equal(&l->st_md, &c->bw_dw_md) || !lp_md_equal(&l->st_md, &c->w_md)) &&
         (st = lp_net_store_plain(net)))

@@ -376,6 +376,14 @@ static lp_status plan_build(lp_net *net, lp_plan *p, int n, bool training) {
         cur = pl->out_md;
         slot = pl->out_slot;
     }
+    /* A max pool on our kernel right after a conv with ReLU applies that ReLU's
+     * backward itself (one pass over the conv's output less) */
+    for (int l = 1; l < net->nlayers; l++)
+        if (net->layers[l].kind == LP_LAYER_MAXPOOL && p->layers[l].u.pool.own && net->layers[l - 1].kind == LP_LAYER_CONV &&
+            net->layers[l - 1].relu) {
+            p->layers[l].u.pool.relu_backward = true;
+            p->layers[l - 1].u.conv.dy_masked = true;
+        }
     return LP_OK; /* the diff buffers are sized by backward (backward_targets) */
 }
 

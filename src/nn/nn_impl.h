@@ -58,6 +58,7 @@ typedef struct lp_plan_layer {
             bool in_re; /* input reordered into aux */
             lp_reorder re_in, re_din, re_wf, re_wb, re_wbf, re_dw, re_dw_set; /* re_wbf: forward copy -> backward-data layout */
             bool has_re_din, has_re_wf, has_re_wb, has_re_dw;
+            bool dy_masked; /* the max pool after it applies the ReLU's backward */
         } conv;
         lp_maxpool pool;
         struct {

@@ -238,8 +238,9 @@ static float f32_of(uint16_t b) {
 
 /* bf16 nhwc, windows built with ties, NaNs, zeros and negatives, against a scalar
  * PyTorch MaxPool2d (aten's rule: take v when v > max or v is NaN, scanning rows then
- * columns; the gradient goes to the position taken). */
-static void test_pool_ties_bf16(bool own) {
+ * columns; the gradient goes to the position taken). relu: the backward also applies
+ * the backward of a ReLU before the pool (no gradient where the maximum is not > 0). */
+static void test_pool_ties_bf16(bool own, bool relu) {
     const int n = 2, c = 32, h = 6, w = 5, oh = 3, ow = 2;
     static const float menu[] = {0.0f, 0.0f, 1.0f, 1.0f, -2.0f, 0.5f, -0.0f, NAN};
     dnnl_dims_t dims = {n, c, h, w};
@@ -250,6 +251,7 @@ static void test_pool_ties_bf16(bool own) {
     CHECK(lp_maxpool_init(&m, n, c, h, w, 2, 2, 2, 2, &x));
     lp_maxpool_own_allowed = true;
     CHECK(lp_maxpool_init_backward(&m));
+    m.relu_backward = relu;
     size_t nx = (size_t)n * c * h * w, ny = (size_t)n * c * oh * ow;
     uint16_t *xb = lp_aligned_alloc(nx * 2), *yb = lp_aligned_alloc(ny * 2), *gb = lp_aligned_alloc(ny * 2);
     uint16_t *dxb = lp_aligned_alloc(nx * 2);
@@ -279,7 +281,7 @@ static void test_pool_ties_bf16(bool own) {
                     size_t o = (((size_t)b * oh + i) * ow + j) * c + ch;
                     float got = f32_of(yb[o]);
                     if (!(got == best || (isnan(got) && isnan(best)))) bad_y++;
-                    want_dx[bi][bj] = f32_of(gb[o]);
+                    if (!relu || best > 0) want_dx[bi][bj] = f32_of(gb[o]);
                 }
             for (int i = 0; i < h; i++)
                 for (int j = 0; j < w; j++)
@@ -288,7 +290,9 @@ static void test_pool_ties_bf16(bool own) {
 #undef NHWC
     /* oneDNN's tie rule is its own; only its values are held to PyTorch's */
     bool ok = bad_y == 0 && (!m.own || bad_dx == 0);
-    printf("%-44s %d wrong values, %d wrong gradients %s\n", own ? "maxpool bf16 ties/NaN vs aten (ours)" : "maxpool bf16 ties vs aten (oneDNN)",
+    printf("%-44s %d wrong values, %d wrong gradients %s\n",
+           own ? (relu ? "maxpool bf16 ties/NaN vs aten, + ReLU (ours)" : "maxpool bf16 ties/NaN vs aten (ours)")
+               : "maxpool bf16 ties vs aten (oneDNN)",
            bad_y, bad_dx, ok ? "ok" : "FAIL");
     if (!ok) failures++;
     if (own && lp_winograd_available() && !m.own) {
@@ -453,8 +457,9 @@ int main(void) {
     test_pool(2, 32, 6, 5, dnnl_aBcd16b, true); /* nChw16c: ours */
     test_pool(2, 32, 7, 9, dnnl_acdb, false);   /* the same through oneDNN */
     test_pool(1, 24, 4, 4, dnnl_acdb, true);    /* 24 channels: oneDNN's */
-    test_pool_ties_bf16(true);
-    test_pool_ties_bf16(false);
+    test_pool_ties_bf16(true, false);
+    test_pool_ties_bf16(true, true);
+    test_pool_ties_bf16(false, false);
     test_dense(3, 17, 5); /* small-batch outer-product path */
     test_dense(7, 19, 6); /* matmul path */
     test_xent();
