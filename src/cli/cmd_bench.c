@@ -18,7 +18,7 @@ static void usage(FILE *f) {
                "on AMX for inputs of 64x64 or more. --conv picks the fp32 3x3 convolutions' algorithm:\n"
                "auto (default) uses oneDNN's Winograd F(4x4,3x3) on maps of 8x8 or more with batch x map\n"
                ">= 1024 pixels, where it is faster than direct. --per-layer adds, per layer, the time inside a training step\n"
-               "next to its oneDNN primitives run alone, and the framework overhead share.\n");
+               "next to its kernels (oneDNN primitives, our pooling) run alone, and the framework overhead share.\n");
 }
 
 int cmd_bench(int argc, char **argv) {

@@ -1,6 +1,7 @@
 /* Per-layer roofline for `loupe bench --per-layer`: each layer's time inside
  * a training step (measured by the net's profiling hooks) next to the time
- * of its oneDNN primitives run alone, on the same buffers, back to back.
+ * of its compute kernels (oneDNN primitives; our max pooling) run alone, on
+ * the same buffers, back to back.
  * The gap is framework overhead: reorders of weights and inputs, ReLU masks,
  * stream waits, copies, and the optimizer update (counted as overhead too). */
 #include "nn_impl.h"
