@@ -81,14 +81,16 @@ static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *
             if ((st = lp_buf_reserve(&net->tmp_dx, lp_md_size(&c->src_md), NULL))) return st;
         }
     }
-    /* fp32 training: keep the weights (and gradient, optimizer state) in the forward
-     * layout when backward-weights writes that same layout and backward-data can read
-     * it or a reorder of it (store.c) */
-    bool blocked = weights && net->params[l->pw].trainable && !c->p.bf16 && c->has_bwd_w &&
-                   lp_md_equal(&c->w_md, &c->bw_dw_md) &&
-                   (!c->has_bwd_data || lp_md_equal(&c->bd_w_md, &c->w_md) || pl->u.conv.re_wbf.prim.p) &&
-                   lp_md_size(&c->w_md) == net->params[l->pw].numel * sizeof(float) && !lp_md_equal(&c->w_md, &wp);
-    if (blocked) st = lp_net_store_blocked(net, l, &c->w_md);
+    /* Training: keep the weights (and gradient, optimizer state) in the layout
+     * backward-weights writes (store.c). fp32: when that is also the forward layout and
+     * backward-data can read it or a reorder of it. bf16: always (the bf16 copies are
+     * reordered from it instead of from plain OIHW; backward-data's from the forward one). */
+    bool blocked = weights && net->params[l->pw].trainable && c->has_bwd_w &&
+                   lp_md_size(&c->bw_dw_md) == net->params[l->pw].numel * sizeof(float) && !lp_md_equal(&c->bw_dw_md, &wp) &&
+                   (c->p.bf16 ? pl->u.conv.has_re_wf && (!c->has_bwd_data || pl->u.conv.re_wbf.prim.p)
+                              : lp_md_equal(&c->w_md, &c->bw_dw_md) &&
+                                    (!c->has_bwd_data || lp_md_equal(&c->bd_w_md, &c->w_md) || pl->u.conv.re_wbf.prim.p));
+    if (blocked) st = lp_net_store_blocked(net, l, &c->bw_dw_md);
     else if (l->st_blocked) st = lp_net_store_plain(net);
     if (st) return st;
     size_t s = lp_conv2d_scratch_size(c);
@@ -101,6 +103,20 @@ static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *
     return reserve_scratch(net, s);
 }
 
+/* bf16 with the fp32 master weights stored blocked (in backward-weights' layout):
+ * the reorder that makes the bf16 forward copy from that storage, built on first
+ * use by each plan (an evaluation plan too) */
+static lp_status conv_bf16_copy_reorder(lp_net *net, lp_layer *l, lp_plan_layer *pl) {
+    lp_conv2d *c = &pl->u.conv.op;
+    if (pl->u.conv.has_re_wsf && lp_md_equal(&pl->u.conv.re_wsf.src_md, &l->st_md)) return LP_OK;
+    if (pl->u.conv.has_re_wsf) lp_reorder_free(&pl->u.conv.re_wsf);
+    pl->u.conv.has_re_wsf = false;
+    lp_status st = lp_reorder_init(&pl->u.conv.re_wsf, &l->st_md, &c->w_md, false);
+    if (st) return st;
+    pl->u.conv.has_re_wsf = true;
+    return reserve_scratch(net, pl->u.conv.re_wsf.prim.scratch_size);
+}
+
 static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
                               uint64_t seed, uint64_t stream) {
     lp_conv2d *c = &pl->u.conv.op;
@@ -110,13 +126,15 @@ static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
         if ((st = lp_reorder_exec(&pl->u.conv.re_in, net->stream, x, l->aux.p, net->scratch.p))) return st;
         src = l->aux.p;
     }
-    if (l->st_blocked && !lp_md_equal(&l->st_md, &c->w_md) && (st = lp_net_store_plain(net))) return st;
+    if (l->st_blocked && !c->p.bf16 && !lp_md_equal(&l->st_md, &c->w_md) && (st = lp_net_store_plain(net))) return st;
+    if (l->st_blocked && c->p.bf16 && (st = conv_bf16_copy_reorder(net, l, pl))) return st;
     const void *w = param_ptr(net, l->pw);
-    if (l->st_blocked) {
+    if (l->st_blocked && !c->p.bf16) {
         /* stored in this very layout: nothing to reorder */
     } else if (pl->u.conv.has_re_wf) {
         if (!l->wf_valid || !lp_md_equal(&l->wf_md, &c->w_md)) {
-            if ((st = lp_reorder_exec(&pl->u.conv.re_wf, net->stream, w, l->wf.p, net->scratch.p))) return st;
+            lp_reorder *re = l->st_blocked ? &pl->u.conv.re_wsf : &pl->u.conv.re_wf;
+            if ((st = lp_reorder_exec(re, net->stream, w, l->wf.p, net->scratch.p))) return st;
             l->wf_md = c->w_md;
             l->wf_valid = true;
         }
@@ -148,9 +166,10 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
         lp_relu_backward_inplace(dy, y, lp_md_size(&c->dst_md) / sizeof(float));
     }
     const void *src = pl->u.conv.in_re ? l->aux.p : (const void *)x;
-    if (l->st_blocked && (!lp_md_equal(&l->st_md, &c->bw_dw_md) || !lp_md_equal(&l->st_md, &c->w_md)) &&
+    if (l->st_blocked && (!lp_md_equal(&l->st_md, &c->bw_dw_md) || (!c->p.bf16 && !lp_md_equal(&l->st_md, &c->w_md))) &&
         (st = lp_net_store_plain(net)))
         return st;
+    if (l->st_blocked && c->p.bf16) lp_net_note_bf16_copies(l, &c->w_md, dx ? &c->bd_w_md : NULL);
     if (weights) {
         /* blocked storage: the gradient has the layout backward-weights writes, so it
          * writes there directly (or into tmp_dw to be added); else a reorder to OIHW */
@@ -174,7 +193,18 @@ LP_OMP(parallel for if (cnt > 65536))
     }
     if (dx) {
         const void *w = param_ptr(net, l->pw);
-        if (l->st_blocked) {
+        if (l->st_blocked && c->p.bf16) {
+            /* re_wbf reorders the bf16 forward copy to backward-data's layout; that copy
+             * is this step's unless the storage just became blocked (first step) */
+            if (!l->wf_valid || !lp_md_equal(&l->wf_md, &c->w_md)) {
+                if ((st = conv_bf16_copy_reorder(net, l, pl))) return st;
+                if ((st = lp_reorder_exec(&pl->u.conv.re_wsf, net->stream, w, l->wf.p, net->scratch.p))) return st;
+                l->wf_md = c->w_md;
+                l->wf_valid = true;
+            }
+            if ((st = weights_for_bwd_data(net, l, c, &pl->u.conv.re_wbf, l->wf.p))) return st;
+            w = l->wb.p;
+        } else if (l->st_blocked) {
             /* stored in the forward layout: re_wbf reorders from it */
             if (!lp_md_equal(&c->bd_w_md, &l->st_md)) {
                 lp_net_note_twin(l, &c->bd_w_md);
@@ -206,6 +236,7 @@ static void conv_free(lp_plan_layer *pl) {
     lp_reorder_free(&pl->u.conv.re_wf);
     lp_reorder_free(&pl->u.conv.re_wb);
     lp_reorder_free(&pl->u.conv.re_wbf);
+    lp_reorder_free(&pl->u.conv.re_wsf);
     lp_reorder_free(&pl->u.conv.re_dw);
     lp_reorder_free(&pl->u.conv.re_dw_set);
 }

@@ -46,6 +46,10 @@ typedef struct lp_layer {
      * vs OIhw16i16o): the optimizer then writes wb along with the update (store.c) */
     bool twin;
     lp_md twin_md;
+    /* bf16 training, weights stored OIhw16i16o: the optimizer writes the bf16 forward
+     * (OhwI16i32o2i, in wf) and backward-data (OIhw16o16i2o, in wb) copies as it updates */
+    bool bf16_copies, bf16_copy_bwd;
+    lp_md bf16_fwd_md, bf16_bwd_md;
 } lp_layer;
 
 typedef struct lp_plan_layer {
@@ -59,6 +63,8 @@ typedef struct lp_plan_layer {
             lp_reorder re_in, re_din, re_wf, re_wb, re_wbf, re_dw, re_dw_set; /* re_wbf: forward copy -> backward-data layout */
             bool has_re_din, has_re_wf, has_re_wb, has_re_dw;
             bool dy_masked; /* the max pool after it applies the ReLU's backward */
+            lp_reorder re_wsf; /* bf16: blocked fp32 storage -> bf16 forward copy (built on use) */
+            bool has_re_wsf;
         } conv;
         lp_maxpool pool;
         struct {
@@ -159,6 +165,16 @@ void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md);
 bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l);
 float *lp_net_param_twin(lp_net *net, int i);
 void lp_net_param_twin_written(lp_net *net, int i);
+/* The same for bf16: lp_net_note_bf16_copies (conv backward) records whether layer L's
+ * storage and bf16 copies have the layouts the optimizer writes (bwd_md NULL: no
+ * backward-data copy); lp_net_param_bf16_copies fills *c for param i (false: none);
+ * lp_net_param_twin_written marks them current too. */
+typedef struct lp_bf16_copies {
+    uint16_t *fwd, *bwd; /* bwd NULL: none */
+    int o, i, khw;
+} lp_bf16_copies;
+void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md);
+bool lp_net_param_bf16_copies(lp_net *net, int i, lp_bf16_copies *c);
 /* bench_layers.c: after a training step, runs each layer's primitives once alone,
  * adding seconds to t[2l] (forward), t[2l+1] (backward) and setting gflop[2l], [2l+1]. */
 lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop);

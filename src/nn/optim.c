@@ -4,6 +4,7 @@
  * (calloc'ed, so it costs no memory). */
 #include "nn/optim.h"
 #include "nn_impl.h"
+#include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,12 +134,44 @@ static void transpose16(float *restrict t, const float *restrict w, long long lo
             for (int r = 0; r < 16; r++) t[blk + q * 16 + r] = w[blk + r * 16 + q];
 }
 
+/* The bf16 copies of conv weights stored OIhw16i16o (fp32), for blocks [lo, hi) of
+ * 16x16 (elements): the forward copy OhwI16i32o2i and, when asked, backward-data's
+ * OIhw16o16i2o (store.c checked the layouts). Each output line of 32 bf16 interleaves
+ * two 16-value rows (forward: rows i, i+1 over o; backward-data: columns o, o+1 over
+ * i). vcvtne2ps2bf16 rounds as oneDNN's reorder does on these CPUs (it uses the same
+ * instruction), so the copies are bit-identical to the reorders they replace. Only
+ * called in bf16 training, which needs AVX512-BF16. */
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long long lo, long long hi) {
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                                           20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const long long ib16 = cp->i / 16, i32 = cp->i / 32, khw = cp->khw;
+    for (long long q = lo / 256; q < hi / 256; q++) {
+        const float *blk = w + q * 256;
+        const long long kk = q % khw, t = q / khw, ib = t % ib16, ob = t / ib16, A = ob >> 1, B = ib >> 1;
+        uint16_t *f = cp->fwd + ((A * khw + kk) * i32 + B) * 1024 + (ib & 1) * 8 * 64 + (ob & 1) * 32;
+        for (int r = 0; r < 8; r++) {
+            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(blk + (2 * r + 1) * 16), _mm512_loadu_ps(blk + 2 * r * 16));
+            _mm512_storeu_si512(f + r * 64, _mm512_permutexvar_epi16(inter, v));
+        }
+        if (!cp->bwd) continue;
+        float tr[256];
+        for (int o = 0; o < 16; o++)
+            for (int i = 0; i < 16; i++) tr[o * 16 + i] = blk[i * 16 + o];
+        uint16_t *d = cp->bwd + ((A * ib16 + ib) * khw + kk) * 512 + (ob & 1) * 8 * 32;
+        for (int s = 0; s < 8; s++) {
+            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(tr + (2 * s + 1) * 16), _mm512_loadu_ps(tr + 2 * s * 16));
+            _mm512_storeu_si512(d + s * 32, _mm512_permutexvar_epi16(inter, v));
+        }
+    }
+}
+
 /* Updates n elements in chunks. With a twin (backward-data's copy of blocked conv
  * weights, each 16x16 block transposed: store.c), each chunk is also written there
  * while it is still in cache: that replaces a reorder of the weights in every
  * step's backward, which at small images was a tenth of the step. */
 #define UPDATE_CHUNK 4096 /* elements: whole 16x16 blocks */
-static uint32_t update_param(const lp_optim *o, const update_args *a, long long n, float *twin) {
+static uint32_t update_param(const lp_optim *o, const update_args *a, long long n, float *twin, const lp_bf16_copies *cp) {
     const long long chunks = (n + UPDATE_CHUNK - 1) / UPDATE_CHUNK;
     const bool sgd = o->cfg.kind == LP_OPT_SGD;
     uint32_t bad = 0;
@@ -147,6 +180,7 @@ LP_OMP(parallel for reduction(| : bad) if (n > 32768))
         long long lo = c * UPDATE_CHUNK, hi = lo + UPDATE_CHUNK < n ? lo + UPDATE_CHUNK : n;
         bad |= sgd ? sgd_range(o, a, lo, hi) : adam_range(o, a, lo, hi);
         if (twin) transpose16(twin, a->w, lo, hi);
+        if (cp) bf16_copies_range(cp, a->w, lo, hi);
     }
     return bad;
 }
@@ -189,8 +223,10 @@ lp_status lp_optim_step(lp_optim *o, float lr) {
             a.decay = (float)(1.0 - (double)lr * o->cfg.weight_decay);
         }
         float *twin = lp_net_param_twin(net, i);
-        twins[i] = twin != NULL;
-        uint32_t nf = update_param(o, &a, (long long)p->numel, twin);
+        lp_bf16_copies cp;
+        bool copies = lp_net_param_bf16_copies(net, i, &cp);
+        twins[i] = twin != NULL || copies;
+        uint32_t nf = update_param(o, &a, (long long)p->numel, twin, copies ? &cp : NULL);
         if (nf && bad < 0) bad = i;
         o->has_state[i] = o->cfg.kind != LP_OPT_SGD || o->cfg.momentum != 0.0f;
     }

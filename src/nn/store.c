@@ -114,6 +114,40 @@ float *lp_net_param_twin(lp_net *net, int i) {
 
 void lp_net_param_twin_written(lp_net *net, int i) {
     lp_layer *L = &net->layers[net->params[i].layer];
+    if (L->bf16_copies) {
+        L->wf_md = L->bf16_fwd_md;
+        L->wf_valid = true;
+        if (L->bf16_copy_bwd) {
+            L->wb_md = L->bf16_bwd_md;
+            L->wb_valid = true;
+        }
+        return;
+    }
     L->wb_md = L->twin_md;
     L->wb_valid = true;
+}
+
+static bool md_is(const lp_md *md, const lp_layer *L, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
+    lp_md want;
+    dnnl_dims_t d = {L->out_c, L->in_c, L->k, L->k};
+    return dnnl_memory_desc_init_by_tag(&want, 4, d, dt, tag) == dnnl_success && lp_md_equal(md, &want);
+}
+
+void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md) {
+    /* the layouts oneDNN 2.6 picks for AMX; the optimizer's writer knows only these */
+    L->bf16_copies = L->st_blocked && L->out_c % 32 == 0 && L->in_c % 32 == 0 && __builtin_cpu_supports("avx512bf16") &&
+                     md_is(&L->st_md, L, dnnl_f32, dnnl_ABcd16b16a) && md_is(fwd_md, L, dnnl_bf16, dnnl_AcdB16b32a2b) &&
+                     (!bwd_md || md_is(bwd_md, L, dnnl_bf16, dnnl_ABcd16a16b2a)) && L->wf.cap >= lp_md_size(fwd_md) &&
+                     (!bwd_md || L->wb.cap >= lp_md_size(bwd_md));
+    L->bf16_copy_bwd = L->bf16_copies && bwd_md;
+    if (L->bf16_copies) L->bf16_fwd_md = *fwd_md;
+    if (L->bf16_copy_bwd) L->bf16_bwd_md = *bwd_md;
+}
+
+bool lp_net_param_bf16_copies(lp_net *net, int i, lp_bf16_copies *c) {
+    lp_layer *L = &net->layers[net->params[i].layer];
+    if (L->pw != i || !L->st_blocked || !L->bf16_copies) return false;
+    *c = (lp_bf16_copies){.fwd = L->wf.p, .bwd = L->bf16_copy_bwd ? L->wb.p : NULL, .o = L->out_c, .i = L->in_c,
+                          .khw = L->k * L->k};
+    return true;
 }

@@ -8,6 +8,7 @@
 #include "io/safetensors.h"
 #include "nn/nn.h"
 #include "nn/optim.h"
+#include "nn/nn_impl.h" /* test_bf16_copies looks at which layers got the copies */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -470,8 +471,57 @@ static void test_weights_copy_after_freeze(void) {
     lp_net_free(ref);
 }
 
+/* bf16 training: the optimizer writes the bf16 forward and backward-data copies of
+ * blocked conv weights itself (optim.c) instead of oneDNN's reorders. Oracle: a fresh
+ * net with the same weights, whose copies come from oneDNN's reorders, must compute
+ * bit-identical gradients (the writer rounds as the reorders do). */
+static void test_bf16_copies(void) {
+    if (!lp_net_bf16_native()) {
+        printf("bf16 copies: skipped (no native bf16 here)\n");
+        return;
+    }
+    lp_net_config c = gap_config("vgg16", 32);
+    c.bf16 = true;
+    lp_net *net, *ref;
+    lp_optim *opt;
+    OK(lp_net_create(&c, &net));
+    lp_optim_config oc = lp_optim_default_config(LP_OPT_SGD);
+    oc.momentum = 0.9f;
+    OK(lp_optim_create(net, &oc, &opt));
+    static float x[2 * 3 * 32 * 32];
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(8, 1, i);
+    int labels[2] = {1, 0};
+    train_step(net, opt, x, labels, 2, NULL);
+    train_step(net, opt, x, labels, 2, NULL); /* the copies exist from the second step on */
+    int written = 0;
+    for (int l = 0; l < net->nlayers; l++) written += net->layers[l].bf16_copies && net->layers[l].bf16_copy_bwd;
+    EXPECT(written >= 10, "bf16 copies: the optimizer wrote both copies for %d conv layers (want 10 or more)", written);
+    size_t n0 = lp_net_param_numel(net, 0);
+    float *ga = malloc(n0 * sizeof(float)), *gb = malloc(n0 * sizeof(float));
+    train_step(net, NULL, x, labels, 2, ga);
+    lp_tensor_list sd;
+    lp_tensor_list_init(&sd);
+    OK(lp_net_state_dict(net, &sd));
+    OK(lp_net_create_ex(&c, false, &ref));
+    OK(lp_net_load_state_dict(ref, &sd, true, NULL));
+    train_step(ref, NULL, x, labels, 2, gb);
+    size_t diff = 0;
+    double m = 0;
+    for (size_t i = 0; i < n0; i++) diff += ga[i] != gb[i], m = fmax(m, fabs(gb[i]));
+    EXPECT(m > 0 && diff == 0, "bf16 copies: features.0 gradient differs from a fresh net's in %zu of %zu values", diff, n0);
+    printf("bf16 copies written by the optimizer in %d layers: features.0 gradient against a fresh net's: %zu of %zu "
+           "values differ\n",
+           written, diff, n0);
+    free(ga), free(gb);
+    lp_tensor_list_free(&sd);
+    lp_optim_free(opt);
+    lp_net_free(net);
+    lp_net_free(ref);
+}
+
 int main(void) {
     test_weights_copy_after_freeze();
+    test_bf16_copies();
     test_optim_non_finite();
     test_safetensors();
     test_state_and_checkpoint();
