@@ -37,72 +37,83 @@ TARGET static inline __mmask16 takes(__m512 v, __m512 m) {
     return _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
 }
 
-/* x: planes x h x w pixels of vec values; y: planes x oh x ow; idx: one byte per
- * output value: the window position of the maximum (0..3), plus 4 when the maximum
- * is not > 0 (for a backward that folds in the ReLU before the pool). */
-TARGET void lp_maxpool2x2_forward(const void *x, void *y, uint8_t *idx, int planes, int h, int w, int vec, bool bf16) {
+/* One output row r (of planes x oh): y, idx from input rows 2i, 2i+1. x: planes x h x w
+ * pixels of vec values; idx: one byte per output value: the window position of the
+ * maximum (0..3), plus 4 when the maximum is not > 0 (for a backward that folds in the
+ * ReLU before the pool). */
+TARGET static void forward_row(const void *x, void *y, uint8_t *idx, long long r, int h, int w, int vec, bool bf16) {
     const int oh = h / 2, ow = w / 2;
     const size_t es = bf16 ? 2 : 4, row = (size_t)w * vec * es;
-    const long long rows = (long long)planes * oh;
-LP_OMP(parallel for if (rows * ow * vec > 16384))
-    for (long long r = 0; r < rows; r++) {
-        const long long pl = r / oh, i = r % oh;
-        const char *x0 = (const char *)x + ((size_t)pl * h + 2 * (size_t)i) * row, *x1 = x0 + row;
-        char *yr = (char *)y + (size_t)r * ow * vec * es;
-        uint8_t *ir = idx + (size_t)r * ow * vec;
-        for (int j = 0; j < ow; j++)
-            for (int c = 0; c < vec; c += 16) {
-                size_t a = ((size_t)2 * j * vec + c) * es, b = a + (size_t)vec * es;
-                __m512 m = load16(x0 + a, bf16), v;
-                __m512i k = _mm512_setzero_si512();
-                __mmask16 t;
-                v = load16(x0 + b, bf16), t = takes(v, m);
-                m = _mm512_mask_mov_ps(m, t, v), k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(1));
-                v = load16(x1 + a, bf16), t = takes(v, m);
-                m = _mm512_mask_mov_ps(m, t, v), k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(2));
-                v = load16(x1 + b, bf16), t = takes(v, m);
-                m = _mm512_mask_mov_ps(m, t, v), k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(3));
-                __mmask16 pos = _mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ);
-                k = _mm512_mask_or_epi32(k, (__mmask16)~pos, k, _mm512_set1_epi32(4));
-                size_t o = (size_t)j * vec + c;
-                store16(yr + o * es, m, bf16);
-                _mm_storeu_si128((__m128i *)(ir + o), _mm512_cvtepi32_epi8(k));
-            }
+    const long long pl = r / oh, i = r % oh;
+    const char *x0 = (const char *)x + ((size_t)pl * h + 2 * (size_t)i) * row, *x1 = x0 + row;
+    char *yr = (char *)y + (size_t)r * ow * vec * es;
+    uint8_t *ir = idx + (size_t)r * ow * vec;
+    for (int j = 0; j < ow; j++)
+        for (int c = 0; c < vec; c += 16) {
+            size_t a = ((size_t)2 * j * vec + c) * es, b = a + (size_t)vec * es;
+            __m512 m = load16(x0 + a, bf16), v;
+            __m512i k = _mm512_setzero_si512();
+            __mmask16 t;
+            v = load16(x0 + b, bf16), t = takes(v, m);
+            m = _mm512_mask_mov_ps(m, t, v), k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(1));
+            v = load16(x1 + a, bf16), t = takes(v, m);
+            m = _mm512_mask_mov_ps(m, t, v), k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(2));
+            v = load16(x1 + b, bf16), t = takes(v, m);
+            m = _mm512_mask_mov_ps(m, t, v), k = _mm512_mask_mov_epi32(k, t, _mm512_set1_epi32(3));
+            __mmask16 pos = _mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ);
+            k = _mm512_mask_or_epi32(k, (__mmask16)~pos, k, _mm512_set1_epi32(4));
+            size_t o = (size_t)j * vec + c;
+            store16(yr + o * es, m, bf16);
+            _mm_storeu_si128((__m128i *)(ir + o), _mm512_cvtepi32_epi8(k));
+        }
+}
+
+/* dx rows 2i, 2i+1 (and an odd last column) for output row r: dy at each window's
+ * argmax, zero elsewhere; relu: also zero where the maximum was not > 0. */
+TARGET static void backward_row(const void *dy, const uint8_t *idx, void *dx, long long r, int h, int w, int vec, bool bf16,
+                                bool relu) {
+    const int oh = h / 2, ow = w / 2;
+    const size_t es = bf16 ? 2 : 4, row = (size_t)w * vec * es;
+    const __m512i keep = _mm512_set1_epi32(relu ? 7 : 3);
+    const long long pl = r / oh, i = r % oh;
+    char *x0 = (char *)dx + ((size_t)pl * h + 2 * (size_t)i) * row, *x1 = x0 + row;
+    const char *gr = (const char *)dy + (size_t)r * ow * vec * es;
+    const uint8_t *ir = idx + (size_t)r * ow * vec;
+    for (int j = 0; j < ow; j++)
+        for (int c = 0; c < vec; c += 16) {
+            size_t o = (size_t)j * vec + c;
+            __m512 g = load16(gr + o * es, bf16);
+            __m512i k = _mm512_and_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ir + o))), keep);
+            size_t a = ((size_t)2 * j * vec + c) * es, b = a + (size_t)vec * es;
+            store16(x0 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(0)), g), bf16);
+            store16(x0 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(1)), g), bf16);
+            store16(x1 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(2)), g), bf16);
+            store16(x1 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(3)), g), bf16);
+        }
+    if (w % 2) {
+        memset(x0 + (size_t)(w - 1) * vec * es, 0, (size_t)vec * es);
+        memset(x1 + (size_t)(w - 1) * vec * es, 0, (size_t)vec * es);
     }
+}
+
+/* The parallel loops hold no vector types: an OpenMP body is a function of its own,
+ * which (in clang) does not inherit the target attribute. */
+void lp_maxpool2x2_forward(const void *x, void *y, uint8_t *idx, int planes, int h, int w, int vec, bool bf16) {
+    const long long rows = (long long)planes * (h / 2);
+LP_OMP(parallel for if (rows * (w / 2) * vec > 16384))
+    for (long long r = 0; r < rows; r++) forward_row(x, y, idx, r, h, w, vec, bf16);
 }
 
 /* dx (planes x h x w pixels) gets dy at each window's argmax and zero elsewhere,
  * including a dropped odd last row or column. relu: x is a ReLU's output and dx
  * also gets the ReLU's backward (zero where the maximum is not > 0), so that the
  * layer before need not mask it again. */
-TARGET void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int planes, int h, int w, int vec, bool bf16,
-                                   bool relu) {
-    const __m512i keep = _mm512_set1_epi32(relu ? 7 : 3);
-    const int oh = h / 2, ow = w / 2;
-    const size_t es = bf16 ? 2 : 4, row = (size_t)w * vec * es;
-    const long long rows = (long long)planes * oh;
-LP_OMP(parallel for if (rows * ow * vec > 16384))
-    for (long long r = 0; r < rows; r++) {
-        const long long pl = r / oh, i = r % oh;
-        char *x0 = (char *)dx + ((size_t)pl * h + 2 * (size_t)i) * row, *x1 = x0 + row;
-        const char *gr = (const char *)dy + (size_t)r * ow * vec * es;
-        const uint8_t *ir = idx + (size_t)r * ow * vec;
-        for (int j = 0; j < ow; j++)
-            for (int c = 0; c < vec; c += 16) {
-                size_t o = (size_t)j * vec + c;
-                __m512 g = load16(gr + o * es, bf16);
-                __m512i k = _mm512_and_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ir + o))), keep);
-                size_t a = ((size_t)2 * j * vec + c) * es, b = a + (size_t)vec * es;
-                store16(x0 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(0)), g), bf16);
-                store16(x0 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(1)), g), bf16);
-                store16(x1 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(2)), g), bf16);
-                store16(x1 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(3)), g), bf16);
-            }
-        if (w % 2) {
-            memset(x0 + (size_t)(w - 1) * vec * es, 0, (size_t)vec * es);
-            memset(x1 + (size_t)(w - 1) * vec * es, 0, (size_t)vec * es);
-        }
-    }
+void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int planes, int h, int w, int vec, bool bf16,
+                            bool relu) {
+    const size_t row = (size_t)w * vec * (bf16 ? 2 : 4);
+    const long long rows = (long long)planes * (h / 2);
+LP_OMP(parallel for if (rows * (w / 2) * vec > 16384))
+    for (long long r = 0; r < rows; r++) backward_row(dy, idx, dx, r, h, w, vec, bf16, relu);
     if (h % 2)
         for (int pl = 0; pl < planes; pl++) memset((char *)dx + ((size_t)pl * h + (size_t)h - 1) * row, 0, row);
 }
