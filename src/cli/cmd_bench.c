@@ -15,7 +15,7 @@ static void usage(FILE *f) {
                "time per step. Defaults: vgg16, top keep, 224x224, batch 8, 5 steps, 1 warmup,\n"
                "SGD momentum 0.9, all cores, fp32. --precision bf16 runs convolutions and pooling in\n"
                "bf16 (AMX where present; refused on CPUs without native bf16), auto picks bf16\n"
-               "on AMX for inputs of 64x64 or more. --conv picks the fp32 3x3 convolutions' algorithm:\n"
+               "where the CPU has AMX. --conv picks the fp32 3x3 convolutions' algorithm:\n"
                "auto (default) uses oneDNN's Winograd F(4x4,3x3) on maps of 8x8 or more with batch x map\n"
                ">= 1024 pixels, where it is faster than direct. --per-layer adds, per layer, the time inside a training step\n"
                "next to its kernels (oneDNN primitives, our pooling) run alone, and the framework overhead share.\n");

@@ -44,7 +44,7 @@ static const char *usage_text =
     "  --early-stop PATIENCE [--restore-best]     EarlyStopping; restore writes checkpoints/final.safetensors\n"
     "  --seed N (default 1)       --no-shuffle    --threads N (default: all cores)\n"
     "  --precision fp32|bf16|auto (default fp32): bf16 = convolutions and pooling in bf16 (AMX),\n"
-    "                             fp32 master weights; auto = bf16 on AMX for inputs >= 64x64\n"
+    "                             fp32 master weights; auto = bf16 where the CPU has AMX\n"
     "  --conv auto|direct|winograd (default auto): fp32 3x3 convolutions; auto = oneDNN's Winograd\n"
     "                             F(4x4,3x3) where it is faster (maps >= 8x8, batch x map >= 1024)\n"
     "  --no-feature-cache         recompute frozen-base features every epoch (default: computed once\n"

@@ -57,9 +57,9 @@ typedef struct lp_net_config {
 bool lp_net_bf16_native(void);
 /* True when it has AMX tiles (then bf16 is several times fp32's speed). */
 bool lp_net_amx(void);
-/* --precision auto: bf16 where it pays, i.e. on AMX and for inputs of at least 64x64
- * (measured with loupe bench on VGG16: 2.8x fp32 at 64x64 and 112x112, no gain at
- * 32x32, where the 512-channel layers are 2x2 to 4x4 and weights dominate). */
+/* --precision auto: bf16 where it pays, i.e. on AMX, at any input size (measured with
+ * loupe bench on VGG16: 1.4x fp32 at 32x32 batch 2, 2.1x at 64x64 batch 16; it was no
+ * faster at 32x32 until the optimizer wrote the bf16 weight copies itself). */
 bool lp_net_auto_bf16(const lp_net_config *c);
 /* Whether a net with config c runs bf16 under p: bf16 where the CPU has native bf16
  * (training falls back to fp32; lp_net_create refuses bf16 without it), auto as

@@ -526,8 +526,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     else if (prec == LP_PREC_BF16)
         say(f, "Precision: bf16 asked, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32.\n");
     else if (prec == LP_PREC_AUTO)
-        say(f, "Precision: fp32 (auto: %s).\n",
-            lp_net_amx() ? "bf16 pays from 64x64 inputs on; these are smaller" : "no AMX on this CPU");
+        say(f, "Precision: fp32 (auto: no AMX on this CPU).\n");
     if (!lp_net_get_config(f->net)->bf16) {
         int convs, wino = lp_net_winograd_planned(f->net, &convs);
         say(f, "Convolutions: Winograd F(4x4,3x3) in %d of %d conv layers, direct in the others (--conv %s).\n", wino,

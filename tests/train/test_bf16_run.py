@@ -9,7 +9,7 @@ On a CPU with native bf16 (AVX512-BF16 or AMX):
   - its checkpoint is fp32 and `loupe evaluate` (fp32) on the validation folder
     gives the accuracy the run logged for that epoch, within one image;
   - the frozen-base path (feature cache computed by bf16 convolutions) trains too;
-  - --precision auto picks fp32 for 32x32 inputs and says why.
+  - --precision auto picks bf16 on AMX (32x32 inputs too), else fp32 and says why.
 Without native bf16: --precision bf16 falls back to fp32 with a message (checked on
 any CPU by capping oneDNN's instruction set with ONEDNN_MAX_CPU_ISA=AVX512_CORE).
 
@@ -81,10 +81,14 @@ if native:
     if hf and (metaf.get("config", {}).get("precision_used") != "bf16" or not finite(hf) or "cache" not in outf.lower()):
         fail.append("frozen-base bf16 run: precision_used %r, finite %s, cache line %s" %
                     (metaf.get("config", {}).get("precision_used"), finite(hf), "cache" in outf.lower()))
+    # auto: bf16 where the CPU has AMX (at 32x32 too), else fp32 with the reason
+    amx = " amx_bf16" in open("/proc/cpuinfo").read()
     _, outa, _, metaa = train("auto32", "--size", "32x32", "--epochs", "1", "--precision", "auto")
-    if metaa and (metaa.get("config", {}).get("precision_used") != "fp32" or "Precision: fp32 (auto" not in outa):
-        fail.append("--precision auto at 32x32: want fp32 with the reason, got %r:\n%s" %
-                    (metaa.get("config", {}).get("precision_used"), outa[:600]))
+    want = "bf16" if amx else "fp32"
+    if metaa and (metaa.get("config", {}).get("precision_used") != want or
+                  (not amx and "Precision: fp32 (auto: no AMX" not in outa)):
+        fail.append("--precision auto at 32x32: want %s, got %r:\n%s" %
+                    (want, metaa.get("config", {}).get("precision_used"), outa[:600]))
 
 for f in fail:
     print("FAIL", f)
