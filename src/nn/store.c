@@ -114,7 +114,7 @@ float *lp_net_param_twin(lp_net *net, int i) {
 
 void lp_net_param_twin_written(lp_net *net, int i) {
     lp_layer *L = &net->layers[net->params[i].layer];
-    if (L->bf16_copies) {
+    if (L->bf16_copies && L->st_blocked) {
         L->wf_md = L->bf16_fwd_md;
         L->wf_valid = true;
         if (L->bf16_copy_bwd) {
