@@ -427,6 +427,31 @@ static void train_step(lp_net *net, lp_optim *opt, const float *x, const int *la
     if (opt) OK(lp_optim_step(opt, 0.01f));
 }
 
+/* A net of config c with SGD (momentum 0.9) on it. */
+static void sgd_net(const lp_net_config *c, lp_net **net, lp_optim **opt) {
+    OK(lp_net_create(c, net));
+    lp_optim_config oc = lp_optim_default_config(LP_OPT_SGD);
+    oc.momentum = 0.9f;
+    OK(lp_optim_create(*net, &oc, opt));
+}
+
+/* The oracle of the weight-copy tests: features.0's gradient g on batch (x, labels) of 2
+ * from a fresh net of config c with net's weights (frozen: a layer to freeze, or NULL),
+ * whose weight copies come from oneDNN's reorders. */
+static void fresh_net_grad0(const lp_net_config *c, lp_net *net, const char *frozen, const float *x, const int *labels,
+                            float *g) {
+    lp_net *ref;
+    lp_tensor_list sd;
+    lp_tensor_list_init(&sd);
+    OK(lp_net_state_dict(net, &sd));
+    OK(lp_net_create_ex(c, false, &ref));
+    OK(lp_net_load_state_dict(ref, &sd, true, NULL));
+    if (frozen) OK(lp_net_freeze(ref, frozen));
+    train_step(ref, NULL, x, labels, 2, g);
+    lp_tensor_list_free(&sd);
+    lp_net_free(ref);
+}
+
 /* The optimizer writes backward-data's copy of blocked conv weights as it updates
  * them (store.c). A layer frozen after such a step, then changed by hand, must not
  * get that old copy marked current by a later step: the input gradient it passes
@@ -434,12 +459,9 @@ static void train_step(lp_net *net, lp_optim *opt, const float *x, const int *la
 static void test_weights_copy_after_freeze(void) {
     lp_net_config c = gap_config("vgg16", 32);
     c.conv_algo = LP_CONV_DIRECT;
-    lp_net *net, *ref;
+    lp_net *net;
     lp_optim *opt;
-    OK(lp_net_create(&c, &net));
-    lp_optim_config oc = lp_optim_default_config(LP_OPT_SGD);
-    oc.momentum = 0.9f;
-    OK(lp_optim_create(net, &oc, &opt));
+    sgd_net(&c, &net, &opt);
     static float x[2 * 3 * 32 * 32];
     for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(7, 1, i);
     int labels[2] = {0, 1}, p10 = -1;
@@ -453,22 +475,14 @@ static void test_weights_copy_after_freeze(void) {
     size_t n0 = lp_net_param_numel(net, 0);
     float *ga = malloc(n0 * sizeof(float)), *gb = malloc(n0 * sizeof(float));
     train_step(net, NULL, x, labels, 2, ga);
-    lp_tensor_list sd;
-    lp_tensor_list_init(&sd);
-    OK(lp_net_state_dict(net, &sd));
-    OK(lp_net_create_ex(&c, false, &ref));
-    OK(lp_net_load_state_dict(ref, &sd, true, NULL));
-    OK(lp_net_freeze(ref, "features.10"));
-    train_step(ref, NULL, x, labels, 2, gb);
+    fresh_net_grad0(&c, net, "features.10", x, labels, gb);
     double d = 0, m = 0;
     for (size_t i = 0; i < n0; i++) d = fmax(d, fabs(ga[i] - gb[i])), m = fmax(m, fabs(gb[i]));
     EXPECT(m > 0 && d <= 1e-6 * m, "features.0 gradient after freezing and changing features.10: %g off (of %g)", d, m);
     printf("frozen-then-changed layer: features.0 gradient matches a fresh net's (%g of %g)\n", d, m);
     free(ga), free(gb);
-    lp_tensor_list_free(&sd);
     lp_optim_free(opt);
     lp_net_free(net);
-    lp_net_free(ref);
 }
 
 /* bf16 training: the optimizer writes the bf16 forward and backward-data copies of
@@ -482,12 +496,9 @@ static void test_bf16_copies(void) {
     }
     lp_net_config c = gap_config("vgg16", 32);
     c.bf16 = true;
-    lp_net *net, *ref;
+    lp_net *net;
     lp_optim *opt;
-    OK(lp_net_create(&c, &net));
-    lp_optim_config oc = lp_optim_default_config(LP_OPT_SGD);
-    oc.momentum = 0.9f;
-    OK(lp_optim_create(net, &oc, &opt));
+    sgd_net(&c, &net, &opt);
     static float x[2 * 3 * 32 * 32];
     for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(8, 1, i);
     int labels[2] = {1, 0};
@@ -499,12 +510,7 @@ static void test_bf16_copies(void) {
     size_t n0 = lp_net_param_numel(net, 0);
     float *ga = malloc(n0 * sizeof(float)), *gb = malloc(n0 * sizeof(float));
     train_step(net, NULL, x, labels, 2, ga);
-    lp_tensor_list sd;
-    lp_tensor_list_init(&sd);
-    OK(lp_net_state_dict(net, &sd));
-    OK(lp_net_create_ex(&c, false, &ref));
-    OK(lp_net_load_state_dict(ref, &sd, true, NULL));
-    train_step(ref, NULL, x, labels, 2, gb);
+    fresh_net_grad0(&c, net, NULL, x, labels, gb);
     size_t diff = 0;
     double m = 0;
     for (size_t i = 0; i < n0; i++) diff += ga[i] != gb[i], m = fmax(m, fabs(gb[i]));
@@ -513,10 +519,8 @@ static void test_bf16_copies(void) {
            "values differ\n",
            written, diff, n0);
     free(ga), free(gb);
-    lp_tensor_list_free(&sd);
     lp_optim_free(opt);
     lp_net_free(net);
-    lp_net_free(ref);
 }
 
 int main(void) {
