@@ -117,6 +117,20 @@ static lp_status conv_bf16_copy_reorder(lp_net *net, lp_layer *l, lp_plan_layer 
     return reserve_scratch(net, pl->u.conv.re_wsf.prim.scratch_size);
 }
 
+/* l->wf = the weights in the forward layout (a reorder from plain OIHW, or for bf16 from
+ * the blocked storage) unless already there since the last weight change. */
+static lp_status weights_for_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl) {
+    lp_conv2d *c = &pl->u.conv.op;
+    if (l->wf_valid && lp_md_equal(&l->wf_md, &c->w_md)) return LP_OK;
+    lp_status st;
+    if (l->st_blocked && (st = conv_bf16_copy_reorder(net, l, pl))) return st;
+    lp_reorder *re = l->st_blocked ? &pl->u.conv.re_wsf : &pl->u.conv.re_wf;
+    if ((st = lp_reorder_exec(re, net->stream, param_ptr(net, l->pw), l->wf.p, net->scratch.p))) return st;
+    l->wf_md = c->w_md;
+    l->wf_valid = true;
+    return LP_OK;
+}
+
 static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
                               uint64_t seed, uint64_t stream) {
     lp_conv2d *c = &pl->u.conv.op;
@@ -127,17 +141,11 @@ static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
         src = l->aux.p;
     }
     if (l->st_blocked && !c->p.bf16 && !lp_md_equal(&l->st_md, &c->w_md) && (st = lp_net_store_plain(net))) return st;
-    if (l->st_blocked && c->p.bf16 && (st = conv_bf16_copy_reorder(net, l, pl))) return st;
     const void *w = param_ptr(net, l->pw);
     if (l->st_blocked && !c->p.bf16) {
         /* stored in this very layout: nothing to reorder */
     } else if (pl->u.conv.has_re_wf) {
-        if (!l->wf_valid || !lp_md_equal(&l->wf_md, &c->w_md)) {
-            lp_reorder *re = l->st_blocked ? &pl->u.conv.re_wsf : &pl->u.conv.re_wf;
-            if ((st = lp_reorder_exec(re, net->stream, w, l->wf.p, net->scratch.p))) return st;
-            l->wf_md = c->w_md;
-            l->wf_valid = true;
-        }
+        if ((st = weights_for_forward(net, l, pl))) return st;
         w = l->wf.p;
     }
     return lp_conv2d_forward(c, net->stream, src, w, param_ptr(net, l->pb), y, net->scratch.p);
@@ -196,12 +204,7 @@ LP_OMP(parallel for if (cnt > 65536))
         if (l->st_blocked && c->p.bf16) {
             /* re_wbf reorders the bf16 forward copy to backward-data's layout; that copy
              * is this step's unless the storage just became blocked (first step) */
-            if (!l->wf_valid || !lp_md_equal(&l->wf_md, &c->w_md)) {
-                if ((st = conv_bf16_copy_reorder(net, l, pl))) return st;
-                if ((st = lp_reorder_exec(&pl->u.conv.re_wsf, net->stream, w, l->wf.p, net->scratch.p))) return st;
-                l->wf_md = c->w_md;
-                l->wf_valid = true;
-            }
+            if ((st = weights_for_forward(net, l, pl))) return st;
             if ((st = weights_for_bwd_data(net, l, c, &pl->u.conv.re_wbf, l->wf.p))) return st;
             w = l->wb.p;
         } else if (l->st_blocked) {
