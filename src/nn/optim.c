@@ -78,6 +78,8 @@ typedef struct update_args {
     float step_size, bc2_sqrt, decay;    /* Adam */
 } update_args;
 
+/* The update loops are built for AVX-512 too where the CPU has it (the default build
+ * is baseline x86-64); -ffp-contract=off keeps both builds' results identical. */
 __attribute__((target_clones("avx512f", "default")))
 static uint32_t sgd_range(const lp_optim *o, const update_args *a, long long lo, long long hi) {
     const float wd = o->cfg.weight_decay, mom = o->cfg.momentum, lr = a->lr;
@@ -124,14 +126,10 @@ static uint32_t adam_range(const lp_optim *o, const update_args *a, long long lo
     return bad;
 }
 
-/* Each 16x16 block of w transposed into t (AVX-512's weight layouts). The update
- * loops are built for AVX-512 too where the CPU has it (the default build is
- * baseline x86-64); -ffp-contract=off keeps both builds' results identical. */
-__attribute__((target_clones("avx512f", "default")))
-static void transpose16(float *restrict t, const float *restrict w, long long lo, long long hi) {
-    for (long long blk = lo; blk < hi; blk += 256)
-        for (int q = 0; q < 16; q++)
-            for (int r = 0; r < 16; r++) t[blk + q * 16 + r] = w[blk + r * 16 + q];
+/* One 16x16 block b transposed into t. */
+static inline void transpose_block16(float *restrict t, const float *restrict b) {
+    for (int q = 0; q < 16; q++)
+        for (int r = 0; r < 16; r++) t[q * 16 + r] = b[r * 16 + q];
 }
 
 /* The bf16 copies of conv weights stored OIhw16i16o (fp32), for blocks [lo, hi) of
@@ -158,8 +156,7 @@ static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long lon
         }
         if (!cp->bwd) continue;
         float tr[256];
-        for (int o = 0; o < 16; o++)
-            for (int i = 0; i < 16; i++) tr[o * 16 + i] = blk[i * 16 + o];
+        transpose_block16(tr, blk); /* columns o, o+1 as rows */
         uint16_t *d = cp->bwd + ((A * ib16 + ib) * khw + kk) * 512 + (ob & 1) * 8 * 32;
         for (int s = 0; s < 8; s++) {
             __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(tr + (2 * s + 1) * 16), _mm512_loadu_ps(tr + 2 * s * 16));
@@ -169,14 +166,14 @@ static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long lon
     _mm_sfence(); /* the streaming stores are weakly ordered: done before anyone reads them */
 }
 
-/* transpose16 with streaming stores (t is read only by the next step's backward),
- * through a block in L1. */
+/* Each 16x16 block of w transposed into t (AVX-512's weight layouts: store.c notes a
+ * twin only where the CPU has AVX-512), through a block in L1, with streaming stores:
+ * t is read only by the next step's backward. */
 __attribute__((target("avx512f")))
 static void transpose16_stream(float *restrict t, const float *restrict w, long long lo, long long hi) {
     float tmp[256] __attribute__((aligned(64)));
     for (long long blk = lo; blk < hi; blk += 256) {
-        for (int q = 0; q < 16; q++)
-            for (int r = 0; r < 16; r++) tmp[q * 16 + r] = w[blk + r * 16 + q];
+        transpose_block16(tmp, w + blk);
         for (int q = 0; q < 16; q++) _mm512_stream_ps(t + blk + q * 16, _mm512_load_ps(tmp + q * 16));
     }
     _mm_sfence();
@@ -189,14 +186,13 @@ static void transpose16_stream(float *restrict t, const float *restrict w, long 
 #define UPDATE_CHUNK 4096 /* elements: whole 16x16 blocks */
 static uint32_t update_param(const lp_optim *o, const update_args *a, long long n, float *twin, const lp_bf16_copies *cp) {
     const long long chunks = (n + UPDATE_CHUNK - 1) / UPDATE_CHUNK;
-    const bool sgd = o->cfg.kind == LP_OPT_SGD, avx512 = __builtin_cpu_supports("avx512f");
+    const bool sgd = o->cfg.kind == LP_OPT_SGD;
     uint32_t bad = 0;
 LP_OMP(parallel for reduction(| : bad) if (n > 32768))
     for (long long c = 0; c < chunks; c++) {
         long long lo = c * UPDATE_CHUNK, hi = lo + UPDATE_CHUNK < n ? lo + UPDATE_CHUNK : n;
         bad |= sgd ? sgd_range(o, a, lo, hi) : adam_range(o, a, lo, hi);
-        if (twin && avx512) transpose16_stream(twin, a->w, lo, hi);
-        else if (twin) transpose16(twin, a->w, lo, hi);
+        if (twin) transpose16_stream(twin, a->w, lo, hi);
         if (cp) bf16_copies_range(cp, a->w, lo, hi);
     }
     return bad;

@@ -101,8 +101,9 @@ static int transposed_twin_block(const lp_md *a, const lp_md *b) {
 }
 
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md) {
-    /* 16x16 only: the block of AVX-512's layouts, the one the optimizer transposes */
-    L->twin = L->st_blocked && transposed_twin_block(&L->st_md, bwd_md) == 16;
+    /* 16x16 only: the block of AVX-512's layouts, the one the optimizer transposes
+     * (with AVX-512 code) */
+    L->twin = L->st_blocked && transposed_twin_block(&L->st_md, bwd_md) == 16 && __builtin_cpu_supports("avx512f");
     if (L->twin) L->twin_md = *bwd_md;
 }
 
