@@ -118,14 +118,7 @@ lp_status lp_net_create(const lp_net_config *cfg, lp_net **out) { return lp_net_
 
 bool lp_net_bf16_native(void) { return lp_bf16_native(); }
 bool lp_net_amx(void) { return lp_amx_available(); }
-bool lp_net_auto_bf16(const lp_net_config *c) {
-    (void)c;
-    return lp_amx_available();
-}
-
-bool lp_net_use_bf16(lp_precision p, const lp_net_config *c) {
-    return p == LP_PREC_BF16 ? lp_bf16_native() : p == LP_PREC_AUTO && lp_net_auto_bf16(c);
-}
+bool lp_net_use_bf16(lp_precision p) { return p == LP_PREC_BF16 ? lp_bf16_native() : p == LP_PREC_AUTO && lp_amx_available(); }
 
 /* i with names[i] == name, or -1 */
 static int name_index(const char *const *names, int n, const char *name) {

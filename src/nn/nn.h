@@ -57,14 +57,12 @@ typedef struct lp_net_config {
 bool lp_net_bf16_native(void);
 /* True when it has AMX tiles (then bf16 is several times fp32's speed). */
 bool lp_net_amx(void);
-/* --precision auto: bf16 where it pays, i.e. on AMX, at any input size (measured with
- * loupe bench on VGG16: 1.4x fp32 at 32x32 batch 2, 2.1x at 64x64 batch 16; it was no
- * faster at 32x32 until the optimizer wrote the bf16 weight copies itself). */
-bool lp_net_auto_bf16(const lp_net_config *c);
-/* Whether a net with config c runs bf16 under p: bf16 where the CPU has native bf16
- * (training falls back to fp32; lp_net_create refuses bf16 without it), auto as
- * lp_net_auto_bf16. */
-bool lp_net_use_bf16(lp_precision p, const lp_net_config *c);
+/* Whether a net runs bf16 under p: bf16 where the CPU has native bf16 (training falls
+ * back to fp32; lp_net_create refuses bf16 without it); auto where it pays, i.e. on
+ * AMX, at any input size (measured with loupe bench on VGG16: 1.4x fp32 at 32x32 batch
+ * 2, 2.1x at 64x64 batch 16; it was no faster at 32x32 until the optimizer wrote the
+ * bf16 weight copies itself). */
+bool lp_net_use_bf16(lp_precision p);
 /* How many conv layers computed with Winograd in the last forward (0 before
  * one); *conv_layers (optional) gets the number of conv layers. */
 int lp_net_winograd_layers(const lp_net *net, int *conv_layers);

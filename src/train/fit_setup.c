@@ -474,7 +474,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     nc.seed = p->seed;
     lp_precision prec = LP_PREC_FP32;
     lp_precision_parse(p->precision, &prec); /* checked in check_params */
-    nc.bf16 = lp_net_use_bf16(prec, &nc);   /* bf16 without native support: fp32, said below */
+    nc.bf16 = lp_net_use_bf16(prec); /* bf16 without native support: fp32, said below */
     if (p->conv_algo) lp_conv_algo_parse(p->conv_algo, &nc.conv_algo); /* checked in check_params */
     if ((s = lp_net_create(&nc, &f->net))) return s;
     if (p->weights && (s = load_weights(f))) return s;
