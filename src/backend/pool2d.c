@@ -51,7 +51,7 @@ lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && lp_maxpool_own_allowed && lp_winograd_available() &&
         (src->data_type == dnnl_f32 || src->data_type == dnnl_bf16) && pixel_vector_layout(src, &vec) && vec % 16 == 0) {
         m->vec = vec;
-        m->planes = (int)(lp_md_size(src) / ((size_t)h * w * vec * (src->data_type == dnnl_bf16 ? 2 : 4)));
+        m->planes = n * c / vec; /* unpadded (pixel_vector_layout) */
         return own_init(m, src);
     }
     int64_t dd[4] = {n, c, m->oh, m->ow};
