@@ -10,13 +10,17 @@ all: build
 deps:
 	@sh scripts/setup-deps
 
-$(BUILD)/CMakeCache.txt:
+# The stamp is the generated Makefile, not CMakeCache.txt: a configure that
+# failed (say, before `make deps` installed a library) leaves a cache behind
+# but no Makefile, and the next build must configure again.
+$(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
-build: $(BUILD)/CMakeCache.txt
+build: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: deps
+test:
+	@sh scripts/setup-deps test
 	$(MAKE) build
 	cd $(BUILD) && ctest --output-on-failure -j 2
 

@@ -21,7 +21,7 @@ torch.set_num_threads(2)
 OUT = os.path.join(work, "out.safetensors")
 
 
-def expect_fail(tag, path, fragments, arch=None, code=2):
+def expect_fail(tag, path, fragments, arch=None, code=2, keep=False):
     if os.path.exists(OUT):
         os.remove(OUT)
     rc, so, se = W.convert(cli, path, OUT, arch)
@@ -30,6 +30,8 @@ def expect_fail(tag, path, fragments, arch=None, code=2):
     W.check(ok, "%s: exit %d (want %d), message %r has %s" % (tag, rc, code, msg, fragments))
     W.check("HDF5-DIAG" not in se and len(msg.splitlines()) <= 2, "%s: one clean message, no libhdf5 stack" % tag)
     W.check(not os.path.exists(OUT), "%s: no output written" % tag)
+    if not keep:
+        W.remove(path)
 
 
 def p(name):
@@ -76,6 +78,7 @@ for what, val in (("NaN", np.nan), ("Inf", np.inf)):
             arrs[0][1, 2, 3, 4] = val
     W.write_keras_h5(p("nan.h5"), bad)
     expect_fail("Keras %s" % what, p("nan.h5"), ["block4_conv2/kernel:0", "features.19.weight", "NaN/Inf"])
+W.remove(p("good.h5"))
 
 # a Keras ResNet50-like file: conv + batch norm layers, 53 convs
 rng = np.random.default_rng(0)
@@ -120,7 +123,7 @@ expect_fail("safetensors Inf", p("inf.safetensors"), ["classifier.3.bias", "NaN/
 tv = {k: v.detach().numpy().copy() for k, v in W.torch_vgg("vgg16").state_dict().items()}
 tv["features.10.weight"] = tv["features.10.weight"][:, :64].copy()
 W.write_safetensors(p("tv_shape.safetensors"), tv)
-expect_fail("safetensors wrong shape", p("tv_shape.safetensors"), ["features.10.weight", "(256, 64, 3, 3)", "(256, 128, 3, 3)"])
+expect_fail("safetensors wrong shape", p("tv_shape.safetensors"), ["features.10.weight", "(256, 64, 3, 3)", "(256, 128, 3, 3)"], keep=True)
 
 tv = {k: v.detach().numpy().copy() for k, v in W.torch_vgg("vgg16").state_dict().items() if not k.startswith("features.28")}
 W.write_safetensors(p("tv_missing.safetensors"), tv)
@@ -134,6 +137,7 @@ raw = open(p("tv_shape.safetensors"), "rb").read()
 with open(p("trunc.safetensors"), "wb") as f:
     f.write(raw[:len(raw) // 2])
 expect_fail("truncated safetensors", p("trunc.safetensors"), ["trunc.safetensors"])
+W.remove(p("tv_shape.safetensors"))
 
 # ---- ONNX ----------------------------------------------------------------------------
 r18 = torchvision.models.resnet18().eval()
@@ -147,10 +151,12 @@ import onnx  # noqa: E402
 m = onnx.load(p("small.onnx"))
 onnx.save_model(m, p("ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=1024)
 expect_fail("ONNX external data", p("ext.onnx"), ["external", "ext.onnx.data", "save_as_external_data=False"])
+W.remove(p("ext.onnx.data"))
 raw = open(p("small.onnx"), "rb").read()
 with open(p("trunc.onnx"), "wb") as f:
     f.write(raw[:len(raw) * 2 // 3])
 expect_fail("truncated ONNX", p("trunc.onnx"), ["trunc.onnx", "truncated"])
+W.remove(p("small.onnx"))
 
 # ---- other files -----------------------------------------------------------------------
 with open(p("garbage.bin"), "wb") as f:

@@ -19,11 +19,20 @@ TOL = 1e-4  # max |a - b| / max |b|, float32 torch vs float64 NumPy
 
 
 def run_case(tag, arch, top, naming, full_model=False, limit=W.HDF5_OBJECT_HEADER_LIMIT, dtype=np.float32, nested=None,
-             size=64, hidden=(64, 48), classes=10, arch_flag=None):
+             size=64, hidden=(64, 48), classes=10, arch_flag=None, keep_output=False):
     h5 = os.path.join(work, tag + ".h5")
     out = os.path.join(work, tag + ".safetensors")
     layers = W.keras_vgg_layers(arch, top, hidden=hidden, classes=classes, seed=hash(tag) % 1000, dtype=dtype)
     W.write_keras_h5(h5, layers, naming=naming, full_model=full_model, limit=limit, nested=nested)
+    try:
+        return check_case(tag, arch, top, hidden, classes, size, arch_flag, layers, h5, out)
+    finally:
+        W.remove(h5)
+        if not keep_output:
+            W.remove(out)
+
+
+def check_case(tag, arch, top, hidden, classes, size, arch_flag, layers, h5, out):
     rc, so, se = W.convert(cli, h5, out, arch_flag)
     if not W.check(rc == 0, "%s: convert exit 0 (got %d: %s)" % (tag, rc, se.strip())):
         return
@@ -68,7 +77,7 @@ run_case("vgg16_notop_k2", "vgg16", False, "keras2")
 # Keras 1 names of the original release files, chunked layer_names0..N, VGG19
 run_case("vgg19_notop_k1_chunked", "vgg19", False, "keras1", limit=100, size=32)
 # model.save layout (model_weights group), full top: fc1 follows the HWC flatten (7x7x512 at 224)
-conv_out = run_case("vgg16_top_full_model", "vgg16", True, "keras2", full_model=True, size=224)
+conv_out = run_case("vgg16_top_full_model", "vgg16", True, "keras2", full_model=True, size=224, keep_output=True)
 # float16 datasets
 run_case("vgg16_notop_f16", "vgg16", False, "keras2", dtype=np.float16, size=32)
 # nested functional model: a 'vgg16' layer holding all conv weights
@@ -84,4 +93,5 @@ if conv_out:
         W.check(m2.get("source") == "loupe" and m2.get("converted_from") == "keras-h5" and m2.get("preprocess") == "caffe",
                 "re-converted metadata %s" % m2)
         W.check(sorted(s1) == sorted(s2) and all(np.array_equal(s1[k], s2[k]) for k in s1), "re-converted tensors identical")
+    W.remove(conv_out, again)
 W.finish()

@@ -29,6 +29,13 @@ def export(model, path, x):
 
 def check_converted(tag, onnx_path, ref_model, x, arch="vgg16", top=True, hidden=(64, 48), classes=10):
     out = os.path.join(work, tag + ".safetensors")
+    try:
+        check_output(tag, onnx_path, out, ref_model, x, arch, top, hidden, classes)
+    finally:
+        W.remove(out)
+
+
+def check_output(tag, onnx_path, out, ref_model, x, arch, top, hidden, classes):
     rc, so, se = W.convert(cli, onnx_path, out)
     if not W.check(rc == 0, "%s: convert exit 0 (got %d: %s)" % (tag, rc, se.strip())):
         return
@@ -73,6 +80,7 @@ def variant(tag, edit):
     path = os.path.join(work, tag + ".onnx")
     onnx.save(m, path)
     check_converted(tag, path, small, X224)
+    W.remove(path)
 
 
 def to_float_data(m):
@@ -169,4 +177,5 @@ p19 = os.path.join(work, "vgg19_notop.onnx")
 torch.onnx.export(f19, x64, p19, input_names=["input"], output_names=["out"], keep_initializers_as_inputs=True,
                   dynamic_axes={"input": {0: "batch"}})
 check_converted("vgg19_notop_inits_as_inputs", p19, f19, x64, arch="vgg19", top=False)
+W.remove(base, p19)
 W.finish()

@@ -38,6 +38,13 @@ def case(tag, arch, dtype="F32", prefix="", top=True, size=64):
     path = os.path.join(work, tag + ".safetensors")
     out = os.path.join(work, tag + ".loupe.safetensors")
     W.write_safetensors(path, {prefix + k: v for k, v in state.items()}, dtype=dtype)
+    try:
+        check_case(tag, arch, dtype, top, size, src, state, path, out)
+    finally:
+        W.remove(path, out)
+
+
+def check_case(tag, arch, dtype, top, size, src, state, path, out):
     rc, so, se = W.convert(cli, path, out)
     if not W.check(rc == 0, "%s: convert exit 0 (got %d: %s)" % (tag, rc, se.strip())):
         return
@@ -97,4 +104,5 @@ if W.check(rc == 0, "timm: convert exit 0 (got %d: %s)" % (rc, se.strip())):
         dst = W.load_into_torch(W.torch_vgg("vgg16", hidden=(64, 48), classes=10, seed=12), conv, strict=True)
         got = dst(x).numpy()
     W.check(W.rel_err(got, ref) < 1e-4, "timm: logits equal timm's function, max rel err %.2e" % W.rel_err(got, ref))
+W.remove(path, out)
 W.finish()

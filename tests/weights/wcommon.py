@@ -26,6 +26,14 @@ def check(cond, msg):
     return cond
 
 
+def remove(*paths):
+    """Deletes fixtures once checked: the suite writes dozens of VGG-sized
+    files (60-550 MB each) and must fit a CI machine's free disk."""
+    for p in paths:
+        if p and os.path.exists(p):
+            os.remove(p)
+
+
 def finish():
     if FAILURES:
         print("%d check(s) failed" % len(FAILURES))
