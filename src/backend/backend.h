@@ -47,6 +47,9 @@ bool lp_bf16_native(void);
 bool lp_amx_available(void);
 /* oneDNN 2.6 has fp32 Winograd training kernels (jit_wino_4x3) on AVX-512 only. */
 bool lp_winograd_available(void);
+/* Pixel-vector layouts: nhwc (one vector of C values per pixel) or nChw16c (vectors
+ * of 16), unpadded; *vec = values per vector. Our AVX-512 kernels take these. */
+bool lp_md_pixel_vectors(const lp_md *md, int *vec);
 /* "nChw16c"-style short description of a layout, for logs and summaries. */
 const char *lp_md_layout(const lp_md *md, char *buf, size_t n);
 
@@ -96,8 +99,10 @@ typedef struct lp_conv2d {
     lp_md bd_w_md;                    /* weights layout for backward data */
     lp_md bw_dw_md;                   /* diff weights layout from backward weights */
     dnnl_primitive_desc_t fwd_pd;
-    lp_prim fwd, bwd_data, bwd_w;
+    lp_prim fwd, bwd_data, bwd_w; /* bwd_w.impl names the kernel in both cases */
     bool has_bwd_data, has_bwd_w;
+    bool own_bwd_w;  /* backward weights runs lp_conv_bwd_w_small, not bwd_w.p */
+    int vec_x, vec_y; /* own_bwd_w: src_md's and dst_md's pixel vectors */
 } lp_conv2d;
 /* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */
 lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src);
@@ -110,6 +115,13 @@ lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy,
 /* dw written (not accumulated) in bw_dw_md; db (k) written. */
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch);
 void lp_conv2d_free(lp_conv2d *c);
+/* Tests set this false to run oneDNN's backward weights where ours would run. */
+extern bool lp_conv_bwd_w_own_allowed;
+/* conv_bwd_w_small.c (AVX-512F): 3x3 stride 1 pad 1, h*w <= 16, c and k multiples of
+ * 16, x and dy in pixel-vector layouts (vec_x, vec_y), dw fp32 in ABcd16b16a, db (k). */
+size_t lp_conv_bwd_w_small_scratch(const lp_conv2d_params *p);
+void lp_conv_bwd_w_small(const lp_conv2d_params *p, int vec_x, int vec_y, const void *x, const void *dy, float *dw,
+                         float *db, void *scratch);
 
 /* ---- max pooling (floor, like PyTorch's MaxPool2d) ------------------------
  * x: (n, c, h, w) in src_md, y: (n, c, oh, ow) in dst_md, ws: workspace of

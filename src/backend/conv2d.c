@@ -3,6 +3,7 @@
  * any for the model's first layer). ReLU is fused as a post-op. Direct or
  * Winograd algorithm, as the caller asks (nn decides where Winograd pays). */
 #include "backend.h"
+#include <stdio.h>
 #include <string.h>
 
 lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src) {
@@ -76,6 +77,23 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
     return ds;
 }
 
+/* Where our small-map kernel (conv_bwd_w_small.c) takes backward weights: 3x3 stride 1
+ * pad 1 on maps of at most 16 pixels (VGG's 4x4 and 2x2 at 32x32 input), pixel-vector
+ * layouts, and oneDNN's own choice of gradient layout, ABcd16b16a, so that storage
+ * decisions made from bw_dw_md do not change. */
+static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
+    const lp_conv2d_params *p = &c->p;
+    lp_md want;
+    dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
+    if (!lp_conv_bwd_w_own_allowed || !lp_winograd_available() || p->kh != 3 || p->kw != 3 || p->sh != 1 || p->sw != 1 ||
+        p->ph != 1 || p->pw != 1 || p->h * p->w > 16 || p->c % 16 || p->k % 16 ||
+        !lp_md_pixel_vectors(&c->src_md, &c->vec_x) || !lp_md_pixel_vectors(&c->dst_md, &c->vec_y) ||
+        c->vec_x % 16 || c->vec_y % 16 ||
+        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_f32, dnnl_ABcd16b16a) != dnnl_success)
+        return false;
+    return lp_md_equal(&want, dw_md);
+}
+
 lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
     const lp_conv2d_params *p = &c->p;
     int64_t wd[4] = {p->k, p->c, p->kh, p->kw};
@@ -110,6 +128,13 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
         dnnl_primitive_desc_t pd;
         if ((st = lp_dnnl_check(backward_pd(c, false, &dw_any, &pd), "conv2d backward weights"))) return st;
         c->bw_dw_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
+        if (own_bwd_w(c, &c->bw_dw_md)) {
+            dnnl_primitive_desc_destroy(pd);
+            c->own_bwd_w = c->has_bwd_w = true;
+            c->bwd_w.scratch_size = lp_conv_bwd_w_small_scratch(&c->p);
+            snprintf(c->bwd_w.impl, sizeof c->bwd_w.impl, "loupe:avx512_3x3_small");
+            return LP_OK;
+        }
         static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
         st = lp_prim_create(&c->bwd_w, pd, kinds, 4);
         dnnl_primitive_desc_destroy(pd);
@@ -137,6 +162,10 @@ lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy,
 }
 
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch) {
+    if (c->own_bwd_w) {
+        lp_conv_bwd_w_small(&c->p, c->vec_x, c->vec_y, x, dy, dw, db, scratch);
+        return LP_OK;
+    }
     void *p[4] = {(void *)x, (void *)dy, dw, db};
     return lp_prim_exec(&c->bwd_w, s, p, scratch);
 }

@@ -196,3 +196,23 @@ lp_status lp_reorder_exec(lp_reorder *r, dnnl_stream_t s, const void *src, void 
 void lp_reorder_free(lp_reorder *r) {
     if (r) lp_prim_free(&r->prim);
 }
+
+/* Pixel-vector layouts: nhwc (one vector of C per pixel, planes = N) or nChw16c
+ * (planes = N*C/16, vectors of 16). *vec = values per pixel vector. */
+bool lp_md_pixel_vectors(const lp_md *md, int *vec) {
+    if (md->format_kind != dnnl_blocked || md->ndims != 4 || md->offset0 != 0) return false;
+    for (int i = 0; i < 4; i++)
+        if (md->padded_dims[i] != md->dims[i]) return false;
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    const int64_t n = md->dims[0], c = md->dims[1], h = md->dims[2], w = md->dims[3];
+    if (b->inner_nblks == 0 && b->strides[1] == 1 && b->strides[3] == c && b->strides[2] == w * c && b->strides[0] == h * w * c) {
+        *vec = (int)c;
+        return n > 0;
+    }
+    if (b->inner_nblks == 1 && b->inner_blks[0] == 16 && b->inner_idxs[0] == 1 && c % 16 == 0 && b->strides[3] == 16 &&
+        b->strides[2] == w * 16 && b->strides[1] == h * w * 16 && b->strides[0] == c * h * w) {
+        *vec = 16;
+        return n > 0;
+    }
+    return false;
+}

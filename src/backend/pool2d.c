@@ -6,26 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Pixel-vector layouts: nhwc (one vector of C per pixel, planes = N) or nChw16c
- * (planes = N*C/16, vectors of 16). *vec = values per pixel vector. */
-static bool pixel_vector_layout(const lp_md *md, int *vec) {
-    if (md->format_kind != dnnl_blocked || md->ndims != 4 || md->offset0 != 0) return false;
-    for (int i = 0; i < 4; i++)
-        if (md->padded_dims[i] != md->dims[i]) return false;
-    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
-    const int64_t n = md->dims[0], c = md->dims[1], h = md->dims[2], w = md->dims[3];
-    if (b->inner_nblks == 0 && b->strides[1] == 1 && b->strides[3] == c && b->strides[2] == w * c && b->strides[0] == h * w * c) {
-        *vec = (int)c;
-        return n > 0;
-    }
-    if (b->inner_nblks == 1 && b->inner_blks[0] == 16 && b->inner_idxs[0] == 1 && c % 16 == 0 && b->strides[3] == 16 &&
-        b->strides[2] == w * 16 && b->strides[1] == h * w * 16 && b->strides[0] == c * h * w) {
-        *vec = 16;
-        return n > 0;
-    }
-    return false;
-}
-
 static lp_status own_init(lp_maxpool *m, const lp_md *src) {
     m->own = true;
     m->src_md = *src;
@@ -49,9 +29,9 @@ lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int
     if (h < kh || w < kw) return lp_fail(LP_ERR_SHAPE, "maxpool: input %dx%d smaller than the %dx%d window", h, w, kh, kw);
     int vec;
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && lp_maxpool_own_allowed && lp_winograd_available() &&
-        (src->data_type == dnnl_f32 || src->data_type == dnnl_bf16) && pixel_vector_layout(src, &vec) && vec % 16 == 0) {
+        (src->data_type == dnnl_f32 || src->data_type == dnnl_bf16) && lp_md_pixel_vectors(src, &vec) && vec % 16 == 0) {
         m->vec = vec;
-        m->planes = n * c / vec; /* unpadded (pixel_vector_layout) */
+        m->planes = n * c / vec; /* unpadded (lp_md_pixel_vectors) */
         return own_init(m, src);
     }
     int64_t dd[4] = {n, c, m->oh, m->ow};

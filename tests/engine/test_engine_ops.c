@@ -3,7 +3,8 @@
  * oneDNN layouts: conv2d (3x3 pad 1 and 3x3 stride 2 pad 0), max pool 2x2
  * (even and odd sizes; plain, nhwc and nChw16c; our kernel and oneDNN's; bf16
  * ties and NaN against aten's rule), dense, softmax cross-entropy, adaptive average pool
- * (shrinking and 1x1 -> 7x7), dropout. Exits non-zero on failure.
+ * (shrinking and 1x1 -> 7x7), dropout; backward weights on small maps (ours and
+ * oneDNN's) against sums in double. Exits non-zero on failure.
  * Fused ReLU is not finite-differenced here (kinks); the PyTorch parity
  * test covers it through whole networks. */
 #include "backend/backend.h"
@@ -443,6 +444,78 @@ static void test_dropout(void) {
     free(x), free(y), free(m), free(dx);
 }
 
+/* ---- backward weights on small maps (conv_bwd_w_small.c) vs a double reference ---
+ * x and dy hold random values (bf16: values exact in bf16) in the layout the conv
+ * has; dw and db from our kernel and from oneDNN's must both match the sums done in
+ * double. Taps whose input lies in the padding must get no contribution: a 1-pixel
+ * map has only its centre tap. */
+static float bf16_round(float f) { return f32_of(bf16_of(f)); }
+
+static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_format_tag_t tag) {
+    lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, bf16, false};
+    const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
+    const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * c * 9;
+    float *xp = lp_aligned_alloc(nx * 4), *yp = lp_aligned_alloc(ny * 4);
+    for (size_t i = 0; i < nx; i++) xp[i] = bf16_round(2.0f * lp_rng_uniform(5, 1, i) - 1.0f);
+    for (size_t i = 0; i < ny; i++) yp[i] = bf16_round(2.0f * lp_rng_uniform(5, 2, i) - 1.0f);
+    double *ref = calloc(nw, sizeof(double)), *rb = calloc((size_t)k, sizeof(double));
+    for (int b = 0; b < n; b++)
+        for (int o = 0; o < k; o++)
+            for (int y = 0; y < h; y++)
+                for (int xx = 0; xx < w; xx++) {
+                    const double g = yp[(((size_t)b * k + o) * h + y) * w + xx];
+                    rb[o] += g;
+                    for (int i = 0; i < c; i++)
+                        for (int t = 0; t < 9; t++) {
+                            const int iy = y + t / 3 - 1, ix = xx + t % 3 - 1;
+                            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                                ref[((size_t)o * c + i) * 9 + t] += g * xp[(((size_t)b * c + i) * h + iy) * w + ix];
+                        }
+                }
+    for (int own = 1; own >= 0; own--) {
+        lp_conv_bwd_w_own_allowed = own;
+        lp_conv2d cv;
+        dnnl_dims_t sd = {n, c, h, w};
+        lp_md src;
+        dnnl_memory_desc_init_by_tag(&src, 4, sd, dt, tag);
+        CHECK(lp_conv2d_init(&cv, &p, &src));
+        CHECK(lp_conv2d_init_backward(&cv, false, true));
+        lp_conv_bwd_w_own_allowed = true;
+        const bool ours = strncmp(cv.bwd_w.impl, "loupe:", 6) == 0;
+        if (ours != (own == 1)) {
+            printf("bwd_w small %s: kernel %s, expected %s FAIL\n", bf16 ? "bf16" : "fp32", cv.bwd_w.impl, own ? "ours" : "oneDNN's");
+            failures++;
+        }
+        int64_t xd[4] = {n, c, h, w}, yd[4] = {n, k, h, w}, wd[4] = {k, c, 3, 3};
+        lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_md_plain(4, wd);
+        lp_reorder rx, ry, rw;
+        CHECK(lp_reorder_init(&rx, &xpl, &cv.src_md, false));
+        CHECK(lp_reorder_init(&ry, &ypl, &cv.dst_md, false));
+        CHECK(lp_reorder_init(&rw, &cv.bw_dw_md, &wpl, false));
+        void *x = lp_aligned_alloc(lp_md_size(&cv.src_md)), *dy = lp_aligned_alloc(lp_md_size(&cv.dst_md)),
+             *dwb = lp_aligned_alloc(lp_md_size(&cv.bw_dw_md)), *scr = lp_aligned_alloc(lp_conv2d_scratch_size(&cv) + 4096);
+        float *dw = lp_aligned_alloc(nw * 4), *db = lp_aligned_alloc((size_t)k * 4);
+        CHECK(lp_reorder_exec(&rx, S, xp, x, scr));
+        CHECK(lp_reorder_exec(&ry, S, yp, dy, scr));
+        CHECK(lp_conv2d_backward_weights(&cv, S, x, dy, dwb, db, scr));
+        CHECK(lp_reorder_exec(&rw, S, dwb, dw, scr));
+        dnnl_stream_wait(S);
+        double worst = 0, scale = 1e-3;
+        for (size_t i = 0; i < nw; i++) scale = fmax(scale, fabs(ref[i]));
+        for (size_t i = 0; i < nw; i++) worst = fmax(worst, fabs(dw[i] - ref[i]) / scale);
+        for (int o = 0; o < k; o++) worst = fmax(worst, fabs(db[o] - rb[o]) / scale);
+        char l1[32], l2[32];
+        printf("bwd_w small (%d,%d,%d,%d)->%d %s x %s dy %s %-24s worst rel err %.2e %s\n", n, c, h, w, k, bf16 ? "bf16" : "fp32",
+               lp_md_layout(&cv.src_md, l1, 32), lp_md_layout(&cv.dst_md, l2, 32), cv.bwd_w.impl, worst,
+               worst <= 1e-5 ? "ok" : "FAIL");
+        if (!(worst <= 1e-5)) failures++;
+        lp_reorder_free(&rx), lp_reorder_free(&ry), lp_reorder_free(&rw);
+        lp_conv2d_free(&cv);
+        free(x), free(dy), free(dwb), free(scr), free(dw), free(db);
+    }
+    free(xp), free(yp), free(ref), free(rb);
+}
+
 int main(void) {
     CHECK(lp_dnnl_stream_create(&S));
     test_conv("conv 3x3 pad1 (2,3,6,6)->16", (lp_conv2d_params){2, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, false, false, false}, false);
@@ -451,6 +524,13 @@ int main(void) {
     /* Winograd F(4x4,3x3): a 12x10 output is 3x3 tiles of 4x4, the last column partial */
     test_conv("conv 3x3 pad1 winograd (2,16,12,10)->32",
               (lp_conv2d_params){2, 16, 12, 10, 32, 3, 3, 1, 1, 1, 1, false, false, true}, true);
+    /* backward weights on maps of <= 16 pixels: ours (AVX-512) and oneDNN's */
+    test_bwd_w_small(2, 32, 48, 2, 2, true, dnnl_acdb);
+    test_bwd_w_small(2, 64, 32, 4, 4, true, dnnl_acdb);
+    test_bwd_w_small(3, 32, 16, 3, 5, true, dnnl_aBcd16b);
+    test_bwd_w_small(2, 32, 48, 1, 1, false, dnnl_aBcd16b);
+    test_bwd_w_small(2, 48, 32, 2, 3, false, dnnl_acdb);
+    test_bwd_w_small(1, 16, 32, 4, 4, false, dnnl_aBcd16b);
     test_pool(2, 3, 6, 6, dnnl_abcd, true);
     test_pool(1, 2, 7, 5, dnnl_abcd, true);
     test_pool(2, 32, 7, 9, dnnl_acdb, true);    /* nhwc, odd sizes: ours */
