@@ -122,6 +122,15 @@ extern bool lp_conv_bwd_w_own_allowed;
 size_t lp_conv_bwd_w_small_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_small(const lp_conv2d_params *p, int vec_x, int vec_y, const void *x, const void *dy, float *dw,
                          float *db, void *scratch);
+/* The same in pieces, for an update that consumes each piece as it is made (nn's
+ * fused update): prepare (writes db and fills scratch), then pair q in [0, pairs)
+ * writes the LP_BWD_W_PAIR values dw[q * LP_BWD_W_PAIR ...] (one 16x16 block pair,
+ * 9 taps) to out. */
+#define LP_BWD_W_PAIR (9 * 256)
+static inline long long lp_conv_bwd_w_small_pairs(const lp_conv2d_params *p) { return (long long)(p->k / 16) * (p->c / 16); }
+void lp_conv_bwd_w_small_prepare(const lp_conv2d_params *p, int vec_x, int vec_y, const void *x, const void *dy, float *db,
+                                 void *scratch);
+void lp_conv_bwd_w_small_pair(const lp_conv2d_params *p, const void *scratch, long long q, float *out);
 
 /* ---- max pooling (floor, like PyTorch's MaxPool2d) ------------------------
  * x: (n, c, h, w) in src_md, y: (n, c, oh, ow) in dst_md, ws: workspace of

@@ -85,14 +85,24 @@ size_t lp_conv_bwd_w_small_scratch(const lp_conv2d_params *p) {
     return sizeof(float) * ((size_t)p->n * (p->h + 2) * (p->w + 2) * p->c + (size_t)p->n * p->h * p->w * p->k) + 64;
 }
 
+void lp_conv_bwd_w_small_prepare(const lp_conv2d_params *p, int vec_x, int vec_y, const void *x, const void *dy, float *db,
+                                 void *scratch) {
+    float *xp = scratch, *dyf = xp + (size_t)p->n * (p->h + 2) * (p->w + 2) * p->c;
+    prepare(p, vec_x, vec_y, x, dy, xp, dyf, db);
+}
+
+void lp_conv_bwd_w_small_pair(const lp_conv2d_params *p, const void *scratch, long long q, float *dw) {
+    const float *xp = scratch, *dyf = xp + (size_t)p->n * (p->h + 2) * (p->w + 2) * p->c;
+    const int ib_n = p->c / 16;
+    pair(p, xp, dyf, (int)(q / ib_n), (int)(q % ib_n), dw);
+}
+
 /* The parallel loop holds no vector types: an OpenMP body is a function of its own,
  * which (in clang) does not inherit the target attribute. */
 void lp_conv_bwd_w_small(const lp_conv2d_params *p, int vec_x, int vec_y, const void *x, const void *dy, float *dw,
                          float *db, void *scratch) {
-    const int ib_n = p->c / 16;
-    const long long pairs = (long long)(p->k / 16) * ib_n;
-    float *xp = scratch, *dyf = xp + (size_t)p->n * (p->h + 2) * (p->w + 2) * p->c;
-    prepare(p, vec_x, vec_y, x, dy, xp, dyf, db);
+    lp_conv_bwd_w_small_prepare(p, vec_x, vec_y, x, dy, db, scratch);
+    const long long pairs = lp_conv_bwd_w_small_pairs(p);
 LP_OMP(parallel for)
-    for (long long q = 0; q < pairs; q++) pair(p, xp, dyf, (int)(q / ib_n), (int)(q % ib_n), dw + (size_t)q * 9 * 256);
+    for (long long q = 0; q < pairs; q++) lp_conv_bwd_w_small_pair(p, scratch, q, dw + (size_t)q * LP_BWD_W_PAIR);
 }

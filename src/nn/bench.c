@@ -25,9 +25,10 @@ static lp_status train_step(lp_net *net, lp_optim *opt, const lp_optim_config *o
     lp_status st = lp_net_forward(net, x, n, true, (uint64_t)step, NULL);
     if (!st) st = lp_net_loss(net, labels, n, NULL, NULL, &l);
     if (t1) *t1 = lp_now();
-    if (!st) st = lp_net_backward(net);
+    const float lr = oc->kind == LP_OPT_SGD ? 0.001f : 1e-5f;
+    if (!st) st = lp_net_backward_fused(net, opt, lr); /* lp_net_backward_step in two halves */
     if (t2) *t2 = lp_now();
-    if (!st) st = lp_optim_step(opt, oc->kind == LP_OPT_SGD ? 0.001f : 1e-5f);
+    if (!st) st = lp_optim_step(opt, lr);
     if (loss) *loss = l;
     return st;
 }

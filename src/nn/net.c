@@ -648,7 +648,11 @@ lp_status lp_net_backward(lp_net *net) {
             dnnl_stream_wait(net->stream);
             net->prof[2 * l + 1] += lp_now() - t0;
         }
-        if (w) net->params[L->pw].grad_state = net->params[L->pb].grad_state = LP_GRAD_DATA;
+        if (w) {
+            net->params[L->pw].grad_state = L->grad_consumed ? LP_GRAD_STALE : LP_GRAD_DATA;
+            net->params[L->pb].grad_state = LP_GRAD_DATA;
+            L->grad_consumed = false;
+        }
         dy = dx;
     }
     dnnl_stream_wait(net->stream);

@@ -50,6 +50,7 @@ typedef struct lp_layer {
      * (OhwI16i32o2i, in wf) and backward-data (OIhw16o16i2o, in wb) copies as it updates */
     bool bf16_copies, bf16_copy_bwd;
     lp_md bf16_fwd_md, bf16_bwd_md;
+    bool grad_consumed; /* this backward applied the weight's update itself (fused): its gradient is not kept */
 } lp_layer;
 
 typedef struct lp_plan_layer {
@@ -120,6 +121,10 @@ struct lp_net {
     float *dlogits; /* (cap_batch, K) */
     int dlogits_cap;
     double *prof; /* NULL, or per layer l: [2l] forward and [2l+1] backward seconds (bench) */
+    /* lp_net_backward_step: the optimizer and learning rate that conv layers with the
+     * small-map backward-weights kernel apply inside backward (NULL: none) */
+    struct lp_optim *fuse_opt;
+    float fuse_lr;
     /* summary bookkeeping */
     int backbone_layers; /* layers[0..backbone_layers) come from the backbone */
 };
@@ -175,6 +180,30 @@ typedef struct lp_bf16_copies {
 } lp_bf16_copies;
 void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md);
 bool lp_net_param_bf16_copies(lp_net *net, int i, lp_bf16_copies *c);
+
+/* optim.c: one parameter's update in a step, in pieces. lp_optim_step runs it over
+ * the whole gradient; a fused step (lp_net_backward_step) runs it inside backward
+ * on each piece of a conv weight's gradient as the small-map kernel makes it, then
+ * marks it done with lp_optim_param_fused so that lp_optim_step skips it. */
+typedef struct lp_param_update {
+    float *w, *m, *v;
+    const float *g;
+    float lr;
+    bool first;                       /* SGD: no momentum buffer yet */
+    float step_size, bc2_sqrt, decay; /* Adam */
+    float *twin;                      /* or NULL */
+    lp_bf16_copies cp;
+    bool copies;
+    int param;
+} lp_param_update;
+struct lp_optim;
+lp_status lp_optim_param_begin(struct lp_optim *o, int i, float lr, lp_param_update *u);
+/* Elements [lo, hi) (whole 16x16 blocks) from gradient g[0, hi - lo); non-zero when
+ * a weight came out NaN/Inf. */
+uint32_t lp_optim_param_range(const struct lp_optim *o, const lp_param_update *u, const float *g, long long lo, long long hi);
+void lp_optim_param_fused(struct lp_optim *o, const lp_param_update *u, uint32_t bad);
+/* The backward half of lp_net_backward_step (the bench times the halves). */
+lp_status lp_net_backward_fused(lp_net *net, struct lp_optim *o, float lr);
 /* bench_layers.c: after a training step, runs each layer's primitives once alone,
  * adding seconds to t[2l] (forward), t[2l+1] (backward) and setting gflop[2l], [2l+1]. */
 lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop);

@@ -18,6 +18,8 @@ struct lp_optim {
     bool *has_state;    /* per parameter */
     bool *state_blk;    /* per parameter: m/v are in the param's blocked storage layout (store.c) */
     bool *twin_written; /* per parameter, in one step: the update also wrote backward-data's copy */
+    bool *fused;        /* per parameter, in one step: updated inside backward (lp_net_backward_step) */
+    int fused_bad;      /* the first fused parameter that came out NaN/Inf this step, or -1 */
     int64_t step;       /* number of lp_optim_step calls */
 };
 
@@ -47,7 +49,10 @@ lp_status lp_optim_create(lp_net *net, const lp_optim_config *cfg, lp_optim **ou
     o->has_state = calloc((size_t)net->nparams + 1, sizeof *o->has_state);
     o->state_blk = calloc((size_t)net->nparams + 1, sizeof *o->state_blk);
     o->twin_written = calloc((size_t)net->nparams + 1, sizeof *o->twin_written);
-    if (!o->m || (cfg->kind != LP_OPT_SGD && !o->v) || !o->steps || !o->has_state || !o->state_blk || !o->twin_written) {
+    o->fused = calloc((size_t)net->nparams + 1, sizeof *o->fused);
+    o->fused_bad = -1;
+    if (!o->m || (cfg->kind != LP_OPT_SGD && !o->v) || !o->steps || !o->has_state || !o->state_blk || !o->twin_written ||
+        !o->fused) {
         lp_optim_free(o);
         return lp_fail(LP_ERR_NOMEM, "optimizer: out of memory");
     }
@@ -63,6 +68,7 @@ void lp_optim_free(lp_optim *o) {
     free(o->has_state);
     free(o->state_blk);
     free(o->twin_written);
+    free(o->fused);
     free(o);
 }
 
@@ -70,13 +76,7 @@ void lp_optim_free(lp_optim *o) {
  * when a weight came out NaN/Inf: a diverged step would otherwise go unnoticed,
  * since ReLU (max(x, 0) in oneDNN) maps NaN to 0 and the loss of a net with NaN
  * weights can stay finite. */
-typedef struct update_args {
-    float *w, *m, *v;
-    const float *g;
-    float lr;
-    bool first;                          /* SGD: no momentum buffer yet */
-    float step_size, bc2_sqrt, decay;    /* Adam */
-} update_args;
+typedef lp_param_update update_args;
 
 /* The update loops are built for AVX-512 too where the CPU has it (the default build
  * is baseline x86-64); -ffp-contract=off keeps both builds' results identical. */
@@ -179,21 +179,30 @@ static void transpose16_stream(float *restrict t, const float *restrict w, long 
     _mm_sfence();
 }
 
-/* Updates n elements in chunks. With a twin (backward-data's copy of blocked conv
- * weights, each 16x16 block transposed: store.c), each chunk is also written there
- * while it is still in cache: that replaces a reorder of the weights in every
- * step's backward, which at small images was a tenth of the step. */
+/* Elements [lo, hi) of u's parameter (whole 16x16 blocks) from their gradient g[0,
+ * hi - lo): the update, then the twin or bf16 copies. With a twin (backward-data's
+ * copy of blocked conv weights, each 16x16 block transposed: store.c) or the bf16
+ * copies, each piece is written there while it is still in cache: that replaces
+ * reorders of the weights in every step's backward, which at small images were a
+ * tenth of the step. */
+uint32_t lp_optim_param_range(const lp_optim *o, const lp_param_update *u, const float *g, long long lo, long long hi) {
+    update_args a = *u;
+    a.w += lo, a.m += lo, a.g = g;
+    if (a.v) a.v += lo;
+    uint32_t bad = o->cfg.kind == LP_OPT_SGD ? sgd_range(o, &a, 0, hi - lo) : adam_range(o, &a, 0, hi - lo);
+    if (u->twin) transpose16_stream(u->twin, u->w, lo, hi);
+    if (u->copies) bf16_copies_range(&u->cp, u->w, lo, hi);
+    return bad;
+}
+
 #define UPDATE_CHUNK 4096 /* elements: whole 16x16 blocks */
-static uint32_t update_param(const lp_optim *o, const update_args *a, long long n, float *twin, const lp_bf16_copies *cp) {
+static uint32_t update_param(const lp_optim *o, const lp_param_update *u, long long n) {
     const long long chunks = (n + UPDATE_CHUNK - 1) / UPDATE_CHUNK;
-    const bool sgd = o->cfg.kind == LP_OPT_SGD;
     uint32_t bad = 0;
 LP_OMP(parallel for reduction(| : bad) if (n > 32768))
     for (long long c = 0; c < chunks; c++) {
         long long lo = c * UPDATE_CHUNK, hi = lo + UPDATE_CHUNK < n ? lo + UPDATE_CHUNK : n;
-        bad |= sgd ? sgd_range(o, a, lo, hi) : adam_range(o, a, lo, hi);
-        if (twin) transpose16_stream(twin, a->w, lo, hi);
-        if (cp) bf16_copies_range(cp, a->w, lo, hi);
+        bad |= lp_optim_param_range(o, u, u->g + lo, lo, hi);
     }
     return bad;
 }
@@ -212,45 +221,101 @@ static lp_status state_layout(lp_optim *o, int i, bool blocked) {
     return LP_OK;
 }
 
+/* Starts param i's update in this step: its state in the weights' layout, its step
+ * count, and where its twin or bf16 copies go. */
+lp_status lp_optim_param_begin(lp_optim *o, int i, float lr, lp_param_update *u) {
+    lp_net *net = o->net;
+    lp_param *p = &net->params[i];
+    lp_status st = state_layout(o, i, lp_net_param_store_md(net, i) != NULL);
+    if (st) return st;
+    o->steps[i]++;
+    *u = (lp_param_update){.w = net->weights + p->offset, .g = net->grads + p->offset, .m = o->m + p->offset,
+                           .v = o->v ? o->v + p->offset : NULL, .lr = lr, .first = !o->has_state[i], .param = i};
+    if (o->cfg.kind != LP_OPT_SGD) {
+        double bc1 = 1.0 - pow((double)o->cfg.beta1, (double)o->steps[i]),
+               bc2 = 1.0 - pow((double)o->cfg.beta2, (double)o->steps[i]);
+        u->step_size = (float)((double)lr / bc1);
+        u->bc2_sqrt = (float)sqrt(bc2);
+        u->decay = (float)(1.0 - (double)lr * o->cfg.weight_decay);
+    }
+    u->twin = lp_net_param_twin(net, i);
+    u->copies = lp_net_param_bf16_copies(net, i, &u->cp);
+    return LP_OK;
+}
+
+/* Ends it; bad: the ranges' NaN/Inf flags. */
+static void param_end(lp_optim *o, const lp_param_update *u) {
+    const int i = u->param;
+    o->twin_written[i] = u->twin != NULL || u->copies;
+    o->has_state[i] = o->cfg.kind != LP_OPT_SGD || o->cfg.momentum != 0.0f;
+}
+
+void lp_optim_param_fused(lp_optim *o, const lp_param_update *u, uint32_t bad) {
+    param_end(o, u);
+    o->fused[u->param] = true;
+    if (bad && o->fused_bad < 0) o->fused_bad = u->param;
+}
+
+static lp_status lp_optim_check_lr(float lr) {
+    if (!(lr >= 0.0f) || !isfinite(lr)) return lp_fail(LP_ERR_ARG, "optimizer: learning rate %g", lr);
+    return LP_OK;
+}
+
 lp_status lp_optim_step(lp_optim *o, float lr) {
     lp_net *net = o->net;
-    if (!(lr >= 0.0f) || !isfinite(lr)) return lp_fail(LP_ERR_ARG, "optimizer: learning rate %g", lr);
-    bool *twins = o->twin_written;
-    memset(twins, 0, sizeof *twins * (size_t)net->nparams); /* frozen ones skip the loop below */
-    int bad = -1;
+    lp_status st = lp_optim_check_lr(lr);
+    if (st) return st;
+    int bad = o->fused_bad; /* the parameters updated inside backward come first */
+    for (int i = 0; i < net->nparams; i++)
+        if (!o->fused[i]) o->twin_written[i] = false;
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
-        if (!p->trainable) continue;
+        if (!p->trainable || o->fused[i]) continue;
         lp_net_materialize_grad(net, i);
-        float *w = net->weights + p->offset, *g = net->grads + p->offset;
-        lp_status st = state_layout(o, i, lp_net_param_store_md(net, i) != NULL);
-        if (st) return st;
-        o->steps[i]++;
-        update_args a = {.w = w, .g = g, .m = o->m + p->offset, .v = o->v ? o->v + p->offset : NULL, .lr = lr,
-                         .first = !o->has_state[i]};
-        if (o->cfg.kind != LP_OPT_SGD) {
-            double bc1 = 1.0 - pow((double)o->cfg.beta1, (double)o->steps[i]),
-                   bc2 = 1.0 - pow((double)o->cfg.beta2, (double)o->steps[i]);
-            a.step_size = (float)((double)lr / bc1);
-            a.bc2_sqrt = (float)sqrt(bc2);
-            a.decay = (float)(1.0 - (double)lr * o->cfg.weight_decay);
-        }
-        float *twin = lp_net_param_twin(net, i);
-        lp_bf16_copies cp;
-        bool copies = lp_net_param_bf16_copies(net, i, &cp);
-        twins[i] = twin != NULL || copies;
-        uint32_t nf = update_param(o, &a, (long long)p->numel, twin, copies ? &cp : NULL);
+        lp_param_update u;
+        if ((st = lp_optim_param_begin(o, i, lr, &u))) return st;
+        uint32_t nf = update_param(o, &u, (long long)p->numel);
         if (nf && bad < 0) bad = i;
-        o->has_state[i] = o->cfg.kind != LP_OPT_SGD || o->cfg.momentum != 0.0f;
+        param_end(o, &u);
     }
     o->step++;
     lp_net_invalidate_weights(net, true);
     for (int i = 0; i < net->nparams; i++)
-        if (twins[i]) lp_net_param_twin_written(net, i);
+        if (o->twin_written[i]) lp_net_param_twin_written(net, i);
+    memset(o->fused, 0, sizeof *o->fused * (size_t)net->nparams);
+    o->fused_bad = -1;
     if (bad >= 0)
         return lp_fail(LP_ERR_NUMERIC, "optimizer: the update made %s NaN/Inf (diverged: lower the learning rate)",
                        net->params[bad].name);
     return LP_OK;
+}
+
+/* After a backward that failed part-way: the layers it updated keep their update
+ * (weights and copies agree); the flags are cleared for the next step. */
+static void fused_abort(lp_optim *o) {
+    lp_net *net = o->net;
+    lp_net_invalidate_weights(net, true);
+    for (int i = 0; i < net->nparams; i++)
+        if (o->fused[i] && o->twin_written[i]) lp_net_param_twin_written(net, i);
+    memset(o->fused, 0, sizeof *o->fused * (size_t)net->nparams);
+    o->fused_bad = -1;
+}
+
+lp_status lp_net_backward_fused(lp_net *net, lp_optim *o, float lr) {
+    if (o->net != net) return lp_fail(LP_ERR_ARG, "backward step: the optimizer was made for another net");
+    lp_status st = lp_optim_check_lr(lr);
+    if (st) return st;
+    net->fuse_opt = o;
+    net->fuse_lr = lr;
+    st = lp_net_backward(net);
+    net->fuse_opt = NULL;
+    if (st) fused_abort(o);
+    return st;
+}
+
+lp_status lp_net_backward_step(lp_net *net, lp_optim *o, float lr) {
+    lp_status st = lp_net_backward_fused(net, o, lr);
+    return st ? st : lp_optim_step(o, lr);
 }
 
 static lp_status add_f32(lp_tensor_list *out, const char *name, const lp_param *p, const float *src) {

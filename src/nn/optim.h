@@ -21,6 +21,13 @@ lp_status lp_optim_create(lp_net *net, const lp_optim_config *cfg, lp_optim **ou
 void lp_optim_free(lp_optim *o);
 /* One update of the trainable params from their grads, with learning rate lr. */
 lp_status lp_optim_step(lp_optim *o, float lr);
+/* lp_net_backward then lp_optim_step, with the same result bit for bit, except that
+ * conv layers whose weight gradient comes from the small-map kernel (3x3 on maps of
+ * <= 16 pixels: VGG's last six at 32x32) apply their update as backward computes it,
+ * never storing the gradient (faster: the update is memory-bound). Their weight
+ * gradients read as zero afterwards: call the two separately to inspect gradients
+ * (histograms, finiteness checks) before the update. */
+lp_status lp_net_backward_step(lp_net *net, lp_optim *o, float lr);
 /* State for checkpoints/resume: "optim.<param name>.momentum_buffer" (SGD),
  * "optim.<param name>.exp_avg" / ".exp_avg_sq" (Adam/AdamW), "optim.step"
  * (I64 scalar, shape (1)). Only trainable params with state are written. */

@@ -308,7 +308,10 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
             } else {
                 /* lp_net_loss fails on a non-finite loss (before any update), lp_optim_step on
                  * weights the update made non-finite (after it; training stops either way) */
-                if ((s = lp_fit_train_step(f, &bt, dseed, (float)f->st.lr, &mean)) && s != LP_ERR_NUMERIC) return s;
+                /* the epoch's gradient histograms read the last step's gradients */
+                const bool keep_grads = f->tb && p->histogram_freq > 0 && epoch % p->histogram_freq == 0 && step == steps - 1;
+                if ((s = lp_fit_train_step(f, &bt, dseed, (float)f->st.lr, keep_grads, &mean)) && s != LP_ERR_NUMERIC)
+                    return s;
                 if (s == LP_ERR_NUMERIC && isfinite(mean))
                     return lp_fail(LP_ERR_NUMERIC,
                                    "the update of epoch %d step %d made the weights NaN/Inf: training diverged; the last "

@@ -49,7 +49,10 @@ void lp_fit_say(const lp_fit *f, const char *fmt, ...) __attribute__((format(pri
 lp_status lp_fit_load_net_tensors(lp_fit *f, lp_tensor_list *all);
 void lp_fit_teardown(lp_fit *f);
 /* forward(training) + loss + backward + optimizer step; f->probs holds the batch's probabilities. */
-lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss);
+/* keep_grads: the gradients are read after the step (histograms), so no layer may
+ * apply its update inside backward (lp_net_backward_step); the weights are the same. */
+lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, bool keep_grads,
+                            float *mean_loss);
 /* lp_fit_train_step without the optimizer step, for --on-nan skip (gradients checked first). */
 lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float *mean_loss);
 /* Inference forward of a validation batch (uses the feature cache when on). */

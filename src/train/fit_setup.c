@@ -563,7 +563,8 @@ void lp_fit_teardown(lp_fit *f) {
 }
 
 /* ---- steps ------------------------------------------------------------------------ */
-lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float *mean_loss) {
+/* Forward and loss of a training step, gradients zeroed for the backward. */
+static lp_status train_forward(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float *mean_loss) {
     lp_status s;
     if (f->feat_k > 0) {
         s = batch_features(f, bt, f->feat_train, f->have_train);
@@ -574,12 +575,20 @@ lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_
     if (!s) s = lp_net_loss(f->net, bt->labels, bt->n, NULL, f->probs, mean_loss);
     if (s) return s;
     lp_net_zero_grad(f->net);
-    return lp_net_backward(f->net);
+    return LP_OK;
 }
 
-lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss) {
-    lp_status s = lp_fit_train_backward(f, bt, dropout_seed, mean_loss);
-    return s ? s : lp_optim_step(f->opt, lr);
+lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float *mean_loss) {
+    lp_status s = train_forward(f, bt, dropout_seed, mean_loss);
+    return s ? s : lp_net_backward(f->net);
+}
+
+lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, bool keep_grads,
+                            float *mean_loss) {
+    lp_status s = train_forward(f, bt, dropout_seed, mean_loss);
+    if (s) return s;
+    if (keep_grads) return (s = lp_net_backward(f->net)) ? s : lp_optim_step(f->opt, lr);
+    return lp_net_backward_step(f->net, f->opt, lr);
 }
 
 lp_status lp_fit_forward_eval(lp_fit *f, const lp_batch *bt, float *logits) {

@@ -523,9 +523,82 @@ static void test_bf16_copies(void) {
     lp_net_free(net);
 }
 
+/* lp_net_backward_step applies the update of conv layers with the small-map kernel
+ * (VGG16's last six at 32x32) inside backward. Oracle: lp_net_backward then
+ * lp_optim_step on a second net with the same weights: every weight must come out
+ * bit-identical, with SGD (momentum) and Adam, fp32 and bf16, over three steps of
+ * which the last one is unfused again on both (the optimizer's flags are clean). */
+static void test_fused_step(bool bf16, lp_opt_kind kind) {
+    const char *what = kind == LP_OPT_SGD ? "sgd" : "adam";
+    if (bf16 && !lp_net_bf16_native()) {
+        printf("fused step bf16 %s: skipped (no native bf16 here)\n", what);
+        return;
+    }
+    lp_net_config c = gap_config("vgg16", 32);
+    c.conv_algo = LP_CONV_DIRECT;
+    c.bf16 = bf16;
+    lp_net *a, *b;
+    lp_optim *oa, *ob;
+    lp_optim_config oc = lp_optim_default_config(kind);
+    oc.momentum = kind == LP_OPT_SGD ? 0.9f : 0.0f;
+    OK(lp_net_create(&c, &a));
+    OK(lp_net_create(&c, &b));
+    lp_tensor_list sd;
+    lp_tensor_list_init(&sd);
+    OK(lp_net_state_dict(a, &sd));
+    OK(lp_net_load_state_dict(b, &sd, true, NULL));
+    lp_tensor_list_free(&sd);
+    OK(lp_optim_create(a, &oc, &oa));
+    OK(lp_optim_create(b, &oc, &ob));
+    static float x[2 * 3 * 32 * 32];
+    int labels[2] = {1, 0}, p28 = -1;
+    for (int i = 0; i < lp_net_param_count(a); i++)
+        if (!strcmp(lp_net_param_name(a, i), "features.28.weight")) p28 = i;
+    const float lr = kind == LP_OPT_SGD ? 0.01f : 1e-4f;
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(9, (uint64_t)step, i);
+        float la, lb;
+        OK(lp_net_forward(a, x, 2, true, 0, NULL));
+        OK(lp_net_loss(a, labels, 2, NULL, NULL, &la));
+        lp_net_zero_grad(a);
+        OK(lp_net_backward(a));
+        OK(lp_net_forward(b, x, 2, true, 0, NULL));
+        OK(lp_net_loss(b, labels, 2, NULL, NULL, &lb));
+        lp_net_zero_grad(b);
+        if (step < 2) {
+            OK(lp_net_backward_step(b, ob, lr));
+            size_t n28 = lp_net_param_numel(a, p28), nz_a = 0, nz_b = 0;
+            const float *ga = lp_net_grad(a, p28), *gb = lp_net_grad(b, p28);
+            for (size_t i = 0; i < n28; i++) nz_a += ga[i] != 0, nz_b += gb[i] != 0;
+            EXPECT(nz_a > 0 && nz_b == 0, "fused step %s: features.28.weight's gradient has %zu non-zeros unfused, %zu "
+                   "fused (want > 0 and 0: the fused update consumed it)", what, nz_a, nz_b);
+        } else {
+            OK(lp_net_backward(b));
+            OK(lp_optim_step(ob, lr));
+        }
+        OK(lp_optim_step(oa, lr));
+        EXPECT(la == lb, "fused step %s %s: step %d loss %.9g vs %.9g", what, bf16 ? "bf16" : "fp32", step, la, lb);
+    }
+    size_t diff = 0, total = 0;
+    for (int i = 0; i < lp_net_param_count(a); i++) {
+        const float *wa = lp_net_param_data(a, i), *wb = lp_net_param_data(b, i);
+        for (size_t j = 0; j < lp_net_param_numel(a, i); j++) diff += memcmp(&wa[j], &wb[j], 4) != 0;
+        total += lp_net_param_numel(a, i);
+    }
+    EXPECT(diff == 0, "fused step %s %s: %zu of %zu weights differ from backward + step", what, bf16 ? "bf16" : "fp32", diff, total);
+    printf("fused step %s %s: after 3 steps %zu of %zu weights differ from lp_net_backward + lp_optim_step\n", what,
+           bf16 ? "bf16" : "fp32", diff, total);
+    lp_optim_free(oa), lp_optim_free(ob);
+    lp_net_free(a), lp_net_free(b);
+}
+
 int main(void) {
     test_weights_copy_after_freeze();
     test_bf16_copies();
+    test_fused_step(false, LP_OPT_SGD);
+    test_fused_step(false, LP_OPT_ADAM);
+    test_fused_step(true, LP_OPT_SGD);
+    test_fused_step(true, LP_OPT_ADAM);
     test_optim_non_finite();
     test_safetensors();
     test_state_and_checkpoint();
