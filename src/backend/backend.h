@@ -102,6 +102,7 @@ typedef struct lp_conv2d {
     lp_prim fwd, bwd_data, bwd_w; /* bwd_w.impl names the kernel in both cases */
     bool has_bwd_data, has_bwd_w;
     bool own_bwd_w;  /* backward weights runs lp_conv_bwd_w_small, not bwd_w.p */
+    bool own_bwd_data; /* backward data runs lp_conv_bwd_d_small, not bwd_data.p */
     int vec_x, vec_y; /* own_bwd_w: src_md's and dst_md's pixel vectors */
 } lp_conv2d;
 /* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */
@@ -115,8 +116,14 @@ lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy,
 /* dw written (not accumulated) in bw_dw_md; db (k) written. */
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch);
 void lp_conv2d_free(lp_conv2d *c);
-/* Tests set this false to run oneDNN's backward weights where ours would run. */
-extern bool lp_conv_bwd_w_own_allowed;
+/* Tests set these false to run oneDNN's backward weights / data where ours would run. */
+extern bool lp_conv_bwd_w_own_allowed, lp_conv_bwd_d_own_allowed;
+/* conv_bwd_d_small.c (AVX512-BF16): bf16 3x3 stride 1 pad 1, h*w <= 16 (conv2d.c: <= 4), c % 16 == 0,
+ * k % 32 == 0, dy and dx in pixel-vector layouts (conv2d.c uses it on nhwc), w in
+ * ABcd16a16b2a. */
+size_t lp_conv_bwd_d_small_scratch(const lp_conv2d_params *p);
+void lp_conv_bwd_d_small(const lp_conv2d_params *p, int vec_x, int vec_y, const void *dy, const void *w, void *dx,
+                         void *scratch);
 /* conv_bwd_w_small.c (AVX-512F): 3x3 stride 1 pad 1, h*w <= 16, c and k multiples of
  * 16, x and dy in pixel-vector layouts (vec_x, vec_y), dw fp32 in ABcd16b16a, db (k). */
 size_t lp_conv_bwd_w_small_scratch(const lp_conv2d_params *p);

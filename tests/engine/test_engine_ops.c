@@ -516,6 +516,76 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
     free(xp), free(yp), free(ref), free(rb);
 }
 
+/* ---- backward data on small maps, bf16 (conv_bwd_d_small.c) vs a double reference ---
+ * dy and w hold bf16 values; dx from our kernel and from oneDNN's must both be the sum
+ * in double rounded to bf16 (within two bf16 ulps of it: fp32 sums in other orders). */
+static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_t tag) {
+    if (!lp_bf16_native()) {
+        printf("bwd_data small: skipped (no native bf16 here)\n");
+        return;
+    }
+    lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, true, false};
+    const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * c * 9;
+    float *yp = lp_aligned_alloc(ny * 4), *wp = lp_aligned_alloc(nw * 4), *dxp = lp_aligned_alloc(nx * 4);
+    for (size_t i = 0; i < ny; i++) yp[i] = bf16_round(2.0f * lp_rng_uniform(6, 1, i) - 1.0f);
+    for (size_t i = 0; i < nw; i++) wp[i] = bf16_round(2.0f * lp_rng_uniform(6, 2, i) - 1.0f);
+    double *ref = calloc(nx, sizeof(double));
+    for (int b = 0; b < n; b++)
+        for (int o = 0; o < k; o++)
+            for (int y = 0; y < h; y++)
+                for (int xx = 0; xx < w; xx++) {
+                    const double g = yp[(((size_t)b * k + o) * h + y) * w + xx];
+                    for (int i = 0; i < c; i++)
+                        for (int t = 0; t < 9; t++) {
+                            const int iy = y + t / 3 - 1, ix = xx + t % 3 - 1;
+                            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                                ref[(((size_t)b * c + i) * h + iy) * w + ix] += g * wp[((size_t)o * c + i) * 9 + t];
+                        }
+                }
+    for (int own = 1; own >= 0; own--) {
+        lp_conv_bwd_d_own_allowed = own;
+        lp_conv2d cv;
+        dnnl_dims_t sd = {n, c, h, w};
+        lp_md src;
+        dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_bf16, tag);
+        CHECK(lp_conv2d_init(&cv, &p, &src));
+        CHECK(lp_conv2d_init_backward(&cv, true, false));
+        lp_conv_bwd_d_own_allowed = true;
+        const bool ours = strncmp(cv.bwd_data.impl, "loupe:", 6) == 0;
+        if (ours != (own == 1)) {
+            printf("bwd_data small: kernel %s, expected %s FAIL\n", cv.bwd_data.impl, own ? "ours" : "oneDNN's");
+            failures++;
+        }
+        int64_t xd[4] = {n, c, h, w}, yd[4] = {n, k, h, w}, wd[4] = {k, c, 3, 3};
+        lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_md_plain(4, wd);
+        lp_reorder rdx, ry, rw;
+        CHECK(lp_reorder_init(&rdx, &cv.src_md, &xpl, false));
+        CHECK(lp_reorder_init(&ry, &ypl, &cv.dst_md, false));
+        CHECK(lp_reorder_init(&rw, &wpl, &cv.bd_w_md, false));
+        void *dy = lp_aligned_alloc(lp_md_size(&cv.dst_md)), *wb = lp_aligned_alloc(lp_md_size(&cv.bd_w_md)),
+             *dx = lp_aligned_alloc(lp_md_size(&cv.src_md)), *scr = lp_aligned_alloc(lp_conv2d_scratch_size(&cv) + 4096);
+        CHECK(lp_reorder_exec(&ry, S, yp, dy, scr));
+        CHECK(lp_reorder_exec(&rw, S, wp, wb, scr));
+        CHECK(lp_conv2d_backward_data(&cv, S, dy, wb, dx, scr));
+        CHECK(lp_reorder_exec(&rdx, S, dx, dxp, scr));
+        dnnl_stream_wait(S);
+        double worst = 0; /* in bf16 ulps of the reference */
+        for (size_t i = 0; i < nx; i++) {
+            const double r = ref[i], ulp = fmax(fabs(r), 1e-30) / 128.0;
+            worst = fmax(worst, fabs(dxp[i] - r) / ulp);
+        }
+        char l1[32], l2[32];
+        printf("bwd_data small (%d,%d,%d,%d)->%d bf16 dx %s dy %s %-28s worst err %.2f bf16 ulp %s\n", n, c, h, w, k,
+               lp_md_layout(&cv.src_md, l1, 32), lp_md_layout(&cv.dst_md, l2, 32), cv.bwd_data.impl, worst,
+               worst <= 2.0 ? "ok" : "FAIL");
+        if (!(worst <= 2.0)) failures++;
+        lp_reorder_free(&rdx), lp_reorder_free(&ry), lp_reorder_free(&rw);
+        lp_conv2d_free(&cv);
+        free(dy), free(wb), free(dx), free(scr);
+    }
+    free(yp), free(wp), free(dxp), free(ref);
+}
+
 int main(void) {
     CHECK(lp_dnnl_stream_create(&S));
     test_conv("conv 3x3 pad1 (2,3,6,6)->16", (lp_conv2d_params){2, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, false, false, false}, false);
@@ -531,6 +601,10 @@ int main(void) {
     test_bwd_w_small(2, 32, 48, 1, 1, false, dnnl_aBcd16b);
     test_bwd_w_small(2, 48, 32, 2, 3, false, dnnl_acdb);
     test_bwd_w_small(1, 16, 32, 4, 4, false, dnnl_aBcd16b);
+    test_bwd_d_small(2, 48, 64, 2, 2, dnnl_acdb);
+    test_bwd_d_small(3, 16, 32, 1, 3, dnnl_acdb);
+    test_bwd_d_small(1, 64, 32, 2, 1, dnnl_acdb);
+    test_bwd_d_small(2, 32, 32, 1, 1, dnnl_acdb);
     test_pool(2, 3, 6, 6, dnnl_abcd, true);
     test_pool(1, 2, 7, 5, dnnl_abcd, true);
     test_pool(2, 32, 7, 9, dnnl_acdb, true);    /* nhwc, odd sizes: ours */
