@@ -103,6 +103,7 @@ typedef struct lp_conv2d {
     bool has_bwd_data, has_bwd_w;
     bool own_bwd_w;  /* backward weights runs lp_conv_bwd_w_small, not bwd_w.p */
     bool own_bwd_data; /* backward data runs lp_conv_bwd_d_small, not bwd_data.p */
+    bool own_fwd;      /* forward runs lp_conv_fwd_small (fwd.p is kept: backward's hint) */
     int vec_x, vec_y; /* own_bwd_w: src_md's and dst_md's pixel vectors */
 } lp_conv2d;
 /* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */
@@ -117,7 +118,11 @@ lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy,
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch);
 void lp_conv2d_free(lp_conv2d *c);
 /* Tests set these false to run oneDNN's backward weights / data where ours would run. */
-extern bool lp_conv_bwd_w_own_allowed, lp_conv_bwd_d_own_allowed;
+extern bool lp_conv_bwd_w_own_allowed, lp_conv_bwd_d_own_allowed, lp_conv_fwd_own_allowed;
+/* conv_fwd_small.c (AVX512-BF16): bf16 3x3 stride 1 pad 1 + bias (+ ReLU), h*w small
+ * (conv2d.c: <= 4), c and k multiples of 32, x and y nhwc, w in AcdB16b32a2b. */
+size_t lp_conv_fwd_small_scratch(const lp_conv2d_params *p);
+void lp_conv_fwd_small(const lp_conv2d_params *p, const void *x, const void *w, const float *bias, void *y, void *scratch);
 /* conv_bwd_d_small.c (AVX512-BF16): bf16 3x3 stride 1 pad 1, h*w <= 16 (conv2d.c: <= 4), c % 16 == 0,
  * k % 32 == 0, dy and dx in pixel-vector layouts (conv2d.c uses it on nhwc), w in
  * ABcd16a16b2a. */

@@ -6,6 +6,22 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Where our small-map forward (conv_fwd_small.c) runs: bf16 3x3 stride 1 pad 1 on maps
+ * of at most 4 pixels (VGG's 2x2 at 32x32 input), 32k channels in and out, nhwc, and
+ * oneDNN's choice of weights layout, AcdB16b32a2b (the one the optimizer writes). */
+static bool own_forward(const lp_conv2d *c) {
+    const lp_conv2d_params *p = &c->p;
+    lp_md want;
+    dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
+    int vx, vy;
+    if (!lp_conv_fwd_own_allowed || !p->bf16 || !lp_bf16_native() || p->kh != 3 || p->kw != 3 || p->sh != 1 ||
+        p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->c % 32 || p->k % 32 ||
+        !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k ||
+        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_bf16, dnnl_AcdB16b32a2b) != dnnl_success)
+        return false;
+    return lp_md_equal(&want, &c->w_md);
+}
+
 lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src) {
     memset(c, 0, sizeof *c);
     c->p = *p;
@@ -48,6 +64,12 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
     if ((st = lp_prim_create(&c->fwd, c->fwd_pd, kinds, 4))) {
         lp_conv2d_free(c);
         return st;
+    }
+    if (own_forward(c)) {
+        c->own_fwd = true;
+        const size_t s = lp_conv_fwd_small_scratch(p);
+        if (s > c->fwd.scratch_size) c->fwd.scratch_size = s;
+        snprintf(c->fwd.impl, sizeof c->fwd.impl, "loupe:avx512_bf16_3x3_small");
     }
     return LP_OK;
 }
@@ -179,6 +201,10 @@ size_t lp_conv2d_scratch_size(const lp_conv2d *c) {
 }
 
 lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y, void *scratch) {
+    if (c->own_fwd) {
+        lp_conv_fwd_small(&c->p, x, w, b, y, scratch);
+        return LP_OK;
+    }
     void *p[4] = {(void *)x, (void *)w, (void *)b, y};
     return lp_prim_exec(&c->fwd, s, p, scratch);
 }

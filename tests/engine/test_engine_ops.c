@@ -586,6 +586,76 @@ static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_
     free(yp), free(wp), free(dxp), free(ref);
 }
 
+/* ---- forward on small maps, bf16 (conv_fwd_small.c) vs a double reference -------
+ * x, w bf16 values, bias fp32, ReLU: y from our kernel and from oneDNN's must both be
+ * the double result rounded to bf16, within two bf16 ulps (of the larger of |y| and a
+ * hundredth of the largest |y|: near zero, fp32 sums in other orders differ more). */
+static void test_fwd_small(int n, int c, int k, int h, int w, bool relu) {
+    if (!lp_bf16_native()) {
+        printf("forward small: skipped (no native bf16 here)\n");
+        return;
+    }
+    lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, relu, true, false};
+    const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * c * 9;
+    float *xp = lp_aligned_alloc(nx * 4), *wp = lp_aligned_alloc(nw * 4), *bp = lp_aligned_alloc((size_t)k * 4),
+          *yp = lp_aligned_alloc(ny * 4);
+    for (size_t i = 0; i < nx; i++) xp[i] = bf16_round(2.0f * lp_rng_uniform(7, 1, i) - 1.0f);
+    for (size_t i = 0; i < nw; i++) wp[i] = bf16_round(2.0f * lp_rng_uniform(7, 2, i) - 1.0f);
+    for (int i = 0; i < k; i++) bp[i] = 2.0f * lp_rng_uniform(7, 3, (uint64_t)i) - 1.0f;
+    double *ref = calloc(ny, sizeof(double)), big = 0;
+    for (int b = 0; b < n; b++)
+        for (int o = 0; o < k; o++)
+            for (int y = 0; y < h; y++)
+                for (int xx = 0; xx < w; xx++) {
+                    double s = bp[o];
+                    for (int i = 0; i < c; i++)
+                        for (int t = 0; t < 9; t++) {
+                            const int iy = y + t / 3 - 1, ix = xx + t % 3 - 1;
+                            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                                s += (double)xp[(((size_t)b * c + i) * h + iy) * w + ix] * wp[((size_t)o * c + i) * 9 + t];
+                        }
+                    if (relu && s < 0) s = 0;
+                    ref[(((size_t)b * k + o) * h + y) * w + xx] = s;
+                    big = fmax(big, fabs(s));
+                }
+    for (int own = 1; own >= 0; own--) {
+        lp_conv_fwd_own_allowed = own;
+        lp_conv2d cv;
+        dnnl_dims_t sd = {n, c, h, w};
+        lp_md src;
+        dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_bf16, dnnl_acdb);
+        CHECK(lp_conv2d_init(&cv, &p, &src));
+        lp_conv_fwd_own_allowed = true;
+        const bool ours = strncmp(cv.fwd.impl, "loupe:", 6) == 0;
+        if (ours != (own == 1)) {
+            printf("forward small: kernel %s, expected %s FAIL\n", cv.fwd.impl, own ? "ours" : "oneDNN's");
+            failures++;
+        }
+        int64_t xd[4] = {n, c, h, w}, yd[4] = {n, k, h, w}, wd[4] = {k, c, 3, 3};
+        lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_md_plain(4, wd);
+        lp_reorder rx, ry, rw;
+        CHECK(lp_reorder_init(&rx, &xpl, &cv.src_md, false));
+        CHECK(lp_reorder_init(&ry, &cv.dst_md, &ypl, false));
+        CHECK(lp_reorder_init(&rw, &wpl, &cv.w_md, false));
+        void *x = lp_aligned_alloc(lp_md_size(&cv.src_md)), *wb = lp_aligned_alloc(lp_md_size(&cv.w_md)),
+             *y = lp_aligned_alloc(lp_md_size(&cv.dst_md)), *scr = lp_aligned_alloc(lp_conv2d_scratch_size(&cv) + 4096);
+        CHECK(lp_reorder_exec(&rx, S, xp, x, scr));
+        CHECK(lp_reorder_exec(&rw, S, wp, wb, scr));
+        CHECK(lp_conv2d_forward(&cv, S, x, wb, bp, y, scr));
+        CHECK(lp_reorder_exec(&ry, S, y, yp, scr));
+        dnnl_stream_wait(S);
+        double worst = 0; /* in bf16 ulps */
+        for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(yp[i] - ref[i]) / (fmax(fabs(ref[i]), 1e-2 * big) / 128.0));
+        printf("forward small (%d,%d,%d,%d)->%d bf16%s %-28s worst err %.2f bf16 ulp %s\n", n, c, h, w, k, relu ? " relu" : "",
+               cv.fwd.impl, worst, worst <= 2.0 ? "ok" : "FAIL");
+        if (!(worst <= 2.0)) failures++;
+        lp_reorder_free(&rx), lp_reorder_free(&ry), lp_reorder_free(&rw);
+        lp_conv2d_free(&cv);
+        free(x), free(wb), free(y), free(scr);
+    }
+    free(xp), free(wp), free(bp), free(yp), free(ref);
+}
+
 int main(void) {
     CHECK(lp_dnnl_stream_create(&S));
     test_conv("conv 3x3 pad1 (2,3,6,6)->16", (lp_conv2d_params){2, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, false, false, false}, false);
@@ -605,6 +675,10 @@ int main(void) {
     test_bwd_d_small(3, 16, 32, 1, 3, dnnl_acdb);
     test_bwd_d_small(1, 64, 32, 2, 1, dnnl_acdb);
     test_bwd_d_small(2, 32, 32, 1, 1, dnnl_acdb);
+    test_fwd_small(2, 64, 64, 2, 2, true);
+    test_fwd_small(3, 64, 64, 1, 2, false);
+    test_fwd_small(2, 64, 32, 2, 1, true);
+    test_fwd_small(2, 128, 32, 2, 2, false);
     test_pool(2, 3, 6, 6, dnnl_abcd, true);
     test_pool(1, 2, 7, 5, dnnl_abcd, true);
     test_pool(2, 32, 7, 9, dnnl_acdb, true);    /* nhwc, odd sizes: ours */
