@@ -7,7 +7,8 @@
 #include <string.h>
 
 /* Where our small-map forward (conv_fwd_small.c) runs: bf16 3x3 stride 1 pad 1 on maps
- * of at most 4 pixels (VGG's 2x2 at 32x32 input), 32k channels in and out, nhwc, and
+ * of at most 4 pixels (VGG's 2x2 at 32x32 input) and batches of at most 8 positions (one
+ * register tile: the weights are read once), 32k channels in and out, nhwc, and
  * oneDNN's choice of weights layout, AcdB16b32a2b (the one the optimizer writes). */
 static bool own_forward(const lp_conv2d *c) {
     const lp_conv2d_params *p = &c->p;
@@ -15,7 +16,7 @@ static bool own_forward(const lp_conv2d *c) {
     dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
     int vx, vy;
     if (!lp_conv_fwd_own_allowed || !p->bf16 || !lp_bf16_native() || p->kh != 3 || p->kw != 3 || p->sh != 1 ||
-        p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->c % 32 || p->k % 32 ||
+        p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->n * p->h * p->w > 8 || p->c % 32 || p->k % 32 ||
         !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k ||
         dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_bf16, dnnl_AcdB16b32a2b) != dnnl_success)
         return false;
@@ -100,7 +101,10 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
 }
 
 /* Where our small-map kernel (conv_bwd_w_small.c) takes backward weights: 3x3 stride 1
- * pad 1 on maps of at most 16 pixels (VGG's 4x4 and 2x2 at 32x32 input), pixel-vector
+ * pad 1 on maps of at most 16 pixels (VGG's 4x4 and 2x2 at 32x32 input) where the batch
+ * has at most 256 (position, tap) products per weight: its time grows with them, and
+ * oneDNN's is faster beyond (512x512 layers, 2 cores: 4x4 batch 2 0.47-0.50 vs 0.48-0.58
+ * ms, batch 16 5.1 vs 4.0-4.5 ms; 2x2 batch 16 1.0 vs 2.7-3.3 ms), pixel-vector
  * layouts, and oneDNN's own choice of gradient layout, ABcd16b16a, so that storage
  * decisions made from bw_dw_md do not change. */
 static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
@@ -108,8 +112,8 @@ static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
     lp_md want;
     dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
     if (!lp_conv_bwd_w_own_allowed || !lp_winograd_available() || p->kh != 3 || p->kw != 3 || p->sh != 1 || p->sw != 1 ||
-        p->ph != 1 || p->pw != 1 || p->h * p->w > 16 || p->c % 16 || p->k % 16 ||
-        !lp_md_pixel_vectors(&c->src_md, &c->vec_x) || !lp_md_pixel_vectors(&c->dst_md, &c->vec_y) ||
+        p->ph != 1 || p->pw != 1 || p->h * p->w > 16 || (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) > 256 ||
+        p->c % 16 || p->k % 16 || !lp_md_pixel_vectors(&c->src_md, &c->vec_x) || !lp_md_pixel_vectors(&c->dst_md, &c->vec_y) ||
         c->vec_x % 16 || c->vec_y % 16 ||
         dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_f32, dnnl_ABcd16b16a) != dnnl_success)
         return false;
@@ -118,7 +122,8 @@ static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
 
 /* Where our small-map backward data (conv_bwd_d_small.c) runs: bf16 3x3 stride 1 pad 1
  * on maps of at most 4 pixels (VGG's 2x2 at 32x32 input; at 4x4 it was slower than
- * oneDNN's in the training step: 0.9 ms more per step), 32k output channels, nhwc (the
+ * oneDNN's in the training step: 0.9 ms more per step) and batches of at most 8
+ * positions (one register tile: the weights are read once), 32k output channels, nhwc (the
  * layout of oneDNN's AMX kernels; blocked layouts get other weight layouts), and
  * oneDNN's choice of weights layout. */
 static bool own_bwd_data(lp_conv2d *c, const lp_md *w_md) {
@@ -127,7 +132,7 @@ static bool own_bwd_data(lp_conv2d *c, const lp_md *w_md) {
     dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
     int vx, vy;
     if (!lp_conv_bwd_d_own_allowed || !p->bf16 || !lp_bf16_native() || p->kh != 3 || p->kw != 3 || p->sh != 1 ||
-        p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->c % 16 || p->k % 32 ||
+        p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->n * p->h * p->w > 8 || p->c % 16 || p->k % 32 ||
         !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k ||
         dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_bf16, dnnl_ABcd16a16b2a) != dnnl_success)
         return false;
