@@ -18,6 +18,7 @@ static bool own_forward(const lp_conv2d *c) {
     if (!lp_conv_fwd_own_allowed || !p->bf16 || !lp_bf16_native() || p->kh != 3 || p->kw != 3 || p->sh != 1 ||
         p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->n * p->h * p->w > 8 || p->c % 32 || p->k % 32 ||
         !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k ||
+        c->src_md.data_type != dnnl_bf16 || c->dst_md.data_type != dnnl_bf16 ||
         dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_bf16, dnnl_AcdB16b32a2b) != dnnl_success)
         return false;
     return lp_md_equal(&want, &c->w_md);
@@ -109,15 +110,18 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
  * decisions made from bw_dw_md do not change. */
 static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
     const lp_conv2d_params *p = &c->p;
+    const dnnl_data_type_t dt = p->bf16 ? dnnl_bf16 : dnnl_f32;
     lp_md want;
     dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
+    int vx, vy;
     if (!lp_conv_bwd_w_own_allowed || !lp_winograd_available() || p->kh != 3 || p->kw != 3 || p->sh != 1 || p->sw != 1 ||
         p->ph != 1 || p->pw != 1 || p->h * p->w > 16 || (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) > 256 ||
-        p->c % 16 || p->k % 16 || !lp_md_pixel_vectors(&c->src_md, &c->vec_x) || !lp_md_pixel_vectors(&c->dst_md, &c->vec_y) ||
-        c->vec_x % 16 || c->vec_y % 16 ||
-        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_f32, dnnl_ABcd16b16a) != dnnl_success)
+        p->c % 16 || p->k % 16 || c->src_md.data_type != dt || c->dst_md.data_type != dt ||
+        !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % 16 || vy % 16 ||
+        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_f32, dnnl_ABcd16b16a) != dnnl_success || !lp_md_equal(&want, dw_md))
         return false;
-    return lp_md_equal(&want, dw_md);
+    c->vec_x = vx, c->vec_y = vy;
+    return true;
 }
 
 /* Where our small-map backward data (conv_bwd_d_small.c) runs: bf16 3x3 stride 1 pad 1
@@ -134,10 +138,11 @@ static bool own_bwd_data(lp_conv2d *c, const lp_md *w_md) {
     if (!lp_conv_bwd_d_own_allowed || !p->bf16 || !lp_bf16_native() || p->kh != 3 || p->kw != 3 || p->sh != 1 ||
         p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->n * p->h * p->w > 8 || p->c % 16 || p->k % 32 ||
         !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k ||
-        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_bf16, dnnl_ABcd16a16b2a) != dnnl_success)
+        c->src_md.data_type != dnnl_bf16 || c->dst_md.data_type != dnnl_bf16 ||
+        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_bf16, dnnl_ABcd16a16b2a) != dnnl_success || !lp_md_equal(&want, w_md))
         return false;
     c->vec_x = vx, c->vec_y = vy;
-    return lp_md_equal(&want, w_md);
+    return true;
 }
 
 lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {

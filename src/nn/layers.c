@@ -206,8 +206,8 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
         return st;
     if (l->st_blocked && c->p.bf16) lp_net_note_bf16_copies(l, &c->w_md, dx ? &c->bd_w_md : NULL);
     /* fused: after backward data, which reads the weights' copies that the update rewrites */
-    const bool fuse = weights && !accumulate && net->fuse_opt && c->own_bwd_w && l->st_blocked &&
-                      lp_md_equal(&l->st_md, &c->bw_dw_md);
+    const bool fuse = weights && !accumulate && net->fuse_opt && c->own_bwd_w && net->params[l->pw].trainable &&
+                      l->st_blocked && lp_md_equal(&l->st_md, &c->bw_dw_md);
     if (weights && !fuse) {
         /* blocked storage: the gradient has the layout backward-weights writes, so it
          * writes there directly (or into tmp_dw to be added); else a reorder to OIHW */

@@ -253,8 +253,11 @@ static void param_end(lp_optim *o, const lp_param_update *u) {
 void lp_optim_param_fused(lp_optim *o, const lp_param_update *u, uint32_t bad) {
     param_end(o, u);
     o->fused[u->param] = true;
-    if (bad && o->fused_bad < 0) o->fused_bad = u->param;
+    /* the lowest index, as lp_optim_step's loop names (backward runs from the top) */
+    if (bad && (o->fused_bad < 0 || u->param < o->fused_bad)) o->fused_bad = u->param;
 }
+
+static void fused_abort(lp_optim *o);
 
 static lp_status lp_optim_check_lr(float lr) {
     if (!(lr >= 0.0f) || !isfinite(lr)) return lp_fail(LP_ERR_ARG, "optimizer: learning rate %g", lr);
@@ -273,9 +276,12 @@ lp_status lp_optim_step(lp_optim *o, float lr) {
         if (!p->trainable || o->fused[i]) continue;
         lp_net_materialize_grad(net, i);
         lp_param_update u;
-        if ((st = lp_optim_param_begin(o, i, lr, &u))) return st;
+        if ((st = lp_optim_param_begin(o, i, lr, &u))) {
+            fused_abort(o); /* the next step starts with clean flags */
+            return st;
+        }
         uint32_t nf = update_param(o, &u, (long long)p->numel);
-        if (nf && bad < 0) bad = i;
+        if (nf && (bad < 0 || i < bad)) bad = i;
         param_end(o, &u);
     }
     o->step++;
@@ -290,7 +296,7 @@ lp_status lp_optim_step(lp_optim *o, float lr) {
     return LP_OK;
 }
 
-/* After a backward that failed part-way: the layers it updated keep their update
+/* After a backward or step that failed part-way: the layers updated keep their update
  * (weights and copies agree); the flags are cleared for the next step. */
 static void fused_abort(lp_optim *o) {
     lp_net *net = o->net;
@@ -305,6 +311,8 @@ lp_status lp_net_backward_fused(lp_net *net, lp_optim *o, float lr) {
     if (o->net != net) return lp_fail(LP_ERR_ARG, "backward step: the optimizer was made for another net");
     lp_status st = lp_optim_check_lr(lr);
     if (st) return st;
+    for (int i = 0; i < net->nparams; i++) /* a fused backward is always followed by lp_optim_step */
+        if (o->fused[i]) return lp_fail(LP_ERR_ARG, "backward step: the last fused backward's step was not run");
     net->fuse_opt = o;
     net->fuse_lr = lr;
     st = lp_net_backward(net);
@@ -315,7 +323,11 @@ lp_status lp_net_backward_fused(lp_net *net, lp_optim *o, float lr) {
 
 lp_status lp_net_backward_step(lp_net *net, lp_optim *o, float lr) {
     lp_status st = lp_net_backward_fused(net, o, lr);
-    return st ? st : lp_optim_step(o, lr);
+    if (!st) st = lp_optim_step(o, lr);
+    /* the fused layers' weight gradients are gone: all gradients restart from zero, so
+     * that a next backward without lp_net_zero_grad cannot add onto half of them */
+    lp_net_zero_grad(net);
+    return st;
 }
 
 static lp_status add_f32(lp_tensor_list *out, const char *name, const lp_param *p, const float *src) {

@@ -24,9 +24,9 @@ lp_status lp_optim_step(lp_optim *o, float lr);
 /* lp_net_backward then lp_optim_step, with the same result bit for bit, except that
  * conv layers whose weight gradient comes from the small-map kernel (3x3 on maps of
  * <= 16 pixels: VGG's last six at 32x32) apply their update as backward computes it,
- * never storing the gradient (faster: the update is memory-bound). Their weight
- * gradients read as zero afterwards: call the two separately to inspect gradients
- * (histograms, finiteness checks) before the update. */
+ * never storing the gradient (faster: the update is memory-bound). Gradients are
+ * zeroed afterwards (lp_net_zero_grad: those layers' are gone): call the two separately
+ * to inspect gradients (histograms, finiteness checks) or to accumulate them. */
 lp_status lp_net_backward_step(lp_net *net, lp_optim *o, float lr);
 /* State for checkpoints/resume: "optim.<param name>.momentum_buffer" (SGD),
  * "optim.<param name>.exp_avg" / ".exp_avg_sq" (Adam/AdamW), "optim.step"

@@ -526,8 +526,9 @@ static void test_bf16_copies(void) {
 /* lp_net_backward_step applies the update of conv layers with the small-map kernel
  * (VGG16's last six at 32x32) inside backward. Oracle: lp_net_backward then
  * lp_optim_step on a second net with the same weights: every weight must come out
- * bit-identical, with SGD (momentum) and Adam, fp32 and bf16, over three steps of
- * which the last one is unfused again on both (the optimizer's flags are clean). */
+ * bit-identical, with SGD (momentum) and Adam, fp32 and bf16, over five steps: the
+ * two halves with a look at the gradients between, three lp_net_backward_step back to
+ * back, then one unfused on both (the optimizer's flags are clean). */
 static void test_fused_step(bool bf16, lp_opt_kind kind) {
     const char *what = kind == LP_OPT_SGD ? "sgd" : "adam";
     if (bf16 && !lp_net_bf16_native()) {
@@ -555,7 +556,7 @@ static void test_fused_step(bool bf16, lp_opt_kind kind) {
     for (int i = 0; i < lp_net_param_count(a); i++)
         if (!strcmp(lp_net_param_name(a, i), "features.28.weight")) p28 = i;
     const float lr = kind == LP_OPT_SGD ? 0.01f : 1e-4f;
-    for (int step = 0; step < 3; step++) {
+    for (int step = 0; step < 5; step++) {
         for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(9, (uint64_t)step, i);
         float la, lb;
         OK(lp_net_forward(a, x, 2, true, 0, NULL));
@@ -565,13 +566,18 @@ static void test_fused_step(bool bf16, lp_opt_kind kind) {
         OK(lp_net_forward(b, x, 2, true, 0, NULL));
         OK(lp_net_loss(b, labels, 2, NULL, NULL, &lb));
         lp_net_zero_grad(b);
-        if (step < 2) {
-            OK(lp_net_backward_step(b, ob, lr));
+        if (step == 0) {
+            /* the two halves of lp_net_backward_step: between them, features.28's weight
+             * gradient was consumed by the fused update, its bias gradient was not */
+            OK(lp_net_backward_fused(b, ob, lr));
             size_t n28 = lp_net_param_numel(a, p28), nz_a = 0, nz_b = 0;
-            const float *ga = lp_net_grad(a, p28), *gb = lp_net_grad(b, p28);
+            const float *ga = lp_net_grad(a, p28), *gb = lp_net_grad(b, p28), *bias = lp_net_grad(b, p28 + 1);
             for (size_t i = 0; i < n28; i++) nz_a += ga[i] != 0, nz_b += gb[i] != 0;
-            EXPECT(nz_a > 0 && nz_b == 0, "fused step %s: features.28.weight's gradient has %zu non-zeros unfused, %zu "
-                   "fused (want > 0 and 0: the fused update consumed it)", what, nz_a, nz_b);
+            EXPECT(nz_a > 0 && nz_b == 0 && bias[0] != 0, "fused step %s: features.28.weight's gradient has %zu non-zeros "
+                   "unfused, %zu fused (want > 0 and 0: the fused update consumed it)", what, nz_a, nz_b);
+            OK(lp_optim_step(ob, lr));
+        } else if (step < 4) { /* back to back, nothing reading gradients in between */
+            OK(lp_net_backward_step(b, ob, lr));
         } else {
             OK(lp_net_backward(b));
             OK(lp_optim_step(ob, lr));
@@ -586,7 +592,7 @@ static void test_fused_step(bool bf16, lp_opt_kind kind) {
         total += lp_net_param_numel(a, i);
     }
     EXPECT(diff == 0, "fused step %s %s: %zu of %zu weights differ from backward + step", what, bf16 ? "bf16" : "fp32", diff, total);
-    printf("fused step %s %s: after 3 steps %zu of %zu weights differ from lp_net_backward + lp_optim_step\n", what,
+    printf("fused step %s %s: after 5 steps %zu of %zu weights differ from lp_net_backward + lp_optim_step\n", what,
            bf16 ? "bf16" : "fp32", diff, total);
     lp_optim_free(oa), lp_optim_free(ob);
     lp_net_free(a), lp_net_free(b);
