@@ -50,6 +50,11 @@ bool lp_winograd_available(void);
 /* Pixel-vector layouts: nhwc (one vector of C values per pixel) or nChw16c (vectors
  * of 16), unpadded; *vec = values per vector. Our AVX-512 kernels take these. */
 bool lp_md_pixel_vectors(const lp_md *md, int *vec);
+/* Element offset of value c of pixel (n, y, x) in such a layout (channels per pixel,
+ * h x w pixels, vectors of vec: channels for nhwc, 16 for nChw16c). */
+static inline size_t lp_pv_offset(int n, int c, int y, int x, int channels, int h, int w, int vec) {
+    return ((((size_t)n * (channels / vec) + (size_t)(c / vec)) * h + y) * w + x) * vec + c % vec;
+}
 /* "nChw16c"-style short description of a layout, for logs and summaries. */
 const char *lp_md_layout(const lp_md *md, char *buf, size_t n);
 

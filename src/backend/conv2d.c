@@ -6,22 +6,75 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Where our small-map forward (conv_fwd_small.c) runs: bf16 3x3 stride 1 pad 1 on maps
- * of at most 4 pixels (VGG's 2x2 at 32x32 input) and batches of at most 8 positions (one
- * register tile: the weights are read once), 32k channels in and out, nhwc, and
- * oneDNN's choice of weights layout, AcdB16b32a2b (the one the optimizer writes). */
-static bool own_forward(const lp_conv2d *c) {
-    const lp_conv2d_params *p = &c->p;
+/* ---- where our small-map kernels (conv_*_small.c) replace oneDNN's ---------------- */
+
+/* 3x3, stride 1, pad 1: the only convolution VGG has, and the kernels' only one. */
+static bool same_3x3(const lp_conv2d_params *p) {
+    return p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->ph == 1 && p->pw == 1;
+}
+
+/* The (k, c, 3, 3) weights layout md is tag in data type dt (oneDNN chose it; the
+ * kernels and the optimizer's copy writers know only these). */
+static bool weights_are(const lp_md *md, const lp_conv2d_params *p, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
     lp_md want;
     dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
+    return dnnl_memory_desc_init_by_tag(&want, 4, wd, dt, tag) == dnnl_success && lp_md_equal(&want, md);
+}
+
+/* The bf16 forward and backward-data kernels: maps of at most 4 pixels (VGG's 2x2 at
+ * 32x32 input; at 4x4 backward data was slower than oneDNN's in the training step, 0.9
+ * ms more per step) and batches of at most 8 positions (one register tile: the weights
+ * are read once), x and y bf16 nhwc (the layout of oneDNN's AMX kernels; blocked
+ * layouts get other weight layouts). */
+static bool bf16_nhwc_tile(const lp_conv2d *c) {
+    const lp_conv2d_params *p = &c->p;
     int vx, vy;
-    if (!lp_conv_fwd_own_allowed || !p->bf16 || !lp_bf16_native() || p->kh != 3 || p->kw != 3 || p->sh != 1 ||
-        p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->n * p->h * p->w > 8 || p->c % 32 || p->k % 32 ||
-        !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k ||
-        c->src_md.data_type != dnnl_bf16 || c->dst_md.data_type != dnnl_bf16 ||
-        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_bf16, dnnl_AcdB16b32a2b) != dnnl_success)
+    return p->bf16 && lp_bf16_native() && same_3x3(p) && p->h * p->w <= 4 && p->n * p->h * p->w <= 8 &&
+           c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 && lp_md_pixel_vectors(&c->src_md, &vx) &&
+           lp_md_pixel_vectors(&c->dst_md, &vy) && vx == p->c && vy == p->k;
+}
+
+/* Forward: also 32k channels in and out, and weights AcdB16b32a2b (the optimizer writes
+ * that copy). */
+static bool own_forward(const lp_conv2d *c) {
+    const lp_conv2d_params *p = &c->p;
+    return lp_conv_fwd_own_allowed && bf16_nhwc_tile(c) && p->c % 32 == 0 && p->k % 32 == 0 &&
+           weights_are(&c->w_md, p, dnnl_bf16, dnnl_AcdB16b32a2b);
+}
+
+/* Backward data: also 32k output channels, and weights ABcd16a16b2a. */
+static bool own_bwd_data(lp_conv2d *c, const lp_md *w_md) {
+    const lp_conv2d_params *p = &c->p;
+    if (!lp_conv_bwd_d_own_allowed || !bf16_nhwc_tile(c) || p->c % 16 || p->k % 32 ||
+        !weights_are(w_md, p, dnnl_bf16, dnnl_ABcd16a16b2a))
         return false;
-    return lp_md_equal(&want, &c->w_md);
+    c->vec_x = p->c, c->vec_y = p->k;
+    return true;
+}
+
+/* Backward weights (AVX-512F, fp32 or bf16): maps of at most 16 pixels (VGG's 4x4 and
+ * 2x2 at 32x32 input) where the batch has at most 256 (position, tap) products per
+ * weight: its time grows with them, and oneDNN's is faster beyond (512x512 layers, 2
+ * cores: 4x4 batch 2 0.47-0.50 vs 0.48-0.58 ms, batch 16 5.1 vs 4.0-4.5 ms; 2x2 batch 16
+ * 1.0 vs 2.7-3.3 ms), pixel-vector layouts, and oneDNN's own choice of gradient layout,
+ * ABcd16b16a, so that storage decisions made from bw_dw_md do not change. */
+static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
+    const lp_conv2d_params *p = &c->p;
+    const dnnl_data_type_t dt = p->bf16 ? dnnl_bf16 : dnnl_f32;
+    int vx, vy;
+    if (!lp_conv_bwd_w_own_allowed || !lp_winograd_available() || !same_3x3(p) || p->h * p->w > 16 ||
+        (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) > 256 || p->c % 16 || p->k % 16 ||
+        c->src_md.data_type != dt || c->dst_md.data_type != dt || !lp_md_pixel_vectors(&c->src_md, &vx) ||
+        !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % 16 || vy % 16 || !weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a))
+        return false;
+    c->vec_x = vx, c->vec_y = vy;
+    return true;
+}
+
+/* pr runs our kernel (name, for the summaries), with at least scratch bytes. */
+static void own_kernel(lp_prim *pr, size_t scratch, const char *name) {
+    if (scratch > pr->scratch_size) pr->scratch_size = scratch;
+    snprintf(pr->impl, sizeof pr->impl, "%s", name);
 }
 
 lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src) {
@@ -67,12 +120,7 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
         lp_conv2d_free(c);
         return st;
     }
-    if (own_forward(c)) {
-        c->own_fwd = true;
-        const size_t s = lp_conv_fwd_small_scratch(p);
-        if (s > c->fwd.scratch_size) c->fwd.scratch_size = s;
-        snprintf(c->fwd.impl, sizeof c->fwd.impl, "loupe:avx512_bf16_3x3_small");
-    }
+    if ((c->own_fwd = own_forward(c))) own_kernel(&c->fwd, lp_conv_fwd_small_scratch(p), "loupe:avx512_bf16_3x3_small");
     return LP_OK;
 }
 
@@ -101,50 +149,6 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
     return ds;
 }
 
-/* Where our small-map kernel (conv_bwd_w_small.c) takes backward weights: 3x3 stride 1
- * pad 1 on maps of at most 16 pixels (VGG's 4x4 and 2x2 at 32x32 input) where the batch
- * has at most 256 (position, tap) products per weight: its time grows with them, and
- * oneDNN's is faster beyond (512x512 layers, 2 cores: 4x4 batch 2 0.47-0.50 vs 0.48-0.58
- * ms, batch 16 5.1 vs 4.0-4.5 ms; 2x2 batch 16 1.0 vs 2.7-3.3 ms), pixel-vector
- * layouts, and oneDNN's own choice of gradient layout, ABcd16b16a, so that storage
- * decisions made from bw_dw_md do not change. */
-static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
-    const lp_conv2d_params *p = &c->p;
-    const dnnl_data_type_t dt = p->bf16 ? dnnl_bf16 : dnnl_f32;
-    lp_md want;
-    dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
-    int vx, vy;
-    if (!lp_conv_bwd_w_own_allowed || !lp_winograd_available() || p->kh != 3 || p->kw != 3 || p->sh != 1 || p->sw != 1 ||
-        p->ph != 1 || p->pw != 1 || p->h * p->w > 16 || (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) > 256 ||
-        p->c % 16 || p->k % 16 || c->src_md.data_type != dt || c->dst_md.data_type != dt ||
-        !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % 16 || vy % 16 ||
-        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_f32, dnnl_ABcd16b16a) != dnnl_success || !lp_md_equal(&want, dw_md))
-        return false;
-    c->vec_x = vx, c->vec_y = vy;
-    return true;
-}
-
-/* Where our small-map backward data (conv_bwd_d_small.c) runs: bf16 3x3 stride 1 pad 1
- * on maps of at most 4 pixels (VGG's 2x2 at 32x32 input; at 4x4 it was slower than
- * oneDNN's in the training step: 0.9 ms more per step) and batches of at most 8
- * positions (one register tile: the weights are read once), 32k output channels, nhwc (the
- * layout of oneDNN's AMX kernels; blocked layouts get other weight layouts), and
- * oneDNN's choice of weights layout. */
-static bool own_bwd_data(lp_conv2d *c, const lp_md *w_md) {
-    const lp_conv2d_params *p = &c->p;
-    lp_md want;
-    dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
-    int vx, vy;
-    if (!lp_conv_bwd_d_own_allowed || !p->bf16 || !lp_bf16_native() || p->kh != 3 || p->kw != 3 || p->sh != 1 ||
-        p->sw != 1 || p->ph != 1 || p->pw != 1 || p->h * p->w > 4 || p->n * p->h * p->w > 8 || p->c % 16 || p->k % 32 ||
-        !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k ||
-        c->src_md.data_type != dnnl_bf16 || c->dst_md.data_type != dnnl_bf16 ||
-        dnnl_memory_desc_init_by_tag(&want, 4, wd, dnnl_bf16, dnnl_ABcd16a16b2a) != dnnl_success || !lp_md_equal(&want, w_md))
-        return false;
-    c->vec_x = vx, c->vec_y = vy;
-    return true;
-}
-
 lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
     const lp_conv2d_params *p = &c->p;
     int64_t wd[4] = {p->k, p->c, p->kh, p->kw};
@@ -171,8 +175,7 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
         if (own_bwd_data(c, &c->bd_w_md)) {
             dnnl_primitive_desc_destroy(pd);
             c->own_bwd_data = c->has_bwd_data = true;
-            c->bwd_data.scratch_size = lp_conv_bwd_d_small_scratch(&c->p);
-            snprintf(c->bwd_data.impl, sizeof c->bwd_data.impl, "loupe:avx512_bf16_3x3_small");
+            own_kernel(&c->bwd_data, lp_conv_bwd_d_small_scratch(p), "loupe:avx512_bf16_3x3_small");
             goto weights_part;
         }
         static const int kinds[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
@@ -190,8 +193,7 @@ weights_part:
         if (own_bwd_w(c, &c->bw_dw_md)) {
             dnnl_primitive_desc_destroy(pd);
             c->own_bwd_w = c->has_bwd_w = true;
-            c->bwd_w.scratch_size = lp_conv_bwd_w_small_scratch(&c->p);
-            snprintf(c->bwd_w.impl, sizeof c->bwd_w.impl, "loupe:avx512_3x3_small");
+            own_kernel(&c->bwd_w, lp_conv_bwd_w_small_scratch(p), "loupe:avx512_3x3_small");
             return LP_OK;
         }
         static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};

@@ -22,10 +22,6 @@
 
 bool lp_conv_bwd_d_own_allowed = true;
 
-static inline size_t pv_offset(int n, int c, int y, int x, int channels, int h, int w, int vec) {
-    return ((((size_t)n * (channels / vec) + (size_t)(c / vec)) * h + y) * w + x) * vec + c % vec;
-}
-
 size_t lp_conv_bwd_d_small_scratch(const lp_conv2d_params *p) {
     /* zeros standing for the dy pixels of taps that fall in the padding, as large as the
      * offsets of one pixel's channels reach (a whole map in nChw16c) */
@@ -44,7 +40,7 @@ TARGET static void tile(const lp_conv2d_params *p, const uint16_t *dy, const uin
             const int q = p0 + j, n = q / (h * wd), iy = q / wd % h, ix = q % wd;
             const int oy = iy - t / 3 + 1, ox = ix - t % 3 + 1;
             src[t][j] = q < positions && oy >= 0 && oy < h && ox >= 0 && ox < wd
-                            ? dy + pv_offset(n, 0, oy, ox, p->k, h, wd, vec_y)
+                            ? dy + lp_pv_offset(n, 0, oy, ox, p->k, h, wd, vec_y)
                             : zero;
         }
     __m512 acc[TILE];
@@ -66,7 +62,7 @@ TARGET static void tile(const lp_conv2d_params *p, const uint16_t *dy, const uin
         }
     for (int j = 0; j < TILE && p0 + j < positions; j++) {
         const int q = p0 + j, n = q / (h * wd), iy = q / wd % h, ix = q % wd;
-        _mm256_storeu_si256((__m256i *)(dx + pv_offset(n, ib * 16, iy, ix, p->c, h, wd, vec_x)),
+        _mm256_storeu_si256((__m256i *)(dx + lp_pv_offset(n, ib * 16, iy, ix, p->c, h, wd, vec_x)),
                             (__m256i)_mm512_cvtneps_pbh(acc[j]));
     }
 }

@@ -23,11 +23,6 @@
 
 bool lp_conv_bwd_w_own_allowed = true;
 
-/* Value c..c+15 of pixel (n, y, x) in a pixel-vector layout of vec values (vec % 16 == 0). */
-static inline size_t pv_offset(int n, int c, int y, int x, int channels, int h, int w, int vec) {
-    return ((((size_t)n * (channels / vec) + (size_t)(c / vec)) * h + y) * w + x) * vec + c % vec;
-}
-
 TARGET static inline __m512 load16(const void *base, size_t i, bool bf16) {
     if (!bf16) return _mm512_loadu_ps((const float *)base + i);
     __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
@@ -45,14 +40,14 @@ TARGET static void prepare(const lp_conv2d_params *p, int vec_x, int vec_y, cons
             for (int xx = 0; xx < w; xx++) {
                 float *d = xp + (((size_t)n * hp + y + 1) * wp + xx + 1) * p->c;
                 for (int c = 0; c < p->c; c += 16)
-                    _mm512_storeu_ps(d + c, load16(x, pv_offset(n, c, y, xx, p->c, h, w, vec_x), p->bf16));
+                    _mm512_storeu_ps(d + c, load16(x, lp_pv_offset(n, c, y, xx, p->c, h, w, vec_x), p->bf16));
             }
     for (int k = 0; k < p->k; k += 16) {
         __m512 s = _mm512_setzero_ps();
         for (int n = 0; n < p->n; n++)
             for (int y = 0; y < h; y++)
                 for (int xx = 0; xx < w; xx++) {
-                    __m512 v = load16(dy, pv_offset(n, k, y, xx, p->k, h, w, vec_y), p->bf16);
+                    __m512 v = load16(dy, lp_pv_offset(n, k, y, xx, p->k, h, w, vec_y), p->bf16);
                     _mm512_storeu_ps(dyf + (((size_t)n * h + y) * w + xx) * p->k + k, v);
                     s = _mm512_add_ps(s, v);
                 }
