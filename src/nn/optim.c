@@ -76,12 +76,10 @@ void lp_optim_free(lp_optim *o) {
  * when a weight came out NaN/Inf: a diverged step would otherwise go unnoticed,
  * since ReLU (max(x, 0) in oneDNN) maps NaN to 0 and the loss of a net with NaN
  * weights can stay finite. */
-typedef lp_param_update update_args;
-
 /* The update loops are built for AVX-512 too where the CPU has it (the default build
  * is baseline x86-64); -ffp-contract=off keeps both builds' results identical. */
 __attribute__((target_clones("avx512f", "default")))
-static uint32_t sgd_range(const lp_optim *o, const update_args *a, long long lo, long long hi) {
+static uint32_t sgd_range(const lp_optim *o, const lp_param_update *a, long long lo, long long hi) {
     const float wd = o->cfg.weight_decay, mom = o->cfg.momentum, lr = a->lr;
     const bool nest = o->cfg.nesterov, first = a->first;
     float *w = a->w, *buf = a->m;
@@ -103,7 +101,7 @@ static uint32_t sgd_range(const lp_optim *o, const update_args *a, long long lo,
 }
 
 __attribute__((target_clones("avx512f", "default")))
-static uint32_t adam_range(const lp_optim *o, const update_args *a, long long lo, long long hi) {
+static uint32_t adam_range(const lp_optim *o, const lp_param_update *a, long long lo, long long hi) {
     const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps, wd = o->cfg.weight_decay;
     const bool decoupled = o->cfg.kind == LP_OPT_ADAMW;
     const float step_size = a->step_size, bc2_sqrt = a->bc2_sqrt, decay = a->decay;
@@ -186,7 +184,7 @@ static void transpose16_stream(float *restrict t, const float *restrict w, long 
  * reorders of the weights in every step's backward, which at small images were a
  * tenth of the step. */
 uint32_t lp_optim_param_range(const lp_optim *o, const lp_param_update *u, const float *g, long long lo, long long hi) {
-    update_args a = *u;
+    lp_param_update a = *u;
     a.w += lo, a.m += lo, a.g = g;
     if (a.v) a.v += lo;
     uint32_t bad = o->cfg.kind == LP_OPT_SGD ? sgd_range(o, &a, 0, hi - lo) : adam_range(o, &a, 0, hi - lo);
@@ -243,13 +241,14 @@ lp_status lp_optim_param_begin(lp_optim *o, int i, float lr, lp_param_update *u)
     return LP_OK;
 }
 
-/* Ends it; bad: the ranges' NaN/Inf flags. */
+/* Ends it: its copies were written (end_step marks them current), it has state now. */
 static void param_end(lp_optim *o, const lp_param_update *u) {
     const int i = u->param;
     o->twin_written[i] = u->twin != NULL || u->copies;
     o->has_state[i] = o->cfg.kind != LP_OPT_SGD || o->cfg.momentum != 0.0f;
 }
 
+/* bad: the ranges' NaN/Inf flags. */
 void lp_optim_param_fused(lp_optim *o, const lp_param_update *u, uint32_t bad) {
     param_end(o, u);
     o->fused[u->param] = true;
@@ -257,27 +256,36 @@ void lp_optim_param_fused(lp_optim *o, const lp_param_update *u, uint32_t bad) {
     if (bad && (o->fused_bad < 0 || u->param < o->fused_bad)) o->fused_bad = u->param;
 }
 
-static void fused_abort(lp_optim *o);
+/* The end of a step, also of one that failed part-way (the parameters updated keep
+ * their update: weights and copies agree): the copies the update wrote are marked
+ * current, and the per-step flags start clear for the next one. */
+static void end_step(lp_optim *o) {
+    lp_net *net = o->net;
+    lp_net_invalidate_weights(net, true);
+    for (int i = 0; i < net->nparams; i++)
+        if (o->twin_written[i]) lp_net_param_twin_written(net, i);
+    memset(o->twin_written, 0, sizeof *o->twin_written * (size_t)net->nparams);
+    memset(o->fused, 0, sizeof *o->fused * (size_t)net->nparams);
+    o->fused_bad = -1;
+}
 
-static lp_status lp_optim_check_lr(float lr) {
+static lp_status check_lr(float lr) {
     if (!(lr >= 0.0f) || !isfinite(lr)) return lp_fail(LP_ERR_ARG, "optimizer: learning rate %g", lr);
     return LP_OK;
 }
 
 lp_status lp_optim_step(lp_optim *o, float lr) {
     lp_net *net = o->net;
-    lp_status st = lp_optim_check_lr(lr);
+    lp_status st = check_lr(lr);
     if (st) return st;
     int bad = o->fused_bad; /* the parameters updated inside backward come first */
-    for (int i = 0; i < net->nparams; i++)
-        if (!o->fused[i]) o->twin_written[i] = false;
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
         if (!p->trainable || o->fused[i]) continue;
         lp_net_materialize_grad(net, i);
         lp_param_update u;
         if ((st = lp_optim_param_begin(o, i, lr, &u))) {
-            fused_abort(o); /* the next step starts with clean flags */
+            end_step(o);
             return st;
         }
         uint32_t nf = update_param(o, &u, (long long)p->numel);
@@ -285,31 +293,16 @@ lp_status lp_optim_step(lp_optim *o, float lr) {
         param_end(o, &u);
     }
     o->step++;
-    lp_net_invalidate_weights(net, true);
-    for (int i = 0; i < net->nparams; i++)
-        if (o->twin_written[i]) lp_net_param_twin_written(net, i);
-    memset(o->fused, 0, sizeof *o->fused * (size_t)net->nparams);
-    o->fused_bad = -1;
+    end_step(o);
     if (bad >= 0)
         return lp_fail(LP_ERR_NUMERIC, "optimizer: the update made %s NaN/Inf (diverged: lower the learning rate)",
                        net->params[bad].name);
     return LP_OK;
 }
 
-/* After a backward or step that failed part-way: the layers updated keep their update
- * (weights and copies agree); the flags are cleared for the next step. */
-static void fused_abort(lp_optim *o) {
-    lp_net *net = o->net;
-    lp_net_invalidate_weights(net, true);
-    for (int i = 0; i < net->nparams; i++)
-        if (o->fused[i] && o->twin_written[i]) lp_net_param_twin_written(net, i);
-    memset(o->fused, 0, sizeof *o->fused * (size_t)net->nparams);
-    o->fused_bad = -1;
-}
-
 lp_status lp_net_backward_fused(lp_net *net, lp_optim *o, float lr) {
     if (o->net != net) return lp_fail(LP_ERR_ARG, "backward step: the optimizer was made for another net");
-    lp_status st = lp_optim_check_lr(lr);
+    lp_status st = check_lr(lr);
     if (st) return st;
     for (int i = 0; i < net->nparams; i++) /* a fused backward is always followed by lp_optim_step */
         if (o->fused[i]) return lp_fail(LP_ERR_ARG, "backward step: the last fused backward's step was not run");
@@ -317,7 +310,7 @@ lp_status lp_net_backward_fused(lp_net *net, lp_optim *o, float lr) {
     net->fuse_lr = lr;
     st = lp_net_backward(net);
     net->fuse_opt = NULL;
-    if (st) fused_abort(o);
+    if (st) end_step(o); /* the layers it updated keep their update */
     return st;
 }
 
