@@ -451,6 +451,33 @@ static void test_dropout(void) {
  * map has only its centre tap. */
 static float bf16_round(float f) { return f32_of(bf16_of(f)); }
 
+/* A 3x3, stride 1, pad 1 convolution's sums in double, on plain NCHW / OIHW arrays:
+ * each non-NULL output (zeroed by the caller) gets y = conv(x, wt) + b, dx = the
+ * transposed conv of dy, dw = sum of dy x x products and db = sum of dy. Taps whose
+ * input lies in the padding contribute nothing. */
+static void conv3x3_ref(int n, int c, int k, int h, int w, const float *x, const float *wt, const float *b, const float *dy,
+                        double *y, double *dx, double *dw, double *db) {
+    for (int bi = 0; bi < n; bi++)
+        for (int o = 0; o < k; o++)
+            for (int oy = 0; oy < h; oy++)
+                for (int ox = 0; ox < w; ox++) {
+                    const size_t at = (((size_t)bi * k + o) * h + oy) * w + ox;
+                    const double g = dy ? dy[at] : 0;
+                    double s = b ? b[o] : 0;
+                    if (db) db[o] += g;
+                    for (int i = 0; i < c; i++)
+                        for (int t = 0; t < 9; t++) {
+                            const int iy = oy + t / 3 - 1, ix = ox + t % 3 - 1;
+                            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                            const size_t xi = (((size_t)bi * c + i) * h + iy) * w + ix, wi = ((size_t)o * c + i) * 9 + t;
+                            if (y) s += (double)x[xi] * wt[wi];
+                            if (dx) dx[xi] += g * wt[wi];
+                            if (dw) dw[wi] += g * x[xi];
+                        }
+                    if (y) y[at] = s;
+                }
+}
+
 static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_format_tag_t tag) {
     lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, bf16, false};
     const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
@@ -459,19 +486,7 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
     for (size_t i = 0; i < nx; i++) xp[i] = bf16_round(2.0f * lp_rng_uniform(5, 1, i) - 1.0f);
     for (size_t i = 0; i < ny; i++) yp[i] = bf16_round(2.0f * lp_rng_uniform(5, 2, i) - 1.0f);
     double *ref = calloc(nw, sizeof(double)), *rb = calloc((size_t)k, sizeof(double));
-    for (int b = 0; b < n; b++)
-        for (int o = 0; o < k; o++)
-            for (int y = 0; y < h; y++)
-                for (int xx = 0; xx < w; xx++) {
-                    const double g = yp[(((size_t)b * k + o) * h + y) * w + xx];
-                    rb[o] += g;
-                    for (int i = 0; i < c; i++)
-                        for (int t = 0; t < 9; t++) {
-                            const int iy = y + t / 3 - 1, ix = xx + t % 3 - 1;
-                            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                                ref[((size_t)o * c + i) * 9 + t] += g * xp[(((size_t)b * c + i) * h + iy) * w + ix];
-                        }
-                }
+    conv3x3_ref(n, c, k, h, w, xp, NULL, NULL, yp, NULL, NULL, ref, rb);
     for (int own = 1; own >= 0; own--) {
         lp_conv_bwd_w_own_allowed = own;
         lp_conv2d cv;
@@ -530,18 +545,7 @@ static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_
     for (size_t i = 0; i < ny; i++) yp[i] = bf16_round(2.0f * lp_rng_uniform(6, 1, i) - 1.0f);
     for (size_t i = 0; i < nw; i++) wp[i] = bf16_round(2.0f * lp_rng_uniform(6, 2, i) - 1.0f);
     double *ref = calloc(nx, sizeof(double));
-    for (int b = 0; b < n; b++)
-        for (int o = 0; o < k; o++)
-            for (int y = 0; y < h; y++)
-                for (int xx = 0; xx < w; xx++) {
-                    const double g = yp[(((size_t)b * k + o) * h + y) * w + xx];
-                    for (int i = 0; i < c; i++)
-                        for (int t = 0; t < 9; t++) {
-                            const int iy = y + t / 3 - 1, ix = xx + t % 3 - 1;
-                            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                                ref[(((size_t)b * c + i) * h + iy) * w + ix] += g * wp[((size_t)o * c + i) * 9 + t];
-                        }
-                }
+    conv3x3_ref(n, c, k, h, w, NULL, wp, NULL, yp, NULL, ref, NULL, NULL);
     for (int own = 1; own >= 0; own--) {
         lp_conv_bwd_d_own_allowed = own;
         lp_conv2d cv;
@@ -603,21 +607,11 @@ static void test_fwd_small(int n, int c, int k, int h, int w, bool relu) {
     for (size_t i = 0; i < nw; i++) wp[i] = bf16_round(2.0f * lp_rng_uniform(7, 2, i) - 1.0f);
     for (int i = 0; i < k; i++) bp[i] = 2.0f * lp_rng_uniform(7, 3, (uint64_t)i) - 1.0f;
     double *ref = calloc(ny, sizeof(double)), big = 0;
-    for (int b = 0; b < n; b++)
-        for (int o = 0; o < k; o++)
-            for (int y = 0; y < h; y++)
-                for (int xx = 0; xx < w; xx++) {
-                    double s = bp[o];
-                    for (int i = 0; i < c; i++)
-                        for (int t = 0; t < 9; t++) {
-                            const int iy = y + t / 3 - 1, ix = xx + t % 3 - 1;
-                            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                                s += (double)xp[(((size_t)b * c + i) * h + iy) * w + ix] * wp[((size_t)o * c + i) * 9 + t];
-                        }
-                    if (relu && s < 0) s = 0;
-                    ref[(((size_t)b * k + o) * h + y) * w + xx] = s;
-                    big = fmax(big, fabs(s));
-                }
+    conv3x3_ref(n, c, k, h, w, xp, wp, bp, NULL, ref, NULL, NULL, NULL);
+    for (size_t i = 0; i < ny; i++) {
+        if (relu && ref[i] < 0) ref[i] = 0;
+        big = fmax(big, fabs(ref[i]));
+    }
     for (int own = 1; own >= 0; own--) {
         lp_conv_fwd_own_allowed = own;
         lp_conv2d cv;
