@@ -1,7 +1,8 @@
 /* conv2d forward/backward on oneDNN. Layouts chosen by oneDNN (format any)
  * for weights and output; the input layout is the one the caller has (or
  * any for the model's first layer). ReLU is fused as a post-op. Direct or
- * Winograd algorithm, as the caller asks (nn decides where Winograd pays). */
+ * Winograd algorithm, as the caller asks (nn decides where Winograd pays). On small
+ * maps, where they are faster, our own kernels (conv_*_small.c) run instead. */
 #include "backend.h"
 #include <stdio.h>
 #include <string.h>
