@@ -19,7 +19,8 @@ static void usage(FILE *f) {
                "where the CPU has AMX. --conv picks the fp32 3x3 convolutions' algorithm:\n"
                "auto (default) uses oneDNN's Winograd F(4x4,3x3) on maps of 8x8 or more with batch x map\n"
                ">= 1024 pixels, where it is faster than direct. --per-layer adds, per layer, the time inside a training step\n"
-               "next to its kernels (oneDNN primitives, our pooling) run alone, and the framework overhead share.\n");
+               "next to its kernels (oneDNN primitives, our pooling) run alone, the optimizer's update run alone\n"
+               "(a memory-bound kernel of ours), and the framework overhead share: step minus all kernels alone.\n");
 }
 
 int cmd_bench(int argc, char **argv) {

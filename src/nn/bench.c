@@ -99,7 +99,7 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
             st = LP_ERR_NOMEM;
             goto done;
         }
-        double *gflop = prim + 2 * nl;
+        double *gflop = prim + 2 * nl, update_alone = 0;
         for (int s = 0; s < p->steps && !st; s++) {
             double t0 = lp_now();
             double *prof = net->prof;
@@ -112,11 +112,17 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
              * alone read activations, as in a step */
             if (!st) st = lp_net_forward(net, x, p->batch, true, (uint64_t)s, NULL);
             if (!st) st = lp_bench_time_primitives(net, prim, gflop);
+            double u = 0;
+            if (!st) st = lp_optim_time_update(opt, &u);
+            update_alone += u;
         }
-        if (!st) st = lp_bench_layer_table(net, prim, gflop, p->steps, t_plain / p->steps, &r->per_layer_text, &r->primitive_s);
+        r->update_alone_s = update_alone / p->steps;
+        if (!st)
+            st = lp_bench_layer_table(net, prim, gflop, p->steps, t_plain / p->steps, r->update_alone_s, &r->per_layer_text,
+                                      &r->primitive_s);
         free(prim);
         if (st) goto done;
-        r->overhead_share = 1.0 - r->primitive_s / (t_plain / p->steps);
+        r->overhead_share = 1.0 - (r->primitive_s + r->update_alone_s) / (t_plain / p->steps);
     }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) r->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;

@@ -204,11 +204,14 @@ uint32_t lp_optim_param_range(const struct lp_optim *o, const lp_param_update *u
 void lp_optim_param_fused(struct lp_optim *o, const lp_param_update *u, uint32_t bad);
 /* The backward half of lp_net_backward_step (the bench times the halves). */
 lp_status lp_net_backward_fused(lp_net *net, struct lp_optim *o, float lr);
+/* For loupe bench: the update of every trainable parameter alone (optim.c). */
+lp_status lp_optim_time_update(struct lp_optim *o, double *seconds);
 /* bench_layers.c: after a training step, runs each layer's primitives once alone,
  * adding seconds to t[2l] (forward), t[2l+1] (backward) and setting gflop[2l], [2l+1]. */
 lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop);
-/* The per-layer table (malloc'ed) from net->prof and prim, both summed over steps. */
+/* The per-layer table (malloc'ed) from net->prof and prim, both summed over steps,
+ * with the update alone (per step) as the last kernel. */
 lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const double *gflop, int steps, double step_s,
-                               char **text, double *primitive_s);
+                               double update_s, char **text, double *primitive_s);
 
 #endif

@@ -19,6 +19,7 @@ struct lp_optim {
     bool *state_blk;    /* per parameter: m/v are in the param's blocked storage layout (store.c) */
     bool *twin_written; /* per parameter, in one step: the update also wrote backward-data's copy */
     bool *fused;        /* per parameter, in one step: updated inside backward (lp_net_backward_step) */
+    bool *fused_last;   /* per parameter: fused in the last step (lp_optim_time_update) */
     int fused_bad;      /* the first fused parameter that came out NaN/Inf this step, or -1 */
     int64_t step;       /* number of lp_optim_step calls */
 };
@@ -50,9 +51,10 @@ lp_status lp_optim_create(lp_net *net, const lp_optim_config *cfg, lp_optim **ou
     o->state_blk = calloc((size_t)net->nparams + 1, sizeof *o->state_blk);
     o->twin_written = calloc((size_t)net->nparams + 1, sizeof *o->twin_written);
     o->fused = calloc((size_t)net->nparams + 1, sizeof *o->fused);
+    o->fused_last = calloc((size_t)net->nparams + 1, sizeof *o->fused_last);
     o->fused_bad = -1;
     if (!o->m || (cfg->kind != LP_OPT_SGD && !o->v) || !o->steps || !o->has_state || !o->state_blk || !o->twin_written ||
-        !o->fused) {
+        !o->fused || !o->fused_last) {
         lp_optim_free(o);
         return lp_fail(LP_ERR_NOMEM, "optimizer: out of memory");
     }
@@ -69,6 +71,7 @@ void lp_optim_free(lp_optim *o) {
     free(o->state_blk);
     free(o->twin_written);
     free(o->fused);
+    free(o->fused_last);
     free(o);
 }
 
@@ -265,6 +268,7 @@ static void end_step(lp_optim *o) {
     for (int i = 0; i < net->nparams; i++)
         if (o->twin_written[i]) lp_net_param_twin_written(net, i);
     memset(o->twin_written, 0, sizeof *o->twin_written * (size_t)net->nparams);
+    memcpy(o->fused_last, o->fused, sizeof *o->fused * (size_t)net->nparams);
     memset(o->fused, 0, sizeof *o->fused * (size_t)net->nparams);
     o->fused_bad = -1;
 }
@@ -320,6 +324,52 @@ lp_status lp_net_backward_step(lp_net *net, lp_optim *o, float lr) {
     /* the fused layers' weight gradients are gone: all gradients restart from zero, so
      * that a next backward without lp_net_zero_grad cannot add onto half of them */
     lp_net_zero_grad(net);
+    return st;
+}
+
+/* A fused parameter's update as inside backward (layers.c conv_fused_update): per
+ * 16x16 block pair, from a gradient block in cache (here zeros), not from memory. */
+static uint32_t update_param_cached_grad(const lp_optim *o, const lp_param_update *u, long long n) {
+    static const float zeros[LP_BWD_W_PAIR] __attribute__((aligned(64)));
+    uint32_t bad = 0;
+LP_OMP(parallel for reduction(| : bad))
+    for (long long q = 0; q < n / LP_BWD_W_PAIR; q++)
+        bad |= lp_optim_param_range(o, u, zeros, q * LP_BWD_W_PAIR, (q + 1) * LP_BWD_W_PAIR);
+    return bad;
+}
+
+/* For loupe bench --per-layer: the last step's update of every trainable parameter
+ * (the same loops, w, state, copies and twins read and written; the parameters
+ * fused in that step with their gradient in cache, as inside backward), run alone.
+ * lr 0 leaves each weight's value as it was, and so its copies (only a -0 can
+ * become +0); the state (m, v, step counts) is put back. */
+lp_status lp_optim_time_update(lp_optim *o, double *seconds) {
+    lp_net *net = o->net;
+    const size_t n = net->nweights, np = (size_t)net->nparams;
+    float *m = malloc(n * sizeof(float)), *v = o->v ? malloc(n * sizeof(float)) : NULL;
+    int64_t *steps = malloc(np * sizeof *steps);
+    if (!m || (o->v && !v) || !steps) {
+        free(m), free(v), free(steps);
+        return lp_fail(LP_ERR_NOMEM, "bench: out of memory timing the update");
+    }
+    memcpy(m, o->m, n * sizeof(float));
+    if (v) memcpy(v, o->v, n * sizeof(float));
+    memcpy(steps, o->steps, np * sizeof *steps);
+    lp_status st = LP_OK;
+    double t0 = lp_now();
+    for (int i = 0; i < net->nparams && !st; i++) {
+        lp_param_update u;
+        if (!net->params[i].trainable || (st = lp_optim_param_begin(o, i, 0.0f, &u))) continue;
+        u.first = false; /* as in every step after the first */
+        const long long n = (long long)net->params[i].numel;
+        if (o->fused_last[i] && n % LP_BWD_W_PAIR == 0) update_param_cached_grad(o, &u, n);
+        else update_param(o, &u, n);
+    }
+    *seconds = lp_now() - t0;
+    memcpy(o->m, m, n * sizeof(float));
+    if (v) memcpy(o->v, v, n * sizeof(float));
+    memcpy(o->steps, steps, np * sizeof *steps);
+    free(m), free(v), free(steps);
     return st;
 }
 

@@ -63,8 +63,12 @@ if native:
     if ", bf16," not in out:
         fail.append("bench --precision bf16 did not say bf16: " + out)
     rows = [l for l in out.splitlines() if l.startswith("features.")]
-    if len(rows) != 18 or "framework overhead:" not in out or "peak memory (RSS):" not in out:
-        fail.append("bench --per-layer: want 18 feature rows, the overhead and peak memory lines: " + out)
+    if len(rows) != 18 or "framework overhead:" not in out or "peak memory (RSS):" not in out or \
+            "optimizer update alone" not in out:
+        fail.append("bench --per-layer: want 18 feature rows, the update, overhead and peak memory lines: " + out)
+    # at 32x32 batch 2 the last six conv layers update their weights inside backward (marked *)
+    if sum(1 for l in rows if l.split()[4].endswith("*")) != 6:
+        fail.append("bench --per-layer: want 6 layers marked as fused (*): " + out)
 for f in fail:
     print("FAIL", f)
 print("cli checks:", "FAILED" if fail else "ok")
