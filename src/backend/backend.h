@@ -196,6 +196,12 @@ lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, 
 /* dw += dy^T x ; db += sum over n of dy (accumulate), or dw = ..., db = ... (overwrite). */
 lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db,
                                    bool accumulate, void *scratch);
+/* Small batches (n <= 4): backward-weights is an outer product computed row by row
+ * (lp_dense_outer_row: row o of dw, columns [lo, hi), in row[0, hi - lo)); the fused
+ * update (layers.c) takes it piece by piece, with the same sums. */
+bool lp_dense_small_batch(const lp_dense *d);
+void lp_dense_outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate);
+void lp_dense_backward_bias(const lp_dense *d, const float *dy, float *db, bool accumulate);
 void lp_dense_free(lp_dense *d);
 
 /* ---- plain C ops (OpenMP) ---------------------------------------------------- */

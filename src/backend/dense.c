@@ -76,37 +76,44 @@ lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, 
     return lp_prim_exec(&d->bwd_data, s, p, scratch);
 }
 
-lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db,
-                                   bool accumulate, void *scratch) {
+bool lp_dense_small_batch(const lp_dense *d) { return d->n <= LP_DENSE_SMALL_BATCH; }
+
+/* dw (out, in) at small batch is a rank-n outer product: matmul kernels with K = n
+ * this small run far below memory speed, a streaming loop does not. One row's
+ * columns [lo, hi), in a fixed order (the fused update relies on the same sums). */
+void lp_dense_outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate) {
     const int n = d->n, out = d->out, in = d->in;
-    if (n <= LP_DENSE_SMALL_BATCH) {
-        /* dw (out, in) is a rank-n outer product: matmul kernels with K = n this
-         * small run far below memory speed, a streaming loop does not. */
-        dnnl_stream_wait(s);
-LP_OMP(parallel for schedule(static))
-        for (int o = 0; o < out; o++) {
-            float *row = dw + (size_t)o * in;
-            float c[LP_DENSE_SMALL_BATCH];
-            for (int i = 0; i < n; i++) c[i] = dy[(size_t)i * out + o];
-            if (!accumulate)
-                for (int j = 0; j < in; j++) row[j] = 0.0f;
-            for (int i = 0; i < n; i++) {
-                const float *xi = x + (size_t)i * in;
-                const float ci = c[i];
-                for (int j = 0; j < in; j++) row[j] += ci * xi[j];
-            }
-        }
-    } else {
-        void *p[3] = {(void *)dy, (void *)x, dw};
-        lp_status st = lp_prim_exec(accumulate ? &d->bwd_w : &d->bwd_w_set, s, p, scratch);
-        if (st) return st;
+    if (!accumulate)
+        for (int j = 0; j < hi - lo; j++) row[j] = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * in + lo;
+        const float ci = dy[(size_t)i * out + o];
+        for (int j = 0; j < hi - lo; j++) row[j] += ci * xi[j];
     }
+}
+
+void lp_dense_backward_bias(const lp_dense *d, const float *dy, float *db, bool accumulate) {
+    const int n = d->n, out = d->out;
 LP_OMP(parallel for if (out >= 1024))
     for (int j = 0; j < out; j++) {
         float acc = 0.0f;
         for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + j];
         db[j] = accumulate ? db[j] + acc : acc;
     }
+}
+
+lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db,
+                                   bool accumulate, void *scratch) {
+    if (lp_dense_small_batch(d)) {
+        dnnl_stream_wait(s);
+LP_OMP(parallel for schedule(static))
+        for (int o = 0; o < d->out; o++) lp_dense_outer_row(d, x, dy, o, 0, d->in, dw + (size_t)o * d->in, accumulate);
+    } else {
+        void *p[3] = {(void *)dy, (void *)x, dw};
+        lp_status st = lp_prim_exec(accumulate ? &d->bwd_w : &d->bwd_w_set, s, p, scratch);
+        if (st) return st;
+    }
+    lp_dense_backward_bias(d, dy, db, accumulate);
     return LP_OK;
 }
 

@@ -91,6 +91,12 @@ lp_status lp_bench_time_primitives(lp_net *net, double *t, double *gflop) {
     lp_status st = lp_buf_reserve(&net->diff[0], big, NULL);
     if (!st) st = lp_buf_reserve(&net->diff[1], big, NULL);
     if (st) return st;
+    /* The step left other layers' gradients there, in other dtypes and layouts: read
+     * as this layer's, some are denormal floats, on which the CPU's arithmetic runs
+     * many times slower (the dense layers' backward-weights ran 3x slower alone than
+     * in the step). Zeros are normal in every dtype. */
+    memset(net->diff[0].p, 0, big);
+    memset(net->diff[1].p, 0, big);
     for (int l = 0; l < net->nlayers; l++) {
         st = time_layer(net, net->cur, l, t + 2 * l, gflop + 2 * l);
         if (st) return lp_fail_context(st, "bench: timing layer %s alone", net->layers[l].name[0] ? net->layers[l].name : "reorder");
@@ -146,7 +152,8 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
                            : L->kind == LP_LAYER_MAXPOOL ? pl->u.pool.fwd.impl
                            : L->kind == LP_LAYER_DENSE ? pl->u.dense.fwd.impl : "";
         /* after a fused step (bench.c), the layers that updated their weights in backward */
-        const bool fused = L->kind == LP_LAYER_CONV && net->params[L->pw].grad_state == LP_GRAD_STALE;
+        const bool fused = (L->kind == LP_LAYER_CONV || L->kind == LP_LAYER_DENSE) && net->params[L->pw].trainable &&
+                           net->params[L->pw].grad_state == LP_GRAD_STALE;
         nfused += fused;
         appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9.2f %8.2f%s %9.2f %9.2f %8.0f %8.0f %8.2f  %s\n",
                 L->name[0] ? L->name : "(reorder)", lp_layer_kinds[L->kind].type, shape, sf * 1e3, sb * 1e3, fused ? "*" : " ",

@@ -327,14 +327,16 @@ lp_status lp_net_backward_step(lp_net *net, lp_optim *o, float lr) {
     return st;
 }
 
-/* A fused parameter's update as inside backward (layers.c conv_fused_update): per
- * 16x16 block pair, from a gradient block in cache (here zeros), not from memory. */
+/* A fused parameter's update as inside backward (layers.c): piece by piece (a conv
+ * weight's 16x16 block pair, 9 taps), from a gradient piece in cache (here zeros),
+ * not from memory. */
 static uint32_t update_param_cached_grad(const lp_optim *o, const lp_param_update *u, long long n) {
     static const float zeros[LP_BWD_W_PAIR] __attribute__((aligned(64)));
+    const long long pieces = (n + LP_BWD_W_PAIR - 1) / LP_BWD_W_PAIR;
     uint32_t bad = 0;
 LP_OMP(parallel for reduction(| : bad))
-    for (long long q = 0; q < n / LP_BWD_W_PAIR; q++)
-        bad |= lp_optim_param_range(o, u, zeros, q * LP_BWD_W_PAIR, (q + 1) * LP_BWD_W_PAIR);
+    for (long long q = 0; q < pieces; q++)
+        bad |= lp_optim_param_range(o, u, zeros, q * LP_BWD_W_PAIR, q + 1 < pieces ? (q + 1) * LP_BWD_W_PAIR : n);
     return bad;
 }
 
@@ -362,7 +364,7 @@ lp_status lp_optim_time_update(lp_optim *o, double *seconds) {
         if (!net->params[i].trainable || (st = lp_optim_param_begin(o, i, 0.0f, &u))) continue;
         u.first = false; /* as in every step after the first */
         const long long n = (long long)net->params[i].numel;
-        if (o->fused_last[i] && n % LP_BWD_W_PAIR == 0) update_param_cached_grad(o, &u, n);
+        if (o->fused_last[i]) update_param_cached_grad(o, &u, n);
         else update_param(o, &u, n);
     }
     *seconds = lp_now() - t0;
