@@ -529,13 +529,17 @@ static void test_bf16_copies(void) {
  * bit-identical, with SGD (momentum) and Adam, fp32 and bf16, over five steps: the
  * two halves with a look at the gradients between, three lp_net_backward_step back to
  * back, then one unfused on both (the optimizer's flags are clean). */
-static void test_fused_step(bool bf16, lp_opt_kind kind) {
-    const char *what = kind == LP_OPT_SGD ? "sgd" : "adam";
+/* size 32, head gap,dense: the last six conv layers fused (2x2 and 4x4 maps); size 96,
+ * head flatten,dense:16:relu,dense:2: the two dense layers (rows of 4608 inputs: three
+ * pieces, the last one short). */
+static void test_fused_step(bool bf16, lp_opt_kind kind, int size) {
+    const char *what = kind == LP_OPT_SGD ? (size == 32 ? "sgd" : "sgd dense") : (size == 32 ? "adam" : "adam dense");
     if (bf16 && !lp_net_bf16_native()) {
         printf("fused step bf16 %s: skipped (no native bf16 here)\n", what);
         return;
     }
-    lp_net_config c = gap_config("vgg16", 32);
+    lp_net_config c = gap_config("vgg16", size);
+    if (size != 32) strcpy(c.head, "flatten,dense:16:relu,dense:2");
     c.conv_algo = LP_CONV_DIRECT;
     c.bf16 = bf16;
     lp_net *a, *b;
@@ -551,13 +555,14 @@ static void test_fused_step(bool bf16, lp_opt_kind kind) {
     lp_tensor_list_free(&sd);
     OK(lp_optim_create(a, &oc, &oa));
     OK(lp_optim_create(b, &oc, &ob));
-    static float x[2 * 3 * 32 * 32];
+    static float x[2 * 3 * 96 * 96];
+    const size_t nx = (size_t)2 * 3 * size * size;
     int labels[2] = {1, 0}, p28 = -1;
     for (int i = 0; i < lp_net_param_count(a); i++)
-        if (!strcmp(lp_net_param_name(a, i), "features.28.weight")) p28 = i;
+        if (!strcmp(lp_net_param_name(a, i), size == 32 ? "features.28.weight" : "head.1.weight")) p28 = i;
     const float lr = kind == LP_OPT_SGD ? 0.01f : 1e-4f;
     for (int step = 0; step < 5; step++) {
-        for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(9, (uint64_t)step, i);
+        for (size_t i = 0; i < nx; i++) x[i] = lp_rng_uniform(9, (uint64_t)step, i);
         float la, lb;
         OK(lp_net_forward(a, x, 2, true, 0, NULL));
         OK(lp_net_loss(a, labels, 2, NULL, NULL, &la));
@@ -567,14 +572,17 @@ static void test_fused_step(bool bf16, lp_opt_kind kind) {
         OK(lp_net_loss(b, labels, 2, NULL, NULL, &lb));
         lp_net_zero_grad(b);
         if (step == 0) {
-            /* the two halves of lp_net_backward_step: between them, features.28's weight
-             * gradient was consumed by the fused update, its bias gradient was not */
+            /* the two halves of lp_net_backward_step: between them, features.28's (or
+             * head.1's) weight gradient was consumed by the fused update, its bias
+             * gradient was not */
             OK(lp_net_backward_fused(b, ob, lr));
             size_t n28 = lp_net_param_numel(a, p28), nz_a = 0, nz_b = 0;
             const float *ga = lp_net_grad(a, p28), *gb = lp_net_grad(b, p28), *bias = lp_net_grad(b, p28 + 1);
             for (size_t i = 0; i < n28; i++) nz_a += ga[i] != 0, nz_b += gb[i] != 0;
-            EXPECT(nz_a > 0 && nz_b == 0 && bias[0] != 0, "fused step %s: features.28.weight's gradient has %zu non-zeros "
-                   "unfused, %zu fused (want > 0 and 0: the fused update consumed it)", what, nz_a, nz_b);
+            size_t nz_bias = 0;
+            for (size_t i = 0; i < lp_net_param_numel(b, p28 + 1); i++) nz_bias += bias[i] != 0;
+            EXPECT(nz_a > 0 && nz_b == 0 && nz_bias > 0, "fused step %s: %s's gradient has %zu non-zeros unfused, %zu "
+                   "fused (want > 0 and 0: the fused update consumed it)", what, lp_net_param_name(a, p28), nz_a, nz_b);
             OK(lp_optim_step(ob, lr));
         } else if (step < 4) { /* back to back, nothing reading gradients in between */
             OK(lp_net_backward_step(b, ob, lr));
@@ -606,10 +614,12 @@ static void test_fused_step(bool bf16, lp_opt_kind kind) {
 int main(void) {
     test_weights_copy_after_freeze();
     test_bf16_copies();
-    test_fused_step(false, LP_OPT_SGD);
-    test_fused_step(false, LP_OPT_ADAM);
-    test_fused_step(true, LP_OPT_SGD);
-    test_fused_step(true, LP_OPT_ADAM);
+    for (int size = 32; size <= 96; size += 64) {
+        test_fused_step(false, LP_OPT_SGD, size);
+        test_fused_step(false, LP_OPT_ADAM, size);
+        test_fused_step(true, LP_OPT_SGD, size);
+        test_fused_step(true, LP_OPT_ADAM, size);
+    }
     test_optim_non_finite();
     test_safetensors();
     test_state_and_checkpoint();
