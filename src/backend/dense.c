@@ -5,6 +5,8 @@
 
 #define LP_DENSE_SMALL_BATCH 4
 
+bool lp_dense_small_batch(const lp_dense *d) { return d->n <= LP_DENSE_SMALL_BATCH; }
+
 static lp_md md_strided(int64_t d0, int64_t d1, int64_t s0, int64_t s1) {
     lp_md md;
     dnnl_dims_t d = {d0, d1}, s = {s0, s1};
@@ -61,6 +63,8 @@ lp_status lp_dense_init_backward(lp_dense *d, bool data, bool weights) {
 size_t lp_dense_scratch_size(const lp_dense *d) {
     size_t s = d->fwd.scratch_size;
     if (d->has_bwd_data && d->bwd_data.scratch_size > s) s = d->bwd_data.scratch_size;
+    const size_t parts = sizeof(float) * LP_DENSE_DX_CHUNKS * (size_t)d->n * d->in;
+    if (d->has_bwd_data && lp_dense_small_batch(d) && parts > s) s = parts;
     if (d->has_bwd_w && d->bwd_w.scratch_size > s) s = d->bwd_w.scratch_size;
     if (d->has_bwd_w && d->bwd_w_set.scratch_size > s) s = d->bwd_w_set.scratch_size;
     return s;
@@ -71,12 +75,66 @@ lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const f
     return lp_prim_exec(&d->fwd, s, p, scratch);
 }
 
+/* Small batches: dx = dy w is, like backward-weights, a pass over w with little
+ * arithmetic per weight. Rows go in chunks of at least 256 (at most
+ * LP_DENSE_DX_CHUNKS chunks, fixed by the layer's size), each summing its rows in
+ * order with fused multiply-adds into its own partial dx (in scratch), as a matrix
+ * product's inner loop does; the partials are then added in chunk order. The same
+ * sums for any thread count, and the same sums when the fused update (layers.c)
+ * makes them row piece by row piece between its updates, reading each weight once
+ * for both. (Narrow layers, one chunk, get PyTorch's sums: Adam with a small eps
+ * turns a last-bit difference in a tiny gradient into a different step.) */
+int lp_dense_dx_chunks(const lp_dense *d) {
+    const int c = d->out / 256;
+    return c < 1 ? 1 : c > LP_DENSE_DX_CHUNKS ? LP_DENSE_DX_CHUNKS : c;
+}
+
+void lp_dense_dx_rows(const lp_dense *d, int c, int *r0, int *r1) {
+    const int nc = lp_dense_dx_chunks(d);
+    *r0 = c < nc ? (int)((long long)d->out * c / nc) : d->out;
+    *r1 = c < nc ? (int)((long long)d->out * (c + 1) / nc) : d->out;
+}
+
+__attribute__((target_clones("avx512f", "default")))
+void lp_dense_dx_add_row(const lp_dense *d, const float *dy, const float *w, int o, int lo, int hi, float *part) {
+    const float *wo = w + (size_t)o * d->in + lo;
+    for (int i = 0; i < d->n; i++) {
+        float *pi = part + (size_t)i * d->in + lo;
+        const float ci = dy[(size_t)i * d->out + o];
+        for (int j = 0; j < hi - lo; j++) pi[j] = __builtin_fmaf(ci, wo[j], pi[j]);
+    }
+}
+
+void lp_dense_dx_sum(const lp_dense *d, const float *parts, float *dx) {
+    const size_t len = (size_t)d->n * d->in;
+    const int nc = lp_dense_dx_chunks(d);
+LP_OMP(parallel for if (len >= 16384))
+    for (size_t j = 0; j < len; j++) {
+        float s = parts[j];
+        for (int c = 1; c < nc; c++) s += parts[(size_t)c * len + j];
+        dx[j] = s;
+    }
+}
+
 lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const float *w, float *dx, void *scratch) {
+    if (lp_dense_small_batch(d)) {
+        dnnl_stream_wait(s);
+        float *parts = scratch;
+        const size_t len = (size_t)d->n * d->in;
+LP_OMP(parallel for schedule(static))
+        for (int c = 0; c < LP_DENSE_DX_CHUNKS; c++) {
+            int r0, r1;
+            lp_dense_dx_rows(d, c, &r0, &r1);
+            if (r0 == r1) continue;
+            memset(parts + (size_t)c * len, 0, len * sizeof(float));
+            for (int o = r0; o < r1; o++) lp_dense_dx_add_row(d, dy, w, o, 0, d->in, parts + (size_t)c * len);
+        }
+        lp_dense_dx_sum(d, parts, dx);
+        return LP_OK;
+    }
     void *p[3] = {(void *)dy, (void *)w, dx};
     return lp_prim_exec(&d->bwd_data, s, p, scratch);
 }
-
-bool lp_dense_small_batch(const lp_dense *d) { return d->n <= LP_DENSE_SMALL_BATCH; }
 
 /* dw (out, in) at small batch is a rank-n outer product: matmul kernels with K = n
  * this small run far below memory speed, a streaming loop does not. One row's

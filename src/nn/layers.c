@@ -415,25 +415,38 @@ static lp_status dense_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
 
 /* The fused step for a dense layer at small batch: its weight gradient, an outer
  * product, is made one piece of a row at a time in L1 and goes straight into the
- * update, as for conv layers above. At VGG's top (102 M weights in classifier.0)
- * that saves writing and reading back 400 MB per step. */
+ * update, as for conv layers above; backward data takes each piece of the weights
+ * just before the update rewrites it. At VGG's top (102 M weights in classifier.0)
+ * that saves writing and reading back a 400 MB gradient and one more read of the
+ * weights per step. The same sums as lp_dense_backward_weights/_data (dense.c). */
 #define DENSE_FUSED_PIECE 2048 /* floats: 8 KB */
-static lp_status dense_fused_update(lp_net *net, lp_layer *l, const lp_dense *d, const float *x, const float *dy) {
+static lp_status dense_fused_update(lp_net *net, lp_layer *l, const lp_dense *d, const float *x, const float *dy, float *dx) {
     lp_param_update u;
     lp_status st = lp_optim_param_begin(net->fuse_opt, l->pw, net->fuse_lr, &u);
     if (st) return st;
     lp_dense_backward_bias(d, dy, grad_ptr(net, l->pb), false);
     const struct lp_optim *o = net->fuse_opt;
+    const float *w = param_ptr(net, l->pw);
+    float *parts = net->scratch.p;
+    const size_t len = (size_t)d->n * d->in;
     uint32_t bad = 0;
 LP_OMP(parallel for schedule(static) reduction(| : bad))
-    for (int r = 0; r < d->out; r++)
-        for (int lo = 0; lo < d->in; lo += DENSE_FUSED_PIECE) {
-            const int hi = lo + DENSE_FUSED_PIECE < d->in ? lo + DENSE_FUSED_PIECE : d->in;
-            float g[DENSE_FUSED_PIECE] __attribute__((aligned(64)));
-            lp_dense_outer_row(d, x, dy, r, lo, hi, g, false);
-            const long long at = (long long)r * d->in;
-            bad |= lp_optim_param_range(o, &u, g, at + lo, at + hi);
-        }
+    for (int c = 0; c < LP_DENSE_DX_CHUNKS; c++) {
+        int r0, r1;
+        lp_dense_dx_rows(d, c, &r0, &r1);
+        float *part = parts + (size_t)c * len;
+        if (dx && r0 < r1) memset(part, 0, len * sizeof(float));
+        for (int r = r0; r < r1; r++)
+            for (int lo = 0; lo < d->in; lo += DENSE_FUSED_PIECE) {
+                const int hi = lo + DENSE_FUSED_PIECE < d->in ? lo + DENSE_FUSED_PIECE : d->in;
+                float g[DENSE_FUSED_PIECE] __attribute__((aligned(64)));
+                if (dx) lp_dense_dx_add_row(d, dy, w, r, lo, hi, part);
+                lp_dense_outer_row(d, x, dy, r, lo, hi, g, false);
+                const long long at = (long long)r * d->in;
+                bad |= lp_optim_param_range(o, &u, g, at + lo, at + hi);
+            }
+    }
+    if (dx) lp_dense_dx_sum(d, parts, dx);
     lp_optim_param_fused(net->fuse_opt, &u, bad);
     l->grad_consumed = true;
     return LP_OK;
@@ -444,18 +457,13 @@ static lp_status dense_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int
     lp_status st;
     dnnl_stream_wait(net->stream);
     if (l->relu) lp_relu_backward_inplace(dy, y, (size_t)n * l->out_c);
-    const bool fuse = weights && !accumulate && net->fuse_opt && net->params[l->pw].trainable &&
-                      lp_dense_small_batch(&pl->u.dense);
-    if (weights && !fuse &&
+    if (weights && !accumulate && net->fuse_opt && net->params[l->pw].trainable && lp_dense_small_batch(&pl->u.dense))
+        return dense_fused_update(net, l, &pl->u.dense, x, dy, dx);
+    if (weights &&
         (st = lp_dense_backward_weights(&pl->u.dense, net->stream, x, dy, grad_ptr(net, l->pw), grad_ptr(net, l->pb), accumulate,
                                     net->scratch.p)))
         return st;
     if (dx && (st = lp_dense_backward_data(&pl->u.dense, net->stream, dy, param_ptr(net, l->pw), dx, net->scratch.p))) return st;
-    /* fused: after backward data, which reads the weights that the update rewrites */
-    if (fuse) {
-        dnnl_stream_wait(net->stream);
-        return dense_fused_update(net, l, &pl->u.dense, x, dy);
-    }
     return LP_OK;
 }
 
