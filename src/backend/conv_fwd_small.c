@@ -4,11 +4,14 @@
  * bias fp32.
  *
  * Hand-written for the reason conv_bwd_d_small.c is: on VGG16's 2x2 maps at batch 2 the
- * work is one pass over the layer's 4.7 MB of bf16 weights, and oneDNN 2.6's brgconv
- * took 0.28 ms alone and about twice that inside the training step. Each weight vector
+ * work is one pass over the layer's 4.7 MB of bf16 weights. Each weight vector
  * (32 output channels x an input-channel pair) serves every position of the batch from
- * registers, one vdpbf16ps per 16 outputs. In the step, at 32x32 batch 2: 17.4 -> 16.8
- * ms (A/B, three rounds; the time moved out of backward, which ran after it faster).
+ * registers, one vdpbf16ps per 16 outputs. Per layer, ours and oneDNN 2.6's brgconv take
+ * the same time (0.35-0.40 ms, alone or in the step; the per-layer table once showed
+ * oneDNN's in-step forward at twice that, but it counted each forward twice), yet the
+ * step is faster with ours, at 32x32 batch 2: 17.4 -> 16.8 ms (A/B, three rounds),
+ * 17.9 -> 17.4 ms (four rounds, later): the time moves out of backward, which runs
+ * after it faster.
  *
  * Sums run in fp32 (pairs of products per instruction, denormals flushed, as AMX does)
  * in a fixed order; bias and ReLU are applied in fp32, then the result rounds to bf16

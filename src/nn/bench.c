@@ -93,8 +93,9 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
          * layer's primitives alone on the same buffers. */
         size_t nl = (size_t)net->nlayers;
         double *prim = lp_calloc(4 * nl, sizeof(double)), t_plain = 0;
-        net->prof = lp_calloc(2 * nl, sizeof(double));
-        if (!prim || !net->prof) {
+        double *prof = net->prof = lp_calloc(2 * nl, sizeof(double)); /* freed with the net */
+        net->prof = NULL; /* set for the profiled steps only (each forward adds to it) */
+        if (!prim || !prof) {
             free(prim);
             st = LP_ERR_NOMEM;
             goto done;
@@ -107,12 +108,11 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
         memset(prim, 0, 2 * nl * sizeof(double));
         for (int s = 0; s < p->steps && !st; s++) {
             double t0 = lp_now();
-            double *prof = net->prof;
-            net->prof = NULL;
             st = train_step(net, opt, &oc, x, labels, p->batch, s, NULL, NULL, NULL);
-            net->prof = prof;
             t_plain += lp_now() - t0;
+            net->prof = prof;
             if (!st) st = train_step(net, opt, &oc, x, labels, p->batch, s, NULL, NULL, NULL);
+            net->prof = NULL;
             /* backward left input gradients in the activation slots: the primitives
              * alone read activations, as in a step */
             if (!st) st = lp_net_forward(net, x, p->batch, true, (uint64_t)s, NULL);
@@ -122,6 +122,7 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
             update_alone += u;
         }
         r->update_alone_s = update_alone / p->steps;
+        net->prof = prof;
         if (!st)
             st = lp_bench_layer_table(net, prim, gflop, p->steps, t_plain / p->steps, r->update_alone_s, &r->per_layer_text,
                                       &r->primitive_s);
