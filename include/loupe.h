@@ -134,8 +134,8 @@ typedef struct lp_bench_result {
     double peak_rss_mb;      /**< the process's peak resident memory after the run */
     char *per_layer_text;    /**< with per_layer: the table (malloc'ed; lp_bench_result_free) */
     double primitive_s;      /**< with per_layer: sum of the layers' primitives' times alone per step */
-    double update_alone_s;   /**< with per_layer: the optimizer's update of all trainable weights alone, per step */
     double overhead_share;   /**< with per_layer: (step_s - primitive_s - update_alone_s) / step_s */
+    double update_alone_s;   /**< with per_layer: the optimizer's update of all trainable weights alone, per step */
 } lp_bench_result;
 lp_bench_params lp_bench_default_params(void);
 lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r);

@@ -76,14 +76,19 @@ lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const f
 }
 
 /* Small batches: dx = dy w is, like backward-weights, a pass over w with little
- * arithmetic per weight. Rows go in chunks of at least 256 (at most
- * LP_DENSE_DX_CHUNKS chunks, fixed by the layer's size), each summing its rows in
- * order with fused multiply-adds into its own partial dx (in scratch), as a matrix
- * product's inner loop does; the partials are then added in chunk order. The same
- * sums for any thread count, and the same sums when the fused update (layers.c)
- * makes them row piece by row piece between its updates, reading each weight once
- * for both. (Narrow layers, one chunk, get PyTorch's sums: Adam with a small eps
- * turns a last-bit difference in a tiny gradient into a different step.) */
+ * arithmetic per weight. The rows go in out / 256 chunks (1 to LP_DENSE_DX_CHUNKS,
+ * set by the layer's size alone), each summing its rows in order with fused
+ * multiply-adds into its own partial dx (in scratch), as a matrix product's inner
+ * loop does; the partials are then added in chunk order. The same sums for any
+ * thread count, and the same sums when the fused update (layers.c) makes them row
+ * piece by row piece between its updates, reading each weight once for both.
+ * Layers under 512 outputs get one chunk, one FMA chain per element: oneDNN's sums
+ * there matched PyTorch's more closely than pairwise-added partials, and Adam with a
+ * small eps turns a last-bit difference in a tiny gradient into a different step
+ * (parity.py's adam_eps6). Chunks, not threads, cap the parallelism: 2 to 16 for
+ * VGG's 4096-wide layers, which suits this 2-core machine. (Columns split among
+ * threads, each walking all rows, needed no partials but ran 10 ms slower per step at
+ * VGG's top: a thread's rows were no longer contiguous in memory.) */
 int lp_dense_dx_chunks(const lp_dense *d) {
     const int c = d->out / 256;
     return c < 1 ? 1 : c > LP_DENSE_DX_CHUNKS ? LP_DENSE_DX_CHUNKS : c;
@@ -95,7 +100,9 @@ void lp_dense_dx_rows(const lp_dense *d, int c, int *r0, int *r1) {
     *r1 = c < nc ? (int)((long long)d->out * (c + 1) / nc) : d->out;
 }
 
-__attribute__((target_clones("avx512f", "default")))
+/* FMA instructions in the AVX-512 and AVX2 clones; the baseline one calls fmaf (same
+ * results). */
+__attribute__((target_clones("avx512f", "arch=haswell", "default")))
 void lp_dense_dx_add_row(const lp_dense *d, const float *dy, const float *w, int o, int lo, int hi, float *part) {
     const float *wo = w + (size_t)o * d->in + lo;
     for (int i = 0; i < d->n; i++) {

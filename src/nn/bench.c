@@ -87,6 +87,10 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     r->update_s = tu / p->steps;
     r->step_s = t_all / p->steps;
     r->images_per_s = t_all > 0 ? (double)p->batch * p->steps / t_all : 0;
+    /* peak memory of training, before the per-layer timing's own buffers (saved
+     * optimizer state, gradients the fused step never writes) */
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) r->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
     if (p->per_layer) {
         /* Interleaved so that drifting load on a shared machine hits all three alike:
          * a plain step (timed), a profiled step (a wait after each layer), then each
@@ -97,6 +101,7 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
         net->prof = NULL; /* set for the profiled steps only (each forward adds to it) */
         if (!prim || !prof) {
             free(prim);
+            free(prof);
             st = LP_ERR_NOMEM;
             goto done;
         }
@@ -130,8 +135,6 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
         if (st) goto done;
         r->overhead_share = 1.0 - (r->primitive_s + r->update_alone_s) / (t_plain / p->steps);
     }
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) == 0) r->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
 done:
     lp_optim_free(opt);
     lp_net_free(net);

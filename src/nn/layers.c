@@ -434,7 +434,7 @@ LP_OMP(parallel for schedule(static) reduction(| : bad))
     for (int c = 0; c < LP_DENSE_DX_CHUNKS; c++) {
         int r0, r1;
         lp_dense_dx_rows(d, c, &r0, &r1);
-        float *part = parts + (size_t)c * len;
+        float *part = dx ? parts + (size_t)c * len : NULL;
         if (dx && r0 < r1) memset(part, 0, len * sizeof(float));
         for (int r = r0; r < r1; r++)
             for (int lo = 0; lo < d->in; lo += DENSE_FUSED_PIECE) {

@@ -347,31 +347,51 @@ LP_OMP(parallel for reduction(| : bad))
  * become +0); the state (m, v, step counts) is put back. */
 lp_status lp_optim_time_update(lp_optim *o, double *seconds) {
     lp_net *net = o->net;
-    const size_t n = net->nweights, np = (size_t)net->nparams;
-    float *m = malloc(n * sizeof(float)), *v = o->v ? malloc(n * sizeof(float)) : NULL;
-    int64_t *steps = malloc(np * sizeof *steps);
-    if (!m || (o->v && !v) || !steps) {
-        free(m), free(v), free(steps);
+    const int np = net->nparams;
+    size_t n = 0; /* the trainable parameters' state, saved in order */
+    for (int i = 0; i < np; i++)
+        if (net->params[i].trainable) n += net->params[i].numel;
+    const int nv = o->v ? 2 : 1;
+    float *saved = malloc((n ? n : 1) * nv * sizeof(float));
+    int64_t *steps = malloc((size_t)np * sizeof *steps);
+    bool *blk = malloc((size_t)np * sizeof *blk);
+    if (!saved || !steps || !blk) {
+        free(saved), free(steps), free(blk);
         return lp_fail(LP_ERR_NOMEM, "bench: out of memory timing the update");
     }
-    memcpy(m, o->m, n * sizeof(float));
-    if (v) memcpy(v, o->v, n * sizeof(float));
-    memcpy(steps, o->steps, np * sizeof *steps);
+    size_t at = 0;
+    for (int i = 0; i < np; i++) {
+        const lp_param *p = &net->params[i];
+        if (!p->trainable) continue;
+        memcpy(saved + at, o->m + p->offset, p->numel * sizeof(float));
+        if (o->v) memcpy(saved + n + at, o->v + p->offset, p->numel * sizeof(float));
+        at += p->numel;
+    }
+    memcpy(steps, o->steps, (size_t)np * sizeof *steps);
+    memcpy(blk, o->state_blk, (size_t)np * sizeof *blk);
     lp_status st = LP_OK;
     double t0 = lp_now();
-    for (int i = 0; i < net->nparams && !st; i++) {
+    for (int i = 0; i < np && !st; i++) {
         lp_param_update u;
         if (!net->params[i].trainable || (st = lp_optim_param_begin(o, i, 0.0f, &u))) continue;
         u.first = false; /* as in every step after the first */
-        const long long n = (long long)net->params[i].numel;
-        if (o->fused_last[i]) update_param_cached_grad(o, &u, n);
-        else update_param(o, &u, n);
+        const long long numel = (long long)net->params[i].numel;
+        if (o->fused_last[i]) update_param_cached_grad(o, &u, numel);
+        else update_param(o, &u, numel);
     }
     *seconds = lp_now() - t0;
-    memcpy(o->m, m, n * sizeof(float));
-    if (v) memcpy(o->v, v, n * sizeof(float));
-    memcpy(o->steps, steps, np * sizeof *steps);
-    free(m), free(v), free(steps);
+    /* the state as it was, in the layout it was in (param_begin may have converted it) */
+    at = 0;
+    for (int i = 0; i < np; i++) {
+        const lp_param *p = &net->params[i];
+        if (!p->trainable) continue;
+        memcpy(o->m + p->offset, saved + at, p->numel * sizeof(float));
+        if (o->v) memcpy(o->v + p->offset, saved + n + at, p->numel * sizeof(float));
+        at += p->numel;
+    }
+    memcpy(o->steps, steps, (size_t)np * sizeof *steps);
+    memcpy(o->state_blk, blk, (size_t)np * sizeof *blk);
+    free(saved), free(steps), free(blk);
     return st;
 }
 

@@ -530,22 +530,25 @@ static void test_bf16_copies(void) {
  * two halves with a look at the gradients between, three lp_net_backward_step back to
  * back, then one unfused on both (the optimizer's flags are clean). */
 /* size 32, head gap,dense: the last six conv layers fused (2x2 and 4x4 maps); size 96,
- * head flatten,dense:16:relu,dense:2: the two dense layers (rows of 4608 inputs: three
- * pieces, the last one short). */
+ * head flatten,dense:16:relu,dense:600:relu,dense:2: the three dense layers (rows of 4608
+ * inputs: three pieces, the last one short; 600 outputs: backward data in two chunks). */
 static void test_fused_step(bool bf16, lp_opt_kind kind, int size) {
-    const char *what = kind == LP_OPT_SGD ? (size == 32 ? "sgd" : "sgd dense") : (size == 32 ? "adam" : "adam dense");
+    static const char *names[] = {"sgd", "adam", "adamw"};
+    char what[32];
+    snprintf(what, sizeof what, "%s%s", names[kind], size == 32 ? "" : " dense");
     if (bf16 && !lp_net_bf16_native()) {
         printf("fused step bf16 %s: skipped (no native bf16 here)\n", what);
         return;
     }
     lp_net_config c = gap_config("vgg16", size);
-    if (size != 32) strcpy(c.head, "flatten,dense:16:relu,dense:2");
+    if (size != 32) strcpy(c.head, "flatten,dense:16:relu,dense:600:relu,dense:2");
     c.conv_algo = LP_CONV_DIRECT;
     c.bf16 = bf16;
     lp_net *a, *b;
     lp_optim *oa, *ob;
     lp_optim_config oc = lp_optim_default_config(kind);
     oc.momentum = kind == LP_OPT_SGD ? 0.9f : 0.0f;
+    if (kind == LP_OPT_SGD && size != 32) oc.nesterov = true, oc.weight_decay = 1e-3f; /* "sgd dense": nesterov, decay */
     OK(lp_net_create(&c, &a));
     OK(lp_net_create(&c, &b));
     lp_tensor_list sd;
@@ -620,6 +623,7 @@ int main(void) {
         test_fused_step(true, LP_OPT_SGD, size);
         test_fused_step(true, LP_OPT_ADAM, size);
     }
+    test_fused_step(false, LP_OPT_ADAMW, 96);
     test_optim_non_finite();
     test_safetensors();
     test_state_and_checkpoint();

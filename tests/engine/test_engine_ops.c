@@ -361,6 +361,48 @@ static void test_dense(int n, int in, int out) {
     free(k.x), free(k.w), free(k.b), free(k.y), free(k.r), free(k.scratch), free(dx), free(dw), free(db);
 }
 
+/* Small-batch backward data (ours, dense.c): against sums in double; the same bits with
+ * 1 and 2 threads; and with one chunk of rows (out < 512), exactly one fmaf chain per
+ * element in row order, as written out here. */
+static void test_dense_dx_small(int n, int in, int out) {
+    lp_dense d;
+    CHECK(lp_dense_init(&d, n, in, out, false));
+    CHECK(lp_dense_init_backward(&d, true, false));
+    float *dy = lp_aligned_alloc((size_t)n * out * 4), *w = lp_aligned_alloc((size_t)out * in * 4);
+    float *dx1 = lp_aligned_alloc((size_t)n * in * 4), *dx2 = lp_aligned_alloc((size_t)n * in * 4);
+    void *scratch = lp_aligned_alloc(lp_dense_scratch_size(&d) + 64);
+    fill(dy, (size_t)n * out, 21, 1.0f);
+    fill(w, (size_t)out * in, 22, 0.3f);
+    const int threads = lp_get_threads();
+    lp_set_threads(1);
+    CHECK(lp_dense_backward_data(&d, S, dy, w, dx1, scratch));
+    lp_set_threads(2);
+    CHECK(lp_dense_backward_data(&d, S, dy, w, dx2, scratch));
+    lp_set_threads(threads);
+    double err = 0, top = 0;
+    size_t chain_diff = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < in; j++) {
+            double ref = 0;
+            float chain = 0.0f;
+            for (int o = 0; o < out; o++) {
+                ref += (double)dy[(size_t)i * out + o] * w[(size_t)o * in + j];
+                chain = fmaf(dy[(size_t)i * out + o], w[(size_t)o * in + j], chain);
+            }
+            err = fmax(err, fabs(dx1[(size_t)i * in + j] - ref));
+            top = fmax(top, fabs(ref));
+            chain_diff += memcmp(&chain, &dx1[(size_t)i * in + j], 4) != 0;
+        }
+    const bool same = !memcmp(dx1, dx2, (size_t)n * in * 4), one_chunk = out < 512;
+    const bool ok = same && err <= 1e-5 * top && (!one_chunk || chain_diff == 0);
+    printf("dense dx small batch n=%d %dx%d: rel err %.2e vs double, 1 vs 2 threads %s, %zu of %d differ from one fmaf "
+           "chain%s %s\n", n, in, out, err / top, same ? "identical" : "DIFFER", chain_diff, n * in,
+           one_chunk ? "" : " (several chunks: not expected to match)", ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    lp_dense_free(&d);
+    free(dy), free(w), free(dx1), free(dx2), free(scratch);
+}
+
 /* ---- softmax cross-entropy ------------------------------------------------------------- */
 typedef struct xent_ctx {
     float *z;
@@ -684,6 +726,9 @@ int main(void) {
     test_pool_ties_bf16(false, false);
     test_dense(3, 17, 5); /* small-batch outer-product path */
     test_dense(7, 19, 6); /* matmul path */
+    test_dense_dx_small(2, 300, 300);   /* one chunk of rows */
+    test_dense_dx_small(2, 1000, 1300); /* five chunks, uneven */
+    test_dense_dx_small(4, 77, 4100);   /* sixteen chunks */
     test_xent();
     test_apool(5, 5, 3, 3);
     test_apool(1, 1, 7, 7);
