@@ -109,6 +109,7 @@ typedef struct lp_conv2d {
     bool own_bwd_w;  /* backward weights runs lp_conv_bwd_w_small, not bwd_w.p */
     bool own_bwd_data; /* backward data runs lp_conv_bwd_d_small, not bwd_data.p */
     bool own_fwd;      /* forward runs lp_conv_fwd_small (fwd.p is kept: backward's hint) */
+    bool own_bwd_w_rgb; /* backward weights runs lp_conv_bwd_w_rgb, not bwd_w.p */
     int vec_x, vec_y; /* own_bwd_w: src_md's and dst_md's pixel vectors */
 } lp_conv2d;
 /* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */
@@ -121,6 +122,10 @@ lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const 
 lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch);
 /* dw written (not accumulated) in bw_dw_md; db (k) written. */
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch);
+/* The same from a dy not yet multiplied by the ReLU mask of the output y (unchanged in
+ * memory); only where the kernel does that masking itself (c->own_bwd_w_rgb). */
+lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y, void *dw,
+                                          void *db, void *scratch);
 void lp_conv2d_free(lp_conv2d *c);
 /* Tests set these false to run oneDNN's backward weights / data where ours would run. */
 extern bool lp_conv_bwd_w_own_allowed, lp_conv_bwd_d_own_allowed, lp_conv_fwd_own_allowed;
@@ -139,6 +144,12 @@ void lp_conv_bwd_d_small(const lp_conv2d_params *p, int vec_x, int vec_y, const 
 size_t lp_conv_bwd_w_small_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_small(const lp_conv2d_params *p, int vec_x, int vec_y, const void *x, const void *dy, float *dw,
                          float *db, void *scratch);
+/* conv_bwd_w_rgb.c (AVX512-BF16): 3x3 stride 1 pad 1 with 3 input channels, k % 16 == 0,
+ * x and dy bf16 nhwc, dw fp32 in ABcd16b16a (input channels padded to 16), db (k);
+ * relu_y (or NULL): the layer's output, whose ReLU mask dy is multiplied by as read. */
+size_t lp_conv_bwd_w_rgb_scratch(const lp_conv2d_params *p);
+void lp_conv_bwd_w_rgb(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y, float *dw, float *db,
+                       void *scratch);
 /* The same in pieces, for an update that consumes each piece as it is made (nn's
  * fused update): prepare (writes db and fills scratch), then pair q in [0, pairs)
  * writes the LP_BWD_W_PAIR values dw[q * LP_BWD_W_PAIR ...] (one 16x16 block pair,

@@ -72,6 +72,19 @@ static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
     return true;
 }
 
+/* Backward weights with 3 input channels (VGG's first layer on RGB images), bf16 on AVX512-BF16,
+ * nhwc, on maps larger than the small-map kernel's: oneDNN's AMX kernel runs there at
+ * about 100 GFLOP/s (conv_bwd_w_rgb.c says why). Its gradient layout too must be
+ * oneDNN's choice, ABcd16b16a. */
+static bool own_bwd_w_rgb(const lp_conv2d *c, const lp_md *dw_md) {
+    const lp_conv2d_params *p = &c->p;
+    int vx, vy;
+    return lp_conv_bwd_w_own_allowed && lp_bf16_native() && p->bf16 && same_3x3(p) && p->c == 3 &&
+           p->k % 16 == 0 && p->h * p->w > 16 && c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 &&
+           lp_md_pixel_vectors(&c->src_md, &vx) && lp_md_pixel_vectors(&c->dst_md, &vy) && vx == 3 && vy == p->k &&
+           weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a);
+}
+
 /* pr runs our kernel (name, for the summaries), with at least scratch bytes. */
 static void own_kernel(lp_prim *pr, size_t scratch, const char *name) {
     if (scratch > pr->scratch_size) pr->scratch_size = scratch;
@@ -197,6 +210,12 @@ weights_part:
             own_kernel(&c->bwd_w, lp_conv_bwd_w_small_scratch(p), "loupe:avx512_3x3_small");
             return LP_OK;
         }
+        if (own_bwd_w_rgb(c, &c->bw_dw_md)) {
+            dnnl_primitive_desc_destroy(pd);
+            c->own_bwd_w_rgb = c->has_bwd_w = true;
+            own_kernel(&c->bwd_w, lp_conv_bwd_w_rgb_scratch(p), "loupe:avx512_3x3_rgb");
+            return LP_OK;
+        }
         static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
         st = lp_prim_create(&c->bwd_w, pd, kinds, 4);
         dnnl_primitive_desc_destroy(pd);
@@ -236,8 +255,20 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
         lp_conv_bwd_w_small(&c->p, c->vec_x, c->vec_y, x, dy, dw, db, scratch);
         return LP_OK;
     }
+    if (c->own_bwd_w_rgb) {
+        lp_conv_bwd_w_rgb(&c->p, x, dy, NULL, dw, db, scratch);
+        return LP_OK;
+    }
     void *p[4] = {(void *)x, (void *)dy, dw, db};
     return lp_prim_exec(&c->bwd_w, s, p, scratch);
+}
+
+lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y, void *dw,
+                                          void *db, void *scratch) {
+    (void)s;
+    if (!c->own_bwd_w_rgb) return lp_fail(LP_ERR_ARG, "conv2d: backward weights with the ReLU mask needs our RGB kernel");
+    lp_conv_bwd_w_rgb(&c->p, x, dy, y, dw, db, scratch);
+    return LP_OK;
 }
 
 void lp_conv2d_free(lp_conv2d *c) {

@@ -193,8 +193,12 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
                                float *dx, bool weights, bool accumulate) {
     lp_conv2d *c = &pl->u.conv.op;
     lp_status st;
+    /* the first layer's RGB kernel masks dy as it reads it: no backward data needs it */
+    const bool mask_in_bwd_w = l->relu && !pl->u.conv.dy_masked && weights && !dx && c->own_bwd_w_rgb;
     if (l->relu && pl->u.conv.dy_masked) {
         /* done by the max pool after it */
+    } else if (mask_in_bwd_w) {
+        /* done by backward weights */
     } else if (l->relu && c->p.bf16) {
         lp_relu_backward_inplace_bf16((uint16_t *)dy, (const uint16_t *)y, lp_md_size(&c->dst_md) / 2);
     } else if (l->relu) {
@@ -213,7 +217,9 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
          * writes there directly (or into tmp_dw to be added); else a reorder to OIHW */
         float *gw = grad_ptr(net, l->pw);
         void *dw = l->st_blocked && !accumulate ? (void *)gw : net->tmp_dw.p;
-        if ((st = lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p))) return st;
+        if ((st = mask_in_bwd_w ? lp_conv2d_backward_weights_relu(c, net->stream, src, dy, y, dw, net->tmp_db.p, net->scratch.p)
+                                : lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p)))
+            return st;
         if (!l->st_blocked &&
             (st = lp_reorder_exec(accumulate ? &pl->u.conv.re_dw : &pl->u.conv.re_dw_set, net->stream, net->tmp_dw.p, gw,
                                   net->scratch.p)))
