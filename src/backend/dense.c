@@ -100,16 +100,20 @@ void lp_dense_dx_rows(const lp_dense *d, int c, int *r0, int *r1) {
     *r1 = c < nc ? (int)((long long)d->out * (c + 1) / nc) : d->out;
 }
 
-/* FMA instructions in the AVX-512 and AVX2 clones; the baseline one calls fmaf (same
- * results). */
-__attribute__((target_clones("avx512f", "arch=haswell", "default")))
-void lp_dense_dx_add_row(const lp_dense *d, const float *dy, const float *w, int o, int lo, int hi, float *part) {
+/* FMA instructions in the AVX-512 and FMA clones; the baseline one calls fmaf (same
+ * results). Static: clang resolves the clones only for callers in this file. */
+__attribute__((target_clones("avx512f", "fma", "default")))
+static void dx_add_row(const lp_dense *d, const float *dy, const float *w, int o, int lo, int hi, float *part) {
     const float *wo = w + (size_t)o * d->in + lo;
     for (int i = 0; i < d->n; i++) {
         float *pi = part + (size_t)i * d->in + lo;
         const float ci = dy[(size_t)i * d->out + o];
         for (int j = 0; j < hi - lo; j++) pi[j] = __builtin_fmaf(ci, wo[j], pi[j]);
     }
+}
+
+void lp_dense_dx_add_row(const lp_dense *d, const float *dy, const float *w, int o, int lo, int hi, float *part) {
+    dx_add_row(d, dy, w, o, lo, hi, part);
 }
 
 void lp_dense_dx_sum(const lp_dense *d, const float *parts, float *dx) {
@@ -134,7 +138,7 @@ LP_OMP(parallel for schedule(static))
             lp_dense_dx_rows(d, c, &r0, &r1);
             if (r0 == r1) continue;
             memset(parts + (size_t)c * len, 0, len * sizeof(float));
-            for (int o = r0; o < r1; o++) lp_dense_dx_add_row(d, dy, w, o, 0, d->in, parts + (size_t)c * len);
+            for (int o = r0; o < r1; o++) dx_add_row(d, dy, w, o, 0, d->in, parts + (size_t)c * len);
         }
         lp_dense_dx_sum(d, parts, dx);
         return LP_OK;
