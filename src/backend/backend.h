@@ -211,12 +211,14 @@ lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x
  * (lp_dense_outer_row: row o of dw, columns [lo, hi), in row[0, hi - lo)); the fused
  * update (layers.c) takes it piece by piece, with the same sums. */
 bool lp_dense_small_batch(const lp_dense *d);
-/* Small batches' backward data (dense.c): chunk c's rows [r0, r1), one row's piece
- * added into the chunk's partial dx, the partials summed into dx. */
+/* Small batches' backward data (dense.c): chunk c's rows [r0, r1); rows [o, o + nr)
+ * (nr <= LP_DENSE_DX_ROWS, blocks from r0) added over columns [lo, hi) into the
+ * chunk's partial dx; the partials summed into dx. */
 #define LP_DENSE_DX_CHUNKS 16
 int lp_dense_dx_chunks(const lp_dense *d);
 void lp_dense_dx_rows(const lp_dense *d, int c, int *r0, int *r1); /* empty for c >= lp_dense_dx_chunks */
-void lp_dense_dx_add_row(const lp_dense *d, const float *dy, const float *w, int o, int lo, int hi, float *part);
+#define LP_DENSE_DX_ROWS 4
+void lp_dense_dx_add_rows(const lp_dense *d, const float *dy, const float *w, int o, int nr, int lo, int hi, float *part);
 void lp_dense_dx_sum(const lp_dense *d, const float *parts, float *dx);
 void lp_dense_outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate);
 void lp_dense_backward_bias(const lp_dense *d, const float *dy, float *db, bool accumulate);
