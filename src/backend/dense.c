@@ -167,7 +167,8 @@ LP_OMP(parallel for schedule(static))
 /* dw (out, in) at small batch is a rank-n outer product: matmul kernels with K = n
  * this small run far below memory speed, a streaming loop does not. One row's
  * columns [lo, hi), in a fixed order (the fused update relies on the same sums). */
-void lp_dense_outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate) {
+__attribute__((target_clones("avx512f", "default"))) /* -ffp-contract=off: same results */
+static void outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate) {
     const int n = d->n, out = d->out, in = d->in;
     if (!accumulate)
         for (int j = 0; j < hi - lo; j++) row[j] = 0.0f;
@@ -176,6 +177,10 @@ void lp_dense_outer_row(const lp_dense *d, const float *x, const float *dy, int 
         const float ci = dy[(size_t)i * out + o];
         for (int j = 0; j < hi - lo; j++) row[j] += ci * xi[j];
     }
+}
+
+void lp_dense_outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate) {
+    outer_row(d, x, dy, o, lo, hi, row, accumulate);
 }
 
 void lp_dense_backward_bias(const lp_dense *d, const float *dy, float *db, bool accumulate) {
@@ -193,7 +198,7 @@ lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x
     if (lp_dense_small_batch(d)) {
         dnnl_stream_wait(s);
 LP_OMP(parallel for schedule(static))
-        for (int o = 0; o < d->out; o++) lp_dense_outer_row(d, x, dy, o, 0, d->in, dw + (size_t)o * d->in, accumulate);
+        for (int o = 0; o < d->out; o++) outer_row(d, x, dy, o, 0, d->in, dw + (size_t)o * d->in, accumulate);
     } else {
         void *p[3] = {(void *)dy, (void *)x, dw};
         lp_status st = lp_prim_exec(accumulate ? &d->bwd_w : &d->bwd_w_set, s, p, scratch);
