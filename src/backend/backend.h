@@ -207,20 +207,16 @@ lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, 
 /* dw += dy^T x ; db += sum over n of dy (accumulate), or dw = ..., db = ... (overwrite). */
 lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db,
                                    bool accumulate, void *scratch);
-/* Small batches (n <= 4): backward-weights is an outer product computed row by row
- * (lp_dense_outer_row: row o of dw, columns [lo, hi), in row[0, hi - lo)); the fused
- * update (layers.c) takes it piece by piece, with the same sums. */
+/* Small batches (n <= 4): backward runs our own loops (dense.c says why). */
 bool lp_dense_small_batch(const lp_dense *d);
-/* Small batches' backward data (dense.c): chunk c's rows [r0, r1); rows [o, o + nr)
- * (nr <= LP_DENSE_DX_ROWS, blocks from r0) added over columns [lo, hi) into the
- * chunk's partial dx; the partials summed into dx. */
-#define LP_DENSE_DX_CHUNKS 16
-int lp_dense_dx_chunks(const lp_dense *d);
-void lp_dense_dx_rows(const lp_dense *d, int c, int *r0, int *r1); /* empty for c >= lp_dense_dx_chunks */
-#define LP_DENSE_DX_ROWS 4
-void lp_dense_dx_add_rows(const lp_dense *d, const float *dy, const float *w, int o, int nr, int lo, int hi, float *part);
-void lp_dense_dx_sum(const lp_dense *d, const float *parts, float *dx);
-void lp_dense_outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate);
+/* Small batches: dx (when not NULL) from dy and w, and, with fn, each piece [lo, hi)
+ * of dw (flat (out, in) indices; g holds dw[lo, hi)) handed to fn as it is made, after
+ * dx has read w[lo, hi): the fused update (nn) rewrites w there. Returns the OR of fn's
+ * results. The sums do not depend on fn or the thread count. scratch: as for
+ * lp_dense_backward_data. */
+typedef uint32_t (*lp_dense_piece_fn)(void *ctx, const float *g, long long lo, long long hi);
+uint32_t lp_dense_backward_small(const lp_dense *d, const float *x, const float *dy, const float *w, float *dx, void *scratch,
+                                 lp_dense_piece_fn fn, void *ctx);
 void lp_dense_backward_bias(const lp_dense *d, const float *dy, float *db, bool accumulate);
 void lp_dense_free(lp_dense *d);
 

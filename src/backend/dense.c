@@ -4,6 +4,11 @@
 #include <string.h>
 
 #define LP_DENSE_SMALL_BATCH 4
+/* small batches' backward (lp_dense_backward_small): */
+#define DX_CHUNKS 16 /* at most */
+#define DX_ROWS 4    /* rows per pass over a chunk's partial dx */
+#define PIECE 2048   /* floats of a row per piece handed to the fused update: 8 KB;
+                      * DX_ROWS rows of it, 32 KB, stay in L1 for the update */
 
 bool lp_dense_small_batch(const lp_dense *d) { return d->n <= LP_DENSE_SMALL_BATCH; }
 
@@ -63,7 +68,7 @@ lp_status lp_dense_init_backward(lp_dense *d, bool data, bool weights) {
 size_t lp_dense_scratch_size(const lp_dense *d) {
     size_t s = d->fwd.scratch_size;
     if (d->has_bwd_data && d->bwd_data.scratch_size > s) s = d->bwd_data.scratch_size;
-    const size_t parts = sizeof(float) * LP_DENSE_DX_CHUNKS * (size_t)d->n * d->in;
+    const size_t parts = sizeof(float) * DX_CHUNKS * (size_t)d->n * d->in;
     if (d->has_bwd_data && lp_dense_small_batch(d) && parts > s) s = parts;
     if (d->has_bwd_w && d->bwd_w.scratch_size > s) s = d->bwd_w.scratch_size;
     if (d->has_bwd_w && d->bwd_w_set.scratch_size > s) s = d->bwd_w_set.scratch_size;
@@ -76,7 +81,7 @@ lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const f
 }
 
 /* Small batches: dx = dy w is, like backward-weights, a pass over w with little
- * arithmetic per weight. The rows go in out / 256 chunks (1 to LP_DENSE_DX_CHUNKS,
+ * arithmetic per weight. The rows go in out / 256 chunks (1 to DX_CHUNKS,
  * set by the layer's size alone), each summing its rows in order with fused
  * multiply-adds into its own partial dx (in scratch), as a matrix product's inner
  * loop does; the partials are then added in chunk order. The same sums for any
@@ -89,18 +94,12 @@ lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const f
  * VGG's 4096-wide layers, which suits this 2-core machine. (Columns split among
  * threads, each walking all rows, needed no partials but ran 10 ms slower per step at
  * VGG's top: a thread's rows were no longer contiguous in memory.) */
-int lp_dense_dx_chunks(const lp_dense *d) {
+static int dx_chunks(const lp_dense *d) {
     const int c = d->out / 256;
-    return c < 1 ? 1 : c > LP_DENSE_DX_CHUNKS ? LP_DENSE_DX_CHUNKS : c;
+    return c < 1 ? 1 : c > DX_CHUNKS ? DX_CHUNKS : c;
 }
 
-void lp_dense_dx_rows(const lp_dense *d, int c, int *r0, int *r1) {
-    const int nc = lp_dense_dx_chunks(d);
-    *r0 = c < nc ? (int)((long long)d->out * c / nc) : d->out;
-    *r1 = c < nc ? (int)((long long)d->out * (c + 1) / nc) : d->out;
-}
-
-/* Rows [o, o + nr) (nr <= LP_DENSE_DX_ROWS), each element's chain in row order: up to
+/* Rows [o, o + nr) (nr <= DX_ROWS), each element's chain in row order: up to
  * four rows per pass over the partial dx, which lives in L2 (200 KB at VGG's top), so
  * that pass is not paid per row. FMA instructions in the AVX-512 and FMA clones; the
  * baseline one calls fmaf (same results). Static: clang resolves the clones only for
@@ -127,41 +126,15 @@ static void dx_add_rows(const lp_dense *d, const float *dy, const float *w, int 
     }
 }
 
-void lp_dense_dx_add_rows(const lp_dense *d, const float *dy, const float *w, int o, int nr, int lo, int hi, float *part) {
-    dx_add_rows(d, dy, w, o, nr, lo, hi, part);
-}
-
-void lp_dense_dx_sum(const lp_dense *d, const float *parts, float *dx) {
+static void dx_sum(const lp_dense *d, const float *parts, float *dx) {
     const size_t len = (size_t)d->n * d->in;
-    const int nc = lp_dense_dx_chunks(d);
+    const int nc = dx_chunks(d);
 LP_OMP(parallel for if (len >= 16384))
     for (size_t j = 0; j < len; j++) {
         float s = parts[j];
         for (int c = 1; c < nc; c++) s += parts[(size_t)c * len + j];
         dx[j] = s;
     }
-}
-
-lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const float *w, float *dx, void *scratch) {
-    if (lp_dense_small_batch(d)) {
-        dnnl_stream_wait(s);
-        float *parts = scratch;
-        const size_t len = (size_t)d->n * d->in;
-LP_OMP(parallel for schedule(static))
-        for (int c = 0; c < LP_DENSE_DX_CHUNKS; c++) {
-            int r0, r1;
-            lp_dense_dx_rows(d, c, &r0, &r1);
-            if (r0 == r1) continue;
-            memset(parts + (size_t)c * len, 0, len * sizeof(float));
-            for (int o = r0; o < r1; o += LP_DENSE_DX_ROWS)
-                dx_add_rows(d, dy, w, o, r1 - o < LP_DENSE_DX_ROWS ? r1 - o : LP_DENSE_DX_ROWS, 0, d->in,
-                            parts + (size_t)c * len);
-        }
-        lp_dense_dx_sum(d, parts, dx);
-        return LP_OK;
-    }
-    void *p[3] = {(void *)dy, (void *)w, dx};
-    return lp_prim_exec(&d->bwd_data, s, p, scratch);
 }
 
 /* dw (out, in) at small batch is a rank-n outer product: matmul kernels with K = n
@@ -179,8 +152,48 @@ static void outer_row(const lp_dense *d, const float *x, const float *dy, int o,
     }
 }
 
-void lp_dense_outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate) {
-    outer_row(d, x, dy, o, lo, hi, row, accumulate);
+/* Small batches: backward data (into dx, when not NULL) and, with fn, each piece of
+ * the weight gradient handed to fn as it is made. The rows go in chunks (one thread
+ * each), DX_ROWS rows at a time, a piece of columns at a time: backward data reads
+ * those rows' weights, then each row's gradient piece is made in L1 and fn (the
+ * optimizer's update, which rewrites those weights) applied to it. */
+uint32_t lp_dense_backward_small(const lp_dense *d, const float *x, const float *dy, const float *w, float *dx, void *scratch,
+                                 lp_dense_piece_fn fn, void *ctx) {
+    float *parts = scratch;
+    const size_t len = (size_t)d->n * d->in;
+    const int nc = dx_chunks(d), piece = fn ? PIECE : d->in;
+    uint32_t bad = 0;
+LP_OMP(parallel for schedule(static) reduction(| : bad))
+    for (int c = 0; c < nc; c++) {
+        const int r0 = (int)((long long)d->out * c / nc), r1 = (int)((long long)d->out * (c + 1) / nc);
+        float *part = dx ? parts + (size_t)c * len : NULL;
+        if (part) memset(part, 0, len * sizeof(float));
+        for (int r = r0; r < r1; r += DX_ROWS) {
+            const int nr = r1 - r < DX_ROWS ? r1 - r : DX_ROWS;
+            for (int lo = 0; lo < d->in; lo += piece) {
+                const int hi = lo + piece < d->in ? lo + piece : d->in;
+                if (part) dx_add_rows(d, dy, w, r, nr, lo, hi, part);
+                if (!fn) continue;
+                float g[PIECE] __attribute__((aligned(64)));
+                for (int q = r; q < r + nr; q++) {
+                    outer_row(d, x, dy, q, lo, hi, g, false);
+                    bad |= fn(ctx, g, (long long)q * d->in + lo, (long long)q * d->in + hi);
+                }
+            }
+        }
+    }
+    if (dx) dx_sum(d, parts, dx);
+    return bad;
+}
+
+lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const float *w, float *dx, void *scratch) {
+    if (lp_dense_small_batch(d)) {
+        dnnl_stream_wait(s);
+        lp_dense_backward_small(d, NULL, dy, w, dx, scratch, NULL, NULL);
+        return LP_OK;
+    }
+    void *p[3] = {(void *)dy, (void *)w, dx};
+    return lp_prim_exec(&d->bwd_data, s, p, scratch);
 }
 
 void lp_dense_backward_bias(const lp_dense *d, const float *dy, float *db, bool accumulate) {

@@ -422,41 +422,26 @@ static lp_status dense_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
 /* The fused step for a dense layer at small batch: its weight gradient, an outer
  * product, is made one piece of a row at a time in L1 and goes straight into the
  * update, as for conv layers above; backward data takes each piece of the weights
- * just before the update rewrites it. At VGG's top (102 M weights in classifier.0)
- * that saves writing and reading back a 400 MB gradient and one more read of the
- * weights per step. The same sums as lp_dense_backward_weights/_data (dense.c). */
-#define DENSE_FUSED_PIECE 2048 /* floats: 8 KB; four rows of it, 32 KB, stay in L1 for the update */
+ * just before the update rewrites it (lp_dense_backward_small). At VGG's top (102 M
+ * weights in classifier.0) that saves writing and reading back a 400 MB gradient and
+ * one more read of the weights per step. */
+typedef struct dense_fused {
+    const struct lp_optim *o;
+    const lp_param_update *u;
+} dense_fused;
+
+static uint32_t dense_update_piece(void *ctx, const float *g, long long lo, long long hi) {
+    const dense_fused *f = ctx;
+    return lp_optim_param_range(f->o, f->u, g, lo, hi);
+}
+
 static lp_status dense_fused_update(lp_net *net, lp_layer *l, const lp_dense *d, const float *x, const float *dy, float *dx) {
     lp_param_update u;
     lp_status st = lp_optim_param_begin(net->fuse_opt, l->pw, net->fuse_lr, &u);
     if (st) return st;
     lp_dense_backward_bias(d, dy, grad_ptr(net, l->pb), false);
-    const struct lp_optim *o = net->fuse_opt;
-    const float *w = param_ptr(net, l->pw);
-    float *parts = net->scratch.p;
-    const size_t len = (size_t)d->n * d->in;
-    uint32_t bad = 0;
-LP_OMP(parallel for schedule(static) reduction(| : bad))
-    for (int c = 0; c < LP_DENSE_DX_CHUNKS; c++) {
-        int r0, r1;
-        lp_dense_dx_rows(d, c, &r0, &r1);
-        float *part = dx ? parts + (size_t)c * len : NULL;
-        if (dx && r0 < r1) memset(part, 0, len * sizeof(float));
-        for (int r = r0; r < r1; r += LP_DENSE_DX_ROWS) { /* blocks of rows as lp_dense_backward_data's */
-            const int nr = r1 - r < LP_DENSE_DX_ROWS ? r1 - r : LP_DENSE_DX_ROWS;
-            for (int lo = 0; lo < d->in; lo += DENSE_FUSED_PIECE) {
-                const int hi = lo + DENSE_FUSED_PIECE < d->in ? lo + DENSE_FUSED_PIECE : d->in;
-                float g[DENSE_FUSED_PIECE] __attribute__((aligned(64)));
-                if (dx) lp_dense_dx_add_rows(d, dy, w, r, nr, lo, hi, part);
-                for (int q = r; q < r + nr; q++) {
-                    lp_dense_outer_row(d, x, dy, q, lo, hi, g, false);
-                    const long long at = (long long)q * d->in;
-                    bad |= lp_optim_param_range(o, &u, g, at + lo, at + hi);
-                }
-            }
-        }
-    }
-    if (dx) lp_dense_dx_sum(d, parts, dx);
+    dense_fused f = {net->fuse_opt, &u};
+    const uint32_t bad = lp_dense_backward_small(d, x, dy, param_ptr(net, l->pw), dx, net->scratch.p, dense_update_piece, &f);
     lp_optim_param_fused(net->fuse_opt, &u, bad);
     l->grad_consumed = true;
     return LP_OK;
