@@ -520,16 +520,34 @@ static void conv3x3_ref(int n, int c, int k, int h, int w, const float *x, const
                 }
 }
 
-static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_format_tag_t tag) {
+/* relu (the RGB kernel's fused mask; ours only): dy is given unmasked with the layer's
+ * output y (random signs, zeros, -0 and a NaN), against the double sums of dy masked
+ * where y > 0 (as lp_relu_backward_inplace_bf16: bits in [0x0001, 0x7fff]); dy itself
+ * must be left unchanged. */
+static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_format_tag_t tag, bool relu) {
+    if (relu && !lp_bf16_native()) {
+        printf("bwd_w + relu mask: skipped (no native bf16 here)\n");
+        return;
+    }
     lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, bf16, false};
     const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
     const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * c * 9;
-    float *xp = lp_aligned_alloc(nx * 4), *yp = lp_aligned_alloc(ny * 4);
-    for (size_t i = 0; i < nx; i++) xp[i] = bf16_round(2.0f * lp_rng_uniform(5, 1, i) - 1.0f);
-    for (size_t i = 0; i < ny; i++) yp[i] = bf16_round(2.0f * lp_rng_uniform(5, 2, i) - 1.0f);
+    const uint64_t seed = relu ? 7 : 5;
+    float *xp = lp_aligned_alloc(nx * 4), *yp = lp_aligned_alloc(ny * 4), *act = NULL, *masked = NULL;
+    for (size_t i = 0; i < nx; i++) xp[i] = bf16_round(2.0f * lp_rng_uniform(seed, 1, i) - 1.0f);
+    for (size_t i = 0; i < ny; i++) yp[i] = bf16_round(2.0f * lp_rng_uniform(seed, 2, i) - 1.0f);
+    if (relu) {
+        act = lp_aligned_alloc(ny * 4), masked = lp_aligned_alloc(ny * 4);
+        for (size_t i = 0; i < ny; i++) {
+            const float u = lp_rng_uniform(seed, 3, i);
+            act[i] = u < 0.1f ? 0.0f : u < 0.12f ? -0.0f : bf16_round(2.0f * u - 1.0f);
+        }
+        act[5] = NAN; /* positive NaN: bits 0x7fc0, kept as lp_relu_backward_inplace_bf16 keeps it */
+        for (size_t i = 0; i < ny; i++) masked[i] = (uint16_t)(bf16_of(act[i]) - 1u) < 0x7fffu ? yp[i] : 0.0f;
+    }
     double *ref = calloc(nw, sizeof(double)), *rb = calloc((size_t)k, sizeof(double));
-    conv3x3_ref(n, c, k, h, w, xp, NULL, NULL, yp, NULL, NULL, ref, rb);
-    for (int own = 1; own >= 0; own--) {
+    conv3x3_ref(n, c, k, h, w, xp, NULL, NULL, relu ? masked : yp, NULL, NULL, ref, rb);
+    for (int own = 1; own >= (relu ? 1 : 0); own--) {
         lp_conv_bwd_w_own_allowed = own;
         lp_conv2d cv;
         dnnl_dims_t sd = {n, c, h, w};
@@ -549,91 +567,38 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
         CHECK(lp_reorder_init(&rx, &xpl, &cv.src_md, false));
         CHECK(lp_reorder_init(&ry, &ypl, &cv.dst_md, false));
         CHECK(lp_reorder_init(&rw, &cv.bw_dw_md, &wpl, false));
-        void *x = lp_aligned_alloc(lp_md_size(&cv.src_md)), *dy = lp_aligned_alloc(lp_md_size(&cv.dst_md)),
+        const size_t ysize = lp_md_size(&cv.dst_md);
+        void *x = lp_aligned_alloc(lp_md_size(&cv.src_md)), *dy = lp_aligned_alloc(ysize),
              *dwb = lp_aligned_alloc(lp_md_size(&cv.bw_dw_md)), *scr = lp_aligned_alloc(lp_conv2d_scratch_size(&cv) + 4096);
+        void *y = relu ? lp_aligned_alloc(ysize) : NULL, *dy0 = relu ? lp_aligned_alloc(ysize) : NULL;
         float *dw = lp_aligned_alloc(nw * 4), *db = lp_aligned_alloc((size_t)k * 4);
         CHECK(lp_reorder_exec(&rx, S, xp, x, scr));
         CHECK(lp_reorder_exec(&ry, S, yp, dy, scr));
-        CHECK(lp_conv2d_backward_weights(&cv, S, x, dy, dwb, db, scr));
+        if (relu) {
+            CHECK(lp_reorder_exec(&ry, S, act, y, scr));
+            dnnl_stream_wait(S);
+            memcpy(dy0, dy, ysize);
+            CHECK(lp_conv2d_backward_weights_relu(&cv, S, x, dy, y, dwb, db, scr));
+        } else {
+            CHECK(lp_conv2d_backward_weights(&cv, S, x, dy, dwb, db, scr));
+        }
         CHECK(lp_reorder_exec(&rw, S, dwb, dw, scr));
         dnnl_stream_wait(S);
         double worst = 0, scale = 1e-3;
         for (size_t i = 0; i < nw; i++) scale = fmax(scale, fabs(ref[i]));
         for (size_t i = 0; i < nw; i++) worst = fmax(worst, fabs(dw[i] - ref[i]) / scale);
         for (int o = 0; o < k; o++) worst = fmax(worst, fabs(db[o] - rb[o]) / scale);
+        const bool kept = !relu || !memcmp(dy0, dy, ysize), ok = worst <= 1e-5 && kept;
         char l1[32], l2[32];
-        printf("bwd_w (%d,%d,%d,%d)->%d %s x %s dy %s %-24s worst rel err %.2e %s\n", n, c, h, w, k, bf16 ? "bf16" : "fp32",
-               lp_md_layout(&cv.src_md, l1, 32), lp_md_layout(&cv.dst_md, l2, 32), cv.bwd_w.impl, worst,
-               worst <= 1e-5 ? "ok" : "FAIL");
-        if (!(worst <= 1e-5)) failures++;
+        printf("bwd_w (%d,%d,%d,%d)->%d %s x %s dy %s %-24s%s worst rel err %.2e%s %s\n", n, c, h, w, k, bf16 ? "bf16" : "fp32",
+               lp_md_layout(&cv.src_md, l1, 32), lp_md_layout(&cv.dst_md, l2, 32), cv.bwd_w.impl, relu ? " + relu mask" : "",
+               worst, relu ? (kept ? ", dy unchanged" : ", dy CHANGED") : "", ok ? "ok" : "FAIL");
+        if (!ok) failures++;
         lp_reorder_free(&rx), lp_reorder_free(&ry), lp_reorder_free(&rw);
         lp_conv2d_free(&cv);
-        free(x), free(dy), free(dwb), free(scr), free(dw), free(db);
+        free(x), free(dy), free(dwb), free(scr), free(dw), free(db), free(y), free(dy0);
     }
-    free(xp), free(yp), free(ref), free(rb);
-}
-
-/* The RGB kernel's fused ReLU mask: dy given unmasked with the layer's output y (random
- * signs, zeros, a NaN and -0), against the double sums of dy masked where y > 0 (as
- * lp_relu_backward_inplace_bf16: bits in [0x0001, 0x7fff]); dy itself left unchanged. */
-static void test_bwd_w_rgb_relu(int n, int k, int h, int w) {
-    if (!lp_bf16_native()) {
-        printf("bwd_w rgb relu: skipped (no native bf16 here)\n");
-        return;
-    }
-    lp_conv2d_params p = {n, 3, h, w, k, 3, 3, 1, 1, 1, 1, true, true, false};
-    const size_t nx = (size_t)n * 3 * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * 3 * 9;
-    float *xp = lp_aligned_alloc(nx * 4), *gp = lp_aligned_alloc(ny * 4), *yp = lp_aligned_alloc(ny * 4),
-          *gm = lp_aligned_alloc(ny * 4);
-    for (size_t i = 0; i < nx; i++) xp[i] = bf16_round(2.0f * lp_rng_uniform(7, 1, i) - 1.0f);
-    for (size_t i = 0; i < ny; i++) {
-        gp[i] = bf16_round(2.0f * lp_rng_uniform(7, 2, i) - 1.0f);
-        const float u = lp_rng_uniform(7, 3, i);
-        yp[i] = u < 0.1f ? 0.0f : u < 0.12f ? -0.0f : bf16_round(2.0f * u - 1.0f);
-    }
-    yp[5] = NAN; /* positive NaN: bits 0x7fc0, kept as lp_relu_backward_inplace_bf16 keeps it */
-    for (size_t i = 0; i < ny; i++) {
-        const uint16_t b = bf16_of(yp[i]);
-        gm[i] = (uint16_t)(b - 1u) < 0x7fffu ? gp[i] : 0.0f;
-    }
-    double *ref = calloc(nw, sizeof(double)), *rb = calloc((size_t)k, sizeof(double));
-    conv3x3_ref(n, 3, k, h, w, xp, NULL, NULL, gm, NULL, NULL, ref, rb);
-    lp_conv2d cv;
-    dnnl_dims_t sd = {n, 3, h, w};
-    lp_md src;
-    dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_bf16, dnnl_acdb);
-    CHECK(lp_conv2d_init(&cv, &p, &src));
-    CHECK(lp_conv2d_init_backward(&cv, false, true));
-    int64_t xd[4] = {n, 3, h, w}, yd[4] = {n, k, h, w}, wd[4] = {k, 3, 3, 3};
-    lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_md_plain(4, wd);
-    lp_reorder rx, ry, rw;
-    CHECK(lp_reorder_init(&rx, &xpl, &cv.src_md, false));
-    CHECK(lp_reorder_init(&ry, &ypl, &cv.dst_md, false));
-    CHECK(lp_reorder_init(&rw, &cv.bw_dw_md, &wpl, false));
-    void *x = lp_aligned_alloc(lp_md_size(&cv.src_md)), *dy = lp_aligned_alloc(lp_md_size(&cv.dst_md)),
-         *y = lp_aligned_alloc(lp_md_size(&cv.dst_md)), *dy0 = lp_aligned_alloc(lp_md_size(&cv.dst_md)),
-         *dwb = lp_aligned_alloc(lp_md_size(&cv.bw_dw_md)), *scr = lp_aligned_alloc(lp_conv2d_scratch_size(&cv) + 4096);
-    float *dw = lp_aligned_alloc(nw * 4), *db = lp_aligned_alloc((size_t)k * 4);
-    CHECK(lp_reorder_exec(&rx, S, xp, x, scr));
-    CHECK(lp_reorder_exec(&ry, S, gp, dy, scr));
-    CHECK(lp_reorder_exec(&ry, S, yp, y, scr));
-    dnnl_stream_wait(S);
-    memcpy(dy0, dy, lp_md_size(&cv.dst_md));
-    CHECK(lp_conv2d_backward_weights_relu(&cv, S, x, dy, y, dwb, db, scr));
-    CHECK(lp_reorder_exec(&rw, S, dwb, dw, scr));
-    dnnl_stream_wait(S);
-    double worst = 0, scale = 1e-3;
-    for (size_t i = 0; i < nw; i++) scale = fmax(scale, fabs(ref[i]));
-    for (size_t i = 0; i < nw; i++) worst = fmax(worst, fabs(dw[i] - ref[i]) / scale);
-    for (int o = 0; o < k; o++) worst = fmax(worst, fabs(db[o] - rb[o]) / scale);
-    const bool kept = !memcmp(dy0, dy, lp_md_size(&cv.dst_md)), ok = worst <= 1e-5 && kept;
-    printf("bwd_w rgb + relu mask (%d,3,%d,%d)->%d %s worst rel err %.2e, dy %s %s\n", n, h, w, k, cv.bwd_w.impl, worst,
-           kept ? "unchanged" : "CHANGED", ok ? "ok" : "FAIL");
-    if (!ok) failures++;
-    lp_reorder_free(&rx), lp_reorder_free(&ry), lp_reorder_free(&rw);
-    lp_conv2d_free(&cv);
-    free(x), free(dy), free(y), free(dy0), free(dwb), free(scr), free(dw), free(db);
-    free(xp), free(gp), free(yp), free(gm), free(ref), free(rb);
+    free(xp), free(yp), free(act), free(masked), free(ref), free(rb);
 }
 
 /* ---- backward data on small maps, bf16 (conv_bwd_d_small.c) vs a double reference ---
@@ -764,16 +729,16 @@ int main(void) {
     test_conv("conv 3x3 pad1 winograd (2,16,12,10)->32",
               (lp_conv2d_params){2, 16, 12, 10, 32, 3, 3, 1, 1, 1, 1, false, false, true}, true);
     /* backward weights on maps of <= 16 pixels: ours (AVX-512) and oneDNN's */
-    test_bwd_w_small(2, 32, 48, 2, 2, true, dnnl_acdb);
-    test_bwd_w_small(2, 64, 32, 4, 4, true, dnnl_acdb);
-    test_bwd_w_small(1, 32, 16, 3, 5, true, dnnl_aBcd16b);
-    test_bwd_w_small(2, 32, 48, 1, 1, false, dnnl_aBcd16b);
-    test_bwd_w_small(2, 48, 32, 2, 3, false, dnnl_acdb);
-    test_bwd_w_small(1, 16, 32, 4, 4, false, dnnl_aBcd16b);
+    test_bwd_w_small(2, 32, 48, 2, 2, true, dnnl_acdb, false);
+    test_bwd_w_small(2, 64, 32, 4, 4, true, dnnl_acdb, false);
+    test_bwd_w_small(1, 32, 16, 3, 5, true, dnnl_aBcd16b, false);
+    test_bwd_w_small(2, 32, 48, 1, 1, false, dnnl_aBcd16b, false);
+    test_bwd_w_small(2, 48, 32, 2, 3, false, dnnl_acdb, false);
+    test_bwd_w_small(1, 16, 32, 4, 4, false, dnnl_aBcd16b, false);
     /* 3 input channels on larger maps: conv_bwd_w_rgb.c (borders, odd sizes, 2 and 4 output blocks) */
-    test_bwd_w_small(2, 3, 64, 9, 7, true, dnnl_acdb);
-    test_bwd_w_small(3, 3, 32, 20, 17, true, dnnl_acdb);
-    test_bwd_w_rgb_relu(2, 64, 11, 9);
+    test_bwd_w_small(2, 3, 64, 9, 7, true, dnnl_acdb, false);
+    test_bwd_w_small(3, 3, 32, 20, 17, true, dnnl_acdb, false);
+    test_bwd_w_small(2, 3, 64, 11, 9, true, dnnl_acdb, true); /* and its ReLU mask */
     test_bwd_d_small(2, 48, 64, 2, 2, dnnl_acdb);
     test_bwd_d_small(2, 16, 32, 1, 3, dnnl_acdb);
     test_bwd_d_small(1, 64, 32, 2, 1, dnnl_acdb);
