@@ -340,6 +340,21 @@ LP_OMP(parallel for reduction(| : bad))
     return bad;
 }
 
+/* The trainable parameters' m (then v) copied to saved (n values each, in parameter
+ * order), or back from it (restore). */
+static void trainable_state(lp_optim *o, float *saved, size_t n, bool restore) {
+    const lp_net *net = o->net;
+    size_t at = 0;
+    for (int i = 0; i < net->nparams; i++) {
+        const lp_param *p = &net->params[i];
+        if (!p->trainable) continue;
+        float *st[2] = {o->m + p->offset, o->v ? o->v + p->offset : NULL}, *sv[2] = {saved + at, saved + n + at};
+        for (int k = 0; k < 2 && st[k]; k++)
+            memcpy(restore ? st[k] : sv[k], restore ? sv[k] : st[k], p->numel * sizeof(float));
+        at += p->numel;
+    }
+}
+
 /* For loupe bench --per-layer: the last step's update of every trainable parameter
  * (the same loops, w, state, copies and twins read and written; the parameters
  * fused in that step with their gradient in cache, as inside backward), run alone.
@@ -359,14 +374,7 @@ lp_status lp_optim_time_update(lp_optim *o, double *seconds) {
         free(saved), free(steps), free(blk);
         return lp_fail(LP_ERR_NOMEM, "bench: out of memory timing the update");
     }
-    size_t at = 0;
-    for (int i = 0; i < np; i++) {
-        const lp_param *p = &net->params[i];
-        if (!p->trainable) continue;
-        memcpy(saved + at, o->m + p->offset, p->numel * sizeof(float));
-        if (o->v) memcpy(saved + n + at, o->v + p->offset, p->numel * sizeof(float));
-        at += p->numel;
-    }
+    trainable_state(o, saved, n, false);
     memcpy(steps, o->steps, (size_t)np * sizeof *steps);
     memcpy(blk, o->state_blk, (size_t)np * sizeof *blk);
     lp_status st = LP_OK;
@@ -381,14 +389,7 @@ lp_status lp_optim_time_update(lp_optim *o, double *seconds) {
     }
     *seconds = lp_now() - t0;
     /* the state as it was, in the layout it was in (param_begin may have converted it) */
-    at = 0;
-    for (int i = 0; i < np; i++) {
-        const lp_param *p = &net->params[i];
-        if (!p->trainable) continue;
-        memcpy(o->m + p->offset, saved + at, p->numel * sizeof(float));
-        if (o->v) memcpy(o->v + p->offset, saved + n + at, p->numel * sizeof(float));
-        at += p->numel;
-    }
+    trainable_state(o, saved, n, true);
     memcpy(o->steps, steps, (size_t)np * sizeof *steps);
     memcpy(o->state_blk, blk, (size_t)np * sizeof *blk);
     free(saved), free(steps), free(blk);
