@@ -110,6 +110,7 @@ typedef struct lp_conv2d {
     bool own_bwd_data; /* backward data runs lp_conv_bwd_d_small, not bwd_data.p */
     bool own_fwd;      /* forward runs lp_conv_fwd_small (fwd.p is kept: backward's hint) */
     bool own_bwd_w_rgb; /* backward weights runs lp_conv_bwd_w_rgb, not bwd_w.p */
+    bool own_bwd_w_amx; /* backward weights runs lp_conv_bwd_w_amx, not bwd_w.p */
     int vec_x, vec_y; /* own_bwd_w: src_md's and dst_md's pixel vectors */
 } lp_conv2d;
 /* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */
@@ -150,6 +151,12 @@ void lp_conv_bwd_w_small(const lp_conv2d_params *p, int vec_x, int vec_y, const 
 size_t lp_conv_bwd_w_rgb_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_rgb(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y, float *dw, float *db,
                        void *scratch);
+/* conv_bwd_w_amx.c (AMX): 3x3 stride 1 pad 1 bf16, c and k multiples of 32, x and dy
+ * nhwc, dw fp32 in ABcd16b16a, db (k); both overwritten. _ready: AMX tiles usable here. */
+bool lp_conv_bwd_w_amx_usable(const lp_conv2d_params *p);
+bool lp_conv_bwd_w_amx_ready(void);
+size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p);
+void lp_conv_bwd_w_amx(const lp_conv2d_params *p, const void *x, const void *dy, float *dw, float *db, void *scratch);
 /* The same in pieces, for an update that consumes each piece as it is made (nn's
  * fused update): prepare (writes db and fills scratch), then pair q in [0, pairs)
  * writes the LP_BWD_W_PAIR values dw[q * LP_BWD_W_PAIR ...] (one 16x16 block pair,

@@ -85,6 +85,20 @@ static bool own_bwd_w_rgb(const lp_conv2d *c, const lp_md *dw_md) {
            weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a);
 }
 
+/* Backward weights on AMX (conv_bwd_w_amx.c says why), bf16 nhwc with 32k channels in
+ * and out, on maps larger than the small-map kernel's and up to 28x28 pixels: there it
+ * beat oneDNN's (512 channels, batch 16, alone: 14x14 7.2-8.2 vs 12.8-13.0 ms, 28x28
+ * 25-31 vs 36-38); on larger maps its two passes over memory tie with oneDNN's
+ * (224x224 64 channels: 63-75 vs 70 ms). Gradient layout oneDNN's choice, ABcd16b16a. */
+static bool own_bwd_w_amx(const lp_conv2d *c, const lp_md *dw_md) {
+    const lp_conv2d_params *p = &c->p;
+    int vx, vy;
+    return lp_conv_bwd_w_own_allowed && p->bf16 && lp_conv_bwd_w_amx_usable(p) && p->h * p->w > 16 &&
+           p->h * p->w <= 28 * 28 && c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 &&
+           lp_md_pixel_vectors(&c->src_md, &vx) && lp_md_pixel_vectors(&c->dst_md, &vy) && vx == p->c && vy == p->k &&
+           weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a) && lp_conv_bwd_w_amx_ready();
+}
+
 /* pr runs our kernel (name, for the summaries), with at least scratch bytes. */
 static void own_kernel(lp_prim *pr, size_t scratch, const char *name) {
     if (scratch > pr->scratch_size) pr->scratch_size = scratch;
@@ -216,6 +230,12 @@ weights_part:
             own_kernel(&c->bwd_w, lp_conv_bwd_w_rgb_scratch(p), "loupe:avx512_3x3_rgb");
             return LP_OK;
         }
+        if (own_bwd_w_amx(c, &c->bw_dw_md)) {
+            dnnl_primitive_desc_destroy(pd);
+            c->own_bwd_w_amx = c->has_bwd_w = true;
+            own_kernel(&c->bwd_w, lp_conv_bwd_w_amx_scratch(p), "loupe:amx_bf16_3x3");
+            return LP_OK;
+        }
         static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
         st = lp_prim_create(&c->bwd_w, pd, kinds, 4);
         dnnl_primitive_desc_destroy(pd);
@@ -257,6 +277,10 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
     }
     if (c->own_bwd_w_rgb) {
         lp_conv_bwd_w_rgb(&c->p, x, dy, NULL, dw, db, scratch);
+        return LP_OK;
+    }
+    if (c->own_bwd_w_amx) {
+        lp_conv_bwd_w_amx(&c->p, x, dy, dw, db, scratch);
         return LP_OK;
     }
     void *p[4] = {(void *)x, (void *)dy, dw, db};
