@@ -85,18 +85,16 @@ static bool own_bwd_w_rgb(const lp_conv2d *c, const lp_md *dw_md) {
            weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a);
 }
 
-/* Backward weights on AMX (conv_bwd_w_amx.c says why), bf16 nhwc with 32k channels in
- * and out, on maps larger than the small-map kernel's and up to 28x28 pixels: there it
- * beat oneDNN's (512 channels, batch 16, alone: 14x14 7.2-8.2 vs 12.8-13.0 ms, 28x28
- * 25-31 vs 36-38); on larger maps its two passes over memory tie with oneDNN's
- * (224x224 64 channels: 63-75 vs 70 ms). Gradient layout oneDNN's choice, ABcd16b16a. */
+/* Backward weights on AMX (conv_bwd_w_amx.c says why and how fast), bf16 nhwc with 32k
+ * channels in and out, on maps larger than the small-map kernel's. Gradient layout
+ * oneDNN's choice, ABcd16b16a. */
 static bool own_bwd_w_amx(const lp_conv2d *c, const lp_md *dw_md) {
     const lp_conv2d_params *p = &c->p;
     int vx, vy;
     return lp_conv_bwd_w_own_allowed && p->bf16 && lp_conv_bwd_w_amx_usable(p) && p->h * p->w > 16 &&
-           p->h * p->w <= 28 * 28 && c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 &&
-           lp_md_pixel_vectors(&c->src_md, &vx) && lp_md_pixel_vectors(&c->dst_md, &vy) && vx == p->c && vy == p->k &&
-           weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a) && lp_conv_bwd_w_amx_ready();
+           c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 && lp_md_pixel_vectors(&c->src_md, &vx) &&
+           lp_md_pixel_vectors(&c->dst_md, &vy) && vx == p->c && vy == p->k && weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a) &&
+           lp_conv_bwd_w_amx_ready();
 }
 
 /* pr runs our kernel (name, for the summaries), with at least scratch bytes. */

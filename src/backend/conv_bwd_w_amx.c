@@ -1,30 +1,34 @@
 /* Backward weights of a 3x3, stride 1, pad 1 bf16 convolution on AMX: x and dy bf16
- * nhwc, the gradient fp32 in oneDNN's ABcd16b16a ([o/16][i/16][kh][kw][16 i][16 o]),
- * the bias gradient fp32.
+ * nhwc, 32k channels in and out, the gradient fp32 in oneDNN's ABcd16b16a
+ * ([o/16][i/16][kh][kw][16 i][16 o]), the bias gradient fp32; both overwritten.
  *
  * Hand-written because oneDNN 2.6's only AMX kernel for it (jit:avx512_core_amx_bf16,
- * which transposes its inputs inside) runs VGG's layers at 0.4-1.2 TFLOP/s, against
+ * which transposes its inputs inside) runs VGG's layers at 0.85-1.2 TFLOP/s, against
  * 2.3-3.5 for the same layers' forward: 369 of a 746 ms bf16 step at 224x224 batch 16.
- * (oneDNN 3.x has a brgemm one; Debian 12 ships 2.6.)
+ * (oneDNN 3.x has a brgemm one; Debian 12 ships 2.6.) Alone, at batch 16, 2 cores:
+ * 224x224 64->64 43-46 ms against oneDNN's 70; 112x112 128->128 32-34 vs 49; 56x56
+ * 256->256 32-36 vs 36-38; 28x28 512->512 31-32 vs 36-38; 14x14 7.2-8.4 vs 13.
  *
  * The sum dw[o][i][kh][kw] = sum over images and pixels of dy[o] x[i] at the shifted
  * pixel is, per tap, a matrix product with the pixels as depth. Both inputs are first
- * put in the layouts the tiles read, per image:
- *   xt:  x with its zero border, transposed: row i holds channel i of the padded image
- *        (H+2) x (W+2), flattened, so that tap (kh, kw) is the flat shift
- *        kh * (W+2) + kw of the same rows;
- *   dyv: dy over the same flat grid ((H) x (W+2), the two extra columns zero), pixels
- *        in pairs per 16 output channels, as the second tile of TDPBF16PS reads them.
+ * put in the layouts the tiles read, over a flat grid of rows (see grid below):
+ *   xt:  x transposed, row i holding channel i of the zero-bordered rows, so that tap
+ *        (kh, kw) is a flat shift of the same rows;
+ *   dyv: dy over the same grid (border columns zero), pixels in pairs per 16 output
+ *        channels, as the second tile of TDPBF16PS reads them.
  * A tile product then takes 32 pixels x 16 input channels of xt (at the tap's shift)
  * and 32 pixels x 16 output channels of dyv, for 16 x 16 weights of that tap. Four
  * such weight tiles (two input x two output blocks) are summed in registers over a
- * block of pixels, then stored; each output block pair x input block pair is one
- * thread's, all taps, so each weight has one fixed order of sums whatever the thread
- * count: the images in order, pixels in order within one.
+ * block of pixels, then stored and loaded again for the next block.
  *
- * The extra columns cost (W+2)/W of the work (14% at 14x14); their dy is zero, so they
- * add nothing (unless x there is infinite, where the true sum is not finite either).
- * Products of bf16 are exact in fp32; sums in fp32 (AMX flushes denormals). */
+ * Maps up to 32x32 (whole_batch) put all of xt and dyv in memory first; larger ones
+ * (in_bands) fill them a band of rows at a time in L2 and sum each band at once. Each
+ * weight's sum has one order, set by the shape, whatever the thread count.
+ *
+ * The border columns cost wp/W of the work (wp: the padded row, 16/14 at 14x14); their
+ * dy is zero, so they add nothing (unless x there is infinite, where the true sum is
+ * not finite either). Products of bf16 are exact in fp32; sums in fp32 (AMX flushes
+ * denormals). */
 #include "backend.h"
 #include <immintrin.h>
 #include <string.h>
@@ -36,28 +40,85 @@
 
 #define AMX __attribute__((target("avx512f,avx512bw,avx512vl,amx-tile,amx-bf16")))
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-#define SEGMENT 256 /* pixels of a row transposed at a time */
-#ifndef BLOCK
-#define BLOCK 8
-#endif /* 32-pixel chunks summed in registers between stores of the weight tiles */
+#define BLOCK 8 /* 32-pixel chunks summed in registers between loads and stores of the weight tiles */
+#define BANDED_FROM (32 * 32) /* maps larger than this go in bands (in_bands says why) */
+#define BAND_BYTES (1 << 20) /* a band's xt, about: it stays in L2 with the sums */
 
-typedef struct geom {
-    int wp;     /* padded row: W + 2 */
-    int q;      /* flat output pixels per image, H * (W+2), rounded up to 32 */
-    int lx;     /* xt row length per channel: covers q + the largest shift, odd in 64-byte lines */
-    size_t xt_image, dyv_image; /* elements per image */
-} geom;
+/* The flat grid of rows (an image, or a band of one) as xt and dyv hold it. Grid row j
+ * of xt (x row j - 1 of the image or band) starts at flat index MARGIN + j * wp: its W
+ * pixels, then zeros to the next row, which serve as both the right border of the row
+ * and the left border of the next. Output pixel q (row q / wp) of tap (kh, kw) then
+ * reads xt at q + MARGIN - 1 + kh * wp + kw.
+ *
+ * A tile loaded 2 bytes off a 64-byte line ran at a third of the speed of an aligned
+ * one (0.97 vs 3.15 TFLOP/s, one core): so wp is a multiple of 16 pixels, and xt is
+ * kept in `copies`, copy i shifted left by offset[i] pixels, one for each distinct
+ * (MARGIN - 1 + kh * wp + kw) mod 32 of the 9 taps, so that every tap reads whole
+ * lines (3 copies where wp is a multiple of 32, else 6). */
+#define MARGIN 32
+typedef struct grid {
+    int wp;     /* padded row: W + 2 or more, a multiple of 16 or 32 pixels */
+    int rows;   /* output rows it has room for */
+    int q;      /* flat output pixels, rows * wp, rounded up to 32 */
+    int lx;     /* xt row length per channel and copy: an odd number of 64-byte lines */
+    int copies, offset[6], copy_of_tap[9];
+    size_t xt_size, dyv_size; /* elements of one grid's xt (all copies) and dyv */
+} grid;
 
-static geom geometry(const lp_conv2d_params *p) {
-    geom g;
-    g.wp = p->w + 2;
-    g.q = (p->h * g.wp + 31) / 32 * 32;
-    g.lx = (g.q + 2 * g.wp + 2 + 31) / 32 * 32;
+static grid grid_of(const lp_conv2d_params *p, int rows, bool aligned) {
+    grid g;
+    memset(&g, 0, sizeof g);
+    /* rows of 32k pixels need 3 copies; of 16 (where 32 would cost over 15% more
+     * columns), 6 */
+    const int w2 = p->w + 2, w32 = (w2 + 31) / 32 * 32;
+    g.wp = !aligned ? w2 : w32 * 100 <= w2 * 115 ? w32 : (w2 + 15) / 16 * 16;
+    g.rows = rows;
+    g.q = (rows * g.wp + 31) / 32 * 32;
+    /* the last tile of the last tap ends before q + 2 wp + MARGIN + 32 */
+    g.lx = (g.q + 2 * g.wp + MARGIN + 32 + 31) / 32 * 32;
     /* an odd number of lines between rows: the 16 rows of a tile fall in 16 L1 sets */
     if ((g.lx / 32) % 2 == 0) g.lx += 32;
-    g.xt_image = (size_t)p->c * g.lx;
-    g.dyv_image = (size_t)p->k * g.q;
+    g.copies = 1; /* copy 0: offset 0, the one the transposes write */
+    for (int t = 0; t < 9; t++) {
+        const int o = aligned ? (MARGIN - 1 + (t / 3) * g.wp + t % 3) % 32 : 0;
+        int i = 0;
+        while (i < g.copies && g.offset[i] != o) i++;
+        if (i == g.copies) g.offset[g.copies++] = o;
+        g.copy_of_tap[t] = i;
+    }
+    g.xt_size = (size_t)g.copies * p->c * g.lx;
+    g.dyv_size = (size_t)p->k * g.q;
     return g;
+}
+
+static bool banded(const lp_conv2d_params *p) { return p->h * p->w > BANDED_FROM; }
+
+static int band_rows(const lp_conv2d_params *p) {
+    const grid g = grid_of(p, 1, true);
+    const int r = (int)(BAND_BYTES / ((size_t)g.copies * p->c * g.wp * 2)) - 2;
+    return r < 1 ? 1 : r > p->h ? p->h : r;
+}
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Band slots: one per processor (the most threads that run at once). */
+static int slots(void) {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+static size_t slot_size(const lp_conv2d_params *p) {
+    const grid g = grid_of(p, band_rows(p), true);
+    return (2 * (g.xt_size + g.dyv_size) + 63) / 64 * 64;
 }
 
 bool lp_conv_bwd_w_amx_usable(const lp_conv2d_params *p) {
@@ -65,9 +126,12 @@ bool lp_conv_bwd_w_amx_usable(const lp_conv2d_params *p) {
            p->pw == 1;
 }
 
+static size_t banded_scratch(const lp_conv2d_params *p);
+
 size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p) {
-    const geom g = geometry(p);
-    return 2 * (size_t)p->n * (g.xt_image + g.dyv_image) + sizeof(float) * (size_t)p->n * p->h * p->k + 64;
+    if (banded(p)) return banded_scratch(p);
+    const grid g = grid_of(p, p->h, false);
+    return 2 * (size_t)p->n * (g.xt_size + g.dyv_size) + sizeof(float) * (size_t)p->n * p->h * p->k + 64;
 }
 
 /* 16 x 16 32-bit transpose in registers: r[i] element j -> r[j] element i. */
@@ -87,82 +151,93 @@ AVX512 static void transpose16(__m512i r[16]) {
     }
 }
 
-/* m (<= 16) pixels of 32 channels from src (pixel stride c) to 32 rows of m pixels at
- * dst (row stride ds): transposed as channel pairs, then each pair split in two rows. */
-AVX512 static void transpose_block(const uint16_t *src, int c, int m, uint16_t *dst, size_t ds) {
+/* 32 pixels (m of them from src, pixel stride c; zeros after) of 32 channels to 32
+ * rows of `keep` pixels at dst (row stride ds), whole lines where keep is 32: each
+ * half transposed as channel pairs, each pair split in two rows, the halves joined. */
+AVX512 static void transpose_block(const uint16_t *src, int c, int m, int keep, uint16_t *dst, size_t ds) {
     const __m512i split = _mm512_set_epi16(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1, 30, 28, 26, 24, 22,
                                            20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __mmask16 valid = (__mmask16)((1u << m) - 1);
-    __m512i v[16];
-    for (int i = 0; i < 16; i++) v[i] = i < m ? _mm512_loadu_si512(src + (size_t)i * c) : _mm512_setzero_si512();
-    transpose16(v);
+    const __mmask32 kept = keep >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << keep) - 1);
+    __m512i lo[16], hi[16];
+    for (int i = 0; i < 16; i++) {
+        lo[i] = i < m ? _mm512_loadu_si512(src + (size_t)i * c) : _mm512_setzero_si512();
+        hi[i] = i + 16 < m ? _mm512_loadu_si512(src + (size_t)(i + 16) * c) : _mm512_setzero_si512();
+    }
+    transpose16(lo);
+    transpose16(hi);
     for (int j = 0; j < 16; j++) {
-        const __m512i t = _mm512_permutexvar_epi16(split, v[j]);
-        _mm256_mask_storeu_epi16(dst + 2 * j * ds, valid, _mm512_castsi512_si256(t));
-        _mm256_mask_storeu_epi16(dst + (2 * j + 1) * ds, valid, _mm512_extracti64x4_epi64(t, 1));
+        const __m512i a = _mm512_permutexvar_epi16(split, lo[j]), b = _mm512_permutexvar_epi16(split, hi[j]);
+        _mm512_mask_storeu_epi16(dst + 2 * j * ds, kept, _mm512_shuffle_i64x2(a, b, 0x44));
+        _mm512_mask_storeu_epi16(dst + (2 * j + 1) * ds, kept, _mm512_shuffle_i64x2(a, b, 0xee));
     }
 }
 
-/* xt of image n, row y of x and the border around it. */
-AVX512 static void transpose_row(const lp_conv2d_params *p, const geom *g, const uint16_t *x, uint16_t *xt, int n, int y) {
-    const int h = p->h, w = p->w, wp = g->wp, c = p->c;
-    uint16_t *img = xt + (size_t)n * g->xt_image;
-    for (int i = 0; i < c; i++) {
-        uint16_t *r = img + (size_t)i * g->lx;
-        if (y == 0) memset(r, 0, sizeof(uint16_t) * (wp + 1));
-        r[(size_t)(y + 1) * wp + w + 1] = 0;
-        if (y == h - 1) memset(r + (size_t)(h + 1) * wp, 0, sizeof(uint16_t) * (g->lx - (size_t)(h + 1) * wp));
-        else r[(size_t)(y + 2) * wp] = 0;
+/* Flat elements [from, to) of every channel row of every copy of grid g's xt set to
+ * zero (in copy i at from - offset[i], clipped to the row). */
+static void zero_x(const lp_conv2d_params *p, const grid *g, uint16_t *xt, size_t from, size_t to) {
+    for (int k = 0; k < g->copies; k++) {
+        const size_t o = (size_t)g->offset[k], lx = (size_t)g->lx;
+        const size_t a = from > o ? from - o : 0, b = to > o ? (to - o < lx ? to - o : lx) : 0;
+        if (a >= b) continue;
+        uint16_t *base = xt + (size_t)k * p->c * g->lx;
+        for (int i = 0; i < p->c; i++) memset(base + (size_t)i * g->lx + a, 0, sizeof(uint16_t) * (b - a));
     }
-    const uint16_t *row = x + ((size_t)n * h + y) * w * c;
-    uint16_t *at = img + (size_t)(y + 1) * wp + 1;
-    if (w < SEGMENT) {
+}
+
+/* Grid row j of g's xt (base: copy 0, channel 0 of the grid) from row y of image n of
+ * x: into copy 0, W pixels then zeros to the next row. */
+AVX512 static void fill_x_row(const lp_conv2d_params *p, const grid *g, const uint16_t *x, uint16_t *xt, int n, int y, int j) {
+    /* copy 0 only: the band's copies are made after (copy_x) */
+    const int w = p->w, c = p->c, wp = g->wp;
+    const size_t at = MARGIN + (size_t)j * wp;
+    const uint16_t *row = x + ((size_t)n * p->h + y) * w * c;
+    int x0 = 0;
+    for (; x0 < w; x0 += 32)
         for (int c0 = 0; c0 < c; c0 += 32)
-            for (int x0 = 0; x0 < w; x0 += 16)
-                transpose_block(row + (size_t)x0 * c + c0, c, w - x0 < 16 ? w - x0 : 16, at + (size_t)c0 * g->lx + x0, g->lx);
-        return;
-    }
-    /* wide rows through a buffer in L1, SEGMENT pixels x 32 channels: written straight
-     * to xt, the rows' lines were each read from memory before the write, 64 misses at
-     * a time (47 ms at 224x224 batch 16, 22 this way) */
-    uint16_t buf[32 * SEGMENT];
-    for (int s0 = 0; s0 < w; s0 += SEGMENT) {
-        const int sw = w - s0 < SEGMENT ? w - s0 : SEGMENT;
-        for (int c0 = 0; c0 < c; c0 += 32) {
-            for (int x0 = 0; x0 < sw; x0 += 16)
-                transpose_block(row + (size_t)(s0 + x0) * c + c0, c, sw - x0 < 16 ? sw - x0 : 16, buf + x0, SEGMENT);
-            for (int i = 0; i < 32; i++)
-                memcpy(at + (size_t)(c0 + i) * g->lx + s0, buf + (size_t)i * SEGMENT, sizeof(uint16_t) * sw);
-        }
-    }
+            transpose_block(row + (size_t)x0 * c + c0, c, w - x0 < 32 ? w - x0 : 32, wp - x0 < 32 ? wp - x0 : 32,
+                            xt + (size_t)c0 * g->lx + at + x0, g->lx);
+    if (x0 < wp)
+        for (int i = 0; i < c; i++) memset(xt + (size_t)i * g->lx + at + x0, 0, sizeof(uint16_t) * (wp - x0));
 }
 
-/* dyv of image n, the pixel pairs of flat row y (the last row: to the end of the
- * grid), all output channels; their sums (a part of the bias gradient) to part. */
-AVX512 static void pair_row(const lp_conv2d_params *p, const geom *g, const uint16_t *dy, uint16_t *dyv, float *part, int n,
-                            int y) {
-    const int h = p->h, w = p->w, wp = g->wp, k = p->k;
+/* Copies 1.. of grid g's xt from copy 0, flat elements [from, to) (copy i at from -
+ * offset[i]): one run per channel row (per pixel row, the calls cost more than the
+ * bytes: 30 of 80 million cycles per thread at 224x224). */
+static void copy_x(const lp_conv2d_params *p, const grid *g, uint16_t *xt, size_t from, size_t to) {
+    for (int k = 1; k < g->copies; k++)
+        for (int i = 0; i < p->c; i++)
+            memcpy(xt + ((size_t)k * p->c + i) * g->lx + from - g->offset[k], xt + (size_t)i * g->lx + from,
+                   sizeof(uint16_t) * (to - from));
+}
+
+/* Pixel pairs [j0, j1) of grid g's dyv (base: output channel o0), output channels
+ * [o0, o1), from image n of dy, the grid's row 0 at row y0 and valid rows < rows; per
+ * 16 channels, the pairs' dy summed in pixel order and added to sum[o - o0] (a part of
+ * the bias gradient). */
+AVX512 static void fill_dy_pairs(const lp_conv2d_params *p, const grid *g, const uint16_t *dy, uint16_t *dyv, float *sum, int n,
+                                 int y0, int rows, int j0, int j1, int o0, int o1) {
+    const int w = p->w, wp = g->wp, k = p->k;
     /* lanes 2o, 2o+1: dy[q][o], dy[q+1][o] */
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
                                            20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    uint16_t *d = dyv + (size_t)n * g->dyv_image;
-    memset(part, 0, sizeof(float) * k);
-    const int j0 = (y * wp + 1) / 2, j1 = y == h - 1 ? g->q / 2 : ((y + 1) * wp + 1) / 2;
-    for (int j = j0; j < j1; j++) {
-        const uint16_t *px[2];
-        for (int t = 0; t < 2; t++) {
-            const int q = 2 * j + t, yy = q / wp, xx = q % wp;
-            px[t] = yy < h && xx < w ? dy + (((size_t)n * h + yy) * w + xx) * k : NULL;
+    const uint16_t *image = dy + ((size_t)n * p->h + y0) * w * k;
+    for (int o = o0; o < o1; o += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        uint16_t *d = dyv + (size_t)(o - o0) * g->q;
+        int yy = 2 * j0 / wp, xx = 2 * j0 % wp; /* of the pair's first pixel */
+        for (int j = j0; j < j1; j++) {
+            const int y1 = xx + 1 < wp ? yy : yy + 1, x1 = xx + 1 < wp ? xx + 1 : 0;
+            const __m256i a = yy < rows && xx < w ? _mm256_loadu_si256((const __m256i *)(image + ((size_t)yy * w + xx) * k + o))
+                                                  : _mm256_setzero_si256();
+            const __m256i b = y1 < rows && x1 < w ? _mm256_loadu_si256((const __m256i *)(image + ((size_t)y1 * w + x1) * k + o))
+                                                  : _mm256_setzero_si256();
+            acc = _mm512_add_ps(acc, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(a), 16)));
+            acc = _mm512_add_ps(acc, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
+            _mm512_storeu_si512(d + (size_t)j * 32, _mm512_permutexvar_epi16(inter, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1)));
+            xx += 2;
+            if (xx >= wp) xx -= wp, yy++;
         }
-        for (int o0 = 0; o0 < k; o0 += 16) {
-            const __m256i a = px[0] ? _mm256_loadu_si256((const __m256i *)(px[0] + o0)) : _mm256_setzero_si256();
-            const __m256i b = px[1] ? _mm256_loadu_si256((const __m256i *)(px[1] + o0)) : _mm256_setzero_si256();
-            const __m512 fa = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(a), 16));
-            const __m512 fb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
-            _mm512_storeu_ps(part + o0, _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(part + o0), fa), fb));
-            _mm512_storeu_si512(d + (size_t)o0 * g->q + (size_t)j * 32,
-                                _mm512_permutexvar_epi16(inter, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1)));
-        }
+        _mm512_storeu_ps(sum + (o - o0), _mm512_add_ps(_mm512_loadu_ps(sum + (o - o0)), acc));
     }
 }
 
@@ -181,15 +256,23 @@ static bool tiles_permitted(void) {
 #endif
 }
 
+/* What the tiles read: grids of xt and dyv (dyv's from output block ob0 on), the
+ * first `chunks` 32-pixel chunks of each. */
+typedef struct view {
+    const grid *g;
+    const uint16_t *xt, *dyv;
+    int grids, chunks, ob0;
+} view;
+
 /* Weight tiles of input block pairs [ip0, ip1) x output block pairs [op0, op1), all 9
- * taps, summed over every image's pixels: tiles 0-3 the sums (two input x two output
- * blocks), 4-5 xt, 6-7 dyv. The pairs go over each block of pixels together, so that
- * the block's xt and dyv come from memory once per group (one pair at a time, each
- * read them from memory: L3 bandwidth was the limit). */
-AMX static void group(const lp_conv2d_params *p, const geom *g, const uint16_t *xt, const uint16_t *dyv, float *dw, int ip0,
-                      int ip1, int op0, int op1) {
-    const int ibs = p->c / 16, chunks = g->q / 32;
-    const size_t xs = (size_t)g->lx * 2, total = (size_t)p->n * chunks;
+ * taps, summed over the view's pixels onto dw (or from zero, fresh): tiles 0-3 the
+ * sums (two input x two output blocks), 4-5 xt, 6-7 dyv. The pairs go over each block
+ * of pixels together, so that the block's xt and dyv come from memory once per group
+ * (one pair at a time, each read them from memory: L3 bandwidth was the limit). */
+AMX static void group(const lp_conv2d_params *p, const view *v, float *dw, int ip0, int ip1, int op0, int op1, bool fresh) {
+    const grid *g = v->g;
+    const int ibs = p->c / 16;
+    const size_t xs = (size_t)g->lx * 2, total = (size_t)v->grids * v->chunks;
     float *t[4];
     for (size_t k0 = 0; k0 < total; k0 += BLOCK) {
         const size_t k1 = k0 + BLOCK < total ? k0 + BLOCK : total;
@@ -197,11 +280,12 @@ AMX static void group(const lp_conv2d_params *p, const geom *g, const uint16_t *
             for (int op = op0; op < op1; op++)
                 for (int kh = 0; kh < 3; kh++)
                     for (int kw = 0; kw < 3; kw++) {
-                        const int tap = kh * 3 + kw, shift = kh * g->wp + kw, ib = 2 * ip, ob = 2 * op;
+                        const int tap = kh * 3 + kw, ib = 2 * ip, ob = 2 * op, copy = g->copy_of_tap[tap];
+                        const size_t shift = (size_t)copy * p->c * g->lx + MARGIN - 1 + kh * g->wp + kw - g->offset[copy];
                         for (int a = 0; a < 2; a++)
                             for (int b = 0; b < 2; b++)
                                 t[a * 2 + b] = dw + ((((size_t)(ob + b) * ibs + ib + a) * 9) + tap) * 256;
-                        if (k0 == 0) {
+                        if (k0 == 0 && fresh) {
                             _tile_zero(0);
                             _tile_zero(1);
                             _tile_zero(2);
@@ -212,10 +296,11 @@ AMX static void group(const lp_conv2d_params *p, const geom *g, const uint16_t *
                             _tile_loadd(2, t[2], 64);
                             _tile_loadd(3, t[3], 64);
                         }
-                        for (size_t k = k0; k < k1; k++) {
-                            const size_t n = k / chunks, q0 = (k % chunks) * 32;
-                            const uint16_t *a0 = xt + n * g->xt_image + (size_t)ib * 16 * g->lx + q0 + shift;
-                            const uint16_t *b0 = dyv + n * g->dyv_image + (size_t)ob * 16 * g->q + q0 * 16;
+                        size_t n = k0 / v->chunks, q0 = (k0 % v->chunks) * 32;
+                        for (size_t k = k0; k < k1; k++, q0 += 32) {
+                            if (q0 == (size_t)v->chunks * 32) n++, q0 = 0;
+                            const uint16_t *a0 = v->xt + n * g->xt_size + (size_t)ib * 16 * g->lx + q0 + shift;
+                            const uint16_t *b0 = v->dyv + n * g->dyv_size + (size_t)(ob - v->ob0) * 16 * g->q + q0 * 16;
                             _tile_loadd(4, a0, xs);
                             _tile_loadd(6, b0, 64);
                             _tile_dpbf16ps(0, 4, 6);
@@ -233,19 +318,41 @@ AMX static void group(const lp_conv2d_params *p, const geom *g, const uint16_t *
     }
 }
 
-/* Groups of at most GROUP_I x GROUP_O block pairs (their sums, 36 KB a pair, stay in
- * L2), at least one per thread where the layer has that many pairs. The grouping
+/* Tiles 0-7 of 16 rows x 64 bytes. In static data: built on the stack, gcc 12 at -O2
+ * dropped the stores of the row sizes (it does not see LDTILECFG read them), and the
+ * load faulted. */
+static const tile_config tiles_config = {
+    .palette = 1,
+    .bytes_per_row = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+AMX static void tiles_on(void) { _tile_loadconfig(&tiles_config); }
+
+/* Small maps: xt and dyv of the whole batch first (parallel over rows), then the sums
+ * in groups of at most GROUP_I x GROUP_O block pairs (their sums, 36 KB a pair, stay in
+ * L2), at least one group per thread where the layer has that many pairs. The grouping
  * changes no sum: each weight's order is the pixels' whatever the group. */
 #define GROUP_I 4
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 #define GROUP_O 4
-AMX static void sums(const lp_conv2d_params *p, const geom *g, const uint16_t *xt, const uint16_t *dyv, float *dw) {
+AMX static void whole_batch(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
+    const grid g = grid_of(p, p->h, false);
+    const int h = p->h, rows = p->n * h;
+    uint16_t *xt = scratch, *dyv = xt + (size_t)p->n * g.xt_size;
+    float *part = (float *)(dyv + (size_t)p->n * g.dyv_size);
+LP_OMP(parallel for schedule(static))
+    for (int r = 0; r < rows; r++) {
+        const int n = r / h, y = r % h;
+        uint16_t *img = xt + (size_t)n * g.xt_size;
+        if (y == 0) zero_x(p, &g, img, 0, MARGIN + (size_t)g.wp);
+        if (y == h - 1) zero_x(p, &g, img, MARGIN + (size_t)(h + 1) * g.wp, (size_t)g.lx + MARGIN);
+        fill_x_row(p, &g, x, img, n, y, y + 1);
+        float *sum = part + (size_t)r * p->k;
+        memset(sum, 0, sizeof(float) * p->k);
+        /* the pairs that start in row y (the last row's: to the end of the grid) */
+        fill_dy_pairs(p, &g, dy, dyv + (size_t)n * g.dyv_size, sum, n, 0, h, (y * g.wp + 1) / 2,
+                      y == h - 1 ? g.q / 2 : ((y + 1) * g.wp + 1) / 2, 0, p->k);
+    }
     const int ips = p->c / 32, ops = p->k / 32, threads = max_threads();
     int gi = ips < GROUP_I ? ips : GROUP_I, go = ops < GROUP_O ? ops : GROUP_O;
     while (((ips + gi - 1) / gi) * ((ops + go - 1) / go) < threads && (gi > 1 || go > 1)) {
@@ -253,19 +360,115 @@ AMX static void sums(const lp_conv2d_params *p, const geom *g, const uint16_t *x
         else go = (go + 1) / 2;
     }
     const int ngi = (ips + gi - 1) / gi, ngo = (ops + go - 1) / go;
+    const view v = {&g, xt, dyv, p->n, g.q / 32, 0};
 LP_OMP(parallel)
     {
-        tile_config cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.palette = 1;
-        for (int i = 0; i < 8; i++) cfg.bytes_per_row[i] = 64, cfg.rows[i] = 16;
-        _tile_loadconfig(&cfg);
+        tiles_on();
 LP_OMP(for schedule(dynamic))
         for (int u = 0; u < ngi * ngo; u++) {
             const int ip0 = (u % ngi) * gi, op0 = (u / ngi) * go;
-            group(p, g, xt, dyv, dw, ip0, ip0 + gi < ips ? ip0 + gi : ips, op0, op0 + go < ops ? op0 + go : ops);
+            group(p, &v, dw, ip0, ip0 + gi < ips ? ip0 + gi : ips, op0, op0 + go < ops ? op0 + go : ops, true);
         }
         _tile_release();
+    }
+    /* the rows' parts in order */
+    for (int o = 0; o < p->k; o++) {
+        float s = 0;
+        for (int r = 0; r < rows; r++) s += part[(size_t)r * p->k + o];
+        db[o] = s;
+    }
+}
+
+/* Large maps: the work in units of (a part of the images) x (a group of output block
+ * pairs). A unit goes over its images in bands of rows, filling its thread's band of xt
+ * (all input channels) and dyv (its output channels), which stay in L2, and summing
+ * them at once: written to memory and read back, xt and dyv cost more than the sums
+ * at 224x224 (two passes over 200 MB). A group's sums (up to GROUP_BYTES) stay in L2
+ * too; where one group holds them all, the images are split in two parts summed
+ * apart and added after (else each thread would transpose all of x). Parts and
+ * groups are set by the shape alone, so each weight's sum has one order (bands in
+ * order within a part, parts in order) whatever the thread count. */
+#define GROUP_BYTES (1536 << 10)
+typedef struct units {
+    int parts, groups, ops_per_group;
+} units;
+
+static units units_of(const lp_conv2d_params *p) {
+    units u;
+    const int ops = p->k / 32;
+    const size_t pair = (size_t)9 * p->c * 32 * sizeof(float); /* sums of one output block pair */
+    int per = (int)(GROUP_BYTES / pair);
+    if (per < 1) per = 1;
+    u.groups = (ops + per - 1) / per;
+    u.ops_per_group = (ops + u.groups - 1) / u.groups;
+    u.groups = (ops + u.ops_per_group - 1) / u.ops_per_group;
+    u.parts = u.groups == 1 && p->n >= 2 ? 2 : 1;
+    return u;
+}
+
+static size_t weights_size(const lp_conv2d_params *p) { return (size_t)9 * p->c * p->k; }
+
+static size_t banded_scratch(const lp_conv2d_params *p) {
+    const units u = units_of(p);
+    return slot_size(p) * slots() + sizeof(float) * ((size_t)(u.parts - 1) * weights_size(p) + (size_t)u.parts * p->k) + 64;
+}
+
+AMX static void in_bands(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
+    const int rmax = band_rows(p), ips = p->c / 32, ops = p->k / 32, h = p->h;
+    const grid g = grid_of(p, rmax, true);
+    const units u = units_of(p);
+    const size_t slot = slot_size(p);
+    float *acc = (float *)((char *)scratch + slot * slots()), *sums = acc + (size_t)(u.parts - 1) * weights_size(p);
+    int threads = max_threads();
+    if (threads > slots()) threads = slots();
+LP_OMP(parallel num_threads(threads))
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        uint16_t *xt = (uint16_t *)((char *)scratch + slot * t), *dyv = xt + g.xt_size;
+        tiles_on();
+LP_OMP(for schedule(dynamic))
+        for (int unit = 0; unit < u.parts * u.groups; unit++) {
+            const int part = unit / u.groups, grp = unit % u.groups;
+            const int op0 = grp * u.ops_per_group, op1 = op0 + u.ops_per_group < ops ? op0 + u.ops_per_group : ops;
+            const int n0 = (int)((long long)p->n * part / u.parts), n1 = (int)((long long)p->n * (part + 1) / u.parts);
+            float *w = part ? acc + (size_t)(part - 1) * weights_size(p) : dw, *sum = sums + (size_t)part * p->k + op0 * 32;
+            memset(sum, 0, sizeof(float) * (op1 - op0) * 32);
+            bool fresh = true;
+            for (int n = n0; n < n1; n++)
+                for (int y0 = 0; y0 < h; y0 += rmax) {
+                    const int rows = h - y0 < rmax ? h - y0 : rmax;
+                    /* grid row j holds x row y0 - 1 + j */
+                    int j0 = 0, j1 = rows + 2; /* the grid rows that hold image rows */
+                    if (y0 == 0) zero_x(p, &g, xt, 0, MARGIN + (size_t)g.wp), j0 = 1;
+                    if (y0 + rows == h) zero_x(p, &g, xt, MARGIN + (size_t)(rows + 1) * g.wp, MARGIN + (size_t)(rows + 2) * g.wp), j1 = rows + 1;
+                    for (int j = j0; j < j1; j++) fill_x_row(p, &g, x, xt, n, y0 - 1 + j, j);
+                    copy_x(p, &g, xt, MARGIN + (size_t)j0 * g.wp, MARGIN + (size_t)j1 * g.wp);
+                    zero_x(p, &g, xt, MARGIN + (size_t)(rows + 2) * g.wp, (size_t)g.lx + MARGIN);
+                    if (y0 > 0) zero_x(p, &g, xt, 0, MARGIN);
+                    const int q = (rows * g.wp + 31) / 32 * 32;
+                    fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, 0, q / 2, op0 * 32, op1 * 32);
+                    const view v = {&g, xt, dyv, 1, q / 32, op0 * 2};
+                    group(p, &v, w, 0, ips, op0, op1, fresh);
+                    fresh = false;
+                }
+        }
+        _tile_release();
+    }
+    /* the parts in order */
+    const size_t nw = weights_size(p);
+    for (int part = 1; part < u.parts; part++) {
+        const float *a = acc + (size_t)(part - 1) * nw;
+LP_OMP(parallel for schedule(static))
+        for (size_t i = 0; i < nw; i++) dw[i] += a[i];
+    }
+    for (int o = 0; o < p->k; o++) {
+        float s = sums[o];
+        for (int part = 1; part < u.parts; part++) s += sums[(size_t)part * p->k + o];
+        db[o] = s;
     }
 }
 
@@ -276,19 +479,9 @@ bool lp_conv_bwd_w_amx_ready(void) {
 }
 
 void lp_conv_bwd_w_amx(const lp_conv2d_params *p, const void *x, const void *dy, float *dw, float *db, void *scratch) {
-    const geom g = geometry(p);
-    uint16_t *xt = scratch, *dyv = xt + (size_t)p->n * g.xt_image;
-    float *part = (float *)(dyv + (size_t)p->n * g.dyv_image);
-    const int rows = p->n * p->h;
-LP_OMP(parallel for schedule(static))
-    for (int r = 0; r < rows; r++) transpose_row(p, &g, x, xt, r / p->h, r % p->h);
-LP_OMP(parallel for schedule(static))
-    for (int r = 0; r < rows; r++) pair_row(p, &g, dy, dyv, part + (size_t)r * p->k, r / p->h, r % p->h);
-    sums(p, &g, xt, dyv, dw);
-    /* the rows' parts in order */
-    for (int o = 0; o < p->k; o++) {
-        float s = 0;
-        for (int r = 0; r < rows; r++) s += part[(size_t)r * p->k + o];
-        db[o] = s;
-    }
+    scratch = (void *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63); /* whole lines for the tiles */
+    if (banded(p))
+        in_bands(p, x, dy, dw, db, scratch);
+    else
+        whole_batch(p, x, dy, dw, db, scratch);
 }

@@ -486,7 +486,7 @@ static void test_dropout(void) {
     free(x), free(y), free(m), free(dx);
 }
 
-/* ---- our backward weights (conv_bwd_w_small.c, conv_bwd_w_rgb.c) vs a double reference ---
+/* ---- our backward weights (conv_bwd_w_small.c, _rgb.c, _amx.c) vs a double reference ---
  * x and dy hold random values (bf16: values exact in bf16) in the layout the conv
  * has; dw and db from our kernel and from oneDNN's must both match the sums done in
  * double. Taps whose input lies in the padding must get no contribution: a 1-pixel
@@ -599,6 +599,33 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
         free(x), free(dy), free(dwb), free(scr), free(dw), free(db), free(y), free(dy0);
     }
     free(xp), free(yp), free(act), free(masked), free(ref), free(rb);
+}
+
+/* ---- the AMX backward weights: the same bits whatever the thread count ----------------
+ * (conv_bwd_w_amx.c: each weight's sum has one order). 2 threads, then 1. */
+static void test_bwd_w_amx_threads(int n, int c, int k, int h, int w) {
+    lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, true, false};
+    if (!lp_conv_bwd_w_amx_ready() || !lp_conv_bwd_w_amx_usable(&p)) {
+        printf("bwd_w AMX threads: skipped (no AMX here)\n");
+        return;
+    }
+    const size_t nx = (size_t)n * h * w * c, ny = (size_t)n * h * w * k, nw = (size_t)9 * c * k;
+    uint16_t *x = lp_aligned_alloc(nx * 2), *dy = lp_aligned_alloc(ny * 2);
+    for (size_t i = 0; i < nx; i++) x[i] = bf16_of(2.0f * lp_rng_uniform(9, 1, i) - 1.0f);
+    for (size_t i = 0; i < ny; i++) dy[i] = bf16_of(2.0f * lp_rng_uniform(9, 2, i) - 1.0f);
+    void *scr = lp_aligned_alloc(lp_conv_bwd_w_amx_scratch(&p));
+    float *dw[2], *db[2];
+    const int before = lp_get_threads();
+    for (int r = 0; r < 2; r++) {
+        lp_set_threads(r ? 1 : 2);
+        dw[r] = lp_aligned_alloc(nw * 4), db[r] = lp_aligned_alloc((size_t)k * 4);
+        lp_conv_bwd_w_amx(&p, x, dy, dw[r], db[r], scr);
+    }
+    lp_set_threads(before);
+    const bool ok = !memcmp(dw[0], dw[1], nw * 4) && !memcmp(db[0], db[1], (size_t)k * 4);
+    printf("bwd_w AMX (%d,%d,%d,%d)->%d: 2 threads vs 1 %s\n", n, c, h, w, k, ok ? "bit-identical ok" : "differ FAIL");
+    if (!ok) failures++;
+    free(x), free(dy), free(scr), free(dw[0]), free(dw[1]), free(db[0]), free(db[1]);
 }
 
 /* ---- backward data on small maps, bf16 (conv_bwd_d_small.c) vs a double reference ---
@@ -739,6 +766,17 @@ int main(void) {
     test_bwd_w_small(2, 3, 64, 9, 7, true, dnnl_acdb, false);
     test_bwd_w_small(3, 3, 32, 20, 17, true, dnnl_acdb, false);
     test_bwd_w_small(2, 3, 64, 11, 9, true, dnnl_acdb, true); /* and its ReLU mask */
+    /* 32k channels on larger maps: conv_bwd_w_amx.c, where AMX is. The whole batch at once
+     * (odd sizes, 1 to 3 images), then in bands: one band an image with the images in two
+     * parts, several bands of 5 rows, and two groups of output blocks. */
+    test_bwd_w_small(2, 32, 64, 5, 7, true, dnnl_acdb, false);
+    test_bwd_w_small(3, 64, 32, 9, 11, true, dnnl_acdb, false);
+    test_bwd_w_small(1, 96, 64, 20, 33, true, dnnl_acdb, false);
+    test_bwd_w_small(3, 64, 64, 36, 30, true, dnnl_acdb, false);
+    test_bwd_w_small(1, 256, 32, 33, 35, true, dnnl_acdb, false);
+    test_bwd_w_small(1, 256, 192, 32, 33, true, dnnl_acdb, false);
+    test_bwd_w_amx_threads(3, 64, 64, 36, 30);
+    test_bwd_w_amx_threads(2, 64, 96, 12, 9);
     test_bwd_d_small(2, 48, 64, 2, 2, dnnl_acdb);
     test_bwd_d_small(2, 16, 32, 1, 3, dnnl_acdb);
     test_bwd_d_small(1, 64, 32, 2, 1, dnnl_acdb);
