@@ -111,6 +111,8 @@ typedef struct lp_conv2d {
     bool own_fwd;      /* forward runs lp_conv_fwd_small (fwd.p is kept: backward's hint) */
     bool own_bwd_w_rgb; /* backward weights runs lp_conv_bwd_w_rgb, not bwd_w.p */
     bool own_bwd_w_amx; /* backward weights runs lp_conv_bwd_w_amx, not bwd_w.p */
+    size_t flip_bytes;  /* backward data runs as a forward convolution (bwd_data.p) with the
+                           weights flipped into the first flip_bytes of scratch; 0: not */
     int vec_x, vec_y; /* own_bwd_w: src_md's and dst_md's pixel vectors */
 } lp_conv2d;
 /* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */

@@ -22,6 +22,13 @@ static bool weights_are(const lp_md *md, const lp_conv2d_params *p, dnnl_data_ty
     return dnnl_memory_desc_init_by_tag(&want, 4, wd, dt, tag) == dnnl_success && lp_md_equal(&want, md);
 }
 
+/* The same for the (c, k, 3, 3) weights of the convolution run backward. */
+static bool flipped_weights_are(const lp_md *md, const lp_conv2d_params *p, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
+    lp_md want;
+    dnnl_dims_t wd = {p->c, p->k, p->kh, p->kw};
+    return dnnl_memory_desc_init_by_tag(&want, 4, wd, dt, tag) == dnnl_success && lp_md_equal(&want, md);
+}
+
 /* The bf16 forward and backward-data kernels: maps of at most 4 pixels (VGG's 2x2 at
  * 32x32 input; at 4x4 backward data was slower than oneDNN's in the training step, 0.9
  * ms more per step) and batches of at most 8 positions (one register tile: the weights
@@ -175,6 +182,57 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
     return ds;
 }
 
+/* Backward data of a 3x3 stride 1 pad 1 convolution is the forward convolution of dy
+ * with the weights transposed (in <-> out) and turned 180 degrees: oneDNN 2.6 has a
+ * brgemm AMX kernel for the forward only, and it ran VGG's layers faster than the
+ * backward-data one (batch 16, alone: 128->128 at 112x112 17.8 vs 21.5 ms, 256->256 at
+ * 56x56 17.0 vs 20.8, 64->64 at 224x224 23.9 vs 26.7; 24 ms of a 680 ms step). bf16,
+ * nhwc, 32k channels, weights given in oneDNN's backward-data layout ABcd16a16b2a
+ * (flip_weights rewrites them for the forward's AcdB16b32a2b). True when set up. */
+static bool flipped_bwd_data(lp_conv2d *c) {
+    const lp_conv2d_params *p = &c->p;
+    int vx, vy;
+    if (!lp_conv_bwd_d_own_allowed || !p->bf16 || !lp_amx_available() || !same_3x3(p) || p->c % 32 || p->k % 32 ||
+        c->src_md.data_type != dnnl_bf16 || c->dst_md.data_type != dnnl_bf16 || !lp_md_pixel_vectors(&c->src_md, &vx) ||
+        !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k || !weights_are(&c->bd_w_md, p, dnnl_bf16, dnnl_ABcd16a16b2a))
+        return false;
+    int64_t wd[4] = {p->c, p->k, p->kh, p->kw};
+    lp_md w_md = lp_md_any_dt(4, wd, dnnl_bf16);
+    dnnl_dims_t strides = {1, 1}, pad = {1, 1};
+    dnnl_primitive_attr_t attr;
+    if (lp_attr_create(&attr, false, false)) return false;
+    dnnl_convolution_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    bool ok = dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &c->dst_md, &w_md, NULL,
+                                                 &c->src_md, strides, pad, pad) == dnnl_success &&
+              dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), NULL) == dnnl_success;
+    dnnl_primitive_attr_destroy(attr);
+    const char *impl = NULL;
+    ok = ok && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl && !strncmp(impl, "brg", 3) &&
+         flipped_weights_are(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), p, dnnl_bf16, dnnl_AcdB16b32a2b);
+    static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    ok = ok && lp_prim_create(&c->bwd_data, pd, kinds, 3) == LP_OK;
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (!ok) return false;
+    c->flip_bytes = ((size_t)p->k * p->c * 9 * 2 + 63) / 64 * 64;
+    snprintf(c->bwd_data.impl, sizeof c->bwd_data.impl, "loupe:flipped+%s", impl);
+    return true;
+}
+
+/* w (k, c, 3, 3) in ABcd16a16b2a to the flipped forward's (c, k, 3, 3) AcdB16b32a2b, tap
+ * (kh, kw) to (2 - kh, 2 - kw). Both layouts hold, for each 32 output channels o, input
+ * block of 16 i and tap, 16 runs of (16 i x 2 o) values: 64-byte runs, moved whole. */
+static void flip_weights(const lp_conv2d_params *p, const uint16_t *w, uint16_t *f) {
+    const int ib16 = p->c / 16, ob32 = p->k / 32;
+LP_OMP(parallel for schedule(static))
+    for (int u = 0; u < ob32 * ib16 * 9; u++) {
+        const int tap = u % 9, b = (u / 9) % ib16, a = u / 9 / ib16;
+        const uint16_t *s = w + (size_t)u * 512;
+        uint16_t *d = f + ((size_t)((b / 2) * 9 + 8 - tap) * ob32 + a) * 1024 + (b % 2) * 32;
+        for (int j = 0; j < 16; j++) memcpy(d + j * 64, s + j * 32, 64);
+    }
+}
+
 lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
     const lp_conv2d_params *p = &c->p;
     int64_t wd[4] = {p->k, p->c, p->kh, p->kw};
@@ -202,6 +260,11 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
             dnnl_primitive_desc_destroy(pd);
             c->own_bwd_data = c->has_bwd_data = true;
             own_kernel(&c->bwd_data, lp_conv_bwd_d_small_scratch(p), "loupe:avx512_bf16_3x3_small");
+            goto weights_part;
+        }
+        if (flipped_bwd_data(c)) {
+            dnnl_primitive_desc_destroy(pd);
+            c->has_bwd_data = true;
             goto weights_part;
         }
         static const int kinds[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
@@ -245,7 +308,7 @@ weights_part:
 
 size_t lp_conv2d_scratch_size(const lp_conv2d *c) {
     size_t s = c->fwd.scratch_size;
-    if (c->has_bwd_data && c->bwd_data.scratch_size > s) s = c->bwd_data.scratch_size;
+    if (c->has_bwd_data && c->flip_bytes + c->bwd_data.scratch_size > s) s = c->flip_bytes + c->bwd_data.scratch_size;
     if (c->has_bwd_w && c->bwd_w.scratch_size > s) s = c->bwd_w.scratch_size;
     return s;
 }
@@ -263,6 +326,11 @@ lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy,
     if (c->own_bwd_data) {
         lp_conv_bwd_d_small(&c->p, c->vec_x, c->vec_y, dy, w, dx, scratch);
         return LP_OK;
+    }
+    if (c->flip_bytes) {
+        flip_weights(&c->p, w, scratch);
+        void *p[3] = {(void *)dy, scratch, dx};
+        return lp_prim_exec(&c->bwd_data, s, p, (char *)scratch + c->flip_bytes);
     }
     void *p[3] = {(void *)dy, (void *)w, dx};
     return lp_prim_exec(&c->bwd_data, s, p, scratch);

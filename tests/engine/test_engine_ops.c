@@ -781,6 +781,10 @@ int main(void) {
     test_bwd_d_small(2, 16, 32, 1, 3, dnnl_acdb);
     test_bwd_d_small(1, 64, 32, 2, 1, dnnl_acdb);
     test_bwd_d_small(2, 32, 32, 1, 1, dnnl_acdb);
+    /* larger maps, 32k channels: the forward convolution with flipped weights (conv2d.c) */
+    test_bwd_d_small(2, 32, 64, 9, 11, dnnl_acdb);
+    test_bwd_d_small(1, 96, 64, 14, 14, dnnl_acdb);
+    test_bwd_d_small(2, 64, 64, 20, 17, dnnl_acdb);
     test_fwd_small(2, 64, 64, 2, 2, true);
     test_fwd_small(3, 64, 64, 1, 2, false);
     test_fwd_small(2, 64, 32, 2, 1, true);
