@@ -262,6 +262,7 @@ typedef struct view {
     const grid *g;
     const uint16_t *xt, *dyv;
     int grids, chunks, ob0;
+    bool skip; /* rows end in whole chunks of border (224 wide in rows of 256): skip those */
 } view;
 
 /* Weight tiles of input block pairs [ip0, ip1) x output block pairs [op0, op1), all 9
@@ -299,6 +300,7 @@ AMX static void group(const lp_conv2d_params *p, const view *v, float *dw, int i
                         size_t n = k0 / v->chunks, q0 = (k0 % v->chunks) * 32;
                         for (size_t k = k0; k < k1; k++, q0 += 32) {
                             if (q0 == (size_t)v->chunks * 32) n++, q0 = 0;
+                            if (v->skip && q0 % g->wp >= (size_t)p->w) continue; /* all border: dy 0 */
                             const uint16_t *a0 = v->xt + n * g->xt_size + (size_t)ib * 16 * g->lx + q0 + shift;
                             const uint16_t *b0 = v->dyv + n * g->dyv_size + (size_t)(ob - v->ob0) * 16 * g->q + q0 * 16;
                             _tile_loadd(4, a0, xs);
@@ -360,7 +362,7 @@ LP_OMP(parallel for schedule(static))
         else go = (go + 1) / 2;
     }
     const int ngi = (ips + gi - 1) / gi, ngo = (ops + go - 1) / go;
-    const view v = {&g, xt, dyv, p->n, g.q / 32, 0};
+    const view v = {&g, xt, dyv, p->n, g.q / 32, 0, false};
 LP_OMP(parallel)
     {
         tiles_on();
@@ -451,7 +453,7 @@ LP_OMP(for schedule(dynamic))
                     if (y0 > 0) zero_x(p, &g, xt, 0, MARGIN);
                     const int q = (rows * g.wp + 31) / 32 * 32;
                     fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, 0, q / 2, op0 * 32, op1 * 32);
-                    const view v = {&g, xt, dyv, 1, q / 32, op0 * 2};
+                    const view v = {&g, xt, dyv, 1, q / 32, op0 * 2, g.wp - p->w >= 32 && g.wp % 32 == 0};
                     group(p, &v, w, 0, ips, op0, op1, fresh);
                     fresh = false;
                 }
