@@ -50,14 +50,15 @@
  * and the left border of the next. Output pixel q (row q / wp) of tap (kh, kw) then
  * reads xt at q + MARGIN - 1 + kh * wp + kw.
  *
- * A tile loaded 2 bytes off a 64-byte line ran at a third of the speed of an aligned
- * one (0.97 vs 3.15 TFLOP/s, one core): so wp is a multiple of 16 pixels, and xt is
- * kept in `copies`, copy i shifted left by offset[i] pixels, one for each distinct
- * (MARGIN - 1 + kh * wp + kw) mod 32 of the 9 taps, so that every tap reads whole
- * lines (3 copies where wp is a multiple of 32, else 6). */
+ * Aligned (where band_aligned says it pays): a tile loaded 2 bytes off a 64-byte line
+ * ran at a third of the speed of an aligned one in a test loop (0.97 vs 3.15 TFLOP/s,
+ * one core), so wp is rounded up to 16 or 32 pixels and xt kept in `copies`, copy i
+ * shifted left by offset[i] pixels, one for each distinct (MARGIN - 1 + kh * wp + kw)
+ * mod 32 of the 9 taps, so that every tap reads whole lines (3 copies where wp is a
+ * multiple of 32, else 6). Unaligned: wp = W + 2, one copy. */
 #define MARGIN 32
 typedef struct grid {
-    int wp;     /* padded row: W + 2 or more, a multiple of 16 or 32 pixels */
+    int wp;     /* padded row: W + 2, or (aligned) that rounded up to 16 or 32 pixels */
     int rows;   /* output rows it has room for */
     int q;      /* flat output pixels, rows * wp, rounded up to 32 */
     int lx;     /* xt row length per channel and copy: an odd number of 64-byte lines */
@@ -93,8 +94,14 @@ static grid grid_of(const lp_conv2d_params *p, int rows, bool aligned) {
 
 static bool banded(const lp_conv2d_params *p) { return p->h * p->w > BANDED_FROM; }
 
+/* Bands in aligned copies up to rows of 128 (alone, batch 16: 112x112 128->128 31-32 vs
+ * 35-36 ms unaligned, 64->128 18.4 vs 20.0); wider, the copies cost more than they save
+ * (224x224 64->64 44-47 vs 41-44). The whole batch (maps <= 32x32) unaligned: its
+ * copies would go through memory (28x28 512->512 39 vs 30 ms). */
+static bool band_aligned(const lp_conv2d_params *p) { return p->w + 2 <= 128; }
+
 static int band_rows(const lp_conv2d_params *p) {
-    const grid g = grid_of(p, 1, true);
+    const grid g = grid_of(p, 1, band_aligned(p));
     const int r = (int)(BAND_BYTES / ((size_t)g.copies * p->c * g.wp * 2)) - 2;
     return r < 1 ? 1 : r > p->h ? p->h : r;
 }
@@ -117,7 +124,7 @@ static int slots(void) {
 }
 
 static size_t slot_size(const lp_conv2d_params *p) {
-    const grid g = grid_of(p, band_rows(p), true);
+    const grid g = grid_of(p, band_rows(p), band_aligned(p));
     return (2 * (g.xt_size + g.dyv_size) + 63) / 64 * 64;
 }
 
@@ -262,7 +269,6 @@ typedef struct view {
     const grid *g;
     const uint16_t *xt, *dyv;
     int grids, chunks, ob0;
-    bool skip; /* rows end in whole chunks of border (224 wide in rows of 256): skip those */
 } view;
 
 /* Weight tiles of input block pairs [ip0, ip1) x output block pairs [op0, op1), all 9
@@ -300,7 +306,6 @@ AMX static void group(const lp_conv2d_params *p, const view *v, float *dw, int i
                         size_t n = k0 / v->chunks, q0 = (k0 % v->chunks) * 32;
                         for (size_t k = k0; k < k1; k++, q0 += 32) {
                             if (q0 == (size_t)v->chunks * 32) n++, q0 = 0;
-                            if (v->skip && q0 % g->wp >= (size_t)p->w) continue; /* all border: dy 0 */
                             const uint16_t *a0 = v->xt + n * g->xt_size + (size_t)ib * 16 * g->lx + q0 + shift;
                             const uint16_t *b0 = v->dyv + n * g->dyv_size + (size_t)(ob - v->ob0) * 16 * g->q + q0 * 16;
                             _tile_loadd(4, a0, xs);
@@ -362,7 +367,7 @@ LP_OMP(parallel for schedule(static))
         else go = (go + 1) / 2;
     }
     const int ngi = (ips + gi - 1) / gi, ngo = (ops + go - 1) / go;
-    const view v = {&g, xt, dyv, p->n, g.q / 32, 0, false};
+    const view v = {&g, xt, dyv, p->n, g.q / 32, 0};
 LP_OMP(parallel)
     {
         tiles_on();
@@ -417,7 +422,7 @@ static size_t banded_scratch(const lp_conv2d_params *p) {
 
 AMX static void in_bands(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
     const int rmax = band_rows(p), ips = p->c / 32, ops = p->k / 32, h = p->h;
-    const grid g = grid_of(p, rmax, true);
+    const grid g = grid_of(p, rmax, band_aligned(p));
     const units u = units_of(p);
     const size_t slot = slot_size(p);
     float *acc = (float *)((char *)scratch + slot * slots()), *sums = acc + (size_t)(u.parts - 1) * weights_size(p);
@@ -453,7 +458,7 @@ LP_OMP(for schedule(dynamic))
                     if (y0 > 0) zero_x(p, &g, xt, 0, MARGIN);
                     const int q = (rows * g.wp + 31) / 32 * 32;
                     fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, 0, q / 2, op0 * 32, op1 * 32);
-                    const view v = {&g, xt, dyv, 1, q / 32, op0 * 2, g.wp - p->w >= 32 && g.wp % 32 == 0};
+                    const view v = {&g, xt, dyv, 1, q / 32, op0 * 2};
                     group(p, &v, w, 0, ips, op0, op1, fresh);
                     fresh = false;
                 }
