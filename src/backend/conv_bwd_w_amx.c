@@ -334,7 +334,10 @@ static const tile_config tiles_config = {
     .rows = {16, 16, 16, 16, 16, 16, 16, 16},
 };
 
+/* Outside the OpenMP regions that call them: clang 14 gives the outlined regions no
+ * target attributes, and failed to compile AMX intrinsics there. */
 AMX static void tiles_on(void) { _tile_loadconfig(&tiles_config); }
+AMX static void tiles_off(void) { _tile_release(); }
 
 /* Small maps: xt and dyv of the whole batch first (parallel over rows), then the sums
  * in groups of at most GROUP_I x GROUP_O block pairs (their sums, 36 KB a pair, stay in
@@ -342,7 +345,7 @@ AMX static void tiles_on(void) { _tile_loadconfig(&tiles_config); }
  * changes no sum: each weight's order is the pixels' whatever the group. */
 #define GROUP_I 4
 #define GROUP_O 4
-AMX static void whole_batch(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
+static void whole_batch(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
     const grid g = grid_of(p, p->h, false);
     const int h = p->h, rows = p->n * h;
     uint16_t *xt = scratch, *dyv = xt + (size_t)p->n * g.xt_size;
@@ -376,7 +379,7 @@ LP_OMP(for schedule(dynamic))
             const int ip0 = (u % ngi) * gi, op0 = (u / ngi) * go;
             group(p, &v, dw, ip0, ip0 + gi < ips ? ip0 + gi : ips, op0, op0 + go < ops ? op0 + go : ops, true);
         }
-        _tile_release();
+        tiles_off();
     }
     /* the rows' parts in order */
     for (int o = 0; o < p->k; o++) {
@@ -420,7 +423,7 @@ static size_t banded_scratch(const lp_conv2d_params *p) {
     return slot_size(p) * slots() + sizeof(float) * ((size_t)(u.parts - 1) * weights_size(p) + (size_t)u.parts * p->k) + 64;
 }
 
-AMX static void in_bands(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
+static void in_bands(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
     const int rmax = band_rows(p), ips = p->c / 32, ops = p->k / 32, h = p->h;
     const grid g = grid_of(p, rmax, band_aligned(p));
     const units u = units_of(p);
@@ -463,7 +466,7 @@ LP_OMP(for schedule(dynamic))
                     fresh = false;
                 }
         }
-        _tile_release();
+        tiles_off();
     }
     /* the parts in order */
     const size_t nw = weights_size(p);
