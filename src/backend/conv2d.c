@@ -14,19 +14,23 @@ static bool same_3x3(const lp_conv2d_params *p) {
     return p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->ph == 1 && p->pw == 1;
 }
 
-/* The (k, c, 3, 3) weights layout md is tag in data type dt (oneDNN chose it; the
- * kernels and the optimizer's copy writers know only these). */
-static bool weights_are(const lp_md *md, const lp_conv2d_params *p, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
+/* The 4-d weights layout md is tag in data type dt, for dims (o, i, kh, kw) (oneDNN
+ * chose it; the kernels and the optimizer's copy writers know only these). */
+static bool dims_layout_is(const lp_md *md, int64_t o, int64_t i, const lp_conv2d_params *p, dnnl_data_type_t dt,
+                           dnnl_format_tag_t tag) {
     lp_md want;
-    dnnl_dims_t wd = {p->k, p->c, p->kh, p->kw};
+    dnnl_dims_t wd = {o, i, p->kh, p->kw};
     return dnnl_memory_desc_init_by_tag(&want, 4, wd, dt, tag) == dnnl_success && lp_md_equal(&want, md);
 }
 
-/* The same for the (c, k, 3, 3) weights of the convolution run backward. */
+/* The conv's (k, c, 3, 3) weights. */
+static bool weights_are(const lp_md *md, const lp_conv2d_params *p, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
+    return dims_layout_is(md, p->k, p->c, p, dt, tag);
+}
+
+/* The (c, k, 3, 3) weights of the convolution run backward (flipped_bwd_data). */
 static bool flipped_weights_are(const lp_md *md, const lp_conv2d_params *p, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
-    lp_md want;
-    dnnl_dims_t wd = {p->c, p->k, p->kh, p->kw};
-    return dnnl_memory_desc_init_by_tag(&want, 4, wd, dt, tag) == dnnl_success && lp_md_equal(&want, md);
+    return dims_layout_is(md, p->c, p->k, p, dt, tag);
 }
 
 /* The bf16 forward and backward-data kernels: maps of at most 4 pixels (VGG's 2x2 at
