@@ -26,8 +26,9 @@
  * weight's sum has one order, set by the shape, whatever the thread count.
  *
  * The border columns cost wp/W of the work (wp: the padded row, 16/14 at 14x14); their
- * dy is zero, so they add nothing (unless x there is infinite, where the true sum is
- * not finite either). Products of bf16 are exact in fp32; sums in fp32 (AMX flushes
+ * dy is zero, so they add nothing, unless x next to the border is infinite or NaN: then
+ * 0 x inf makes a NaN the true sum may not have (x is not finite only once training has
+ * diverged). Products of bf16 are exact in fp32; sums in fp32 (AMX flushes
  * denormals). */
 #include "backend.h"
 #include <immintrin.h>
@@ -114,10 +115,14 @@ static int max_threads(void) {
 #endif
 }
 
-/* Band slots: one per processor (the most threads that run at once). */
+/* Band slots: one per processor (the most threads that run at once), counted once per
+ * process: omp_get_num_procs follows the CPU affinity of the moment, and a count that
+ * grew between sizing the scratch and running would place the slots past its end. */
 static int slots(void) {
 #ifdef _OPENMP
-    return omp_get_num_procs();
+    static int procs;
+    if (!procs) procs = omp_get_num_procs();
+    return procs;
 #else
     return 1;
 #endif
