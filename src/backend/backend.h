@@ -155,7 +155,6 @@ void lp_conv_bwd_w_rgb(const lp_conv2d_params *p, const void *x, const void *dy,
                        void *scratch);
 /* conv_bwd_w_amx.c (AMX): 3x3 stride 1 pad 1 bf16, c and k multiples of 32, x and dy
  * nhwc, dw fp32 in ABcd16b16a, db (k); both overwritten. _ready: AMX tiles usable here. */
-bool lp_conv_bwd_w_amx_usable(const lp_conv2d_params *p);
 bool lp_conv_bwd_w_amx_ready(void);
 size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_amx(const lp_conv2d_params *p, const void *x, const void *dy, float *dw, float *db, void *scratch);

@@ -1,13 +1,14 @@
 /* conv2d forward/backward on oneDNN. Layouts chosen by oneDNN (format any)
  * for weights and output; the input layout is the one the caller has (or
  * any for the model's first layer). ReLU is fused as a post-op. Direct or
- * Winograd algorithm, as the caller asks (nn decides where Winograd pays). On small
- * maps, where they are faster, our own kernels (conv_*_small.c) run instead. */
+ * Winograd algorithm, as the caller asks (nn decides where Winograd pays). Where they
+ * are faster, our own kernels (conv_*_small.c on small maps, conv_bwd_w_rgb.c and
+ * conv_bwd_w_amx.c) run instead, and bf16 backward data runs as a forward. */
 #include "backend.h"
 #include <stdio.h>
 #include <string.h>
 
-/* ---- where our small-map kernels (conv_*_small.c) replace oneDNN's ---------------- */
+/* ---- where our kernels replace oneDNN's ------------------------------------------- */
 
 /* 3x3, stride 1, pad 1: the only convolution VGG has, and the kernels' only one. */
 static bool same_3x3(const lp_conv2d_params *p) {
@@ -33,17 +34,22 @@ static bool flipped_weights_are(const lp_md *md, const lp_conv2d_params *p, dnnl
     return dims_layout_is(md, p->c, p->k, p, dt, tag);
 }
 
+/* bf16 3x3 with x and y nhwc (the layout of oneDNN's AMX kernels; blocked layouts get
+ * other weight layouts): what all our bf16 kernels take. */
+static bool bf16_nhwc_3x3(const lp_conv2d *c) {
+    const lp_conv2d_params *p = &c->p;
+    int vx, vy;
+    return p->bf16 && same_3x3(p) && c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 &&
+           lp_md_pixel_vectors(&c->src_md, &vx) && lp_md_pixel_vectors(&c->dst_md, &vy) && vx == p->c && vy == p->k;
+}
+
 /* The bf16 forward and backward-data kernels: maps of at most 4 pixels (VGG's 2x2 at
  * 32x32 input; at 4x4 backward data was slower than oneDNN's in the training step, 0.9
  * ms more per step) and batches of at most 8 positions (one register tile: the weights
- * are read once), x and y bf16 nhwc (the layout of oneDNN's AMX kernels; blocked
- * layouts get other weight layouts). */
+ * are read once), bf16 nhwc. */
 static bool bf16_nhwc_tile(const lp_conv2d *c) {
     const lp_conv2d_params *p = &c->p;
-    int vx, vy;
-    return p->bf16 && lp_bf16_native() && same_3x3(p) && p->h * p->w <= 4 && p->n * p->h * p->w <= 8 &&
-           c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 && lp_md_pixel_vectors(&c->src_md, &vx) &&
-           lp_md_pixel_vectors(&c->dst_md, &vy) && vx == p->c && vy == p->k;
+    return bf16_nhwc_3x3(c) && lp_bf16_native() && p->h * p->w <= 4 && p->n * p->h * p->w <= 8;
 }
 
 /* Forward: also 32k channels in and out, and weights AcdB16b32a2b (the optimizer writes
@@ -89,11 +95,8 @@ static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
  * oneDNN's choice, ABcd16b16a. */
 static bool own_bwd_w_rgb(const lp_conv2d *c, const lp_md *dw_md) {
     const lp_conv2d_params *p = &c->p;
-    int vx, vy;
-    return lp_conv_bwd_w_own_allowed && lp_bf16_native() && p->bf16 && same_3x3(p) && p->c == 3 &&
-           p->k % 16 == 0 && p->h * p->w > 16 && c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 &&
-           lp_md_pixel_vectors(&c->src_md, &vx) && lp_md_pixel_vectors(&c->dst_md, &vy) && vx == 3 && vy == p->k &&
-           weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a);
+    return lp_conv_bwd_w_own_allowed && lp_bf16_native() && bf16_nhwc_3x3(c) && p->c == 3 && p->k % 16 == 0 &&
+           p->h * p->w > 16 && weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a);
 }
 
 /* Backward weights on AMX (conv_bwd_w_amx.c says why and how fast), bf16 nhwc with 32k
@@ -101,11 +104,8 @@ static bool own_bwd_w_rgb(const lp_conv2d *c, const lp_md *dw_md) {
  * oneDNN's choice, ABcd16b16a. */
 static bool own_bwd_w_amx(const lp_conv2d *c, const lp_md *dw_md) {
     const lp_conv2d_params *p = &c->p;
-    int vx, vy;
-    return lp_conv_bwd_w_own_allowed && p->bf16 && lp_conv_bwd_w_amx_usable(p) && p->h * p->w > 16 &&
-           c->src_md.data_type == dnnl_bf16 && c->dst_md.data_type == dnnl_bf16 && lp_md_pixel_vectors(&c->src_md, &vx) &&
-           lp_md_pixel_vectors(&c->dst_md, &vy) && vx == p->c && vy == p->k && weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a) &&
-           lp_conv_bwd_w_amx_ready();
+    return lp_conv_bwd_w_own_allowed && bf16_nhwc_3x3(c) && p->c % 32 == 0 && p->k % 32 == 0 && p->h * p->w > 16 &&
+           weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a) && lp_conv_bwd_w_amx_ready();
 }
 
 /* pr runs our kernel (name, for the summaries), with at least scratch bytes. */
@@ -195,10 +195,8 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
  * (flip_weights rewrites them for the forward's AcdB16b32a2b). True when set up. */
 static bool flipped_bwd_data(lp_conv2d *c) {
     const lp_conv2d_params *p = &c->p;
-    int vx, vy;
-    if (!lp_conv_bwd_d_own_allowed || !p->bf16 || !lp_amx_available() || !same_3x3(p) || p->c % 32 || p->k % 32 ||
-        c->src_md.data_type != dnnl_bf16 || c->dst_md.data_type != dnnl_bf16 || !lp_md_pixel_vectors(&c->src_md, &vx) ||
-        !lp_md_pixel_vectors(&c->dst_md, &vy) || vx != p->c || vy != p->k || !weights_are(&c->bd_w_md, p, dnnl_bf16, dnnl_ABcd16a16b2a))
+    if (!lp_conv_bwd_d_own_allowed || !lp_amx_available() || !bf16_nhwc_3x3(c) || p->c % 32 || p->k % 32 ||
+        !weights_are(&c->bd_w_md, p, dnnl_bf16, dnnl_ABcd16a16b2a))
         return false;
     int64_t wd[4] = {p->c, p->k, p->kh, p->kw};
     lp_md w_md = lp_md_any_dt(4, wd, dnnl_bf16);

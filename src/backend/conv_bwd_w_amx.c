@@ -60,7 +60,6 @@
 #define MARGIN 32
 typedef struct grid {
     int wp;     /* padded row: W + 2, or (aligned) that rounded up to 16 or 32 pixels */
-    int rows;   /* output rows it has room for */
     int q;      /* flat output pixels, rows * wp, rounded up to 32 */
     int lx;     /* xt row length per channel and copy: an odd number of 64-byte lines */
     int copies, offset[6], copy_of_tap[9];
@@ -74,7 +73,6 @@ static grid grid_of(const lp_conv2d_params *p, int rows, bool aligned) {
      * columns), 6 */
     const int w2 = p->w + 2, w32 = (w2 + 31) / 32 * 32;
     g.wp = !aligned ? w2 : w32 * 100 <= w2 * 115 ? w32 : (w2 + 15) / 16 * 16;
-    g.rows = rows;
     g.q = (rows * g.wp + 31) / 32 * 32;
     /* the last tile of the last tap ends before q + 2 wp + MARGIN + 32 */
     g.lx = (g.q + 2 * g.wp + MARGIN + 32 + 31) / 32 * 32;
@@ -131,11 +129,6 @@ static int slots(void) {
 static size_t slot_size(const lp_conv2d_params *p) {
     const grid g = grid_of(p, band_rows(p), band_aligned(p));
     return (2 * (g.xt_size + g.dyv_size) + 63) / 64 * 64;
-}
-
-bool lp_conv_bwd_w_amx_usable(const lp_conv2d_params *p) {
-    return p->c % 32 == 0 && p->k % 32 == 0 && p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->ph == 1 &&
-           p->pw == 1;
 }
 
 static size_t banded_scratch(const lp_conv2d_params *p);
@@ -458,12 +451,12 @@ LP_OMP(for schedule(dynamic))
                     const int rows = h - y0 < rmax ? h - y0 : rmax;
                     /* grid row j holds x row y0 - 1 + j */
                     int j0 = 0, j1 = rows + 2; /* the grid rows that hold image rows */
+                    /* each unit starts at y0 0: the margin, zeroed here, nothing else writes */
                     if (y0 == 0) zero_x(p, &g, xt, 0, MARGIN + (size_t)g.wp), j0 = 1;
                     if (y0 + rows == h) zero_x(p, &g, xt, MARGIN + (size_t)(rows + 1) * g.wp, MARGIN + (size_t)(rows + 2) * g.wp), j1 = rows + 1;
                     for (int j = j0; j < j1; j++) fill_x_row(p, &g, x, xt, n, y0 - 1 + j, j);
                     copy_x(p, &g, xt, MARGIN + (size_t)j0 * g.wp, MARGIN + (size_t)j1 * g.wp);
                     zero_x(p, &g, xt, MARGIN + (size_t)(rows + 2) * g.wp, (size_t)g.lx + MARGIN);
-                    if (y0 > 0) zero_x(p, &g, xt, 0, MARGIN);
                     const int q = (rows * g.wp + 31) / 32 * 32;
                     fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, 0, q / 2, op0 * 32, op1 * 32);
                     const view v = {&g, xt, dyv, 1, q / 32, op0 * 2};

@@ -605,7 +605,7 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
  * (conv_bwd_w_amx.c: each weight's sum has one order). 2 threads, then 1. */
 static void test_bwd_w_amx_threads(int n, int c, int k, int h, int w) {
     lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, true, false};
-    if (!lp_conv_bwd_w_amx_ready() || !lp_conv_bwd_w_amx_usable(&p)) {
+    if (!lp_conv_bwd_w_amx_ready()) { /* (the shapes below are the kernel's: 32k channels) */
         printf("bwd_w AMX threads: skipped (no AMX here)\n");
         return;
     }
