@@ -15,21 +15,28 @@
  *   xt:  x transposed, row i holding channel i of the zero-bordered rows, so that tap
  *        (kh, kw) is a flat shift of the same rows;
  *   dyv: dy over the same grid (border columns zero), pixels in pairs per 16 output
- *        channels, as the second tile of TDPBF16PS reads them.
- * A tile product then takes 32 pixels x 16 input channels of xt (at the tap's shift)
- * and 32 pixels x 16 output channels of dyv, for 16 x 16 weights of that tap. Four
- * such weight tiles (two input x two output blocks) are summed in registers over a
- * block of pixels, then stored and loaded again for the next block.
+ *        channels, as the second tile of TDPBF16PS reads them, twice: pairs from an
+ *        even pixel and pairs from an odd one.
+ * A tile product then takes 32 pixels x 16 input channels of xt and 32 pixels x 16
+ * output channels of dyv, for 16 x 16 weights of a tap. Four such weight tiles (two
+ * input x two output blocks) are summed in registers over a block of pixels, then
+ * stored and loaded again for the next block.
+ *
+ * Every tile load is line-aligned (one 2 bytes off ran at a third of the speed in a
+ * test loop: 0.97 vs 3.15 TFLOP/s, one core): a tap's shift s = 32a + b is split, xt
+ * read 32a on (whole lines) and dyv b pixels back, which is whole 64-byte rows of
+ * pairs in the pairing of b's parity. So x is transposed once, into one copy, and the
+ * rows need no padding.
  *
  * Maps up to 32x32 (whole_batch) put all of xt and dyv in memory first; larger ones
  * (in_bands) fill them a band of rows at a time in L2 and sum each band at once. Each
  * weight's sum has one order, set by the shape, whatever the thread count.
  *
- * The border columns cost wp/W of the work (wp: the padded row, 16/14 at 14x14); their
- * dy is zero, so they add nothing, unless x next to the border is infinite or NaN: then
- * 0 x inf makes a NaN the true sum may not have (x is not finite only once training has
- * diverged). Products of bf16 are exact in fp32; sums in fp32 (AMX flushes
- * denormals). */
+ * The border columns, and the 31 pixels a tap's window runs past the grid, cost some
+ * work (wp/W, and a chunk per tap and grid); their dy is zero, so they add nothing,
+ * unless the x they meet is infinite or NaN: then 0 x inf makes a NaN the true sum may
+ * not have (x is not finite only once training has diverged). Products of bf16 are
+ * exact in fp32; sums in fp32 (AMX flushes denormals). */
 #include "backend.h"
 #include <immintrin.h>
 #include <string.h>
@@ -43,67 +50,55 @@
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 #define BLOCK 8 /* 32-pixel chunks summed in registers between loads and stores of the weight tiles */
 #define BANDED_FROM (32 * 32) /* maps larger than this go in bands (in_bands says why) */
-#define BAND_BYTES (1 << 20) /* a band's xt, about: it stays in L2 with the sums */
+#define BAND_BYTES (1 << 20) /* a band's xt and dyv, about: they stay in L2 with the sums */
 
 /* The flat grid of rows (an image, or a band of one) as xt and dyv hold it. Grid row j
  * of xt (x row j - 1 of the image or band) starts at flat index MARGIN + j * wp: its W
- * pixels, then zeros to the next row, which serve as both the right border of the row
- * and the left border of the next. Output pixel q (row q / wp) of tap (kh, kw) then
- * reads xt at q + MARGIN - 1 + kh * wp + kw.
+ * pixels, then two zeros, the right border of the row and the left of the next. Output
+ * pixel q (row q / wp) of tap (kh, kw) then reads xt at q + s, s = MARGIN - 1 + kh * wp
+ * + kw. With s = 32a + b, the tap's sum over q is the sum over r = q + b of xt[r + 32a]
+ * dy[r - b]: r runs over whole chunks from 0, b more pixels than q (dy is zero
+ * outside the grid), and xt is read on whole lines.
  *
- * Aligned (where band_aligned says it pays): a tile loaded 2 bytes off a 64-byte line
- * ran at a third of the speed of an aligned one in a test loop (0.97 vs 3.15 TFLOP/s,
- * one core), so wp is rounded up to 16 or 32 pixels and xt kept in `copies`, copy i
- * shifted left by offset[i] pixels, one for each distinct (MARGIN - 1 + kh * wp + kw)
- * mod 32 of the 9 taps, so that every tap reads whole lines (3 copies where wp is a
- * multiple of 32, else 6). Unaligned: wp = W + 2, one copy. */
+ * dyv holds pixel f = q + DY_FRONT at pair f / 2 of the even pairing (pairs (2j,
+ * 2j + 1)) and at pair (f - 1) / 2 of the odd one ((2j + 1, 2j + 2)); per 16 output
+ * channels: even pairs, then odd pairs, each `pairs` rows of 64 bytes. */
 #define MARGIN 32
+#define DY_FRONT 32
 typedef struct grid {
-    int wp;     /* padded row: W + 2, or (aligned) that rounded up to 16 or 32 pixels */
-    int q;      /* flat output pixels, rows * wp, rounded up to 32 */
-    int lx;     /* xt row length per channel and copy: an odd number of 64-byte lines */
-    int copies, offset[6], copy_of_tap[9];
-    size_t xt_size, dyv_size; /* elements of one grid's xt (all copies) and dyv */
+    int wp;     /* padded row: W + 2 */
+    int q;      /* flat output pixels: rows * wp */
+    int chunks; /* 32-pixel chunks r a tap sums: q + 31 pixels, rounded up */
+    int pairs;  /* pairs of each pairing per 16 output channels */
+    int lx;     /* xt row length per channel: an odd number of 64-byte lines */
+    int xoff[9], boff[9]; /* per tap: where chunk 0 reads xt (32a) and dyv (b back) */
+    size_t xt_size, dyv_size; /* elements of one grid's xt and dyv (all output channels) */
 } grid;
 
-static grid grid_of(const lp_conv2d_params *p, int rows, bool aligned) {
+static grid grid_of(const lp_conv2d_params *p, int rows) {
     grid g;
     memset(&g, 0, sizeof g);
-    /* rows of 32k pixels need 3 copies; of 16 (where 32 would cost over 15% more
-     * columns), 6 */
-    const int w2 = p->w + 2, w32 = (w2 + 31) / 32 * 32;
-    g.wp = !aligned ? w2 : w32 * 100 <= w2 * 115 ? w32 : (w2 + 15) / 16 * 16;
-    g.q = (rows * g.wp + 31) / 32 * 32;
-    /* the last tile of the last tap ends before q + 2 wp + MARGIN + 32 */
-    g.lx = (g.q + 2 * g.wp + MARGIN + 32 + 31) / 32 * 32;
+    g.wp = p->w + 2;
+    g.q = rows * g.wp;
+    g.chunks = (g.q + 31 + 31) / 32;
+    /* the last chunk of the tap with b = 0 reads pairs up to chunks * 16 + 15 */
+    g.pairs = g.chunks * 16 + 16;
+    /* the last chunk of the last tap (s = MARGIN + 2 wp + 1) ends before this */
+    g.lx = (MARGIN + 2 * g.wp + 1 + g.chunks * 32 + 31) / 32 * 32;
     /* an odd number of lines between rows: the 16 rows of a tile fall in 16 L1 sets */
     if ((g.lx / 32) % 2 == 0) g.lx += 32;
-    g.copies = 1; /* copy 0: offset 0, the one the transposes write */
     for (int t = 0; t < 9; t++) {
-        const int o = aligned ? (MARGIN - 1 + (t / 3) * g.wp + t % 3) % 32 : 0;
-        int i = 0;
-        while (i < g.copies && g.offset[i] != o) i++;
-        if (i == g.copies) g.offset[g.copies++] = o;
-        g.copy_of_tap[t] = i;
+        const int s = MARGIN - 1 + (t / 3) * g.wp + t % 3, b = s % 32;
+        g.xoff[t] = s - b;
+        /* chunk r's first pixel r - b is f = r + DY_FRONT - b: pair (f - (b & 1)) / 2 */
+        g.boff[t] = (b & 1) * g.pairs * 32 + (DY_FRONT - b - (b & 1)) / 2 * 32;
     }
-    g.xt_size = (size_t)g.copies * p->c * g.lx;
-    g.dyv_size = (size_t)p->k * g.q;
+    g.xt_size = (size_t)p->c * g.lx;
+    g.dyv_size = (size_t)p->k / 16 * 2 * g.pairs * 32;
     return g;
 }
 
 static bool banded(const lp_conv2d_params *p) { return p->h * p->w > BANDED_FROM; }
-
-/* Bands in aligned copies up to rows of 128 (alone, batch 16: 112x112 128->128 31-32 vs
- * 35-36 ms unaligned, 64->128 18.4 vs 20.0); wider, the copies cost more than they save
- * (224x224 64->64 44-47 vs 41-44). The whole batch (maps <= 32x32) unaligned: its
- * copies would go through memory (28x28 512->512 39 vs 30 ms). */
-static bool band_aligned(const lp_conv2d_params *p) { return p->w + 2 <= 128; }
-
-static int band_rows(const lp_conv2d_params *p) {
-    const grid g = grid_of(p, 1, band_aligned(p));
-    const int r = (int)(BAND_BYTES / ((size_t)g.copies * p->c * g.wp * 2)) - 2;
-    return r < 1 ? 1 : r > p->h ? p->h : r;
-}
 
 static int max_threads(void) {
 #ifdef _OPENMP
@@ -126,16 +121,55 @@ static int slots(void) {
 #endif
 }
 
+/* Large maps: the work in units of (a part of the images) x (a group of output block
+ * pairs). A unit goes over its images in bands of rows, filling its thread's band of xt
+ * (all input channels) and dyv (its output channels), which stay in L2, and summing
+ * them at once: written to memory and read back, xt and dyv cost more than the sums
+ * at 224x224 (two passes over 200 MB). A group's sums (up to GROUP_BYTES) stay in L2
+ * too; where one group holds them all, the images are split in two parts summed
+ * apart and added after (else each thread would transpose all of x). Parts and
+ * groups are set by the shape alone, so each weight's sum has one order (bands in
+ * order within a part, parts in order) whatever the thread count. */
+#define GROUP_BYTES (1536 << 10)
+typedef struct units {
+    int parts, groups, ops_per_group;
+} units;
+
+static units units_of(const lp_conv2d_params *p) {
+    units u;
+    const int ops = p->k / 32;
+    const size_t pair = (size_t)9 * p->c * 32 * sizeof(float); /* sums of one output block pair */
+    int per = (int)(GROUP_BYTES / pair);
+    if (per < 1) per = 1;
+    u.groups = (ops + per - 1) / per;
+    u.ops_per_group = (ops + u.groups - 1) / u.groups;
+    u.groups = (ops + u.ops_per_group - 1) / u.ops_per_group;
+    u.parts = u.groups == 1 && p->n >= 2 ? 2 : 1;
+    return u;
+}
+
+/* Rows of a band: its xt (all input channels) and dyv (a unit's output channels, two
+ * pairings) in about BAND_BYTES. */
+static int band_rows(const lp_conv2d_params *p) {
+    const units u = units_of(p);
+    const size_t row = (size_t)(p->c + 2 * u.ops_per_group * 32) * (p->w + 2) * 2;
+    const int r = (int)(BAND_BYTES / row) - 2;
+    return r < 1 ? 1 : r > p->h ? p->h : r;
+}
+
 static size_t slot_size(const lp_conv2d_params *p) {
-    const grid g = grid_of(p, band_rows(p), band_aligned(p));
+    const grid g = grid_of(p, band_rows(p));
     return (2 * (g.xt_size + g.dyv_size) + 63) / 64 * 64;
 }
 
-static size_t banded_scratch(const lp_conv2d_params *p);
+static size_t weights_size(const lp_conv2d_params *p) { return (size_t)9 * p->c * p->k; }
 
 size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p) {
-    if (banded(p)) return banded_scratch(p);
-    const grid g = grid_of(p, p->h, false);
+    if (banded(p)) {
+        const units u = units_of(p);
+        return slot_size(p) * slots() + sizeof(float) * ((size_t)(u.parts - 1) * weights_size(p) + (size_t)u.parts * p->k) + 64;
+    }
+    const grid g = grid_of(p, p->h);
     return 2 * (size_t)p->n * (g.xt_size + g.dyv_size) + sizeof(float) * (size_t)p->n * p->h * p->k + 64;
 }
 
@@ -177,73 +211,98 @@ AVX512 static void transpose_block(const uint16_t *src, int c, int m, int keep, 
     }
 }
 
-/* Flat elements [from, to) of every channel row of every copy of grid g's xt set to
- * zero (in copy i at from - offset[i], clipped to the row). */
+/* Flat elements [from, to) of every channel row of grid g's xt set to zero (clipped
+ * to the row). */
 static void zero_x(const lp_conv2d_params *p, const grid *g, uint16_t *xt, size_t from, size_t to) {
-    for (int k = 0; k < g->copies; k++) {
-        const size_t o = (size_t)g->offset[k], lx = (size_t)g->lx;
-        const size_t a = from > o ? from - o : 0, b = to > o ? (to - o < lx ? to - o : lx) : 0;
-        if (a >= b) continue;
-        uint16_t *base = xt + (size_t)k * p->c * g->lx;
-        for (int i = 0; i < p->c; i++) memset(base + (size_t)i * g->lx + a, 0, sizeof(uint16_t) * (b - a));
-    }
+    if (to > (size_t)g->lx) to = g->lx;
+    if (from >= to) return;
+    for (int i = 0; i < p->c; i++) memset(xt + (size_t)i * g->lx + from, 0, sizeof(uint16_t) * (to - from));
 }
 
-/* Grid row j of g's xt (base: copy 0, channel 0 of the grid) from row y of image n of
- * x: into copy 0, W pixels then zeros to the next row. */
+/* Grid row j of g's xt from row y of image n of x: W pixels then zeros to the next
+ * row. The next 32 pixels of x are fetched ahead while a block is transposed: without,
+ * the transposes waited on memory (3-5 GB/s from one core, against 15 streamed). */
 AVX512 static void fill_x_row(const lp_conv2d_params *p, const grid *g, const uint16_t *x, uint16_t *xt, int n, int y, int j) {
-    /* copy 0 only: the band's copies are made after (copy_x) */
     const int w = p->w, c = p->c, wp = g->wp;
     const size_t at = MARGIN + (size_t)j * wp;
     const uint16_t *row = x + ((size_t)n * p->h + y) * w * c;
     int x0 = 0;
     for (; x0 < w; x0 += 32)
-        for (int c0 = 0; c0 < c; c0 += 32)
+        for (int c0 = 0; c0 < c; c0 += 32) {
+            /* this block's 64-byte slice of the next 32 pixels: all of them over the c0 loop */
+            const char *ahead = (const char *)(row + (size_t)(x0 + 32) * c) + (size_t)c0 * 64;
+            for (int l = 0; l < 32; l++) _mm_prefetch(ahead + (size_t)l * 64, _MM_HINT_T0);
             transpose_block(row + (size_t)x0 * c + c0, c, w - x0 < 32 ? w - x0 : 32, wp - x0 < 32 ? wp - x0 : 32,
                             xt + (size_t)c0 * g->lx + at + x0, g->lx);
+        }
     if (x0 < wp)
         for (int i = 0; i < c; i++) memset(xt + (size_t)i * g->lx + at + x0, 0, sizeof(uint16_t) * (wp - x0));
 }
 
-/* Copies 1.. of grid g's xt from copy 0, flat elements [from, to) (copy i at from -
- * offset[i]): one run per channel row (per pixel row, the calls cost more than the
- * bytes: 30 of 80 million cycles per thread at 224x224). */
-static void copy_x(const lp_conv2d_params *p, const grid *g, uint16_t *xt, size_t from, size_t to) {
-    for (int k = 1; k < g->copies; k++)
-        for (int i = 0; i < p->c; i++)
-            memcpy(xt + ((size_t)k * p->c + i) * g->lx + from - g->offset[k], xt + (size_t)i * g->lx + from,
-                   sizeof(uint16_t) * (to - from));
-}
+/* Pairs [j0, j1) of both pairings of grid g's dyv (base: output channel o0), output
+ * channels [o0, o1), from image n of dy, the grid's row 0 at row y0 and valid rows <
+ * rows; per 16 channels, the even pairs' dy summed in pixel order and added to sum[o -
+ * o0] (a part of the bias gradient).
+ *
+ * A strip of pairs at a time, all its channels, so the pixels stream from memory once
+ * in order, and the running sums of up to 8 blocks of 16 channels side by side (a
+ * pass per block waited on its own adds, 8 cycles a pair, and read each line of dy
+ * several times). Each block's sum still adds its pairs in pixel order, as one
+ * running sum, whatever the strips. */
+#define STRIP 16
+#define ACC_MAX 512 /* channels whose running sums one call holds */
+typedef struct strip {
+    const uint16_t *px[2 * STRIP + 1]; /* pixel f of the strip's first pair, and on */
+    __mmask16 valid[2 * STRIP + 1];    /* all ones, or none: outside the image (px: any pixel) */
+} strip;
 
-/* Pixel pairs [j0, j1) of grid g's dyv (base: output channel o0), output channels
- * [o0, o1), from image n of dy, the grid's row 0 at row y0 and valid rows < rows; per
- * 16 channels, the pairs' dy summed in pixel order and added to sum[o - o0] (a part of
- * the bias gradient). */
-AVX512 static void fill_dy_pairs(const lp_conv2d_params *p, const grid *g, const uint16_t *dy, uint16_t *dyv, float *sum, int n,
-                                 int y0, int rows, int j0, int j1, int o0, int o1) {
-    const int w = p->w, wp = g->wp, k = p->k;
-    /* lanes 2o, 2o+1: dy[q][o], dy[q+1][o] */
+AVX512 static inline void dy_blocks(const strip *sp, int pairs, int o, int m, uint16_t *d, size_t block, size_t odd, size_t j,
+                                    float *acc) {
+    /* lanes 2o, 2o+1: dy[f][o], dy[f+1][o] */
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
                                            20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const uint16_t *image = dy + ((size_t)n * p->h + y0) * w * k;
-    for (int o = o0; o < o1; o += 16) {
-        __m512 acc = _mm512_setzero_ps();
-        uint16_t *d = dyv + (size_t)(o - o0) * g->q;
-        int yy = 2 * j0 / wp, xx = 2 * j0 % wp; /* of the pair's first pixel */
-        for (int j = j0; j < j1; j++) {
-            const int y1 = xx + 1 < wp ? yy : yy + 1, x1 = xx + 1 < wp ? xx + 1 : 0;
-            const __m256i a = yy < rows && xx < w ? _mm256_loadu_si256((const __m256i *)(image + ((size_t)yy * w + xx) * k + o))
-                                                  : _mm256_setzero_si256();
-            const __m256i b = y1 < rows && x1 < w ? _mm256_loadu_si256((const __m256i *)(image + ((size_t)y1 * w + x1) * k + o))
-                                                  : _mm256_setzero_si256();
-            acc = _mm512_add_ps(acc, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(a), 16)));
-            acc = _mm512_add_ps(acc, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
-            _mm512_storeu_si512(d + (size_t)j * 32, _mm512_permutexvar_epi16(inter, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1)));
-            xx += 2;
-            if (xx >= wp) xx -= wp, yy++;
+    __m512 s[8];
+    for (int b = 0; b < m; b++) s[b] = _mm512_loadu_ps(acc + b * 16);
+    for (int i = 0; i < pairs; i++)
+        for (int b = 0; b < m; b++) {
+            const size_t at = (size_t)o + b * 16;
+            const __m256i e0 = _mm256_maskz_loadu_epi16(sp->valid[2 * i], sp->px[2 * i] + at);
+            const __m256i e1 = _mm256_maskz_loadu_epi16(sp->valid[2 * i + 1], sp->px[2 * i + 1] + at);
+            const __m256i e2 = _mm256_maskz_loadu_epi16(sp->valid[2 * i + 2], sp->px[2 * i + 2] + at);
+            s[b] = _mm512_add_ps(s[b], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(e0), 16)));
+            s[b] = _mm512_add_ps(s[b], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(e1), 16)));
+            uint16_t *row = d + b * block + (j + i) * 32;
+            _mm512_storeu_si512(row, _mm512_permutexvar_epi16(inter, _mm512_inserti64x4(_mm512_castsi256_si512(e0), e1, 1)));
+            _mm512_storeu_si512(row + odd, _mm512_permutexvar_epi16(inter, _mm512_inserti64x4(_mm512_castsi256_si512(e1), e2, 1)));
         }
-        _mm512_storeu_ps(sum + (o - o0), _mm512_add_ps(_mm512_loadu_ps(sum + (o - o0)), acc));
+    for (int b = 0; b < m; b++) _mm512_storeu_ps(acc + b * 16, s[b]);
+}
+
+AVX512 static void fill_dy_pairs(const lp_conv2d_params *p, const grid *g, const uint16_t *dy, uint16_t *dyv, float *sum, int n,
+                                 int y0, int rows, int j0, int j1, int o0, int o1) {
+    const size_t block = (size_t)2 * g->pairs * 32, odd = (size_t)g->pairs * 32; /* per 16 channels; odd pairing */
+    for (; o1 - o0 > ACC_MAX; o0 += ACC_MAX, dyv += ACC_MAX / 16 * block, sum += ACC_MAX)
+        fill_dy_pairs(p, g, dy, dyv, sum, n, y0, rows, j0, j1, o0, o0 + ACC_MAX);
+    const int w = p->w, wp = g->wp, k = p->k, nb = (o1 - o0) / 16;
+    const uint16_t *image = dy + ((size_t)n * p->h + y0) * w * k;
+    float acc[ACC_MAX] __attribute__((aligned(64)));
+    memset(acc, 0, sizeof(float) * (o1 - o0));
+    strip sp;
+    for (int j = j0; j < j1; j += STRIP) {
+        const int pairs = j1 - j < STRIP ? j1 - j : STRIP;
+        for (int i = 0; i <= 2 * pairs; i++) {
+            const int q = 2 * j + i - DY_FRONT, yy = q >= 0 ? q / wp : -1, xx = q >= 0 ? q % wp : 0;
+            const bool in = q >= 0 && yy < rows && xx < w;
+            sp.px[i] = in ? image + ((size_t)yy * w + xx) * k : image;
+            sp.valid[i] = in ? 0xffff : 0;
+        }
+        int b = 0;
+        for (; nb - b >= 8; b += 8) dy_blocks(&sp, pairs, o0 + b * 16, 8, dyv + b * block, block, odd, j, acc + b * 16);
+        for (; nb - b >= 4; b += 4) dy_blocks(&sp, pairs, o0 + b * 16, 4, dyv + b * block, block, odd, j, acc + b * 16);
+        for (; b < nb; b += 2) dy_blocks(&sp, pairs, o0 + b * 16, 2, dyv + b * block, block, odd, j, acc + b * 16);
     }
+    for (int o = 0; o < o1 - o0; o += 16)
+        _mm512_storeu_ps(sum + o, _mm512_add_ps(_mm512_loadu_ps(sum + o), _mm512_loadu_ps(acc + o)));
 }
 
 typedef struct tile_config {
@@ -277,49 +336,48 @@ typedef struct view {
 AMX static void group(const lp_conv2d_params *p, const view *v, float *dw, int ip0, int ip1, int op0, int op1, bool fresh) {
     const grid *g = v->g;
     const int ibs = p->c / 16;
-    const size_t xs = (size_t)g->lx * 2, total = (size_t)v->grids * v->chunks;
+    const size_t xs = (size_t)g->lx * 2, total = (size_t)v->grids * v->chunks, ob_stride = (size_t)2 * g->pairs * 32;
     float *t[4];
     for (size_t k0 = 0; k0 < total; k0 += BLOCK) {
         const size_t k1 = k0 + BLOCK < total ? k0 + BLOCK : total;
         for (int ip = ip0; ip < ip1; ip++)
             for (int op = op0; op < op1; op++)
-                for (int kh = 0; kh < 3; kh++)
-                    for (int kw = 0; kw < 3; kw++) {
-                        const int tap = kh * 3 + kw, ib = 2 * ip, ob = 2 * op, copy = g->copy_of_tap[tap];
-                        const size_t shift = (size_t)copy * p->c * g->lx + MARGIN - 1 + kh * g->wp + kw - g->offset[copy];
-                        for (int a = 0; a < 2; a++)
-                            for (int b = 0; b < 2; b++)
-                                t[a * 2 + b] = dw + ((((size_t)(ob + b) * ibs + ib + a) * 9) + tap) * 256;
-                        if (k0 == 0 && fresh) {
-                            _tile_zero(0);
-                            _tile_zero(1);
-                            _tile_zero(2);
-                            _tile_zero(3);
-                        } else {
-                            _tile_loadd(0, t[0], 64);
-                            _tile_loadd(1, t[1], 64);
-                            _tile_loadd(2, t[2], 64);
-                            _tile_loadd(3, t[3], 64);
-                        }
-                        size_t n = k0 / v->chunks, q0 = (k0 % v->chunks) * 32;
-                        for (size_t k = k0; k < k1; k++, q0 += 32) {
-                            if (q0 == (size_t)v->chunks * 32) n++, q0 = 0;
-                            const uint16_t *a0 = v->xt + n * g->xt_size + (size_t)ib * 16 * g->lx + q0 + shift;
-                            const uint16_t *b0 = v->dyv + n * g->dyv_size + (size_t)(ob - v->ob0) * 16 * g->q + q0 * 16;
-                            _tile_loadd(4, a0, xs);
-                            _tile_loadd(6, b0, 64);
-                            _tile_dpbf16ps(0, 4, 6);
-                            _tile_loadd(5, a0 + (size_t)16 * g->lx, xs);
-                            _tile_dpbf16ps(2, 5, 6);
-                            _tile_loadd(7, b0 + (size_t)16 * g->q, 64);
-                            _tile_dpbf16ps(1, 4, 7);
-                            _tile_dpbf16ps(3, 5, 7);
-                        }
-                        _tile_stored(0, t[0], 64);
-                        _tile_stored(1, t[1], 64);
-                        _tile_stored(2, t[2], 64);
-                        _tile_stored(3, t[3], 64);
+                for (int tap = 0; tap < 9; tap++) {
+                    const int ib = 2 * ip, ob = 2 * op;
+                    for (int a = 0; a < 2; a++)
+                        for (int b = 0; b < 2; b++)
+                            t[a * 2 + b] = dw + ((((size_t)(ob + b) * ibs + ib + a) * 9) + tap) * 256;
+                    if (k0 == 0 && fresh) {
+                        _tile_zero(0);
+                        _tile_zero(1);
+                        _tile_zero(2);
+                        _tile_zero(3);
+                    } else {
+                        _tile_loadd(0, t[0], 64);
+                        _tile_loadd(1, t[1], 64);
+                        _tile_loadd(2, t[2], 64);
+                        _tile_loadd(3, t[3], 64);
                     }
+                    const uint16_t *xa = v->xt + (size_t)ib * 16 * g->lx + g->xoff[tap];
+                    const uint16_t *yb = v->dyv + (size_t)(ob - v->ob0) * ob_stride + g->boff[tap];
+                    size_t n = k0 / v->chunks, r0 = (k0 % v->chunks) * 32;
+                    for (size_t k = k0; k < k1; k++, r0 += 32) {
+                        if (r0 == (size_t)v->chunks * 32) n++, r0 = 0;
+                        const uint16_t *a0 = xa + n * g->xt_size + r0, *b0 = yb + n * g->dyv_size + r0 * 16;
+                        _tile_loadd(4, a0, xs);
+                        _tile_loadd(6, b0, 64);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_loadd(5, a0 + (size_t)16 * g->lx, xs);
+                        _tile_dpbf16ps(2, 5, 6);
+                        _tile_loadd(7, b0 + ob_stride, 64);
+                        _tile_dpbf16ps(1, 4, 7);
+                        _tile_dpbf16ps(3, 5, 7);
+                    }
+                    _tile_stored(0, t[0], 64);
+                    _tile_stored(1, t[1], 64);
+                    _tile_stored(2, t[2], 64);
+                    _tile_stored(3, t[3], 64);
+                }
     }
 }
 
@@ -344,7 +402,7 @@ AMX static void tiles_off(void) { _tile_release(); }
 #define GROUP_I 4
 #define GROUP_O 4
 static void whole_batch(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
-    const grid g = grid_of(p, p->h, false);
+    const grid g = grid_of(p, p->h);
     const int h = p->h, rows = p->n * h;
     uint16_t *xt = scratch, *dyv = xt + (size_t)p->n * g.xt_size;
     float *part = (float *)(dyv + (size_t)p->n * g.dyv_size);
@@ -353,13 +411,13 @@ LP_OMP(parallel for schedule(static))
         const int n = r / h, y = r % h;
         uint16_t *img = xt + (size_t)n * g.xt_size;
         if (y == 0) zero_x(p, &g, img, 0, MARGIN + (size_t)g.wp);
-        if (y == h - 1) zero_x(p, &g, img, MARGIN + (size_t)(h + 1) * g.wp, (size_t)g.lx + MARGIN);
+        if (y == h - 1) zero_x(p, &g, img, MARGIN + (size_t)(h + 1) * g.wp, g.lx);
         fill_x_row(p, &g, x, img, n, y, y + 1);
         float *sum = part + (size_t)r * p->k;
         memset(sum, 0, sizeof(float) * p->k);
-        /* the pairs that start in row y (the last row's: to the end of the grid) */
-        fill_dy_pairs(p, &g, dy, dyv + (size_t)n * g.dyv_size, sum, n, 0, h, (y * g.wp + 1) / 2,
-                      y == h - 1 ? g.q / 2 : ((y + 1) * g.wp + 1) / 2, 0, p->k);
+        /* the image's pairs in h pieces, one a row */
+        fill_dy_pairs(p, &g, dy, dyv + (size_t)n * g.dyv_size, sum, n, 0, h, (int)((long long)g.pairs * y / h),
+                      (int)((long long)g.pairs * (y + 1) / h), 0, p->k);
     }
     const int ips = p->c / 32, ops = p->k / 32, threads = max_threads();
     int gi = ips < GROUP_I ? ips : GROUP_I, go = ops < GROUP_O ? ops : GROUP_O;
@@ -368,7 +426,7 @@ LP_OMP(parallel for schedule(static))
         else go = (go + 1) / 2;
     }
     const int ngi = (ips + gi - 1) / gi, ngo = (ops + go - 1) / go;
-    const view v = {&g, xt, dyv, p->n, g.q / 32, 0};
+    const view v = {&g, xt, dyv, p->n, g.chunks, 0};
 LP_OMP(parallel)
     {
         tiles_on();
@@ -387,43 +445,9 @@ LP_OMP(for schedule(dynamic))
     }
 }
 
-/* Large maps: the work in units of (a part of the images) x (a group of output block
- * pairs). A unit goes over its images in bands of rows, filling its thread's band of xt
- * (all input channels) and dyv (its output channels), which stay in L2, and summing
- * them at once: written to memory and read back, xt and dyv cost more than the sums
- * at 224x224 (two passes over 200 MB). A group's sums (up to GROUP_BYTES) stay in L2
- * too; where one group holds them all, the images are split in two parts summed
- * apart and added after (else each thread would transpose all of x). Parts and
- * groups are set by the shape alone, so each weight's sum has one order (bands in
- * order within a part, parts in order) whatever the thread count. */
-#define GROUP_BYTES (1536 << 10)
-typedef struct units {
-    int parts, groups, ops_per_group;
-} units;
-
-static units units_of(const lp_conv2d_params *p) {
-    units u;
-    const int ops = p->k / 32;
-    const size_t pair = (size_t)9 * p->c * 32 * sizeof(float); /* sums of one output block pair */
-    int per = (int)(GROUP_BYTES / pair);
-    if (per < 1) per = 1;
-    u.groups = (ops + per - 1) / per;
-    u.ops_per_group = (ops + u.groups - 1) / u.groups;
-    u.groups = (ops + u.ops_per_group - 1) / u.ops_per_group;
-    u.parts = u.groups == 1 && p->n >= 2 ? 2 : 1;
-    return u;
-}
-
-static size_t weights_size(const lp_conv2d_params *p) { return (size_t)9 * p->c * p->k; }
-
-static size_t banded_scratch(const lp_conv2d_params *p) {
-    const units u = units_of(p);
-    return slot_size(p) * slots() + sizeof(float) * ((size_t)(u.parts - 1) * weights_size(p) + (size_t)u.parts * p->k) + 64;
-}
-
 static void in_bands(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
     const int rmax = band_rows(p), ips = p->c / 32, ops = p->k / 32, h = p->h;
-    const grid g = grid_of(p, rmax, band_aligned(p));
+    const grid g = grid_of(p, rmax);
     const units u = units_of(p);
     const size_t slot = slot_size(p);
     float *acc = (float *)((char *)scratch + slot * slots()), *sums = acc + (size_t)(u.parts - 1) * weights_size(p);
@@ -455,11 +479,11 @@ LP_OMP(for schedule(dynamic))
                     if (y0 == 0) zero_x(p, &g, xt, 0, MARGIN + (size_t)g.wp), j0 = 1;
                     if (y0 + rows == h) zero_x(p, &g, xt, MARGIN + (size_t)(rows + 1) * g.wp, MARGIN + (size_t)(rows + 2) * g.wp), j1 = rows + 1;
                     for (int j = j0; j < j1; j++) fill_x_row(p, &g, x, xt, n, y0 - 1 + j, j);
-                    copy_x(p, &g, xt, MARGIN + (size_t)j0 * g.wp, MARGIN + (size_t)j1 * g.wp);
-                    zero_x(p, &g, xt, MARGIN + (size_t)(rows + 2) * g.wp, (size_t)g.lx + MARGIN);
-                    const int q = (rows * g.wp + 31) / 32 * 32;
-                    fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, 0, q / 2, op0 * 32, op1 * 32);
-                    const view v = {&g, xt, dyv, 1, q / 32, op0 * 2};
+                    zero_x(p, &g, xt, MARGIN + (size_t)(rows + 2) * g.wp, g.lx);
+                    /* this band's grid: its chunks read pairs up to chunks * 16 + 15 */
+                    const grid b = grid_of(p, rows);
+                    fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, 0, b.chunks * 16 + 16, op0 * 32, op1 * 32);
+                    const view v = {&g, xt, dyv, 1, b.chunks, op0 * 2};
                     group(p, &v, w, 0, ips, op0, op1, fresh);
                     fresh = false;
                 }

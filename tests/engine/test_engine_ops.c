@@ -767,16 +767,17 @@ int main(void) {
     test_bwd_w_small(3, 3, 32, 20, 17, true, dnnl_acdb, false);
     test_bwd_w_small(2, 3, 64, 11, 9, true, dnnl_acdb, true); /* and its ReLU mask */
     /* 32k channels on larger maps: conv_bwd_w_amx.c, where AMX is. The whole batch at once
-     * (odd sizes, 1 to 3 images), then in bands: one band an image with the images in two
-     * parts, several bands of 5 rows, two groups of output blocks, and wide rows (no
-     * aligned copies). */
+     * (odd sizes, 1 to 3 images, and over 512 output channels: their dy in two calls),
+     * then in bands: one band an image with the images in two parts, several bands of 5
+     * rows, two groups of output blocks, and wide rows. */
     test_bwd_w_small(2, 32, 64, 5, 7, true, dnnl_acdb, false);
     test_bwd_w_small(3, 64, 32, 9, 11, true, dnnl_acdb, false);
+    test_bwd_w_small(1, 32, 544, 5, 7, true, dnnl_acdb, false);
     test_bwd_w_small(1, 96, 64, 20, 33, true, dnnl_acdb, false);
     test_bwd_w_small(3, 64, 64, 36, 30, true, dnnl_acdb, false);
     test_bwd_w_small(1, 256, 32, 33, 35, true, dnnl_acdb, false);
     test_bwd_w_small(1, 256, 192, 32, 33, true, dnnl_acdb, false);
-    test_bwd_w_small(1, 32, 32, 5, 224, true, dnnl_acdb, false); /* wide rows: bands unaligned */
+    test_bwd_w_small(1, 32, 32, 5, 224, true, dnnl_acdb, false); /* wide rows */
     test_bwd_w_amx_threads(3, 64, 64, 36, 30);
     test_bwd_w_amx_threads(2, 64, 96, 12, 9);
     test_bwd_d_small(2, 48, 64, 2, 2, dnnl_acdb);
