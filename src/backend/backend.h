@@ -110,6 +110,7 @@ typedef struct lp_conv2d {
     bool own_bwd_data; /* backward data runs lp_conv_bwd_d_small, not bwd_data.p */
     bool own_fwd;      /* forward runs lp_conv_fwd_small (fwd.p is kept: backward's hint) */
     bool own_bwd_w_rgb; /* backward weights runs lp_conv_bwd_w_rgb, not bwd_w.p */
+    bool rgb_amx;       /* ... as lp_conv_bwd_w_rgb_amx */
     bool own_bwd_w_amx; /* backward weights runs lp_conv_bwd_w_amx, not bwd_w.p */
     size_t flip_bytes;  /* backward data runs as a forward convolution (bwd_data.p) with the
                            weights flipped into the first flip_bytes of scratch; 0: not */
@@ -132,6 +133,8 @@ lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const v
 void lp_conv2d_free(lp_conv2d *c);
 /* Tests set these false to run oneDNN's backward weights / data where ours would run. */
 extern bool lp_conv_bwd_w_own_allowed, lp_conv_bwd_d_own_allowed, lp_conv_fwd_own_allowed;
+/* ... and false to run the AVX512-BF16 RGB kernel where the AMX one would run. */
+extern bool lp_conv_bwd_w_rgb_amx_allowed;
 /* conv_fwd_small.c (AVX512-BF16): bf16 3x3 stride 1 pad 1 + bias (+ ReLU), h*w small
  * (conv2d.c: <= 4), c and k multiples of 32, x and y nhwc, w in AcdB16b32a2b. */
 size_t lp_conv_fwd_small_scratch(const lp_conv2d_params *p);
@@ -153,9 +156,16 @@ void lp_conv_bwd_w_small(const lp_conv2d_params *p, int vec_x, int vec_y, const 
 size_t lp_conv_bwd_w_rgb_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_rgb(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y, float *dw, float *db,
                        void *scratch);
+/* conv_bwd_w_rgb_amx.c: the same on AMX (lp_conv_bwd_w_amx_ready), k % 32 == 0. */
+size_t lp_conv_bwd_w_rgb_amx_scratch(const lp_conv2d_params *p);
+void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y, float *dw, float *db,
+                           void *scratch);
 /* conv_bwd_w_amx.c (AMX): 3x3 stride 1 pad 1 bf16, c and k multiples of 32, x and dy
  * nhwc, dw fp32 in ABcd16b16a, db (k); both overwritten. _ready: AMX tiles usable here. */
 bool lp_conv_bwd_w_amx_ready(void);
+/* Tiles 0-7 as 16 rows x 64 bytes for this thread (AMX code between; _ready first). */
+void lp_amx_tiles_on(void);
+void lp_amx_tiles_off(void);
 size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_amx(const lp_conv2d_params *p, const void *x, const void *dy, float *dw, float *db, void *scratch);
 /* The same in pieces, for an update that consumes each piece as it is made (nn's

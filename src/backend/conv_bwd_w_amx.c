@@ -392,8 +392,8 @@ static const tile_config tiles_config = {
 
 /* Outside the OpenMP regions that call them: clang 14 gives the outlined regions no
  * target attributes, and failed to compile AMX intrinsics there. */
-AMX static void tiles_on(void) { _tile_loadconfig(&tiles_config); }
-AMX static void tiles_off(void) { _tile_release(); }
+AMX void lp_amx_tiles_on(void) { _tile_loadconfig(&tiles_config); }
+AMX void lp_amx_tiles_off(void) { _tile_release(); }
 
 /* Small maps: xt and dyv of the whole batch first (parallel over rows), then the sums
  * in groups of at most GROUP_I x GROUP_O block pairs (their sums, 36 KB a pair, stay in
@@ -429,13 +429,13 @@ LP_OMP(parallel for schedule(static))
     const view v = {&g, xt, dyv, p->n, g.chunks, 0};
 LP_OMP(parallel)
     {
-        tiles_on();
+        lp_amx_tiles_on();
 LP_OMP(for schedule(dynamic))
         for (int u = 0; u < ngi * ngo; u++) {
             const int ip0 = (u % ngi) * gi, op0 = (u / ngi) * go;
             group(p, &v, dw, ip0, ip0 + gi < ips ? ip0 + gi : ips, op0, op0 + go < ops ? op0 + go : ops, true);
         }
-        tiles_off();
+        lp_amx_tiles_off();
     }
     /* the rows' parts in order */
     for (int o = 0; o < p->k; o++) {
@@ -461,7 +461,7 @@ LP_OMP(parallel num_threads(threads))
         const int t = 0;
 #endif
         uint16_t *xt = (uint16_t *)((char *)scratch + slot * t), *dyv = xt + g.xt_size;
-        tiles_on();
+        lp_amx_tiles_on();
 LP_OMP(for schedule(dynamic))
         for (int unit = 0; unit < u.parts * u.groups; unit++) {
             const int part = unit / u.groups, grp = unit % u.groups;
@@ -488,7 +488,7 @@ LP_OMP(for schedule(dynamic))
                     fresh = false;
                 }
         }
-        tiles_off();
+        lp_amx_tiles_off();
     }
     /* the parts in order */
     const size_t nw = weights_size(p);

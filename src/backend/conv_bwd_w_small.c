@@ -22,6 +22,7 @@
 #define TARGET __attribute__((target("avx512f")))
 
 bool lp_conv_bwd_w_own_allowed = true;
+bool lp_conv_bwd_w_rgb_amx_allowed = true;
 
 TARGET static inline __m512 load16(const void *base, size_t i, bool bf16) {
     if (!bf16) return _mm512_loadu_ps((const float *)base + i);

@@ -762,10 +762,18 @@ int main(void) {
     test_bwd_w_small(2, 32, 48, 1, 1, false, dnnl_aBcd16b, false);
     test_bwd_w_small(2, 48, 32, 2, 3, false, dnnl_acdb, false);
     test_bwd_w_small(1, 16, 32, 4, 4, false, dnnl_aBcd16b, false);
-    /* 3 input channels on larger maps: conv_bwd_w_rgb.c (borders, odd sizes, 2 and 4 output blocks) */
-    test_bwd_w_small(2, 3, 64, 9, 7, true, dnnl_acdb, false);
-    test_bwd_w_small(3, 3, 32, 20, 17, true, dnnl_acdb, false);
-    test_bwd_w_small(2, 3, 64, 11, 9, true, dnnl_acdb, true); /* and its ReLU mask */
+    /* 3 input channels on larger maps: conv_bwd_w_rgb_amx.c where AMX is (borders, odd
+     * sizes, 2 and 4 output blocks, images in halves, bands of rows), and
+     * conv_bwd_w_rgb.c (AVX512-BF16) */
+    for (int amx = 1; amx >= 0; amx--) {
+        lp_conv_bwd_w_rgb_amx_allowed = amx;
+        test_bwd_w_small(2, 3, 64, 9, 7, true, dnnl_acdb, false);
+        test_bwd_w_small(3, 3, 32, 20, 17, true, dnnl_acdb, false);
+        test_bwd_w_small(2, 3, 64, 11, 9, true, dnnl_acdb, true); /* and its ReLU mask */
+        test_bwd_w_small(4, 3, 32, 6, 50, true, dnnl_acdb, false);
+        test_bwd_w_small(1, 3, 64, 60, 224, true, dnnl_acdb, true);
+    }
+    lp_conv_bwd_w_rgb_amx_allowed = true;
     /* 32k channels on larger maps: conv_bwd_w_amx.c, where AMX is. The whole batch at once
      * (odd sizes, 1 to 3 images, and over 512 output channels: their dy in two calls),
      * then in bands: one band an image with the images in two parts, several bands of 5
