@@ -6,8 +6,8 @@
  * which transposes its inputs inside) runs VGG's layers at 0.85-1.2 TFLOP/s, against
  * 2.3-3.5 for the same layers' forward: 369 of a 746 ms bf16 step at 224x224 batch 16.
  * (oneDNN 3.x has a brgemm one; Debian 12 ships 2.6.) Alone, at batch 16, 2 cores:
- * 224x224 64->64 43-46 ms against oneDNN's 70; 112x112 128->128 32-34 vs 49; 56x56
- * 256->256 32-36 vs 36-38; 28x28 512->512 31-32 vs 36-38; 14x14 7.2-8.4 vs 13.
+ * 224x224 64->64 33-35 ms against oneDNN's 70; 112x112 128->128 28-29 vs 49; 56x56
+ * 256->256 28-30 vs 36-38; 28x28 512->512 27-28 vs 36-38; 14x14 6.9-7.1 vs 13.
  *
  * The sum dw[o][i][kh][kw] = sum over images and pixels of dy[o] x[i] at the shifted
  * pixel is, per tap, a matrix product with the pixels as depth. Both inputs are first
@@ -326,6 +326,7 @@ typedef struct view {
     const grid *g;
     const uint16_t *xt, *dyv;
     int grids, chunks, ob0;
+    int q; /* flat output pixels of each grid */
 } view;
 
 /* Weight tiles of input block pairs [ip0, ip1) x output block pairs [op0, op1), all 9
@@ -360,9 +361,13 @@ AMX static void group(const lp_conv2d_params *p, const view *v, float *dw, int i
                     }
                     const uint16_t *xa = v->xt + (size_t)ib * 16 * g->lx + g->xoff[tap];
                     const uint16_t *yb = v->dyv + (size_t)(ob - v->ob0) * ob_stride + g->boff[tap];
+                    /* chunks from here on hold only junk pixels for this tap (r - b past the
+                     * grid's last real pixel, q - 3): a small grid's last chunk, for most taps */
+                    const size_t end = (size_t)v->q - 2 + (MARGIN - 1 + (tap / 3) * g->wp + tap % 3 - g->xoff[tap]);
                     size_t n = k0 / v->chunks, r0 = (k0 % v->chunks) * 32;
                     for (size_t k = k0; k < k1; k++, r0 += 32) {
                         if (r0 == (size_t)v->chunks * 32) n++, r0 = 0;
+                        if (r0 >= end) continue;
                         const uint16_t *a0 = xa + n * g->xt_size + r0, *b0 = yb + n * g->dyv_size + r0 * 16;
                         _tile_loadd(4, a0, xs);
                         _tile_loadd(6, b0, 64);
@@ -426,7 +431,7 @@ LP_OMP(parallel for schedule(static))
         else go = (go + 1) / 2;
     }
     const int ngi = (ips + gi - 1) / gi, ngo = (ops + go - 1) / go;
-    const view v = {&g, xt, dyv, p->n, g.chunks, 0};
+    const view v = {&g, xt, dyv, p->n, g.chunks, 0, g.q};
 LP_OMP(parallel)
     {
         lp_amx_tiles_on();
@@ -483,7 +488,7 @@ LP_OMP(for schedule(dynamic))
                     /* this band's grid: its chunks read pairs up to chunks * 16 + 15 */
                     const grid b = grid_of(p, rows);
                     fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, 0, b.chunks * 16 + 16, op0 * 32, op1 * 32);
-                    const view v = {&g, xt, dyv, 1, b.chunks, op0 * 2};
+                    const view v = {&g, xt, dyv, 1, b.chunks, op0 * 2, b.q};
                     group(p, &v, w, 0, ips, op0, op1, fresh);
                     fresh = false;
                 }
