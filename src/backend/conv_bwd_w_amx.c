@@ -28,12 +28,14 @@
  * pairs in the pairing of b's parity. So x is transposed once, into one copy, and the
  * rows need no padding.
  *
- * Maps up to 32x32 (whole_batch) put all of xt and dyv in memory first; larger ones
- * (in_bands) fill them a band of rows at a time in L2 and sum each band at once. Each
+ * Maps of up to 1024 pixels (32x32; whole_batch) put all of xt and dyv in memory
+ * first; larger ones (in_bands) fill them a band of rows at a time in L2 and sum each
+ * band at once. Each
  * weight's sum has one order, set by the shape, whatever the thread count.
  *
- * The border columns, and the 31 pixels a tap's window runs past the grid, cost some
- * work (wp/W, and a chunk per tap and grid); their dy is zero, so they add nothing,
+ * The border columns, and the up to 31 pixels a tap's window runs past the grid, cost
+ * some work (wp/W, and at most a chunk per tap and grid: a tap skips the chunks with no
+ * real pixel); their dy is zero, so they add nothing,
  * unless the x they meet is infinite or NaN: then 0 x inf makes a NaN the true sum may
  * not have (x is not finite only once training has diverged). Products of bf16 are
  * exact in fp32; sums in fp32 (AMX flushes denormals). */

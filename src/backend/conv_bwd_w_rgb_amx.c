@@ -21,7 +21,9 @@
  * Sums: per unit of rows (an image, or half of one where the batch has under 4), in
  * pixel order within each 32-pixel product; the units added in order. The order is
  * set by the shape, whatever the thread count. Products of bf16 are exact in fp32;
- * sums in fp32 (AMX flushes denormals). */
+ * sums in fp32 (AMX flushes denormals). The junk columns and the last chunk's tail
+ * hold real x times zero dy, which adds nothing unless that x is infinite or NaN (0 x
+ * inf is NaN; x is not finite only once training has diverged). */
 #include "backend.h"
 #include <immintrin.h>
 #include <string.h>
@@ -53,7 +55,7 @@ static band band_of(const lp_conv2d_params *p, int rows) {
     b.lt = MARGIN + 2 * b.wp + 2 + b.chunks * 32;
     b.lx = b.chunks * 32;
     if ((b.lx / 32) % 2 == 0) b.lx += 32; /* the 16 rows of a tile in 16 L1 sets */
-    b.xt = (size_t)3 * b.lt;
+    b.xt = ((size_t)3 * b.lt + 31) / 32 * 32; /* xi and dyv after it on whole lines */
     b.xi = (size_t)XI_ROWS * b.lx;
     b.dyv = (size_t)p->k * b.chunks * 32;
     return b;
@@ -65,8 +67,9 @@ static int band_rows(const lp_conv2d_params *p) {
 }
 
 /* Units of rows: images, split in two where the batch has under 4 (two threads then
- * still share the work). */
-static int parts(const lp_conv2d_params *p) { return p->n < 4 ? 2 : 1; }
+ * still share the work) and an image has two rows to split (a unit of none would add
+ * sums it never wrote). */
+static int parts(const lp_conv2d_params *p) { return p->n < 4 && p->h >= 2 ? 2 : 1; }
 
 static int max_threads(void) {
 #ifdef _OPENMP
