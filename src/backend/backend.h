@@ -166,6 +166,10 @@ bool lp_conv_bwd_w_amx_ready(void);
 /* Tiles 0-7 as 16 rows x 64 bytes for this thread (AMX code between; _ready first). */
 void lp_amx_tiles_on(void);
 void lp_amx_tiles_off(void);
+/* Per-thread scratch slots of the AMX kernels: one per processor, counted once per
+ * process (conv_bwd_w_amx.c says why); and the threads to run over them. */
+int lp_amx_slots(void);
+int lp_amx_slot_threads(void);
 size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_amx(const lp_conv2d_params *p, const void *x, const void *dy, float *dw, float *db, void *scratch);
 /* The same in pieces, for an update that consumes each piece as it is made (nn's

@@ -113,7 +113,7 @@ static int max_threads(void) {
 /* Band slots: one per processor (the most threads that run at once), counted once per
  * process: omp_get_num_procs follows the CPU affinity of the moment, and a count that
  * grew between sizing the scratch and running would place the slots past its end. */
-static int slots(void) {
+int lp_amx_slots(void) {
 #ifdef _OPENMP
     static int procs;
     if (!procs) procs = omp_get_num_procs();
@@ -121,6 +121,11 @@ static int slots(void) {
 #else
     return 1;
 #endif
+}
+
+int lp_amx_slot_threads(void) {
+    const int t = max_threads();
+    return t < lp_amx_slots() ? t : lp_amx_slots();
 }
 
 /* Large maps: the work in units of (a part of the images) x (a group of output block
@@ -169,7 +174,7 @@ static size_t weights_size(const lp_conv2d_params *p) { return (size_t)9 * p->c 
 size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p) {
     if (banded(p)) {
         const units u = units_of(p);
-        return slot_size(p) * slots() + sizeof(float) * ((size_t)(u.parts - 1) * weights_size(p) + (size_t)u.parts * p->k) + 64;
+        return slot_size(p) * lp_amx_slots() + sizeof(float) * ((size_t)(u.parts - 1) * weights_size(p) + (size_t)u.parts * p->k) + 64;
     }
     const grid g = grid_of(p, p->h);
     return 2 * (size_t)p->n * (g.xt_size + g.dyv_size) + sizeof(float) * (size_t)p->n * p->h * p->k + 64;
@@ -459,10 +464,8 @@ static void in_bands(const lp_conv2d_params *p, const uint16_t *x, const uint16_
     const grid g = grid_of(p, rmax);
     const units u = units_of(p);
     const size_t slot = slot_size(p);
-    float *acc = (float *)((char *)scratch + slot * slots()), *sums = acc + (size_t)(u.parts - 1) * weights_size(p);
-    int threads = max_threads();
-    if (threads > slots()) threads = slots();
-LP_OMP(parallel num_threads(threads))
+    float *acc = (float *)((char *)scratch + slot * lp_amx_slots()), *sums = acc + (size_t)(u.parts - 1) * weights_size(p);
+LP_OMP(parallel num_threads(lp_amx_slot_threads()))
     {
 #ifdef _OPENMP
         const int t = omp_get_thread_num();

@@ -71,26 +71,6 @@ static int band_rows(const lp_conv2d_params *p) {
  * sums it never wrote). */
 static int parts(const lp_conv2d_params *p) { return p->n < 4 && p->h >= 2 ? 2 : 1; }
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-/* Slots for the bands: one per processor, counted once per process (as
- * conv_bwd_w_amx.c: the affinity may change between sizing scratch and running). */
-static int slots(void) {
-#ifdef _OPENMP
-    static int procs;
-    if (!procs) procs = omp_get_num_procs();
-    return procs;
-#else
-    return 1;
-#endif
-}
-
 static size_t slot_bytes(const lp_conv2d_params *p) {
     const band b = band_of(p, band_rows(p));
     return (2 * (b.xt + b.xi + b.dyv) + 63) / 64 * 64;
@@ -100,7 +80,7 @@ static size_t slot_bytes(const lp_conv2d_params *p) {
 static size_t part_floats(const lp_conv2d_params *p) { return (size_t)(p->k / 32) * 4 * 256; }
 
 size_t lp_conv_bwd_w_rgb_amx_scratch(const lp_conv2d_params *p) {
-    return slot_bytes(p) * slots() + sizeof(float) * part_floats(p) * p->n * parts(p) + 64;
+    return slot_bytes(p) * lp_amx_slots() + sizeof(float) * part_floats(p) * p->n * parts(p) + 64;
 }
 
 /* xt of the band from output row y0 (rows of them) of image n, and xi from it. */
@@ -204,10 +184,8 @@ AVX512 void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, cons
     const int rmax = band_rows(p), np = parts(p), units = p->n * np;
     const band full = band_of(p, rmax);
     const size_t slot = slot_bytes(p), pf = part_floats(p);
-    float *part = (float *)((char *)scratch + slot * slots());
-    int threads = max_threads();
-    if (threads > slots()) threads = slots();
-LP_OMP(parallel num_threads(threads))
+    float *part = (float *)((char *)scratch + slot * lp_amx_slots());
+LP_OMP(parallel num_threads(lp_amx_slot_threads()))
     {
 #ifdef _OPENMP
         const int th = omp_get_thread_num();
