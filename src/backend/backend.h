@@ -127,7 +127,8 @@ lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy,
 /* dw written (not accumulated) in bw_dw_md; db (k) written. */
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch);
 /* The same from a dy not yet multiplied by the ReLU mask of the output y (unchanged in
- * memory); only where the kernel does that masking itself (c->own_bwd_w_rgb). */
+ * memory; y NULL: no mask); only where the kernel does that masking itself
+ * (c->own_bwd_w_rgb, which picks the AVX512-BF16 or the AMX kernel here). */
 lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y, void *dw,
                                           void *db, void *scratch);
 void lp_conv2d_free(lp_conv2d *c);

@@ -348,10 +348,7 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
         lp_conv_bwd_w_small(&c->p, c->vec_x, c->vec_y, x, dy, dw, db, scratch);
         return LP_OK;
     }
-    if (c->own_bwd_w_rgb) {
-        (c->rgb_amx ? lp_conv_bwd_w_rgb_amx : lp_conv_bwd_w_rgb)(&c->p, x, dy, NULL, dw, db, scratch);
-        return LP_OK;
-    }
+    if (c->own_bwd_w_rgb) return lp_conv2d_backward_weights_relu(c, s, x, dy, NULL, dw, db, scratch); /* no mask */
     if (c->own_bwd_w_amx) {
         lp_conv_bwd_w_amx(&c->p, x, dy, dw, db, scratch);
         return LP_OK;
