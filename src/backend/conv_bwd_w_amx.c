@@ -50,6 +50,7 @@
 
 #define AMX __attribute__((target("avx512f,avx512bw,avx512vl,amx-tile,amx-bf16")))
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define BLOCK 8 /* 32-pixel chunks summed in registers between loads and stores of the weight tiles */
 #define BANDED_FROM (32 * 32) /* maps larger than this go in bands (in_bands says why) */
 #define BAND_BYTES (1 << 20) /* a band's xt and dyv, about: they stay in L2 with the sums */
@@ -251,7 +252,9 @@ AVX512 static void fill_x_row(const lp_conv2d_params *p, const grid *g, const ui
 /* Pairs [j0, j1) of both pairings of grid g's dyv (base: output channel o0), output
  * channels [o0, o1), from image n of dy, the grid's row 0 at row y0 and valid rows <
  * rows; per 16 channels, the even pairs' dy summed in pixel order and added to sum[o -
- * o0] (a part of the bias gradient).
+ * o0] (a part of the bias gradient). The sum takes a pair per VDPBF16PS against ones,
+ * as the pair is stored (the pair's second pixel added first, then its first; products
+ * by 1 are exact): one instruction where widening and adding each pixel took six.
  *
  * A strip of pairs at a time, all its channels, so the pixels stream from memory once
  * in order, and the running sums of up to 8 blocks of 16 channels side by side (a
@@ -265,11 +268,12 @@ typedef struct strip {
     __mmask16 valid[2 * STRIP + 1];    /* all ones, or none: outside the image (px: any pixel) */
 } strip;
 
-AVX512 static inline void dy_blocks(const strip *sp, int pairs, int o, int m, uint16_t *d, size_t block, size_t odd, size_t j,
+AVX512BF16 static inline void dy_blocks(const strip *sp, int pairs, int o, int m, uint16_t *d, size_t block, size_t odd, size_t j,
                                     float *acc) {
     /* lanes 2o, 2o+1: dy[f][o], dy[f+1][o] */
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
                                            20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512bh ones = (__m512bh)_mm512_set1_epi16(0x3f80);
     __m512 s[8];
     for (int b = 0; b < m; b++) s[b] = _mm512_loadu_ps(acc + b * 16);
     for (int i = 0; i < pairs; i++)
@@ -278,16 +282,16 @@ AVX512 static inline void dy_blocks(const strip *sp, int pairs, int o, int m, ui
             const __m256i e0 = _mm256_maskz_loadu_epi16(sp->valid[2 * i], sp->px[2 * i] + at);
             const __m256i e1 = _mm256_maskz_loadu_epi16(sp->valid[2 * i + 1], sp->px[2 * i + 1] + at);
             const __m256i e2 = _mm256_maskz_loadu_epi16(sp->valid[2 * i + 2], sp->px[2 * i + 2] + at);
-            s[b] = _mm512_add_ps(s[b], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(e0), 16)));
-            s[b] = _mm512_add_ps(s[b], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(e1), 16)));
+            const __m512i even = _mm512_permutexvar_epi16(inter, _mm512_inserti64x4(_mm512_castsi256_si512(e0), e1, 1));
+            s[b] = _mm512_dpbf16_ps(s[b], (__m512bh)even, ones);
             uint16_t *row = d + b * block + (j + i) * 32;
-            _mm512_storeu_si512(row, _mm512_permutexvar_epi16(inter, _mm512_inserti64x4(_mm512_castsi256_si512(e0), e1, 1)));
+            _mm512_storeu_si512(row, even);
             _mm512_storeu_si512(row + odd, _mm512_permutexvar_epi16(inter, _mm512_inserti64x4(_mm512_castsi256_si512(e1), e2, 1)));
         }
     for (int b = 0; b < m; b++) _mm512_storeu_ps(acc + b * 16, s[b]);
 }
 
-AVX512 static void fill_dy_pairs(const lp_conv2d_params *p, const grid *g, const uint16_t *dy, uint16_t *dyv, float *sum, int n,
+AVX512BF16 static void fill_dy_pairs(const lp_conv2d_params *p, const grid *g, const uint16_t *dy, uint16_t *dyv, float *sum, int n,
                                  int y0, int rows, int j0, int j1, int o0, int o1) {
     const size_t block = (size_t)2 * g->pairs * 32, odd = (size_t)g->pairs * 32; /* per 16 channels; odd pairing */
     for (; o1 - o0 > ACC_MAX; o0 += ACC_MAX, dyv += ACC_MAX / 16 * block, sum += ACC_MAX)
