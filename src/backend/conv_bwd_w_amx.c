@@ -236,15 +236,19 @@ AVX512 static void fill_x_row(const lp_conv2d_params *p, const grid *g, const ui
     const int w = p->w, c = p->c, wp = g->wp;
     const size_t at = MARGIN + (size_t)j * wp;
     const uint16_t *row = x + ((size_t)n * p->h + y) * w * c;
+    /* blocks that end on whole lines of xt after the first (split stores were slower) */
+    const int lead = (int)((32 - at % 32) % 32);
     int x0 = 0;
-    for (; x0 < w; x0 += 32)
+    for (int m; x0 < w; x0 += m) {
+        m = x0 == 0 && lead ? lead : 32;
         for (int c0 = 0; c0 < c; c0 += 32) {
             /* this block's 64-byte slice of the next 32 pixels: all of them over the c0 loop */
-            const char *ahead = (const char *)(row + (size_t)(x0 + 32) * c) + (size_t)c0 * 64;
+            const char *ahead = (const char *)(row + (size_t)(x0 + m) * c) + (size_t)c0 * 64;
             for (int l = 0; l < 32; l++) _mm_prefetch(ahead + (size_t)l * 64, _MM_HINT_T0);
-            transpose_block(row + (size_t)x0 * c + c0, c, w - x0 < 32 ? w - x0 : 32, wp - x0 < 32 ? wp - x0 : 32,
+            transpose_block(row + (size_t)x0 * c + c0, c, w - x0 < m ? w - x0 : m, wp - x0 < m ? wp - x0 : m,
                             xt + (size_t)c0 * g->lx + at + x0, g->lx);
         }
+    }
     if (x0 < wp)
         for (int i = 0; i < c; i++) memset(xt + (size_t)i * g->lx + at + x0, 0, sizeof(uint16_t) * (wp - x0));
 }
