@@ -109,6 +109,7 @@ typedef struct lp_conv2d {
     bool own_bwd_w;  /* backward weights runs lp_conv_bwd_w_small, not bwd_w.p */
     bool own_bwd_data; /* backward data runs lp_conv_bwd_d_small, not bwd_data.p */
     bool own_fwd;      /* forward runs lp_conv_fwd_small (fwd.p is kept: backward's hint) */
+    bool own_fwd_rgb;  /* ... lp_conv_fwd_rgb_amx */
     bool own_bwd_w_rgb; /* backward weights runs lp_conv_bwd_w_rgb, not bwd_w.p */
     bool rgb_amx;       /* ... as lp_conv_bwd_w_rgb_amx */
     bool own_bwd_w_amx; /* backward weights runs lp_conv_bwd_w_amx, not bwd_w.p */
@@ -161,6 +162,10 @@ void lp_conv_bwd_w_rgb(const lp_conv2d_params *p, const void *x, const void *dy,
 size_t lp_conv_bwd_w_rgb_amx_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y, float *dw, float *db,
                            void *scratch);
+/* conv_fwd_rgb_amx.c (AMX, lp_conv_bwd_w_amx_ready): forward of a 3x3 stride 1 pad 1
+ * bf16 nhwc convolution with 3 input channels, k % 32 == 0, weights Adcb16a. */
+size_t lp_conv_fwd_rgb_amx_scratch(const lp_conv2d_params *p);
+void lp_conv_fwd_rgb_amx(const lp_conv2d_params *p, const void *x, const void *w, const float *bias, void *y, void *scratch);
 /* conv_bwd_w_amx.c (AMX): 3x3 stride 1 pad 1 bf16, c and k multiples of 32, x and dy
  * nhwc, dw fp32 in ABcd16b16a, db (k); both overwritten. _ready: AMX tiles usable here. */
 bool lp_conv_bwd_w_amx_ready(void);

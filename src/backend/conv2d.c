@@ -60,6 +60,15 @@ static bool own_forward(const lp_conv2d *c) {
            weights_are(&c->w_md, p, dnnl_bf16, dnnl_AcdB16b32a2b);
 }
 
+/* Forward with 3 input channels on AMX (conv_fwd_rgb_amx.c says why), bf16 nhwc, 32k
+ * output channels, on maps larger than the small-map kernels', with the weights layout
+ * oneDNN's forward chose for them, Adcb16a. */
+static bool own_forward_rgb(const lp_conv2d *c) {
+    const lp_conv2d_params *p = &c->p;
+    return lp_conv_fwd_own_allowed && bf16_nhwc_3x3(c) && p->c == 3 && p->k % 32 == 0 && p->h * p->w > 16 &&
+           weights_are(&c->w_md, p, dnnl_bf16, dnnl_Adcb16a) && lp_conv_bwd_w_amx_ready();
+}
+
 /* Backward data: also 32k output channels, and weights ABcd16a16b2a. */
 static bool own_bwd_data(lp_conv2d *c, const lp_md *w_md) {
     const lp_conv2d_params *p = &c->p;
@@ -158,6 +167,8 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
         return st;
     }
     if ((c->own_fwd = own_forward(c))) own_kernel(&c->fwd, lp_conv_fwd_small_scratch(p), "loupe:avx512_bf16_3x3_small");
+    else if ((c->own_fwd_rgb = own_forward_rgb(c)))
+        own_kernel(&c->fwd, lp_conv_fwd_rgb_amx_scratch(p), "loupe:amx_bf16_3x3_rgb");
     return LP_OK;
 }
 
@@ -323,6 +334,10 @@ size_t lp_conv2d_scratch_size(const lp_conv2d *c) {
 lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y, void *scratch) {
     if (c->own_fwd) {
         lp_conv_fwd_small(&c->p, x, w, b, y, scratch);
+        return LP_OK;
+    }
+    if (c->own_fwd_rgb) {
+        lp_conv_fwd_rgb_amx(&c->p, x, w, b, y, scratch);
         return LP_OK;
     }
     void *p[4] = {(void *)x, (void *)w, (void *)b, y};
