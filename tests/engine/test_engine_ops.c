@@ -692,6 +692,44 @@ static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_
     free(yp), free(wp), free(dxp), free(ref);
 }
 
+/* ---- max pool 2x2 in bf16 nhwc on a map over 8 MB (maxpool2x2.c streams y, idx
+ * and dx around the caches there) vs a scalar reference: y, and dx with the ReLU
+ * folded in, exact. Values from 64 levels, so windows hold ties and zeros. */
+static void test_maxpool_bf16_large(int n, int c, int h, int w) {
+    const int oh = h / 2, ow = w / 2;
+    const size_t nx = (size_t)n * h * w * c, ny = (size_t)n * oh * ow * c;
+    uint16_t *x = lp_aligned_alloc(nx * 2), *y = lp_aligned_alloc(ny * 2), *dy = lp_aligned_alloc(ny * 2),
+             *dx = lp_aligned_alloc(nx * 2);
+    uint8_t *idx = lp_aligned_alloc(ny);
+    for (size_t i = 0; i < nx; i++) x[i] = bf16_of((float)((int)(lp_rng_uniform(11, 1, i) * 64) - 16) / 8.0f);
+    for (size_t i = 0; i < ny; i++) dy[i] = bf16_of((float)((int)(lp_rng_uniform(11, 2, i) * 64) + 1) / 16.0f);
+    memset(dx, 0xff, nx * 2); /* NaN: every value must be written */
+    lp_maxpool2x2_forward(x, y, idx, n, h, w, c, true);
+    lp_maxpool2x2_backward(dy, idx, dx, n, h, w, c, true, true);
+    size_t bad_y = 0, bad_dx = 0;
+    for (int im = 0; im < n; im++)
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++)
+                for (int ch = 0; ch < c; ch++) {
+                    size_t at[4];
+                    int best = 0;
+                    for (int q = 0; q < 4; q++) {
+                        at[q] = (((size_t)im * h + 2 * i + q / 2) * w + 2 * j + q % 2) * c + ch;
+                        if (f32_of(x[at[q]]) > f32_of(x[at[best]])) best = q; /* first maximum wins */
+                    }
+                    const size_t o = (((size_t)im * oh + i) * ow + j) * c + ch;
+                    if (y[o] != x[at[best]]) bad_y++;
+                    for (int q = 0; q < 4; q++) {
+                        const float want = q == best && f32_of(x[at[best]]) > 0 ? f32_of(dy[o]) : 0.0f;
+                        if (f32_of(dx[at[q]]) != want) bad_dx++;
+                    }
+                }
+    printf("maxpool 2x2 bf16 nhwc %dx%dx%dx%d (streamed): %zu wrong y, %zu wrong dx %s\n", n, c, h, w, bad_y, bad_dx,
+           bad_y || bad_dx ? "FAIL" : "ok");
+    if (bad_y || bad_dx) failures++;
+    free(x), free(y), free(dy), free(dx), free(idx);
+}
+
 /* ---- forward on small maps, bf16 (conv_fwd_small.c) vs a double reference -------
  * x, w bf16 values, bias fp32, ReLU: y from our kernel and from oneDNN's must both be
  * the double result rounded to bf16, within two bf16 ulps (of the larger of |y| and a
@@ -821,6 +859,7 @@ int main(void) {
     test_pool(2, 32, 6, 5, dnnl_aBcd16b, true); /* nChw16c: ours */
     test_pool(2, 32, 7, 9, dnnl_acdb, false);   /* the same through oneDNN */
     test_pool(1, 24, 4, 4, dnnl_acdb, true);    /* 24 channels: oneDNN's */
+    test_maxpool_bf16_large(2, 64, 182, 184);
     test_pool_ties_bf16(true, false);
     test_pool_ties_bf16(true, true);
     test_pool_ties_bf16(false, false);
