@@ -105,6 +105,13 @@ static grid grid_of(const lp_conv2d_params *p, int rows) {
 
 static bool banded(const lp_conv2d_params *p) { return p->h * p->w > BANDED_FROM; }
 
+/* Small maps: the whole batch is one grid, the images one below the other with a zero
+ * row between them (the bottom border of one and the top of the next): per image, one
+ * row of junk work instead of a grid's rounding up to whole chunks and its extra chunk
+ * (23 -> 15% more work than the real pixels at 14x14). Grid row r is then row r % (h + 1)
+ * of image r / (h + 1), a junk row where that is h. */
+static int batch_rows(const lp_conv2d_params *p) { return p->n * (p->h + 1) - 1; }
+
 static int max_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -179,8 +186,8 @@ size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p) {
         const units u = units_of(p);
         return slot_size(p) * lp_amx_slots() + sizeof(float) * ((size_t)(u.parts - 1) * weights_size(p) + (size_t)u.parts * p->k) + 64;
     }
-    const grid g = grid_of(p, p->h);
-    return 2 * (size_t)p->n * (g.xt_size + g.dyv_size) + sizeof(float) * (size_t)p->n * p->h * p->k + 64;
+    const grid g = grid_of(p, batch_rows(p));
+    return 2 * (g.xt_size + g.dyv_size) + sizeof(float) * (size_t)p->n * p->h * p->k + 64;
 }
 
 /* 16 x 16 32-bit transpose in registers: r[i] element j -> r[j] element i. */
@@ -296,11 +303,11 @@ AVX512BF16 static inline void dy_blocks(const strip *sp, int pairs, int o, int m
 }
 
 AVX512BF16 static void fill_dy_pairs(const lp_conv2d_params *p, const grid *g, const uint16_t *dy, uint16_t *dyv, float *sum, int n,
-                                 int y0, int rows, int j0, int j1, int o0, int o1) {
+                                 int y0, int rows, int period, int j0, int j1, int o0, int o1) {
     const size_t block = (size_t)2 * g->pairs * 32, odd = (size_t)g->pairs * 32; /* per 16 channels; odd pairing */
     for (; o1 - o0 > ACC_MAX; o0 += ACC_MAX, dyv += ACC_MAX / 16 * block, sum += ACC_MAX)
-        fill_dy_pairs(p, g, dy, dyv, sum, n, y0, rows, j0, j1, o0, o0 + ACC_MAX);
-    const int w = p->w, wp = g->wp, k = p->k, nb = (o1 - o0) / 16;
+        fill_dy_pairs(p, g, dy, dyv, sum, n, y0, rows, period, j0, j1, o0, o0 + ACC_MAX);
+    const int w = p->w, wp = g->wp, k = p->k, nb = (o1 - o0) / 16, h = p->h;
     const uint16_t *image = dy + ((size_t)n * p->h + y0) * w * k;
     float acc[ACC_MAX] __attribute__((aligned(64)));
     memset(acc, 0, sizeof(float) * (o1 - o0));
@@ -309,8 +316,9 @@ AVX512BF16 static void fill_dy_pairs(const lp_conv2d_params *p, const grid *g, c
         const int pairs = j1 - j < STRIP ? j1 - j : STRIP;
         for (int i = 0; i <= 2 * pairs; i++) {
             const int q = 2 * j + i - DY_FRONT, yy = q >= 0 ? q / wp : -1, xx = q >= 0 ? q % wp : 0;
-            const bool in = q >= 0 && yy < rows && xx < w;
-            sp.px[i] = in ? image + ((size_t)yy * w + xx) * k : image;
+            const int im = yy / period, y = yy % period; /* grid row yy: row y of image n + im */
+            const bool in = q >= 0 && yy < rows && y < h && xx < w;
+            sp.px[i] = in ? image + (((size_t)im * h + y) * w + xx) * k : image;
             sp.valid[i] = in ? 0xffff : 0;
         }
         int b = 0;
@@ -426,22 +434,22 @@ AMX void lp_amx_tiles_off(void) { _tile_release(); }
 #define GROUP_I 4
 #define GROUP_O 4
 static void whole_batch(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *dy, float *dw, float *db, void *scratch) {
-    const grid g = grid_of(p, p->h);
+    const grid g = grid_of(p, batch_rows(p));
     const int h = p->h, rows = p->n * h;
-    uint16_t *xt = scratch, *dyv = xt + (size_t)p->n * g.xt_size;
-    float *part = (float *)(dyv + (size_t)p->n * g.dyv_size);
+    uint16_t *xt = scratch, *dyv = xt + g.xt_size;
+    float *part = (float *)(dyv + g.dyv_size);
 LP_OMP(parallel for schedule(static))
     for (int r = 0; r < rows; r++) {
-        const int n = r / h, y = r % h;
-        uint16_t *img = xt + (size_t)n * g.xt_size;
-        if (y == 0) zero_x(p, &g, img, 0, MARGIN + (size_t)g.wp);
-        if (y == h - 1) zero_x(p, &g, img, MARGIN + (size_t)(h + 1) * g.wp, g.lx);
-        fill_x_row(p, &g, x, img, n, y, y + 1);
+        const int n = r / h, y = r % h, j = n * (h + 1) + y + 1; /* grid row of x row y of image n */
+        /* the zero row above each image (also the one below the image before it) */
+        if (y == 0) zero_x(p, &g, xt, r == 0 ? 0 : MARGIN + (size_t)(j - 1) * g.wp, MARGIN + (size_t)j * g.wp);
+        if (r == rows - 1) zero_x(p, &g, xt, MARGIN + (size_t)(j + 1) * g.wp, g.lx);
+        fill_x_row(p, &g, x, xt, n, y, j);
         float *sum = part + (size_t)r * p->k;
         memset(sum, 0, sizeof(float) * p->k);
-        /* the image's pairs in h pieces, one a row */
-        fill_dy_pairs(p, &g, dy, dyv + (size_t)n * g.dyv_size, sum, n, 0, h, (int)((long long)g.pairs * y / h),
-                      (int)((long long)g.pairs * (y + 1) / h), 0, p->k);
+        /* the pairs in n * h pieces, one a row */
+        fill_dy_pairs(p, &g, dy, dyv, sum, 0, 0, batch_rows(p), h + 1, (int)((long long)g.pairs * r / rows),
+                      (int)((long long)g.pairs * (r + 1) / rows), 0, p->k);
     }
     const int ips = p->c / 32, ops = p->k / 32, threads = max_threads();
     int gi = ips < GROUP_I ? ips : GROUP_I, go = ops < GROUP_O ? ops : GROUP_O;
@@ -450,7 +458,7 @@ LP_OMP(parallel for schedule(static))
         else go = (go + 1) / 2;
     }
     const int ngi = (ips + gi - 1) / gi, ngo = (ops + go - 1) / go;
-    const view v = {&g, xt, dyv, p->n, g.chunks, 0, g.q};
+    const view v = {&g, xt, dyv, 1, g.chunks, 0, g.q};
 LP_OMP(parallel)
     {
         lp_amx_tiles_on();
@@ -504,7 +512,7 @@ LP_OMP(for schedule(dynamic))
                     zero_x(p, &g, xt, MARGIN + (size_t)(rows + 2) * g.wp, g.lx);
                     /* this band's grid: its chunks read pairs up to chunks * 16 + 15 */
                     const grid b = grid_of(p, rows);
-                    fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, 0, b.chunks * 16 + 16, op0 * 32, op1 * 32);
+                    fill_dy_pairs(p, &g, dy, dyv, sum, n, y0, rows, rows + 1, 0, b.chunks * 16 + 16, op0 * 32, op1 * 32);
                     const view v = {&g, xt, dyv, 1, b.chunks, op0 * 2, b.q};
                     group(p, &v, w, 0, ips, op0, op1, fresh);
                     fresh = false;
