@@ -265,7 +265,8 @@ AVX512 static void fill_x_row(const lp_conv2d_params *p, const grid *g, const ui
  * rows; per 16 channels, the even pairs' dy summed in pixel order and added to sum[o -
  * o0] (a part of the bias gradient). The sum takes a pair per VDPBF16PS against ones,
  * as the pair is stored (the pair's second pixel added first, then its first; products
- * by 1 are exact): one instruction where widening and adding each pixel took six.
+ * by 1 are exact): one instruction where widening and adding each pixel took six. It
+ * flushes denormals, in dy and in the sum, as the tiles do for the weight gradient.
  *
  * A strip of pairs at a time, all its channels, so the pixels stream from memory once
  * in order, and the running sums of up to 8 blocks of 16 channels side by side (a

@@ -724,6 +724,13 @@ static void test_maxpool_bf16_large(int n, int c, int h, int w) {
                         if (f32_of(dx[at[q]]) != want) bad_dx++;
                     }
                 }
+    /* an odd last row or column: dropped, zero gradient */
+    for (int im = 0; im < n; im++)
+        for (int i = 0; i < h; i++)
+            for (int j = 0; j < w; j++)
+                if (i >= 2 * oh || j >= 2 * ow)
+                    for (int ch = 0; ch < c; ch++)
+                        if (dx[(((size_t)im * h + i) * w + j) * c + ch] != 0) bad_dx++;
     printf("maxpool 2x2 bf16 nhwc %dx%dx%dx%d (streamed): %zu wrong y, %zu wrong dx %s\n", n, c, h, w, bad_y, bad_dx,
            bad_y || bad_dx ? "FAIL" : "ok");
     if (bad_y || bad_dx) failures++;
@@ -826,6 +833,7 @@ int main(void) {
     test_bwd_w_small(2, 32, 64, 5, 7, true, dnnl_acdb, false);
     test_bwd_w_small(3, 64, 32, 9, 11, true, dnnl_acdb, false);
     test_bwd_w_small(1, 32, 544, 5, 7, true, dnnl_acdb, false);
+    test_bwd_w_small(7, 32, 32, 5, 5, true, dnnl_acdb, false); /* 7 images in one grid */
     test_bwd_w_small(1, 96, 64, 20, 33, true, dnnl_acdb, false);
     test_bwd_w_small(3, 64, 64, 36, 30, true, dnnl_acdb, false);
     test_bwd_w_small(1, 256, 32, 33, 35, true, dnnl_acdb, false);
@@ -860,6 +868,7 @@ int main(void) {
     test_pool(2, 32, 7, 9, dnnl_acdb, false);   /* the same through oneDNN */
     test_pool(1, 24, 4, 4, dnnl_acdb, true);    /* 24 channels: oneDNN's */
     test_maxpool_bf16_large(2, 64, 182, 184);
+    test_maxpool_bf16_large(2, 96, 151, 149); /* odd last row and column */
     test_pool_ties_bf16(true, false);
     test_pool_ties_bf16(true, true);
     test_pool_ties_bf16(false, false);
