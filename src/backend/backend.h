@@ -130,6 +130,13 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
 /* The same from a dy not yet multiplied by the ReLU mask of the output y (unchanged in
  * memory; y NULL: no mask); only where the kernel does that masking itself
  * (c->own_bwd_w_rgb, which picks the AVX512-BF16 or the AMX kernel here). */
+/* The ReLU mask as bits (lp_conv2d_relu_bits_size bytes, 0: not available here) that
+ * the forward writes next to y and backward weights reads instead of y. */
+size_t lp_conv2d_relu_bits_size(const lp_conv2d *c);
+lp_status lp_conv2d_forward_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y,
+                                      uint16_t *bits, void *scratch);
+lp_status lp_conv2d_backward_weights_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const uint16_t *bits,
+                                               void *dw, void *db, void *scratch);
 lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y, void *dw,
                                           void *db, void *scratch);
 void lp_conv2d_free(lp_conv2d *c);
@@ -158,14 +165,18 @@ void lp_conv_bwd_w_small(const lp_conv2d_params *p, int vec_x, int vec_y, const 
 size_t lp_conv_bwd_w_rgb_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_rgb(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y, float *dw, float *db,
                        void *scratch);
-/* conv_bwd_w_rgb_amx.c: the same on AMX (lp_conv_bwd_w_amx_ready), k % 32 == 0. */
+/* conv_bwd_w_rgb_amx.c: the same on AMX (lp_conv_bwd_w_amx_ready), k % 32 == 0; the
+ * mask from relu_y, or from relu_bits (lp_conv_fwd_rgb_amx's), or none (both NULL). */
 size_t lp_conv_bwd_w_rgb_amx_scratch(const lp_conv2d_params *p);
-void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y, float *dw, float *db,
-                           void *scratch);
+void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y,
+                           const uint16_t *relu_bits, float *dw, float *db, void *scratch);
 /* conv_fwd_rgb_amx.c (AMX, lp_conv_bwd_w_amx_ready): forward of a 3x3 stride 1 pad 1
- * bf16 nhwc convolution with 3 input channels, k % 32 == 0, weights Adcb16a. */
+ * bf16 nhwc convolution with 3 input channels, k % 32 == 0, weights Adcb16a. relu_bits
+ * (or NULL): bit i of word j set where y's value 16 j + i (nhwc order) is > 0, for a
+ * backward that masks dy without reading y (n h w k / 8 bytes). */
 size_t lp_conv_fwd_rgb_amx_scratch(const lp_conv2d_params *p);
-void lp_conv_fwd_rgb_amx(const lp_conv2d_params *p, const void *x, const void *w, const float *bias, void *y, void *scratch);
+void lp_conv_fwd_rgb_amx(const lp_conv2d_params *p, const void *x, const void *w, const float *bias, void *y,
+                         uint16_t *relu_bits, void *scratch);
 /* conv_bwd_w_amx.c (AMX): 3x3 stride 1 pad 1 bf16, c and k multiples of 32, x and dy
  * nhwc, dw fp32 in ABcd16b16a, db (k); both overwritten. _ready: AMX tiles usable here. */
 bool lp_conv_bwd_w_amx_ready(void);

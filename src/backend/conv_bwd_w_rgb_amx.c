@@ -110,9 +110,10 @@ static void fill_x(const lp_conv2d_params *p, const band *b, const uint16_t *x, 
 }
 
 /* dyv of the band: pair j of block o/16 holds pixels 2j, 2j + 1 of the grid, masked by
- * y > 0 (bits in [0x0001, 0x7fff], as lp_relu_backward_inplace_bf16) with relu_y. */
-AVX512 static void fill_dy(const lp_conv2d_params *p, const band *b, const uint16_t *dy, const uint16_t *relu_y, uint16_t *dyv,
-                           int n, int y0, int rows) {
+ * y > 0 (bits in [0x0001, 0x7fff], as lp_relu_backward_inplace_bf16) with relu_y, or by
+ * relu_bits (16 a word: one load where y took 32 bytes). */
+AVX512 static void fill_dy(const lp_conv2d_params *p, const band *b, const uint16_t *dy, const uint16_t *relu_y,
+                           const uint16_t *relu_bits, uint16_t *dyv, int n, int y0, int rows) {
     const int w = p->w, wp = b->wp, k = p->k, pairs = b->chunks * 16;
     /* lanes 2o, 2o+1: dy[q][o], dy[q+1][o] */
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
@@ -131,7 +132,8 @@ AVX512 static void fill_dy(const lp_conv2d_params *p, const band *b, const uint1
         for (int o = 0; o < k; o += 16) {
             __m256i g[2];
             for (int e = 0; e < 2; e++) {
-                g[e] = _mm256_maskz_loadu_epi16(in[e], dy + at[e] + o);
+                const __mmask16 keep = relu_bits ? (__mmask16)(in[e] & relu_bits[(at[e] + o) / 16]) : in[e];
+                g[e] = _mm256_maskz_loadu_epi16(keep, dy + at[e] + o);
                 if (relu_y) {
                     const __m256i yv = _mm256_maskz_loadu_epi16(in[e], relu_y + at[e] + o);
                     g[e] = _mm256_maskz_mov_epi16(_mm256_cmplt_epu16_mask(_mm256_sub_epi16(yv, one), top), g[e]);
@@ -178,7 +180,8 @@ AMX static void sums(const lp_conv2d_params *p, const band *b, const uint16_t *x
     }
 }
 
-AVX512 void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y, float *dw, float *db,
+AVX512 void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, const void *dy, const void *relu_y,
+                                  const uint16_t *relu_bits, float *dw, float *db,
                            void *scratch) {
     scratch = (void *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63); /* whole lines for the tiles */
     const int rmax = band_rows(p), np = parts(p), units = p->n * np;
@@ -204,7 +207,7 @@ LP_OMP(for schedule(dynamic))
                 band b = full;
                 b.chunks = band_of(p, rows).chunks;
                 fill_x(p, &b, x, xt, xi, n, y0, rows);
-                fill_dy(p, &b, dy, relu_y, dyv, n, y0, rows);
+                fill_dy(p, &b, dy, relu_y, relu_bits, dyv, n, y0, rows);
                 sums(p, &b, xi, dyv, part + (size_t)u * pf, y0 == ya);
             }
         }

@@ -54,7 +54,7 @@ static void weight_tiles(const lp_conv2d_params *p, const uint16_t *w, uint16_t 
 
 /* Output row r (image r / h, row r % h) of all k channels. */
 AMX static void forward_row(const lp_conv2d_params *p, const uint16_t *x, const uint16_t *wt, const float *bias, uint16_t *y,
-                            int r, uint16_t *mine, bool stream) {
+                            uint16_t *bits, int r, uint16_t *mine, bool stream) {
     const int h = p->h, w = p->w, k = p->k, n = r / h, oy = r % h;
     const size_t lr = padded_row(p);
     uint16_t *rows = mine, *a = rows + 3 * lr;
@@ -70,6 +70,7 @@ AMX static void forward_row(const lp_conv2d_params *p, const uint16_t *x, const 
     for (int l = 0; l < 32; l++) i01[l] = (uint16_t)(l < 9 ? l : l < 18 ? 32 + l - 9 : 0), i2[l] = (uint16_t)(l >= 18 ? l - 18 : 0);
     const __m512i idx01 = _mm512_loadu_si512(i01), idx2 = _mm512_loadu_si512(i2);
     const __mmask32 third = 0x07fc0000, used = 0x07ffffff;
+    const __m256i one = _mm256_set1_epi16(1), top = _mm256_set1_epi16(0x7fff);
     uint16_t *out = y + ((size_t)n * h + oy) * w * k;
     for (int x0 = 0; x0 < w; x0 += 32) {
         const int m = w - x0 < 32 ? w - x0 : 32;
@@ -105,6 +106,11 @@ AMX static void forward_row(const lp_conv2d_params *p, const uint16_t *x, const 
                 __m512 lo = _mm512_add_ps(_mm512_load_ps(s), b0), hi = _mm512_add_ps(_mm512_load_ps(s + 256), b1);
                 if (p->relu) lo = _mm512_max_ps(lo, z), hi = _mm512_max_ps(hi, z);
                 const __m256i l16 = (__m256i)_mm512_cvtneps_pbh(lo), h16 = (__m256i)_mm512_cvtneps_pbh(hi);
+                if (bits) { /* y > 0: its bits in [0x0001, 0x7fff], as the backward's test of y */
+                    uint16_t *bw = bits + (((size_t)n * h + oy) * w + x0 + j) * k / 16 + o0 / 16;
+                    bw[0] = (uint16_t)_mm256_cmplt_epu16_mask(_mm256_sub_epi16(l16, one), top);
+                    bw[1] = (uint16_t)_mm256_cmplt_epu16_mask(_mm256_sub_epi16(h16, one), top);
+                }
                 const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(l16), h16, 1);
                 uint16_t *at = out + (size_t)(x0 + j) * k + o0;
                 if (stream)
@@ -119,7 +125,8 @@ AMX static void forward_row(const lp_conv2d_params *p, const uint16_t *x, const 
 
 /* The parallel region holds no vector types (clang's outlined regions do not inherit
  * target attributes); the tiles are configured per thread. */
-void lp_conv_fwd_rgb_amx(const lp_conv2d_params *p, const void *x, const void *w, const float *bias, void *y, void *scratch) {
+void lp_conv_fwd_rgb_amx(const lp_conv2d_params *p, const void *x, const void *w, const float *bias, void *y, uint16_t *relu_bits,
+                         void *scratch) {
     char *base = (char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     uint16_t *wt = (uint16_t *)base;
     weight_tiles(p, w, wt);
@@ -138,7 +145,7 @@ LP_OMP(parallel num_threads(lp_amx_slot_threads()))
         uint16_t *mine = (uint16_t *)(base + weight_bytes(p) + (size_t)t * thread_bytes(p));
         lp_amx_tiles_on();
 LP_OMP(for schedule(static))
-        for (int r = 0; r < rows; r++) forward_row(p, (const uint16_t *)x, wt, bias, (uint16_t *)y, r, mine, stream);
+        for (int r = 0; r < rows; r++) forward_row(p, (const uint16_t *)x, wt, bias, (uint16_t *)y, relu_bits, r, mine, stream);
         lp_amx_tiles_off();
     }
 }

@@ -41,6 +41,11 @@ static lp_status conv_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
         if ((st = lp_buf_reserve(&l->wf, lp_md_size(&c->w_md), &grew))) return st;
         if (grew) l->wf_valid = false;
     }
+    const size_t bits = lp_conv2d_relu_bits_size(c);
+    if (bits) {
+        if ((st = lp_buf_reserve(&l->relu_bits, bits, NULL))) return st;
+        pl->u.conv.relu_bits = true;
+    }
     pl->out_md = c->dst_md;
     return reserve_scratch(net, lp_conv2d_scratch_size(c));
 }
@@ -148,6 +153,8 @@ static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
         if ((st = weights_for_forward(net, l, pl))) return st;
         w = l->wf.p;
     }
+    if (pl->u.conv.relu_bits)
+        return lp_conv2d_forward_relu_bits(c, net->stream, src, w, param_ptr(net, l->pb), y, l->relu_bits.p, net->scratch.p);
     return lp_conv2d_forward(c, net->stream, src, w, param_ptr(net, l->pb), y, net->scratch.p);
 }
 
@@ -217,8 +224,12 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
          * writes there directly (or into tmp_dw to be added); else a reorder to OIHW */
         float *gw = grad_ptr(net, l->pw);
         void *dw = l->st_blocked && !accumulate ? (void *)gw : net->tmp_dw.p;
-        if ((st = mask_in_bwd_w ? lp_conv2d_backward_weights_relu(c, net->stream, src, dy, y, dw, net->tmp_db.p, net->scratch.p)
-                                : lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p)))
+        /* the mask from the bits the forward wrote (1/16 of y's bytes), else from y */
+        const bool bits = mask_in_bwd_w && pl->u.conv.relu_bits && c->rgb_amx;
+        if ((st = bits            ? lp_conv2d_backward_weights_relu_bits(c, net->stream, src, dy, l->relu_bits.p, dw, net->tmp_db.p,
+                                                                         net->scratch.p)
+                  : mask_in_bwd_w ? lp_conv2d_backward_weights_relu(c, net->stream, src, dy, y, dw, net->tmp_db.p, net->scratch.p)
+                                  : lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p)))
             return st;
         if (!l->st_blocked &&
             (st = lp_reorder_exec(accumulate ? &pl->u.conv.re_dw : &pl->u.conv.re_dw_set, net->stream, net->tmp_dw.p, gw,

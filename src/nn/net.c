@@ -211,6 +211,7 @@ void lp_net_free(lp_net *net) {
         lp_buf_free(&net->layers[l].aux);
         lp_buf_free(&net->layers[l].wf);
         lp_buf_free(&net->layers[l].wb);
+        lp_buf_free(&net->layers[l].relu_bits);
         lp_reorder_free(&net->layers[l].st_to_blk);
         lp_reorder_free(&net->layers[l].st_to_plain);
     }

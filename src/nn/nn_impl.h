@@ -36,6 +36,7 @@ typedef struct lp_layer {
     /* per-layer buffers (shared by all batch-size plans) */
     lp_buf aux;    /* conv: reordered input; maxpool: workspace; dropout: mask */
     lp_buf wf, wb; /* conv: weights in the forward / backward-data layouts */
+    lp_buf relu_bits; /* conv: its ReLU mask, a bit a value, where its forward writes one */
     lp_md wf_md, wb_md;
     bool wf_valid, wb_valid;
     /* conv weights stored in a blocked layout (store.c): st_md while st_blocked */
@@ -64,6 +65,7 @@ typedef struct lp_plan_layer {
             lp_reorder re_in, re_din, re_wf, re_wb, re_wbf, re_dw, re_dw_set; /* re_wbf: forward copy -> backward-data layout */
             bool has_re_din, has_re_wf, has_re_wb, has_re_dw;
             bool dy_masked; /* the max pool after it applies the ReLU's backward */
+            bool relu_bits; /* the forward writes the ReLU mask as bits into the layer's relu_bits */
             lp_reorder re_wsf; /* bf16: blocked fp32 storage -> bf16 forward copy (built on use) */
             bool has_re_wsf;
         } conv;

@@ -584,6 +584,22 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
             dnnl_stream_wait(S);
             memcpy(dy0, dy, ysize);
             CHECK(lp_conv2d_backward_weights_relu(&cv, S, x, dy, y, dwb, db, scr));
+            if (cv.rgb_amx) {
+                /* the same mask as bits (as our RGB forward writes them): the same dw and db */
+                const size_t nv = ysize / 2, dwbytes = lp_md_size(&cv.bw_dw_md);
+                uint16_t *bits = calloc(nv / 16 + 1, 2);
+                void *dwb2 = lp_aligned_alloc(dwbytes);
+                float *db2 = lp_aligned_alloc((size_t)k * 4);
+                for (size_t i = 0; i < nv; i++) {
+                    const uint16_t v = ((const uint16_t *)y)[i];
+                    if (v >= 1 && v <= 0x7fff) bits[i / 16] |= (uint16_t)(1u << (i % 16));
+                }
+                CHECK(lp_conv2d_backward_weights_relu_bits(&cv, S, x, dy0, bits, dwb2, db2, scr));
+                const bool same = !memcmp(dwb2, dwb, dwbytes) && !memcmp(db2, db, (size_t)k * 4);
+                printf("bwd_w (%d,%d,%d,%d)->%d ReLU mask from bits: %s\n", n, c, h, w, k, same ? "the same dw, db ok" : "differ FAIL");
+                if (!same) failures++;
+                free(bits), free(dwb2), free(db2);
+            }
         } else {
             CHECK(lp_conv2d_backward_weights(&cv, S, x, dy, dwb, db, scr));
         }
@@ -784,6 +800,23 @@ static void test_fwd_small(int n, int c, int k, int h, int w, bool relu) {
         CHECK(lp_reorder_exec(&rx, S, xp, x, scr));
         CHECK(lp_reorder_exec(&rw, S, wp, wb, scr));
         CHECK(lp_conv2d_forward(&cv, S, x, wb, bp, y, scr));
+        const size_t nbits = lp_conv2d_relu_bits_size(&cv);
+        if (nbits) {
+            /* the forward that also writes the ReLU mask as bits: the same y, and bit i of
+             * word j set exactly where value 16 j + i of y (nhwc) is > 0 */
+            const size_t ybytes = lp_md_size(&cv.dst_md);
+            uint16_t *bits = lp_aligned_alloc(nbits), *y2 = lp_aligned_alloc(ybytes);
+            memset(bits, 0xa5, nbits);
+            CHECK(lp_conv2d_forward_relu_bits(&cv, S, x, wb, bp, y2, bits, scr));
+            size_t wrong = memcmp(y, y2, ybytes) != 0;
+            for (size_t i = 0; i < ybytes / 2; i++) {
+                const float v = f32_of(((const uint16_t *)y2)[i]);
+                if (((bits[i / 16] >> (i % 16)) & 1) != (v > 0)) wrong++;
+            }
+            printf("forward (%d,%d,%d,%d)->%d ReLU bits: %zu wrong %s\n", n, c, h, w, k, wrong, wrong ? "FAIL" : "ok");
+            if (wrong) failures++;
+            free(bits), free(y2);
+        }
         CHECK(lp_reorder_exec(&ry, S, y, yp, scr));
         dnnl_stream_wait(S);
         double worst = 0; /* in bf16 ulps */
