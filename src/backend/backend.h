@@ -28,6 +28,9 @@ typedef dnnl_memory_desc_t lp_md;
 #define LP_OMP(x)
 #endif
 
+/* The calling thread's number in its OpenMP team (0 without OpenMP). */
+int lp_omp_thread(void);
+
 /* ---- engine, streams, errors ------------------------------------------ */
 dnnl_engine_t lp_dnnl_engine(void); /* process-wide CPU engine, created on first use; NULL on failure */
 lp_status lp_dnnl_stream_create(dnnl_stream_t *out);
@@ -127,18 +130,18 @@ lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const 
 lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch);
 /* dw written (not accumulated) in bw_dw_md; db (k) written. */
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch);
-/* The same from a dy not yet multiplied by the ReLU mask of the output y (unchanged in
- * memory; y NULL: no mask); only where the kernel does that masking itself
- * (c->own_bwd_w_rgb, which picks the AVX512-BF16 or the AMX kernel here). */
 /* The ReLU mask as bits (lp_conv2d_relu_bits_size bytes, 0: not available here) that
- * the forward writes next to y and backward weights reads instead of y. */
+ * the forward writes next to y, for backward weights to read instead of y. */
 size_t lp_conv2d_relu_bits_size(const lp_conv2d *c);
 lp_status lp_conv2d_forward_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y,
                                       uint16_t *bits, void *scratch);
-lp_status lp_conv2d_backward_weights_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const uint16_t *bits,
-                                               void *dw, void *db, void *scratch);
-lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y, void *dw,
-                                          void *db, void *scratch);
+/* Backward weights from a dy not yet multiplied by the ReLU mask of the output y
+ * (unchanged in memory; y NULL: no mask); only where the kernel does that masking itself
+ * (c->own_bwd_w_rgb, which picks the AVX512-BF16 or the AMX kernel here). bits (or
+ * NULL): the same mask from lp_conv2d_forward_relu_bits, read instead of y by the kernel
+ * that can (the AMX one). */
+lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y,
+                                          const uint16_t *bits, void *dw, void *db, void *scratch);
 void lp_conv2d_free(lp_conv2d *c);
 /* Tests set these false to run oneDNN's backward weights / data where ours would run. */
 extern bool lp_conv_bwd_w_own_allowed, lp_conv_bwd_d_own_allowed, lp_conv_fwd_own_allowed;
@@ -174,6 +177,8 @@ void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, const void 
  * bf16 nhwc convolution with 3 input channels, k % 32 == 0, weights Adcb16a. relu_bits
  * (or NULL): bit i of word j set where y's value 16 j + i (nhwc order) is > 0, for a
  * backward that masks dy without reading y (n h w k / 8 bytes). */
+/* Outputs of our kernels larger than this (beyond the L2s) are written around the caches. */
+#define LP_STREAM_FROM ((size_t)8 << 20)
 size_t lp_conv_fwd_rgb_amx_scratch(const lp_conv2d_params *p);
 void lp_conv_fwd_rgb_amx(const lp_conv2d_params *p, const void *x, const void *w, const float *bias, void *y,
                          uint16_t *relu_bits, void *scratch);

@@ -363,7 +363,7 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
         lp_conv_bwd_w_small(&c->p, c->vec_x, c->vec_y, x, dy, dw, db, scratch);
         return LP_OK;
     }
-    if (c->own_bwd_w_rgb) return lp_conv2d_backward_weights_relu(c, s, x, dy, NULL, dw, db, scratch); /* no mask */
+    if (c->own_bwd_w_rgb) return lp_conv2d_backward_weights_relu(c, s, x, dy, NULL, NULL, dw, db, scratch); /* no mask */
     if (c->own_bwd_w_amx) {
         lp_conv_bwd_w_amx(&c->p, x, dy, dw, db, scratch);
         return LP_OK;
@@ -372,19 +372,18 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
     return lp_prim_exec(&c->bwd_w, s, p, scratch);
 }
 
-lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y, void *dw,
-                                          void *db, void *scratch) {
+lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y,
+                                          const uint16_t *bits, void *dw, void *db, void *scratch) {
     (void)s;
     if (!c->own_bwd_w_rgb) return lp_fail(LP_ERR_ARG, "conv2d: backward weights with the ReLU mask needs our RGB kernel");
-    if (c->rgb_amx)
-        lp_conv_bwd_w_rgb_amx(&c->p, x, dy, y, NULL, dw, db, scratch);
+    if (c->rgb_amx) /* the bits: 1/16 of y's bytes (at 224x224 batch 16, y is 103 MB) */
+        lp_conv_bwd_w_rgb_amx(&c->p, x, dy, bits ? NULL : y, bits, dw, db, scratch);
     else
         lp_conv_bwd_w_rgb(&c->p, x, dy, y, dw, db, scratch);
     return LP_OK;
 }
 
-/* Our RGB forward on AMX can write the ReLU mask as bits: the RGB backward weights then
- * reads 1/16 of y's bytes (at 224x224 batch 16, y is 103 MB). */
+/* Our RGB forward on AMX can write the ReLU mask as bits. */
 size_t lp_conv2d_relu_bits_size(const lp_conv2d *c) {
     return c->own_fwd_rgb && c->p.relu ? (size_t)c->p.n * c->oh * c->ow * c->p.k / 8 : 0;
 }
@@ -394,15 +393,6 @@ lp_status lp_conv2d_forward_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void 
     (void)s;
     if (!lp_conv2d_relu_bits_size(c)) return lp_fail(LP_ERR_ARG, "conv2d: ReLU bits need our RGB forward with ReLU");
     lp_conv_fwd_rgb_amx(&c->p, x, w, b, y, bits, scratch);
-    return LP_OK;
-}
-
-lp_status lp_conv2d_backward_weights_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const uint16_t *bits,
-                                               void *dw, void *db, void *scratch) {
-    (void)s;
-    if (!c->own_bwd_w_rgb || !c->rgb_amx)
-        return lp_fail(LP_ERR_ARG, "conv2d: backward weights with ReLU bits needs our RGB kernel on AMX");
-    lp_conv_bwd_w_rgb_amx(&c->p, x, dy, NULL, bits, dw, db, scratch);
     return LP_OK;
 }
 

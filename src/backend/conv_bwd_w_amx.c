@@ -133,6 +133,14 @@ int lp_amx_slots(void) {
 #endif
 }
 
+int lp_omp_thread(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 int lp_amx_slot_threads(void) {
     const int t = max_threads();
     return t < lp_amx_slots() ? t : lp_amx_slots();
@@ -486,11 +494,7 @@ static void in_bands(const lp_conv2d_params *p, const uint16_t *x, const uint16_
     float *acc = (float *)((char *)scratch + slot * lp_amx_slots()), *sums = acc + (size_t)(u.parts - 1) * weights_size(p);
 LP_OMP(parallel num_threads(lp_amx_slot_threads()))
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
+        const int t = lp_omp_thread();
         uint16_t *xt = (uint16_t *)((char *)scratch + slot * t), *dyv = xt + g.xt_size;
         lp_amx_tiles_on();
 LP_OMP(for schedule(dynamic))

@@ -27,9 +27,6 @@
 #include "backend.h"
 #include <immintrin.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define AMX __attribute__((target("avx512f,avx512bw,avx512vl,amx-tile,amx-bf16")))
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
@@ -190,11 +187,7 @@ AVX512 void lp_conv_bwd_w_rgb_amx(const lp_conv2d_params *p, const void *x, cons
     float *part = (float *)((char *)scratch + slot * lp_amx_slots());
 LP_OMP(parallel num_threads(lp_amx_slot_threads()))
     {
-#ifdef _OPENMP
-        const int th = omp_get_thread_num();
-#else
-        const int th = 0;
-#endif
+        const int th = lp_omp_thread();
         uint16_t *xt = (uint16_t *)((char *)scratch + slot * th), *xi = xt + full.xt, *dyv = xi + full.xi;
         lp_amx_tiles_on();
 LP_OMP(for schedule(dynamic))

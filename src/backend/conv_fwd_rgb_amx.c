@@ -20,9 +20,6 @@
 #include "backend.h"
 #include <immintrin.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 #define DEPTH 32 /* bf16 a pixel's row: 27 inputs, then zeros */
@@ -134,14 +131,10 @@ void lp_conv_fwd_rgb_amx(const lp_conv2d_params *p, const void *x, const void *w
     /* a y larger than the L2s written around the caches (4.2 ms less at 224x224 batch
      * 16: no line is read to be overwritten, and the next layer's forward reading it
      * took no longer), where every 32 channels of a pixel are a whole line */
-    const bool stream = ((uintptr_t)y & 63) == 0 && (size_t)rows * p->w * p->k * 2 > ((size_t)8 << 20);
+    const bool stream = ((uintptr_t)y & 63) == 0 && (size_t)rows * p->w * p->k * 2 > LP_STREAM_FROM;
 LP_OMP(parallel num_threads(lp_amx_slot_threads()))
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
+        const int t = lp_omp_thread();
         uint16_t *mine = (uint16_t *)(base + weight_bytes(p) + (size_t)t * thread_bytes(p));
         lp_amx_tiles_on();
 LP_OMP(for schedule(static))

@@ -32,10 +32,20 @@ TARGET static inline void store16(void *p, __m512 v, bool bf16) {
     _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(w));
 }
 
-/* store16 of bf16 around the caches (p: 32-byte aligned). */
-TARGET static inline void stream16(void *p, __m512 v) {
+/* store16, around the caches where stream (bf16 only; p 32-byte aligned). */
+TARGET static inline void put16(void *p, __m512 v, bool bf16, bool stream) {
+    if (!stream) {
+        store16(p, v, bf16);
+        return;
+    }
     __m512i w = _mm512_srli_epi32(_mm512_castps_si512(v), 16);
     _mm256_stream_si256((__m256i *)p, _mm512_cvtepi32_epi16(w));
+}
+
+/* Whether a bf16 output goes around the caches: one over LP_STREAM_FROM bytes (its
+ * lines would only be read to be overwritten), aligned, whole lines per pixel. */
+static bool streamed(bool bf16, int vec, size_t bytes, const void *out) {
+    return bf16 && vec % 32 == 0 && ((uintptr_t)out & 63) == 0 && bytes > LP_STREAM_FROM;
 }
 
 /* PyTorch's rule, lane-wise: take v when v > m or v is NaN. */
@@ -69,13 +79,11 @@ TARGET static void forward_row(const void *x, void *y, uint8_t *idx, long long r
             __mmask16 pos = _mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ);
             k = _mm512_mask_or_epi32(k, (__mmask16)~pos, k, _mm512_set1_epi32(4));
             size_t o = (size_t)j * vec + c;
-            if (stream) {
-                stream16(yr + o * es, m);
+            put16(yr + o * es, m, bf16, stream);
+            if (stream)
                 _mm_stream_si128((__m128i *)(ir + o), _mm512_cvtepi32_epi8(k));
-                continue;
-            }
-            store16(yr + o * es, m, bf16);
-            _mm_storeu_si128((__m128i *)(ir + o), _mm512_cvtepi32_epi8(k));
+            else
+                _mm_storeu_si128((__m128i *)(ir + o), _mm512_cvtepi32_epi8(k));
         }
     if (stream) _mm_sfence(); /* the streamed stores land before other threads read y */
 }
@@ -97,17 +105,10 @@ TARGET static void backward_row(const void *dy, const uint8_t *idx, void *dx, lo
             __m512 g = load16(gr + o * es, bf16);
             __m512i k = _mm512_and_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ir + o))), keep);
             size_t a = ((size_t)2 * j * vec + c) * es, b = a + (size_t)vec * es;
-            if (stream) {
-                stream16(x0 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(0)), g));
-                stream16(x0 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(1)), g));
-                stream16(x1 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(2)), g));
-                stream16(x1 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(3)), g));
-                continue;
-            }
-            store16(x0 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(0)), g), bf16);
-            store16(x0 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(1)), g), bf16);
-            store16(x1 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(2)), g), bf16);
-            store16(x1 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(3)), g), bf16);
+            put16(x0 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(0)), g), bf16, stream);
+            put16(x0 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(1)), g), bf16, stream);
+            put16(x1 + a, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(2)), g), bf16, stream);
+            put16(x1 + b, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(3)), g), bf16, stream);
         }
     if (w % 2) {
         memset(x0 + (size_t)(w - 1) * vec * es, 0, (size_t)vec * es);
@@ -120,10 +121,8 @@ TARGET static void backward_row(const void *dy, const uint8_t *idx, void *dx, lo
  * which (in clang) does not inherit the target attribute. */
 void lp_maxpool2x2_forward(const void *x, void *y, uint8_t *idx, int planes, int h, int w, int vec, bool bf16) {
     const long long rows = (long long)planes * (h / 2);
-    /* as in backward: x over 8 MB (VGG at 224x224 batch 16: 1 ms less at 224x224), y and
-     * idx written around the caches */
-    const bool stream = bf16 && vec % 32 == 0 && ((uintptr_t)y & 63) == 0 && ((uintptr_t)idx & 63) == 0 &&
-                        (size_t)planes * h * w * vec * 2 > ((size_t)8 << 20);
+    /* x over LP_STREAM_FROM: y and idx around the caches (1 ms less at 224x224 batch 16) */
+    const bool stream = streamed(bf16, vec, (size_t)planes * h * w * vec * 2, y) && ((uintptr_t)idx & 63) == 0;
 LP_OMP(parallel for if (rows * (w / 2) * vec > 16384))
     for (long long r = 0; r < rows; r++) forward_row(x, y, idx, r, h, w, vec, bf16, stream);
 }
@@ -136,9 +135,8 @@ void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int pl
                             bool relu) {
     const size_t row = (size_t)w * vec * (bf16 ? 2 : 4);
     const long long rows = (long long)planes * (h / 2);
-    /* a bf16 dx larger than the L2s written around the caches (whole lines: 16-channel
-     * pieces of a pixel, all written in turn), no line read to be overwritten */
-    const bool stream = bf16 && vec % 32 == 0 && ((uintptr_t)dx & 63) == 0 && (size_t)planes * h * row > ((size_t)8 << 20);
+    /* (whole lines: the 16-channel pieces of a pixel are written in turn) */
+    const bool stream = streamed(bf16, vec, (size_t)planes * h * row, dx);
 LP_OMP(parallel for if (rows * (w / 2) * vec > 16384))
     for (long long r = 0; r < rows; r++) backward_row(dy, idx, dx, r, h, w, vec, bf16, relu, stream);
     if (h % 2)

@@ -224,12 +224,9 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
          * writes there directly (or into tmp_dw to be added); else a reorder to OIHW */
         float *gw = grad_ptr(net, l->pw);
         void *dw = l->st_blocked && !accumulate ? (void *)gw : net->tmp_dw.p;
-        /* the mask from the bits the forward wrote (1/16 of y's bytes), else from y */
-        const bool bits = mask_in_bwd_w && pl->u.conv.relu_bits && c->rgb_amx;
-        if ((st = bits            ? lp_conv2d_backward_weights_relu_bits(c, net->stream, src, dy, l->relu_bits.p, dw, net->tmp_db.p,
-                                                                         net->scratch.p)
-                  : mask_in_bwd_w ? lp_conv2d_backward_weights_relu(c, net->stream, src, dy, y, dw, net->tmp_db.p, net->scratch.p)
-                                  : lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p)))
+        const uint16_t *bits = pl->u.conv.relu_bits ? l->relu_bits.p : NULL; /* the mask the forward wrote */
+        if ((st = mask_in_bwd_w ? lp_conv2d_backward_weights_relu(c, net->stream, src, dy, y, bits, dw, net->tmp_db.p, net->scratch.p)
+                                : lp_conv2d_backward_weights(c, net->stream, src, dy, dw, net->tmp_db.p, net->scratch.p)))
             return st;
         if (!l->st_blocked &&
             (st = lp_reorder_exec(accumulate ? &pl->u.conv.re_dw : &pl->u.conv.re_dw_set, net->stream, net->tmp_dw.p, gw,

@@ -583,7 +583,7 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
             CHECK(lp_reorder_exec(&ry, S, act, y, scr));
             dnnl_stream_wait(S);
             memcpy(dy0, dy, ysize);
-            CHECK(lp_conv2d_backward_weights_relu(&cv, S, x, dy, y, dwb, db, scr));
+            CHECK(lp_conv2d_backward_weights_relu(&cv, S, x, dy, y, NULL, dwb, db, scr));
             if (cv.rgb_amx) {
                 /* the same mask as bits (as our RGB forward writes them): the same dw and db */
                 const size_t nv = ysize / 2, dwbytes = lp_md_size(&cv.bw_dw_md);
@@ -594,7 +594,7 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
                     const uint16_t v = ((const uint16_t *)y)[i];
                     if (v >= 1 && v <= 0x7fff) bits[i / 16] |= (uint16_t)(1u << (i % 16));
                 }
-                CHECK(lp_conv2d_backward_weights_relu_bits(&cv, S, x, dy0, bits, dwb2, db2, scr));
+                CHECK(lp_conv2d_backward_weights_relu(&cv, S, x, dy0, y, bits, dwb2, db2, scr));
                 const bool same = !memcmp(dwb2, dwb, dwbytes) && !memcmp(db2, db, (size_t)k * 4);
                 printf("bwd_w (%d,%d,%d,%d)->%d ReLU mask from bits: %s\n", n, c, h, w, k, same ? "the same dw, db ok" : "differ FAIL");
                 if (!same) failures++;
