@@ -121,12 +121,13 @@ static int max_threads(void) {
 }
 
 /* Band slots: one per processor (the most threads that run at once), counted once per
- * process: omp_get_num_procs follows the CPU affinity of the moment, and a count that
- * grew between sizing the scratch and running would place the slots past its end. */
+ * process: a count that grew between sizing the scratch and running would place the
+ * slots past its end. lp_cpu_count, not omp_get_num_procs: that follows the calling
+ * thread's affinity, one CPU once the compute threads are pinned. */
 int lp_amx_slots(void) {
 #ifdef _OPENMP
     static int procs;
-    if (!procs) procs = omp_get_num_procs();
+    if (!procs) procs = lp_cpu_count();
     return procs;
 #else
     return 1;

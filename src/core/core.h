@@ -103,6 +103,13 @@ lp_status lp_atomic_commit(lp_atomic_file *f); /* frees f */
 void lp_atomic_abort(lp_atomic_file *f);       /* frees f, removes temporary */
 lp_status lp_write_file_atomic(const char *path, const void *data, size_t n);
 
+/* ---- threads ---------------------------------------------------------- */
+/* A thread the library starts outside OpenMP (data workers) calls this first: it
+ * would otherwise keep the one CPU of the compute thread that started it. */
+void lp_thread_unpin(void);
+/* CPUs the process may use, counted as before the compute threads were pinned. */
+int lp_cpu_count(void);
+
 /* ---- time ------------------------------------------------------------- */
 double lp_now(void); /* monotonic seconds */
 

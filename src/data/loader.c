@@ -104,6 +104,7 @@ static lp_status do_item(lp_loader *l, lp_buf *b, int i, int64_t *decoded) {
 
 static void *worker(void *arg) {
     lp_loader *l = arg;
+    lp_thread_unpin();
     pthread_mutex_lock(&l->mu);
     for (;;) {
         while (!l->quit && (l->job_buf < 0 || l->job_next >= l->bufs[l->job_buf].n)) pthread_cond_wait(&l->cv_work, &l->mu);

@@ -329,6 +329,11 @@ static void *check_worker(void *arg) {
     return NULL;
 }
 
+static void *check_thread(void *arg) {
+    lp_thread_unpin();
+    return check_worker(arg);
+}
+
 static void check_all(cand_list *l, const lp_scan_options *opt) {
     check_ctx cc = {.list = l, .opt = opt};
     pthread_mutex_init(&cc.mu, NULL);
@@ -338,7 +343,7 @@ static void check_all(cand_list *l, const lp_scan_options *opt) {
     if (nw > 64) nw = 64;
     int started = 0;
     for (int i = 1; i < nw; i++)
-        if (pthread_create(&th[started], NULL, check_worker, &cc) == 0) started++;
+        if (pthread_create(&th[started], NULL, check_thread, &cc) == 0) started++;
     check_worker(&cc);
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
     pthread_mutex_destroy(&cc.mu);
