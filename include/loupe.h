@@ -61,7 +61,10 @@ const char *lp_status_name(lp_status s);
 /** @return the library version string. */
 const char *lp_version(void);
 
-/** Sets the number of compute threads (0 = all cores). */
+/** Sets the number of compute threads (0 = one per CPU the process may use). Where
+ * they take every such CPU, and no OpenMP binding is set (OMP_PROC_BIND, OMP_PLACES,
+ * GOMP_CPU_AFFINITY; OMP_PROC_BIND=false to opt out), each is pinned to one CPU;
+ * the library's data worker threads are not. */
 void lp_set_threads(int n);
 int lp_get_threads(void);
 

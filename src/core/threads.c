@@ -55,10 +55,7 @@ void lp_thread_unpin(void) {
 }
 
 void lp_set_threads(int n) {
-    if (n <= 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        n = c > 0 ? (int)c : 1;
-    }
+    if (n <= 0) n = lp_cpu_count(); /* those the process may use (taskset, cpusets), not all online */
     g_threads = n;
 #ifdef _OPENMP
     omp_set_num_threads(n);
