@@ -48,7 +48,12 @@ TARGET static void tile(const lp_conv2d_params *p, const uint16_t *dy, const uin
     for (int a = 0; a < a32; a++)
         for (int t = 0; t < 9; t++) {
             const uint16_t *wb = w + (((size_t)a * ib16 + ib) * 9 + t) * 512;
+            /* the same tap's weights of the next output block (or the next job's first):
+             * the blocks lie ib16 * 9 KB apart, and alone the thread waited on memory at
+             * 6 GB/s (2x2 512->512 with cold weights: 0.55-0.67 -> 0.37 ms) */
+            const uint16_t *next = a + 1 < a32 ? wb + (size_t)ib16 * 9 * 512 : ib + 1 < ib16 ? w + ((size_t)(ib + 1) * 9 + t) * 512 : wb;
             for (int s = 0; s < 16; s++) {
+                _mm_prefetch((const char *)(next + s * 32), _MM_HINT_T0);
                 const __m512bh wv = (__m512bh)_mm512_loadu_si512(wb + s * 32);
                 /* the pair dy[o], dy[o + 1] of a pixel; nChw16c keeps a pair in one 16-block */
                 const int o = a * 32 + 2 * s;

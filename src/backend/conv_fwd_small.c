@@ -22,6 +22,11 @@
 
 #define TARGET __attribute__((target("avx512f,avx512bf16")))
 #define TILE 8 /* positions per register tile */
+/* How far ahead the weights are fetched: on this 2-core VM a thread waited on memory at
+ * 6 GB/s with only the hardware prefetcher (its reads too slow to keep enough lines in
+ * flight), and a 2x2 512->512 layer with cold weights took 0.39-0.40 ms; 4 KB ahead
+ * (and no products for taps in the padding, below) 0.24-0.27 ms. */
+#define AHEAD 4096
 
 bool lp_conv_fwd_own_allowed = true;
 
@@ -43,16 +48,25 @@ TARGET static void tile(const lp_conv2d_params *p, const uint16_t *x, const uint
                             ? x + (((size_t)n * h + iy) * wd + ix) * p->c
                             : zero;
         }
+    /* the positions each tap reaches inside the map: on a 2x2 map 4 of 9 taps a position */
+    unsigned inside[9];
+    for (int t = 0; t < 9; t++) {
+        inside[t] = 0;
+        for (int j = 0; j < TILE; j++) inside[t] |= (unsigned)(src[t][j] != zero) << j;
+    }
     __m512 lo[TILE], hi[TILE];
     for (int j = 0; j < TILE; j++) lo[j] = hi[j] = _mm512_setzero_ps();
     for (int t = 0; t < 9; t++)
         for (int b = 0; b < b32; b++) {
             const uint16_t *wb = w + (((size_t)a * 9 + t) * b32 + b) * 1024;
             for (int s = 0; s < 16; s++) {
+                _mm_prefetch((const char *)(wb + s * 64) + AHEAD, _MM_HINT_T0);
+                _mm_prefetch((const char *)(wb + s * 64) + AHEAD + 64, _MM_HINT_T0);
                 const __m512bh w0 = (__m512bh)_mm512_loadu_si512(wb + s * 64);
                 const __m512bh w1 = (__m512bh)_mm512_loadu_si512(wb + s * 64 + 32);
                 const int i = b * 32 + 2 * s;
                 for (int j = 0; j < TILE; j++) {
+                    if (!(inside[t] >> j & 1)) continue; /* x is zero there: the product adds +-0 */
                     uint32_t pair;
                     memcpy(&pair, src[t][j] + i, 4);
                     const __m512bh xv = (__m512bh)_mm512_set1_epi32((int)pair);
