@@ -199,8 +199,7 @@ uint64_t lp_hash_bytes(const uint8_t *p, size_t n) {
 }
 
 int lp_data_auto_workers(bool background) {
-    long c = sysconf(_SC_NPROCESSORS_ONLN);
-    int n = c > 0 ? (int)c : 1;
+    const int n = lp_cpu_count(); /* those the process may use (taskset, cpusets) */
     if (!background) return n > 16 ? 16 : n;
     /* Background prefetch competes with the OpenMP compute threads: a quarter of the cores. */
     int w = n / 4;
