@@ -235,23 +235,32 @@ lp_status lp_maxpool_backward(lp_maxpool *m, dnnl_stream_t s, const void *dy, co
 void lp_maxpool_free(lp_maxpool *m);
 
 /* ---- dense (+ fused ReLU), plain row-major ---------------------------------
- * x: (n, in), w: (out, in) as torch.nn.Linear, b: (out), y: (n, out). */
+ * x: (n, in), w: (out, in) as torch.nn.Linear, b: (out), y: (n, out), all fp32.
+ * bf16: the matmuls take x, dy and w rounded to bf16 (w's bf16 copy, made by
+ * lp_dense_weights_bf16); y, dx, dw and db stay fp32. */
 typedef struct lp_dense {
     int n, in, out;
-    bool relu;
+    bool relu, bf16;
     lp_prim fwd, bwd_data, bwd_w, bwd_w_set;
+    lp_reorder x_to_bf16, dy_to_bf16, w_to_bf16; /* bf16 only */
     bool has_bwd_data, has_bwd_w;
 } lp_dense;
-lp_status lp_dense_init(lp_dense *d, int n, int in, int out, bool relu);
+lp_status lp_dense_init(lp_dense *d, int n, int in, int out, bool relu, bool bf16);
 lp_status lp_dense_init_backward(lp_dense *d, bool data, bool weights);
 size_t lp_dense_scratch_size(const lp_dense *d);
-lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const float *w, const float *b, float *y, void *scratch);
-/* dy already multiplied by the ReLU mask. dx overwritten. */
-lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const float *w, float *dx, void *scratch);
-/* dw += dy^T x ; db += sum over n of dy (accumulate), or dw = ..., db = ... (overwrite). */
+/* bf16: wbf (out, in) = w rounded to bf16. */
+lp_status lp_dense_weights_bf16(lp_dense *d, dnnl_stream_t s, const float *w, uint16_t *wbf, void *scratch);
+/* w: fp32, or in bf16 the bf16 copy. */
+lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const void *w, const float *b, float *y, void *scratch);
+/* dy already multiplied by the ReLU mask. dx overwritten. w: as for forward. */
+lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const void *w, float *dx, void *scratch);
+/* dw += dy^T x ; db += sum over n of dy (accumulate), or dw = ..., db = ... (overwrite).
+ * db from the fp32 dy also in bf16. */
 lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x, const float *dy, float *dw, float *db,
                                    bool accumulate, void *scratch);
-/* Small batches (n <= 4): backward runs our own loops (dense.c says why). */
+/* Small batches (n <= LP_DENSE_SMALL_BATCH) in fp32: backward runs our own loops
+ * (dense.c says why). */
+#define LP_DENSE_SMALL_BATCH 4
 bool lp_dense_small_batch(const lp_dense *d);
 /* Small batches: dx (when not NULL) from dy and w, and, with fn, each piece [lo, hi)
  * of dw (flat (out, in) indices; g holds dw[lo, hi)) handed to fn as it is made, after

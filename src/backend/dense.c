@@ -1,23 +1,33 @@
 /* Dense (fully connected) forward/backward with oneDNN matmul on plain
- * row-major data; weights stay in torch.nn.Linear's (out, in) layout. */
+ * row-major data; weights stay in torch.nn.Linear's (out, in) layout.
+ *
+ * bf16 (as PyTorch's autocast runs nn.Linear): the matmuls take x, dy and the
+ * weights' bf16 copy (the caller keeps it: lp_dense_weights_bf16) and run on AMX;
+ * y, dx, dw, the bias and its gradient stay fp32. x and dy are converted into
+ * scratch, after the primitives' own scratchpad. bf16 runs oneDNN's matmuls at every
+ * batch size (our small-batch loops are fp32). */
 #include "backend.h"
 #include <string.h>
 
-#define LP_DENSE_SMALL_BATCH 4
 /* small batches' backward (lp_dense_backward_small): */
 #define DX_CHUNKS 16 /* at most */
 #define DX_ROWS 4    /* rows per pass over a chunk's partial dx */
 #define PIECE 2048   /* floats of a row per piece handed to the fused update: 8 KB;
                       * DX_ROWS rows of it, 32 KB, stay in L1 for the update */
 
-bool lp_dense_small_batch(const lp_dense *d) { return d->n <= LP_DENSE_SMALL_BATCH; }
+bool lp_dense_small_batch(const lp_dense *d) { return !d->bf16 && d->n <= LP_DENSE_SMALL_BATCH; }
 
-static lp_md md_strided(int64_t d0, int64_t d1, int64_t s0, int64_t s1) {
+static lp_md md_strided(int64_t d0, int64_t d1, int64_t s0, int64_t s1, dnnl_data_type_t dt) {
     lp_md md;
     dnnl_dims_t d = {d0, d1}, s = {s0, s1};
-    dnnl_memory_desc_init_by_strides(&md, 2, d, dnnl_f32, s);
+    dnnl_memory_desc_init_by_strides(&md, 2, d, dt, s);
     return md;
 }
+
+static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+/* The data type of the products' operands. */
+static dnnl_data_type_t op_type(const lp_dense *d) { return d->bf16 ? dnnl_bf16 : dnnl_f32; }
 
 static lp_status matmul_prim(lp_prim *pr, const lp_md *a, const lp_md *b, const lp_md *bias, const lp_md *c, bool relu, bool sum) {
     dnnl_matmul_desc_t desc;
@@ -36,28 +46,38 @@ static lp_status matmul_prim(lp_prim *pr, const lp_md *a, const lp_md *b, const 
     return st;
 }
 
-lp_status lp_dense_init(lp_dense *d, int n, int in, int out, bool relu) {
+lp_status lp_dense_init(lp_dense *d, int n, int in, int out, bool relu, bool bf16) {
     memset(d, 0, sizeof *d);
     d->n = n;
     d->in = in;
     d->out = out;
     d->relu = relu;
-    lp_md x = md_strided(n, in, in, 1), w = md_strided(in, out, 1, in), b = md_strided(1, out, out, 1),
-          y = md_strided(n, out, out, 1);
-    return matmul_prim(&d->fwd, &x, &w, &b, &y, relu, false);
+    d->bf16 = bf16;
+    const dnnl_data_type_t t = op_type(d);
+    lp_md x = md_strided(n, in, in, 1, t), w = md_strided(in, out, 1, in, t), b = md_strided(1, out, out, 1, dnnl_f32),
+          y = md_strided(n, out, out, 1, dnnl_f32);
+    lp_status st = matmul_prim(&d->fwd, &x, &w, &b, &y, relu, false);
+    if (st || !bf16) return st;
+    lp_md xf = md_strided(n, in, in, 1, dnnl_f32), wf = md_strided(out, in, in, 1, dnnl_f32),
+          wb = md_strided(out, in, in, 1, dnnl_bf16), dyf = md_strided(n, out, out, 1, dnnl_f32),
+          dyb = md_strided(n, out, out, 1, dnnl_bf16);
+    if ((st = lp_reorder_init(&d->x_to_bf16, &xf, &x, false))) return st;
+    if ((st = lp_reorder_init(&d->dy_to_bf16, &dyf, &dyb, false))) return st;
+    return lp_reorder_init(&d->w_to_bf16, &wf, &wb, false);
 }
 
 lp_status lp_dense_init_backward(lp_dense *d, bool data, bool weights) {
     lp_status st;
+    const dnnl_data_type_t t = op_type(d);
     if (data && !d->has_bwd_data) {
-        lp_md dy = md_strided(d->n, d->out, d->out, 1), w = md_strided(d->out, d->in, d->in, 1),
-              dx = md_strided(d->n, d->in, d->in, 1);
+        lp_md dy = md_strided(d->n, d->out, d->out, 1, t), w = md_strided(d->out, d->in, d->in, 1, t),
+              dx = md_strided(d->n, d->in, d->in, 1, dnnl_f32);
         if ((st = matmul_prim(&d->bwd_data, &dy, &w, NULL, &dx, false, false))) return st;
         d->has_bwd_data = true;
     }
     if (weights && !d->has_bwd_w) {
-        lp_md dyt = md_strided(d->out, d->n, 1, d->out), x = md_strided(d->n, d->in, d->in, 1),
-              dw = md_strided(d->out, d->in, d->in, 1);
+        lp_md dyt = md_strided(d->out, d->n, 1, d->out, t), x = md_strided(d->n, d->in, d->in, 1, t),
+              dw = md_strided(d->out, d->in, d->in, 1, dnnl_f32);
         if ((st = matmul_prim(&d->bwd_w, &dyt, &x, NULL, &dw, false, true))) return st;
         if ((st = matmul_prim(&d->bwd_w_set, &dyt, &x, NULL, &dw, false, false))) return st;
         d->has_bwd_w = true;
@@ -65,18 +85,48 @@ lp_status lp_dense_init_backward(lp_dense *d, bool data, bool weights) {
     return LP_OK;
 }
 
-size_t lp_dense_scratch_size(const lp_dense *d) {
+/* The primitives' scratchpad (or the small batches' partial dx), before the bf16 x
+ * and dy. */
+static size_t prim_scratch(const lp_dense *d) {
     size_t s = d->fwd.scratch_size;
     if (d->has_bwd_data && d->bwd_data.scratch_size > s) s = d->bwd_data.scratch_size;
     const size_t parts = sizeof(float) * DX_CHUNKS * (size_t)d->n * d->in;
     if (d->has_bwd_data && lp_dense_small_batch(d) && parts > s) s = parts;
     if (d->has_bwd_w && d->bwd_w.scratch_size > s) s = d->bwd_w.scratch_size;
     if (d->has_bwd_w && d->bwd_w_set.scratch_size > s) s = d->bwd_w_set.scratch_size;
+    if (d->bf16) {
+        const size_t r[3] = {d->x_to_bf16.prim.scratch_size, d->dy_to_bf16.prim.scratch_size, d->w_to_bf16.prim.scratch_size};
+        for (int i = 0; i < 3; i++)
+            if (r[i] > s) s = r[i];
+    }
+    return align64(s);
+}
+
+/* bf16: x (n, in) and dy (n, out) converted into scratch after the primitives' part. */
+static void *x_bf16(const lp_dense *d, void *scratch) { return (char *)scratch + prim_scratch(d); }
+static void *dy_bf16(const lp_dense *d, void *scratch) {
+    return (char *)x_bf16(d, scratch) + align64(sizeof(uint16_t) * (size_t)d->n * d->in);
+}
+
+size_t lp_dense_scratch_size(const lp_dense *d) {
+    size_t s = prim_scratch(d);
+    if (d->bf16) s += align64(sizeof(uint16_t) * (size_t)d->n * d->in) + align64(sizeof(uint16_t) * (size_t)d->n * d->out);
     return s;
 }
 
-lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const float *w, const float *b, float *y, void *scratch) {
-    void *p[4] = {(void *)x, (void *)w, (void *)b, y};
+lp_status lp_dense_weights_bf16(lp_dense *d, dnnl_stream_t s, const float *w, uint16_t *wbf, void *scratch) {
+    if (!d->bf16) return lp_fail(LP_ERR_BACKEND, "internal: bf16 copy for an fp32 dense layer");
+    return lp_reorder_exec(&d->w_to_bf16, s, w, wbf, scratch);
+}
+
+lp_status lp_dense_forward(lp_dense *d, dnnl_stream_t s, const float *x, const void *w, const float *b, float *y, void *scratch) {
+    const void *src = x;
+    if (d->bf16) {
+        lp_status st = lp_reorder_exec(&d->x_to_bf16, s, x, x_bf16(d, scratch), scratch);
+        if (st) return st;
+        src = x_bf16(d, scratch);
+    }
+    void *p[4] = {(void *)src, (void *)w, (void *)b, y};
     return lp_prim_exec(&d->fwd, s, p, scratch);
 }
 
@@ -186,13 +236,19 @@ LP_OMP(parallel for schedule(static) reduction(| : bad))
     return bad;
 }
 
-lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const float *w, float *dx, void *scratch) {
+lp_status lp_dense_backward_data(lp_dense *d, dnnl_stream_t s, const float *dy, const void *w, float *dx, void *scratch) {
     if (lp_dense_small_batch(d)) {
         dnnl_stream_wait(s);
         lp_dense_backward_small(d, NULL, dy, w, dx, scratch, NULL, NULL);
         return LP_OK;
     }
-    void *p[3] = {(void *)dy, (void *)w, dx};
+    const void *src = dy;
+    if (d->bf16) {
+        lp_status st = lp_reorder_exec(&d->dy_to_bf16, s, dy, dy_bf16(d, scratch), scratch);
+        if (st) return st;
+        src = dy_bf16(d, scratch);
+    }
+    void *p[3] = {(void *)src, (void *)w, dx};
     return lp_prim_exec(&d->bwd_data, s, p, scratch);
 }
 
@@ -213,9 +269,16 @@ lp_status lp_dense_backward_weights(lp_dense *d, dnnl_stream_t s, const float *x
 LP_OMP(parallel for schedule(static))
         for (int o = 0; o < d->out; o++) outer_row(d, x, dy, o, 0, d->in, dw + (size_t)o * d->in, accumulate);
     } else {
-        void *p[3] = {(void *)dy, (void *)x, dw};
-        lp_status st = lp_prim_exec(accumulate ? &d->bwd_w : &d->bwd_w_set, s, p, scratch);
-        if (st) return st;
+        const void *a = dy, *b = x;
+        lp_status st;
+        if (d->bf16) {
+            if ((st = lp_reorder_exec(&d->dy_to_bf16, s, dy, dy_bf16(d, scratch), scratch)) ||
+                (st = lp_reorder_exec(&d->x_to_bf16, s, x, x_bf16(d, scratch), scratch)))
+                return st;
+            a = dy_bf16(d, scratch), b = x_bf16(d, scratch);
+        }
+        void *p[3] = {(void *)a, (void *)b, dw};
+        if ((st = lp_prim_exec(accumulate ? &d->bwd_w : &d->bwd_w_set, s, p, scratch))) return st;
     }
     lp_dense_backward_bias(d, dy, db, accumulate);
     return LP_OK;
@@ -227,5 +290,8 @@ void lp_dense_free(lp_dense *d) {
     lp_prim_free(&d->bwd_data);
     lp_prim_free(&d->bwd_w);
     lp_prim_free(&d->bwd_w_set);
+    lp_reorder_free(&d->x_to_bf16);
+    lp_reorder_free(&d->dy_to_bf16);
+    lp_reorder_free(&d->w_to_bf16);
     memset(d, 0, sizeof *d);
 }

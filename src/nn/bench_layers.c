@@ -61,10 +61,11 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
         const float *w = net->weights + net->params[L->pw].offset, *b = net->weights + net->params[L->pb].offset;
         float *gw = net->grads + net->params[L->pw].offset, *gb = net->grads + net->params[L->pb].offset;
         double f = 2.0 * p->n * d->in * (double)d->out / 1e9;
-        TIME_CALL(lp_dense_forward(d, net->stream, x, w, b, y, scr), t[0]);
+        const void *wf = d->bf16 ? L->wf.p : w; /* bf16: its copy, made by the step */
+        TIME_CALL(lp_dense_forward(d, net->stream, x, wf, b, y, scr), t[0]);
         gf[0] = f;
         if (d->has_bwd_data) {
-            TIME_CALL(lp_dense_backward_data(d, net->stream, dy, w, dx, scr), t[1]);
+            TIME_CALL(lp_dense_backward_data(d, net->stream, dy, wf, dx, scr), t[1]);
             gf[1] += f;
         }
         if (d->has_bwd_w) {

@@ -409,10 +409,21 @@ static lp_status flatten_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, i
 static lp_status dense_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     if (lp_md_size(&pl->in_md) != sizeof(float) * (size_t)n * l->in_c)
         return lp_fail(LP_ERR_SHAPE, "dense input has %zu bytes, expected %d x %d floats", lp_md_size(&pl->in_md), n, l->in_c);
-    lp_status st = lp_dense_init(&pl->u.dense, n, l->in_c, l->out_c, l->relu);
+    /* bf16 above small batches only. At 4 or fewer the layer is bound by reading its
+     * weights, and training reads the fp32 master weights for the update anyway: bf16
+     * adds the copy (written by the update, read by the matmuls) and saves nothing.
+     * Measured at VGG16's 4096-wide top, 224x224 batch 2: steps of 0.219-0.233 s in bf16
+     * against 0.189-0.199 in fp32. */
+    const bool bf16 = lp_net_dense_bf16(net, n);
+    lp_status st = lp_dense_init(&pl->u.dense, n, l->in_c, l->out_c, l->relu, bf16);
     if (st) return st;
     int64_t d[2] = {n, l->out_c};
     pl->out_md = lp_md_plain(2, d);
+    if (bf16) {
+        bool grew;
+        if ((st = lp_buf_reserve(&l->wf, sizeof(uint16_t) * (size_t)l->out_c * l->in_c, &grew))) return st;
+        if (grew) l->wf_valid = false;
+    }
     return reserve_scratch(net, lp_dense_scratch_size(&pl->u.dense));
 }
 
@@ -422,9 +433,28 @@ static lp_status dense_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer 
     return reserve_scratch(net, lp_dense_scratch_size(&pl->u.dense));
 }
 
+/* bf16: l->wf = the weights' bf16 copy, unless there since the last weight change
+ * (the optimizer writes it along with each update: store.c). */
+static lp_status dense_bf16_weights(lp_net *net, lp_layer *l, lp_plan_layer *pl) {
+    if (l->wf_valid) return LP_OK;
+    lp_status st = lp_dense_weights_bf16(&pl->u.dense, net->stream, param_ptr(net, l->pw), l->wf.p, net->scratch.p);
+    if (st) return st;
+    l->wf_md = l->bf16_fwd_md;
+    l->wf_valid = true;
+    return LP_OK;
+}
+
 static lp_status dense_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
                                uint64_t seed, uint64_t stream) {
-    return lp_dense_forward(&pl->u.dense, net->stream, x, param_ptr(net, l->pw), param_ptr(net, l->pb), y, net->scratch.p);
+    const void *w = param_ptr(net, l->pw);
+    /* the update writes the copy when the training steps read it */
+    if (training) lp_net_note_dense_bf16_copy(l, pl->u.dense.bf16);
+    if (pl->u.dense.bf16) {
+        lp_status st = dense_bf16_weights(net, l, pl);
+        if (st) return st;
+        w = l->wf.p;
+    }
+    return lp_dense_forward(&pl->u.dense, net->stream, x, w, param_ptr(net, l->pb), y, net->scratch.p);
 }
 
 /* The fused step for a dense layer at small batch: its weight gradient, an outer
@@ -466,8 +496,13 @@ static lp_status dense_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int
         (st = lp_dense_backward_weights(&pl->u.dense, net->stream, x, dy, grad_ptr(net, l->pw), grad_ptr(net, l->pb), accumulate,
                                     net->scratch.p)))
         return st;
-    if (dx && (st = lp_dense_backward_data(&pl->u.dense, net->stream, dy, param_ptr(net, l->pw), dx, net->scratch.p))) return st;
-    return LP_OK;
+    if (!dx) return LP_OK;
+    const void *w = param_ptr(net, l->pw);
+    if (pl->u.dense.bf16) {
+        if ((st = dense_bf16_weights(net, l, pl))) return st;
+        w = l->wf.p;
+    }
+    return lp_dense_backward_data(&pl->u.dense, net->stream, dy, w, dx, net->scratch.p);
 }
 
 static void dense_free(lp_plan_layer *pl) { lp_dense_free(&pl->u.dense); }

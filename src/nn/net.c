@@ -119,6 +119,7 @@ lp_status lp_net_create(const lp_net_config *cfg, lp_net **out) { return lp_net_
 bool lp_net_bf16_native(void) { return lp_bf16_native(); }
 bool lp_net_amx(void) { return lp_amx_available(); }
 bool lp_net_use_bf16(lp_precision p) { return p == LP_PREC_BF16 ? lp_bf16_native() : p == LP_PREC_AUTO && lp_amx_available(); }
+bool lp_net_dense_bf16(const lp_net *net, int n) { return net->cfg.bf16 && n > LP_DENSE_SMALL_BATCH; }
 
 /* i with names[i] == name, or -1 */
 static int name_index(const char *const *names, int n, const char *name) {

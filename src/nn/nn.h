@@ -48,9 +48,10 @@ typedef struct lp_net_config {
     int max_batch;  /* largest batch forward/backward will see (a hint: buffers are sized
                        per batch size on first use, larger batches still work) */
     uint64_t seed;  /* init + dropout streams */
-    bool bf16;      /* convolutions and pooling in bf16 (oneDNN, AMX where present): bf16
-                       activations and weight copies, fp32 master weights, gradients, bias,
-                       dense layers, loss. Only where lp_net_bf16_native(); else refused. */
+    bool bf16;      /* convolutions, pooling and (at batches over 4: lp_net_dense_bf16) dense
+                       layers in bf16 (oneDNN, AMX where present): bf16 activations and
+                       weight copies, fp32 master weights, gradients, bias, loss. Only
+                       where lp_net_bf16_native(); else refused. */
     lp_conv_algo conv_algo; /* fp32 convolutions (bf16 ones are always direct); 0 = auto */
 } lp_net_config;
 /* True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX). */
@@ -63,6 +64,10 @@ bool lp_net_amx(void);
  * 2, 2.1x at 64x64 batch 16; it was no faster at 32x32 until the optimizer wrote the
  * bf16 weight copies itself). */
 bool lp_net_use_bf16(lp_precision p);
+/* Whether a bf16 net runs its dense layers in bf16 at batch n: above 4 only (at 4 or
+ * less they are bound by reading the fp32 master weights, which the update needs
+ * anyway, and a bf16 copy only adds traffic: layers.c). */
+bool lp_net_dense_bf16(const lp_net *net, int n);
 /* How many conv layers computed with Winograd in the last forward (0 before
  * one); *conv_layers (optional) gets the number of conv layers. */
 int lp_net_winograd_layers(const lp_net *net, int *conv_layers);

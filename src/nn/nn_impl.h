@@ -47,8 +47,9 @@ typedef struct lp_layer {
      * vs OIhw16i16o): the optimizer then writes wb along with the update (store.c) */
     bool twin;
     lp_md twin_md;
-    /* bf16 training, weights stored OIhw16i16o: the optimizer writes the bf16 forward
-     * (OhwI16i32o2i, in wf) and backward-data (OIhw16o16i2o, in wb) copies as it updates */
+    /* bf16 training, conv weights stored OIhw16i16o: the optimizer writes the bf16 forward
+     * (OhwI16i32o2i, in wf) and backward-data (OIhw16o16i2o, in wb) copies as it updates;
+     * dense weights: their bf16 copy (out, in) in wf */
     bool bf16_copies, bf16_copy_bwd;
     lp_md bf16_fwd_md, bf16_bwd_md;
     bool grad_consumed; /* this backward applied the weight's update itself (fused): its gradient is not kept */
@@ -179,8 +180,11 @@ void lp_net_param_twin_written(lp_net *net, int i);
 typedef struct lp_bf16_copies {
     uint16_t *fwd, *bwd; /* bwd NULL: none */
     int o, i, khw;
+    bool plain; /* dense: fwd is w (out, in) in bf16, element for element */
 } lp_bf16_copies;
 void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md);
+/* A dense layer's bf16 copy (wf) written by its update from now on (on) or not. */
+void lp_net_note_dense_bf16_copy(lp_layer *L, bool on);
 bool lp_net_param_bf16_copies(lp_net *net, int i, lp_bf16_copies *c);
 
 /* optim.c: one parameter's update in a step, in pieces. lp_optim_step runs it over

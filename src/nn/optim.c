@@ -142,8 +142,32 @@ static inline void transpose_block16(float *restrict t, const float *restrict b)
  * i). vcvtne2ps2bf16 rounds as oneDNN's reorder does on these CPUs (it uses the same
  * instruction), so the copies are bit-identical to the reorders they replace. Only
  * called in bf16 training, which needs AVX512-BF16. */
+/* A dense layer's copy, element for element: [lo, hi) is any range (the fused dense
+ * update's pieces are parts of rows). Streaming stores where a 32-byte line piece is
+ * whole and aligned, masked stores at the ends. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void bf16_plain_range(uint16_t *c, const float *w, long long lo, long long hi) {
+    long long j = lo;
+    const long long head = (long long)(((32 - ((uintptr_t)(c + lo) & 31)) & 31) / 2); /* to a 32-byte boundary */
+    for (long long end; j < hi; j = end) {
+        end = j + 16 < hi ? j + 16 : hi;
+        if (j == lo && head && end > lo + head) end = lo + head;
+        if (end - j == 16 && !((uintptr_t)(c + j) & 31)) {
+            _mm256_stream_si256((__m256i *)(c + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(w + j)));
+        } else {
+            const __mmask16 m = (__mmask16)((1u << (end - j)) - 1);
+            _mm256_mask_storeu_epi16(c + j, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, w + j)));
+        }
+    }
+    _mm_sfence();
+}
+
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long long lo, long long hi) {
+    if (cp->plain) {
+        bf16_plain_range(cp->fwd, w, lo, hi);
+        return;
+    }
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
                                            20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const long long ib16 = cp->i / 16, i32 = cp->i / 32, khw = cp->khw;

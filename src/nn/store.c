@@ -113,9 +113,13 @@ float *lp_net_param_twin(lp_net *net, int i) {
     return L->wb.p;
 }
 
+/* The layer's copies are written by its update: conv weights stored blocked, or a
+ * dense layer's (whose weights are always stored plain). */
+static bool copies_written(const lp_layer *L) { return L->bf16_copies && (L->st_blocked || L->kind == LP_LAYER_DENSE); }
+
 void lp_net_param_twin_written(lp_net *net, int i) {
     lp_layer *L = &net->layers[net->params[i].layer];
-    if (L->bf16_copies && L->st_blocked) {
+    if (copies_written(L)) {
         L->wf_md = L->bf16_fwd_md;
         L->wf_valid = true;
         if (L->bf16_copy_bwd) {
@@ -145,10 +149,17 @@ void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_
     if (L->bf16_copy_bwd) L->bf16_bwd_md = *bwd_md;
 }
 
+void lp_net_note_dense_bf16_copy(lp_layer *L, bool on) {
+    dnnl_dims_t d = {L->out_c, L->in_c};
+    L->bf16_copies = on && dnnl_memory_desc_init_by_tag(&L->bf16_fwd_md, 2, d, dnnl_bf16, dnnl_ab) == dnnl_success &&
+                     __builtin_cpu_supports("avx512bf16") && L->wf.cap >= lp_md_size(&L->bf16_fwd_md);
+    L->bf16_copy_bwd = false;
+}
+
 bool lp_net_param_bf16_copies(lp_net *net, int i, lp_bf16_copies *c) {
     lp_layer *L = &net->layers[net->params[i].layer];
-    if (L->pw != i || !L->st_blocked || !L->bf16_copies) return false;
+    if (L->pw != i || !copies_written(L)) return false;
     *c = (lp_bf16_copies){.fwd = L->wf.p, .bwd = L->bf16_copy_bwd ? L->wb.p : NULL, .o = L->out_c, .i = L->in_c,
-                          .khw = L->k * L->k};
+                          .khw = L->k * L->k, .plain = L->kind == LP_LAYER_DENSE};
     return true;
 }

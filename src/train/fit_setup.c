@@ -520,9 +520,13 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (!f->logits || !f->probs || !f->sample_loss || !f->val_probs || !f->val_labels) return LP_ERR_NOMEM;
 
     print_config(f);
-    if (lp_net_get_config(f->net)->bf16)
-        say(f, "Precision: bf16 convolutions and pooling%s; fp32 master weights, gradients, dense layers and loss.\n",
+    if (lp_net_get_config(f->net)->bf16 && lp_net_dense_bf16(f->net, p->batch))
+        say(f, "Precision: bf16 convolutions, pooling and dense layers%s; fp32 master weights, gradients and loss.\n",
             lp_net_amx() ? " on AMX" : "");
+    else if (lp_net_get_config(f->net)->bf16)
+        say(f, "Precision: bf16 convolutions and pooling%s; fp32 dense layers (at batch %d bf16 saves nothing there), "
+               "master weights, gradients and loss.\n",
+            lp_net_amx() ? " on AMX" : "", p->batch);
     else if (prec == LP_PREC_BF16)
         say(f, "Precision: bf16 asked, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32.\n");
     else if (prec == LP_PREC_AUTO)

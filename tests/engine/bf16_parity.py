@@ -2,9 +2,9 @@
 """bf16 training step against PyTorch 1.13 (ctest engine_bf16_parity).
 
 The same VGG weights and batch go through loupe's bf16 net (convolutions and pooling
-in bf16 on oneDNN, fp32 master weights, dense layers and loss) and through PyTorch
-twice: in fp32 (the exact answer) and under torch.autocast("cpu", bfloat16) (what
-PyTorch users get from mixed precision). For logits, loss, every gradient and the
+in bf16 on oneDNN, dense layers too at batches over 4; fp32 master weights and loss)
+and through PyTorch twice: in fp32 (the exact answer) and under
+torch.autocast("cpu", bfloat16) (what PyTorch users get from mixed precision). For logits, loss, every gradient and the
 weights after SGD steps we measure the relative error to PyTorch fp32,
 ||x - x_fp32|| / ||x_fp32||, for loupe and for PyTorch's own bf16.
 

@@ -435,10 +435,10 @@ static void sgd_net(const lp_net_config *c, lp_net **net, lp_optim **opt) {
     OK(lp_optim_create(*net, &oc, opt));
 }
 
-/* The oracle of the weight-copy tests: features.0's gradient g on batch (x, labels) of 2
+/* The oracle of the weight-copy tests: features.0's gradient g on batch (x, labels) of n
  * from a fresh net of config c with net's weights (frozen: a layer to freeze, or NULL),
  * whose weight copies come from oneDNN's reorders. */
-static void fresh_net_grad0(const lp_net_config *c, lp_net *net, const char *frozen, const float *x, const int *labels,
+static void fresh_net_grad0(const lp_net_config *c, lp_net *net, const char *frozen, const float *x, const int *labels, int n,
                             float *g) {
     lp_net *ref;
     lp_tensor_list sd;
@@ -447,7 +447,7 @@ static void fresh_net_grad0(const lp_net_config *c, lp_net *net, const char *fro
     OK(lp_net_create_ex(c, false, &ref));
     OK(lp_net_load_state_dict(ref, &sd, true, NULL));
     if (frozen) OK(lp_net_freeze(ref, frozen));
-    train_step(ref, NULL, x, labels, 2, g);
+    train_step(ref, NULL, x, labels, n, g);
     lp_tensor_list_free(&sd);
     lp_net_free(ref);
 }
@@ -475,7 +475,7 @@ static void test_weights_copy_after_freeze(void) {
     size_t n0 = lp_net_param_numel(net, 0);
     float *ga = malloc(n0 * sizeof(float)), *gb = malloc(n0 * sizeof(float));
     train_step(net, NULL, x, labels, 2, ga);
-    fresh_net_grad0(&c, net, "features.10", x, labels, gb);
+    fresh_net_grad0(&c, net, "features.10", x, labels, 2, gb);
     double d = 0, m = 0;
     for (size_t i = 0; i < n0; i++) d = fmax(d, fabs(ga[i] - gb[i])), m = fmax(m, fabs(gb[i]));
     EXPECT(m > 0 && d <= 1e-6 * m, "features.0 gradient after freezing and changing features.10: %g off (of %g)", d, m);
@@ -486,38 +486,59 @@ static void test_weights_copy_after_freeze(void) {
 }
 
 /* bf16 training: the optimizer writes the bf16 forward and backward-data copies of
- * blocked conv weights itself (optim.c) instead of oneDNN's reorders. Oracle: a fresh
+ * blocked conv weights, and the dense layer's copy at batches over
+ * LP_DENSE_SMALL_BATCH, itself (optim.c) instead of oneDNN's reorders. Oracle: a fresh
  * net with the same weights, whose copies come from oneDNN's reorders, must compute
- * bit-identical gradients (the writer rounds as the reorders do). */
-static void test_bf16_copies(void) {
+ * bit-identical gradients (the writer rounds as the reorders do). Batch 2 (dense in
+ * fp32: no dense copy) and 6. */
+static void test_bf16_copies(int n) {
     if (!lp_net_bf16_native()) {
         printf("bf16 copies: skipped (no native bf16 here)\n");
         return;
     }
     lp_net_config c = gap_config("vgg16", 32);
     c.bf16 = true;
+    c.max_batch = n;
     lp_net *net;
     lp_optim *opt;
     sgd_net(&c, &net, &opt);
-    static float x[2 * 3 * 32 * 32];
-    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(8, 1, i);
-    int labels[2] = {1, 0};
-    train_step(net, opt, x, labels, 2, NULL);
-    train_step(net, opt, x, labels, 2, NULL); /* the copies exist from the second step on */
-    int written = 0;
-    for (int l = 0; l < net->nlayers; l++) written += net->layers[l].bf16_copies && net->layers[l].bf16_copy_bwd;
+    static float x[6 * 3 * 32 * 32];
+    int labels[6] = {1, 0, 0, 1, 1, 0};
+    for (size_t i = 0; i < (size_t)n * 3 * 32 * 32; i++) x[i] = lp_rng_uniform(8, 1, i);
+    train_step(net, opt, x, labels, n, NULL);
+    train_step(net, opt, x, labels, n, NULL); /* the copies exist from the second step on */
+    int written = 0, dense = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        written += net->layers[l].bf16_copies && net->layers[l].bf16_copy_bwd;
+        dense += net->layers[l].bf16_copies && net->layers[l].kind == LP_LAYER_DENSE;
+    }
     EXPECT(written >= 10, "bf16 copies: the optimizer wrote both copies for %d conv layers (want 10 or more)", written);
+    const int want_dense = n > LP_DENSE_SMALL_BATCH;
+    EXPECT(dense == want_dense, "bf16 copies at batch %d: the optimizer wrote the copy of %d dense layers (want %d)", n, dense,
+           want_dense);
+    /* the dense copy, marked current, is the weights rounded to nearest even (core's
+     * scalar rounding, not the instruction the optimizer uses) */
+    size_t stale = 0, nd = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const lp_layer *L = &net->layers[l];
+        if (L->kind != LP_LAYER_DENSE || !L->bf16_copies) continue;
+        const float *w = net->weights + net->params[L->pw].offset;
+        const uint16_t *cp = L->wf.p;
+        EXPECT(L->wf_valid, "bf16 copies: %s's copy not marked current after a step", L->name);
+        for (size_t j = 0; j < lp_net_param_numel(net, L->pw); j++, nd++) stale += cp[j] != lp_f32_to_bf16(w[j]);
+    }
+    EXPECT(nd == 0 || stale == 0, "bf16 copies: %zu of %zu dense copy values are not the weights rounded", stale, nd);
     size_t n0 = lp_net_param_numel(net, 0);
     float *ga = malloc(n0 * sizeof(float)), *gb = malloc(n0 * sizeof(float));
-    train_step(net, NULL, x, labels, 2, ga);
-    fresh_net_grad0(&c, net, NULL, x, labels, gb);
+    train_step(net, NULL, x, labels, n, ga);
+    fresh_net_grad0(&c, net, NULL, x, labels, n, gb);
     size_t diff = 0;
     double m = 0;
     for (size_t i = 0; i < n0; i++) diff += ga[i] != gb[i], m = fmax(m, fabs(gb[i]));
     EXPECT(m > 0 && diff == 0, "bf16 copies: features.0 gradient differs from a fresh net's in %zu of %zu values", diff, n0);
-    printf("bf16 copies written by the optimizer in %d layers: features.0 gradient against a fresh net's: %zu of %zu "
-           "values differ\n",
-           written, diff, n0);
+    printf("bf16 copies at batch %d written by the optimizer in %d conv and %d dense layers: features.0 gradient against a "
+           "fresh net's: %zu of %zu values differ; dense copy: %zu of %zu not the weights rounded\n",
+           n, written, dense, diff, n0, stale, nd);
     free(ga), free(gb);
     lp_optim_free(opt);
     lp_net_free(net);
@@ -616,7 +637,8 @@ static void test_fused_step(bool bf16, lp_opt_kind kind, int size) {
 
 int main(void) {
     test_weights_copy_after_freeze();
-    test_bf16_copies();
+    test_bf16_copies(2);
+    test_bf16_copies(6);
     for (int size = 32; size <= 96; size += 64) {
         test_fused_step(false, LP_OPT_SGD, size);
         test_fused_step(false, LP_OPT_ADAM, size);

@@ -322,7 +322,7 @@ static double dense_loss(void *p) {
 static void test_dense(int n, int in, int out) {
     dense_ctx k;
     memset(&k, 0, sizeof k);
-    CHECK(lp_dense_init(&k.d, n, in, out, false));
+    CHECK(lp_dense_init(&k.d, n, in, out, false, false));
     CHECK(lp_dense_init_backward(&k.d, true, true));
     k.x = lp_aligned_alloc((size_t)n * in * 4);
     k.w = lp_aligned_alloc((size_t)out * in * 4);
@@ -363,12 +363,106 @@ static void test_dense(int n, int in, int out) {
     free(k.x), free(k.w), free(k.b), free(k.y), free(k.r), free(k.scratch), free(dx), free(dw), free(db);
 }
 
+/* x to the nearer of the two bf16 values around it, ties to the even one: the choice
+ * made by comparing distances, not by the carry trick dense.c and core use. */
+static float bf16_nearest(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t a = u & 0xffff0000u, b = a + 0x10000u;
+    float fa, fb;
+    memcpy(&fa, &a, 4);
+    memcpy(&fb, &b, 4);
+    const double da = fabs((double)x - fa), db = fabs((double)fb - x);
+    return da < db || (da == db && !(a & 0x10000u)) ? fa : fb;
+}
+
+/* bf16 dense (the products of x, dy and w rounded to bf16, fp32 sums and results)
+ * against double sums of the rounded operands, per output within 1e-5 of the sum of
+ * the terms' magnitudes; and at least 20x that off from the unrounded operands' sums
+ * (it really ran in bf16). db: from the unrounded dy. oneDNN's bf16 matmuls at every
+ * batch size (the fp32 small-batch loops are not used in bf16). */
+static void test_dense_bf16(int n, int in, int out) {
+    if (!lp_bf16_native()) {
+        printf("dense bf16: skipped (no native bf16 here)\n");
+        return;
+    }
+    lp_dense d;
+    CHECK(lp_dense_init(&d, n, in, out, false, true));
+    CHECK(lp_dense_init_backward(&d, true, true));
+    const size_t nx = (size_t)n * in, nw = (size_t)out * in, ny = (size_t)n * out;
+    float *x = lp_aligned_alloc(nx * 4), *w = lp_aligned_alloc(nw * 4), *b = lp_aligned_alloc(out * 4),
+          *y = lp_aligned_alloc(ny * 4), *dy = lp_aligned_alloc(ny * 4), *dx = lp_aligned_alloc(nx * 4),
+          *dw = lp_aligned_alloc(nw * 4), *db = lp_aligned_alloc(out * 4);
+    uint16_t *wbf = lp_aligned_alloc(nw * 2);
+    void *scratch = lp_aligned_alloc(lp_dense_scratch_size(&d) + 64);
+    fill(x, nx, 31, 1.0f), fill(w, nw, 32, 0.3f), fill(b, out, 33, 0.3f), fill(dy, ny, 34, 1.0f);
+    CHECK(lp_dense_weights_bf16(&d, S, w, wbf, scratch));
+    CHECK(lp_dense_forward(&d, S, x, wbf, b, y, scratch));
+    CHECK(lp_dense_backward_data(&d, S, dy, wbf, dx, scratch));
+    CHECK(lp_dense_backward_weights(&d, S, x, dy, dw, db, false, scratch));
+    dnnl_stream_wait(S);
+    size_t wrong_copy = 0;
+    for (size_t j = 0; j < nw; j++) {
+        float c;
+        uint32_t u = (uint32_t)wbf[j] << 16;
+        memcpy(&c, &u, 4);
+        wrong_copy += c != bf16_nearest(w[j]);
+    }
+    double err[4] = {0}, off[4] = {0}; /* y, dx, dw, db: worst |ours - rounded ref| / scale, |ours - fp32 ref| / scale */
+#define TALLY(k, got, ref_r, ref_f, scale)                                                                                        \
+    do {                                                                                                                       \
+        const double sc = (scale) > 1e-30 ? (scale) : 1e-30;                                                                   \
+        err[k] = fmax(err[k], fabs((got) - (ref_r)) / sc), off[k] = fmax(off[k], fabs((got) - (ref_f)) / sc);                  \
+    } while (0)
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out; o++) {
+            double r = b[o], f = b[o], m = fabs(b[o]);
+            for (int j = 0; j < in; j++) {
+                const double t = (double)bf16_nearest(x[(size_t)i * in + j]) * bf16_nearest(w[(size_t)o * in + j]);
+                r += t, m += fabs(t), f += (double)x[(size_t)i * in + j] * w[(size_t)o * in + j];
+            }
+            TALLY(0, y[(size_t)i * out + o], r, f, m);
+        }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < in; j++) {
+            double r = 0, f = 0, m = 0;
+            for (int o = 0; o < out; o++) {
+                const double t = (double)bf16_nearest(dy[(size_t)i * out + o]) * bf16_nearest(w[(size_t)o * in + j]);
+                r += t, m += fabs(t), f += (double)dy[(size_t)i * out + o] * w[(size_t)o * in + j];
+            }
+            TALLY(1, dx[(size_t)i * in + j], r, f, m);
+        }
+    for (int o = 0; o < out; o++) {
+        for (int j = 0; j < in; j++) {
+            double r = 0, f = 0, m = 0;
+            for (int i = 0; i < n; i++) {
+                const double t = (double)bf16_nearest(dy[(size_t)i * out + o]) * bf16_nearest(x[(size_t)i * in + j]);
+                r += t, m += fabs(t), f += (double)dy[(size_t)i * out + o] * x[(size_t)i * in + j];
+            }
+            TALLY(2, dw[(size_t)o * in + j], r, f, m);
+        }
+        double r = 0, m = 0;
+        for (int i = 0; i < n; i++) r += dy[(size_t)i * out + o], m += fabs(dy[(size_t)i * out + o]);
+        TALLY(3, db[o], r, r, m);
+    }
+#undef TALLY
+    bool ok = wrong_copy == 0 && err[3] <= 1e-5 && !lp_dense_small_batch(&d);
+    for (int k = 0; k < 3; k++) ok = ok && err[k] <= 1e-5 && off[k] >= 2e-4;
+    printf("dense bf16 n=%d %dx%d (%s): err vs rounded operands y %.1e dx %.1e dw %.1e db %.1e; vs fp32 operands y %.1e "
+           "dx %.1e dw %.1e; copy %zu of %zu not rounded %s\n",
+           n, in, out, lp_dense_small_batch(&d) ? "our fp32 loops" : "oneDNN", err[0], err[1], err[2], err[3], off[0], off[1], off[2],
+           wrong_copy, nw, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    lp_dense_free(&d);
+    free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw), free(db), free(wbf), free(scratch);
+}
+
 /* Small-batch backward data (ours, dense.c): against sums in double; the same bits with
  * 1 and 2 threads; and with one chunk of rows (out < 512), exactly one fmaf chain per
  * element in row order, as written out here. */
 static void test_dense_dx_small(int n, int in, int out) {
     lp_dense d;
-    CHECK(lp_dense_init(&d, n, in, out, false));
+    CHECK(lp_dense_init(&d, n, in, out, false, false));
     CHECK(lp_dense_init_backward(&d, true, false));
     float *dy = lp_aligned_alloc((size_t)n * out * 4), *w = lp_aligned_alloc((size_t)out * in * 4);
     float *dx1 = lp_aligned_alloc((size_t)n * in * 4), *dx2 = lp_aligned_alloc((size_t)n * in * 4);
@@ -910,6 +1004,10 @@ int main(void) {
     test_dense_dx_small(2, 300, 300);   /* one chunk of rows */
     test_dense_dx_small(2, 1000, 1300); /* five chunks, uneven */
     test_dense_dx_small(4, 77, 4100);   /* sixteen chunks */
+    test_dense_bf16(2, 300, 70);
+    test_dense_bf16(3, 100, 600);
+    test_dense_bf16(8, 256, 96);
+    test_dense_bf16(16, 1000, 40);
     test_xent();
     test_apool(5, 5, 3, 3);
     test_apool(1, 1, 7, 7);
