@@ -61,7 +61,8 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
         const float *w = net->weights + net->params[L->pw].offset, *b = net->weights + net->params[L->pb].offset;
         float *gw = net->grads + net->params[L->pw].offset, *gb = net->grads + net->params[L->pb].offset;
         double f = 2.0 * p->n * d->in * (double)d->out / 1e9;
-        const void *wf = d->bf16 ? L->wf.p : w; /* bf16: its copy, made by the step */
+        if (d->bf16 && !L->wf_valid) return lp_fail(LP_ERR_ARG, "bench: %s has no current bf16 weight copy", L->name);
+        const void *wf = d->bf16 ? L->wf.p : w; /* bf16: its copy, made by the training step */
         TIME_CALL(lp_dense_forward(d, net->stream, x, wf, b, y, scr), t[0]);
         gf[0] = f;
         if (d->has_bwd_data) {

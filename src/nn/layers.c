@@ -439,7 +439,6 @@ static lp_status dense_bf16_weights(lp_net *net, lp_layer *l, lp_plan_layer *pl)
     if (l->wf_valid) return LP_OK;
     lp_status st = lp_dense_weights_bf16(&pl->u.dense, net->stream, param_ptr(net, l->pw), l->wf.p, net->scratch.p);
     if (st) return st;
-    l->wf_md = l->bf16_fwd_md;
     l->wf_valid = true;
     return LP_OK;
 }

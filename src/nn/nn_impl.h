@@ -185,6 +185,8 @@ typedef struct lp_bf16_copies {
 void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md);
 /* A dense layer's bf16 copy (wf) written by its update from now on (on) or not. */
 void lp_net_note_dense_bf16_copy(lp_layer *L, bool on);
+/* optim.c: c[j] = w[j] rounded to bf16 for j in [lo, hi) (AVX512-BF16 only). */
+void lp_bf16_plain_range(uint16_t *c, const float *w, long long lo, long long hi);
 bool lp_net_param_bf16_copies(lp_net *net, int i, lp_bf16_copies *c);
 
 /* optim.c: one parameter's update in a step, in pieces. lp_optim_step runs it over

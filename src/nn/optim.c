@@ -133,20 +133,12 @@ static inline void transpose_block16(float *restrict t, const float *restrict b)
         for (int r = 0; r < 16; r++) t[q * 16 + r] = b[r * 16 + q];
 }
 
-/* The bf16 copies of conv weights stored OIhw16i16o (fp32), for blocks [lo, hi) of
- * 16x16 (elements): the forward copy OhwI16i32o2i and, when asked, backward-data's
- * OIhw16o16i2o (store.c checked the layouts). Streaming stores: the copies are only
- * read by the next step, and not reading their lines first saved 1.3 ms of an 8.6 ms
- * update at 32x32 batch 2. Each output line of 32 bf16 interleaves
- * two 16-value rows (forward: rows i, i+1 over o; backward-data: columns o, o+1 over
- * i). vcvtne2ps2bf16 rounds as oneDNN's reorder does on these CPUs (it uses the same
- * instruction), so the copies are bit-identical to the reorders they replace. Only
- * called in bf16 training, which needs AVX512-BF16. */
-/* A dense layer's copy, element for element: [lo, hi) is any range (the fused dense
- * update's pieces are parts of rows). Streaming stores where a 32-byte line piece is
- * whole and aligned, masked stores at the ends. */
+/* A dense layer's bf16 copy, element for element, for [lo, hi) (any range: the
+ * update's chunks end where the weights end). Streaming stores where a 32-byte piece is
+ * whole and aligned (the copy is read only by the next step's matmuls), masked stores
+ * at the ends. Rounds as vcvtneps2bf16 does (oneDNN's reorder uses it too). */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static void bf16_plain_range(uint16_t *c, const float *w, long long lo, long long hi) {
+void lp_bf16_plain_range(uint16_t *c, const float *w, long long lo, long long hi) {
     long long j = lo;
     const long long head = (long long)(((32 - ((uintptr_t)(c + lo) & 31)) & 31) / 2); /* to a 32-byte boundary */
     for (long long end; j < hi; j = end) {
@@ -162,10 +154,20 @@ static void bf16_plain_range(uint16_t *c, const float *w, long long lo, long lon
     _mm_sfence();
 }
 
+/* The bf16 copies of conv weights stored OIhw16i16o (fp32), for blocks [lo, hi) of
+ * 16x16 (elements): the forward copy OhwI16i32o2i and, when asked, backward-data's
+ * OIhw16o16i2o (store.c checked the layouts). Streaming stores: the copies are only
+ * read by the next step, and not reading their lines first saved 1.3 ms of an 8.6 ms
+ * update at 32x32 batch 2. Each output line of 32 bf16 interleaves
+ * two 16-value rows (forward: rows i, i+1 over o; backward-data: columns o, o+1 over
+ * i). vcvtne2ps2bf16 rounds as oneDNN's reorder does on these CPUs (it uses the same
+ * instruction), so the copies are bit-identical to the reorders they replace. A dense
+ * layer's copy (plain) goes to lp_bf16_plain_range. Only called in bf16 training, which
+ * needs AVX512-BF16. */
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long long lo, long long hi) {
     if (cp->plain) {
-        bf16_plain_range(cp->fwd, w, lo, hi);
+        lp_bf16_plain_range(cp->fwd, w, lo, hi);
         return;
     }
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,

@@ -544,6 +544,113 @@ static void test_bf16_copies(int n) {
     lp_net_free(net);
 }
 
+/* The optimizer's writer of a dense layer's bf16 copy, on every start offset within a
+ * 32-byte line and lengths 0-70 (masked head, streamed middle, masked tail): exactly
+ * [lo, hi) written, each value core's scalar rounding of its weight. */
+static void test_bf16_plain_range(void) {
+    if (!__builtin_cpu_supports("avx512bf16")) {
+        printf("bf16 plain copy writer: skipped (no AVX512-BF16 here)\n");
+        return;
+    }
+    enum { N = 160 };
+    float *w = lp_aligned_alloc(N * sizeof(float));
+    uint16_t *c = lp_aligned_alloc(N * sizeof(uint16_t));
+    for (int j = 0; j < N; j++) w[j] = (lp_rng_uniform(9, 1, j) - 0.5f) * 8.0f;
+    w[17] = INFINITY, w[40] = -0.0f, w[41] = NAN;
+    size_t bad = 0, cases = 0;
+    for (int lo = 0; lo < 48; lo++)
+        for (int len = 0; len <= 70; len++, cases++) {
+            for (int j = 0; j < N; j++) c[j] = 0xabcd;
+            lp_bf16_plain_range(c, w, lo, lo + len);
+            for (int j = 0; j < N; j++) bad += c[j] != (j >= lo && j < lo + len ? lp_f32_to_bf16(w[j]) : 0xabcd);
+        }
+    EXPECT(bad == 0, "bf16 plain copy writer: %zu wrong values over %zu ranges", bad, cases);
+    printf("bf16 plain copy writer: %zu ranges, %zu wrong values\n", cases, bad);
+    free(w), free(c);
+}
+
+/* One training step of net on the first n of (x, labels): fused (lp_net_backward_step)
+ * or backward then lp_optim_step. */
+static void train_step_fused(lp_net *net, lp_optim *opt, const float *x, const int *labels, int n, bool fused) {
+    float loss;
+    OK(lp_net_forward(net, x, n, true, 0, NULL));
+    OK(lp_net_loss(net, labels, n, NULL, NULL, &loss));
+    if (fused) {
+        OK(lp_net_backward_step(net, opt, 0.05f));
+    } else {
+        lp_net_zero_grad(net);
+        OK(lp_net_backward(net));
+        OK(lp_optim_step(opt, 0.05f));
+    }
+}
+
+/* bf16 dense layers run in bf16 above LP_DENSE_SMALL_BATCH and in fp32 at or below, and
+ * the optimizer writes their copy only while training reads it. One net switching batch
+ * sizes (fused and plain steps) must never use a stale copy: after each step every copy
+ * marked current is the weights rounded, and evaluation logits equal those of a fresh
+ * net from the same state dict, bit for bit. Heads: 37 classes; 3000 (its update runs
+ * in chunks across threads); and top=keep (three dense layers, backward data in bf16). */
+static void test_dense_copy_batch_switch(void) {
+    if (!lp_net_bf16_native()) {
+        printf("dense copy across batch sizes: skipped (no native bf16 here)\n");
+        return;
+    }
+    static const struct {
+        const char *top;
+        int classes;
+    } cfgs[] = {{"none", 37}, {"none", 3000}, {"keep", 10}};
+    static const int seq[][2] = {{6, 0}, {6, 0}, {8, 1}, {3, 0}, {6, 0}, {2, 1}, {7, 1}, {7, 0}, {4, 1}, {5, 0}};
+    static float x[8 * 3 * 16 * 16];
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = lp_rng_uniform(10, 1, i);
+    const int labels[8] = {1, 0, 3, 9, 5, 2, 7, 1};
+    for (int k = 0; k < 3; k++) {
+        lp_net_config c = gap_config("tiny", 16);
+        strcpy(c.top, cfgs[k].top);
+        if (!strcmp(c.top, "keep")) c.head[0] = 0;
+        c.num_classes = cfgs[k].classes;
+        c.max_batch = 8;
+        c.bf16 = true;
+        lp_net *net;
+        lp_optim *opt;
+        sgd_net(&c, &net, &opt);
+        size_t stale = 0, differ = 0, checked = 0;
+        float *a = malloc(sizeof(float) * 8 * (size_t)c.num_classes), *b = malloc(sizeof(float) * 8 * (size_t)c.num_classes);
+        for (int s = 0; s < 10; s++) {
+            const int n = seq[s][0];
+            train_step_fused(net, opt, x, labels, n, seq[s][1]);
+            for (int l = 0; l < net->nlayers; l++) {
+                const lp_layer *L = &net->layers[l];
+                if (L->kind != LP_LAYER_DENSE || !L->wf_valid) continue;
+                const float *w = net->weights + net->params[L->pw].offset;
+                const uint16_t *cp = L->wf.p;
+                for (size_t j = 0; j < lp_net_param_numel(net, L->pw); j++, checked++) stale += cp[j] != lp_f32_to_bf16(w[j]);
+            }
+            const int ne = n > LP_DENSE_SMALL_BATCH ? n : 6; /* evaluated in bf16 */
+            OK(lp_net_forward(net, x, ne, false, 0, a));
+            lp_tensor_list sd;
+            lp_tensor_list_init(&sd);
+            OK(lp_net_state_dict(net, &sd));
+            lp_net *ref;
+            OK(lp_net_create_ex(&c, false, &ref));
+            OK(lp_net_load_state_dict(ref, &sd, true, NULL));
+            OK(lp_net_forward(ref, x, ne, false, 0, b));
+            for (int i = 0; i < ne * c.num_classes; i++) differ += a[i] != b[i];
+            lp_tensor_list_free(&sd);
+            lp_net_free(ref);
+        }
+        EXPECT(checked > 0 && stale == 0 && differ == 0,
+               "dense copy across batch sizes (top=%s, %d classes): %zu of %zu current copy values stale, %zu logits differ "
+               "from a fresh net's",
+               c.top, c.num_classes, stale, checked, differ);
+        printf("dense copy across batch sizes (top=%s, %d classes): 10 steps, %zu of %zu current copy values stale, %zu "
+               "logits differ from a fresh net's\n",
+               c.top, c.num_classes, stale, checked, differ);
+        free(a), free(b);
+        lp_optim_free(opt);
+        lp_net_free(net);
+    }
+}
+
 /* lp_net_backward_step applies the update of conv layers with the small-map kernel
  * (VGG16's last six at 32x32) inside backward. Oracle: lp_net_backward then
  * lp_optim_step on a second net with the same weights: every weight must come out
@@ -639,6 +746,8 @@ int main(void) {
     test_weights_copy_after_freeze();
     test_bf16_copies(2);
     test_bf16_copies(6);
+    test_bf16_plain_range();
+    test_dense_copy_batch_switch();
     for (int size = 32; size <= 96; size += 64) {
         test_fused_step(false, LP_OPT_SGD, size);
         test_fused_step(false, LP_OPT_ADAM, size);
