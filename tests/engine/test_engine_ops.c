@@ -381,27 +381,37 @@ static float bf16_nearest(float x) {
  * the terms' magnitudes; and at least 20x that off from the unrounded operands' sums
  * (it really ran in bf16). db: from the unrounded dy. oneDNN's bf16 matmuls at every
  * batch size (the fp32 small-batch loops are not used in bf16). */
-static void test_dense_bf16(int n, int in, int out) {
+static void test_dense_bf16(int n, int in, int out, bool relu) {
     if (!lp_bf16_native()) {
         printf("dense bf16: skipped (no native bf16 here)\n");
         return;
     }
     lp_dense d;
-    CHECK(lp_dense_init(&d, n, in, out, false, true));
+    CHECK(lp_dense_init(&d, n, in, out, relu, true));
     CHECK(lp_dense_init_backward(&d, true, true));
     const size_t nx = (size_t)n * in, nw = (size_t)out * in, ny = (size_t)n * out;
     float *x = lp_aligned_alloc(nx * 4), *w = lp_aligned_alloc(nw * 4), *b = lp_aligned_alloc(out * 4),
           *y = lp_aligned_alloc(ny * 4), *dy = lp_aligned_alloc(ny * 4), *dx = lp_aligned_alloc(nx * 4),
           *dw = lp_aligned_alloc(nw * 4), *db = lp_aligned_alloc(out * 4);
     uint16_t *wbf = lp_aligned_alloc(nw * 2);
-    void *scratch = lp_aligned_alloc(lp_dense_scratch_size(&d) + 64);
+    float *dw2 = lp_aligned_alloc(nw * 4), *db2 = lp_aligned_alloc(out * 4);
+    /* a guard after the scratch the layer asks for: it must stay untouched */
+    const size_t ss = lp_dense_scratch_size(&d);
+    unsigned char *scratch = lp_aligned_alloc(ss + 4096);
+    memset(scratch + ss, 0x5a, 4096);
     fill(x, nx, 31, 1.0f), fill(w, nw, 32, 0.3f), fill(b, out, 33, 0.3f), fill(dy, ny, 34, 1.0f);
     CHECK(lp_dense_weights_bf16(&d, S, w, wbf, scratch));
     CHECK(lp_dense_forward(&d, S, x, wbf, b, y, scratch));
     CHECK(lp_dense_backward_data(&d, S, dy, wbf, dx, scratch));
     CHECK(lp_dense_backward_weights(&d, S, x, dy, dw, db, false, scratch));
+    /* accumulating (oneDNN's sum post-op): the same sums added to what is there */
+    memcpy(dw2, dw, nw * 4), memcpy(db2, db, out * 4);
+    CHECK(lp_dense_backward_weights(&d, S, x, dy, dw2, db2, true, scratch));
     dnnl_stream_wait(S);
-    size_t wrong_copy = 0;
+    size_t wrong_copy = 0, not_double = 0, guard = 0;
+    for (size_t j = 0; j < nw; j++) not_double += dw2[j] != 2.0f * dw[j];
+    for (int o = 0; o < out; o++) not_double += db2[o] != 2.0f * db[o];
+    for (size_t j = 0; j < 4096; j++) guard += scratch[ss + j] != 0x5a;
     for (size_t j = 0; j < nw; j++) {
         float c;
         uint32_t u = (uint32_t)wbf[j] << 16;
@@ -421,6 +431,7 @@ static void test_dense_bf16(int n, int in, int out) {
                 const double t = (double)bf16_nearest(x[(size_t)i * in + j]) * bf16_nearest(w[(size_t)o * in + j]);
                 r += t, m += fabs(t), f += (double)x[(size_t)i * in + j] * w[(size_t)o * in + j];
             }
+            if (relu) r = fmax(r, 0.0), f = fmax(f, 0.0);
             TALLY(0, y[(size_t)i * out + o], r, f, m);
         }
     for (int i = 0; i < n; i++)
@@ -446,15 +457,15 @@ static void test_dense_bf16(int n, int in, int out) {
         TALLY(3, db[o], r, r, m);
     }
 #undef TALLY
-    bool ok = wrong_copy == 0 && err[3] <= 1e-5 && !lp_dense_small_batch(&d);
+    bool ok = wrong_copy == 0 && err[3] <= 1e-5 && !lp_dense_small_batch(&d) && not_double == 0 && guard == 0;
     for (int k = 0; k < 3; k++) ok = ok && err[k] <= 1e-5 && off[k] >= 2e-4;
-    printf("dense bf16 n=%d %dx%d (%s): err vs rounded operands y %.1e dx %.1e dw %.1e db %.1e; vs fp32 operands y %.1e "
-           "dx %.1e dw %.1e; copy %zu of %zu not rounded %s\n",
-           n, in, out, lp_dense_small_batch(&d) ? "our fp32 loops" : "oneDNN", err[0], err[1], err[2], err[3], off[0], off[1], off[2],
-           wrong_copy, nw, ok ? "ok" : "FAIL");
+    printf("dense bf16 n=%d %dx%d%s (%s): err vs rounded operands y %.1e dx %.1e dw %.1e db %.1e; vs fp32 operands y %.1e "
+           "dx %.1e dw %.1e; copy %zu of %zu not rounded; accumulated %zu not twice; scratch guard %zu bytes hit %s\n",
+           n, in, out, relu ? " relu" : "", lp_dense_small_batch(&d) ? "our fp32 loops" : "oneDNN", err[0], err[1], err[2],
+           err[3], off[0], off[1], off[2], wrong_copy, nw, not_double, guard, ok ? "ok" : "FAIL");
     if (!ok) failures++;
     lp_dense_free(&d);
-    free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw), free(db), free(wbf), free(scratch);
+    free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw), free(db), free(wbf), free(scratch), free(dw2), free(db2);
 }
 
 /* Small-batch backward data (ours, dense.c): against sums in double; the same bits with
@@ -1004,10 +1015,10 @@ int main(void) {
     test_dense_dx_small(2, 300, 300);   /* one chunk of rows */
     test_dense_dx_small(2, 1000, 1300); /* five chunks, uneven */
     test_dense_dx_small(4, 77, 4100);   /* sixteen chunks */
-    test_dense_bf16(2, 300, 70);
-    test_dense_bf16(3, 100, 600);
-    test_dense_bf16(8, 256, 96);
-    test_dense_bf16(16, 1000, 40);
+    test_dense_bf16(2, 300, 70, false);
+    test_dense_bf16(3, 100, 600, true);
+    test_dense_bf16(8, 256, 96, true);
+    test_dense_bf16(16, 1000, 40, false);
     test_xent();
     test_apool(5, 5, 3, 3);
     test_apool(1, 1, 7, 7);
