@@ -421,7 +421,8 @@ static lp_status dense_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) 
     pl->out_md = lp_md_plain(2, d);
     if (bf16) {
         bool grew;
-        if ((st = lp_buf_reserve(&l->wf, sizeof(uint16_t) * (size_t)l->out_c * l->in_c, &grew))) return st;
+        if ((st = lp_net_dense_bf16_md(l))) return st;
+        if ((st = lp_buf_reserve(&l->wf, lp_md_size(&l->bf16_fwd_md), &grew))) return st;
         if (grew) l->wf_valid = false;
     }
     return reserve_scratch(net, lp_dense_scratch_size(&pl->u.dense));

@@ -183,7 +183,9 @@ typedef struct lp_bf16_copies {
     bool plain; /* dense: fwd is w (out, in) in bf16, element for element */
 } lp_bf16_copies;
 void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md);
-/* A dense layer's bf16 copy (wf) written by its update from now on (on) or not. */
+/* A dense layer's bf16 copy (wf): its descriptor (bf16_fwd_md), set when a bf16 plan is
+ * made; written by the update from now on (on: the bf16 plan's training forward) or not. */
+lp_status lp_net_dense_bf16_md(lp_layer *L);
 void lp_net_note_dense_bf16_copy(lp_layer *L, bool on);
 /* optim.c: c[j] = w[j] rounded to bf16 for j in [lo, hi) (AVX512-BF16 only). */
 void lp_bf16_plain_range(uint16_t *c, const float *w, long long lo, long long hi);

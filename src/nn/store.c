@@ -149,10 +149,15 @@ void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_
     if (L->bf16_copy_bwd) L->bf16_bwd_md = *bwd_md;
 }
 
-void lp_net_note_dense_bf16_copy(lp_layer *L, bool on) {
+lp_status lp_net_dense_bf16_md(lp_layer *L) {
     dnnl_dims_t d = {L->out_c, L->in_c};
-    L->bf16_copies = on && dnnl_memory_desc_init_by_tag(&L->bf16_fwd_md, 2, d, dnnl_bf16, dnnl_ab) == dnnl_success &&
-                     __builtin_cpu_supports("avx512bf16") && L->wf.cap >= lp_md_size(&L->bf16_fwd_md);
+    if (dnnl_memory_desc_init_by_tag(&L->bf16_fwd_md, 2, d, dnnl_bf16, dnnl_ab) != dnnl_success)
+        return lp_fail(LP_ERR_BACKEND, "%s: bf16 weight copy descriptor", L->name);
+    return LP_OK;
+}
+
+void lp_net_note_dense_bf16_copy(lp_layer *L, bool on) {
+    L->bf16_copies = on && __builtin_cpu_supports("avx512bf16") && L->wf.cap >= lp_md_size(&L->bf16_fwd_md);
     L->bf16_copy_bwd = false;
 }
 

@@ -520,7 +520,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (!f->logits || !f->probs || !f->sample_loss || !f->val_probs || !f->val_labels) return LP_ERR_NOMEM;
 
     print_config(f);
-    if (lp_net_get_config(f->net)->bf16 && lp_net_dense_bf16(f->net, p->batch))
+    if (lp_net_dense_bf16(f->net, p->batch))
         say(f, "Precision: bf16 convolutions, pooling and dense layers%s; fp32 master weights, gradients and loss.\n",
             lp_net_amx() ? " on AMX" : "");
     else if (lp_net_get_config(f->net)->bf16)
