@@ -43,15 +43,25 @@ lp_md lp_md_plain(int ndims, const int64_t *dims);
 lp_md lp_md_any(int ndims, const int64_t *dims);
 /* Format `any` of a given data type (dnnl_f32 or dnnl_bf16). */
 lp_md lp_md_any_dt(int ndims, const int64_t *dims, dnnl_data_type_t dt);
+/* ---- the CPU (cpu_isa.c) ------------------------------------------------------
+ * Instruction-set levels, each including the ones before it. lp_cpu_isa() is the
+ * level oneDNN runs at here (ONEDNN_MAX_CPU_ISA lowers it): every kernel of ours
+ * asks it, so that the cap holds for ours as for oneDNN's. AVX2 includes FMA;
+ * AVX-512 is oneDNN's avx512_core (F, CD, BW, DQ, VL). */
+typedef enum lp_isa { LP_ISA_GENERIC, LP_ISA_AVX2, LP_ISA_AVX512, LP_ISA_AVX512_BF16, LP_ISA_AMX } lp_isa;
+lp_isa lp_cpu_isa(void);
+const char *lp_isa_name(lp_isa isa); /* "AVX2", "AVX512-BF16", ... */
+const char *lp_cpu_name(void);       /* the processor's brand string */
 /* True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX):
  * elsewhere oneDNN would emulate them, slower than fp32. */
-bool lp_bf16_native(void);
+static inline bool lp_bf16_native(void) { return lp_cpu_isa() >= LP_ISA_AVX512_BF16; }
 /* True when oneDNN may use AMX tiles here (avx512_core_amx). */
-bool lp_amx_available(void);
+static inline bool lp_amx_available(void) { return lp_cpu_isa() >= LP_ISA_AMX; }
 /* oneDNN 2.6 has fp32 Winograd training kernels (jit_wino_4x3) on AVX-512 only. */
-bool lp_winograd_available(void);
-/* Pixel-vector layouts: nhwc (one vector of C values per pixel) or nChw16c (vectors
- * of 16), unpadded; *vec = values per vector. Our AVX-512 kernels take these. */
+static inline bool lp_winograd_available(void) { return lp_cpu_isa() >= LP_ISA_AVX512; }
+/* Pixel-vector layouts: nhwc (one vector of C values per pixel) or nChw16c / nChw8c
+ * (vectors of 16 or 8), unpadded; *vec = values per vector. Our kernels take these
+ * (each checks that vec is a multiple of its own block). */
 bool lp_md_pixel_vectors(const lp_md *md, int *vec);
 /* Element offset of value c of pixel (n, y, x) in such a layout (channels per pixel,
  * h x w pixels, vectors of vec: channels for nhwc, 16 for nChw16c). */
@@ -107,18 +117,14 @@ typedef struct lp_conv2d {
     lp_md bd_w_md;                    /* weights layout for backward data */
     lp_md bw_dw_md;                   /* diff weights layout from backward weights */
     dnnl_primitive_desc_t fwd_pd;
-    lp_prim fwd, bwd_data, bwd_w; /* bwd_w.impl names the kernel in both cases */
+    lp_prim fwd, bwd_data, bwd_w; /* .impl names the kernel, oneDNN's or ours */
     bool has_bwd_data, has_bwd_w;
-    bool own_bwd_w;  /* backward weights runs lp_conv_bwd_w_small, not bwd_w.p */
-    bool own_bwd_data; /* backward data runs lp_conv_bwd_d_small, not bwd_data.p */
-    bool own_fwd;      /* forward runs lp_conv_fwd_small (fwd.p is kept: backward's hint) */
-    bool own_fwd_rgb;  /* ... lp_conv_fwd_rgb_amx */
-    bool own_bwd_w_rgb; /* backward weights runs lp_conv_bwd_w_rgb, not bwd_w.p */
-    bool rgb_amx;       /* ... as lp_conv_bwd_w_rgb_amx */
-    bool own_bwd_w_amx; /* backward weights runs lp_conv_bwd_w_amx, not bwd_w.p */
+    /* ours in place of oneDNN's, from conv2d.c's table (NULL: oneDNN's) */
+    const struct lp_conv_kernel *k_fwd, *k_bwd_data, *k_bwd_w;
     size_t flip_bytes;  /* backward data runs as a forward convolution (bwd_data.p) with the
                            weights flipped into the first flip_bytes of scratch; 0: not */
-    int vec_x, vec_y; /* own_bwd_w: src_md's and dst_md's pixel vectors */
+    int vec_x, vec_y; /* our kernels: src_md's and dst_md's pixel vectors */
+    int wblk;         /* the small-map backward weights: its block, 16 or 8 */
 } lp_conv2d;
 /* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */
 lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src);
@@ -135,9 +141,15 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
 size_t lp_conv2d_relu_bits_size(const lp_conv2d *c);
 lp_status lp_conv2d_forward_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y,
                                       uint16_t *bits, void *scratch);
+/* Backward weights runs our small-map kernel, which also comes in pieces
+ * (lp_conv_bwd_w_small_prepare/pair, with c->wblk, vec_x, vec_y) for a fused update. */
+bool lp_conv2d_bwd_w_in_pieces(const lp_conv2d *c);
+/* Backward weights runs a kernel that multiplies dy by the ReLU mask itself
+ * (lp_conv2d_backward_weights_relu). */
+bool lp_conv2d_bwd_w_masks_relu(const lp_conv2d *c);
 /* Backward weights from a dy not yet multiplied by the ReLU mask of the output y
  * (unchanged in memory; y NULL: no mask); only where the kernel does that masking itself
- * (c->own_bwd_w_rgb, which picks the AVX512-BF16 or the AMX kernel here). bits (or
+ * (lp_conv2d_bwd_w_masks_relu: the AVX512-BF16 or the AMX RGB kernel). bits (or
  * NULL): the same mask from lp_conv2d_forward_relu_bits, read instead of y by the kernel
  * that can (the AMX one). */
 lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y,
@@ -157,10 +169,11 @@ void lp_conv_fwd_small(const lp_conv2d_params *p, const void *x, const void *w, 
 size_t lp_conv_bwd_d_small_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_d_small(const lp_conv2d_params *p, int vec_x, int vec_y, const void *dy, const void *w, void *dx,
                          void *scratch);
-/* conv_bwd_w_small.c (AVX-512F): 3x3 stride 1 pad 1, h*w <= 16, c and k multiples of
- * 16, x and dy in pixel-vector layouts (vec_x, vec_y), dw fp32 in ABcd16b16a, db (k). */
+/* conv_bwd_w_small.c: 3x3 stride 1 pad 1, c and k multiples of blk, x and dy in pixel-vector
+ * layouts (vec_x, vec_y multiples of blk), dw fp32 in ABcd<blk>b<blk>a, db (k). blk 16:
+ * AVX-512F, fp32 or bf16; blk 8: AVX2 + FMA, fp32. */
 size_t lp_conv_bwd_w_small_scratch(const lp_conv2d_params *p);
-void lp_conv_bwd_w_small(const lp_conv2d_params *p, int vec_x, int vec_y, const void *x, const void *dy, float *dw,
+void lp_conv_bwd_w_small(const lp_conv2d_params *p, int blk, int vec_x, int vec_y, const void *x, const void *dy, float *dw,
                          float *db, void *scratch);
 /* conv_bwd_w_rgb.c (AVX512-BF16): 3x3 stride 1 pad 1 with 3 input channels, k % 16 == 0,
  * x and dy bf16 nhwc, dw fp32 in ABcd16b16a (input channels padded to 16), db (k);
@@ -196,13 +209,16 @@ size_t lp_conv_bwd_w_amx_scratch(const lp_conv2d_params *p);
 void lp_conv_bwd_w_amx(const lp_conv2d_params *p, const void *x, const void *dy, float *dw, float *db, void *scratch);
 /* The same in pieces, for an update that consumes each piece as it is made (nn's
  * fused update): prepare (writes db and fills scratch), then pair q in [0, pairs)
- * writes the LP_BWD_W_PAIR values dw[q * LP_BWD_W_PAIR ...] (one 16x16 block pair,
- * 9 taps) to out. */
+ * writes the lp_conv_bwd_w_small_pair_size values dw[q * size ...] (one blk x blk block
+ * pair, 9 taps) to out, at most LP_BWD_W_PAIR. */
 #define LP_BWD_W_PAIR (9 * 256)
-static inline long long lp_conv_bwd_w_small_pairs(const lp_conv2d_params *p) { return (long long)(p->k / 16) * (p->c / 16); }
-void lp_conv_bwd_w_small_prepare(const lp_conv2d_params *p, int vec_x, int vec_y, const void *x, const void *dy, float *db,
-                                 void *scratch);
-void lp_conv_bwd_w_small_pair(const lp_conv2d_params *p, const void *scratch, long long q, float *out);
+static inline long long lp_conv_bwd_w_small_pairs(const lp_conv2d_params *p, int blk) {
+    return (long long)(p->k / blk) * (p->c / blk);
+}
+static inline size_t lp_conv_bwd_w_small_pair_size(int blk) { return (size_t)9 * blk * blk; }
+void lp_conv_bwd_w_small_prepare(const lp_conv2d_params *p, int blk, int vec_x, int vec_y, const void *x, const void *dy,
+                                 float *db, void *scratch);
+void lp_conv_bwd_w_small_pair(const lp_conv2d_params *p, int blk, const void *scratch, long long q, float *out);
 
 /* ---- max pooling (floor, like PyTorch's MaxPool2d) ------------------------
  * x: (n, c, h, w) in src_md, y: (n, c, oh, ow) in dst_md, ws: workspace of

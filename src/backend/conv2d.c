@@ -52,25 +52,48 @@ static bool bf16_nhwc_tile(const lp_conv2d *c) {
     return bf16_nhwc_3x3(c) && lp_bf16_native() && p->h * p->w <= 4 && p->n * p->h * p->w <= 8;
 }
 
+/* ---- the table of our kernels ------------------------------------------------------
+ * One entry a kernel: the pass it replaces, the ISA level it needs (lp_cpu_isa, so that
+ * ONEDNN_MAX_CPU_ISA caps it with oneDNN's), fits (the shapes and layouts it takes,
+ * given the weights layout and the name of oneDNN's kernel for that pass; it may set
+ * up c), its scratch and its run. The first entry that fits replaces oneDNN's kernel;
+ * none: oneDNN's runs. */
+enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_W };
+typedef struct lp_conv_kernel {
+    const char *name;
+    int pass;
+    lp_isa isa;
+    int blk; /* the block of values the kernel works in, where it has a choice */
+    bool (*fits)(lp_conv2d *c, const struct lp_conv_kernel *k, const lp_md *w_md, const char *onednn);
+    size_t (*scratch)(const lp_conv2d *c);
+    void (*fwd)(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits, void *scratch);
+    lp_status (*bwd_data)(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch);
+    void (*bwd_w)(const lp_conv2d *c, const void *x, const void *dy, const void *relu_y, const uint16_t *bits, float *dw,
+                  float *db, void *scratch);
+    bool in_pieces;  /* bwd_w: also as prepare + pairs (the fused update) */
+    bool masks_relu; /* bwd_w: multiplies dy by y's ReLU mask (or bits) as it reads it */
+    bool relu_bits;  /* fwd: can write y's ReLU mask as bits */
+} lp_conv_kernel;
+
 /* Forward: also 32k channels in and out, and weights AcdB16b32a2b (the optimizer writes
  * that copy). */
-static bool own_forward(const lp_conv2d *c) {
+static bool fits_fwd_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
     return lp_conv_fwd_own_allowed && bf16_nhwc_tile(c) && p->c % 32 == 0 && p->k % 32 == 0 &&
-           weights_are(&c->w_md, p, dnnl_bf16, dnnl_AcdB16b32a2b);
+           weights_are(w_md, p, dnnl_bf16, dnnl_AcdB16b32a2b);
 }
 
 /* Forward with 3 input channels on AMX (conv_fwd_rgb_amx.c says why), bf16 nhwc, 32k
  * output channels, on maps larger than the small-map kernels', with the weights layout
  * oneDNN's forward chose for them, Adcb16a. */
-static bool own_forward_rgb(const lp_conv2d *c) {
+static bool fits_fwd_rgb_amx(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
     return lp_conv_fwd_own_allowed && bf16_nhwc_3x3(c) && p->c == 3 && p->k % 32 == 0 && p->h * p->w > 16 &&
-           weights_are(&c->w_md, p, dnnl_bf16, dnnl_Adcb16a) && lp_conv_bwd_w_amx_ready();
+           weights_are(w_md, p, dnnl_bf16, dnnl_Adcb16a) && lp_conv_bwd_w_amx_ready();
 }
 
 /* Backward data: also 32k output channels, and weights ABcd16a16b2a. */
-static bool own_bwd_data(lp_conv2d *c, const lp_md *w_md) {
+static bool fits_bwd_data_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
     if (!lp_conv_bwd_d_own_allowed || !bf16_nhwc_tile(c) || p->c % 16 || p->k % 32 ||
         !weights_are(w_md, p, dnnl_bf16, dnnl_ABcd16a16b2a))
@@ -79,49 +102,140 @@ static bool own_bwd_data(lp_conv2d *c, const lp_md *w_md) {
     return true;
 }
 
-/* Backward weights (AVX-512F, fp32 or bf16): maps of at most 16 pixels (VGG's 4x4 and
- * 2x2 at 32x32 input) where the batch has at most 256 (position, tap) products per
- * weight: its time grows with them, and oneDNN's is faster beyond (512x512 layers, 2
- * cores: 4x4 batch 2 0.47-0.50 vs 0.48-0.58 ms, batch 16 5.1 vs 4.0-4.5 ms; 2x2 batch 16
- * 1.0 vs 2.7-3.3 ms), pixel-vector layouts, and oneDNN's own choice of gradient layout,
- * ABcd16b16a, so that storage decisions made from bw_dw_md do not change. */
-static bool own_bwd_w(lp_conv2d *c, const lp_md *dw_md) {
+static bool fits_bwd_data_flipped(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn);
+
+/* Backward weights, fp32 or bf16 (AVX-512, blocks of 16) or fp32 (AVX2, blocks of 8), x
+ * and dy in pixel-vector layouts, where it is faster than oneDNN's, or where oneDNN has
+ * only its reference kernel (AVX2 on maps of 2x2 and less; ours is then used at any batch).
+ * Faster: maps of at most 16 pixels (VGG's 4x4 and 2x2 at 32x32 input) where the batch
+ * has at most 256 (position, tap) products per weight: its time grows with them, and
+ * oneDNN's is faster beyond (AVX-512, 512x512 layers, 2 cores: 4x4 batch 2 0.47-0.50 vs
+ * 0.48-0.58 ms, batch 16 5.1 vs 4.0-4.5 ms; 2x2 batch 16 1.0 vs 2.7-3.3 ms). The
+ * gradient layout is then ours, ABcd<blk>b<blk>a: oneDNN's own choice for AVX-512, and
+ * the layout its AVX2 forward reads weights in, so that weights, gradient and optimizer
+ * state stay in one blocked layout between steps (nn's storage). */
+static bool fits_bwd_w_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *dw_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
     const dnnl_data_type_t dt = p->bf16 ? dnnl_bf16 : dnnl_f32;
+    const int b = k->blk;
+    const bool ref = onednn && !strncmp(onednn, "ref", 3);
+    const bool small = p->h * p->w <= 16 && (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) <= 256;
     int vx, vy;
-    if (!lp_conv_bwd_w_own_allowed || !lp_winograd_available() || !same_3x3(p) || p->h * p->w > 16 ||
-        (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) > 256 || p->c % 16 || p->k % 16 ||
+    if (!lp_conv_bwd_w_own_allowed || (!small && !ref) || !same_3x3(p) || p->c % b || p->k % b || (p->bf16 && b != 16) ||
         c->src_md.data_type != dt || c->dst_md.data_type != dt || !lp_md_pixel_vectors(&c->src_md, &vx) ||
-        !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % 16 || vy % 16 || !weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a))
+        !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % b || vy % b)
         return false;
-    c->vec_x = vx, c->vec_y = vy;
+    lp_md ours;
+    dnnl_dims_t wd = {p->k, p->c, 3, 3};
+    if (dnnl_memory_desc_init_by_tag(&ours, 4, wd, dnnl_f32, b == 16 ? dnnl_ABcd16b16a : dnnl_ABcd8b8a) != dnnl_success)
+        return false;
+    c->bw_dw_md = ours;
+    c->vec_x = vx, c->vec_y = vy, c->wblk = b;
     return true;
 }
 
-/* Backward weights with 3 input channels (VGG's first layer on RGB images), bf16 on AVX512-BF16,
- * nhwc, on maps larger than the small-map kernel's: oneDNN's AMX kernel runs there at
- * about 100 GFLOP/s (conv_bwd_w_rgb.c says why). Its gradient layout too must be
- * oneDNN's choice, ABcd16b16a. */
-static bool own_bwd_w_rgb(const lp_conv2d *c, const lp_md *dw_md) {
+/* Backward weights with 3 input channels (VGG's first layer on RGB images), bf16 nhwc,
+ * on maps larger than the small-map kernel's: oneDNN's AMX kernel runs there at about
+ * 100 GFLOP/s (conv_bwd_w_rgb.c says why). Its gradient layout too must be oneDNN's
+ * choice, ABcd16b16a. On AMX tiles (conv_bwd_w_rgb_amx.c: 22 -> 11 ms at 224x224 batch
+ * 16, ReLU mask included) with 32k output channels, else on AVX512-BF16. */
+static bool fits_bwd_w_rgb(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *dw_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
-    return lp_conv_bwd_w_own_allowed && lp_bf16_native() && bf16_nhwc_3x3(c) && p->c == 3 && p->k % 16 == 0 &&
-           p->h * p->w > 16 && weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a);
+    if (k->isa == LP_ISA_AMX && (!lp_conv_bwd_w_rgb_amx_allowed || p->k % 32 || !lp_conv_bwd_w_amx_ready())) return false;
+    return lp_conv_bwd_w_own_allowed && bf16_nhwc_3x3(c) && p->c == 3 && p->k % 16 == 0 && p->h * p->w > 16 &&
+           weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a);
 }
 
 /* Backward weights on AMX (conv_bwd_w_amx.c says why and how fast), bf16 nhwc with 32k
  * channels in and out, on maps larger than the small-map kernel's. Gradient layout
  * oneDNN's choice, ABcd16b16a. */
-static bool own_bwd_w_amx(const lp_conv2d *c, const lp_md *dw_md) {
+static bool fits_bwd_w_amx(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *dw_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
     return lp_conv_bwd_w_own_allowed && bf16_nhwc_3x3(c) && p->c % 32 == 0 && p->k % 32 == 0 && p->h * p->w > 16 &&
            weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a) && lp_conv_bwd_w_amx_ready();
 }
 
-/* pr runs our kernel (name, for the summaries), with at least scratch bytes. */
-static void own_kernel(lp_prim *pr, size_t scratch, const char *name) {
-    if (scratch > pr->scratch_size) pr->scratch_size = scratch;
-    snprintf(pr->impl, sizeof pr->impl, "%s", name);
+static size_t scratch_fwd_small(const lp_conv2d *c) { return lp_conv_fwd_small_scratch(&c->p); }
+static size_t scratch_fwd_rgb_amx(const lp_conv2d *c) { return lp_conv_fwd_rgb_amx_scratch(&c->p); }
+static size_t scratch_bwd_data_small(const lp_conv2d *c) { return lp_conv_bwd_d_small_scratch(&c->p); }
+static size_t scratch_none(const lp_conv2d *c) { return 0; } /* the flipped forward's own, counted apart */
+static size_t scratch_bwd_w_small(const lp_conv2d *c) { return lp_conv_bwd_w_small_scratch(&c->p); }
+static size_t scratch_bwd_w_rgb(const lp_conv2d *c) { return lp_conv_bwd_w_rgb_scratch(&c->p); }
+static size_t scratch_bwd_w_rgb_amx(const lp_conv2d *c) { return lp_conv_bwd_w_rgb_amx_scratch(&c->p); }
+static size_t scratch_bwd_w_amx(const lp_conv2d *c) { return lp_conv_bwd_w_amx_scratch(&c->p); }
+
+static void run_fwd_small(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits, void *s) {
+    lp_conv_fwd_small(&c->p, x, w, b, y, s);
 }
+static void run_fwd_rgb_amx(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits,
+                            void *s) {
+    lp_conv_fwd_rgb_amx(&c->p, x, w, b, y, bits, s);
+}
+static lp_status run_bwd_data_small(lp_conv2d *c, dnnl_stream_t st, const void *dy, const void *w, void *dx, void *s) {
+    lp_conv_bwd_d_small(&c->p, c->vec_x, c->vec_y, dy, w, dx, s);
+    return LP_OK;
+}
+static lp_status run_bwd_data_flipped(lp_conv2d *c, dnnl_stream_t st, const void *dy, const void *w, void *dx, void *s);
+static void run_bwd_w_small(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+                            float *db, void *s) {
+    lp_conv_bwd_w_small(&c->p, c->wblk, c->vec_x, c->vec_y, x, dy, dw, db, s);
+}
+static void run_bwd_w_rgb(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+                          float *db, void *s) {
+    lp_conv_bwd_w_rgb(&c->p, x, dy, y, dw, db, s);
+}
+static void run_bwd_w_rgb_amx(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+                              float *db, void *s) {
+    /* the bits: 1/16 of y's bytes (at 224x224 batch 16, y is 103 MB) */
+    lp_conv_bwd_w_rgb_amx(&c->p, x, dy, bits ? NULL : y, bits, dw, db, s);
+}
+static void run_bwd_w_amx(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+                          float *db, void *s) {
+    lp_conv_bwd_w_amx(&c->p, x, dy, dw, db, s);
+}
+
+static const lp_conv_kernel kernels[] = {
+    {"loupe:avx512_bf16_3x3_small", PASS_FWD, LP_ISA_AVX512_BF16, 0, fits_fwd_small, scratch_fwd_small, .fwd = run_fwd_small},
+    {"loupe:amx_bf16_3x3_rgb", PASS_FWD, LP_ISA_AMX, 0, fits_fwd_rgb_amx, scratch_fwd_rgb_amx, .fwd = run_fwd_rgb_amx,
+     .relu_bits = true},
+    {"loupe:avx512_bf16_3x3_small", PASS_BWD_DATA, LP_ISA_AVX512_BF16, 0, fits_bwd_data_small, scratch_bwd_data_small,
+     .bwd_data = run_bwd_data_small},
+    {"loupe:flipped", PASS_BWD_DATA, LP_ISA_AMX, 0, fits_bwd_data_flipped, scratch_none, .bwd_data = run_bwd_data_flipped},
+    {"loupe:avx512_3x3_small", PASS_BWD_W, LP_ISA_AVX512, 16, fits_bwd_w_small, scratch_bwd_w_small, .bwd_w = run_bwd_w_small,
+     .in_pieces = true},
+    {"loupe:avx2_3x3_small", PASS_BWD_W, LP_ISA_AVX2, 8, fits_bwd_w_small, scratch_bwd_w_small, .bwd_w = run_bwd_w_small,
+     .in_pieces = true},
+    {"loupe:amx_bf16_3x3_rgb", PASS_BWD_W, LP_ISA_AMX, 0, fits_bwd_w_rgb, scratch_bwd_w_rgb_amx, .bwd_w = run_bwd_w_rgb_amx,
+     .masks_relu = true},
+    {"loupe:avx512_3x3_rgb", PASS_BWD_W, LP_ISA_AVX512_BF16, 0, fits_bwd_w_rgb, scratch_bwd_w_rgb, .bwd_w = run_bwd_w_rgb,
+     .masks_relu = true},
+    {"loupe:amx_bf16_3x3", PASS_BWD_W, LP_ISA_AMX, 0, fits_bwd_w_amx, scratch_bwd_w_amx, .bwd_w = run_bwd_w_amx},
+};
+
+/* oneDNN's name for the kernel of pd ("jit:avx2", "ref:any"). */
+static void impl_of(const_dnnl_primitive_desc_t pd, char *buf, size_t n) {
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    snprintf(buf, n, "%s", impl ? impl : "");
+}
+
+/* The first of our kernels for pass that this CPU (as capped) runs and that fits; it
+ * then replaces oneDNN's in pr (name and scratch). NULL: oneDNN's runs. */
+static const lp_conv_kernel *pick(lp_conv2d *c, int pass, const lp_md *w_md, lp_prim *pr, const char *onednn) {
+    const lp_isa isa = lp_cpu_isa();
+    for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++) {
+        const lp_conv_kernel *k = &kernels[i];
+        if (k->pass != pass || k->isa > isa || !k->fits(c, k, w_md, onednn)) continue;
+        size_t s = k->scratch(c);
+        if (s > pr->scratch_size) pr->scratch_size = s;
+        if (k->bwd_data != run_bwd_data_flipped) snprintf(pr->impl, sizeof pr->impl, "%s", k->name);
+        return k;
+    }
+    return NULL;
+}
+
+bool lp_conv2d_bwd_w_in_pieces(const lp_conv2d *c) { return c->k_bwd_w && c->k_bwd_w->in_pieces; }
+bool lp_conv2d_bwd_w_masks_relu(const lp_conv2d *c) { return c->k_bwd_w && c->k_bwd_w->masks_relu; }
 
 lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src) {
     memset(c, 0, sizeof *c);
@@ -166,9 +280,9 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
         lp_conv2d_free(c);
         return st;
     }
-    if ((c->own_fwd = own_forward(c))) own_kernel(&c->fwd, lp_conv_fwd_small_scratch(p), "loupe:avx512_bf16_3x3_small");
-    else if ((c->own_fwd_rgb = own_forward_rgb(c)))
-        own_kernel(&c->fwd, lp_conv_fwd_rgb_amx_scratch(p), "loupe:amx_bf16_3x3_rgb");
+    char onednn[64];
+    snprintf(onednn, sizeof onednn, "%s", c->fwd.impl);
+    c->k_fwd = pick(c, PASS_FWD, &c->w_md, &c->fwd, onednn); /* fwd.p is kept: backward's hint */
     return LP_OK;
 }
 
@@ -204,10 +318,10 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
  * 56x56 17.0 vs 20.8, 64->64 at 224x224 23.9 vs 26.7; 24 ms of a 680 ms step). bf16,
  * nhwc, 32k channels, weights given in oneDNN's backward-data layout ABcd16a16b2a
  * (flip_weights rewrites them for the forward's AcdB16b32a2b). True when set up. */
-static bool flipped_bwd_data(lp_conv2d *c) {
+static bool fits_bwd_data_flipped(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *bd_w_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
-    if (!lp_conv_bwd_d_own_allowed || !lp_amx_available() || !bf16_nhwc_3x3(c) || p->c % 32 || p->k % 32 ||
-        !weights_are(&c->bd_w_md, p, dnnl_bf16, dnnl_ABcd16a16b2a))
+    if (!lp_conv_bwd_d_own_allowed || !bf16_nhwc_3x3(c) || p->c % 32 || p->k % 32 ||
+        !weights_are(bd_w_md, p, dnnl_bf16, dnnl_ABcd16a16b2a))
         return false;
     int64_t wd[4] = {p->c, p->k, p->kh, p->kw};
     lp_md w_md = lp_md_any_dt(4, wd, dnnl_bf16);
@@ -224,9 +338,12 @@ static bool flipped_bwd_data(lp_conv2d *c) {
     ok = ok && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl && !strncmp(impl, "brg", 3) &&
          flipped_weights_are(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), p, dnnl_bf16, dnnl_AcdB16b32a2b);
     static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-    ok = ok && lp_prim_create(&c->bwd_data, pd, kinds, 3) == LP_OK;
+    lp_prim pr;
+    ok = ok && lp_prim_create(&pr, pd, kinds, 3) == LP_OK;
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (!ok) return false;
+    lp_prim_free(&c->bwd_data); /* oneDNN's, which this replaces */
+    c->bwd_data = pr;
     c->flip_bytes = ((size_t)p->k * p->c * 9 * 2 + 63) / 64 * 64;
     snprintf(c->bwd_data.impl, sizeof c->bwd_data.impl, "loupe:flipped+%s", impl);
     return true;
@@ -269,54 +386,26 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
             }
         }
         c->bd_w_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        if (own_bwd_data(c, &c->bd_w_md)) {
-            dnnl_primitive_desc_destroy(pd);
-            c->own_bwd_data = c->has_bwd_data = true;
-            own_kernel(&c->bwd_data, lp_conv_bwd_d_small_scratch(p), "loupe:avx512_bf16_3x3_small");
-            goto weights_part;
-        }
-        if (flipped_bwd_data(c)) {
-            dnnl_primitive_desc_destroy(pd);
-            c->has_bwd_data = true;
-            goto weights_part;
-        }
         static const int kinds[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
-        st = lp_prim_create(&c->bwd_data, pd, kinds, 3);
+        char onednn[64];
+        impl_of(pd, onednn, sizeof onednn);
+        c->k_bwd_data = pick(c, PASS_BWD_DATA, &c->bd_w_md, &c->bwd_data, onednn);
+        st = c->k_bwd_data ? LP_OK : lp_prim_create(&c->bwd_data, pd, kinds, 3);
         dnnl_primitive_desc_destroy(pd);
         if (st) return st;
         c->has_bwd_data = true;
     }
-weights_part:
     if (weights && !c->has_bwd_w) {
         lp_md dw_any = lp_md_any(4, wd); /* f32 even in bf16: the update accumulates in f32 */
         dnnl_primitive_desc_t pd;
         if ((st = lp_dnnl_check(backward_pd(c, false, &dw_any, &pd), "conv2d backward weights"))) return st;
         c->bw_dw_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
-        if (own_bwd_w(c, &c->bw_dw_md)) {
-            dnnl_primitive_desc_destroy(pd);
-            c->own_bwd_w = c->has_bwd_w = true;
-            own_kernel(&c->bwd_w, lp_conv_bwd_w_small_scratch(p), "loupe:avx512_3x3_small");
-            return LP_OK;
-        }
-        if (own_bwd_w_rgb(c, &c->bw_dw_md)) {
-            dnnl_primitive_desc_destroy(pd);
-            c->own_bwd_w_rgb = c->has_bwd_w = true;
-            /* on AMX, its tiles (conv_bwd_w_rgb_amx.c: 22 -> 11 ms at 224x224 batch 16, ReLU mask included) */
-            c->rgb_amx = lp_conv_bwd_w_rgb_amx_allowed && p->k % 32 == 0 && lp_conv_bwd_w_amx_ready();
-            if (c->rgb_amx)
-                own_kernel(&c->bwd_w, lp_conv_bwd_w_rgb_amx_scratch(p), "loupe:amx_bf16_3x3_rgb");
-            else
-                own_kernel(&c->bwd_w, lp_conv_bwd_w_rgb_scratch(p), "loupe:avx512_3x3_rgb");
-            return LP_OK;
-        }
-        if (own_bwd_w_amx(c, &c->bw_dw_md)) {
-            dnnl_primitive_desc_destroy(pd);
-            c->own_bwd_w_amx = c->has_bwd_w = true;
-            own_kernel(&c->bwd_w, lp_conv_bwd_w_amx_scratch(p), "loupe:amx_bf16_3x3");
-            return LP_OK;
-        }
         static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
-        st = lp_prim_create(&c->bwd_w, pd, kinds, 4);
+        char onednn[64];
+        impl_of(pd, onednn, sizeof onednn);
+        /* ours may set its own gradient layout (bw_dw_md) */
+        c->k_bwd_w = pick(c, PASS_BWD_W, &c->bw_dw_md, &c->bwd_w, onednn);
+        st = c->k_bwd_w ? LP_OK : lp_prim_create(&c->bwd_w, pd, kinds, 4);
         dnnl_primitive_desc_destroy(pd);
         if (st) return st;
         c->has_bwd_w = true;
@@ -332,40 +421,29 @@ size_t lp_conv2d_scratch_size(const lp_conv2d *c) {
 }
 
 lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y, void *scratch) {
-    if (c->own_fwd) {
-        lp_conv_fwd_small(&c->p, x, w, b, y, scratch);
-        return LP_OK;
-    }
-    if (c->own_fwd_rgb) {
-        lp_conv_fwd_rgb_amx(&c->p, x, w, b, y, NULL, scratch);
+    if (c->k_fwd) {
+        c->k_fwd->fwd(c, x, w, b, y, NULL, scratch);
         return LP_OK;
     }
     void *p[4] = {(void *)x, (void *)w, (void *)b, y};
     return lp_prim_exec(&c->fwd, s, p, scratch);
 }
 
+static lp_status run_bwd_data_flipped(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch) {
+    flip_weights(&c->p, w, scratch);
+    void *p[3] = {(void *)dy, scratch, dx};
+    return lp_prim_exec(&c->bwd_data, s, p, (char *)scratch + c->flip_bytes);
+}
+
 lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch) {
-    if (c->own_bwd_data) {
-        lp_conv_bwd_d_small(&c->p, c->vec_x, c->vec_y, dy, w, dx, scratch);
-        return LP_OK;
-    }
-    if (c->flip_bytes) {
-        flip_weights(&c->p, w, scratch);
-        void *p[3] = {(void *)dy, scratch, dx};
-        return lp_prim_exec(&c->bwd_data, s, p, (char *)scratch + c->flip_bytes);
-    }
+    if (c->k_bwd_data) return c->k_bwd_data->bwd_data(c, s, dy, w, dx, scratch);
     void *p[3] = {(void *)dy, (void *)w, dx};
     return lp_prim_exec(&c->bwd_data, s, p, scratch);
 }
 
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch) {
-    if (c->own_bwd_w) {
-        lp_conv_bwd_w_small(&c->p, c->vec_x, c->vec_y, x, dy, dw, db, scratch);
-        return LP_OK;
-    }
-    if (c->own_bwd_w_rgb) return lp_conv2d_backward_weights_relu(c, s, x, dy, NULL, NULL, dw, db, scratch); /* no mask */
-    if (c->own_bwd_w_amx) {
-        lp_conv_bwd_w_amx(&c->p, x, dy, dw, db, scratch);
+    if (c->k_bwd_w) {
+        c->k_bwd_w->bwd_w(c, x, dy, NULL, NULL, dw, db, scratch); /* no mask */
         return LP_OK;
     }
     void *p[4] = {(void *)x, (void *)dy, dw, db};
@@ -375,24 +453,23 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
 lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, const void *y,
                                           const uint16_t *bits, void *dw, void *db, void *scratch) {
     (void)s;
-    if (!c->own_bwd_w_rgb) return lp_fail(LP_ERR_ARG, "conv2d: backward weights with the ReLU mask needs our RGB kernel");
-    if (c->rgb_amx) /* the bits: 1/16 of y's bytes (at 224x224 batch 16, y is 103 MB) */
-        lp_conv_bwd_w_rgb_amx(&c->p, x, dy, bits ? NULL : y, bits, dw, db, scratch);
-    else
-        lp_conv_bwd_w_rgb(&c->p, x, dy, y, dw, db, scratch);
+    if (!lp_conv2d_bwd_w_masks_relu(c))
+        return lp_fail(LP_ERR_ARG, "conv2d: backward weights with the ReLU mask needs a kernel that masks (%s does not)",
+                       c->bwd_w.impl);
+    c->k_bwd_w->bwd_w(c, x, dy, y, bits, dw, db, scratch);
     return LP_OK;
 }
 
 /* Our RGB forward on AMX can write the ReLU mask as bits. */
 size_t lp_conv2d_relu_bits_size(const lp_conv2d *c) {
-    return c->own_fwd_rgb && c->p.relu ? (size_t)c->p.n * c->oh * c->ow * c->p.k / 8 : 0;
+    return c->k_fwd && c->k_fwd->relu_bits && c->p.relu ? (size_t)c->p.n * c->oh * c->ow * c->p.k / 8 : 0;
 }
 
 lp_status lp_conv2d_forward_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y,
                                       uint16_t *bits, void *scratch) {
     (void)s;
     if (!lp_conv2d_relu_bits_size(c)) return lp_fail(LP_ERR_ARG, "conv2d: ReLU bits need our RGB forward with ReLU");
-    lp_conv_fwd_rgb_amx(&c->p, x, w, b, y, bits, scratch);
+    c->k_fwd->fwd(c, x, w, b, y, bits, scratch);
     return LP_OK;
 }
 

@@ -63,15 +63,6 @@ lp_md lp_md_any_dt(int ndims, const int64_t *dims, dnnl_data_type_t dt) {
     return md;
 }
 
-static bool isa_has(dnnl_cpu_isa_t want) {
-    if (!lp_dnnl_engine()) return false;
-    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    return ((unsigned)isa & (unsigned)want) == (unsigned)want;
-}
-bool lp_bf16_native(void) { return isa_has(dnnl_cpu_isa_avx512_core_bf16); }
-bool lp_amx_available(void) { return isa_has(dnnl_cpu_isa_avx512_core_amx); }
-bool lp_winograd_available(void) { return isa_has(dnnl_cpu_isa_avx512_core); }
-
 const char *lp_md_layout(const lp_md *md, char *buf, size_t n) {
     if (md->format_kind != dnnl_blocked) {
         snprintf(buf, n, "%s", md->format_kind == dnnl_format_kind_any ? "any" : "opaque");
@@ -197,8 +188,8 @@ void lp_reorder_free(lp_reorder *r) {
     if (r) lp_prim_free(&r->prim);
 }
 
-/* Pixel-vector layouts: nhwc (one vector of C per pixel, planes = N) or nChw16c
- * (planes = N*C/16, vectors of 16). *vec = values per pixel vector. */
+/* Pixel-vector layouts: nhwc (one vector of C per pixel, planes = N) or nChw16c / nChw8c
+ * (planes = N*C/16, vectors of 16, or of 8: AVX2's). *vec = values per pixel vector. */
 bool lp_md_pixel_vectors(const lp_md *md, int *vec) {
     if (md->format_kind != dnnl_blocked || md->ndims != 4 || md->offset0 != 0) return false;
     for (int i = 0; i < 4; i++)
@@ -209,9 +200,10 @@ bool lp_md_pixel_vectors(const lp_md *md, int *vec) {
         *vec = (int)c;
         return n > 0;
     }
-    if (b->inner_nblks == 1 && b->inner_blks[0] == 16 && b->inner_idxs[0] == 1 && c % 16 == 0 && b->strides[3] == 16 &&
-        b->strides[2] == w * 16 && b->strides[1] == h * w * 16 && b->strides[0] == c * h * w) {
-        *vec = 16;
+    const int64_t v = b->inner_nblks == 1 ? b->inner_blks[0] : 0;
+    if ((v == 16 || v == 8) && b->inner_idxs[0] == 1 && c % v == 0 && b->strides[3] == v && b->strides[2] == w * v &&
+        b->strides[1] == h * w * v && b->strides[0] == c * h * w) {
+        *vec = (int)v;
         return n > 0;
     }
     return false;

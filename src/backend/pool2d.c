@@ -28,7 +28,7 @@ lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int
     m->ow = (w - kw) / sw + 1;
     if (h < kh || w < kw) return lp_fail(LP_ERR_SHAPE, "maxpool: input %dx%d smaller than the %dx%d window", h, w, kh, kw);
     int vec;
-    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && lp_maxpool_own_allowed && lp_winograd_available() &&
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && lp_maxpool_own_allowed && lp_cpu_isa() >= LP_ISA_AVX512 &&
         (src->data_type == dnnl_f32 || src->data_type == dnnl_bf16) && lp_md_pixel_vectors(src, &vec) && vec % 16 == 0) {
         m->vec = vec;
         m->planes = n * c / vec; /* unpadded (lp_md_pixel_vectors) */

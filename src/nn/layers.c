@@ -170,7 +170,7 @@ static lp_status weights_for_bwd_data(lp_net *net, lp_layer *l, const lp_conv2d 
 }
 
 /* The fused step (lp_net_backward_step): the weight gradient from the small-map kernel,
- * one 16x16 block pair (9 taps) at a time, goes straight into the optimizer's update of
+ * one block pair (9 taps) at a time, goes straight into the optimizer's update of
  * those weights (and their bf16 copies or twin) while in L1: the gradient never goes
  * to memory, which saves writing and reading it back (2 x 9.4 MB per 512x512 layer,
  * and the update is bandwidth-bound). The same arithmetic on the same values as
@@ -180,16 +180,17 @@ static lp_status conv_fused_update(lp_net *net, lp_layer *l, const lp_conv2d *c,
     lp_param_update u;
     lp_status st = lp_optim_param_begin(net->fuse_opt, l->pw, net->fuse_lr, &u);
     if (st) return st;
-    lp_conv_bwd_w_small_prepare(&c->p, c->vec_x, c->vec_y, src, dy, grad_ptr(net, l->pb), net->scratch.p);
-    const long long pairs = lp_conv_bwd_w_small_pairs(&c->p);
+    const int blk = c->wblk;
+    lp_conv_bwd_w_small_prepare(&c->p, blk, c->vec_x, c->vec_y, src, dy, grad_ptr(net, l->pb), net->scratch.p);
+    const long long pairs = lp_conv_bwd_w_small_pairs(&c->p, blk), size = (long long)lp_conv_bwd_w_small_pair_size(blk);
     const struct lp_optim *o = net->fuse_opt;
     const void *scratch = net->scratch.p;
     uint32_t bad = 0;
 LP_OMP(parallel for reduction(| : bad))
     for (long long q = 0; q < pairs; q++) {
         float g[LP_BWD_W_PAIR] __attribute__((aligned(64)));
-        lp_conv_bwd_w_small_pair(&c->p, scratch, q, g);
-        bad |= lp_optim_param_range(o, &u, g, q * LP_BWD_W_PAIR, (q + 1) * LP_BWD_W_PAIR);
+        lp_conv_bwd_w_small_pair(&c->p, blk, scratch, q, g);
+        bad |= lp_optim_param_range(o, &u, g, q * size, (q + 1) * size);
     }
     lp_optim_param_fused(net->fuse_opt, &u, bad);
     l->grad_consumed = true;
@@ -201,7 +202,7 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
     lp_conv2d *c = &pl->u.conv.op;
     lp_status st;
     /* the first layer's RGB kernel masks dy as it reads it: no backward data needs it */
-    const bool mask_in_bwd_w = l->relu && !pl->u.conv.dy_masked && weights && !dx && c->own_bwd_w_rgb;
+    const bool mask_in_bwd_w = l->relu && !pl->u.conv.dy_masked && weights && !dx && lp_conv2d_bwd_w_masks_relu(c);
     if (l->relu && pl->u.conv.dy_masked) {
         /* done by the max pool after it */
     } else if (mask_in_bwd_w) {
@@ -217,7 +218,7 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
         return st;
     if (l->st_blocked && c->p.bf16) lp_net_note_bf16_copies(l, &c->w_md, dx ? &c->bd_w_md : NULL);
     /* fused: after backward data, which reads the weights' copies that the update rewrites */
-    const bool fuse = weights && !accumulate && net->fuse_opt && c->own_bwd_w && net->params[l->pw].trainable &&
+    const bool fuse = weights && !accumulate && net->fuse_opt && lp_conv2d_bwd_w_in_pieces(c) && net->params[l->pw].trainable &&
                       l->st_blocked && lp_md_equal(&l->st_md, &c->bw_dw_md);
     if (weights && !fuse) {
         /* blocked storage: the gradient has the layout backward-weights writes, so it
