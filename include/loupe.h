@@ -67,6 +67,9 @@ const char *lp_version(void);
  * the library's data worker threads are not. */
 void lp_set_threads(int n);
 int lp_get_threads(void);
+/** @return the instruction-set level loupe's kernels run at and the processor, e.g.
+ *  "AVX2 (AMD EPYC 7B13)"; ONEDNN_MAX_CPU_ISA lowers the level (for oneDNN and loupe). */
+const char *lp_cpu_description(void);
 
 /* ==== section: model (engine) ========================================== */
 /*

@@ -31,18 +31,6 @@ typedef dnnl_memory_desc_t lp_md;
 /* The calling thread's number in its OpenMP team (0 without OpenMP). */
 int lp_omp_thread(void);
 
-/* ---- engine, streams, errors ------------------------------------------ */
-dnnl_engine_t lp_dnnl_engine(void); /* process-wide CPU engine, created on first use; NULL on failure */
-lp_status lp_dnnl_stream_create(dnnl_stream_t *out);
-/* LP_OK when s == dnnl_success, else LP_ERR_BACKEND with "oneDNN: <what>: <status>". */
-lp_status lp_dnnl_check(dnnl_status_t s, const char *what);
-size_t lp_md_size(const lp_md *md);
-bool lp_md_equal(const lp_md *a, const lp_md *b);
-/* Plain row-major f32 descriptor of ndims (1..5) dims. */
-lp_md lp_md_plain(int ndims, const int64_t *dims);
-lp_md lp_md_any(int ndims, const int64_t *dims);
-/* Format `any` of a given data type (dnnl_f32 or dnnl_bf16). */
-lp_md lp_md_any_dt(int ndims, const int64_t *dims, dnnl_data_type_t dt);
 /* ---- the CPU (cpu_isa.c) ------------------------------------------------------
  * Instruction-set levels, each including the ones before it. lp_cpu_isa() is the
  * level oneDNN runs at here (ONEDNN_MAX_CPU_ISA lowers it): every kernel of ours
@@ -59,6 +47,45 @@ static inline bool lp_bf16_native(void) { return lp_cpu_isa() >= LP_ISA_AVX512_B
 static inline bool lp_amx_available(void) { return lp_cpu_isa() >= LP_ISA_AMX; }
 /* oneDNN 2.6 has fp32 Winograd training kernels (jit_wino_4x3) on AVX-512 only. */
 static inline bool lp_winograd_available(void) { return lp_cpu_isa() >= LP_ISA_AVX512; }
+
+/* Loops compiled once per ISA level and chosen by lp_cpu_isa(), so that the cap holds
+ * for them too (-ffp-contract=off: the same results at every level). From a static
+ * inline always_inline name##_body, LP_ISA_VARIANTS defines static name(params)
+ * returning ret, LP_ISA_VARIANTS_VOID one returning nothing; args: params' names. */
+#define LP_ISA_BODY static inline __attribute__((always_inline))
+#define LP_ISA_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define LP_ISA_T2 __attribute__((target("avx2,fma")))
+#define LP_ISA_VARIANTS(ret, name, params, args)                                                                   \
+    LP_ISA_T512 static ret name##_avx512 params { return name##_body args; }                                     \
+    LP_ISA_T2 static ret name##_avx2 params { return name##_body args; }                                         \
+    static ret name##_generic params { return name##_body args; }                                                \
+    static ret name params {                                                                                     \
+        const lp_isa isa_ = lp_cpu_isa();                                                                        \
+        return isa_ >= LP_ISA_AVX512 ? name##_avx512 args : isa_ >= LP_ISA_AVX2 ? name##_avx2 args : name##_generic args; \
+    }
+#define LP_ISA_VARIANTS_VOID(name, params, args)                                                                   \
+    LP_ISA_T512 static void name##_avx512 params { name##_body args; }                                            \
+    LP_ISA_T2 static void name##_avx2 params { name##_body args; }                                                \
+    static void name##_generic params { name##_body args; }                                                       \
+    static void name params {                                                                                    \
+        const lp_isa isa_ = lp_cpu_isa();                                                                        \
+        if (isa_ >= LP_ISA_AVX512) name##_avx512 args;                                                           \
+        else if (isa_ >= LP_ISA_AVX2) name##_avx2 args;                                                          \
+        else name##_generic args;                                                                                \
+    }
+
+/* ---- engine, streams, errors ------------------------------------------ */
+dnnl_engine_t lp_dnnl_engine(void); /* process-wide CPU engine, created on first use; NULL on failure */
+lp_status lp_dnnl_stream_create(dnnl_stream_t *out);
+/* LP_OK when s == dnnl_success, else LP_ERR_BACKEND with "oneDNN: <what>: <status>". */
+lp_status lp_dnnl_check(dnnl_status_t s, const char *what);
+size_t lp_md_size(const lp_md *md);
+bool lp_md_equal(const lp_md *a, const lp_md *b);
+/* Plain row-major f32 descriptor of ndims (1..5) dims. */
+lp_md lp_md_plain(int ndims, const int64_t *dims);
+lp_md lp_md_any(int ndims, const int64_t *dims);
+/* Format `any` of a given data type (dnnl_f32 or dnnl_bf16). */
+lp_md lp_md_any_dt(int ndims, const int64_t *dims, dnnl_data_type_t dt);
 /* Pixel-vector layouts: nhwc (one vector of C values per pixel) or nChw16c / nChw8c
  * (vectors of 16 or 8), unpadded; *vec = values per vector. Our kernels take these
  * (each checks that vec is a multiple of its own block). */

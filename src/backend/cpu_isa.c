@@ -49,12 +49,22 @@ const char *lp_isa_name(lp_isa isa) {
 static char g_cpu_name[49];
 static pthread_once_t g_name_once = PTHREAD_ONCE_INIT;
 
-/* The processor's brand string (cpuid leaves 0x80000002-4), spaces squeezed. */
+/* The processor's name as the system reports it (Linux: /proc/cpuinfo, which is also
+ * what lscpu shows), else its cpuid brand string (leaves 0x80000002-4), spaces squeezed. */
 static void name_init(void) {
-    char raw[49] = {0};
+    char raw[49] = {0}, line[256];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        const char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) || !colon) continue;
+        snprintf(raw, sizeof raw, "%s", colon + 1 + strspn(colon + 1, " \t"));
+        raw[strcspn(raw, "\n")] = 0;
+        break;
+    }
+    if (f) fclose(f);
 #if defined(__x86_64__) || defined(__i386__)
     unsigned r[12];
-    if (__get_cpuid_max(0x80000000, NULL) >= 0x80000004) {
+    if (!raw[0] && __get_cpuid_max(0x80000000, NULL) >= 0x80000004) {
         for (unsigned i = 0; i < 3; i++) __get_cpuid(0x80000002 + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
         memcpy(raw, r, 48);
     }
@@ -70,4 +80,15 @@ static void name_init(void) {
 const char *lp_cpu_name(void) {
     pthread_once(&g_name_once, name_init);
     return g_cpu_name;
+}
+
+static char g_description[80];
+static pthread_once_t g_description_once = PTHREAD_ONCE_INIT;
+static void description_init(void) {
+    snprintf(g_description, sizeof g_description, "%s (%s)", lp_isa_name(lp_cpu_isa()), lp_cpu_name());
+}
+
+const char *lp_cpu_description(void) {
+    pthread_once(&g_description_once, description_init);
+    return g_description;
 }

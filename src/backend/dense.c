@@ -151,11 +151,9 @@ static int dx_chunks(const lp_dense *d) {
 
 /* Rows [o, o + nr) (nr <= DX_ROWS), each element's chain in row order: up to
  * four rows per pass over the partial dx, which lives in L2 (200 KB at VGG's top), so
- * that pass is not paid per row. FMA instructions in the AVX-512 and FMA clones; the
- * baseline one calls fmaf (same results). Static: clang resolves the clones only for
- * callers in this file. */
-__attribute__((target_clones("avx512f", "fma", "default")))
-static void dx_add_rows(const lp_dense *d, const float *dy, const float *w, int o, int nr, int lo, int hi, float *part) {
+ * that pass is not paid per row. FMA instructions in the AVX-512 and AVX2 variants; the
+ * baseline one calls fmaf (same results). */
+LP_ISA_BODY void dx_add_rows_body(const lp_dense *d, const float *dy, const float *w, int o, int nr, int lo, int hi, float *part) {
     const float *w0 = w + (size_t)o * d->in;
     const size_t in = (size_t)d->in;
     for (int i = 0; i < d->n; i++) {
@@ -176,6 +174,10 @@ static void dx_add_rows(const lp_dense *d, const float *dy, const float *w, int 
     }
 }
 
+LP_ISA_VARIANTS_VOID(dx_add_rows,
+                     (const lp_dense *d, const float *dy, const float *w, int o, int nr, int lo, int hi, float *part),
+                     (d, dy, w, o, nr, lo, hi, part))
+
 static void dx_sum(const lp_dense *d, const float *parts, float *dx) {
     const size_t len = (size_t)d->n * d->in;
     const int nc = dx_chunks(d);
@@ -190,8 +192,7 @@ LP_OMP(parallel for if (len >= 16384))
 /* dw (out, in) at small batch is a rank-n outer product: matmul kernels with K = n
  * this small run far below memory speed, a streaming loop does not. One row's
  * columns [lo, hi), in a fixed order (the fused update relies on the same sums). */
-__attribute__((target_clones("avx512f", "default"))) /* -ffp-contract=off: same results */
-static void outer_row(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate) {
+LP_ISA_BODY void outer_row_body(const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate) {
     const int n = d->n, out = d->out, in = d->in;
     if (!accumulate)
         for (int j = 0; j < hi - lo; j++) row[j] = 0.0f;
@@ -201,6 +202,9 @@ static void outer_row(const lp_dense *d, const float *x, const float *dy, int o,
         for (int j = 0; j < hi - lo; j++) row[j] += ci * xi[j];
     }
 }
+LP_ISA_VARIANTS_VOID(outer_row,
+                     (const lp_dense *d, const float *x, const float *dy, int o, int lo, int hi, float *row, bool accumulate),
+                     (d, x, dy, o, lo, hi, row, accumulate))
 
 /* Small batches: backward data (into dx, when not NULL) and, with fn, each piece of
  * the weight gradient handed to fn as it is made. The rows go in chunks (one thread

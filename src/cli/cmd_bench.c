@@ -64,6 +64,7 @@ int cmd_bench(int argc, char **argv) {
     printf("loupe bench: %s top=%s%s%s %dx%d batch %d, %s, %d thread(s), %d steps after %d warmup\n", p.model.arch, p.model.top,
            p.model.head && !strcmp(p.model.top, "none") ? " head=" : "", p.model.head && !strcmp(p.model.top, "none") ? p.model.head : "",
            p.model.in_width, p.model.in_height, p.batch, r.bf16 ? "bf16" : "fp32", lp_get_threads(), p.steps, p.warmup);
+    printf("CPU: %s, %s\n", lp_cpu_description(), r.bf16 ? "bf16" : "fp32");
     printf("images/s: %.3f\n", r.images_per_s);
     printf("convolutions: Winograd in %d of %d conv layers, direct in the others\n", r.winograd_layers, r.conv_layers);
     printf("step: %.4f s (forward %.4f, backward %.4f, update %.4f); first step %.3f s; loss %.4f\n", r.step_s, r.forward_s,

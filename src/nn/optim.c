@@ -79,10 +79,10 @@ void lp_optim_free(lp_optim *o) {
  * when a weight came out NaN/Inf: a diverged step would otherwise go unnoticed,
  * since ReLU (max(x, 0) in oneDNN) maps NaN to 0 and the loss of a net with NaN
  * weights can stay finite. */
-/* The update loops are built for AVX-512 too where the CPU has it (the default build
- * is baseline x86-64); -ffp-contract=off keeps both builds' results identical. */
-__attribute__((target_clones("avx512f", "default")))
-static uint32_t sgd_range(const lp_optim *o, const lp_param_update *a, long long lo, long long hi) {
+/* The update loops are built for AVX2 and AVX-512 too (the default build is baseline
+ * x86-64), chosen by the capped ISA (LP_ISA_VARIANTS); -ffp-contract=off keeps the
+ * builds' results identical. */
+LP_ISA_BODY uint32_t sgd_range_body(const lp_optim *o, const lp_param_update *a, long long lo, long long hi) {
     const float wd = o->cfg.weight_decay, mom = o->cfg.momentum, lr = a->lr;
     const bool nest = o->cfg.nesterov, first = a->first;
     float *w = a->w, *buf = a->m;
@@ -103,8 +103,9 @@ static uint32_t sgd_range(const lp_optim *o, const lp_param_update *a, long long
     return bad;
 }
 
-__attribute__((target_clones("avx512f", "default")))
-static uint32_t adam_range(const lp_optim *o, const lp_param_update *a, long long lo, long long hi) {
+LP_ISA_VARIANTS(uint32_t, sgd_range, (const lp_optim *o, const lp_param_update *a, long long lo, long long hi), (o, a, lo, hi))
+
+LP_ISA_BODY uint32_t adam_range_body(const lp_optim *o, const lp_param_update *a, long long lo, long long hi) {
     const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps, wd = o->cfg.weight_decay;
     const bool decoupled = o->cfg.kind == LP_OPT_ADAMW;
     const float step_size = a->step_size, bc2_sqrt = a->bc2_sqrt, decay = a->decay;
@@ -126,6 +127,8 @@ static uint32_t adam_range(const lp_optim *o, const lp_param_update *a, long lon
     }
     return bad;
 }
+
+LP_ISA_VARIANTS(uint32_t, adam_range, (const lp_optim *o, const lp_param_update *a, long long lo, long long hi), (o, a, lo, hi))
 
 /* One 16x16 block b transposed into t. */
 static inline void transpose_block16(float *restrict t, const float *restrict b) {

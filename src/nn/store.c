@@ -103,7 +103,7 @@ static int transposed_twin_block(const lp_md *a, const lp_md *b) {
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md) {
     /* 16x16 only: the block of AVX-512's layouts, the one the optimizer transposes
      * (with AVX-512 code) */
-    L->twin = L->st_blocked && transposed_twin_block(&L->st_md, bwd_md) == 16 && __builtin_cpu_supports("avx512f");
+    L->twin = L->st_blocked && transposed_twin_block(&L->st_md, bwd_md) == 16 && lp_cpu_isa() >= LP_ISA_AVX512;
     if (L->twin) L->twin_md = *bwd_md;
 }
 
@@ -140,7 +140,7 @@ static bool md_is(const lp_md *md, const lp_layer *L, dnnl_data_type_t dt, dnnl_
 
 void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md) {
     /* the layouts oneDNN 2.6 picks for AMX; the optimizer's writer knows only these */
-    L->bf16_copies = L->st_blocked && L->out_c % 32 == 0 && L->in_c % 32 == 0 && __builtin_cpu_supports("avx512bf16") &&
+    L->bf16_copies = L->st_blocked && L->out_c % 32 == 0 && L->in_c % 32 == 0 && lp_bf16_native() &&
                      md_is(&L->st_md, L, dnnl_f32, dnnl_ABcd16b16a) && md_is(fwd_md, L, dnnl_bf16, dnnl_AcdB16b32a2b) &&
                      (!bwd_md || md_is(bwd_md, L, dnnl_bf16, dnnl_ABcd16a16b2a)) && L->wf.cap >= lp_md_size(fwd_md) &&
                      (!bwd_md || L->wb.cap >= lp_md_size(bwd_md));
@@ -157,7 +157,7 @@ lp_status lp_net_dense_bf16_md(lp_layer *L) {
 }
 
 void lp_net_note_dense_bf16_copy(lp_layer *L, bool on) {
-    L->bf16_copies = on && __builtin_cpu_supports("avx512bf16") && L->wf.cap >= lp_md_size(&L->bf16_fwd_md);
+    L->bf16_copies = on && lp_bf16_native() && L->wf.cap >= lp_md_size(&L->bf16_fwd_md);
     L->bf16_copy_bwd = false;
 }
 

@@ -520,6 +520,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (!f->logits || !f->probs || !f->sample_loss || !f->val_probs || !f->val_labels) return LP_ERR_NOMEM;
 
     print_config(f);
+    say(f, "CPU: %s, %s\n", lp_cpu_description(), lp_net_get_config(f->net)->bf16 ? "bf16" : "fp32");
     if (lp_net_dense_bf16(f->net, p->batch))
         say(f, "Precision: bf16 convolutions, pooling and dense layers%s; fp32 master weights, gradients and loss.\n",
             lp_net_amx() ? " on AMX" : "");
