@@ -43,9 +43,11 @@ typedef struct lp_layer {
     bool st_blocked, st_has_re;
     lp_md st_md;
     lp_reorder st_to_blk, st_to_plain;
-    /* backward-data's layout is st_md with each 16x16 inner block transposed (OIhw16o16i
-     * vs OIhw16i16o): the optimizer then writes wb along with the update (store.c) */
+    /* backward-data's layout is st_md with each 16x16 (AVX-512) or 8x8 (AVX2) inner block
+     * transposed (OIhw16o16i vs OIhw16i16o): the optimizer then writes wb along with the
+     * update (store.c) */
     bool twin;
+    int twin_blk;
     lp_md twin_md;
     /* bf16 training, conv weights stored OIhw16i16o: the optimizer writes the bf16 forward
      * (OhwI16i32o2i, in wf) and backward-data (OIhw16o16i2o, in wb) copies as it updates;
@@ -171,7 +173,7 @@ lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blo
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md);
 /* Whether conv layer l computes with oneDNN's Winograd F(4x4,3x3): the rule of --conv (net.c). */
 bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l);
-float *lp_net_param_twin(lp_net *net, int i);
+float *lp_net_param_twin(lp_net *net, int i, int *blk);
 void lp_net_param_twin_written(lp_net *net, int i);
 /* The same for bf16: lp_net_note_bf16_copies (conv backward) records whether layer L's
  * storage and bf16 copies have the layouts the optimizer writes (bwd_md NULL: no
@@ -202,13 +204,14 @@ typedef struct lp_param_update {
     bool first;                       /* SGD: no momentum buffer yet */
     float step_size, bc2_sqrt, decay; /* Adam */
     float *twin;                      /* or NULL */
+    int twin_blk;                     /* its blocks: 16x16 or 8x8 */
     lp_bf16_copies cp;
     bool copies;
     int param;
 } lp_param_update;
 struct lp_optim;
 lp_status lp_optim_param_begin(struct lp_optim *o, int i, float lr, lp_param_update *u);
-/* Elements [lo, hi) (whole 16x16 blocks) from gradient g[0, hi - lo); non-zero when
+/* Elements [lo, hi) (whole blocks of the twin's) from gradient g[0, hi - lo); non-zero when
  * a weight came out NaN/Inf. */
 uint32_t lp_optim_param_range(const struct lp_optim *o, const lp_param_update *u, const float *g, long long lo, long long hi);
 void lp_optim_param_fused(struct lp_optim *o, const lp_param_update *u, uint32_t bad);

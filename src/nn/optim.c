@@ -209,6 +209,19 @@ static void transpose16_stream(float *restrict t, const float *restrict w, long 
     _mm_sfence();
 }
 
+/* The same for AVX2's 8x8 blocks. */
+__attribute__((target("avx2")))
+static void transpose8_stream(float *restrict t, const float *restrict w, long long lo, long long hi) {
+    float tmp[64] __attribute__((aligned(32)));
+    for (long long blk = lo; blk < hi; blk += 64) {
+        const float *b = w + blk;
+        for (int q = 0; q < 8; q++)
+            for (int r = 0; r < 8; r++) tmp[q * 8 + r] = b[r * 8 + q];
+        for (int q = 0; q < 8; q++) _mm256_stream_ps(t + blk + q * 8, _mm256_load_ps(tmp + q * 8));
+    }
+    _mm_sfence();
+}
+
 /* Elements [lo, hi) of u's parameter (whole 16x16 blocks) from their gradient g[0,
  * hi - lo): the update, then the twin or bf16 copies. With a twin (backward-data's
  * copy of blocked conv weights, each 16x16 block transposed: store.c) or the bf16
@@ -220,7 +233,8 @@ uint32_t lp_optim_param_range(const lp_optim *o, const lp_param_update *u, const
     a.w += lo, a.m += lo, a.g = g;
     if (a.v) a.v += lo;
     uint32_t bad = o->cfg.kind == LP_OPT_SGD ? sgd_range(o, &a, 0, hi - lo) : adam_range(o, &a, 0, hi - lo);
-    if (u->twin) transpose16_stream(u->twin, u->w, lo, hi);
+    if (u->twin && u->twin_blk == 16) transpose16_stream(u->twin, u->w, lo, hi);
+    else if (u->twin) transpose8_stream(u->twin, u->w, lo, hi);
     if (u->copies) bf16_copies_range(&u->cp, u->w, lo, hi);
     return bad;
 }
@@ -268,7 +282,7 @@ lp_status lp_optim_param_begin(lp_optim *o, int i, float lr, lp_param_update *u)
         u->bc2_sqrt = (float)sqrt(bc2);
         u->decay = (float)(1.0 - (double)lr * o->cfg.weight_decay);
     }
-    u->twin = lp_net_param_twin(net, i);
+    u->twin = lp_net_param_twin(net, i, &u->twin_blk);
     u->copies = lp_net_param_bf16_copies(net, i, &u->cp);
     return LP_OK;
 }

@@ -101,15 +101,19 @@ static int transposed_twin_block(const lp_md *a, const lp_md *b) {
 }
 
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md) {
-    /* 16x16 only: the block of AVX-512's layouts, the one the optimizer transposes
-     * (with AVX-512 code) */
-    L->twin = L->st_blocked && transposed_twin_block(&L->st_md, bwd_md) == 16 && lp_cpu_isa() >= LP_ISA_AVX512;
+    /* the blocks of AVX-512's layouts (16x16) and of AVX2's (8x8): the optimizer
+     * transposes them with code of that level */
+    const int b = transposed_twin_block(&L->st_md, bwd_md);
+    const lp_isa isa = lp_cpu_isa();
+    L->twin = L->st_blocked && ((b == 16 && isa >= LP_ISA_AVX512) || (b == 8 && isa >= LP_ISA_AVX2));
+    L->twin_blk = b;
     if (L->twin) L->twin_md = *bwd_md;
 }
 
-float *lp_net_param_twin(lp_net *net, int i) {
+float *lp_net_param_twin(lp_net *net, int i, int *blk) {
     lp_layer *L = &net->layers[net->params[i].layer];
     if (L->pw != i || !L->st_blocked || !L->twin || L->wb.cap < param_bytes(net, i)) return NULL;
+    *blk = L->twin_blk;
     return L->wb.p;
 }
 
