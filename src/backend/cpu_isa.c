@@ -64,7 +64,7 @@ static void name_init(void) {
     if (f) fclose(f);
 #if defined(__x86_64__) || defined(__i386__)
     unsigned r[12];
-    if (!raw[0] && __get_cpuid_max(0x80000000, NULL) >= 0x80000004) {
+    if (!raw[0] && (unsigned)__get_cpuid_max(0x80000000, NULL) >= 0x80000004u) {
         for (unsigned i = 0; i < 3; i++) __get_cpuid(0x80000002 + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
         memcpy(raw, r, 48);
     }
