@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """PyTorch training throughput for the same configuration as `loupe bench`:
 VGG16 (torchvision) top=keep (classifier with a new 2-unit output) or top=none with
-a head spec (flatten/gap/dense/dropout), SGD momentum 0.9, one synthetic batch.
+a head spec (flatten/gap/dense/dropout), one synthetic batch; --optimizer sgd (momentum
+0.9, the default), adam or adamw (weight decay 0.01), as `loupe bench --optimizer`.
 --channels-last: NHWC tensors; --bf16: torch.autocast("cpu", bfloat16) around the
 forward and loss (PyTorch's mixed precision: bf16 convolutions and matmuls, fp32
 weights and update). Prints images/s, the forward/backward/update split and the
@@ -21,6 +22,7 @@ ap.add_argument("--classes", type=int, default=2)
 ap.add_argument("--threads", type=int, default=0)
 ap.add_argument("--channels-last", action="store_true")
 ap.add_argument("--bf16", action="store_true")
+ap.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
 a = ap.parse_args()
 if a.threads:
     torch.set_num_threads(a.threads)
@@ -53,7 +55,12 @@ y = torch.arange(a.batch) % k
 if a.channels_last:
     model = model.to(memory_format=torch.channels_last)
     x = x.to(memory_format=torch.channels_last)
-opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+if a.optimizer == "sgd":
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+elif a.optimizer == "adam":
+    opt = torch.optim.Adam(model.parameters(), lr=0.001)
+else:
+    opt = torch.optim.AdamW(model.parameters(), lr=0.001, weight_decay=0.01)
 model.train()
 tf = tb = tu = 0.0
 for s in range(a.warmup + a.steps):
