@@ -225,9 +225,11 @@ typedef struct lp_weights_info {
     char arch[16];       /* vgg16 | vgg19 */
     char top[8];         /* keep (fc1, fc2, predictions present) | none */
     char preprocess[16]; /* what the weights expect: caffe (Keras) | torch | ... */
-    int num_classes;     /* of the predictions layer, 0 when top is none */
+    int num_classes;     /* outputs of the last dense layer, 0 for a convolutional base alone */
     int num_tensors;
     int64_t num_params;
+    char head[256];      /* top none with dense layers: the head spec ("gap,dense:2"), else "" */
+    int in_height, in_width; /* the input size the checkpoint records, 0 when none */
 } lp_weights_info;
 
 /**
@@ -242,6 +244,27 @@ typedef struct lp_weights_info {
  *         LP_ERR_SHAPE, LP_ERR_NUMERIC (NaN/Inf), LP_ERR_IO.
  */
 lp_status lp_weights_convert(const char *in, const char *out, const char *arch_hint, lp_weights_info *info);
+
+/** What lp_weights_convert_ex converts; lp_weights_convert_default_params() zeroes it. */
+typedef struct lp_weights_convert_params {
+    const char *in, *out;     /* weights file, checkpoint to write (required) */
+    const char *arch;         /* "vgg16", "vgg19" or NULL: from the file */
+    const char *head;         /* the head spec where the file cannot tell it (a state dict's
+                                 head.N: flatten or gap?), e.g. "gap,dense:2"; NULL */
+    int in_height, in_width;  /* input size; 0: from the file (the ONNX input, the size the
+                                 flatten fixes), else 224 */
+    const char *classes;      /* "cat,dog": names in output order; NULL: ImageNet's names
+                                 for 1000 outputs, else class_<i> */
+} lp_weights_convert_params;
+lp_weights_convert_params lp_weights_convert_default_params(void);
+/**
+ * lp_weights_convert with options. The checkpoint holds what predict and
+ * evaluate need (head, input size, class names): it is checked to build and
+ * load before it is written. Heads: torchvision's classifier, or a flatten or
+ * global average pooling followed by dense layers (+ReLU, +dropout).
+ * @return as lp_weights_convert; LP_ERR_ARG for options that contradict the file.
+ */
+lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_info *info);
 
 /**
  * Explains a preprocessing mismatch. Modes: "caffe", "torch", "rescale",

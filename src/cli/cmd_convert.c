@@ -1,68 +1,124 @@
-/* loupe convert IN OUT.safetensors [--arch vgg16|vgg19]: pretrained weights
- * (Keras .h5, torchvision/timm safetensors, ONNX) to a loupe checkpoint. */
+/* loupe convert IN OUT.safetensors [--arch A] [--head SPEC] [--size WxH] [--classes a,b,...]:
+ * pretrained weights or a whole model (Keras .h5, torchvision/timm/PyTorch
+ * safetensors, ONNX) to a loupe checkpoint that predicts and evaluates as it is. */
 #include "cli.h"
 #include <stdio.h>
 #include <string.h>
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: loupe convert IN OUT.safetensors [--arch vgg16|vgg19]\n\n"
-            "Converts pretrained VGG16/VGG19 weights to a loupe checkpoint (safetensors with\n"
-            "torchvision's tensor names, loadable by `loupe train --weights` and by\n"
-            "torchvision.models.vgg16 with load_state_dict).\n\n"
+            "usage: loupe convert IN OUT.safetensors [--arch vgg16|vgg19] [--head SPEC] [--size WxH] [--classes a,b,...]\n\n"
+            "Converts VGG16/VGG19 weights, or a whole model built on them, to a loupe checkpoint\n"
+            "(safetensors; torchvision's tensor names for the base and VGG's own classifier, which\n"
+            "torchvision.models.vgg16 loads with load_state_dict; head.N for other heads). `loupe train\n"
+            "--weights` reads it; with a classifier it predicts and evaluates at once:\n"
+            "`loupe predict OUT.safetensors photo.png`.\n\n"
             "IN is detected from its content:\n"
-            "  Keras HDF5       .h5 from save_weights or model.save (notop or with fc1/fc2/predictions)\n"
-            "  safetensors      torchvision (features.N.*, classifier.N.*) or timm (pre_logits.*, head.fc.*) names\n"
-            "  ONNX             a VGG graph (torch.onnx.export, model zoo vgg16-7.onnx)\n\n"
+            "  Keras HDF5       .h5 from save_weights or model.save (notop, with fc1/fc2/predictions,\n"
+            "                   or a Flatten/GlobalAveragePooling2D and Dense layers)\n"
+            "  safetensors      torchvision (features.N.*, classifier.N.*), timm (pre_logits.*, head.fc.*)\n"
+            "                   or a PyTorch Sequential with loupe's names (features.N.*, head.N.*)\n"
+            "  ONNX             a VGG graph (torch.onnx.export, model zoo vgg16-7.onnx); its head may be\n"
+            "                   Flatten or GlobalAveragePool, then Gemm/MatMul layers with Relu and Dropout\n\n"
             "options:\n"
             "  --arch A         vgg16 or vgg19 (default: inferred from the number of conv layers)\n"
+            "  --head SPEC      the head where the file cannot tell it (a state dict's head.N: flatten\n"
+            "                   or gap? ReLUs?), e.g. gap,dense:2 or flatten,dense:256:relu,dropout,dense:2\n"
+            "  --size WxH       input size, as for train (or N for NxN; default: the ONNX input's, the one the\n"
+            "                   flatten's size fixes, else 224x224)\n"
+            "  --classes a,b    class names in output order (default: ImageNet's names for 1000\n"
+            "                   outputs, else class_0, class_1, ...)\n"
             "  -h, --help       this help\n\n"
             "The checkpoint records the preprocessing the weights expect (caffe for Keras,\n"
-            "torch for torchvision/timm/ONNX); `train --preprocess auto` uses it.\n");
+            "torch for torchvision/timm/ONNX); `train --preprocess auto`, predict and evaluate use it.\n");
+}
+
+/* The value of --opt V or --opt=V; NULL when missing. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name) {
+    size_t n = strlen(name);
+    if (!strncmp(argv[*i], name, n) && argv[*i][n] == '=') return argv[*i] + n + 1;
+    return *i + 1 < argc ? argv[++*i] : NULL;
+}
+
+static bool is_opt(const char *a, const char *name) {
+    size_t n = strlen(name);
+    return !strncmp(a, name, n) && (a[n] == 0 || a[n] == '=');
 }
 
 int cmd_convert(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *arch = NULL;
+    lp_weights_convert_params p = lp_weights_convert_default_params();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--arch") || !strncmp(a, "--arch=", 7)) {
-            const char *v = a[6] == '=' ? a + 7 : (i + 1 < argc ? argv[++i] : NULL);
+        } else if (is_opt(a, "--arch")) {
+            const char *v = opt_value(argc, argv, &i, "--arch");
             if (!v || (strcmp(v, "vgg16") && strcmp(v, "vgg19"))) {
                 cli_error("convert", "--arch takes vgg16 or vgg19", NULL);
                 return 2;
             }
-            arch = v;
+            p.arch = v;
+        } else if (is_opt(a, "--head")) {
+            if (!(p.head = opt_value(argc, argv, &i, "--head")) || !*p.head) {
+                cli_error("convert", "--head takes a head spec", "e.g. --head gap,dense:2");
+                return 2;
+            }
+        } else if (is_opt(a, "--classes")) {
+            if (!(p.classes = opt_value(argc, argv, &i, "--classes")) || !*p.classes) {
+                cli_error("convert", "--classes takes class names", "e.g. --classes cat,dog");
+                return 2;
+            }
+        } else if (is_opt(a, "--size")) {
+            const char *v = opt_value(argc, argv, &i, "--size");
+            long h, w;
+            char ws[32], hs[32];
+            const char *x = v ? strchr(v, 'x') : NULL;
+            bool ok = v && (x ? (size_t)(x - v) < sizeof ws && strlen(x + 1) < sizeof hs : strlen(v) < sizeof ws);
+            if (ok) {
+                snprintf(ws, sizeof ws, "%.*s", x ? (int)(x - v) : (int)strlen(v), v);
+                snprintf(hs, sizeof hs, "%s", x ? x + 1 : ws);
+                ok = cli_parse_int(ws, 32, 65536, &w) && cli_parse_int(hs, 32, 65536, &h);
+            }
+            if (!ok) {
+                cli_error("convert", "--size takes WxH or N, each from 32 to 65536", "e.g. --size 224x224");
+                return 2;
+            }
+            p.in_height = (int)h;
+            p.in_width = (int)w;
         } else if (a[0] == '-' && a[1]) {
             char msg[256];
             snprintf(msg, sizeof msg, "unknown option '%s'", a);
             cli_error("convert", msg, "run 'loupe convert --help'");
             return 2;
-        } else if (!in) {
-            in = a;
-        } else if (!out) {
-            out = a;
+        } else if (!p.in) {
+            p.in = a;
+        } else if (!p.out) {
+            p.out = a;
         } else {
-            cli_error("convert", "too many arguments", "usage: loupe convert IN OUT.safetensors [--arch vgg16|vgg19]");
+            cli_error("convert", "too many arguments", "usage: loupe convert IN OUT.safetensors [options]");
             return 2;
         }
     }
-    if (!in || !out) {
+    if (!p.in || !p.out) {
         usage(stderr);
         return 2;
     }
     lp_weights_info info;
-    lp_status s = lp_weights_convert(in, out, arch, &info);
+    lp_status s = lp_weights_convert_ex(&p, &info);
     if (s == LP_ERR_NUMERIC) { /* NaN/Inf in the weights: bad data, not a runtime failure */
         cli_error("convert", lp_errmsg(), NULL);
         return 2;
     }
     if (s != LP_OK) return cli_fail("convert", s);
-    printf("%s: %s weights, %s, top %s", in, info.source, info.arch, info.top);
+    printf("%s: %s weights, %s, ", p.in, info.source, info.arch);
+    if (info.head[0]) printf("head %s", info.head);
+    else printf("top %s", info.top);
     if (info.num_classes) printf(" (%d classes)", info.num_classes);
     printf(", %d tensors, %lld parameters\n", info.num_tensors, (long long)info.num_params);
-    printf("wrote %s (preprocess: %s)\n", out, info.preprocess[0] ? info.preprocess : "unknown");
+    printf("wrote %s (preprocess: %s", p.out, info.preprocess[0] ? info.preprocess : "unknown");
+    if (info.in_height) printf(", input %dx%d (WxH)", info.in_width, info.in_height);
+    printf(")\n");
+    if (!info.num_classes) printf("a convolutional base alone: train a head on it with `loupe train DATA --weights %s`\n", p.out);
     return 0;
 }

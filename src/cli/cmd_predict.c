@@ -1,4 +1,4 @@
-/* loupe predict CHECKPOINT FILE_OR_DIR... [--json] */
+/* loupe predict CHECKPOINT FILE_OR_DIR... [--top K] [--json] */
 #include "cli.h"
 #include <dirent.h>
 #include <stdio.h>
@@ -7,12 +7,14 @@
 #include <sys/stat.h>
 
 static const char *usage_text =
-    "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--json] [--threads N]\n"
+    "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--top K] [--json] [--threads N]\n"
     "\n"
-    "Prints the predicted class and the class probabilities for each image (folders are walked,\n"
-    "sorted by path; files that are not images are reported and skipped). Uses the checkpoint's\n"
-    "preprocessing, input size and calibration temperature. --json prints one object per line:\n"
-    "{\"path\": ..., \"class\": ..., \"probs\": [...]}. Exit status 2 if any file could not be read.\n";
+    "Prints the predicted class and its probability for each image (folders are walked, sorted\n"
+    "by path; files that are not images are reported and skipped), then every class's probability\n"
+    "when there are 10 classes or fewer. --top K prints the K most probable classes instead,\n"
+    "best first. Uses the checkpoint's preprocessing, input size and calibration temperature.\n"
+    "--json prints one object per line: {\"path\": ..., \"class\": ..., \"probs\": [...]}, with\n"
+    "\"top\": [{\"class\": ..., \"prob\": ...}, ...] for --top. Exit status 2 if any file could not be read.\n";
 
 typedef struct {
     char **v;
@@ -69,10 +71,28 @@ static void json_string(const char *s) {
     putchar('"');
 }
 
+typedef struct ranked {
+    float p;
+    int c;
+} ranked;
+
+static int cmp_ranked(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->c - y->c;
+}
+
+/* The indices of the n largest probabilities, largest first (ties: lower index first). */
+static void top_classes(const float *probs, int k, ranked *buf, int *idx, int n) {
+    for (int c = 0; c < k; c++) buf[c] = (ranked){probs[c], c};
+    qsort(buf, (size_t)k, sizeof *buf, cmp_ranked);
+    for (int j = 0; j < n; j++) idx[j] = buf[j].c;
+}
+
 int cmd_predict(int argc, char **argv) {
     const char *ckpt = NULL;
     bool json = false;
-    long threads = 0;
+    long threads = 0, top = 0;
     paths files = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -80,7 +100,13 @@ int cmd_predict(int argc, char **argv) {
             fputs(usage_text, stdout);
             return 0;
         } else if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--threads")) {
+        else if (!strcmp(a, "--top")) {
+            if (i + 1 >= argc || !cli_parse_int(argv[i + 1], 1, 1000000, &top)) {
+                cli_error("predict", "--top expects a number of classes (1 or more)", NULL);
+                return 2;
+            }
+            i++;
+        } else if (!strcmp(a, "--threads")) {
             if (i + 1 >= argc || !cli_parse_int(argv[i + 1], 0, 1024, &threads)) {
                 cli_error("predict", "--threads expects a number", NULL);
                 return 2;
@@ -106,7 +132,7 @@ int cmd_predict(int argc, char **argv) {
     }
     if (!ckpt || files.n == 0) {
         cli_error("predict", "needs CHECKPOINT and at least one image file or folder",
-                  "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--json]");
+                  "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--top K] [--json]");
         return 2;
     }
     lp_set_threads((int)threads);
@@ -114,34 +140,53 @@ int cmd_predict(int argc, char **argv) {
     lp_status s = lp_model_load(ckpt, &m);
     if (s) return cli_fail("predict", s);
     int k = lp_model_num_classes(m), failed = 0;
+    int ntop = top > k ? k : (int)top;
     float *probs = malloc((size_t)k * sizeof(float));
-    for (int i = 0; i < files.n && probs; i++) {
+    int *best = malloc((size_t)(ntop ? ntop : 1) * sizeof(int));
+    ranked *rank = malloc((size_t)k * sizeof(ranked));
+    bool oom = !probs || !best || !rank;
+    if (oom) fputs("loupe predict: out of memory\n", stderr);
+    for (int i = 0; i < files.n && probs && best && rank; i++) {
         s = lp_predict_file(m, files.v[i], probs);
         if (s) {
             fprintf(stderr, "loupe predict: %s\n", lp_errmsg());
             failed++;
             continue;
         }
-        int best = 0;
-        for (int c = 1; c < k; c++)
-            if (probs[c] > probs[best]) best = c;
+        top_classes(probs, k, rank, best, ntop ? ntop : 1);
         if (json) {
             printf("{\"path\":");
             json_string(files.v[i]);
             printf(",\"class\":");
-            json_string(lp_model_class_name(m, best));
+            json_string(lp_model_class_name(m, best[0]));
             printf(",\"probs\":[");
             for (int c = 0; c < k; c++) printf("%s%.6g", c ? "," : "", probs[c]);
-            printf("]}\n");
+            printf("]");
+            if (ntop) {
+                printf(",\"top\":[");
+                for (int j = 0; j < ntop; j++) {
+                    printf("%s{\"class\":", j ? "," : "");
+                    json_string(lp_model_class_name(m, best[j]));
+                    printf(",\"prob\":%.6g}", probs[best[j]]);
+                }
+                printf("]");
+            }
+            printf("}\n");
+        } else if (ntop) {
+            printf("%s:", files.v[i]);
+            for (int j = 0; j < ntop; j++) printf("%s %s (%.4f)", j ? ";" : "", lp_model_class_name(m, best[j]), probs[best[j]]);
+            printf("\n");
         } else {
-            printf("%s: %s (%.4f)", files.v[i], lp_model_class_name(m, best), probs[best]);
-            for (int c = 0; c < k; c++) printf("%s%s=%.4f", c ? " " : "  [", lp_model_class_name(m, c), probs[c]);
-            printf("]\n");
+            printf("%s: %s (%.4f)", files.v[i], lp_model_class_name(m, best[0]), probs[best[0]]);
+            for (int c = 0; c < k && k <= 10; c++) printf("%s%s=%.4f", c ? " " : "  [", lp_model_class_name(m, c), probs[c]);
+            printf("%s\n", k <= 10 ? "]" : "");
         }
     }
+    free(best);
+    free(rank);
     free(probs);
     for (int i = 0; i < files.n; i++) free(files.v[i]);
     free(files.v);
     lp_model_free(m);
-    return failed ? 2 : 0;
+    return oom ? 1 : failed ? 2 : 0;
 }

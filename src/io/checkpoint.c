@@ -86,6 +86,9 @@ lp_status lp_checkpoint_config_from_meta(const lp_tensor_list *m, const char *pa
     const char *arch = lp_tensor_list_get_meta(m, "arch"), *top = lp_tensor_list_get_meta(m, "top"),
                *head = lp_tensor_list_get_meta(m, "head"), *size = lp_tensor_list_get_meta(m, "input_size"),
                *classes = lp_tensor_list_get_meta(m, "classes");
+    if (top && !strcmp(top, "none") && !head && !lp_tensor_list_get_meta(m, "num_classes"))
+        return lp_fail(LP_ERR_FORMAT, "%s: a convolutional base alone (no head, no classes): it cannot predict; train a head on it with "
+                       "'loupe train DATA --weights %s', or convert the whole model", path, path);
     if (!arch || strlen(arch) >= sizeof cfg->arch) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no valid 'arch'", path);
     if (!top || strlen(top) >= sizeof cfg->top) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no valid 'top'", path);
     if (head && strlen(head) >= sizeof cfg->head) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint 'head' is too long", path);

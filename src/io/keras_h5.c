@@ -210,16 +210,18 @@ static lp_status read_conv(h5_ctx *c, hid_t d, const char *nm, const hsize_t *k,
     return st;
 }
 
-/* (in, out) -> [out, in]; when flatten_hwc, input row (h*7+w)*512+c goes to
- * column c*49+h*7+w. Read in slices whose output columns are contiguous: for
- * fc1, channels [c0, c0+8) at all 49 positions (rows hw*512+c: a strided
- * hyperslab), else 256 consecutive rows. The slice's source rows stay in
- * cache while each output row is written sequentially. */
-static lp_status read_dense(h5_ctx *c, hid_t d, const char *nm, const hsize_t *k, bool flatten_hwc, lp_tensor *w) {
+/* (in, out) -> [out, in]; after the flatten of an s x s map (hw = s*s > 1 positions),
+ * input row (h*s+w)*512+c goes to column c*hw+h*s+w. Read in slices whose output
+ * columns are contiguous: for that first dense layer, channels [c0, c0+8) at all
+ * hw positions (rows p*512+c: a strided hyperslab), else 256 consecutive rows.
+ * The slice's source rows stay in cache while each output row is written
+ * sequentially. */
+static lp_status read_dense(h5_ctx *c, hid_t d, const char *nm, const hsize_t *k, int64_t hw, lp_tensor *w) {
     int64_t in = (int64_t)k[0], out = (int64_t)k[1];
     lp_status st = lp_tensor_alloc(w, LP_F32, 2, (int64_t[]){out, in});
     if (st) return st;
-    const int64_t cb = 8, rows_max = flatten_hwc ? 49 * cb : 256;
+    bool flatten_hwc = hw > 1;
+    const int64_t cb = 8, rows_max = flatten_hwc ? hw * cb : 256;
     float *tmp = lp_malloc((size_t)(rows_max * out) * sizeof(float));
     if (!tmp) {
         lp_tensor_free(w);
@@ -231,13 +233,13 @@ static lp_status read_dense(h5_ctx *c, hid_t d, const char *nm, const hsize_t *k
     for (int64_t s0 = 0; s0 < total && !st; s0 += step) {
         int64_t nb = total - s0 < step ? total - s0 : step;
         if (flatten_hwc) {
-            /* rows hw*512 + c0 + j, j < nb, hw < 49; tmp row (hw*nb + j) -> column (c0+j)*49 + hw */
-            st = dset_read(c, d, nm, tmp, (hsize_t)s0, nb, 512, 49, (hsize_t)out);
+            /* rows p*512 + c0 + j, j < nb, p < hw; tmp row (p*nb + j) -> column (c0+j)*hw + p */
+            st = dset_read(c, d, nm, tmp, (hsize_t)s0, nb, 512, (hsize_t)hw, (hsize_t)out);
             if (st) break;
             for (int64_t oc = 0; oc < out; oc++) {
-                float *dst = o + oc * in + s0 * 49;
+                float *dst = o + oc * in + s0 * hw;
                 for (int64_t j = 0; j < nb; j++)
-                    for (int64_t hw = 0; hw < 49; hw++) dst[j * 49 + hw] = tmp[(hw * nb + j) * out + oc];
+                    for (int64_t p = 0; p < hw; p++) dst[j * hw + p] = tmp[(p * nb + j) * out + oc];
             }
         } else {
             st = dset_read(c, d, nm, tmp, (hsize_t)s0, nb, (hsize_t)nb, 1, (hsize_t)out);
@@ -311,7 +313,11 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
         if (kr == 4) {
             st = read_conv(c, d, src, dims[i], &w);
         } else {
-            st = read_dense(c, d, src, dims[i], *ndense == 0 && dims[i][0] == 512 * 7 * 7, &w);
+            /* the first dense layer after a flatten of an s x s map (s > 1) reads it in Keras' H, W, C order */
+            int64_t s = 1, in = (int64_t)dims[i][0];
+            while ((s + 1) * (s + 1) * 512 <= in) s++;
+            bool hwc = *ndense == 0 && s > 1 && s * s * 512 == in && layers->pool != LP_WPOOL_GAP;
+            st = read_dense(c, d, src, dims[i], hwc ? s * s : 0, &w);
             (*ndense)++;
         }
         H5Dclose(d);
@@ -327,6 +333,13 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
             else snprintf(bsrc, sizeof bsrc, "%s/%s", lname, wn.s[bi]);
         }
         if (!st) st = lp_wlayers_push(layers, kr == 4 ? LP_WLAYER_CONV : LP_WLAYER_DENSE, src, sshape, -1, &w, &b, bsrc);
+        if (!st && kr == 2) {
+            /* Keras keeps a Dense layer's activation in the model config, not with the weights:
+             * known for VGG's own top only; dropout layers do not change predictions */
+            lp_wlayer *y = &layers->items[layers->count - 1];
+            y->relu = !strcmp(lname, "fc1") || !strcmp(lname, "fc2") ? 1 : !strcmp(lname, "predictions") ? 0 : -1;
+            y->dropout = 0.0f;
+        }
         lp_tensor_free(&w);
         lp_tensor_free(&b);
     }
@@ -377,7 +390,13 @@ static lp_status read_layers_direct(const char *path, lp_wlayers *layers, h5_sin
     }
     int ndense = 0;
     for (int i = 0; i < names.n && !st; i++) {
-        st = read_layer(&c, root, names.s[i], &ndense, layers);
+        /* the weightless layers between the base and the first dense layer name the pooling */
+        const char *ln = names.s[i];
+        if (!ndense && (!strncmp(ln, "flatten", 7) || !strncmp(ln, "global_average_pooling2d", 24))) {
+            layers->pool = ln[0] == 'f' ? LP_WPOOL_FLATTEN : LP_WPOOL_GAP;
+            snprintf(layers->pool_src, sizeof layers->pool_src, "layer '%s'", ln);
+        }
+        st = read_layer(&c, root, ln, &ndense, layers);
         if (!st && sink) st = sink_flush(sink, layers);
     }
     strlist_free(&names);
@@ -496,6 +515,9 @@ static lp_status parent_read(const char *path, int fd, lp_wlayers *layers, bool 
             layers->foreign_count += head.foreign_count;
             layers->foreign_conv_count += head.foreign_conv_count;
             layers->foreign_bn |= head.foreign_bn;
+            layers->pool = head.pool;
+            memcpy(layers->pool_src, head.pool_src, sizeof head.pool_src);
+            layers->pre_dropout = head.pre_dropout;
             for (int i = 0; i < head.n_examples && layers->n_examples < 3; i++)
                 memcpy(layers->examples[layers->n_examples++], head.examples[i], sizeof head.examples[i]);
             for (int i = 0; i < head.n_conv_examples && layers->n_conv_examples < 3; i++)
@@ -512,6 +534,12 @@ static lp_status parent_read(const char *path, int fd, lp_wlayers *layers, bool 
         if (!st && has_b) st = lp_tensor_alloc(&b, LP_F32, y.b.ndim, y.b.shape);
         bool ok = !st && read_punch(fd, w.data, lp_tensor_nbytes(&w), &off) && (!has_b || read_punch(fd, b.data, lp_tensor_nbytes(&b), &off));
         if (ok) st = lp_wlayers_push(layers, y.kind, y.src, y.src_shape, y.index, &w, has_b ? &b : NULL, y.bsrc);
+        if (ok && !st) {
+            lp_wlayer *z = &layers->items[layers->count - 1];
+            z->relu = y.relu;
+            z->dropout = y.dropout;
+            memcpy(z->node, y.node, sizeof y.node);
+        }
         lp_tensor_free(&w);
         lp_tensor_free(&b);
         if (st) return st;

@@ -18,10 +18,14 @@
  *                9 raw_data, 10 double_data, 13 external_data, 14 data_location
  *
  * Layers are found by walking the graph from its data input along the single
- * chain of consumers (Conv, Relu, MaxPool, AveragePool 1x1, Flatten/Reshape,
- * Dropout, Identity, Gemm, MatMul+Add, Softmax), never by initializer names; a
- * tensor feeding two compute nodes (a residual connection) is an error. Each
- * conv's torchvision features index comes from the convs and pools before it.
+ * chain of consumers, never by initializer names: the base (Conv, Relu,
+ * MaxPool), then the head: AveragePool 1x1 (torchvision's avgpool at 224),
+ * GlobalAveragePool or ReduceMean over H, W, Flatten/Reshape/Squeeze, dense
+ * layers (Gemm, MatMul+Add) each with its Relu and Dropout, Identity, Softmax.
+ * A tensor feeding two compute nodes (a residual connection, a second output)
+ * is an error, as is a spatial node after the flatten. Each conv's torchvision
+ * features index comes from the convs and pools before it; the input size from
+ * the data input's shape when it is fixed.
  * Assumes a little-endian host (raw_data is little-endian). */
 #include "weights.h"
 #include <errno.h>
@@ -122,7 +126,7 @@ typedef struct ograph {
     int nnodes, capnodes;
     otensor *inits;
     int ninits, capinits;
-    slice inputs[64], outputs[16];
+    slice inputs[64], input_info[64], outputs[16];
     int ninputs, noutputs;
 } ograph;
 
@@ -213,7 +217,10 @@ static lp_status parse_graph(ograph *g, slice m) {
                 if (!pb_next(&vb, &f2, &wt2, &v2, &s2)) return bad(g, "value info");
                 if (f2 == 1 && wt2 == 2) nm = s2;
             }
-            if (f == 11 && g->ninputs < 64) g->inputs[g->ninputs++] = nm;
+            if (f == 11 && g->ninputs < 64) {
+                g->input_info[g->ninputs] = s;
+                g->inputs[g->ninputs++] = nm;
+            }
             if (f == 12 && g->noutputs < 16) g->outputs[g->noutputs++] = nm;
         }
     }
@@ -567,6 +574,176 @@ static lp_status bias_vector(const ograph *g, lp_tensor *b, int64_t nout, const 
     return LP_OK;
 }
 
+/* "Op 'name'" of a node, for messages. */
+static void node_label(const onode *n, char *buf, size_t cap) {
+    char op[64], nn[128];
+    slice_str(n->op, op, sizeof op);
+    slice_str(n->name, nn, sizeof nn);
+    snprintf(buf, cap, "%s '%s'", op, nn);
+}
+
+/* H and W of the data input when the graph fixes them (NCHW dims > 0). */
+static void input_hw(slice vi, int *h, int *w) {
+    int64_t dims[8];
+    int nd = 0;
+    pb b = pb_of(vi);
+    uint32_t f;
+    int wt;
+    uint64_t v;
+    slice s;
+    *h = *w = 0;
+    /* ValueInfoProto.type (2) -> TypeProto.tensor_type (1) -> .shape (2) -> .dim (1): dim_value (1) */
+    slice type = {0}, tensor = {0}, shape = {0};
+    while (b.p < b.end && pb_next(&b, &f, &wt, &v, &s))
+        if (f == 2 && wt == 2) type = s;
+    for (pb t = pb_of(type); t.p < t.end && pb_next(&t, &f, &wt, &v, &s);)
+        if (f == 1 && wt == 2) tensor = s;
+    for (pb t = pb_of(tensor); t.p < t.end && pb_next(&t, &f, &wt, &v, &s);)
+        if (f == 2 && wt == 2) shape = s;
+    for (pb t = pb_of(shape); t.p < t.end && pb_next(&t, &f, &wt, &v, &s);) {
+        if (f != 1 || wt != 2 || nd == 8) continue;
+        int64_t val = 0;
+        for (pb d = pb_of(s); d.p < d.end;) {
+            uint32_t f2;
+            int wt2;
+            uint64_t v2;
+            slice s2;
+            if (!pb_next(&d, &f2, &wt2, &v2, &s2)) break;
+            if (f2 == 1 && wt2 == 0) val = (int64_t)v2;
+        }
+        dims[nd++] = val;
+    }
+    if (nd == 4 && dims[2] > 0 && dims[3] > 0 && dims[2] <= 65536 && dims[3] <= 65536) {
+        *h = (int)dims[2];
+        *w = (int)dims[3];
+    }
+}
+
+typedef struct walker {
+    ograph *g;
+    lp_wlayers *L;
+    int convs, pools, denses, pools_at_first_dense, nconv_nodes;
+    bool flat;          /* past the Flatten or the global pooling: the head */
+    bool after_dense;   /* the last layer with weights is a dense one: a Relu or Dropout now belongs to it */
+    char flat_node[200];
+} walker;
+
+static lp_wlayer *last_layer(walker *W) { return &W->L->items[W->L->count - 1]; }
+
+/* A dense layer: the weight (input 1 of n) is [in, out], or [out, in] with
+ * trans_b, times alpha; the bias is input bk of node bn (none: bn NULL), times beta. */
+static lp_status push_dense(walker *W, const onode *n, bool trans_b, float alpha, const onode *bn, int bk, float beta) {
+    ograph *g = W->g;
+    char label[200], wn[256], bname[256] = "", sshape[64] = "";
+    node_label(n, label, sizeof label);
+    if (!W->flat)
+        return lp_fail(LP_ERR_FORMAT, "%s: %s is a dense layer on the feature map (no Flatten or GlobalAveragePool before it): not a VGG head", g->path, label);
+    lp_tensor B = {0}, C = {0}, w = {0};
+    lp_status st = load_weight(g, n, 1, &B, wn, sizeof wn);
+    if (!st && B.ndim != 2) st = lp_fail(LP_ERR_SHAPE, "%s: the weight %s of %s is not a matrix", g->path, wn, label);
+    if (!st) lp_shape_str(&B, sshape, sizeof sshape);
+    if (!st && trans_b) {
+        w = B;
+        memset(&B, 0, sizeof B);
+    } else if (!st) {
+        st = lp_tensor_alloc(&w, LP_F32, 2, (int64_t[]){B.shape[1], B.shape[0]}); /* ours is [out, in] */
+        if (!st) transpose2(&B, &w);
+    }
+    lp_tensor_free(&B);
+    if (!st && alpha != 1.0f)
+        for (int64_t i = 0; i < lp_tensor_numel(&w); i++) ((float *)w.data)[i] *= alpha;
+    if (!st && bn) {
+        st = load_weight(g, bn, bk, &C, bname, sizeof bname);
+        if (!st) st = bias_vector(g, &C, w.shape[0], bname);
+        if (!st && beta != 1.0f)
+            for (int64_t i = 0; i < lp_tensor_numel(&C); i++) ((float *)C.data)[i] *= beta;
+    }
+    if (!st) {
+        if (W->pools_at_first_dense < 0) W->pools_at_first_dense = W->pools;
+        st = lp_wlayers_push(W->L, LP_WLAYER_DENSE, wn, sshape, -1, &w, C.data ? &C : NULL, bname);
+    }
+    if (!st) {
+        lp_wlayer *y = last_layer(W);
+        y->relu = 0;
+        y->dropout = 0.0f;
+        snprintf(y->node, sizeof y->node, "%s", label);
+    }
+    lp_tensor_free(&C);
+    lp_tensor_free(&w);
+    W->denses++;
+    W->after_dense = true;
+    return st;
+}
+
+static lp_status push_conv(walker *W, const onode *n, const char *label) {
+    ograph *g = W->g;
+    int64_t v[8];
+    int k;
+    if (attr_int(n, "group", 1) != 1) return lp_fail(LP_ERR_FORMAT, "%s: %s is grouped: not a VGG conv", g->path, label);
+    if ((k = attr_ints(n, "strides", v, 8)) > 0 && (v[0] != 1 || (k > 1 && v[1] != 1)))
+        return lp_fail(LP_ERR_FORMAT, "%s: %s has stride %lld: VGG convs have stride 1", g->path, label, (long long)v[0]);
+    if ((k = attr_ints(n, "dilations", v, 8)) > 0 && (v[0] != 1 || (k > 1 && v[1] != 1)))
+        return lp_fail(LP_ERR_FORMAT, "%s: %s is dilated: not a VGG conv", g->path, label);
+    k = attr_ints(n, "pads", v, 8);
+    for (int i = 0; i < k && i < 8; i++)
+        if (v[i] != 1) return lp_fail(LP_ERR_FORMAT, "%s: %s has padding %lld: VGG convs pad by 1", g->path, label, (long long)v[i]);
+    slice ap;
+    if (k < 0 && !node_attr(n, "auto_pad", &ap)) /* SAME_UPPER/SAME_LOWER is padding 1 for 3x3, stride 1 */
+        return lp_fail(LP_ERR_FORMAT, "%s: %s has no padding: VGG convs pad by 1", g->path, label);
+    lp_tensor w = {0}, b = {0};
+    char wn[256], bn[256] = "", sshape[64];
+    lp_status st = load_weight(g, n, 1, &w, wn, sizeof wn);
+    if (!st && n->nin > 2 && n->in[2].n) st = load_weight(g, n, 2, &b, bn, sizeof bn);
+    if (!st && w.ndim != 4) st = lp_fail(LP_ERR_SHAPE, "%s: the weight %s of %s is not 4-D", g->path, wn, label);
+    if (!st && b.data) st = bias_vector(g, &b, w.shape[0], bn);
+    if (!st) {
+        lp_shape_str(&w, sshape, sizeof sshape);
+        st = lp_wlayers_push(W->L, LP_WLAYER_CONV, wn, sshape, 2 * W->convs + W->pools, &w, b.data ? &b : NULL, bn);
+    }
+    lp_tensor_free(&w);
+    lp_tensor_free(&b);
+    W->convs++;
+    W->after_dense = false;
+    return st;
+}
+
+/* A Dropout's probability: the ratio attribute (opset < 12) or its constant
+ * second input; 0.5 (the default) when neither says. */
+static float dropout_ratio(const ograph *g, const onode *n) {
+    float r = attr_float(n, "ratio", -1.0f);
+    slice m;
+    if (r < 0 && n->nin > 1 && n->in[1].n && resolve_weight(g, n->in[1], &m, 0)) {
+        lp_tensor t = {0};
+        if (!tensor_to_f32(g, m, "ratio", &t) && lp_tensor_numel(&t) == 1) r = ((float *)t.data)[0];
+        lp_tensor_free(&t);
+    }
+    return r >= 0.0f && r < 1.0f ? r : 0.5f;
+}
+
+/* ReduceMean over H and W (axes 2, 3), as some exporters write a global average pooling. */
+static bool is_spatial_mean(const ograph *g, const onode *n) {
+    if (!slice_eq(n->op, "ReduceMean")) return false;
+    int64_t ax[8];
+    int k = attr_ints(n, "axes", ax, 8);
+    slice m;
+    if (k < 0 && n->nin > 1 && resolve_weight(g, n->in[1], &m, 0)) {
+        /* opset 18: axes as an int64 input; read its raw_data */
+        pb b = pb_of(m);
+        uint32_t f;
+        int wt;
+        uint64_t v;
+        slice s;
+        k = 0;
+        while (b.p < b.end && pb_next(&b, &f, &wt, &v, &s))
+            if (f == 9 && wt == 2)
+                for (size_t i = 0; i + 8 <= s.n && k < 8; i += 8) memcpy(&ax[k++], s.p + i, 8);
+    }
+    if (k != 2) return false;
+    for (int i = 0; i < 2; i++)
+        if (ax[i] < 0) ax[i] += 4;
+    return (ax[0] == 2 && ax[1] == 3) || (ax[0] == 3 && ax[1] == 2);
+}
+
 static lp_status walk(ograph *g, lp_wlayers *L) {
     /* the data input: a graph input that is not an initializer */
     slice cur = {0};
@@ -574,16 +751,29 @@ static lp_status walk(ograph *g, lp_wlayers *L) {
     for (int i = 0; i < g->ninputs; i++)
         if (!find_init(g, g->inputs[i])) {
             cur = g->inputs[i];
+            input_hw(g->input_info[i], &L->in_h, &L->in_w);
             ndata++;
         }
     if (ndata != 1)
         return lp_fail(LP_ERR_FORMAT, "%s: ONNX graph has %d data inputs (expected 1 image input): not a VGG classifier", g->path, ndata);
+    if (g->noutputs != 1) {
+        char names[600] = "", nm[128], from[200];
+        for (int i = 0, off = 0; i < g->noutputs && i < 4 && off < (int)sizeof names; i++) {
+            const onode *pn = producer(g, g->outputs[i]);
+            slice_str(g->outputs[i], nm, sizeof nm);
+            if (pn) node_label(pn, from, sizeof from);
+            off += snprintf(names + off, sizeof names - (size_t)off, "%s'%s'%s%s", i ? ", " : "", nm, pn ? " from " : "", pn ? from : "");
+        }
+        return lp_fail(LP_ERR_FORMAT, "%s: ONNX graph has %d outputs (%s): loupe imports a classifier with one output, its class scores", g->path,
+                       g->noutputs, names);
+    }
+    walker W = {.g = g, .L = L, .pools_at_first_dense = -1};
     /* what kind of network: residual Add of two activations, conv count */
-    int nconv_nodes = 0, nmerge = 0;
+    int nmerge = 0;
     const onode *merge = NULL;
     for (int i = 0; i < g->nnodes; i++) {
         const onode *n = &g->nodes[i];
-        nconv_nodes += slice_eq(n->op, "Conv");
+        W.nconv_nodes += slice_eq(n->op, "Conv");
         if (slice_eq(n->op, "Add") || slice_eq(n->op, "Sum")) {
             int act = 0;
             for (int j = 0; j < n->nin; j++) act += !is_weight(g, n->in[j]) && producer(g, n->in[j]) && !slice_eq(producer(g, n->in[j])->op, "Constant");
@@ -598,10 +788,9 @@ static lp_status walk(ograph *g, lp_wlayers *L) {
         slice_str(merge->op, op, sizeof op);
         slice_str(merge->name, nn, sizeof nn);
         return lp_fail(LP_ERR_FORMAT, "%s: graph has %d Conv nodes and %d %s nodes joining two branches (e.g. '%s'): a ResNet-like network, "
-                       "not a sequential VGG16/VGG19", g->path, nconv_nodes, nmerge, op, nn);
+                       "not a sequential VGG16/VGG19", g->path, W.nconv_nodes, nmerge, op, nn);
     }
-    int convs = 0, pools = 0, denses = 0, pools_at_first_dense = -1;
-    char nm[256], nn[128], op[64];
+    char nm[256], label[200], op[64];
     lp_status st = LP_OK;
     for (int step = 0; step <= g->nnodes && !st; step++) {
         const onode *n = NULL, *n2 = NULL;
@@ -612,147 +801,93 @@ static lp_status walk(ograph *g, lp_wlayers *L) {
             return lp_fail(LP_ERR_FORMAT, "%s: tensor '%s' is used by no node and is not a graph output: malformed graph", g->path, nm);
         }
         if (c > 1) {
-            char o1[64], o2[64], a[128], b2[128];
+            char a[200], b2[200];
             slice_str(cur, nm, sizeof nm);
-            slice_str(n->op, o1, sizeof o1);
-            slice_str(n2->op, o2, sizeof o2);
-            slice_str(n->name, a, sizeof a);
-            slice_str(n2->name, b2, sizeof b2);
-            return lp_fail(LP_ERR_FORMAT, "%s: tensor '%s' feeds %d nodes (%s '%s', %s '%s'): a branching graph (ResNet-like residual "
-                           "connections) with %d Conv nodes, not a sequential VGG16/VGG19",
-                           g->path, nm, c, o1, a, o2, b2, nconv_nodes);
+            node_label(n, a, sizeof a);
+            node_label(n2, b2, sizeof b2);
+            return lp_fail(LP_ERR_FORMAT, "%s: tensor '%s' feeds %d nodes (%s, %s): a branching graph, not a sequential VGG16/VGG19 with one output "
+                           "(graph has %d Conv nodes)", g->path, nm, c, a, b2, W.nconv_nodes);
         }
         slice_str(n->op, op, sizeof op);
-        slice_str(n->name, nn, sizeof nn);
-        if (n->nin < 1 || !slice_same(n->in[0], cur)) {
-            if (!(slice_eq(n->op, "Add") || slice_eq(n->op, "Mul")))
-                return lp_fail(LP_ERR_FORMAT, "%s: node %s '%s' takes the activation as a non-first input: not a VGG graph", g->path, op, nn);
-        }
-        if (n->nout < 1) return lp_fail(LP_ERR_FORMAT, "%s: node %s '%s' has no output", g->path, op, nn);
+        node_label(n, label, sizeof label);
+        if ((n->nin < 1 || !slice_same(n->in[0], cur)) && !(slice_eq(n->op, "Add") || slice_eq(n->op, "Mul")))
+            return lp_fail(LP_ERR_FORMAT, "%s: %s takes the activation as a non-first input: not a VGG graph", g->path, label);
+        if (n->nout < 1) return lp_fail(LP_ERR_FORMAT, "%s: %s has no output", g->path, label);
         slice next = n->out[0];
+        bool spatial = !strcmp(op, "Conv") || !strcmp(op, "MaxPool") || !strcmp(op, "AveragePool") || !strcmp(op, "GlobalAveragePool") ||
+                       is_spatial_mean(g, n);
+        if (spatial && W.flat)
+            return lp_fail(LP_ERR_FORMAT, "%s: %s comes after %s: a head is a Flatten or a GlobalAveragePool, then dense layers (Gemm or MatMul, "
+                           "with Relu and Dropout); no %s after it", g->path, label, W.flat_node, op);
         if (!strcmp(op, "Conv")) {
-            int64_t v[8];
-            int k;
-            if (attr_int(n, "group", 1) != 1) return lp_fail(LP_ERR_FORMAT, "%s: Conv '%s' is grouped: not a VGG conv", g->path, nn);
-            if ((k = attr_ints(n, "strides", v, 8)) > 0 && (v[0] != 1 || (k > 1 && v[1] != 1)))
-                return lp_fail(LP_ERR_FORMAT, "%s: Conv '%s' has stride %lld: VGG convs have stride 1", g->path, nn, (long long)v[0]);
-            if ((k = attr_ints(n, "dilations", v, 8)) > 0 && (v[0] != 1 || (k > 1 && v[1] != 1)))
-                return lp_fail(LP_ERR_FORMAT, "%s: Conv '%s' is dilated: not a VGG conv", g->path, nn);
-            k = attr_ints(n, "pads", v, 8);
-            if (k >= 0)
-                for (int i = 0; i < k && i < 8; i++)
-                    if (v[i] != 1) return lp_fail(LP_ERR_FORMAT, "%s: Conv '%s' has padding %lld: VGG convs pad by 1", g->path, nn, (long long)v[i]);
-            if (k < 0) {
-                /* auto_pad SAME_UPPER/SAME_LOWER is padding 1 for 3x3, stride 1 */
-                slice ap;
-                if (!node_attr(n, "auto_pad", &ap)) return lp_fail(LP_ERR_FORMAT, "%s: Conv '%s' has no padding: VGG convs pad by 1", g->path, nn);
-            }
-            lp_tensor w = {0}, b = {0};
-            char wn[256], bn[256] = "";
-            st = load_weight(g, n, 1, &w, wn, sizeof wn);
-            if (!st && n->nin > 2 && n->in[2].n) st = load_weight(g, n, 2, &b, bn, sizeof bn);
-            if (!st && w.ndim != 4) st = lp_fail(LP_ERR_SHAPE, "%s: Conv weight %s is not 4-D", g->path, wn);
-            if (!st && b.data) st = bias_vector(g, &b, w.shape[0], bn);
-            char sshape[64];
-            if (!st) {
-                lp_shape_str(&w, sshape, sizeof sshape);
-                st = lp_wlayers_push(L, LP_WLAYER_CONV, wn, sshape, 2 * convs + pools, &w, b.data ? &b : NULL, bn);
-            }
-            lp_tensor_free(&w);
-            lp_tensor_free(&b);
-            convs++;
+            st = push_conv(&W, n, label);
         } else if (!strcmp(op, "MaxPool")) {
             int64_t k[4], s[4];
             int nk = attr_ints(n, "kernel_shape", k, 4), ns = attr_ints(n, "strides", s, 4);
             if (nk < 2 || k[0] != 2 || k[1] != 2 || ns < 2 || s[0] != 2 || s[1] != 2)
-                return lp_fail(LP_ERR_FORMAT, "%s: MaxPool '%s' is not 2x2 with stride 2: not a VGG pooling layer", g->path, nn);
-            pools++;
+                return lp_fail(LP_ERR_FORMAT, "%s: %s is not 2x2 with stride 2: not a VGG pooling layer", g->path, label);
+            W.pools++;
         } else if (!strcmp(op, "AveragePool")) {
+            /* torchvision's avgpool to 7x7: a 1x1 kernel (the identity) when exported at 224x224 */
             int64_t k[4];
             int nk = attr_ints(n, "kernel_shape", k, 4);
             if (nk < 2 || k[0] != 1 || k[1] != 1)
-                return lp_fail(LP_ERR_FORMAT, "%s: AveragePool '%s' with a %lldx%lld kernel: VGG's adaptive pooling to 7x7 is the identity at 224x224; export at 224x224",
-                               g->path, nn, nk > 0 ? (long long)k[0] : 0LL, nk > 1 ? (long long)k[1] : 0LL);
-        } else if (!strcmp(op, "Relu") || !strcmp(op, "Dropout") || !strcmp(op, "Identity") || !strcmp(op, "Softmax") ||
-                   !strcmp(op, "LogSoftmax")) {
-            /* no parameters */
-        } else if (!strcmp(op, "Flatten") || !strcmp(op, "Reshape")) {
+                return lp_fail(LP_ERR_FORMAT, "%s: %s with a %lldx%lld kernel: VGG's adaptive pooling to 7x7 is the identity at 224x224; export at 224x224",
+                               g->path, label, nk > 0 ? (long long)k[0] : 0LL, nk > 1 ? (long long)k[1] : 0LL);
+            L->pool = LP_WPOOL_AVG7;
+            snprintf(L->pool_src, sizeof L->pool_src, "%s", label);
+        } else if (!strcmp(op, "GlobalAveragePool") || spatial) {
+            L->pool = LP_WPOOL_GAP;
+            snprintf(L->pool_src, sizeof L->pool_src, "%s", label);
+            snprintf(W.flat_node, sizeof W.flat_node, "%s", label);
+            W.flat = true;
+        } else if (!strcmp(op, "Flatten") || !strcmp(op, "Reshape") || !strcmp(op, "Squeeze")) {
             if (!strcmp(op, "Flatten") && attr_int(n, "axis", 1) != 1)
-                return lp_fail(LP_ERR_FORMAT, "%s: Flatten '%s' with axis %lld: expected 1", g->path, nn, (long long)attr_int(n, "axis", 1));
+                return lp_fail(LP_ERR_FORMAT, "%s: %s with axis %lld: expected 1", g->path, label, (long long)attr_int(n, "axis", 1));
+            if (L->pool == LP_WPOOL_UNKNOWN) {
+                L->pool = LP_WPOOL_FLATTEN;
+                snprintf(L->pool_src, sizeof L->pool_src, "%s", label);
+            }
+            if (!W.flat) snprintf(W.flat_node, sizeof W.flat_node, "%s", label);
+            W.flat = true;
+        } else if (!strcmp(op, "Relu")) {
+            if (W.after_dense) last_layer(&W)->relu = 1;
+            else if (W.flat)
+                return lp_fail(LP_ERR_FORMAT, "%s: %s comes after %s, before any dense layer: a head's ReLUs follow its dense layers", g->path, label,
+                               W.flat_node);
+        } else if (!strcmp(op, "Dropout")) {
+            if (W.after_dense) last_layer(&W)->dropout = dropout_ratio(g, n);
+            else if (W.flat) L->pre_dropout = dropout_ratio(g, n);
+        } else if (!strcmp(op, "Identity") || !strcmp(op, "Softmax") || !strcmp(op, "LogSoftmax")) {
+            /* no parameters; the class scores' softmax is predict's */
         } else if (!strcmp(op, "Gemm")) {
-            if (attr_int(n, "transA", 0)) return lp_fail(LP_ERR_FORMAT, "%s: Gemm '%s' with transA=1: not a dense layer on the activations", g->path, nn);
-            lp_tensor B = {0}, C = {0}, w = {0};
-            char wn[256], bn[256] = "";
-            st = load_weight(g, n, 1, &B, wn, sizeof wn);
-            if (!st && B.ndim != 2) st = lp_fail(LP_ERR_SHAPE, "%s: Gemm weight %s is not a matrix", g->path, wn);
-            char sshape[64] = "";
-            if (!st) lp_shape_str(&B, sshape, sizeof sshape);
-            if (!st && !attr_int(n, "transB", 0)) {
-                /* B is [in, out]: ours is [out, in] */
-                st = lp_tensor_alloc(&w, LP_F32, 2, (int64_t[]){B.shape[1], B.shape[0]});
-                if (!st) transpose2(&B, &w);
-                lp_tensor_free(&B);
-            } else if (!st) {
-                w = B;
-                memset(&B, 0, sizeof B);
-            }
-            if (!st && n->nin > 2 && n->in[2].n) {
-                st = load_weight(g, n, 2, &C, bn, sizeof bn);
-                if (!st) st = bias_vector(g, &C, w.shape[0], bn);
-            }
-            float alpha = attr_float(n, "alpha", 1.0f), beta = attr_float(n, "beta", 1.0f);
-            if (!st && alpha != 1.0f)
-                for (int64_t i = 0; i < lp_tensor_numel(&w); i++) ((float *)w.data)[i] *= alpha;
-            if (!st && C.data && beta != 1.0f)
-                for (int64_t i = 0; i < lp_tensor_numel(&C); i++) ((float *)C.data)[i] *= beta;
-            if (!st) {
-                if (pools_at_first_dense < 0) pools_at_first_dense = pools;
-                st = lp_wlayers_push(L, LP_WLAYER_DENSE, wn, sshape, -1, &w, C.data ? &C : NULL, bn);
-            }
-            lp_tensor_free(&B);
-            lp_tensor_free(&C);
-            lp_tensor_free(&w);
-            denses++;
+            if (attr_int(n, "transA", 0)) return lp_fail(LP_ERR_FORMAT, "%s: %s with transA=1: not a dense layer on the activations", g->path, label);
+            st = push_dense(&W, n, attr_int(n, "transB", 0) != 0, attr_float(n, "alpha", 1.0f), n->nin > 2 && n->in[2].n ? n : NULL, 2,
+                            attr_float(n, "beta", 1.0f));
         } else if (!strcmp(op, "MatMul")) {
-            lp_tensor B = {0}, C = {0}, w = {0};
-            char wn[256], bn[256] = "";
-            st = load_weight(g, n, 1, &B, wn, sizeof wn);
-            if (!st && B.ndim != 2) st = lp_fail(LP_ERR_SHAPE, "%s: MatMul weight %s is not a matrix", g->path, wn);
-            char sshape[64] = "";
-            if (!st) {
-                lp_shape_str(&B, sshape, sizeof sshape);
-                st = lp_tensor_alloc(&w, LP_F32, 2, (int64_t[]){B.shape[1], B.shape[0]});
-            }
-            if (!st) transpose2(&B, &w);
-            lp_tensor_free(&B);
             /* a following Add of a constant vector is the bias */
             const onode *a = NULL, *a2 = NULL;
-            if (!st && consumers(g, next, &a, &a2) == 1 && slice_eq(a->op, "Add") && a->nin == 2 && a->nout >= 1) {
-                int bi = slice_same(a->in[0], next) ? 1 : 0;
-                if (is_weight(g, a->in[bi])) {
-                    st = load_weight(g, a, bi, &C, bn, sizeof bn);
-                    if (!st) st = bias_vector(g, &C, w.shape[0], bn);
-                    next = a->out[0];
-                }
+            int bi = -1;
+            if (consumers(g, next, &a, &a2) == 1 && slice_eq(a->op, "Add") && a->nin == 2 && a->nout >= 1) {
+                bi = slice_same(a->in[0], next) ? 1 : 0;
+                if (!is_weight(g, a->in[bi])) bi = -1;
             }
-            if (!st) {
-                if (pools_at_first_dense < 0) pools_at_first_dense = pools;
-                st = lp_wlayers_push(L, LP_WLAYER_DENSE, wn, sshape, -1, &w, C.data ? &C : NULL, bn);
-            }
-            lp_tensor_free(&C);
-            lp_tensor_free(&w);
-            denses++;
+            st = push_dense(&W, n, false, 1.0f, bi >= 0 ? a : NULL, bi, 1.0f);
+            if (bi >= 0) next = a->out[0];
         } else if (!strcmp(op, "BatchNormalization")) {
-            return lp_fail(LP_ERR_FORMAT, "%s: node BatchNormalization '%s': a batch-norm VGG (vgg16_bn) is not supported; use plain VGG16/VGG19", g->path, nn);
+            return lp_fail(LP_ERR_FORMAT, "%s: %s: a batch-norm VGG (vgg16_bn) is not supported; use plain VGG16/VGG19", g->path, label);
         } else {
-            return lp_fail(LP_ERR_FORMAT, "%s: node %s '%s' (after %d convs) is not part of a VGG16/VGG19 graph (graph has %d Conv nodes)", g->path, op,
-                           nn, convs, nconv_nodes);
+            return lp_fail(LP_ERR_FORMAT, "%s: %s (after %d convs%s%s) is not part of a VGG16/VGG19 graph: loupe reads Conv, Relu and MaxPool, then "
+                           "a head of Flatten or GlobalAveragePool and Gemm or MatMul (+Add) layers with Relu and Dropout (graph has %d Conv nodes)",
+                           g->path, label, W.convs, W.denses ? " and dense layers" : "", W.flat ? ", in the head" : "", W.nconv_nodes);
         }
+        if (strcmp(op, "Relu") && strcmp(op, "Dropout") && strcmp(op, "Identity") && strcmp(op, "Gemm") && strcmp(op, "MatMul"))
+            W.after_dense = false;
         cur = next;
     }
     if (st) return st;
-    if (denses && pools_at_first_dense != 5)
-        return lp_fail(LP_ERR_FORMAT, "%s: the first dense layer follows %d max-pool layers: VGG's fc1 follows 5", g->path, pools_at_first_dense);
+    if (W.denses && W.pools_at_first_dense != 5)
+        return lp_fail(LP_ERR_FORMAT, "%s: the first dense layer follows %d max-pool layers: VGG's fc1 follows 5", g->path, W.pools_at_first_dense);
     return LP_OK;
 }
 

@@ -3,8 +3,10 @@
  * and the preprocessing warning. Format readers: keras_h5.c, onnx.c; the
  * safetensors reader is src/io/safetensors.c. */
 #include "weights.h"
+#include "checkpoint.h"
 #include "nn/nn.h"
 #include "safetensors.h"
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -76,6 +78,8 @@ lp_status lp_wlayers_push(lp_wlayers *l, lp_wlayer_kind kind, const char *src, c
     memset(y, 0, sizeof *y);
     y->kind = kind;
     y->index = index;
+    y->relu = -1;
+    y->dropout = -1.0f;
     snprintf(y->src, sizeof y->src, "%s", src);
     snprintf(y->src_shape, sizeof y->src_shape, "%s", src_shape ? src_shape : "");
     snprintf(y->bsrc, sizeof y->bsrc, "%s", bsrc ? bsrc : "");
@@ -151,7 +155,219 @@ static lp_status zero_bias(lp_tensor *b, int64_t n) {
     return st;
 }
 
-lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const char *arch_hint, const char *source, const char *preprocess,
+/* ---- the head ----------------------------------------------------------------
+ * What follows the convolutional base: nothing (a base alone), torchvision's
+ * classifier (top=keep: avgpool 7x7 or a flatten of the 7x7 map, fc 4096 +
+ * ReLU, fc 4096 + ReLU, predictions), or any other stack of dense layers after
+ * a flatten or a global average pooling, written as a loupe head spec. */
+#define MAX_DENSE 64
+
+typedef struct head_plan {
+    bool keep;           /* torchvision's classifier: top=keep, classifier.0/3/6 */
+    bool classifier_names; /* !known: the file's classifier.N names kept */
+    bool known;          /* how the layers are joined is known (spec, or keep) */
+    char spec[256];      /* top=none: the head spec */
+    char unknown[320];   /* !known: what the file does not tell */
+    int index[MAX_DENSE];
+    int in_h, in_w;      /* input size (0: not fixed) */
+} head_plan;
+
+typedef struct spec_tok {
+    char kind[16]; /* flatten, gap, dense, dropout */
+    long units;    /* dense: 0 when not given */
+    int relu;      /* dense: 0 or 1 */
+} spec_tok;
+
+static const char *wlabel(const lp_wlayer *y) { return y->node[0] ? y->node : y->src; }
+
+/* Splits a head spec into its layers (the net builder checks the details). */
+static lp_status spec_parse(const char *spec, spec_tok *t, int max, int *n) {
+    *n = 0;
+    char buf[256];
+    if (strlen(spec) >= sizeof buf) return lp_fail(LP_ERR_ARG, "--head '%s' is too long", spec);
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n == max) return lp_fail(LP_ERR_ARG, "--head '%s' has more than %d layers", spec, max);
+        spec_tok *k = &t[(*n)++];
+        memset(k, 0, sizeof *k);
+        char *save2 = NULL;
+        int part = 0;
+        for (char *p = strtok_r(tok, ":", &save2); p; p = strtok_r(NULL, ":", &save2), part++) {
+            while (*p == ' ') p++;
+            size_t e = strlen(p);
+            while (e && p[e - 1] == ' ') p[--e] = 0;
+            if (part == 0) {
+                snprintf(k->kind, sizeof k->kind, "%s", !strcmp(p, "globalavgpool") ? "gap" : p);
+                if (strcmp(k->kind, "flatten") && strcmp(k->kind, "gap") && strcmp(k->kind, "dense") && strcmp(k->kind, "dropout"))
+                    return lp_fail(LP_ERR_ARG, "--head '%s': unknown layer '%s' (known: flatten, gap, dense[:units][:relu], dropout[:p])", spec, p);
+            } else if (!strcmp(k->kind, "dense")) {
+                if (!strcmp(p, "relu")) k->relu = 1;
+                else if (strcmp(p, "linear") && strcmp(p, "none") && strcmp(p, "softmax")) k->units = strtol(p, NULL, 10);
+            }
+        }
+        if (part == 0) return lp_fail(LP_ERR_ARG, "--head '%s': empty layer in the list", spec);
+    }
+    return LP_OK;
+}
+
+static const char *pool_name(lp_wpool p) {
+    return p == LP_WPOOL_GAP ? "a global average pooling" : p == LP_WPOOL_AVG7 ? "torchvision's 7x7 average pooling and a flatten" : "a flatten";
+}
+
+/* The head of L: kept as torchvision's classifier, as a spec (from the file or
+ * o->head), or unknown (the file's head.N names kept); and the input size. */
+static lp_status plan_head(const char *path, const lp_wlayers *L, const lp_weights_opts *o, head_plan *P) {
+    memset(P, 0, sizeof *P);
+    const lp_wlayer *D[MAX_DENSE];
+    int nd = 0;
+    for (int i = 0; i < L->count; i++)
+        if (L->items[i].kind == LP_WLAYER_DENSE) {
+            if (nd == MAX_DENSE) return lp_fail(LP_ERR_FORMAT, "%s: more than %d dense layers", path, MAX_DENSE);
+            D[nd++] = &L->items[i];
+        }
+    int h = o && o->in_h > 0 ? o->in_h : L->in_h, w = o && o->in_h > 0 ? o->in_w : L->in_w; /* messages give sizes as WxH, like --size */
+    const char *size_from = o && o->in_h > 0 ? "--size" : "the graph's input";
+    P->known = true;
+    if (nd == 0) {
+        P->in_h = h;
+        P->in_w = w;
+        return LP_OK;
+    }
+    for (int i = 1; i < nd; i++)
+        if (D[i]->w.shape[1] != D[i - 1]->w.shape[0])
+            return lp_fail(LP_ERR_SHAPE, "%s: %s takes %lld inputs but %s before it gives %lld", path, wlabel(D[i]), (long long)D[i]->w.shape[1],
+                           wlabel(D[i - 1]), (long long)D[i - 1]->w.shape[0]);
+    int64_t fin = D[0]->w.shape[1];
+    lp_wpool pool = L->pool;
+    int relu[MAX_DENSE];
+    for (int i = 0; i < nd; i++) relu[i] = D[i]->relu;
+    if (relu[nd - 1] < 0) relu[nd - 1] = 0; /* the output layer: its scores go to the softmax */
+    if (o && o->head && *o->head) {
+        spec_tok t[MAX_DENSE * 3];
+        int nt, k = 0;
+        lp_status st = spec_parse(o->head, t, MAX_DENSE * 3, &nt);
+        if (st) return st;
+        int ndt = 0;
+        for (int i = 0; i < nt; i++) ndt += !strcmp(t[i].kind, "dense");
+        if (strcmp(t[0].kind, "flatten") && strcmp(t[0].kind, "gap"))
+            return lp_fail(LP_ERR_ARG, "--head '%s' starts with '%s': a head starts with flatten or gap", o->head, t[0].kind);
+        if (ndt != nd)
+            return lp_fail(LP_ERR_ARG, "--head '%s' has %d dense layer%s but %s has %d (first %s, last %s)", o->head, ndt, ndt == 1 ? "" : "s", path, nd,
+                           wlabel(D[0]), wlabel(D[nd - 1]));
+        lp_wpool up = !strcmp(t[0].kind, "gap") ? LP_WPOOL_GAP : LP_WPOOL_FLATTEN;
+        if (pool != LP_WPOOL_UNKNOWN && (pool == LP_WPOOL_GAP) != (up == LP_WPOOL_GAP))
+            return lp_fail(LP_ERR_ARG, "--head '%s' starts with %s but %s has %s (%s)", o->head, t[0].kind, path, pool_name(pool), L->pool_src);
+        if (pool == LP_WPOOL_UNKNOWN) pool = up;
+        for (int i = 0; i < nt; i++) {
+            if (strcmp(t[i].kind, "dense")) continue;
+            if (t[i].units && t[i].units != D[k]->w.shape[0])
+                return lp_fail(LP_ERR_ARG, "--head '%s': dense layer %d has %ld units but %s gives %lld", o->head, k + 1, t[i].units, wlabel(D[k]),
+                               (long long)D[k]->w.shape[0]);
+            if (relu[k] >= 0 && relu[k] != t[i].relu && D[k]->relu >= 0)
+                return lp_fail(LP_ERR_ARG, "--head '%s': dense layer %d %s a ReLU but in %s, %s is %sfollowed by one", o->head, k + 1,
+                               t[i].relu ? "has" : "has no", path, wlabel(D[k]), relu[k] ? "" : "not ");
+            P->index[k++] = i;
+        }
+        snprintf(P->spec, sizeof P->spec, "%s", o->head);
+    } else {
+        char why[256] = "";
+        if (pool == LP_WPOOL_UNKNOWN)
+            snprintf(why, sizeof why, "whether a flatten or a global average pooling comes before %s (it takes %lld inputs: both give 512 at 32x32)",
+                     wlabel(D[0]), (long long)fin);
+        else if (L->pre_dropout < 0)
+            snprintf(why, sizeof why, "what comes between %s and %s", L->pool_src, wlabel(D[0]));
+        for (int i = 0; i + 1 < nd && !why[0]; i++)
+            if (relu[i] < 0 || D[i]->dropout < 0)
+                snprintf(why, sizeof why, "what follows %s (a ReLU, a dropout, both?)", wlabel(D[i]));
+        if (why[0]) {
+            /* kept under the file's names (train matches them by shape); convert asks for --head */
+            P->known = false;
+            snprintf(P->unknown, sizeof P->unknown, "the file does not tell %s", why);
+            P->classifier_names = !L->head_names && D[0]->index >= 0;
+            for (int k = 0; k < nd; k++) P->index[k] = D[k]->index >= 0 ? D[k]->index : k + 1;
+            P->in_h = h;
+            P->in_w = w;
+            return LP_OK;
+        }
+        P->keep = (pool == LP_WPOOL_FLATTEN || pool == LP_WPOOL_AVG7) && fin == FLAT_IN && nd == 3 && D[0]->w.shape[0] == 4096 &&
+                  D[1]->w.shape[0] == 4096 && relu[0] == 1 && relu[1] == 1 && relu[2] == 0 && L->pre_dropout == 0;
+        if (P->keep) {
+            for (int k = 0; k < 3; k++) P->index[k] = classifier_index[k];
+        } else {
+            size_t off = 0;
+            int tok = 0;
+            off += (size_t)snprintf(P->spec + off, sizeof P->spec - off, "%s", pool == LP_WPOOL_GAP ? "gap" : "flatten");
+            tok++;
+            if (L->pre_dropout > 0) off += (size_t)snprintf(P->spec + off, sizeof P->spec - off, ",dropout:%g", L->pre_dropout), tok++;
+            for (int k = 0; k < nd && off < sizeof P->spec; k++) {
+                P->index[k] = tok++;
+                off += (size_t)snprintf(P->spec + off, sizeof P->spec - off, ",dense:%lld%s", (long long)D[k]->w.shape[0], relu[k] ? ":relu" : "");
+                if (D[k]->dropout > 0) off += (size_t)snprintf(P->spec + off, sizeof P->spec - off, ",dropout:%g", D[k]->dropout), tok++;
+            }
+            if (off >= sizeof P->spec) return lp_fail(LP_ERR_FORMAT, "%s: the head has too many layers for a loupe head spec", path);
+        }
+    }
+    /* the input size: what the first dense layer's inputs fix */
+    if (pool == LP_WPOOL_GAP) {
+        if (fin != 512)
+            return lp_fail(LP_ERR_SHAPE, "%s: %s takes %lld inputs but the global average pooling (%s) gives 512 (the channels of VGG's last conv)", path,
+                           wlabel(D[0]), (long long)fin, L->pool_src[0] ? L->pool_src : "gap");
+    } else if (pool == LP_WPOOL_AVG7 && P->keep) {
+        /* loupe's top=keep has the same adaptive pooling: any size */
+    } else if (pool == LP_WPOOL_AVG7 || P->keep) {
+        /* the flatten of a 7x7 map: only at 224 (up to 255) is loupe's flatten torchvision's avgpool */
+        if (fin != FLAT_IN)
+            return lp_fail(LP_ERR_SHAPE, "%s: %s takes %lld inputs but %s gives 25088 (512x7x7)", path, wlabel(D[0]), (long long)fin, pool_name(pool));
+        if (h && (h / 32 != 7 || w / 32 != 7))
+            return lp_fail(LP_ERR_ARG, "%s: the head follows %s (a 7x7 map), which the input size %dx%d (%s) does not give: use 224x224", path,
+                           pool_name(pool), w, h, size_from);
+    } else if (h) {
+        int64_t need = 512LL * (h / 32) * (w / 32);
+        if (fin != need)
+            return lp_fail(LP_ERR_SHAPE, "%s: %s takes %lld inputs but at %dx%d (%s) the flatten%s%s%s gives %lld (512x%dx%d)", path, wlabel(D[0]),
+                           (long long)fin, w, h, size_from, L->pool_src[0] ? " (" : "", L->pool_src, L->pool_src[0] ? ")" : "", (long long)need, h / 32, w / 32);
+    } else {
+        int64_t s = 1;
+        while ((s + 1) * (s + 1) * 512 <= fin) s++;
+        if (s * s * 512 != fin)
+            return lp_fail(LP_ERR_SHAPE, "%s: %s takes %lld inputs after the flatten%s%s%s: not 512 x a square feature map; give the input size with --size HxW",
+                           path, wlabel(D[0]), (long long)fin, L->pool_src[0] ? " (" : "", L->pool_src, L->pool_src[0] ? ")" : "");
+        h = w = (int)(32 * s);
+    }
+    if (!h) h = w = 224; /* VGG's own size: the size-free heads (gap, torchvision's classifier) */
+    P->in_h = h;
+    P->in_w = w;
+    return LP_OK;
+}
+
+/* The message for tensors that have no place in a VGG: what was found and
+ * what was expected, without contradicting itself. */
+static lp_status foreign_message(const char *path, lp_wlayers *L, int nc, const char *want, const char *what) {
+    int convs = nc + L->foreign_conv_count;
+    for (int i = 0; i < L->count; i++)
+        if (L->items[i].kind == LP_WLAYER_CONV) add_example(L->conv_examples, &L->n_conv_examples, L->items[i].src);
+    char ce[320], oe[320];
+    examples_str(L->conv_examples, L->n_conv_examples, ce, sizeof ce);
+    examples_str(L->examples, L->n_examples, oe, sizeof oe);
+    int others = L->foreign_count - L->foreign_conv_count;
+    bool vgg_count = want ? convs == (!strcmp(want, "vgg16") ? 13 : 16) : (convs == 13 || convs == 16);
+    const char *pretty = convs == 13 ? "VGG16" : "VGG19";
+    if (L->foreign_bn && (convs == 13 || convs == 16 || convs == 8 || convs == 10))
+        return lp_fail(LP_ERR_FORMAT, "%s: file has batch-norm tensors (names like %s): a batch-norm VGG (vgg16_bn) is not supported; use plain %s weights",
+                       path, oe, want ? want : "vgg16/vgg19");
+    if (vgg_count && L->foreign_conv_count)
+        return lp_fail(LP_ERR_FORMAT, "%s: file has the %d conv layers of a %s but not under torchvision's names (names like %s): expected features.N.weight "
+                       "and .bias; rename the tensors, or export the model to ONNX", path, convs, pretty, ce);
+    if (vgg_count)
+        return lp_fail(LP_ERR_FORMAT, "%s: file has the %d conv layers of a %s and %d tensor%s loupe cannot place (names like %s): expected classifier.N.* "
+                       "(torchvision), head.N.* (loupe, a Sequential named head) or pre_logits.* / head.fc.* (timm); rename them, or export the model to ONNX",
+                       path, convs, pretty, others, others == 1 ? "" : "s", oe);
+    return lp_fail(LP_ERR_FORMAT, "%s: file has %d conv layers%s%s%s and %d other tensor%s%s%s%s: not a %s", path, convs, convs ? " (names like " : "", ce,
+                   convs ? ")" : "", others, others == 1 ? "" : "s", L->n_examples ? " (names like " : "", oe, L->n_examples ? ")" : "", what);
+}
+
+lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const lp_weights_opts *o, const char *source, const char *preprocess,
                               lp_tensor_list *out) {
     char s1[64], s2[64];
     int nc = 0, nd = 0, first_dense = -1;
@@ -159,8 +375,8 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const char *arch_
     for (int i = 0; i < L->count; i++) {
         if (L->items[i].kind == LP_WLAYER_CONV) {
             if (first_dense >= 0)
-                return lp_fail(LP_ERR_FORMAT, "%s: conv layer %s comes after dense layer %s: not a VGG", path, L->items[i].src,
-                               L->items[first_dense].src);
+                return lp_fail(LP_ERR_FORMAT, "%s: conv layer %s comes after dense layer %s: not a VGG", path, wlabel(&L->items[i]),
+                               wlabel(&L->items[first_dense]));
             if (!first_conv) first_conv = L->items[i].src;
             last_conv = L->items[i].src;
             nc++;
@@ -169,25 +385,13 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const char *arch_
             nd++;
         }
     }
-    const char *want = arch_hint && *arch_hint ? arch_hint : NULL;
+    const char *want = o && o->arch && *o->arch ? o->arch : NULL;
     if (want && strcmp(want, "vgg16") && strcmp(want, "vgg19"))
         return lp_fail(LP_ERR_ARG, "unknown architecture '%s' (expected vgg16 or vgg19)", want);
     const char *what = !want ? "VGG16 (13 conv layers) or VGG19 (16)" : !strcmp(want, "vgg16") ? "VGG16 (13 conv layers)" : "VGG19 (16 conv layers)";
 
-    /* not a VGG at all: ResNet, Inception, batch-norm VGG, ... */
-    if (L->foreign_count > 0) {
-        int convs = nc + L->foreign_conv_count;
-        for (int i = 0; i < L->count; i++)
-            if (L->items[i].kind == LP_WLAYER_CONV) add_example(L->conv_examples, &L->n_conv_examples, L->items[i].src);
-        char ce[320], oe[320];
-        examples_str(L->conv_examples, L->n_conv_examples, ce, sizeof ce);
-        examples_str(L->examples, L->n_examples, oe, sizeof oe);
-        if (L->foreign_bn && (convs == 13 || convs == 16 || convs == 8 || convs == 10))
-            return lp_fail(LP_ERR_FORMAT, "%s: file has batch-norm tensors (names like %s): a batch-norm VGG (vgg16_bn) is not supported; use plain %s weights",
-                           path, oe, want ? want : "vgg16/vgg19");
-        return lp_fail(LP_ERR_FORMAT, "%s: file has %d conv layers%s%s%s and %d other weights%s%s%s: not a %s", path, convs, convs ? " (names like " : "", ce,
-                       convs ? ")" : "", L->foreign_count - L->foreign_conv_count, L->n_examples ? " (names like " : "", oe, L->n_examples ? ")" : "", what);
-    }
+    /* not a VGG at all (ResNet, Inception, batch-norm VGG), or names loupe cannot place */
+    if (L->foreign_count > 0) return foreign_message(path, L, nc, want, what);
     if (nc == 0)
         return lp_fail(LP_ERR_FORMAT, "%s: no conv layers found: not a %s", path, what);
     if (nc != 13 && nc != 16) {
@@ -199,20 +403,14 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const char *arch_
     }
     const char *found = nc == 13 ? "vgg16" : "vgg19";
     if (want && strcmp(want, found))
-        return lp_fail(LP_ERR_FORMAT, "%s: file has %d conv layers: a %s, not a %s; use --arch %s", path, nc, nc == 13 ? "VGG16" : "VGG19",
-                       !strcmp(want, "vgg16") ? "VGG16" : "VGG19", found);
+        return lp_fail(LP_ERR_FORMAT, "%s: file has %d conv layers: a %s, not a %s; use --arch %s (convert) or --model %s (train)", path, nc,
+                       nc == 13 ? "VGG16" : "VGG19", !strcmp(want, "vgg16") ? "VGG16" : "VGG19", found, found);
     vgg_arch A;
     arch_get(found, &A);
 
-    /* top: none, or fc1 (25088 -> H1), fc2 (H1 -> H2), predictions (H2 -> K) */
-    if (nd != 0 && nd != 3)
-        return lp_fail(LP_ERR_FORMAT, "%s: file has %d dense layer%s (first %s): VGG's top has 3 (fc1, fc2, predictions); "
-                       "a custom head cannot be imported, save the convolutional base only (include_top=False)",
-                       path, nd, nd == 1 ? "" : "s", L->items[first_dense].src);
-
     lp_status st = LP_OK;
-    int k = 0, d = 0;
-    int64_t prev_out = FLAT_IN, num_classes = 0;
+    int k = 0;
+    int64_t num_classes = 0;
     for (int i = 0; i < L->count && !st; i++) {
         lp_wlayer *y = &L->items[i];
         char ours[64];
@@ -236,51 +434,55 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const char *arch_
             }
             k++;
         } else {
-            int idx = classifier_index[d];
-            if (y->index >= 0 && y->index != idx)
-                return lp_fail(LP_ERR_FORMAT, "%s: dense %s is classifier.%d but VGG's dense #%d is classifier.%d", path, y->src, y->index, d + 1, idx);
-            snprintf(ours, sizeof ours, "classifier.%d.weight", idx);
-            if (y->w.ndim != 2 || y->w.shape[1] != prev_out)
-                return lp_fail(LP_ERR_SHAPE, "%s: %s has shape %s, expected (out, %lld) [out, in] for %s (%s)", path, y->src,
-                               y->src_shape[0] ? y->src_shape : lp_shape_str(&y->w, s1, sizeof s1), (long long)prev_out, ours,
-                               d == 0 ? "fc1 takes the 512x7x7 feature map, flattened" : d == 1 ? "fc2" : "predictions");
-            prev_out = y->w.shape[0];
-            if (d == 2) num_classes = prev_out;
-            d++;
+            snprintf(ours, sizeof ours, "%s", y->src);
+            if (y->w.ndim != 2)
+                return lp_fail(LP_ERR_SHAPE, "%s: %s has shape %s, expected a matrix [out, in]", path, wlabel(y), lp_shape_str(&y->w, s1, sizeof s1));
+            num_classes = y->w.shape[0];
         }
         int64_t nout = y->w.shape[0];
         if (!y->b.data) st = zero_bias(&y->b, nout);
         else if (y->b.ndim != 1 || y->b.shape[0] != nout)
-            return lp_fail(LP_ERR_SHAPE, "%s: bias of %s has shape %s, expected (%lld)", path, y->src, lp_shape_str(&y->b, s1, sizeof s1),
+            return lp_fail(LP_ERR_SHAPE, "%s: bias of %s has shape %s, expected (%lld)", path, wlabel(y), lp_shape_str(&y->b, s1, sizeof s1),
                            (long long)nout);
         if (!st) st = check_finite(path, ours, y->src, &y->w);
         if (!st) {
             char bn[200];
             if (y->bsrc[0]) snprintf(bn, sizeof bn, "%s", y->bsrc);
             else snprintf(bn, sizeof bn, "bias of %s", y->src);
-            ours[strlen(ours) - strlen("weight")] = 0;
-            strcat(ours, "bias");
+            if (y->kind == LP_WLAYER_CONV) {
+                ours[strlen(ours) - strlen("weight")] = 0;
+                strcat(ours, "bias");
+            } else snprintf(ours, sizeof ours, "%s", bn);
             st = check_finite(path, ours, bn, &y->b);
         }
     }
     if (st) return st;
+    head_plan P;
+    if ((st = plan_head(path, L, o, &P))) return st;
     /* move into out with our names */
-    k = d = 0;
+    k = 0;
+    int d = 0;
     for (int i = 0; i < L->count && !st; i++) {
         lp_wlayer *y = &L->items[i];
-        const char *fmt = y->kind == LP_WLAYER_CONV ? "features.%d.%s" : "classifier.%d.%s";
-        int idx = y->kind == LP_WLAYER_CONV ? A.index[k++] : classifier_index[d++];
+        const char *fmt = y->kind == LP_WLAYER_CONV ? "features.%d.%s" : P.keep || P.classifier_names ? "classifier.%d.%s" : "head.%d.%s";
+        int idx = y->kind == LP_WLAYER_CONV ? A.index[k++] : P.index[d++];
         st = add_named(out, fmt, idx, "weight", &y->w);
         if (!st) st = add_named(out, fmt, idx, "bias", &y->b);
     }
     if (!st) st = lp_tensor_list_set_meta(out, "source", source);
     if (!st && preprocess) st = lp_tensor_list_set_meta(out, "preprocess", preprocess);
     if (!st) st = lp_tensor_list_set_meta(out, "arch", found);
-    if (!st) st = lp_tensor_list_set_meta(out, "top", nd ? "keep" : "none");
+    if (!st) st = lp_tensor_list_set_meta(out, "top", P.keep ? "keep" : "none");
+    if (!st && nd && P.known && !P.keep) st = lp_tensor_list_set_meta(out, "head", P.spec);
+    if (!st && !P.known) st = lp_tensor_list_set_meta(out, "head_unknown", P.unknown);
+    char nb[32];
     if (!st && num_classes) {
-        char nb[32];
         snprintf(nb, sizeof nb, "%lld", (long long)num_classes);
         st = lp_tensor_list_set_meta(out, "num_classes", nb);
+    }
+    if (!st && P.in_h) {
+        snprintf(nb, sizeof nb, "%dx%d", P.in_h, P.in_w);
+        st = lp_tensor_list_set_meta(out, "input_size", nb);
     }
     return st;
 }
@@ -337,10 +539,43 @@ typedef struct st_pending {
     bool timm_reshape;
 } st_pending;
 
-static lp_status safetensors_map(const char *path, const char *arch_hint, lp_tensor_list *in, lp_tensor_list *out) {
+/* How a state dict's dense layers are joined, from their indices alone. In
+ * torchvision's classifier (Linear, ReLU, Dropout, Linear, ...) and in a
+ * PyTorch Sequential head (Flatten, Linear, ReLU, Dropout, ...), three steps
+ * between two Linears are a ReLU and a Dropout, one step is nothing; two steps
+ * are a ReLU, a Dropout or (loupe's own numbering) "dense:relu,dropout": not
+ * told. Nothing follows the last one. */
+static void head_from_indices(lp_wlayers *L) {
+    lp_wlayer *prev = NULL;
+    for (int i = 0; i < L->count; i++) {
+        lp_wlayer *y = &L->items[i];
+        if (y->kind != LP_WLAYER_DENSE) continue;
+        if (prev) {
+            int gap = y->index - prev->index;
+            prev->relu = gap == 1 ? 0 : gap == 3 ? 1 : -1;
+            prev->dropout = gap == 1 ? 0.0f : gap == 3 ? 0.5f : -1.0f;
+        } else if (L->head_names) {
+            /* head.0 is the flatten or pooling; a global average pooling gives 512 features */
+            L->pool = y->w.ndim == 2 && y->w.shape[1] != 512 ? LP_WPOOL_FLATTEN : LP_WPOOL_UNKNOWN;
+            snprintf(L->pool_src, sizeof L->pool_src, "head.0");
+            L->pre_dropout = y->index == 1 ? 0.0f : -1.0f;
+        } else {
+            L->pool = LP_WPOOL_AVG7; /* torchvision's VGG: avgpool, flatten, classifier */
+            snprintf(L->pool_src, sizeof L->pool_src, "torchvision's avgpool");
+            L->pre_dropout = y->index == 0 ? 0.0f : -1.0f;
+        }
+        prev = y;
+    }
+    if (prev) {
+        prev->relu = 0;
+        prev->dropout = 0.0f;
+    }
+}
+
+static lp_status safetensors_map(const char *path, const lp_weights_opts *o, lp_tensor_list *in, lp_tensor_list *out) {
     const char *fmt = lp_tensor_list_get_meta(in, "format");
     bool loupe = fmt && strncmp(fmt, "loupe-checkpoint", 16) == 0;
-    bool timm = false;
+    bool timm = false, classifier = false;
     lp_wlayers L = {0};
     st_pending *pend = lp_calloc((size_t)in->count + 1, sizeof *pend);
     if (!pend) return LP_ERR_NOMEM;
@@ -368,9 +603,10 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
         } else if (parse_index(name, "classifier.", &idx, &rest) && (!strcmp(rest, "weight") || !strcmp(rest, "bias"))) {
             kind = LP_WLAYER_DENSE;
             is_w = !strcmp(rest, "weight");
+            classifier = true;
         } else if (!strncmp(name, "pre_logits.fc1.", 15) || !strncmp(name, "pre_logits.fc2.", 15) || !strncmp(name, "head.fc.", 8)) {
             kind = LP_WLAYER_DENSE;
-            timm = true;
+            timm = classifier = true;
             rest = name + (name[0] == 'h' ? 8 : 15);
             idx = name[0] == 'h' ? 6 : name[13] == '1' ? 0 : 3;
             is_w = !strcmp(rest, "weight");
@@ -382,6 +618,11 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
         } else if (loupe && (!strncmp(name, "head.", 5) || !strncmp(name, "optim.", 6) || !strncmp(name, "train.", 6))) {
             if (strncmp(name, "head.", 5) == 0) keep[i] = nt->name;
             continue;
+        } else if (parse_index(name, "head.", &idx, &rest) && (!strcmp(rest, "weight") || !strcmp(rest, "bias"))) {
+            /* loupe's names without loupe's metadata: a PyTorch Sequential named head */
+            kind = LP_WLAYER_DENSE;
+            is_w = !strcmp(rest, "weight");
+            L.head_names = true;
         } else {
             lp_wlayers_note_foreign(&L, nt->name, nt->t.ndim == 4);
             continue;
@@ -397,7 +638,8 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
         else pend[p].b = nt;
         pend[p].timm_reshape |= timm_reshape;
     }
-    /* sort: convs by features index, denses by classifier index */
+    if (classifier && L.head_names)
+        st = lp_fail(LP_ERR_FORMAT, "%s: file has both classifier.N and head.N tensors: expected one head (torchvision's classifier or a head)", path);
     for (int p = 0; p < np && !st; p++) {
         if (!pend[p].w && L.foreign_count > 0) {
             lp_wlayers_note_foreign(&L, pend[p].b->name, false); /* bias of a batch norm: reported with it */
@@ -405,7 +647,7 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
         }
         if (!pend[p].w) {
             st = lp_fail(LP_ERR_FORMAT, "%s: %s has a bias (%s) but no weight; the file is incomplete", path,
-                         pend[p].kind == LP_WLAYER_CONV ? "features" : "classifier", pend[p].b->name);
+                         pend[p].kind == LP_WLAYER_CONV ? "features" : L.head_names ? "head" : "classifier", pend[p].b->name);
             break;
         }
         lp_tensor w = {0}, b = {0};
@@ -424,14 +666,16 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
         }
         if (!st && pend[p].kind == LP_WLAYER_DENSE && w.ndim != 2)
             st = lp_fail(LP_ERR_SHAPE, "%s: %s has shape %s, expected a matrix [out, in]", path, src, sshape);
-        if (!st) st = lp_wlayers_push(&L, pend[p].kind, src, sshape, pend[p].kind == LP_WLAYER_CONV || !timm ? pend[p].index : -1, &w,
-                                      pend[p].b || b.data ? &b : NULL, pend[p].b ? pend[p].b->name : NULL);
+        if (!st) st = lp_wlayers_push(&L, pend[p].kind, src, sshape, pend[p].index, &w, pend[p].b || b.data ? &b : NULL,
+                                      pend[p].b ? pend[p].b->name : NULL);
         lp_tensor_free(&w);
         lp_tensor_free(&b);
     }
+    /* convs by features index, denses by classifier / head index */
     if (!st && L.count) qsort(L.items, (size_t)L.count, sizeof *L.items, cmp_layer_index);
+    if (!st) head_from_indices(&L);
     const char *pre = loupe ? lp_tensor_list_get_meta(in, "preprocess") : "torch";
-    if (!st) st = lp_weights_assemble(path, &L, arch_hint, loupe ? "loupe" : timm ? "timm" : "torchvision", pre, out);
+    if (!st) st = lp_weights_assemble(path, &L, o, loupe ? "loupe" : timm ? "timm" : L.head_names ? "pytorch" : "torchvision", pre, out);
     if (!st && loupe) {
         /* keep the checkpoint's metadata and its head */
         for (int i = 0; i < in->meta_count && !st; i++) {
@@ -445,8 +689,9 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
             if (!keep[i]) continue;
             lp_tensor t = {0};
             st = take_f32(path, &in->items[i], &t);
+            if (!st) st = check_finite(path, keep[i], keep[i], &t);
             if (!st) st = lp_tensor_list_add(out, keep[i], &t);
-            lp_tensor_free(&t);
+            if (st) lp_tensor_free(&t);
         }
     }
     lp_wlayers_free(&L);
@@ -457,6 +702,11 @@ static lp_status safetensors_map(const char *path, const char *arch_hint, lp_ten
 
 /* ---- entry point ----------------------------------------------------------- */
 lp_status lp_weights_read(const char *path, const char *arch_hint, lp_tensor_list *out) {
+    lp_weights_opts o = {.arch = arch_hint};
+    return lp_weights_read_ex(path, &o, out);
+}
+
+lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tensor_list *out) {
     lp_tensor_list_init(out);
     int fd = open(path, O_RDONLY);
     if (fd < 0) return lp_fail(LP_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
@@ -481,12 +731,12 @@ lp_status lp_weights_read(const char *path, const char *arch_hint, lp_tensor_lis
     lp_wlayers L = {0};
     if (hdf5) {
         st = lp_keras_h5_read_layers(path, &L);
-        if (!st) st = lp_weights_assemble(path, &L, arch_hint, "keras-h5", "caffe", out);
+        if (!st) st = lp_weights_assemble(path, &L, o, "keras-h5", "caffe", out);
     } else if (lp_weights_is_safetensors(head, (size_t)n, (uint64_t)sb.st_size)) {
         lp_tensor_list raw;
         lp_tensor_list_init(&raw);
         st = lp_safetensors_read(path, &raw);
-        if (!st) st = safetensors_map(path, arch_hint, &raw, out);
+        if (!st) st = safetensors_map(path, o, &raw, out);
         lp_tensor_list_free(&raw);
     } else if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
         st = lp_fail(LP_ERR_FORMAT, "%s: a PyTorch .pth/.pt (zip) checkpoint: loupe reads safetensors, not pickles; in Python save the state dict as "
@@ -498,7 +748,7 @@ lp_status lp_weights_read(const char *path, const char *arch_hint, lp_tensor_lis
         st = lp_onnx_read_layers(path, &L);
         if (st == LP_ERR_FORMAT && strstr(lp_errmsg(), "not an ONNX model"))
             st = lp_fail(LP_ERR_FORMAT, "%s: unknown weights format: not HDF5 (Keras .h5), not safetensors and not an ONNX model", path);
-        if (!st) st = lp_weights_assemble(path, &L, arch_hint, "onnx", "torch", out);
+        if (!st) st = lp_weights_assemble(path, &L, o, "onnx", "torch", out);
     }
     lp_wlayers_free(&L);
     if (st) lp_tensor_list_free(out);
@@ -508,52 +758,104 @@ lp_status lp_weights_read(const char *path, const char *arch_hint, lp_tensor_lis
 const char *lp_weights_preprocess(const lp_tensor_list *w) { return w ? lp_tensor_list_get_meta(w, "preprocess") : NULL; }
 
 /* ---- loading into a net ------------------------------------------------- */
-lp_status lp_weights_load_into(lp_net *net, const lp_tensor_list *w, char **skipped) {
+static lp_status names_add(char **s, size_t *len, size_t *cap, const char *name) {
+    size_t need = *len + strlen(name) + 2;
+    if (need > *cap) {
+        size_t c = need * 2;
+        char *q = realloc(*s, c);
+        if (!q) return lp_fail(LP_ERR_NOMEM, "out of memory");
+        *s = q;
+        *cap = c;
+    }
+    *len += (size_t)sprintf(*s + *len, "%s%s", *len ? "," : "", name);
+    return LP_OK;
+}
+
+/* head.N.weight indices (rank 2) of a list, ascending; returns the count. */
+static int file_head_indices(const lp_tensor_list *w, int *idx, int max) {
+    int n = 0;
+    for (int i = 0; i < w->count; i++) {
+        const char *rest;
+        int k;
+        if (!parse_index(w->items[i].name, "head.", &k, &rest) || strcmp(rest, "weight") || w->items[i].t.ndim != 2 || n == max) continue;
+        int j = n++;
+        for (; j > 0 && idx[j - 1] > k; j--) idx[j] = idx[j - 1];
+        idx[j] = k;
+    }
+    return n;
+}
+
+lp_status lp_weights_load_into(lp_net *net, const lp_tensor_list *w, int *loaded, char **skipped, char **missing) {
+    if (loaded) *loaded = 0;
     if (skipped) *skipped = NULL;
+    if (missing) *missing = NULL;
+    const lp_net_config *cfg = lp_net_get_config(net);
+    const char *warch = lp_tensor_list_get_meta(w, "arch");
+    if (warch && strcmp(warch, cfg->arch))
+        return lp_fail(LP_ERR_SHAPE, "the weights are for %s but the model is %s; use the weights' architecture (--model %s)", warch, cfg->arch, warch);
+    int np = lp_net_param_count(net);
+    /* head layers numbered otherwise than the net's: matched by order */
+    int fidx[MAX_DENSE], nidx[MAX_DENSE], nf = file_head_indices(w, fidx, MAX_DENSE), nn = 0;
+    for (int p = 0; p < np && nn < MAX_DENSE; p++) {
+        const char *rest;
+        int k;
+        if (parse_index(lp_net_param_name(net, p), "head.", &k, &rest) && !strcmp(rest, "weight")) nidx[nn++] = k;
+    }
+    bool renumber = nf == nn && nf > 0 && memcmp(fidx, nidx, sizeof(int) * (size_t)nf) != 0;
+
     lp_tensor_list sel;
     lp_tensor_list_init(&sel);
-    size_t cap = 256, len = 0;
-    char *sk = lp_malloc(cap);
-    if (!sk) return LP_ERR_NOMEM;
-    sk[0] = 0;
+    char *sk = NULL, *names = NULL;
+    size_t sk_len = 0, sk_cap = 0;
     lp_status st = LP_OK;
-    int np = lp_net_param_count(net);
+    char(*target)[64] = lp_calloc((size_t)w->count + 1, sizeof *target);
+    bool *match = lp_calloc((size_t)w->count + 1, sizeof *match);
+    if (!target || !match) {
+        free(target);
+        free(match);
+        return LP_ERR_NOMEM;
+    }
     for (int i = 0; i < w->count && !st; i++) {
-        const char *name = w->items[i].name;
+        const char *name = w->items[i].name, *rest;
+        int k;
+        snprintf(target[i], sizeof target[i], "%s", name);
+        if (renumber && parse_index(name, "head.", &k, &rest))
+            for (int j = 0; j < nf; j++)
+                if (fidx[j] == k) snprintf(target[i], sizeof target[i], "head.%d.%s", nidx[j], rest);
         int p;
         for (p = 0; p < np; p++)
-            if (!strcmp(lp_net_param_name(net, p), name)) break;
+            if (!strcmp(lp_net_param_name(net, p), target[i])) break;
         bool backbone = !strncmp(name, "features.", 9);
         const lp_tensor *t = &w->items[i].t;
-        bool match = p < np;
-        if (match) {
+        match[i] = p < np;
+        if (match[i]) {
             int64_t sh[4];
             int nd = lp_net_param_shape(net, p, sh);
-            match = nd == t->ndim;
-            for (int j = 0; match && j < nd; j++) match = sh[j] == t->shape[j];
-            if (!match && backbone) {
+            match[i] = nd == t->ndim;
+            for (int j = 0; match[i] && j < nd; j++) match[i] = sh[j] == t->shape[j];
+            if (!match[i] && backbone) {
                 char s1[64], s2[64];
                 lp_tensor e = {.ndim = nd};
                 memcpy(e.shape, sh, sizeof(int64_t) * (size_t)nd);
                 st = lp_fail(LP_ERR_SHAPE, "weights tensor %s has shape %s but the model's is %s", name, lp_shape_str(t, s1, sizeof s1),
                              lp_shape_str(&e, s2, sizeof s2));
-                break;
             }
         } else if (backbone) {
-            st = lp_fail(LP_ERR_SHAPE, "weights tensor %s has no place in the model (%s)", name, lp_net_get_config(net)->arch);
-            break;
+            st = lp_fail(LP_ERR_SHAPE, "weights tensor %s has no place in the model (%s)", name, cfg->arch);
         }
-        if (!match) {
-            size_t need = len + strlen(name) + 3;
-            if (need > cap) {
-                char *q = realloc(sk, cap = need * 2);
-                if (!q) {
-                    st = lp_fail(LP_ERR_NOMEM, "out of memory");
-                    break;
-                }
-                sk = q;
-            }
-            len += (size_t)sprintf(sk + len, "%s%s", len ? "," : "", name);
+    }
+    /* a layer is kept whole: a bias that fits is no use without its weight */
+    for (int i = 0; i < w->count && !st; i++) {
+        const char *dot = strrchr(target[i], '.');
+        if (match[i] || !dot) continue;
+        size_t n = (size_t)(dot - target[i]) + 1;
+        for (int j = 0; j < w->count; j++)
+            if (j != i && !strncmp(target[j], target[i], n) && !strchr(target[j] + n, '.')) match[j] = false;
+    }
+    for (int i = 0; i < w->count && !st; i++) {
+        const char *name = w->items[i].name;
+        if (!match[i]) {
+            if (!lp_checkpoint_is_state_tensor(name)) st = names_add(&sk, &sk_len, &sk_cap, name);
             continue;
         }
         /* shallow view: sel does not own the data */
@@ -567,45 +869,158 @@ lp_status lp_weights_load_into(lp_net *net, const lp_tensor_list *w, char **skip
             sel.items = q;
             sel.cap = c2;
         }
-        sel.items[sel.count].name = (char *)name;
-        sel.items[sel.count].t = *t;
+        sel.items[sel.count].name = target[i];
+        sel.items[sel.count].t = w->items[i].t;
         sel.count++;
     }
-    if (!st) {
-        char *missing = NULL;
-        st = lp_net_load_state_dict(net, &sel, false, &missing);
-        free(missing);
-    }
+    if (!st) st = lp_net_load_state_dict(net, &sel, false, &names);
+    if (!st && loaded) *loaded = sel.count;
     free(sel.items); /* views only */
-    if (!st && skipped && len) *skipped = sk;
+    free(target);
+    free(match);
+    if (!st && skipped) *skipped = sk;
     else free(sk);
+    if (!st && missing) *missing = names;
+    else free(names);
     return st;
 }
 
 /* ---- convert ------------------------------------------------------------- */
-lp_status lp_weights_convert(const char *in, const char *out, const char *arch_hint, lp_weights_info *info) {
-    lp_tensor_list w;
-    lp_status st = lp_weights_read(in, arch_hint, &w);
+lp_weights_convert_params lp_weights_convert_default_params(void) {
+    lp_weights_convert_params p;
+    memset(&p, 0, sizeof p);
+    return p;
+}
+
+/* "a,b,c" as a JSON array of names. */
+static lp_status classes_json(const char *list, int want, const char *path, char **out) {
+    *out = NULL;
+    cJSON *a = cJSON_CreateArray();
+    if (!a) return lp_fail(LP_ERR_NOMEM, "out of memory");
+    int n = 0;
+    lp_status st = LP_OK;
+    for (const char *s = list; !st;) {
+        size_t k = strcspn(s, ",");
+        char name[256];
+        if (k == 0 || k >= sizeof name) st = lp_fail(LP_ERR_ARG, "--classes '%s': class %d is %s", list, n + 1, k ? "too long" : "empty");
+        else {
+            memcpy(name, s, k);
+            name[k] = 0;
+            cJSON_AddItemToArray(a, cJSON_CreateString(name));
+            n++;
+        }
+        if (!s[k]) break;
+        s += k + 1;
+    }
+    if (!st && n != want)
+        st = lp_fail(LP_ERR_ARG, "--classes names %d class%s but %s has %d output%s", n, n == 1 ? "" : "es", path, want, want == 1 ? "" : "s");
+    if (!st && !(*out = cJSON_PrintUnformatted(a))) st = lp_fail(LP_ERR_NOMEM, "out of memory");
+    cJSON_Delete(a);
+    return st;
+}
+
+/* Builds the net the metadata describes (its weights stay untouched, so no
+ * memory) and checks that the tensors are exactly its parameters: the
+ * checkpoint then loads for predict and evaluate. */
+static lp_status check_loadable(const char *path, const lp_tensor_list *w) {
+    lp_net_config cfg;
+    lp_status st = lp_checkpoint_config_from_meta(w, path, &cfg);
     if (st) return st;
-    st = lp_tensor_list_set_meta(&w, "format", "loupe-checkpoint-1");
+    char what[400];
+    snprintf(what, sizeof what, "%s, %s%s, input %dx%d, %d classes", cfg.arch, !strcmp(cfg.top, "keep") ? "torchvision's classifier" : "head ",
+             !strcmp(cfg.top, "keep") ? "" : cfg.head, cfg.in_h, cfg.in_w, cfg.num_classes);
+    lp_net *net = NULL;
+    if ((st = lp_net_create_ex(&cfg, false, &net))) return lp_fail_context(st, "%s: the model it describes (%s) cannot be built", path, what);
+    char s1[64], s2[64];
+    for (int p = 0; p < lp_net_param_count(net) && !st; p++) {
+        const char *name = lp_net_param_name(net, p);
+        lp_named_tensor *t = lp_tensor_list_find(w, name);
+        int64_t sh[4];
+        lp_tensor e = {.ndim = lp_net_param_shape(net, p, sh)};
+        memcpy(e.shape, sh, sizeof sh);
+        bool same = t && t->t.ndim == e.ndim;
+        for (int j = 0; same && j < e.ndim; j++) same = t->t.shape[j] == e.shape[j];
+        if (!t)
+            st = lp_fail(LP_ERR_SHAPE, "%s: the model (%s) has a layer %s %s that the file does not have", path, what, name, lp_shape_str(&e, s1, sizeof s1));
+        else if (!same)
+            st = lp_fail(LP_ERR_SHAPE, "%s: %s has shape %s but the model (%s) needs %s", path, name, lp_shape_str(&t->t, s1, sizeof s1), what,
+                         lp_shape_str(&e, s2, sizeof s2));
+    }
+    for (int i = 0; i < w->count && !st; i++) {
+        const char *name = w->items[i].name;
+        bool found = false;
+        for (int p = 0; p < lp_net_param_count(net) && !found; p++) found = !strcmp(lp_net_param_name(net, p), name);
+        if (!found && !lp_checkpoint_is_state_tensor(name))
+            st = lp_fail(LP_ERR_SHAPE, "%s: tensor %s has no place in the model (%s)", path, name, what);
+    }
+    lp_net_free(net);
+    return st;
+}
+
+lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_info *info) {
+    if (!p || !p->in || !p->out) return lp_fail(LP_ERR_ARG, "convert: an input and an output file are needed");
+    if (p->in_height < 0 || p->in_width < 0 || (p->in_height > 0) != (p->in_width > 0) || p->in_height > 65536 || p->in_width > 65536)
+        return lp_fail(LP_ERR_ARG, "convert: bad input size %dx%d (WxH)", p->in_width, p->in_height);
+    lp_weights_opts o = {.arch = p->arch, .head = p->head, .in_h = p->in_height, .in_w = p->in_width};
+    lp_tensor_list w;
+    lp_status st = lp_weights_read_ex(p->in, &o, &w);
+    if (st) return st;
+    const char *v, *in = p->in;
+    const char *nc_s = lp_tensor_list_get_meta(&w, "num_classes");
+    int nc = nc_s ? atoi(nc_s) : 0;
+    if ((v = lp_tensor_list_get_meta(&w, "head_unknown")))
+        st = lp_fail(LP_ERR_FORMAT, "%s: %s; give the head with --head SPEC (e.g. --head flatten,dense:%d or --head gap,dense:%d)", in, v, nc, nc);
+    const char *head = lp_tensor_list_get_meta(&w, "head");
+    if (!st && p->head && *p->head && head && strcmp(head, p->head))
+        st = lp_fail(LP_ERR_ARG, "--head '%s' differs from the head '%s' that %s has", p->head, head, in);
+    char buf[64];
+    if (!st && p->in_height) {
+        snprintf(buf, sizeof buf, "%dx%d", p->in_height, p->in_width);
+        st = lp_tensor_list_set_meta(&w, "input_size", buf);
+    }
+    if (!st && nc && !lp_tensor_list_get_meta(&w, "input_size") && (v = lp_tensor_list_get_meta(&w, "top")) && !strcmp(v, "keep"))
+        st = lp_tensor_list_set_meta(&w, "input_size", "224x224"); /* checkpoints converted before the size was recorded */
+    if (!st && p->classes) {
+        char *js = NULL;
+        if (!nc) st = lp_fail(LP_ERR_ARG, "--classes given but %s has no classifier (a convolutional base alone)", in);
+        else st = classes_json(p->classes, nc, in, &js);
+        if (!st) st = lp_tensor_list_set_meta(&w, "classes", js);
+        free(js);
+    } else if (!st && nc == 1000 && !lp_tensor_list_get_meta(&w, "classes")) {
+        char *js = NULL;
+        st = lp_imagenet_classes_json(&js);
+        if (!st) st = lp_tensor_list_set_meta(&w, "classes", js);
+        free(js);
+    }
+    if (!st) st = lp_tensor_list_set_meta(&w, "format", "loupe-checkpoint-1");
     if (!st) st = lp_tensor_list_set_meta(&w, "loupe_version", LOUPE_VERSION);
     const char *slash = strrchr(in, '/');
     if (!st) st = lp_tensor_list_set_meta(&w, "converted_file", slash ? slash + 1 : in);
     if (!st && !lp_tensor_list_get_meta(&w, "in_channels")) st = lp_tensor_list_set_meta(&w, "in_channels", "3");
-    if (!st) st = lp_safetensors_write(out, &w);
+    if (!st && nc) st = check_loadable(in, &w);
+    if (!st) st = lp_safetensors_write(p->out, &w);
     if (!st && info) {
         memset(info, 0, sizeof *info);
-        const char *v;
         if ((v = lp_tensor_list_get_meta(&w, "source"))) snprintf(info->source, sizeof info->source, "%s", v);
         if ((v = lp_tensor_list_get_meta(&w, "arch"))) snprintf(info->arch, sizeof info->arch, "%s", v);
         if ((v = lp_tensor_list_get_meta(&w, "top"))) snprintf(info->top, sizeof info->top, "%s", v);
         if ((v = lp_tensor_list_get_meta(&w, "preprocess"))) snprintf(info->preprocess, sizeof info->preprocess, "%s", v);
-        if ((v = lp_tensor_list_get_meta(&w, "num_classes"))) info->num_classes = atoi(v);
+        if ((v = lp_tensor_list_get_meta(&w, "head"))) snprintf(info->head, sizeof info->head, "%s", v);
+        if ((v = lp_tensor_list_get_meta(&w, "input_size"))) sscanf(v, "%dx%d", &info->in_height, &info->in_width);
+        info->num_classes = nc;
         info->num_tensors = w.count;
         for (int i = 0; i < w.count; i++) info->num_params += lp_tensor_numel(&w.items[i].t);
     }
     lp_tensor_list_free(&w);
     return st;
+}
+
+lp_status lp_weights_convert(const char *in, const char *out, const char *arch_hint, lp_weights_info *info) {
+    lp_weights_convert_params p = lp_weights_convert_default_params();
+    p.in = in;
+    p.out = out;
+    p.arch = arch_hint;
+    return lp_weights_convert_ex(&p, info);
 }
 
 /* ---- preprocessing mismatch warning ------------------------------------------

@@ -150,60 +150,29 @@ static lp_status write_run_json(lp_fit *f) {
 }
 
 /* ---- pretrained weights ---------------------------------------------------- */
-/* Loads weights into the net; the 1000-class output layer (or the whole classifier
- * for top=none) is left out and initialised new, as Keras users expect. */
+/* Loads weights into the net (lp_weights_load_into): what does not fit, such as
+ * the 1000-class output layer or the whole classifier for top=none, is left
+ * out and initialised new, as Keras users expect. */
 static lp_status load_weights(lp_fit *f) {
-    lp_tensor_list w, kept;
-    lp_tensor_list_init(&w);
-    lp_tensor_list_init(&kept);
+    lp_tensor_list w;
     lp_status s = lp_weights_read(f->p.weights, strcmp(f->p.model, "tiny") ? f->p.model : NULL, &w);
-    if (s) goto done;
+    if (s) return s;
     const char *pre = lp_weights_preprocess(&w);
     if (pre) f->weights_preprocess = lp_strdup(pre);
-    const char *warch = lp_tensor_list_get_meta(&w, "arch");
-    if (warch && strcmp(warch, f->p.model)) {
-        s = lp_fail(LP_ERR_SHAPE, "%s: weights are for %s, but --model is %s", f->p.weights, warch, f->p.model);
-        goto done;
+    int loaded = 0;
+    char *skipped = NULL, *missing = NULL;
+    s = lp_weights_load_into(f->net, &w, &loaded, &skipped, &missing);
+    if (s) lp_fail_context(s, "%s", f->p.weights);
+    else {
+        say(f, "Loaded %d tensors from %s", loaded, f->p.weights);
+        if (f->weights_preprocess) say(f, " (expects '%s' preprocessing)", f->weights_preprocess);
+        say(f, "\n");
+        if (skipped) say(f, "Not used (no such layer in this model, or another shape): %s\n", skipped);
+        if (missing) say(f, "Initialised new (not in the weights file): %s\n", missing);
     }
-    int dropped = 0;
-    char dropped_names[512] = "";
-    for (int i = 0; i < w.count && !s; i++) {
-        const char *name = w.items[i].name;
-        bool drop = false;
-        if (!strncmp(name, "classifier.", 11) && !strcmp(f->p.top, "none")) drop = true;
-        if (lp_checkpoint_is_state_tensor(name)) drop = true;
-        if (!strncmp(name, "classifier.6.", 13) || !strncmp(name, "head.", 5)) {
-            /* the new output layer: keep only when it already has our class count */
-            int64_t rows = w.items[i].t.shape[0];
-            if (rows != f->num_classes) drop = true;
-        }
-        if (drop) {
-            dropped++;
-            if (strlen(dropped_names) + strlen(name) + 3 < sizeof dropped_names)
-                snprintf(dropped_names + strlen(dropped_names), sizeof dropped_names - strlen(dropped_names), "%s%s",
-                         dropped > 1 ? ", " : "", name);
-            continue;
-        }
-        s = lp_tensor_list_add(&kept, name, &w.items[i].t);
-    }
-    if (s) goto done;
-    char *missing = NULL;
-    s = lp_net_load_state_dict(f->net, &kept, false, &missing);
-    if (s) {
-        lp_fail_context(s, "%s", f->p.weights);
-        goto done;
-    }
-    say(f, "Loaded %d tensors from %s", kept.count, f->p.weights);
-    if (f->weights_preprocess) say(f, " (expects '%s' preprocessing)", f->weights_preprocess);
-    say(f, "\n");
-    if (dropped) say(f, "Not used (replaced by the new output layer): %s\n", dropped_names);
-    if (missing) {
-        say(f, "Initialised new (not in the weights file): %s\n", missing);
-        free(missing);
-    }
-done:
+    free(skipped);
+    free(missing);
     lp_tensor_list_free(&w);
-    lp_tensor_list_free(&kept);
     return s;
 }
 

@@ -2,7 +2,8 @@
 and one clear line naming what is wrong, never a crash or a libhdf5 error
 stack: truncated HDF5/ONNX/safetensors, wrong shapes, missing layers, a
 ResNet given as VGG (Keras, torchvision, ONNX), NaN/Inf, external ONNX data,
-pickles, batch-norm VGG, a custom head, the wrong --arch."""
+pickles, batch-norm VGG, a Keras head whose activations the file does not
+record, the wrong --arch. Bad heads: tests/weights/test_heads.py."""
 import os
 import shutil
 import sys
@@ -101,10 +102,11 @@ with h5py.File(p("resnet_keras.h5"), "a") as f:  # batch norm layers have 4 weig
                 g.create_dataset(nm.decode(), data=np.ones(8, np.float32))
 expect_fail("Keras ResNet as VGG16", p("resnet_keras.h5"), ["53 conv layers", "conv1_conv", "not a VGG16"], arch="vgg16")
 
-# a Keras model with a custom head (one Dense after Flatten)
-head = W.keras_vgg_layers("vgg16", False, seed=2) + [("flatten", []), ("dense", [np.zeros((25088, 2), np.float32), np.zeros(2, np.float32)])]
+# a Keras model with two Dense layers after Flatten: the weights do not record the first one's activation
+head = W.keras_vgg_layers("vgg16", False, seed=2) + [("flatten", []), ("dense", [np.zeros((25088, 8), np.float32), np.zeros(8, np.float32)]),
+                                                     ("dense_1", [np.zeros((8, 2), np.float32), np.zeros(2, np.float32)])]
 W.write_keras_h5(p("custom_head.h5"), head)
-expect_fail("Keras custom head", p("custom_head.h5"), ["1 dense layer", "dense/kernel:0", "include_top=False"])
+expect_fail("Keras head of unknown activations", p("custom_head.h5"), ["dense/kernel:0", "ReLU", "--head"])
 
 # ---- safetensors -----------------------------------------------------------------
 W.write_safetensors(p("resnet50.safetensors"), {k: v.numpy() for k, v in torchvision.models.resnet50().state_dict().items()

@@ -38,10 +38,9 @@ def check_case(tag, arch, top, hidden, classes, size, arch_flag, layers, h5, out
         return
     state, meta = W.read_safetensors(out)
     W.check(meta.get("source") == "keras-h5" and meta.get("preprocess") == "caffe" and meta.get("arch") == arch
-            and meta.get("top") == ("keep" if top else "none") and meta.get("format") == "loupe-checkpoint-1",
-            "%s: metadata %s" % (tag, {k: meta.get(k) for k in ("source", "preprocess", "arch", "top", "format")}))
-    if top:
-        W.check(meta.get("num_classes") == str(classes), "%s: num_classes %s" % (tag, meta.get("num_classes")))
+            and W.top_ok(meta, top, hidden, classes) and meta.get("format") == "loupe-checkpoint-1",
+            "%s: metadata %s" % (tag, {k: meta.get(k) for k in ("source", "preprocess", "arch", "top", "head", "format")}))
+    state = W.torchvision_names(state, meta)
     model = W.torch_vgg(arch, hidden=hidden, classes=classes)
     if not top:
         model = model.features

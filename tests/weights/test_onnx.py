@@ -3,7 +3,9 @@ model, 528 MB) and variants edited with the onnx package (float_data instead
 of raw_data, MatMul+Add instead of Gemm, Gemm with transB=0 and alpha/beta,
 initializers renamed and shuffled so that names cannot be relied on, the
 convolutional base alone). `loupe convert` output loaded into torchvision
-(strict) must give the PyTorch model's logits."""
+(strict) must give the PyTorch model's logits; the whole VGG16 then predicts at
+once, with torchvision's ImageNet category names."""
+import json
 import os
 import sys
 
@@ -27,12 +29,14 @@ def export(model, path, x):
     torch.onnx.export(model, x, path, input_names=["input"], output_names=["out"], do_constant_folding=True)
 
 
-def check_converted(tag, onnx_path, ref_model, x, arch="vgg16", top=True, hidden=(64, 48), classes=10):
+def check_converted(tag, onnx_path, ref_model, x, arch="vgg16", top=True, hidden=(64, 48), classes=10, keep=False):
     out = os.path.join(work, tag + ".safetensors")
     try:
         check_output(tag, onnx_path, out, ref_model, x, arch, top, hidden, classes)
     finally:
-        W.remove(out)
+        if not keep:
+            W.remove(out)
+    return out
 
 
 def check_output(tag, onnx_path, out, ref_model, x, arch, top, hidden, classes):
@@ -41,7 +45,8 @@ def check_output(tag, onnx_path, out, ref_model, x, arch, top, hidden, classes):
         return
     conv, meta = W.read_safetensors(out)
     W.check(meta.get("source") == "onnx" and meta.get("preprocess") == "torch" and meta.get("arch") == arch
-            and meta.get("top") == ("keep" if top else "none"), "%s: metadata %s" % (tag, {k: meta.get(k) for k in ("source", "preprocess", "arch", "top")}))
+            and W.top_ok(meta, top, hidden, classes), "%s: metadata %s" % (tag, {k: meta.get(k) for k in ("source", "preprocess", "arch", "top", "head")}))
+    conv = W.torchvision_names(conv, meta)
     dst = W.torch_vgg(arch, hidden=hidden, classes=classes, seed=99)
     try:
         if top:
@@ -58,12 +63,38 @@ def check_output(tag, onnx_path, out, ref_model, x, arch, top, hidden, classes):
 
 
 if part == "full":
-    # 1. the real torchvision VGG16 (1000 classes, fc 4096): exported at 224x224
+    # 1. the real torchvision VGG16 (1000 classes, fc 4096): exported at 224x224, then predict at once
+    #    with ImageNet's class names (torchvision's own list: the name check uses random weights)
+    from torchvision.models import VGG16_Weights
     full = W.torch_vgg("vgg16", hidden=None, classes=1000, seed=1)
+    img = W.random_image(224, 8)
+    x = torch.from_numpy(W.model_input(img, "torch"))
+    with torch.no_grad():
+        best = int(full(x).argmax())
+        full.classifier[6].bias[best] += 5.0  # a clear best class: no near tie for the name check
+        ref = W.softmax(full(x).numpy())
     p = os.path.join(work, "vgg16_full.onnx")
     export(full, p, X224)
-    check_converted("full", p, full, X224, hidden=None, classes=1000)
+    out = check_converted("full", p, full, X224, hidden=None, classes=1000, keep=True)
     os.remove(p)
+    cats = VGG16_Weights.IMAGENET1K_V1.meta["categories"]
+    if os.path.exists(out):
+        meta = W.read_safetensors(out)[1]
+        W.check(meta.get("input_size") == "224x224" and json.loads(meta.get("classes", "[]")) == cats,
+                "full: input size %s and torchvision's 1000 category names" % meta.get("input_size"))
+        ip = os.path.join(work, "photo.ppm")
+        W.write_ppm(ip, img)
+        rc, o, se = W.predict(cli, out, ip)
+        if W.check(rc == 0 and o is not None, "full: predict at once (exit %d %s)" % (rc, se.strip())):
+            err = float(np.max(np.abs(np.array(o["probs"]) - ref)))
+            W.check(err < 1e-4, "full: predict gives PyTorch's probabilities, max abs err %.2e" % err)
+            W.check(o["class"] == cats[int(np.argmax(ref))], "full: predicted %r, torchvision's name of the best class is %r" % (o["class"], cats[int(np.argmax(ref))]))
+        rc, so, se = W.run(cli, "predict", out, ip, "--top", "3")
+        got = so.strip().split(": ", 1)[-1].split("; ")
+        W.check(rc == 0 and len(got) == 3 and got[0] == "%s (%.4f)" % (cats[best], ref[best]),
+                "full: predict --top 3 prints 3 classes, best first: %r" % so.strip())
+        W.remove(ip)
+    W.remove(out)
     W.finish()
 
 # 2. a VGG16 with a small top, then edited variants

@@ -50,7 +50,8 @@ def check_case(tag, arch, dtype, top, size, src, state, path, out):
         return
     conv, meta = W.read_safetensors(out)
     W.check(meta.get("source") == "torchvision" and meta.get("preprocess") == "torch" and meta.get("arch") == arch
-            and meta.get("top") == ("keep" if top else "none"), "%s: metadata %s" % (tag, meta))
+            and W.top_ok(meta, top) and (not top or meta.get("input_size") == "224x224"), "%s: metadata %s" % (tag, meta))
+    conv = W.torchvision_names(conv, meta)
     W.check(all(v.dtype == np.float32 for v in conv.values()), "%s: all tensors F32" % tag)
     # reference: the source model with the weights as stored (rounded for F16/BF16)
     ref_model = W.load_into_torch(W.torch_vgg(arch, hidden=(64, 48), classes=10, seed=4), dict(sd_numpy(src), **roundtrip(dtype, state)))
@@ -91,7 +92,8 @@ W.write_safetensors(path, timm, dtype="BF16")
 rc, so, se = W.convert(cli, path, out)
 if W.check(rc == 0, "timm: convert exit 0 (got %d: %s)" % (rc, se.strip())):
     conv, meta = W.read_safetensors(out)
-    W.check(meta.get("source") == "timm" and meta.get("preprocess") == "torch" and meta.get("top") == "keep", "timm: metadata %s" % meta)
+    W.check(meta.get("source") == "timm" and meta.get("preprocess") == "torch" and W.top_ok(meta, True), "timm: metadata %s" % meta)
+    conv = W.torchvision_names(conv, meta)
     t = {k: torch.from_numpy(v) for k, v in roundtrip("BF16", timm).items()}
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

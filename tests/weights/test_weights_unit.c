@@ -89,7 +89,7 @@ int main(void) {
             memset(c6b->t.data, 0, lp_tensor_nbytes(&c6b->t));
         }
         char *skipped = NULL;
-        lp_status st = lp_weights_load_into(net, &sd, &skipped);
+        lp_status st = lp_weights_load_into(net, &sd, NULL, &skipped, NULL);
         CHECK(st == LP_OK, "load_into: %s", lp_errmsg());
         CHECK(skipped && !strcmp(skipped, "classifier.6.weight,classifier.6.bias"), "skipped: %s", skipped ? skipped : "(none)");
         free(skipped);
@@ -100,7 +100,7 @@ int main(void) {
         }
         lp_named_tensor *f10 = lp_tensor_list_find(&sd, "features.10.weight");
         if (f10) f10->t.shape[1] = 64, f10->t.shape[0] = 512; /* same numel, wrong shape */
-        st = lp_weights_load_into(net, &sd, NULL);
+        st = lp_weights_load_into(net, &sd, NULL, NULL, NULL);
         CHECK(st == LP_ERR_SHAPE && strstr(lp_errmsg(), "features.10.weight") && strstr(lp_errmsg(), "(512, 64, 3, 3)"), "bad shape: %s", lp_errmsg());
         lp_tensor_list_free(&sd);
         lp_net_free(net);

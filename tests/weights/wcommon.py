@@ -100,6 +100,8 @@ def read_safetensors(path):
             arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
         elif d["dtype"] == "BF16":
             arr = bf16_bits_to_f32(np.frombuffer(raw, dtype="<u2"))
+        elif d["dtype"] in ("I64", "I32", "U8"):  # a training checkpoint's loop state
+            arr = np.frombuffer(raw, dtype={"I64": "<i8", "I32": "<i4", "U8": "u1"}[d["dtype"]])
         else:
             raise ValueError(d["dtype"])
         out[name] = arr.reshape(d["shape"]).copy()
@@ -111,6 +113,49 @@ def convert(cli, src, dst, arch=None):
     cmd = [cli, "convert", src, dst] + (["--arch", arch] if arch else [])
     p = subprocess.run(cmd, capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
+
+
+def run(cli, *args):
+    p = subprocess.run([cli] + [str(a) for a in args], capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def predict(cli, ckpt, image, *extra):
+    """`loupe predict --json` of one image: (exit code, the JSON object or None, stderr)."""
+    rc, so, se = run(cli, "predict", ckpt, image, "--json", *extra)
+    return rc, (json.loads(so.strip().splitlines()[0]) if rc == 0 and so.strip() else None), se
+
+
+# ---- images ------------------------------------------------------------------------
+def write_ppm(path, img):
+    """img: (H, W, 3) uint8, RGB."""
+    h, w, _ = img.shape
+    with open(path, "wb") as f:
+        f.write(b"P6\n%d %d\n255\n" % (w, h) + np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+
+
+def random_image(size, seed):
+    h, w = (size, size) if isinstance(size, int) else size
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def model_input(img, preprocess):
+    """An image as loupe's predict feeds it to the model (no resize: img has the
+    model's input size): (1, 3, H, W) float32."""
+    x = img.astype(np.float64)
+    if preprocess == "torch":
+        x = (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    elif preprocess == "caffe":
+        x = x[:, :, ::-1] - np.array([103.939, 116.779, 123.68])
+    else:
+        raise ValueError(preprocess)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def softmax(z):
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    e = np.exp(z - z.max())
+    return e / e.sum()
 
 
 # ---- VGG in PyTorch ----------------------------------------------------------------
@@ -153,6 +198,34 @@ def load_into_torch(model, state, strict=True):
     model.load_state_dict(sd, strict=strict)
     model.eval()
     return model
+
+
+def top_ok(meta, top, hidden=(64, 48), classes=10):
+    """The converted top: none for a base alone, torchvision's classifier (top
+    keep) at its 4096 widths, else a loupe head of the same dense layers."""
+    if not top:
+        return meta.get("top") == "none" and "head" not in meta
+    if hidden is None:
+        return meta.get("top") == "keep" and meta.get("num_classes") == str(classes)
+    dense = [t for t in meta.get("head", "").split(",") if t.startswith("dense")]
+    return (meta.get("top") == "none" and meta.get("head", "").startswith("flatten,") and meta.get("num_classes") == str(classes)
+            and dense == ["dense:%d:relu" % hidden[0], "dense:%d:relu" % hidden[1], "dense:%d" % classes])
+
+
+def torchvision_names(state, meta):
+    """A converted checkpoint's tensors under torchvision's names: a head of
+    three dense layers (head.N, in order) is classifier.0, .3 and .6."""
+    if meta.get("top") != "none" or not meta.get("head"):
+        return state
+    dense = sorted({int(k.split(".")[1]) for k in state if k.startswith("head.")})
+    ren = dict(zip(dense, (0, 3, 6)))
+    out = {}
+    for k, v in state.items():
+        if k.startswith("head."):
+            _, i, what = k.split(".")
+            k = "classifier.%d.%s" % (ren[int(i)], what)
+        out[k] = v
+    return out
 
 
 def rel_err(a, b):

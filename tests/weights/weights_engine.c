@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     lp_net *net;
     if (lp_net_create(&c, &net)) return die("create net");
     char *skipped = NULL;
-    if (lp_weights_load_into(net, &wl, &skipped)) return die("load weights");
+    if (lp_weights_load_into(net, &wl, NULL, &skipped, NULL)) return die("load weights");
     if (skipped) {
         fprintf(stderr, "weights_engine: tensors skipped: %s\n", skipped);
         return 1;
