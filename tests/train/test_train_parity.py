@@ -1,7 +1,16 @@
 """Training parity with PyTorch 1.13: the same VGG16 (top=none, flatten,dense head)
 from the same initial weights, the same images in the same order (--no-shuffle),
-SGD with momentum 0.9 for 2 epochs of 3 batches; the weights after training must
-match PyTorch's. Metric per tensor: max|ours - torch| / max(max|torch|, 1e-6)."""
+SGD with momentum 0.9 for 2 epochs of 3 batches; the weights after training, the
+update they made and the epoch-1 loss must match PyTorch's. Metric per tensor:
+max|ours - torch| / max(max|torch|, 1e-6) (of the update for the update check).
+
+Six steps amplify fp32 rounding, so the tolerances come from PyTorch's own sensitivity
+here: PyTorch trains again from the initial weights times (1 +- 1e-7) (N_SENS sign
+patterns) and the same metrics say how far it moves from itself. Tensor by tensor, loupe
+must be within K_SENS x the worst of those + FLOOR, for the reasons and values of the
+engine's parity test (tests/engine/parity.py): the jumps come from ReLU and max-pool
+decisions within rounding of their ties, which one sign pattern may miss; FLOOR, a few
+fp32 ulps, keeps a sensitivity near zero from demanding bit equality."""
 import json, os, shutil, subprocess, sys
 import numpy as np
 import torch, torchvision
@@ -45,41 +54,76 @@ for c, name in enumerate(["negative", "positive"]):
         xs.append(np.asarray(Image.open(os.path.join(d, f)).convert("RGB"), np.float32).transpose(2, 0, 1) / 255.0)
         ys.append(c)
 x, y = torch.tensor(np.stack(xs)), torch.tensor(ys)
-# lr 0.001: at 0.01 a from-scratch VGG16 is chaotic enough that fp32 rounding differences
-# (1 step: 5e-6) grow to ~1e-2 in six steps, which would test the chaos, not the code.
-opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-loss_fn = torch.nn.CrossEntropyLoss()
-model.train()
-losses = []
-for epoch in range(2):
-    for b in range(0, len(x), 4):
-        opt.zero_grad()
-        loss = loss_fn(model(x[b:b + 4]), y[b:b + 4])
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+# loupe's checkpoint names -> the torch model's
+TORCH_NAME = {n: ("0." + n[len("features."):] if n.startswith("features.") else "2." + n[len("head.1."):]) for n in init}
 
+
+def torch_fit(start):
+    """PyTorch's training from the weights start: final weights (loupe's names) and the epoch-1 mean loss."""
+    model.load_state_dict({TORCH_NAME[n]: torch.from_numpy(v) for n, v in start.items()}, strict=True)
+    # lr 0.001: at 0.01 a from-scratch VGG16 is chaotic enough that fp32 rounding differences
+    # (1 step: 5e-6) grow to ~1e-2 in six steps, which would test the chaos, not the code.
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    losses = []
+    for epoch in range(2):
+        for b in range(0, len(x), 4):
+            opt.zero_grad()
+            loss = loss_fn(model(x[b:b + 4]), y[b:b + 4])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    sd = model.state_dict()
+    # batches of 4: the running mean over epoch 1's samples is the mean of its 3 batch losses
+    return {n: sd[TORCH_NAME[n]].numpy().copy() for n in start}, sum(losses[:3]) / 3
+
+
+def perturb(state, seed):
+    """Every weight times (1 +- 1e-7), random signs: each nonzero element moves by one or two fp32 ulps."""
+    rng = np.random.RandomState(seed)
+    return {n: v + v * np.where(rng.randint(0, 2, v.shape) == 1, np.float32(1e-7), np.float32(-1e-7))
+            for n, v in state.items()}
+
+
+def errors(final, start, loss, ref):
+    """The checks' metrics for one run against PyTorch's (ref = its final weights and loss). Per tensor,
+    relative to max|torch|: the weights, and the update from the run's own start (so that a no-op training
+    cannot pass); the epoch-1 mean loss relative to max(1, |torch|)."""
+    rf, rl = ref
+    w, u = {}, {}
+    for n, t in rf.items():
+        w[n] = float(np.max(np.abs(final[n] - t)) / max(float(np.max(np.abs(t))), 1e-6))
+        upd = t - init[n]
+        u[n] = float(np.max(np.abs((final[n] - start[n]) - upd)) / max(float(np.max(np.abs(upd))), 1e-6))
+    return {"weights": w, "update": u, "epoch-1 loss": {"loss": abs(loss - rl) / max(1.0, abs(rl))}}
+
+
+ref = torch_fit(init)
 ours, _ = st.read(os.path.join(run, "checkpoints", "last.safetensors"))
-ref = {f"features.{k}": v for k, v in features.state_dict().items()}
-ref["head.1.weight"], ref["head.1.bias"] = head.weight, head.bias
-worst, worst_name, failures = 0.0, "", 0
-for name, t in ref.items():
-    t = t.detach().numpy()
-    a = ours[name]
-    err = float(np.max(np.abs(a - t)) / max(float(np.max(np.abs(t))), 1e-6))
-    # also the update itself, so a no-op training cannot pass
-    upd_ref = t - init[name]
-    upd_err = float(np.max(np.abs((a - init[name]) - upd_ref)) / max(float(np.max(np.abs(upd_ref))), 1e-6))
-    if err > worst:
-        worst, worst_name = err, name
-    if err > 1e-4 or upd_err > 2e-2:
-        failures += 1
-        print(f"FAIL {name}: weight rel err {err:.3g}, update rel err {upd_err:.3g}")
 hist = open(os.path.join(run, "history.csv")).read().strip().split("\n")[1:]
 loss_e1 = float(hist[0].split(",")[1])
-ref_e1 = (losses[0] * 4 + losses[1] * 4 + losses[2] * 4) / 12
-if abs(loss_e1 - ref_e1) > 1e-4 * max(1, abs(ref_e1)):
-    failures += 1
-    print(f"FAIL epoch-1 running mean loss {loss_e1} vs torch {ref_e1}")
-print(f"train parity: worst weight rel err {worst:.3g} ({worst_name}); epoch-1 loss {loss_e1:.6f} vs torch {ref_e1:.6f}; {failures} failures")
+ours_err = errors(ours, init, loss_e1, ref)
+K_SENS, N_SENS, FLOOR = 10, 8, 1e-6
+sens = []
+for seed in range(1, N_SENS + 1):
+    start = perturb(init, seed)
+    final, loss = torch_fit(start)
+    sens.append(errors(final, start, loss, ref))
+failures = 0
+for check in ("weights", "update", "epoch-1 loss"):
+    # tensor by tensor: within K_SENS x its worst sensitivity + FLOOR
+    ours_c = ours_err[check]
+    sens_c = {n: max(run_err[check][n] for run_err in sens) for n in ours_c}
+    tol = {n: K_SENS * sens_c[n] + FLOOR for n in ours_c}
+    e = max(ours_c, key=ours_c.get)
+    t = max(ours_c, key=lambda n: ours_c[n] / tol[n])
+    bad = [n for n in ours_c if ours_c[n] > tol[n]]
+    failures += len(bad)
+    print(f"{check:13s} worst rel err {ours_c[e]:.2e} ({e}); nearest its tol: {t} {ours_c[t]:.2e}, tol {K_SENS} x "
+          f"sensitivity {sens_c[t]:.2e} + {FLOOR:.0e} = {tol[t]:.2e} (worst sensitivity {max(sens_c.values()):.2e}) "
+          + ("ok" if not bad else f"FAIL ({len(bad)} of {len(ours_c)})"))
+    for n in bad:
+        print(f"    {n:24s} rel err {ours_c[n]:.2e} > tol {tol[n]:.2e} (sensitivity {sens_c[n]:.2e})")
+print(f"train parity: epoch-1 loss {loss_e1:.6f} vs torch {ref[1]:.6f}; {failures} failures")
 sys.exit(1 if failures else 0)
