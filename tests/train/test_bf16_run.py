@@ -25,7 +25,7 @@ DATA = os.path.join(WORK, "data")
 make_data.make(DATA, per_class=(24, 8, 8), size=64)
 VALID = os.path.join(DATA, "valid")
 fail = []
-native = any(f in open("/proc/cpuinfo").read() for f in (" avx512_bf16", " amx_bf16"))
+native = runs.isa_level() >= 3  # AVX512-BF16 or AMX, under the ISA cap if one is set
 
 
 def train(name, *extra, env=None):
@@ -81,14 +81,13 @@ if native:
     if hf and (metaf.get("config", {}).get("precision_used") != "bf16" or not finite(hf) or "cache" not in outf.lower()):
         fail.append("frozen-base bf16 run: precision_used %r, finite %s, cache line %s" %
                     (metaf.get("config", {}).get("precision_used"), finite(hf), "cache" in outf.lower()))
-    # auto: bf16 where the CPU has AMX (at 32x32 too), else fp32 with the reason. With
-    # oneDNN's ISA capped by the environment, /proc/cpuinfo no longer says which.
-    amx = " amx_bf16" in open("/proc/cpuinfo").read()
-    capped = any(v in os.environ for v in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"))
+    # auto: bf16 where the CPU has AMX (at 32x32 too; under the ISA cap if one is set),
+    # else fp32 with the reason
+    amx = runs.isa_level() >= 4
     _, outa, _, metaa = train("auto32", "--size", "32x32", "--epochs", "1", "--precision", "auto")
     used = metaa.get("config", {}).get("precision_used") if metaa else None
     said = (used == "bf16" and "Precision: bf16" in outa) or (used == "fp32" and "Precision: fp32 (auto: no AMX" in outa)
-    if metaa and (not said or (not capped and used != ("bf16" if amx else "fp32"))):
+    if metaa and (not said or used != ("bf16" if amx else "fp32")):
         fail.append("--precision auto at 32x32: AMX %s, got %r:\n%s" % (amx, used, outa[:600]))
 
 for f in fail:
