@@ -4,6 +4,9 @@ Parameter totals are compared with torchvision's own models, not with golden val
 import re, subprocess, sys, os
 import torch, torchvision
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
+from runs import isa_level  # noqa: E402  (the level worked out apart from loupe, shared by the tests)
+
 loupe, work = sys.argv[1], sys.argv[2]
 os.makedirs(work, exist_ok=True)
 fail = []
@@ -19,28 +22,6 @@ def run(*args, code=0):
 def total(text):
     m = re.search(r"Total params: ([\d,]+)", text)
     return int(m.group(1).replace(",", "")) if m else -1
-
-
-def isa_level(cap):
-    """The instruction-set level oneDNN runs at here (loupe asks oneDNN for it): the
-    CPU's, from /proc/cpuinfo, lowered by ONEDNN_MAX_CPU_ISA (older name DNNL_MAX_CPU_ISA).
-    Worked out apart from loupe, so that a wrong refusal or a wrong yes fails.
-    0 below AVX2, 1 AVX2, 2 AVX-512 (avx512_core), 3 AVX512-BF16, 4 AMX."""
-    flags = set()
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    hw = 0
-    for level, need in ((1, "avx2 fma"), (2, "avx512f avx512cd avx512bw avx512dq avx512vl"),
-                        (3, "avx512_vnni avx512_bf16"), (4, "amx_tile amx_int8 amx_bf16")):
-        if not set(need.split()) <= flags:
-            break
-        hw = level
-    # oneDNN 2.6's names; others (ALL, DEFAULT, unknown) leave the CPU's level
-    caps = {"SSE41": 0, "AVX": 0, "AVX2": 1, "AVX2_VNNI": 1, "AVX512_CORE": 2, "AVX512_CORE_VNNI": 2,
-            "AVX512_CORE_BF16": 3, "AVX512_CORE_AMX": 4}
-    return min(hw, caps.get(cap.upper(), 4))
 
 
 for arch in ("vgg16", "vgg19"):
@@ -73,7 +54,7 @@ run("bench", "--conv", "fft", code=2)
 # features.2 (64 channels in, 32x32 map, 2048 pixels per batch). Only at AVX-512 and up:
 # oneDNN 2.6 has Winograd training kernels there alone, so below it every count is 0.
 isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
-isa = isa_level(isa_cap)
+isa = isa_level()
 avx512 = isa >= 2
 for model, algo, want in (("tiny", "direct", "0 of 2"), ("tiny", "winograd", "2 of 2" if avx512 else "0 of 2"),
                           ("tiny", "auto", "0 of 2"), ("vgg16", "auto", "1 of 13" if avx512 else "0 of 13")):
