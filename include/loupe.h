@@ -5,7 +5,9 @@
  * Conventions (sqlite-style):
  *   - every function that can fail returns lp_status (LP_OK == 0);
  *   - on failure a readable message ("file: what is wrong; what to do") is kept
- *     for the calling thread and returned by lp_errmsg();
+ *     for the calling thread and returned by lp_errmsg(); every function that
+ *     can fail clears it first, so after a success lp_errmsg() is "" (accessors
+ *     and _free functions leave it alone: the message survives the cleanup);
  *   - library code never prints and never exits;
  *   - opaque handles come in lp_<object>_create/_load ... lp_<object>_free pairs;
  *   - options come in params structs initialised by lp_<object>_default_params().
@@ -37,6 +39,14 @@ extern "C" {
 
 #define LOUPE_VERSION "0.1.0"
 
+/* Marks the functions libloupe.so exports; the library is built with hidden
+ * visibility, so nothing else leaks out of it. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LP_API __attribute__((visibility("default")))
+#else
+#define LP_API
+#endif
+
 /* ---- errors ------------------------------------------------------------ */
 
 typedef enum lp_status {
@@ -55,23 +65,23 @@ typedef enum lp_status {
 } lp_status;
 
 /** @return the calling thread's last error message ("" if none). */
-const char *lp_errmsg(void);
+LP_API const char *lp_errmsg(void);
 /** @return a short name for a status code, e.g. "format error". */
-const char *lp_status_name(lp_status s);
+LP_API const char *lp_status_name(lp_status s);
 /** @return the library version string. */
-const char *lp_version(void);
+LP_API const char *lp_version(void);
 
 /** Sets the number of compute threads (0 = one per CPU the process may use). Where
  * they take every such CPU, and no OpenMP binding is set (OMP_PROC_BIND, OMP_PLACES,
  * GOMP_CPU_AFFINITY; OMP_PROC_BIND=false to opt out), each is pinned to one CPU;
  * the library's data worker threads are not. */
-void lp_set_threads(int n);
-int lp_get_threads(void);
+LP_API void lp_set_threads(int n);
+LP_API int lp_get_threads(void);
 /** @return the instruction-set level loupe's kernels run at and the processor, e.g.
  *  "AVX2 (AMD EPYC 7B13)"; ONEDNN_MAX_CPU_ISA lowers the level (for oneDNN and loupe). */
-const char *lp_cpu_description(void);
+LP_API const char *lp_cpu_description(void);
 
-/* ==== section: model (engine) ========================================== */
+/* ---- model ------------------------------------------------------------- */
 /*
  * A trained model: the network (backbone + head) plus what is needed to use
  * it (class names, input size, preprocessing, calibration temperature), as
@@ -88,22 +98,22 @@ typedef struct lp_model lp_model;
 /** Loads a loupe checkpoint (.safetensors written by training or convert).
  *  @param path checkpoint file  @param out receives the model
  *  @return LP_OK, LP_ERR_IO, LP_ERR_FORMAT (bad file or metadata), LP_ERR_SHAPE */
-lp_status lp_model_load(const char *path, lp_model **out);
+LP_API lp_status lp_model_load(const char *path, lp_model **out);
 /** Frees a model (NULL is fine). */
-void lp_model_free(lp_model *m);
+LP_API void lp_model_free(lp_model *m);
 /** Keras-like table: layer, output shape, parameters, trainable/frozen totals.
  *  @param text receives a malloc'ed string (caller frees) */
-lp_status lp_model_summary(lp_model *m, char **text);
+LP_API lp_status lp_model_summary(lp_model *m, char **text);
 /** @return the number of classes (output units). */
-int lp_model_num_classes(const lp_model *m);
+LP_API int lp_model_num_classes(const lp_model *m);
 /** @return class i's name ("class_<i>" when the checkpoint has none), NULL if out of range. */
-const char *lp_model_class_name(const lp_model *m, int i);
+LP_API const char *lp_model_class_name(const lp_model *m, int i);
 /** Input the model expects: channels, height, width (any pointer may be NULL). */
-void lp_model_input_size(const lp_model *m, int *c, int *h, int *w);
+LP_API void lp_model_input_size(const lp_model *m, int *c, int *h, int *w);
 /** @return the architecture ("vgg16", "vgg19", "tiny"). */
-const char *lp_model_arch(const lp_model *m);
+LP_API const char *lp_model_arch(const lp_model *m);
 /** @return a checkpoint metadata value (e.g. "preprocess", "temperature"), NULL if absent. */
-const char *lp_model_meta(const lp_model *m, const char *key);
+LP_API const char *lp_model_meta(const lp_model *m, const char *key);
 /** A new (untrained, PyTorch-initialised) model from an architecture description. */
 typedef struct lp_model_params {
     const char *arch;    /**< "vgg16" | "vgg19" | "tiny" */
@@ -115,44 +125,17 @@ typedef struct lp_model_params {
     uint64_t seed;       /**< initialisation seed */
 } lp_model_params;
 /** vgg16, top=keep, 2 classes, 3x224x224, nothing frozen, seed 0. */
-lp_model_params lp_model_default_params(void);
+LP_API lp_model_params lp_model_default_params(void);
 /** Builds a model; class names default to class_<i>. */
-lp_status lp_model_create(const lp_model_params *p, lp_model **out);
+LP_API lp_status lp_model_create(const lp_model_params *p, lp_model **out);
 /** Saves the model as a loupe checkpoint (weights + metadata incl. class names). */
-lp_status lp_model_save(lp_model *m, const char *path);
-
-/** Training throughput on synthetic data (loupe bench). */
-typedef struct lp_bench_params {
-    lp_model_params model; /**< architecture (num_classes 2 by default) */
-    int batch, steps, warmup; /**< timed steps after warmup steps */
-    const char *optimizer;    /**< "sgd" (momentum 0.9), "adam", "adamw" */
-    const char *precision;    /**< "fp32" (default), "bf16" (refused without native bf16), "auto" */
-    const char *conv_algo;    /**< fp32 3x3 convolutions: "auto" (default: Winograd where it pays), "direct", "winograd" */
-    int per_layer;            /**< 1: also the per-layer table (in-step time vs primitives alone) */
-} lp_bench_params;
-typedef struct lp_bench_result {
-    double images_per_s;     /**< batch * steps / total time of the timed steps */
-    double step_s, forward_s, backward_s, update_s; /**< mean seconds per step */
-    double first_step_s;     /**< the first warmup step (builds primitives) */
-    double final_loss;
-    int bf16;                /**< 1 when the run used bf16 convolutions */
-    int winograd_layers, conv_layers; /**< conv layers computed with Winograd, of all conv layers */
-    double peak_rss_mb;      /**< the process's peak resident memory after the run */
-    char *per_layer_text;    /**< with per_layer: the table (malloc'ed; lp_bench_result_free) */
-    double primitive_s;      /**< with per_layer: sum of the layers' primitives' times alone per step */
-    double overhead_share;   /**< with per_layer: (step_s - primitive_s - update_alone_s) / step_s */
-    double update_alone_s;   /**< with per_layer: the optimizer's update of all trainable weights alone, per step */
-} lp_bench_result;
-lp_bench_params lp_bench_default_params(void);
-lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r);
-void lp_bench_result_free(lp_bench_result *r);
+LP_API lp_status lp_model_save(lp_model *m, const char *path);
 
 /** Rewrites a checkpoint atomically with one metadata key set to value
  *  (tensors and other keys unchanged), e.g. ("temperature", "1.37"). */
-lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value);
-/* ==== end section: model =============================================== */
+LP_API lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value);
 
-/* ==== section: data ===================================================== */
+/* ---- data check -------------------------------------------------------- */
 /*
  * Dataset check: what `loupe data DATA` prints before training.
  * Layout: DATA/{train,valid|validation,test}/<class>/.../<image>. Files are
@@ -180,7 +163,7 @@ typedef struct lp_data_params {
 } lp_data_params;
 
 /** @return defaults (no class order, no symlinks, no split, Pillow's pixel limit). */
-lp_data_params lp_data_default_params(void);
+LP_API lp_data_params lp_data_default_params(void);
 
 typedef struct lp_data_report lp_data_report;
 
@@ -188,22 +171,26 @@ typedef struct lp_data_report lp_data_report;
  *  class, missing class folder, fewer than 2 classes) do not fail the call: they
  *  are in the report. Fails when DATA or DATA/train is missing or on bad params.
  *  @return LP_OK and *out (free with lp_data_report_free). */
-lp_status lp_data_check(const lp_data_params *p, lp_data_report **out);
+LP_API lp_status lp_data_check(const lp_data_params *p, lp_data_report **out);
+/** Decodes an image file with loupe's decoders (format from its magic bytes),
+ *  shrinks it (Pillow's bilinear) so its longer side is max_side and encodes it
+ *  as an in-memory RGB PNG (*png malloc'ed, caller frees). ctx is unused: the
+ *  signature is lp_thumbnail_fn's, for lp_diagnosis_set_thumbnailer. */
+LP_API lp_status lp_image_thumbnail_png(const char *path, int max_side, void *ctx, uint8_t **png, size_t *png_len);
 /** Human-readable report ("train: Found 308 images belonging to 2 classes." ...). */
-const char *lp_data_report_text(const lp_data_report *r);
+LP_API const char *lp_data_report_text(const lp_data_report *r);
 /** JSON report: {"splits": {"train": {"classes": {"negative": 154, ...}, "bad": [{"path", "reason"}],
  *  "ignored": 1, ...}, "valid": {...}}, "duplicates": [...], "problems": [...], ...}; paths relative to DATA. */
-const char *lp_data_report_json(const lp_data_report *r);
+LP_API const char *lp_data_report_json(const lp_data_report *r);
 /** Number of bad image files (all splits). */
-int lp_data_report_num_bad(const lp_data_report *r);
+LP_API int lp_data_report_num_bad(const lp_data_report *r);
 /** Number of dataset problems (training would refuse the dataset even with --skip-bad). */
-int lp_data_report_num_problems(const lp_data_report *r);
+LP_API int lp_data_report_num_problems(const lp_data_report *r);
 /** Usable images in split "train", "valid" or "test"; -1 when the split is absent. */
-int lp_data_report_num_images(const lp_data_report *r, const char *split);
-void lp_data_report_free(lp_data_report *r);
-/* ==== end section: data ================================================= */
+LP_API int lp_data_report_num_images(const lp_data_report *r, const char *split);
+LP_API void lp_data_report_free(lp_data_report *r);
 
-/* ==== section: weights (import/convert) ================================= */
+/* ---- weights (import, convert) ----------------------------------------- */
 /*
  * Pretrained VGG16/VGG19 weights from the files users have:
  *   - Keras HDF5 (save_weights or model.save; ..._notop.h5 or with fc1/fc2/predictions)
@@ -243,7 +230,7 @@ typedef struct lp_weights_info {
  * @return LP_OK; LP_ERR_FORMAT (not a VGG, unknown or corrupt file),
  *         LP_ERR_SHAPE, LP_ERR_NUMERIC (NaN/Inf), LP_ERR_IO.
  */
-lp_status lp_weights_convert(const char *in, const char *out, const char *arch_hint, lp_weights_info *info);
+LP_API lp_status lp_weights_convert(const char *in, const char *out, const char *arch_hint, lp_weights_info *info);
 
 /** What lp_weights_convert_ex converts; lp_weights_convert_default_params() zeroes it. */
 typedef struct lp_weights_convert_params {
@@ -256,7 +243,7 @@ typedef struct lp_weights_convert_params {
     const char *classes;      /* "cat,dog": names in output order; NULL: ImageNet's names
                                  for 1000 outputs, else class_<i> */
 } lp_weights_convert_params;
-lp_weights_convert_params lp_weights_convert_default_params(void);
+LP_API lp_weights_convert_params lp_weights_convert_default_params(void);
 /**
  * lp_weights_convert with options. The checkpoint holds what predict and
  * evaluate need (head, input size, class names): it is checked to build and
@@ -264,7 +251,7 @@ lp_weights_convert_params lp_weights_convert_default_params(void);
  * global average pooling followed by dense layers (+ReLU, +dropout).
  * @return as lp_weights_convert; LP_ERR_ARG for options that contradict the file.
  */
-lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_info *info);
+LP_API lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_info *info);
 
 /**
  * Explains a preprocessing mismatch. Modes: "caffe", "torch", "rescale",
@@ -276,10 +263,9 @@ lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_i
  * Example: expected "caffe", chosen "rescale": "... inputs are ~115x too small
  * ...; channels are in the wrong order (RGB given, BGR expected) ...".
  */
-int lp_weights_preprocess_warning(const char *expected, const char *chosen, char *buf, size_t n);
-/* ==== end section: weights ============================================== */
+LP_API int lp_weights_preprocess_warning(const char *expected, const char *chosen, char *buf, size_t n);
 
-/* ==== section: train (fit, evaluate, predict) =========================== */
+/* ---- train, evaluate, predict ------------------------------------------ */
 /*
  * Training writes a run directory:
  *   RUN/run.json                  configuration, classes in order, dataset counts, versions,
@@ -338,7 +324,7 @@ typedef struct lp_train_params {
     FILE *out;                             /* progress and messages (default stdout) */
 } lp_train_params;
 
-lp_train_params lp_train_default_params(void);
+LP_API lp_train_params lp_train_default_params(void);
 
 typedef struct lp_epoch_result {
     int epoch;                             /* from 1 */
@@ -353,9 +339,9 @@ typedef int (*lp_epoch_callback)(const lp_epoch_result *r, void *user);
 
 /** Trains per params, writing the run directory. Ctrl-C (SIGINT) finishes the
  * step, writes last.safetensors and returns LP_ERR_INTERRUPTED. */
-lp_status lp_train(const lp_train_params *p, lp_epoch_callback cb, void *user);
+LP_API lp_status lp_train(const lp_train_params *p, lp_epoch_callback cb, void *user);
 /** Asks a running lp_train to stop after the current step (signal-safe). */
-void lp_train_request_stop(void);
+LP_API void lp_train_request_stop(void);
 
 /* Evaluation of a checkpoint on a folder of class subfolders (e.g. DATA/test). */
 typedef struct lp_eval_result {
@@ -367,17 +353,16 @@ typedef struct lp_eval_result {
     int *confusion;                        /* num_classes^2, row = true, column = predicted */
     double temperature;                    /* calibration used (1 = none) */
 } lp_eval_result;
-lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out);
-char *lp_eval_result_text(const lp_eval_result *r);  /* malloc'ed report */
-char *lp_eval_result_json(const lp_eval_result *r);  /* malloc'ed JSON object */
-void lp_eval_result_free(lp_eval_result *r);
+LP_API lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out);
+LP_API char *lp_eval_result_text(const lp_eval_result *r);  /* malloc'ed report */
+LP_API char *lp_eval_result_json(const lp_eval_result *r);  /* malloc'ed JSON object */
+LP_API void lp_eval_result_free(lp_eval_result *r);
 
 /** Class probabilities (num_classes floats) for one image file, with the
  * model's preprocessing, input size and calibration temperature. */
-lp_status lp_predict_file(lp_model *m, const char *path, float *probs);
-/* ==== end section: train ================================================ */
+LP_API lp_status lp_predict_file(lp_model *m, const char *path, float *probs);
 
-/* ==== section: tensorboard ============================================== */
+/* ---- TensorBoard, Fashion-MNIST folders -------------------------------- */
 /* TensorBoard event files are written by lp_train (RUN/logs/train and
  * RUN/logs/validation, Keras' layout). This section also holds the
  * Fashion-MNIST folder writer behind `loupe fashion`, which turns Debian's
@@ -410,19 +395,18 @@ typedef struct lp_fashion_result {
 } lp_fashion_result;
 
 /** @return defaults for the binary task (see lp_fashion_params). */
-lp_fashion_params lp_fashion_default_params(void);
+LP_API lp_fashion_params lp_fashion_default_params(void);
 /** Writes the folder tree (see above). @return LP_ERR_IO when the IDX files
  *  are missing (the message names the Debian package), LP_ERR_FORMAT for bad
  *  IDX files, LP_ERR_ARG for bad options or an OUT that exists with other
  *  content. */
-lp_status lp_fashion_write_folder(const lp_fashion_params *p, lp_fashion_result *result);
+LP_API lp_status lp_fashion_write_folder(const lp_fashion_params *p, lp_fashion_result *result);
 /** @return the folder name of Fashion-MNIST label 0-9 ("tshirt_top", "trouser",
  *  "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
  *  "ankle_boot"), NULL otherwise. */
-const char *lp_fashion_class_name(int label);
-/* ==== end section: tensorboard ========================================== */
+LP_API const char *lp_fashion_class_name(int label);
 
-/* ==== section: diagnose ================================================= */
+/* ---- diagnose ---------------------------------------------------------- */
 /*
  * Explains a finished (or interrupted) run from its run directory alone:
  * why validation loss and accuracy disagree, calibration, verdicts, report.
@@ -434,6 +418,7 @@ const char *lp_fashion_class_name(int label);
  *     lp_diagnosis *d;
  *     if (lp_diagnose_run("runs/seed", NULL, &d) != LP_OK) { puts(lp_errmsg()); return 1; }
  *     char *t = lp_diagnosis_text(d, 0); fputs(t, stdout); free(t);
+ *     lp_diagnosis_set_thumbnailer(d, lp_image_thumbnail_png, NULL);
  *     lp_diagnosis_write_html(d, NULL);            // runs/seed/report.html
  *     printf("T = %.3f\n", lp_diagnosis_temperature(d));
  *     lp_diagnosis_free(d);
@@ -489,40 +474,74 @@ typedef struct lp_diagnose_params {
 } lp_diagnose_params;
 
 /** @return the defaults (epoch 0, patience 0, max_images 10). */
-lp_diagnose_params lp_diagnose_default_params(void);
+LP_API lp_diagnose_params lp_diagnose_default_params(void);
 /** Reads and analyses a run directory.
  *  @param run_dir the run directory  @param p NULL for defaults  @param out receives the result
  *  @return LP_OK, LP_ERR_IO (missing file), LP_ERR_FORMAT (malformed file: file and line
  *          in lp_errmsg()), LP_ERR_ARG (bad params, e.g. an epoch with no predictions) */
-lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_diagnosis **out);
+LP_API lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_diagnosis **out);
 
 enum { LP_DIAGNOSIS_FULL = 0, LP_DIAGNOSIS_SHORT = 1 };
 /** Plain-text explanation: a short summary first, then tables (LP_DIAGNOSIS_FULL)
  *  or the summary alone (LP_DIAGNOSIS_SHORT, for `train --diagnose`).
  *  @return malloc'ed string (caller frees), NULL on out of memory. */
-char *lp_diagnosis_text(const lp_diagnosis *d, int mode);
+LP_API char *lp_diagnosis_text(const lp_diagnosis *d, int mode);
 /** @return malloc'ed JSON object (keys above; caller frees), NULL on out of memory. */
-char *lp_diagnosis_json(const lp_diagnosis *d);
+LP_API char *lp_diagnosis_json(const lp_diagnosis *d);
 /** Writes a self-contained HTML report (inline SVG, no scripts, no network)
  *  atomically. @param path NULL = RUN/report.html */
-lp_status lp_diagnosis_write_html(const lp_diagnosis *d, const char *path);
+LP_API lp_status lp_diagnosis_write_html(const lp_diagnosis *d, const char *path);
+/** Image provider for the report's thumbnails of the most affected images (the
+ *  misclassified ones whose loss rose most): gets the image's path (resolved
+ *  against run.json's config.data) and returns a malloc'ed PNG whose longer side
+ *  is at most max_side, or fails with the reason in lp_errmsg().
+ *  lp_image_thumbnail_png (loupe's own decoders) is one; without a provider the
+ *  report shows a placeholder naming each image. */
+typedef lp_status (*lp_thumbnail_fn)(const char *path, int max_side, void *ctx, uint8_t **png, size_t *png_len);
+LP_API void lp_diagnosis_set_thumbnailer(lp_diagnosis *d, lp_thumbnail_fn fn, void *ctx);
 /** @return the fitted calibration temperature at the analysed epoch. */
-double lp_diagnosis_temperature(const lp_diagnosis *d);
+LP_API double lp_diagnosis_temperature(const lp_diagnosis *d);
 /** Temperature fitted on one epoch's predictions (NaN if that epoch has none),
  *  e.g. for the checkpoint saved at that epoch. */
-double lp_diagnosis_temperature_at(const lp_diagnosis *d, int epoch);
+LP_API double lp_diagnosis_temperature_at(const lp_diagnosis *d, int epoch);
 /** @return the epoch whose weights best.safetensors holds: best monitored figure
  *  (run.json's monitor, default val_loss; history.csv values, first on ties). */
-int lp_diagnosis_monitor_best_epoch(const lp_diagnosis *d);
+LP_API int lp_diagnosis_monitor_best_epoch(const lp_diagnosis *d);
 /** @return the last epoch with predictions (what last.safetensors holds if the run was not torn). */
-int lp_diagnosis_last_epoch(const lp_diagnosis *d);
+LP_API int lp_diagnosis_last_epoch(const lp_diagnosis *d);
 /** @return number of verdicts; lp_diagnosis_verdict_id(d, i) its id (NULL out of range). */
-int lp_diagnosis_verdict_count(const lp_diagnosis *d);
-const char *lp_diagnosis_verdict_id(const lp_diagnosis *d, int i);
+LP_API int lp_diagnosis_verdict_count(const lp_diagnosis *d);
+LP_API const char *lp_diagnosis_verdict_id(const lp_diagnosis *d, int i);
 /** @return the run directory the diagnosis was made from. */
-const char *lp_diagnosis_run_dir(const lp_diagnosis *d);
-void lp_diagnosis_free(lp_diagnosis *d);
-/* ==== end section: diagnose ============================================= */
+LP_API const char *lp_diagnosis_run_dir(const lp_diagnosis *d);
+LP_API void lp_diagnosis_free(lp_diagnosis *d);
+
+/* ---- bench ------------------------------------------------------------- */
+/** Training throughput on synthetic data (loupe bench). */
+typedef struct lp_bench_params {
+    lp_model_params model; /**< architecture (num_classes 2 by default) */
+    int batch, steps, warmup; /**< timed steps after warmup steps */
+    const char *optimizer;    /**< "sgd" (momentum 0.9), "adam", "adamw" */
+    const char *precision;    /**< "fp32" (default), "bf16" (refused without native bf16), "auto" */
+    const char *conv_algo;    /**< fp32 3x3 convolutions: "auto" (default: Winograd where it pays), "direct", "winograd" */
+    int per_layer;            /**< 1: also the per-layer table (in-step time vs primitives alone) */
+} lp_bench_params;
+typedef struct lp_bench_result {
+    double images_per_s;     /**< batch * steps / total time of the timed steps */
+    double step_s, forward_s, backward_s, update_s; /**< mean seconds per step */
+    double first_step_s;     /**< the first warmup step (builds primitives) */
+    double final_loss;
+    int bf16;                /**< 1 when the run used bf16 convolutions */
+    int winograd_layers, conv_layers; /**< conv layers computed with Winograd, of all conv layers */
+    double peak_rss_mb;      /**< the process's peak resident memory after the run */
+    char *per_layer_text;    /**< with per_layer: the table (malloc'ed; lp_bench_result_free) */
+    double primitive_s;      /**< with per_layer: sum of the layers' primitives' times alone per step */
+    double overhead_share;   /**< with per_layer: (step_s - primitive_s - update_alone_s) / step_s */
+    double update_alone_s;   /**< with per_layer: the optimizer's update of all trainable weights alone, per step */
+} lp_bench_result;
+LP_API lp_bench_params lp_bench_default_params(void);
+LP_API lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r);
+LP_API void lp_bench_result_free(lp_bench_result *r);
 
 #ifdef __cplusplus
 }

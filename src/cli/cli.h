@@ -28,4 +28,67 @@ int cli_fail(const char *cmd, lp_status s);
 /* Strict number parsing: the whole string must be a number in range. */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
 bool cli_parse_double(const char *s, double *out);
+
+/* Options of a subcommand, as a table (cmd_options.c). Example:
+ *
+ *     const cli_option opts[] = {
+ *         CLI_OPT("--json", CLI_FLAG, &json),
+ *         {"--batch", CLI_INT, &batch, .lo = 1, .hi = 65536},
+ *         {"--arch", CLI_CHOICE, &arch, .expects = "vgg16|vgg19"},
+ *         {0},
+ *     };
+ *     const cli_parser parser = {.cmd = "convert", .options = opts, .max_args = 2};
+ *     int nargs, rc = cli_parse_options(&parser, argc, argv, &nargs);
+ *     if (rc == CLI_HELP) return usage(stdout), 0;
+ *     if (rc) return rc;              // the message is printed; rc is 2
+ *     if (nargs > 2) ...              // too many arguments: argv[3] is the first extra one
+ *     // argv[1] .. argv[nargs] are the positional arguments, in order
+ */
+typedef enum cli_opt_kind {
+    CLI_FLAG,     /* no value; int *dest = 1 */
+    CLI_FLAG_OFF, /* no value; int *dest = 0 (e.g. --no-shuffle) */
+    CLI_INT,      /* int *dest, in [lo, hi] */
+    CLI_INT64,    /* int64_t *dest, in [lo, hi] */
+    CLI_U64,      /* uint64_t *dest, in [lo, hi] (lo >= 0) */
+    CLI_DOUBLE,   /* double *dest, any number but NaN */
+    CLI_STRING,   /* const char **dest, any text (the argument itself, not a copy) */
+    CLI_CHOICE,   /* const char **dest, one of expects's '|'-separated words */
+    CLI_CUSTOM,   /* parse(value, dest) says whether the value is good and stores it */
+} cli_opt_kind;
+
+typedef struct cli_option {
+    const char *name; /* the spelling, e.g. "--epochs"; NULL ends the table */
+    cli_opt_kind kind;
+    void *dest;
+    long lo, hi;         /* CLI_INT, CLI_INT64, CLI_U64: the accepted range */
+    const char *expects; /* what a value looks like, for messages ("a file name");
+                          * default from the kind and range; CLI_CHOICE: the words */
+    bool (*parse)(const char *value, void *dest); /* CLI_CUSTOM */
+    const char *hint;    /* under a missing or bad value's message; default: see --help */
+    int *seen;           /* when not NULL, set to 1 when the option is given */
+} cli_option;
+
+/* A row with no more than name, kind and destination (other rows name the rest:
+ * {"--batch", CLI_INT, &batch, .lo = 1, .hi = 64}). */
+#define CLI_OPT(n, k, d) {.name = (n), .kind = (k), .dest = (d)}
+
+typedef struct cli_parser {
+    const char *cmd;           /* messages read "loupe <cmd>: ..." */
+    const cli_option *options; /* ends with {0} */
+    int max_args;              /* positional arguments taken; -1: any number */
+    bool equals_form;          /* also accept --name=VALUE */
+} cli_parser;
+
+#define CLI_HELP (-1) /* cli_parse_options: -h or --help was given */
+
+/* Parses argv[1..argc-1]: "--name VALUE" (and "--name=VALUE" with equals_form).
+ * Arguments that do not start with '-' (and "-" alone) are positional: they are
+ * moved, in order, to argv[1..*nargs]. Stops at the first problem: an unknown
+ * option, a missing or bad value (one line on stderr, "loupe <cmd>: ...", and a
+ * hint), or one positional argument more than max_args (*nargs = max_args + 1,
+ * nothing printed: the command says what it expected).
+ * @return 0 parsed, CLI_HELP for -h/--help (nothing printed), 2 bad usage */
+int cli_parse_options(const cli_parser *p, int argc, char **argv, int *nargs);
+/* For CLI_CUSTOM: a non-empty string (const char **dest). */
+bool cli_parse_nonempty(const char *value, void *dest);
 #endif

@@ -23,41 +23,52 @@ static void usage(FILE *f) {
                "(a memory-bound kernel of ours), and the framework overhead share: step minus all kernels alone.\n");
 }
 
+/* --size WxH, both > 0 (lp_model_params *). */
+static bool parse_size(const char *v, void *dest) {
+    lp_model_params *m = dest;
+    int w, h;
+    char tail;
+    if (sscanf(v, "%dx%d%c", &w, &h, &tail) != 2 || w <= 0 || h <= 0) return false;
+    m->in_width = w;
+    m->in_height = h;
+    return true;
+}
+
 int cmd_bench(int argc, char **argv) {
     lp_bench_params p = lp_bench_default_params();
-    long threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long n;
-        char tail;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) p.model.arch = v, i++;
-        else if (!strcmp(a, "--top") && v) p.model.top = v, i++;
-        else if (!strcmp(a, "--head") && v) p.model.head = v, i++;
-        else if (!strcmp(a, "--freeze") && v) p.model.freeze = v, i++;
-        else if (!strcmp(a, "--optimizer") && v) p.optimizer = v, i++;
-        else if (!strcmp(a, "--per-layer")) p.per_layer = 1;
-        else if (!strcmp(a, "--precision") && v) p.precision = v, i++; /* names checked by lp_bench_run */
-        else if (!strcmp(a, "--conv") && v) p.conv_algo = v, i++;
-        else if (!strcmp(a, "--size") && v && sscanf(v, "%dx%d%c", &p.model.in_width, &p.model.in_height, &tail) == 2 &&
-                 p.model.in_width > 0 && p.model.in_height > 0)
-            i++;
-        else if (!strcmp(a, "--batch") && v && cli_parse_int(v, 1, 4096, &n)) p.batch = (int)n, i++;
-        else if (!strcmp(a, "--steps") && v && cli_parse_int(v, 1, 100000, &n)) p.steps = (int)n, i++;
-        else if (!strcmp(a, "--warmup") && v && cli_parse_int(v, 0, 1000, &n)) p.warmup = (int)n, i++;
-        else if (!strcmp(a, "--classes") && v && cli_parse_int(v, 1, 100000, &n)) p.model.num_classes = (int)n, i++;
-        else if (!strcmp(a, "--threads") && v && cli_parse_int(v, 0, 1024, &threads)) i++;
-        else {
-            char msg[256];
-            snprintf(msg, sizeof msg, "bad option or value: %s%s%s", a, v ? " " : "", v ? v : "");
-            cli_error("bench", msg, "run 'loupe bench --help'");
-            return 2;
-        }
+    int threads = 0, nargs;
+    const cli_option opts[] = {
+        CLI_OPT("--model", CLI_STRING, &p.model.arch),
+        CLI_OPT("--top", CLI_STRING, &p.model.top),
+        CLI_OPT("--head", CLI_STRING, &p.model.head),
+        CLI_OPT("--freeze", CLI_STRING, &p.model.freeze),
+        CLI_OPT("--optimizer", CLI_STRING, &p.optimizer),
+        CLI_OPT("--per-layer", CLI_FLAG, &p.per_layer),
+        CLI_OPT("--precision", CLI_STRING, &p.precision), /* names checked by lp_bench_run */
+        CLI_OPT("--conv", CLI_STRING, &p.conv_algo),
+        {"--size", CLI_CUSTOM, &p.model, .parse = parse_size, .expects = "WxH like 224x224"},
+        {"--batch", CLI_INT, &p.batch, .lo = 1, .hi = 4096},
+        {"--steps", CLI_INT, &p.steps, .lo = 1, .hi = 100000},
+        {"--warmup", CLI_INT, &p.warmup, .lo = 0, .hi = 1000},
+        {"--classes", CLI_INT, &p.model.num_classes, .lo = 1, .hi = 100000},
+        {"--threads", CLI_INT, &threads, .lo = 0, .hi = 1024},
+        {0},
+    };
+    const cli_parser parser = {.cmd = "bench", .options = opts, .max_args = 0};
+    int rc = cli_parse_options(&parser, argc, argv, &nargs);
+    if (rc == CLI_HELP) {
+        usage(stdout);
+        return 0;
+    }
+    if (rc) return rc;
+    if (nargs) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "unexpected argument '%s' (bench takes options only)", argv[1]);
+        cli_error("bench", msg, "run 'loupe bench --help' for the options");
+        return 2;
     }
     if (!strcmp(p.model.top, "none") && !p.model.head) p.model.head = "flatten,dense";
-    lp_set_threads((int)threads);
+    lp_set_threads(threads);
     lp_bench_result r;
     lp_status st = lp_bench_run(&p, &r);
     if (st) return cli_fail("bench", st);

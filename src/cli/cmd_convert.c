@@ -33,73 +33,47 @@ static void usage(FILE *out) {
             "torch for torchvision/timm/ONNX); `train --preprocess auto`, predict and evaluate use it.\n");
 }
 
-/* The value of --opt V or --opt=V; NULL when missing. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name) {
-    size_t n = strlen(name);
-    if (!strncmp(argv[*i], name, n) && argv[*i][n] == '=') return argv[*i] + n + 1;
-    return *i + 1 < argc ? argv[++*i] : NULL;
-}
-
-static bool is_opt(const char *a, const char *name) {
-    size_t n = strlen(name);
-    return !strncmp(a, name, n) && (a[n] == 0 || a[n] == '=');
+/* --size WxH or N, each from 32 to 65536 (lp_weights_convert_params *). */
+static bool parse_size(const char *v, void *dest) {
+    lp_weights_convert_params *p = dest;
+    long h, w;
+    char ws[32], hs[32];
+    const char *x = strchr(v, 'x');
+    if (x ? (size_t)(x - v) >= sizeof ws || strlen(x + 1) >= sizeof hs : strlen(v) >= sizeof ws) return false;
+    snprintf(ws, sizeof ws, "%.*s", x ? (int)(x - v) : (int)strlen(v), v);
+    snprintf(hs, sizeof hs, "%s", x ? x + 1 : ws);
+    if (!cli_parse_int(ws, 32, 65536, &w) || !cli_parse_int(hs, 32, 65536, &h)) return false;
+    p->in_height = (int)h;
+    p->in_width = (int)w;
+    return true;
 }
 
 int cmd_convert(int argc, char **argv) {
     lp_weights_convert_params p = lp_weights_convert_default_params();
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (is_opt(a, "--arch")) {
-            const char *v = opt_value(argc, argv, &i, "--arch");
-            if (!v || (strcmp(v, "vgg16") && strcmp(v, "vgg19"))) {
-                cli_error("convert", "--arch takes vgg16 or vgg19", NULL);
-                return 2;
-            }
-            p.arch = v;
-        } else if (is_opt(a, "--head")) {
-            if (!(p.head = opt_value(argc, argv, &i, "--head")) || !*p.head) {
-                cli_error("convert", "--head takes a head spec", "e.g. --head gap,dense:2");
-                return 2;
-            }
-        } else if (is_opt(a, "--classes")) {
-            if (!(p.classes = opt_value(argc, argv, &i, "--classes")) || !*p.classes) {
-                cli_error("convert", "--classes takes class names", "e.g. --classes cat,dog");
-                return 2;
-            }
-        } else if (is_opt(a, "--size")) {
-            const char *v = opt_value(argc, argv, &i, "--size");
-            long h, w;
-            char ws[32], hs[32];
-            const char *x = v ? strchr(v, 'x') : NULL;
-            bool ok = v && (x ? (size_t)(x - v) < sizeof ws && strlen(x + 1) < sizeof hs : strlen(v) < sizeof ws);
-            if (ok) {
-                snprintf(ws, sizeof ws, "%.*s", x ? (int)(x - v) : (int)strlen(v), v);
-                snprintf(hs, sizeof hs, "%s", x ? x + 1 : ws);
-                ok = cli_parse_int(ws, 32, 65536, &w) && cli_parse_int(hs, 32, 65536, &h);
-            }
-            if (!ok) {
-                cli_error("convert", "--size takes WxH or N, each from 32 to 65536", "e.g. --size 224x224");
-                return 2;
-            }
-            p.in_height = (int)h;
-            p.in_width = (int)w;
-        } else if (a[0] == '-' && a[1]) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unknown option '%s'", a);
-            cli_error("convert", msg, "run 'loupe convert --help'");
-            return 2;
-        } else if (!p.in) {
-            p.in = a;
-        } else if (!p.out) {
-            p.out = a;
-        } else {
-            cli_error("convert", "too many arguments", "usage: loupe convert IN OUT.safetensors [options]");
-            return 2;
-        }
+    int nargs;
+    const cli_option opts[] = {
+        {"--arch", CLI_CHOICE, &p.arch, .expects = "vgg16|vgg19"},
+        {"--head", CLI_CUSTOM, &p.head, .parse = cli_parse_nonempty, .expects = "a head spec",
+         .hint = "e.g. --head gap,dense:2"},
+        {"--classes", CLI_CUSTOM, &p.classes, .parse = cli_parse_nonempty, .expects = "class names",
+         .hint = "e.g. --classes cat,dog"},
+        {"--size", CLI_CUSTOM, &p, .parse = parse_size, .expects = "WxH or N, each from 32 to 65536",
+         .hint = "e.g. --size 224x224"},
+        {0},
+    };
+    const cli_parser parser = {.cmd = "convert", .options = opts, .max_args = 2, .equals_form = true};
+    int rc = cli_parse_options(&parser, argc, argv, &nargs);
+    if (rc == CLI_HELP) {
+        usage(stdout);
+        return 0;
     }
+    if (rc) return rc;
+    if (nargs > 2) {
+        cli_error("convert", "too many arguments", "usage: loupe convert IN OUT.safetensors [options]");
+        return 2;
+    }
+    p.in = nargs > 0 ? argv[1] : NULL;
+    p.out = nargs > 1 ? argv[2] : NULL;
     if (!p.in || !p.out) {
         usage(stderr);
         return 2;

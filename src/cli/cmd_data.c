@@ -30,63 +30,53 @@ static void help(FILE *out) {
             "missing class folder, fewer than 2 classes) or bad usage, 1 runtime failure.\n");
 }
 
+/* --validation-split F: a fraction in [0, 1) (double *). */
+static bool parse_fraction(const char *v, void *dest) {
+    double d;
+    if (!cli_parse_double(v, &d) || !(d >= 0 && d < 1)) return false;
+    *(double *)dest = d;
+    return true;
+}
+
+/* --seed N: any unsigned 64-bit number (uint64_t *). */
+static bool parse_seed(const char *v, void *dest) {
+    char *end;
+    unsigned long long s = strtoull(v, &end, 10);
+    if (!*v || *v == '-' || *end) return false;
+    *(uint64_t *)dest = s;
+    return true;
+}
+
 int cmd_data(int argc, char **argv) {
     lp_data_params p = lp_data_default_params();
-    int json = 0, skip_bad = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--follow-symlinks")) {
-            p.follow_symlinks = 1;
-        } else if (!strcmp(a, "--skip-bad")) {
-            skip_bad = 1;
-        } else if (!strcmp(a, "--classes") || !strcmp(a, "--validation-split") || !strcmp(a, "--seed") ||
-                   !strcmp(a, "--max-pixels") || !strcmp(a, "--threads")) {
-            if (!v) {
-                char msg[128];
-                snprintf(msg, sizeof msg, "%s needs a value", a);
-                cli_error("data", msg, "see loupe data --help");
-                return 2;
-            }
-            i++;
-            long n;
-            double d;
-            bool ok = true;
-            if (!strcmp(a, "--classes")) p.classes = v;
-            else if (!strcmp(a, "--validation-split")) ok = cli_parse_double(v, &d) && d >= 0 && d < 1, p.validation_split = ok ? d : 0;
-            else if (!strcmp(a, "--seed")) {
-                char *end;
-                unsigned long long s = strtoull(v, &end, 10);
-                ok = *v && *v != '-' && !*end;
-                p.seed = s;
-            } else if (!strcmp(a, "--max-pixels")) ok = cli_parse_int(v, 1, 0x7fffffffffffffffL, &n), p.max_pixels = n;
-            else ok = cli_parse_int(v, 0, 1024, &n), p.threads = (int)n;
-            if (!ok) {
-                char msg[256];
-                snprintf(msg, sizeof msg, "%s '%s': not a valid value", a, v);
-                cli_error("data", msg,
-                          !strcmp(a, "--validation-split") ? "a fraction in [0, 1), e.g. 0.2" : "see loupe data --help");
-                return 2;
-            }
-        } else if (a[0] == '-' && a[1]) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unknown option '%s'", a);
-            cli_error("data", msg, "see loupe data --help");
-            return 2;
-        } else if (!p.data_dir) {
-            p.data_dir = a;
-        } else {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unexpected argument '%s' (one DATA folder)", a);
-            cli_error("data", msg, "see loupe data --help");
-            return 2;
-        }
+    int json = 0, skip_bad = 0, nargs;
+    const cli_option opts[] = {
+        CLI_OPT("--json", CLI_FLAG, &json),
+        CLI_OPT("--follow-symlinks", CLI_FLAG, &p.follow_symlinks),
+        CLI_OPT("--skip-bad", CLI_FLAG, &skip_bad),
+        CLI_OPT("--classes", CLI_STRING, &p.classes),
+        {"--validation-split", CLI_CUSTOM, &p.validation_split, .parse = parse_fraction,
+         .expects = "a fraction in [0, 1)", .hint = "a fraction in [0, 1), e.g. 0.2"},
+        {"--seed", CLI_CUSTOM, &p.seed, .parse = parse_seed, .expects = "a non-negative integer"},
+        {"--max-pixels", CLI_INT64, &p.max_pixels, .lo = 1, .hi = 0x7fffffffffffffffL,
+         .expects = "a positive integer"},
+        {"--threads", CLI_INT, &p.threads, .lo = 0, .hi = 1024},
+        {0},
+    };
+    const cli_parser parser = {.cmd = "data", .options = opts, .max_args = 1};
+    int rc = cli_parse_options(&parser, argc, argv, &nargs);
+    if (rc == CLI_HELP) {
+        help(stdout);
+        return 0;
     }
+    if (rc) return rc;
+    if (nargs > 1) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "unexpected argument '%s' (one DATA folder)", argv[2]);
+        cli_error("data", msg, "see loupe data --help");
+        return 2;
+    }
+    if (nargs) p.data_dir = argv[1];
     if (!p.data_dir) {
         cli_error("data", "no DATA folder given", "usage: loupe data DATA [--json]");
         return 2;

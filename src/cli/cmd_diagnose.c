@@ -89,61 +89,41 @@ static int apply_temperature(lp_diagnosis *d, const char *run, FILE *msg) {
 }
 
 int cmd_diagnose(int argc, char **argv) {
-    const char *run = NULL, *report = NULL;
-    int json = 0, apply = 0, no_report = 0, brief = 0;
+    const char *report = NULL;
+    int json = 0, apply = 0, no_report = 0, brief = 0, nargs;
     lp_diagnose_params p = lp_diagnose_default_params();
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        long v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--apply")) {
-            apply = 1;
-        } else if (!strcmp(a, "--no-report")) {
-            no_report = 1;
-        } else if (!strcmp(a, "--short")) {
-            brief = 1;
-        } else if (!strcmp(a, "--report") || !strcmp(a, "--html")) {
-            if (i + 1 >= argc) {
-                cli_error("diagnose", "--report needs a file name", "e.g. --report run-report.html");
-                return 2;
-            }
-            report = argv[++i];
-        } else if (!strcmp(a, "--epoch") || !strcmp(a, "--patience") || !strcmp(a, "--images")) {
-            if (i + 1 >= argc || !cli_parse_int(argv[i + 1], 1, 100000000, &v)) {
-                char m[128];
-                snprintf(m, sizeof m, "%s needs a whole number >= 1%s%s%s", a, i + 1 < argc ? " (got '" : "",
-                         i + 1 < argc ? argv[i + 1] : "", i + 1 < argc ? "')" : "");
-                cli_error("diagnose", m, NULL);
-                return 2;
-            }
-            i++;
-            if (!strcmp(a, "--epoch")) p.epoch = (int)v;
-            else if (!strcmp(a, "--patience")) p.patience = (int)v;
-            else p.max_images = (int)v;
-        } else if (a[0] == '-' && a[1]) {
-            char m[256];
-            snprintf(m, sizeof m, "unknown option '%s'", a);
-            cli_error("diagnose", m, "run 'loupe diagnose --help' for the options");
-            return 2;
-        } else if (!run) {
-            run = a;
-        } else {
-            cli_error("diagnose", "give one run directory", "usage: loupe diagnose RUN [options]");
-            return 2;
-        }
+    const cli_option opts[] = {
+        CLI_OPT("--json", CLI_FLAG, &json),
+        CLI_OPT("--apply", CLI_FLAG, &apply),
+        CLI_OPT("--no-report", CLI_FLAG, &no_report),
+        CLI_OPT("--short", CLI_FLAG, &brief),
+        {"--report", CLI_STRING, &report, .expects = "a file name", .hint = "e.g. --report run-report.html"},
+        {"--html", CLI_STRING, &report, .expects = "a file name", .hint = "e.g. --html run-report.html"},
+        {"--epoch", CLI_INT, &p.epoch, .lo = 1, .hi = 100000000, .expects = "a whole number >= 1"},
+        {"--patience", CLI_INT, &p.patience, .lo = 1, .hi = 100000000, .expects = "a whole number >= 1"},
+        {"--images", CLI_INT, &p.max_images, .lo = 1, .hi = 100000000, .expects = "a whole number >= 1"},
+        {0},
+    };
+    const cli_parser parser = {.cmd = "diagnose", .options = opts, .max_args = 1};
+    int rc = cli_parse_options(&parser, argc, argv, &nargs);
+    if (rc == CLI_HELP) {
+        usage(stdout);
+        return 0;
     }
-    if (!run) {
+    if (rc) return rc;
+    if (nargs > 1) {
+        cli_error("diagnose", "give one run directory", "usage: loupe diagnose RUN [options]");
+        return 2;
+    }
+    if (!nargs) {
         usage(stderr);
         return 2;
     }
+    const char *run = argv[1];
     lp_diagnosis *d;
     lp_status s = lp_diagnose_run(run, &p, &d);
     if (s) return cli_fail("diagnose", s);
-    int rc = 0;
+    lp_diagnosis_set_thumbnailer(d, lp_image_thumbnail_png, NULL);
     FILE *msg = json ? stderr : stdout;
     char *out = json ? lp_diagnosis_json(d) : lp_diagnosis_text(d, brief ? LP_DIAGNOSIS_SHORT : LP_DIAGNOSIS_FULL);
     if (!out) {

@@ -38,7 +38,9 @@ static void usage(FILE *out) {
             "Running again with the same options when DIR is complete does nothing.\n");
 }
 
-static bool parse_label(const char *s, int *out) {
+/* A label 0-9 or a class name (int *). */
+static bool parse_label(const char *s, void *dest) {
+    int *out = dest;
     long v;
     if (cli_parse_int(s, 0, 9, &v)) {
         *out = (int)v;
@@ -52,7 +54,9 @@ static bool parse_label(const char *s, int *out) {
     return false;
 }
 
-static bool parse_exclude(const char *s, unsigned *mask) {
+/* L,L,... or "none" (unsigned *, a bit per label). */
+static bool parse_exclude(const char *s, void *dest) {
+    unsigned *mask = dest;
     *mask = 0;
     if (!strcmp(s, "none") || !*s) return true;
     while (*s) {
@@ -73,48 +77,36 @@ static bool parse_exclude(const char *s, unsigned *mask) {
 int cmd_fashion(int argc, char **argv) {
     const char *cmd = "fashion";
     lp_fashion_params p = lp_fashion_default_params();
-    int per_class = 0, valid_given = 0, test_given = 0, exclude_given = 0, label_given = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--pretrain")) {
-            p.pretrain = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "%s needs a value (or unknown option)", a);
-            cli_error(cmd, msg, "run 'loupe fashion --help'");
-            return 2;
-        }
-        const char *v = argv[++i];
-        long n;
-        bool ok = true;
-        if (!strcmp(a, "--out")) p.out_dir = v;
-        else if (!strcmp(a, "--source")) p.source_dir = v;
-        else if (!strcmp(a, "--negative")) ok = parse_label(v, &p.negative), label_given = 1;
-        else if (!strcmp(a, "--positive")) ok = parse_label(v, &p.positive), label_given = 1;
-        else if (!strcmp(a, "--train")) ok = cli_parse_int(v, 1, 60000, &n), p.n_train = (int)n;
-        else if (!strcmp(a, "--valid")) ok = cli_parse_int(v, 1, 60000, &n), p.n_valid = (int)n, valid_given = 1;
-        else if (!strcmp(a, "--test")) ok = cli_parse_int(v, 1, 10000, &n), p.n_test = (int)n, test_given = 1;
-        else if (!strcmp(a, "--per-class")) ok = cli_parse_int(v, 1, 60000, &n), per_class = (int)n;
-        else if (!strcmp(a, "--exclude")) ok = parse_exclude(v, &p.exclude_mask), exclude_given = 1;
-        else if (!strcmp(a, "--seed")) ok = cli_parse_int(v, 0, 2147483647L, &n), p.seed = (uint64_t)n;
-        else {
-            char msg[160];
-            snprintf(msg, sizeof msg, "unknown option '%s'", a);
-            cli_error(cmd, msg, "run 'loupe fashion --help'");
-            return 2;
-        }
-        if (!ok) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "bad value '%s' for %s", v, a);
-            cli_error(cmd, msg, "run 'loupe fashion --help' for the accepted values");
-            return 2;
-        }
+    int per_class = 0, valid_given = 0, test_given = 0, exclude_given = 0, label_given = 0, nargs;
+    const char *hint = "run 'loupe fashion --help' for the accepted values";
+    const char *label = "a label 0-9 or a class name";
+    const cli_option opts[] = {
+        CLI_OPT("--pretrain", CLI_FLAG, &p.pretrain),
+        {"--out", CLI_STRING, &p.out_dir, .expects = "a folder"},
+        {"--source", CLI_STRING, &p.source_dir, .expects = "a folder"},
+        {"--negative", CLI_CUSTOM, &p.negative, .parse = parse_label, .expects = label, .hint = hint, .seen = &label_given},
+        {"--positive", CLI_CUSTOM, &p.positive, .parse = parse_label, .expects = label, .hint = hint, .seen = &label_given},
+        {"--train", CLI_INT, &p.n_train, .lo = 1, .hi = 60000, .hint = hint},
+        {"--valid", CLI_INT, &p.n_valid, .lo = 1, .hi = 60000, .hint = hint, .seen = &valid_given},
+        {"--test", CLI_INT, &p.n_test, .lo = 1, .hi = 10000, .hint = hint, .seen = &test_given},
+        {"--per-class", CLI_INT, &per_class, .lo = 1, .hi = 60000, .hint = hint},
+        {"--exclude", CLI_CUSTOM, &p.exclude_mask, .parse = parse_exclude, .expects = "labels L,L,... or none",
+         .hint = hint, .seen = &exclude_given},
+        {"--seed", CLI_U64, &p.seed, .lo = 0, .hi = 2147483647L, .hint = hint},
+        {0},
+    };
+    const cli_parser parser = {.cmd = cmd, .options = opts, .max_args = 0};
+    int rc = cli_parse_options(&parser, argc, argv, &nargs);
+    if (rc == CLI_HELP) {
+        usage(stdout);
+        return 0;
+    }
+    if (rc) return rc;
+    if (nargs) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "unexpected argument '%s' (fashion takes options only)", argv[1]);
+        cli_error(cmd, msg, "run 'loupe fashion --help'");
+        return 2;
     }
     if (!p.out_dir) {
         cli_error(cmd, "--out DIR is required", "e.g. loupe fashion --out data/fashion");

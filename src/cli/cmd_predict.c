@@ -90,57 +90,44 @@ static void top_classes(const float *probs, int k, ranked *buf, int *idx, int n)
 }
 
 int cmd_predict(int argc, char **argv) {
-    const char *ckpt = NULL;
-    bool json = false;
-    long threads = 0, top = 0;
+    int json = 0, threads = 0, top = 0, nargs;
+    const cli_option opts[] = {
+        CLI_OPT("--json", CLI_FLAG, &json),
+        {"--top", CLI_INT, &top, .lo = 1, .hi = 1000000, .expects = "a number of classes, 1 or more"},
+        {"--threads", CLI_INT, &threads, .lo = 0, .hi = 1024},
+        {0},
+    };
+    const cli_parser parser = {.cmd = "predict", .options = opts, .max_args = -1};
+    int rc = cli_parse_options(&parser, argc, argv, &nargs);
+    if (rc == CLI_HELP) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (rc) return rc;
+    const char *ckpt = nargs ? argv[1] : NULL;
     paths files = {0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(usage_text, stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--top")) {
-            if (i + 1 >= argc || !cli_parse_int(argv[i + 1], 1, 1000000, &top)) {
-                cli_error("predict", "--top expects a number of classes (1 or more)", NULL);
-                return 2;
-            }
-            i++;
-        } else if (!strcmp(a, "--threads")) {
-            if (i + 1 >= argc || !cli_parse_int(argv[i + 1], 0, 1024, &threads)) {
-                cli_error("predict", "--threads expects a number", NULL);
-                return 2;
-            }
-            i++;
-        } else if (a[0] == '-' && a[1]) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unknown option '%s'", a);
-            cli_error("predict", msg, "run 'loupe predict --help'");
+    for (int i = 2; i <= nargs; i++) {
+        struct stat st;
+        if (stat(argv[i], &st) != 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s: no such file or folder", argv[i]);
+            cli_error("predict", msg, NULL);
             return 2;
-        } else if (!ckpt) ckpt = a;
-        else {
-            struct stat st;
-            if (stat(a, &st) != 0) {
-                char msg[512];
-                snprintf(msg, sizeof msg, "%s: no such file or folder", a);
-                cli_error("predict", msg, NULL);
-                return 2;
-            }
-            if (S_ISDIR(st.st_mode)) walk(&files, a);
-            else push(&files, a);
         }
+        if (S_ISDIR(st.st_mode)) walk(&files, argv[i]);
+        else push(&files, argv[i]);
     }
     if (!ckpt || files.n == 0) {
         cli_error("predict", "needs CHECKPOINT and at least one image file or folder",
                   "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--top K] [--json]");
         return 2;
     }
-    lp_set_threads((int)threads);
+    lp_set_threads(threads);
     lp_model *m;
     lp_status s = lp_model_load(ckpt, &m);
     if (s) return cli_fail("predict", s);
     int k = lp_model_num_classes(m), failed = 0;
-    int ntop = top > k ? k : (int)top;
+    int ntop = top > k ? k : top;
     float *probs = malloc((size_t)k * sizeof(float));
     int *best = malloc((size_t)(ntop ? ntop : 1) * sizeof(int));
     ranked *rank = malloc((size_t)k * sizeof(ranked));

@@ -15,36 +15,52 @@ static void usage(FILE *f) {
                "  --head SPEC   with --top none, e.g. flatten,dense:256:relu,dropout:0.5,dense or gap,dense\n");
 }
 
-static bool parse_size(const char *s, int *w, int *h) {
+/* --size WxH, each from 1 to 16384 (lp_model_params *). */
+static bool parse_size(const char *v, void *dest) {
+    lp_model_params *p = dest;
+    int w, h;
     char tail;
-    return s && sscanf(s, "%dx%d%c", w, h, &tail) == 2 && *w > 0 && *h > 0 && *w <= 16384 && *h <= 16384;
+    if (sscanf(v, "%dx%d%c", &w, &h, &tail) != 2 || w <= 0 || h <= 0 || w > 16384 || h > 16384) return false;
+    p->in_width = w;
+    p->in_height = h;
+    return true;
+}
+
+/* --head SPEC implies --top none (lp_model_params *). */
+static bool parse_head(const char *v, void *dest) {
+    lp_model_params *p = dest;
+    p->head = v;
+    p->top = "none";
+    return true;
 }
 
 int cmd_summary(int argc, char **argv) {
     lp_model_params p = lp_model_default_params();
-    const char *path = NULL;
-    bool have_model = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long n;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) p.arch = v, have_model = true, i++;
-        else if (!strcmp(a, "--top") && v) p.top = v, i++;
-        else if (!strcmp(a, "--head") && v) p.head = v, p.top = "none", i++;
-        else if (!strcmp(a, "--freeze") && v) p.freeze = v, i++;
-        else if (!strcmp(a, "--classes") && v && cli_parse_int(v, 1, 1000000, &n)) p.num_classes = (int)n, i++;
-        else if (!strcmp(a, "--channels") && v && cli_parse_int(v, 1, 4096, &n)) p.in_channels = (int)n, i++;
-        else if (!strcmp(a, "--size") && v && parse_size(v, &p.in_width, &p.in_height)) i++;
-        else if (a[0] != '-' && !path) path = a;
-        else {
-            char msg[256];
-            snprintf(msg, sizeof msg, "bad option or value: %s%s%s", a, v ? " " : "", v ? v : "");
-            cli_error("summary", msg, "run 'loupe summary --help'");
-            return 2;
-        }
+    int have_model = 0, nargs;
+    const cli_option opts[] = {
+        {"--model", CLI_STRING, &p.arch, .seen = &have_model},
+        CLI_OPT("--top", CLI_STRING, &p.top),
+        {"--head", CLI_CUSTOM, &p, .parse = parse_head, .expects = "a head spec"},
+        CLI_OPT("--freeze", CLI_STRING, &p.freeze),
+        {"--classes", CLI_INT, &p.num_classes, .lo = 1, .hi = 1000000},
+        {"--channels", CLI_INT, &p.in_channels, .lo = 1, .hi = 4096},
+        {"--size", CLI_CUSTOM, &p, .parse = parse_size, .expects = "WxH, each from 1 to 16384"},
+        {0},
+    };
+    const cli_parser parser = {.cmd = "summary", .options = opts, .max_args = 1};
+    int rc = cli_parse_options(&parser, argc, argv, &nargs);
+    if (rc == CLI_HELP) {
+        usage(stdout);
+        return 0;
     }
+    if (rc) return rc;
+    if (nargs > 1 || (nargs && !strcmp(argv[1], "-"))) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "unexpected argument '%s' (one checkpoint file)", !strcmp(argv[1], "-") ? argv[1] : argv[2]);
+        cli_error("summary", msg, "run 'loupe summary --help' for the options");
+        return 2;
+    }
+    const char *path = nargs ? argv[1] : NULL;
     if (!path == !have_model) {
         cli_error("summary", "give either a checkpoint file or --model", "run 'loupe summary --help'");
         return 2;

@@ -77,14 +77,47 @@ static int bad(const char *msg, const char *arg) {
     return 2;
 }
 
-static bool parse_size(const char *s, int *w, int *h) {
+/* --size WxH, each from 1 to 100000 (lp_train_params *). */
+static bool parse_size(const char *s, void *dest) {
+    lp_train_params *p = dest;
     char *end;
     long a = strtol(s, &end, 10);
     if (*end != 'x' || a < 1 || a > 100000) return false;
     long b = strtol(end + 1, &end, 10);
     if (*end || b < 1 || b > 100000) return false;
-    *w = (int)a;
-    *h = (int)b;
+    p->width = (int)a;
+    p->height = (int)b;
+    return true;
+}
+
+/* --tensorboard on|off (int *). */
+static bool parse_on_off(const char *s, void *dest) {
+    if (strcmp(s, "on") && strcmp(s, "off")) return false;
+    *(int *)dest = !strcmp(s, "on");
+    return true;
+}
+
+/* --reduce-lr FACTOR:PATIENCE, 0 < FACTOR < 1, PATIENCE >= 1 (lp_train_params *). */
+static bool parse_reduce_lr(const char *s, void *dest) {
+    lp_train_params *p = dest;
+    char *end;
+    double fct = strtod(s, &end);
+    long pat = *end == ':' ? strtol(end + 1, &end, 10) : -1;
+    if (*end || !(fct > 0 && fct < 1) || pat < 1) return false;
+    p->reduce_lr_factor = fct;
+    p->reduce_lr_patience = (int)pat;
+    return true;
+}
+
+/* --brightness-range LO:HI, 0 < LO <= HI (lp_train_params *). */
+static bool parse_brightness(const char *s, void *dest) {
+    lp_train_params *p = dest;
+    char *end;
+    double lo = strtod(s, &end);
+    double hi = *end == ':' ? strtod(end + 1, &end) : -1;
+    if (*end || !(lo > 0) || !(hi >= lo)) return false;
+    p->brightness_lo = lo;
+    p->brightness_hi = hi;
     return true;
 }
 
@@ -97,6 +130,7 @@ static int diagnose_after_training(const char *run) {
         fprintf(stderr, "loupe train: training finished, but no diagnosis: %s\n", lp_errmsg());
         return 0;
     }
+    lp_diagnosis_set_thumbnailer(d, lp_image_thumbnail_png, NULL);
     char *text = lp_diagnosis_text(d, LP_DIAGNOSIS_SHORT);
     printf("\n%s", text ? text : "");
     free(text);
@@ -110,144 +144,66 @@ static int diagnose_after_training(const char *run) {
 
 int cmd_train(int argc, char **argv) {
     lp_train_params p = lp_train_default_params();
-    int diagnose = 0;
-    long v;
-    double d;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED()                                                   \
-    do {                                                         \
-        if (!val) return bad("option %s needs a value", a);      \
-        i++;                                                     \
-    } while (0)
-#define INT_OPT(name, lo, hi, field)                                                   \
-    if (!strcmp(a, name)) {                                                           \
-        NEED();                                                                       \
-        if (!cli_parse_int(val, lo, hi, &v)) return bad(name " expects an integer in range, got '%s'", val); \
-        field = (int)v;                                                               \
-        continue;                                                                     \
+    int diagnose = 0, nargs;
+    const cli_option opts[] = {
+        CLI_OPT("--run", CLI_STRING, &p.run_dir),
+        CLI_OPT("--model", CLI_STRING, &p.model),
+        CLI_OPT("--top", CLI_STRING, &p.top),
+        CLI_OPT("--head", CLI_STRING, &p.head),
+        CLI_OPT("--weights", CLI_STRING, &p.weights),
+        CLI_OPT("--preprocess", CLI_STRING, &p.preprocess),
+        CLI_OPT("--interpolation", CLI_STRING, &p.interpolation),
+        CLI_OPT("--classes", CLI_STRING, &p.classes),
+        CLI_OPT("--color-mode", CLI_STRING, &p.color_mode),
+        CLI_OPT("--optimizer", CLI_STRING, &p.optimizer),
+        CLI_OPT("--freeze", CLI_STRING, &p.freeze),
+        CLI_OPT("--monitor", CLI_STRING, &p.monitor),
+        CLI_OPT("--schedule", CLI_STRING, &p.schedule),
+        CLI_OPT("--precision", CLI_STRING, &p.precision),
+        CLI_OPT("--conv", CLI_STRING, &p.conv_algo),
+        CLI_OPT("--on-nan", CLI_STRING, &p.on_nan),
+        CLI_OPT("--diagnose", CLI_FLAG, &diagnose),
+        {"--epochs", CLI_INT, &p.epochs, .lo = 1, .hi = 1000000},
+        {"--batch", CLI_INT, &p.batch, .lo = 1, .hi = 65536},
+        {"--steps-per-epoch", CLI_INT, &p.steps_per_epoch, .lo = 1, .hi = 100000000},
+        {"--validation-steps", CLI_INT, &p.validation_steps, .lo = 1, .hi = 100000000},
+        {"--threads", CLI_INT, &p.threads, .lo = 0, .hi = 1024},
+        {"--early-stop", CLI_INT, &p.early_stop, .lo = 1, .hi = 1000000},
+        {"--histogram-freq", CLI_INT, &p.histogram_freq, .lo = 0, .hi = 1000000},
+        {"--batch-log-freq", CLI_INT, &p.batch_log_freq, .lo = 0, .hi = 100000000},
+        CLI_OPT("--lr", CLI_DOUBLE, &p.lr),
+        CLI_OPT("--momentum", CLI_DOUBLE, &p.momentum),
+        CLI_OPT("--weight-decay", CLI_DOUBLE, &p.weight_decay),
+        CLI_OPT("--rotation-range", CLI_DOUBLE, &p.rotation_range),
+        CLI_OPT("--width-shift-range", CLI_DOUBLE, &p.width_shift),
+        CLI_OPT("--height-shift-range", CLI_DOUBLE, &p.height_shift),
+        CLI_OPT("--zoom-range", CLI_DOUBLE, &p.zoom_range),
+        CLI_OPT("--validation-split", CLI_DOUBLE, &p.validation_split),
+        CLI_OPT("--nesterov", CLI_FLAG, &p.nesterov),
+        CLI_OPT("--restore-best", CLI_FLAG, &p.restore_best),
+        CLI_OPT("--resume", CLI_FLAG, &p.resume),
+        CLI_OPT("--skip-bad", CLI_FLAG, &p.skip_bad),
+        CLI_OPT("--horizontal-flip", CLI_FLAG, &p.hflip),
+        CLI_OPT("--vertical-flip", CLI_FLAG, &p.vflip),
+        CLI_OPT("--no-shuffle", CLI_FLAG_OFF, &p.shuffle),
+        CLI_OPT("--quiet", CLI_FLAG_OFF, &p.verbose),
+        CLI_OPT("--no-feature-cache", CLI_FLAG_OFF, &p.cache_features),
+        {"--seed", CLI_U64, &p.seed, .lo = 0, .hi = 2147483647L, .expects = "a non-negative integer"},
+        {"--size", CLI_CUSTOM, &p, .parse = parse_size, .expects = "WxH like 224x224"},
+        {"--tensorboard", CLI_CUSTOM, &p.tensorboard, .parse = parse_on_off, .expects = "on or off"},
+        {"--reduce-lr", CLI_CUSTOM, &p, .parse = parse_reduce_lr, .expects = "FACTOR:PATIENCE like 0.5:3"},
+        {"--brightness-range", CLI_CUSTOM, &p, .parse = parse_brightness, .expects = "LO:HI like 0.8:1.2"},
+        {0},
+    };
+    const cli_parser parser = {.cmd = "train", .options = opts, .max_args = 1};
+    int rc = cli_parse_options(&parser, argc, argv, &nargs);
+    if (rc == CLI_HELP) {
+        fputs(usage_text, stdout);
+        return 0;
     }
-#define NUM_OPT(name, field)                                                         \
-    if (!strcmp(a, name)) {                                                         \
-        NEED();                                                                     \
-        if (!cli_parse_double(val, &d)) return bad(name " expects a number, got '%s'", val); \
-        field = d;                                                                  \
-        continue;                                                                   \
-    }
-#define STR_OPT(name, field) \
-    if (!strcmp(a, name)) {  \
-        NEED();              \
-        field = val;         \
-        continue;            \
-    }
-#define FLAG(name, field)   \
-    if (!strcmp(a, name)) { \
-        field = 1;          \
-        continue;           \
-    }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        STR_OPT("--run", p.run_dir)
-        STR_OPT("--model", p.model)
-        STR_OPT("--top", p.top)
-        STR_OPT("--head", p.head)
-        STR_OPT("--weights", p.weights)
-        STR_OPT("--preprocess", p.preprocess)
-        STR_OPT("--interpolation", p.interpolation)
-        STR_OPT("--classes", p.classes)
-        STR_OPT("--color-mode", p.color_mode)
-        STR_OPT("--optimizer", p.optimizer)
-        STR_OPT("--freeze", p.freeze)
-        STR_OPT("--monitor", p.monitor)
-        STR_OPT("--schedule", p.schedule)
-        STR_OPT("--precision", p.precision)
-        STR_OPT("--conv", p.conv_algo)
-        STR_OPT("--on-nan", p.on_nan)
-        FLAG("--diagnose", diagnose)
-        INT_OPT("--epochs", 1, 1000000, p.epochs)
-        INT_OPT("--batch", 1, 65536, p.batch)
-        INT_OPT("--steps-per-epoch", 1, 100000000, p.steps_per_epoch)
-        INT_OPT("--validation-steps", 1, 100000000, p.validation_steps)
-        INT_OPT("--threads", 0, 1024, p.threads)
-        INT_OPT("--early-stop", 1, 1000000, p.early_stop)
-        INT_OPT("--histogram-freq", 0, 1000000, p.histogram_freq)
-        INT_OPT("--batch-log-freq", 0, 100000000, p.batch_log_freq)
-        NUM_OPT("--lr", p.lr)
-        NUM_OPT("--momentum", p.momentum)
-        NUM_OPT("--weight-decay", p.weight_decay)
-        NUM_OPT("--rotation-range", p.rotation_range)
-        NUM_OPT("--width-shift-range", p.width_shift)
-        NUM_OPT("--height-shift-range", p.height_shift)
-        NUM_OPT("--zoom-range", p.zoom_range)
-        NUM_OPT("--validation-split", p.validation_split)
-        FLAG("--nesterov", p.nesterov)
-        FLAG("--restore-best", p.restore_best)
-        FLAG("--resume", p.resume)
-        FLAG("--skip-bad", p.skip_bad)
-        FLAG("--horizontal-flip", p.hflip)
-        FLAG("--vertical-flip", p.vflip)
-        if (!strcmp(a, "--no-shuffle")) {
-            p.shuffle = 0;
-            continue;
-        }
-        if (!strcmp(a, "--quiet")) {
-            p.verbose = 0;
-            continue;
-        }
-        if (!strcmp(a, "--no-feature-cache")) {
-            p.cache_features = 0;
-            continue;
-        }
-        if (!strcmp(a, "--seed")) {
-            NEED();
-            if (!cli_parse_int(val, 0, 2147483647L, &v)) return bad("--seed expects a non-negative integer, got '%s'", val);
-            p.seed = (uint64_t)v;
-            continue;
-        }
-        if (!strcmp(a, "--size")) {
-            NEED();
-            if (!parse_size(val, &p.width, &p.height)) return bad("--size expects WxH like 224x224, got '%s'", val);
-            continue;
-        }
-        if (!strcmp(a, "--tensorboard")) {
-            NEED();
-            if (!strcmp(val, "on")) p.tensorboard = 1;
-            else if (!strcmp(val, "off")) p.tensorboard = 0;
-            else return bad("--tensorboard expects on or off, got '%s'", val);
-            continue;
-        }
-        if (!strcmp(a, "--reduce-lr")) {
-            NEED();
-            char *end;
-            double fct = strtod(val, &end);
-            long pat = *end == ':' ? strtol(end + 1, &end, 10) : -1;
-            if (*end || !(fct > 0 && fct < 1) || pat < 1) return bad("--reduce-lr expects FACTOR:PATIENCE like 0.5:3, got '%s'", val);
-            p.reduce_lr_factor = fct;
-            p.reduce_lr_patience = (int)pat;
-            continue;
-        }
-        if (!strcmp(a, "--brightness-range")) {
-            NEED();
-            char *end;
-            double lo = strtod(val, &end);
-            double hi = *end == ':' ? strtod(end + 1, &end) : -1;
-            if (*end || !(lo > 0) || !(hi >= lo)) return bad("--brightness-range expects LO:HI like 0.8:1.2, got '%s'", val);
-            p.brightness_lo = lo;
-            p.brightness_hi = hi;
-            continue;
-        }
-        if (a[0] == '-' && a[1]) return bad("unknown option '%s'", a);
-        if (p.data_dir) return bad("unexpected argument '%s' (one DATA folder only)", a);
-        p.data_dir = a;
-#undef NEED
-#undef INT_OPT
-#undef NUM_OPT
-#undef STR_OPT
-#undef FLAG
-    }
+    if (rc) return rc;
+    if (nargs > 1) return bad("unexpected argument '%s' (one DATA folder only)", argv[2]);
+    if (nargs) p.data_dir = argv[1];
     if (!p.data_dir) return bad("%s", "missing DATA folder (DATA/train/<class>/*)");
     if (!p.run_dir) return bad("%s", "missing --run RUN (the folder that receives checkpoints and logs)");
     if (access(p.data_dir, R_OK) != 0) return bad("data folder '%s' does not exist or is not readable", p.data_dir);

@@ -1,4 +1,5 @@
 #include "core.h"
+#include "core/test_hooks.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -115,24 +116,17 @@ lp_status lp_atomic_open(const char *path, lp_atomic_file **out) {
     return LP_OK;
 }
 
-/* Test hooks for tests/reliability (environment variables, read on each call;
- * unset in normal use, then lp_atomic_write behaves exactly as without them):
- *   LOUPE_TEST_WRITE_DELAY_MS=N    write in 4 KiB chunks and sleep N ms before
- *                                  each, so a test can kill -9 inside a write;
- *   LOUPE_TEST_FAIL_WRITE_AFTER=N  after N bytes in total went through
- *                                  lp_atomic_write in this process, the next
- *                                  writes fail with ENOSPC (a full disk);
- *   LOUPE_TEST_FAIL_WRITE_MATCH=S  count only files whose path contains S. */
-static long test_env(const char *name) {
-    const char *v = getenv(name);
-    return v && *v ? strtol(v, NULL, 10) : -1;
-}
+/* Test hooks (core/test_hooks.h): a write delay and injected ENOSPC, off
+ * unless a test program installed them. g_test_written counts the bytes the
+ * ENOSPC hook has let through in this process. */
 static _Atomic long long g_test_written;
 
 lp_status lp_atomic_write(lp_atomic_file *f, const void *data, size_t n) {
     const uint8_t *p = data;
-    long delay_ms = test_env("LOUPE_TEST_WRITE_DELAY_MS"), fail_after = test_env("LOUPE_TEST_FAIL_WRITE_AFTER");
-    const char *match = getenv("LOUPE_TEST_FAIL_WRITE_MATCH");
+    const lp_test_hooks *th = lp_test_hooks_active;
+    long delay_ms = th ? th->write_delay_ms : 0;
+    long long fail_after = th ? th->fail_write_after : -1;
+    const char *match = th ? th->fail_write_match : NULL;
     bool counted = fail_after >= 0 && (!match || strstr(f->path, match));
     while (n > 0) {
         size_t chunk = n > (1u << 30) ? (1u << 30) : n;

@@ -564,6 +564,7 @@ static void make_headline(lp_diagnosis *d) {
 }
 
 lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_diagnosis **out) {
+    lp_clear_error();
     *out = NULL;
     if (!run_dir) return lp_fail(LP_ERR_ARG, "lp_diagnose_run: run_dir is NULL");
     lp_diagnosis *d = lp_calloc(1, sizeof *d);

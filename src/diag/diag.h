@@ -66,4 +66,15 @@ void lp_diag_apply_temperature(const double *probs, int n, int k, double T, doub
 /* Wilson score interval (z = 1.96) of a proportion successes/n. */
 void lp_diag_wilson(int successes, int n, double *lo, double *hi);
 
+/* ---- thumbnails of the most affected images in the HTML report ---------
+ * (provider: lp_diagnosis_set_thumbnailer in loupe.h) */
+#define LP_DIAG_THUMBS 8                   /* at most this many images */
+#define LP_DIAG_THUMB_SIDE 96              /* longer side in pixels */
+#define LP_DIAG_THUMB_MAX_BYTES (64 * 1024) /* a larger PNG is refused: keeps the report small */
+
+/* Images misclassified at the analysed epoch whose loss rose since the best-loss
+ * epoch, largest rise first (then by index); writes up to max indices into out
+ * and returns their count. */
+int lp_diag_most_affected(const lp_diagnosis *d, int *out, int max);
+
 #endif

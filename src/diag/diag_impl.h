@@ -111,7 +111,12 @@ struct lp_diagnosis {
     char *headline;
     int n_verdicts;
     diag_verdict verdicts[16];
+    lp_thumbnail_fn thumb_fn; /* NULL: the report shows placeholders */
+    void *thumb_ctx;
 };
+
+/* The HTML report's "Most affected images" section (report_thumbs.c). */
+void diag_html_thumbs(diag_sb *b, const lp_diagnosis *d);
 
 /* Helpers shared by the writers. */
 const char *diag_class_name(const lp_diagnosis *d, int c);

@@ -1,7 +1,8 @@
 /* diag: the self-contained HTML report: inline SVG charts (training curves,
  * loss decomposition, confidence, reliability before/after temperature
- * scaling, confidence histogram), the images table with trajectories, the
- * confusion matrix. No scripts, no external resources. */
+ * scaling, confidence histogram), thumbnails of the most affected images
+ * (report_thumbs.c), the images table with trajectories, the confusion matrix.
+ * No scripts, no external resources: images are data: URIs. */
 #include "diag/diag_impl.h"
 #include <math.h>
 #include <stdio.h>
@@ -236,9 +237,14 @@ static const char CSS[] =
     ".label{font-size:12px;fill:#444}.grid{stroke:#eee}.axis{stroke:#888}"
     "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}"
     "td.l,th.l{text-align:left}tr.wrong td{background:#fff4f3}.note{color:#555;font-size:13px}"
-    ".charts{display:flex;flex-wrap:wrap}";
+    ".charts{display:flex;flex-wrap:wrap}"
+    ".thumbs{display:flex;flex-wrap:wrap;align-items:flex-start}.thumb{width:150px;margin:6px 10px 6px 0;font-size:12px}"
+    ".thumb img{display:block;border:1px solid #ccc}.thumb figcaption{margin-top:4px;line-height:1.35}"
+    ".placeholder{width:140px;height:96px;overflow:hidden;background:#f3f3f3;border:1px dashed #aaa;font-size:11px;"
+    "padding:2px;word-break:break-all;color:#555}";
 
 lp_status lp_diagnosis_write_html(const lp_diagnosis *d, const char *path) {
+    lp_clear_error();
     if (!d) return lp_fail(LP_ERR_ARG, "lp_diagnosis_write_html: no diagnosis");
     const diag_run *r = &d->run;
     char *own = NULL;
@@ -330,6 +336,8 @@ lp_status lp_diagnosis_write_html(const lp_diagnosis *d, const char *path) {
         reliability_chart(&b, d->bins_c, t2);
         histogram_chart(&b, d);
         sb_puts(&b, "</div>\n");
+
+        diag_html_thumbs(&b, d);
 
         int eb = d->tl[d->tl_B].epoch, el = d->tl[d->tl_L].epoch, ni = r->n_img;
         int shown = d->n_conf_wrong + d->params.max_images;

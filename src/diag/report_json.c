@@ -60,6 +60,7 @@ static cJSON *image_json(const lp_diagnosis *d, int img) {
 }
 
 char *lp_diagnosis_json(const lp_diagnosis *d) {
+    lp_clear_error();
     if (!d) return NULL;
     const diag_run *r = &d->run;
     bool fin = d->L >= 0 && r->ep_finite[d->L];

@@ -153,6 +153,7 @@ static void tables(diag_sb *b, const lp_diagnosis *d) {
 }
 
 char *lp_diagnosis_text(const lp_diagnosis *d, int mode) {
+    lp_clear_error();
     if (!d) return NULL;
     diag_sb b = {0};
     header(&b, d);

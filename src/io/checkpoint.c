@@ -157,6 +157,7 @@ lp_status lp_checkpoint_load(const char *path, lp_net **net_out, lp_tensor_list 
 }
 
 lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value) {
+    lp_clear_error();
     if (!key || !*key || !value) return lp_fail(LP_ERR_ARG, "checkpoint set meta: empty key or value");
     lp_tensor_list l;
     lp_tensor_list_init(&l);
@@ -206,6 +207,7 @@ lp_status lp_model_wrap(lp_net *net, const lp_tensor_list *meta, lp_model **out)
 }
 
 lp_status lp_model_load(const char *path, lp_model **out) {
+    lp_clear_error();
     *out = NULL;
     lp_net *net;
     lp_tensor_list all;
@@ -236,6 +238,7 @@ lp_model_params lp_model_default_params(void) {
 }
 
 lp_status lp_model_create(const lp_model_params *p, lp_model **out) {
+    lp_clear_error();
     *out = NULL;
     lp_net_config c;
     lp_status st = lp_net_config_from_model_params(p, &c);
@@ -251,6 +254,7 @@ lp_status lp_model_create(const lp_model_params *p, lp_model **out) {
 }
 
 lp_status lp_model_save(lp_model *m, const char *path) {
+    lp_clear_error();
     lp_tensor_list meta;
     lp_tensor_list_init(&meta);
     lp_status st = LP_OK;
@@ -270,7 +274,10 @@ lp_status lp_model_save(lp_model *m, const char *path) {
 
 lp_net *lp_model_net(lp_model *m) { return m->net; }
 const lp_tensor_list *lp_model_meta_list(const lp_model *m) { return &m->meta; }
-lp_status lp_model_summary(lp_model *m, char **text) { return lp_net_summary(m->net, text); }
+lp_status lp_model_summary(lp_model *m, char **text) {
+    lp_clear_error();
+    return lp_net_summary(m->net, text);
+}
 int lp_model_num_classes(const lp_model *m) { return m->nclasses; }
 const char *lp_model_class_name(const lp_model *m, int i) { return i >= 0 && i < m->nclasses ? m->classes[i] : NULL; }
 void lp_model_input_size(const lp_model *m, int *c, int *h, int *w) {

@@ -16,6 +16,7 @@
  * float whatever their stored float type (HDF5 converts f16/f64); fc1 (411 MB)
  * is read in row blocks so the peak memory stays near the output size. */
 #define _GNU_SOURCE /* memfd_create, fallocate */
+#include "core/test_hooks.h"
 #include "weights.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -415,7 +416,9 @@ static lp_status read_layers_direct(const char *path, lp_wlayers *layers, h5_sin
  * limit and turns a crash or a hang into a clean error. The child frees each
  * layer once written, and the parent frees the memfd's pages as it reads them
  * back (FALLOC_FL_PUNCH_HOLE), so memory stays near one copy of the weights.
- * LOUPE_H5_INPROCESS=1 reads in-process (for debuggers). */
+ * The test hook h5_inprocess (core/test_hooks.h) reads in this process instead,
+ * for the fuzz harness (instrumented walk) and debuggers (loupe-testhooks with
+ * LOUPE_H5_INPROCESS=1); users always get the isolated read. */
 
 struct h5_sink {
     int fd;
@@ -548,8 +551,7 @@ static lp_status parent_read(const char *path, int fd, lp_wlayers *layers, bool 
 }
 
 lp_status lp_keras_h5_read_layers(const char *path, lp_wlayers *layers) {
-    const char *inproc = getenv("LOUPE_H5_INPROCESS");
-    if (inproc && *inproc == '1') return read_layers_direct(path, layers, NULL);
+    if (lp_test_hooks_active && lp_test_hooks_active->h5_inprocess) return read_layers_direct(path, layers, NULL);
     struct stat sb;
     if (stat(path, &sb) != 0) return lp_fail(LP_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     int fd = memfd_create("loupe-keras-h5", MFD_CLOEXEC);

@@ -958,6 +958,7 @@ static lp_status check_loadable(const char *path, const lp_tensor_list *w) {
 }
 
 lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_info *info) {
+    lp_clear_error();
     if (!p || !p->in || !p->out) return lp_fail(LP_ERR_ARG, "convert: an input and an output file are needed");
     if (p->in_height < 0 || p->in_width < 0 || (p->in_height > 0) != (p->in_width > 0) || p->in_height > 65536 || p->in_width > 65536)
         return lp_fail(LP_ERR_ARG, "convert: bad input size %dx%d (WxH)", p->in_width, p->in_height);
@@ -1016,6 +1017,7 @@ lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_i
 }
 
 lp_status lp_weights_convert(const char *in, const char *out, const char *arch_hint, lp_weights_info *info) {
+    lp_clear_error();
     lp_weights_convert_params p = lp_weights_convert_default_params();
     p.in = in;
     p.out = out;

@@ -313,6 +313,7 @@ static lp_status check_params(lp_fashion_params *p) {
 }
 
 lp_status lp_fashion_write_folder(const lp_fashion_params *params, lp_fashion_result *result) {
+    lp_clear_error();
     lp_fashion_result r = {0};
     if (result) *result = r;
     if (!params) return lp_fail(LP_ERR_ARG, "fashion: params is NULL");

@@ -1,5 +1,5 @@
-/* log: TensorBoard event files, PNG encoding, labelled image grids (and, from
- * the lead, the progress bar and CSV history). Knows core, libpng and zlib.
+/* log: TensorBoard event files, PNG encoding, labelled image grids (and the
+ * progress bar and CSV history). Knows core, libpng and zlib.
  *
  * TensorBoard writer, as the fit loop uses it (Keras' layout: one writer per
  * RUN/logs/train and RUN/logs/validation):

@@ -35,6 +35,7 @@ static char *join_classes(lp_model *m) {
 }
 
 lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out) {
+    lp_clear_error();
     *out = NULL;
     lp_model_io io;
     lp_status s = lp_model_io_from_meta(m, &io);
@@ -120,6 +121,7 @@ void lp_eval_result_free(lp_eval_result *r) {
 }
 
 char *lp_eval_result_text(const lp_eval_result *r) {
+    lp_clear_error();
     size_t cap = 4096 + (size_t)r->num_classes * (256 + (size_t)r->num_classes * 12);
     char *t = lp_malloc(cap);
     if (!t) return NULL;
@@ -150,6 +152,7 @@ static void num_or_null(cJSON *o, const char *k, double v) {
 }
 
 char *lp_eval_result_json(const lp_eval_result *r) {
+    lp_clear_error();
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "n", r->n);
     num_or_null(o, "loss", r->loss);
@@ -178,6 +181,7 @@ char *lp_eval_result_json(const lp_eval_result *r) {
 }
 
 lp_status lp_predict_file(lp_model *m, const char *path, float *probs) {
+    lp_clear_error();
     lp_model_io io;
     lp_status s = lp_model_io_from_meta(m, &io);
     if (s) return s;

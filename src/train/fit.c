@@ -11,17 +11,12 @@
  * (skipped_nan_batches) and, for --resume, to the train state. An epoch with
  * every batch skipped, or a non-finite validation loss, stops as "stop" does.
  *
- * Test hooks (environment variables, unset in normal use; only with on_nan
- * "skip"), for tests/reliability/test_nan_skip.py:
- *   LOUPE_TEST_NAN_INPUT=S  training images whose relative path contains S
- *                           get a NaN first pixel (real data through the real
- *                           engine; its forward drops the NaN before the
- *                           logits, so only a trainable first layer shows it,
- *                           in its weight gradient)
- *   LOUPE_TEST_NAN_LOSS=S   a training batch holding such an image has its
- *                           loss taken as NaN (after forward and backward)
- *   LOUPE_TEST_NAN_GRAD=S   a training batch holding such an image gets a NaN
- *                           in the last parameter's gradient after backward */
+ * Test hooks (core/test_hooks.h: nan_input, nan_loss, nan_grad; only with
+ * on_nan "skip", never installed outside tests) poison chosen batches for
+ * tests/reliability/test_nan_skip.py. A NaN first pixel (nan_input) goes
+ * through the real engine; its forward drops the NaN before the logits, so
+ * only a trainable first layer shows it, in its weight gradient. */
+#include "core/test_hooks.h"
 #include "diag/diag.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -223,7 +218,7 @@ static lp_status note_skipped_in_run_json(lp_fit *f) {
 }
 
 typedef struct nan_hooks {
-    const char *input, *loss, *grad; /* LOUPE_TEST_NAN_INPUT / _LOSS / _GRAD, NULL when unset */
+    const char *input, *loss, *grad; /* lp_test_hooks' nan_input / nan_loss / nan_grad; NULL: off */
 } nan_hooks;
 
 /* Does the batch hold an image whose relative path contains pat? */
@@ -273,9 +268,8 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
     bool skip_nan = p->on_nan && !strcmp(p->on_nan, "skip");
     nan_hooks hooks = {NULL, NULL, NULL};
     if (skip_nan) {
-        hooks.input = getenv("LOUPE_TEST_NAN_INPUT");
-        hooks.loss = getenv("LOUPE_TEST_NAN_LOSS");
-        hooks.grad = getenv("LOUPE_TEST_NAN_GRAD");
+        const lp_test_hooks *th = lp_test_hooks_active;
+        if (th) hooks = (nan_hooks){th->nan_input, th->nan_loss, th->nan_grad};
         if ((s = note_skipped_in_run_json(f))) return s;
     }
 

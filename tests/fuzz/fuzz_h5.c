@@ -1,9 +1,10 @@
 /* libFuzzer target: Keras HDF5 import (lp_weights_read on HDF5 content), read
- * in this process (LOUPE_H5_INPROCESS=1) so that our walk over groups,
+ * in this process (the h5_inprocess test hook) so that our walk over groups,
  * attributes and datasets is instrumented. libhdf5 itself is not: it hangs on
  * some corrupt files (loupe reads HDF5 in a child process with a time limit for
  * that reason), so scripts/fuzz runs this target with timeouts ignored; a crash
  * whose frames are all in libhdf5 is libhdf5's. */
+#include "core/test_hooks.h"
 #include "fuzz_util.h"
 #include "io/weights.h"
 
@@ -11,7 +12,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    setenv("LOUPE_H5_INPROCESS", "1", 1);
+    static lp_test_hooks hooks;
+    hooks = lp_test_hooks_default();
+    hooks.h5_inprocess = true;
+    lp_test_hooks_active = &hooks;
     return 0;
 }
 

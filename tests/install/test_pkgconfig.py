@@ -3,9 +3,10 @@
 usage: test_pkgconfig.py CMAKE BUILD_DIR LIBDIR README CC WORKDIR [CFLAG...]
 
 Installs BUILD_DIR into WORKDIR/prefix (`cmake --install --prefix`), takes the
-C example from README.md's "The C API in ten lines" at test time (so the README
+C program from README.md's "The C API in ten lines" at test time (so the README
 cannot drift from what builds), compiles it with `pkg-config --cflags --libs loupe`
-only, runs it against the installed shared library on a small Fashion-MNIST
+only, runs it against the installed shared library: first where it has no data
+(it must fail with exit 1 and lp_errmsg()'s line), then on a small Fashion-MNIST
 folder made by the installed `loupe fashion`, and checks the probabilities it
 predicts. Also links it statically (libloupe.a in place of -lloupe, with
 `pkg-config --static`), which fails when loupe.pc misses a library. CFLAGs go
@@ -81,22 +82,17 @@ env["LD_LIBRARY_PATH"] = os.path.join(prefix, libdir)
 pc = open(os.path.join(prefix, libdir, "pkgconfig", "loupe.pc")).read()
 check(re.search(r"^prefix=" + re.escape(prefix) + r"$", pc, re.M), f"loupe.pc does not name the install prefix {prefix}:\n{pc}")
 
-# The example is a fragment: its #include lines stay at file scope, the rest
-# becomes main(). Before lp_train, the run is made small (the README trains
-# VGG16 at 224x224 for 50 epochs); after it, the probabilities are printed.
+# The example is a whole program; only the run is made small before its lp_train
+# call (the README trains VGG16 at 224x224 for 50 epochs). It prints the
+# probabilities it predicts as "probs P0 P1".
 lines = readme_example(readme)
-includes = [l for l in lines if l.startswith("#include")]
-body = [l for l in lines if not l.startswith("#include")]
-at = next((i for i, l in enumerate(body) if "lp_train(&p" in l), None)
+if not any(l.startswith("int main(") for l in lines):
+    die("README example is not a whole program (no int main)")
+at = next((i for i, l in enumerate(lines) if "lp_train(&p" in l), None)
 if at is None:
     die("README example has no lp_train(&p, ...) call to make small")
-if not any("probs" in l for l in body):
-    die("README example has no probs to check")
 small = '    p.model = "tiny"; p.height = p.width = 32; p.epochs = 2; p.threads = 2;  /* test: seconds, not hours */'
-src = "\n".join(
-    ["#include <stdio.h>", "#include <stdlib.h>"] + includes + ["int main(void) {"]
-    + ["    " + l for l in body[:at]] + [small] + ["    " + l for l in body[at:]]
-    + ['    printf("probs %.9g %.9g\\n", probs[0], probs[1]);', "    return 0;", "}", ""])
+src = "\n".join(lines[:at] + [small] + lines[at:] + [""])
 example_c = os.path.join(work, "example.c")
 open(example_c, "w").write(src)
 print(src)
@@ -126,6 +122,13 @@ if r.returncode != 0:
     die("loupe fashion failed (dataset-fashion-mnist installed?)")
 test_pos = os.path.join(work, "positive-negative", "test", "positive")
 shutil.copy(os.path.join(test_pos, sorted(os.listdir(test_pos))[0]), os.path.join(work, "x.png"))
+
+# Without its data the program must stop at lp_train and print lp_errmsg()'s line.
+empty = os.path.join(work, "empty")
+os.makedirs(empty)
+r = run([example], cwd=empty, env=env, timeout=300)
+check(r.returncode == 1 and "positive-negative" in r.stderr,
+      f"the README example without data: exit {r.returncode} (want 1), stderr {r.stderr!r} (want lp_errmsg() naming the data folder)")
 
 r = run([example], cwd=work, env=env, timeout=300)
 check(r.returncode == 0, f"the README example exited with {r.returncode}")

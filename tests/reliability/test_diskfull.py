@@ -1,9 +1,10 @@
 """reliability_diskfull: the disk fills up during training.
 
 Part A (always): injected write failures through the test hook of
-lp_atomic_write (LOUPE_TEST_FAIL_WRITE_AFTER=N bytes, LOUPE_TEST_FAIL_WRITE_MATCH
-=file): ENOSPC in the middle of epoch 2's last.safetensors, of best.safetensors,
-and of the very first writes (run.json, history.csv header).
+lp_atomic_write, set by loupe-testhooks (LOUPE_TEST_FAIL_WRITE_AFTER=N
+bytes, LOUPE_TEST_FAIL_WRITE_MATCH=file): ENOSPC in the middle of epoch 2's
+last.safetensors, of best.safetensors, and of the very first writes
+(run.json, history.csv header).
 Part B: the run directory on a real 4 MiB tmpfs that the test fills after
 epoch 1 (needs mount: root, or an unprivileged user namespace via `unshare -rm`;
 skipped with a message when neither works).
@@ -13,7 +14,7 @@ the previous checkpoint still loads (and is epoch 1's), no temporary left, no
 lock left; once space is back, --resume ends with the uninterrupted run's
 exact weights and history.
 
-usage: test_diskfull.py LOUPE WORKDIR"""
+usage: test_diskfull.py LOUPE WORKDIR   (LOUPE: loupe-testhooks, for its LOUPE_TEST_* variables)"""
 import os, shutil, signal, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,8 @@
 checkpoint writes; after every kill the run directory must be usable, and
 --resume must finish with the uninterrupted run's exact weights.
 
-usage: test_kill.py LOUPE WORKDIR [KILLS]   (KILLS >= 20, default 24)
+usage: test_kill.py LOUPE WORKDIR [KILLS]   (KILLS >= 20, default 24; LOUPE: loupe-testhooks,
+for LOUPE_TEST_WRITE_DELAY_MS)
 The random choices come from LOUPE_KILL_SEED (printed) so a failure replays.
 
 Each trial:

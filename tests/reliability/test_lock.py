@@ -8,7 +8,7 @@
 3. races: several `loupe train` started together on one fresh RUN: exactly one
    trains, every other one refuses (never two writers).
 
-usage: test_lock.py LOUPE WORKDIR"""
+usage: test_lock.py LOUPE WORKDIR   (LOUPE: loupe-testhooks, for its LOUPE_TEST_* variables)"""
 import os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -3,12 +3,12 @@ training batches whose loss or gradients are NaN, and nothing else.
 
 Data: 12 + 12 training images, batch 4, --no-shuffle, so the batches are
 fixed: [neg 0-3] [neg 4-7] [neg 8-11] [pos 0-3] [pos 4-7] [pos 8-11].
-The test hooks of src/train/fit.c (active only when set, and only with
---on-nan skip; see there) poison chosen batches: batch 2 gets a NaN pixel
-(LOUPE_TEST_NAN_INPUT: real NaN through the engine, which ends up in the
-first convolution's weight gradient), batch 3 a NaN loss (LOUPE_TEST_NAN_LOSS)
-and batch 5 a NaN gradient with a finite loss (LOUPE_TEST_NAN_GRAD: caught
-before the optimizer step). The oracle is an ordinary run (default --on-nan
+The test hooks of src/train/fit.c (set by loupe-testhooks from the
+variables below; only with --on-nan skip; see README.md) poison chosen
+batches: batch 2 gets a NaN pixel (LOUPE_TEST_NAN_INPUT: real NaN through
+the engine, which ends up in the first convolution's weight gradient), batch
+3 a NaN loss (LOUPE_TEST_NAN_LOSS) and batch 5 a NaN gradient with a finite
+loss (LOUPE_TEST_NAN_GRAD: caught before the optimizer step). The oracle is an ordinary run (default --on-nan
 stop, no hooks) on a copy of the data without the poisoned batches' images:
 its batches are the good batches, in the same order. With Adam (whose step
 count enters every update) the skipping run must end with the oracle's
@@ -24,7 +24,7 @@ a few tries), continues bit-identically and keeps the counts; an epoch where eve
 skipped stops (exit 1, last good checkpoint kept); a NaN validation loss stops
 as with `stop`; a bad --on-nan value is a usage error.
 
-usage: test_nan_skip.py LOUPE WORKDIR"""
+usage: test_nan_skip.py LOUPE WORKDIR   (LOUPE: loupe-testhooks, for its LOUPE_TEST_* variables)"""
 import json, os, shutil, signal, subprocess, sys, time
 import numpy as np
 

@@ -12,7 +12,7 @@ after "Epoch 2/" was printed belongs to the batch of epoch 2's first or second
 step; the test sends SIGINT, waits until loupe has taken it, then lets the image
 go: the stop comes after step 1 or 2 of 3 on any CPU.
 
-usage: test_sigint.py LOUPE WORKDIR"""
+usage: test_sigint.py LOUPE WORKDIR   (LOUPE: loupe-testhooks, for its LOUPE_TEST_* variables)"""
 import atexit, fcntl, os, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -22,7 +22,7 @@ int main(void) {
     CHECK(lp_weights_preprocess_warning("caffe", "caffe", buf, sizeof buf) == 0 && buf[0] == 0, "same mode warns: %s", buf);
     CHECK(lp_weights_preprocess_warning(NULL, "rescale", buf, sizeof buf) == 0, "NULL expected warns");
 
-    /* the seed's rescale=1/255 with Keras (caffe) weights: ~115x too small, RGB vs BGR, not centred */
+    /* the Keras example's rescale=1/255 with Keras (caffe) weights: ~115x too small, RGB vs BGR, not centred */
     int n = lp_weights_preprocess_warning("caffe", "rescale", buf, sizeof buf);
     printf("caffe weights, rescale input: %s\n", buf);
     CHECK(n > 0 && (size_t)n == strlen(buf), "length");
