@@ -21,7 +21,7 @@
 #define LP_LOG_H
 #include "core/core.h"
 #include "log/crc32c.h"
-#include "log/png_write.h"
+#include "data/png_write.h"
 
 typedef struct lp_tb_writer lp_tb_writer;
 

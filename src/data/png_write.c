@@ -1,7 +1,7 @@
 /* lp_png_encode: libpng with a memory write callback. libpng reports errors by
  * longjmp; everything that must survive the jump is volatile or lives in the
  * sink struct, which is freed after the jump. */
-#include "log/png_write.h"
+#include "data/png_write.h"
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>

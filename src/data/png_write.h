@@ -1,7 +1,7 @@
-/* PNG encoding to memory with libpng (for TensorBoard images and the
- * Fashion-MNIST folder writer). */
-#ifndef LP_LOG_PNG_WRITE_H
-#define LP_LOG_PNG_WRITE_H
+/* PNG encoding to memory with libpng (for TensorBoard images, the
+ * Fashion-MNIST folder writer and the report's thumbnails). */
+#ifndef LP_DATA_PNG_WRITE_H
+#define LP_DATA_PNG_WRITE_H
 #include "core/core.h"
 
 /* Encodes 8-bit pixels, row-major, interleaved channels (1 gray, 2 gray+alpha,
