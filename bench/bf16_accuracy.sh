@@ -2,7 +2,7 @@
 # bf16 accuracy check (issue: bf16 must reach fp32's validation accuracy within
 # 1 point, with agreeing loss curves) on the demo's Fashion-MNIST task, both stages:
 #  1. full training of VGG16 (every conv layer in bf16) on the 8 pretraining classes;
-#  2. the seed's fine-tune (frozen base, new head, batch 2) from each stage-1 model.
+#  2. the Keras example's fine-tune (frozen base, new head, batch 2) from each stage-1 model.
 # Prints both runs' history side by side and the differences; with several seeds
 # (SEEDS="1 2 3"), each seed's final and best accuracy and the means over seeds, since
 # one run's accuracy moves by a few validation images between builds and seeds.

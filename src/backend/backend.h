@@ -35,7 +35,18 @@ int lp_omp_thread(void);
  * Instruction-set levels, each including the ones before it. lp_cpu_isa() is the
  * level oneDNN runs at here (ONEDNN_MAX_CPU_ISA lowers it): every kernel of ours
  * asks it, so that the cap holds for ours as for oneDNN's. AVX2 includes FMA;
- * AVX-512 is oneDNN's avx512_core (F, CD, BW, DQ, VL). */
+ * AVX-512 is oneDNN's avx512_core (F, CD, BW, DQ, VL). Off x86-64 the level is
+ * generic: oneDNN does all the work, and only plain C of ours is built. */
+/* Our x86-64 code (intrinsics, target attributes): on x86-64 unless the build asks for
+ * the portable paths only (CMake LOUPE_PORTABLE_ONLY, which defines LOUPE_PORTABLE_ONLY:
+ * the build other architectures get, made and tested on x86-64 too). Without it the
+ * kernel files compile to nothing, conv2d.c's table has no rows for them, and the
+ * level stays generic. */
+#if defined(__x86_64__) && !defined(LOUPE_PORTABLE_ONLY)
+#define LP_X86_KERNELS 1
+#else
+#define LP_X86_KERNELS 0
+#endif
 typedef enum lp_isa { LP_ISA_GENERIC, LP_ISA_AVX2, LP_ISA_AVX512, LP_ISA_AVX512_BF16, LP_ISA_AMX } lp_isa;
 lp_isa lp_cpu_isa(void);
 const char *lp_isa_name(lp_isa isa); /* "AVX2", "AVX512-BF16", ... */
@@ -45,14 +56,17 @@ const char *lp_cpu_name(void);       /* the processor's brand string */
 static inline bool lp_bf16_native(void) { return lp_cpu_isa() >= LP_ISA_AVX512_BF16; }
 /* True when oneDNN may use AMX tiles here (avx512_core_amx). */
 static inline bool lp_amx_available(void) { return lp_cpu_isa() >= LP_ISA_AMX; }
-/* oneDNN 2.6 has fp32 Winograd training kernels (jit_wino_4x3) on AVX-512 only. */
-static inline bool lp_winograd_available(void) { return lp_cpu_isa() >= LP_ISA_AVX512; }
+/* oneDNN 2.6 has fp32 Winograd training kernels (jit_wino_4x3) on x86-64 AVX-512 only:
+ * oneDNN's kernels, so oneDNN's level decides, also where ours is held at generic
+ * (LOUPE_PORTABLE_ONLY). */
+bool lp_winograd_available(void);
 
 /* Loops compiled once per ISA level and chosen by lp_cpu_isa(), so that the cap holds
  * for them too (-ffp-contract=off: the same results at every level). From a static
  * inline always_inline name##_body, LP_ISA_VARIANTS defines static name(params)
  * returning ret, LP_ISA_VARIANTS_VOID one returning nothing; args: params' names. */
 #define LP_ISA_BODY static inline __attribute__((always_inline))
+#if LP_X86_KERNELS
 #define LP_ISA_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define LP_ISA_T2 __attribute__((target("avx2,fma")))
 #define LP_ISA_VARIANTS(ret, name, params, args)                                                                   \
@@ -73,6 +87,12 @@ static inline bool lp_winograd_available(void) { return lp_cpu_isa() >= LP_ISA_A
         else if (isa_ >= LP_ISA_AVX2) name##_avx2 args;                                                          \
         else name##_generic args;                                                                                \
     }
+#else /* the plain C loop alone */
+#define LP_ISA_VARIANTS(ret, name, params, args) \
+    static ret name params { return name##_body args; }
+#define LP_ISA_VARIANTS_VOID(name, params, args) \
+    static void name params { name##_body args; }
+#endif
 
 /* ---- engine, streams, errors ------------------------------------------ */
 dnnl_engine_t lp_dnnl_engine(void); /* process-wide CPU engine, created on first use; NULL on failure */
@@ -224,7 +244,11 @@ void lp_conv_fwd_rgb_amx(const lp_conv2d_params *p, const void *x, const void *w
                          uint16_t *relu_bits, void *scratch);
 /* conv_bwd_w_amx.c (AMX): 3x3 stride 1 pad 1 bf16, c and k multiples of 32, x and dy
  * nhwc, dw fp32 in ABcd16b16a, db (k); both overwritten. _ready: AMX tiles usable here. */
+#if LP_X86_KERNELS
 bool lp_conv_bwd_w_amx_ready(void);
+#else
+static inline bool lp_conv_bwd_w_amx_ready(void) { return false; }
+#endif
 /* Tiles 0-7 as 16 rows x 64 bytes for this thread (AMX code between; _ready first). */
 void lp_amx_tiles_on(void);
 void lp_amx_tiles_off(void);

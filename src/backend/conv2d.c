@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
+bool lp_conv_fwd_own_allowed = true, lp_conv_bwd_d_own_allowed = true, lp_conv_bwd_w_own_allowed = true;
+bool lp_conv_bwd_w_rgb_amx_allowed = true;
+
 /* ---- where our kernels replace oneDNN's ------------------------------------------- */
 
 /* 3x3, stride 1, pad 1: the only convolution VGG has, and the kernels' only one. */
@@ -43,6 +46,7 @@ static bool bf16_nhwc_3x3(const lp_conv2d *c) {
            lp_md_pixel_vectors(&c->src_md, &vx) && lp_md_pixel_vectors(&c->dst_md, &vy) && vx == p->c && vy == p->k;
 }
 
+#if LP_X86_KERNELS
 /* The bf16 forward and backward-data kernels: maps of at most 4 pixels (VGG's 2x2 at
  * 32x32 input; at 4x4 backward data was slower than oneDNN's in the training step, 0.9
  * ms more per step) and batches of at most 8 positions (one register tile: the weights
@@ -51,13 +55,15 @@ static bool bf16_nhwc_tile(const lp_conv2d *c) {
     const lp_conv2d_params *p = &c->p;
     return bf16_nhwc_3x3(c) && lp_bf16_native() && p->h * p->w <= 4 && p->n * p->h * p->w <= 8;
 }
+#endif
 
 /* ---- the table of our kernels ------------------------------------------------------
  * One entry a kernel: the pass it replaces, the ISA level it needs (lp_cpu_isa, so that
  * ONEDNN_MAX_CPU_ISA caps it with oneDNN's), fits (the shapes and layouts it takes,
  * given the weights layout and the name of oneDNN's kernel for that pass; it may set
  * up c), its scratch and its run. The first entry that fits replaces oneDNN's kernel;
- * none: oneDNN's runs. */
+ * none: oneDNN's runs. Rows of x86-64 code exist only where it is built (backend.h's
+ * LP_X86_KERNELS); elsewhere oneDNN's kernels run. */
 enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_W };
 typedef struct lp_conv_kernel {
     const char *name;
@@ -75,6 +81,12 @@ typedef struct lp_conv_kernel {
     bool relu_bits;  /* fwd: can write y's ReLU mask as bits */
 } lp_conv_kernel;
 
+/* The flipped forward (backward data on AMX): plain C and oneDNN, on every architecture. */
+static bool fits_bwd_data_flipped(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn);
+static size_t scratch_none(const lp_conv2d *c) { return 0; } /* the flipped forward's own, counted apart */
+static lp_status run_bwd_data_flipped(lp_conv2d *c, dnnl_stream_t st, const void *dy, const void *w, void *dx, void *s);
+
+#if LP_X86_KERNELS /* the kernels of x86-64 code (backend.h) */
 /* Forward: also 32k channels in and out, and weights AcdB16b32a2b (the optimizer writes
  * that copy). */
 static bool fits_fwd_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn) {
@@ -101,8 +113,6 @@ static bool fits_bwd_data_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_
     c->vec_x = p->c, c->vec_y = p->k;
     return true;
 }
-
-static bool fits_bwd_data_flipped(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn);
 
 /* Backward weights, fp32 or bf16 (AVX-512, blocks of 16) or fp32 (AVX2, blocks of 8), x
  * and dy in pixel-vector layouts, where it is faster than oneDNN's, or where oneDNN has
@@ -158,7 +168,6 @@ static bool fits_bwd_w_amx(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *d
 static size_t scratch_fwd_small(const lp_conv2d *c) { return lp_conv_fwd_small_scratch(&c->p); }
 static size_t scratch_fwd_rgb_amx(const lp_conv2d *c) { return lp_conv_fwd_rgb_amx_scratch(&c->p); }
 static size_t scratch_bwd_data_small(const lp_conv2d *c) { return lp_conv_bwd_d_small_scratch(&c->p); }
-static size_t scratch_none(const lp_conv2d *c) { return 0; } /* the flipped forward's own, counted apart */
 static size_t scratch_bwd_w_small(const lp_conv2d *c) { return lp_conv_bwd_w_small_scratch(&c->p); }
 static size_t scratch_bwd_w_rgb(const lp_conv2d *c) { return lp_conv_bwd_w_rgb_scratch(&c->p); }
 static size_t scratch_bwd_w_rgb_amx(const lp_conv2d *c) { return lp_conv_bwd_w_rgb_amx_scratch(&c->p); }
@@ -175,7 +184,6 @@ static lp_status run_bwd_data_small(lp_conv2d *c, dnnl_stream_t st, const void *
     lp_conv_bwd_d_small(&c->p, c->vec_x, c->vec_y, dy, w, dx, s);
     return LP_OK;
 }
-static lp_status run_bwd_data_flipped(lp_conv2d *c, dnnl_stream_t st, const void *dy, const void *w, void *dx, void *s);
 static void run_bwd_w_small(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
                             float *db, void *s) {
     lp_conv_bwd_w_small(&c->p, c->wblk, c->vec_x, c->vec_y, x, dy, dw, db, s);
@@ -193,14 +201,18 @@ static void run_bwd_w_amx(const lp_conv2d *c, const void *x, const void *dy, con
                           float *db, void *s) {
     lp_conv_bwd_w_amx(&c->p, x, dy, dw, db, s);
 }
+#endif /* LP_X86_KERNELS */
 
 static const lp_conv_kernel kernels[] = {
+#if LP_X86_KERNELS
     {"loupe:avx512_bf16_3x3_small", PASS_FWD, LP_ISA_AVX512_BF16, 0, fits_fwd_small, scratch_fwd_small, .fwd = run_fwd_small},
     {"loupe:amx_bf16_3x3_rgb", PASS_FWD, LP_ISA_AMX, 0, fits_fwd_rgb_amx, scratch_fwd_rgb_amx, .fwd = run_fwd_rgb_amx,
      .relu_bits = true},
     {"loupe:avx512_bf16_3x3_small", PASS_BWD_DATA, LP_ISA_AVX512_BF16, 0, fits_bwd_data_small, scratch_bwd_data_small,
      .bwd_data = run_bwd_data_small},
+#endif
     {"loupe:flipped", PASS_BWD_DATA, LP_ISA_AMX, 0, fits_bwd_data_flipped, scratch_none, .bwd_data = run_bwd_data_flipped},
+#if LP_X86_KERNELS
     {"loupe:avx512_3x3_small", PASS_BWD_W, LP_ISA_AVX512, 16, fits_bwd_w_small, scratch_bwd_w_small, .bwd_w = run_bwd_w_small,
      .in_pieces = true},
     {"loupe:avx2_3x3_small", PASS_BWD_W, LP_ISA_AVX2, 8, fits_bwd_w_small, scratch_bwd_w_small, .bwd_w = run_bwd_w_small,
@@ -210,6 +222,7 @@ static const lp_conv_kernel kernels[] = {
     {"loupe:avx512_3x3_rgb", PASS_BWD_W, LP_ISA_AVX512_BF16, 0, fits_bwd_w_rgb, scratch_bwd_w_rgb, .bwd_w = run_bwd_w_rgb,
      .masks_relu = true},
     {"loupe:amx_bf16_3x3", PASS_BWD_W, LP_ISA_AMX, 0, fits_bwd_w_amx, scratch_bwd_w_amx, .bwd_w = run_bwd_w_amx},
+#endif
 };
 
 /* oneDNN's name for the kernel of pd ("jit:avx2", "ref:any"). */

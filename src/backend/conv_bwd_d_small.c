@@ -14,13 +14,12 @@
  * Sums run in fp32 (pairs of products per instruction, denormals flushed, as AMX does)
  * in a fixed order, then round to bf16 as oneDNN does (RNE). */
 #include "backend.h"
+#if LP_X86_KERNELS /* x86-64 code: nothing elsewhere (backend.h) */
 #include <immintrin.h>
 #include <string.h>
 
 #define TARGET __attribute__((target("avx512f,avx512bf16")))
 #define TILE 8 /* positions per register tile */
-
-bool lp_conv_bwd_d_own_allowed = true;
 
 size_t lp_conv_bwd_d_small_scratch(const lp_conv2d_params *p) {
     /* zeros standing for the dy pixels of taps that fall in the padding, as large as the
@@ -84,3 +83,5 @@ LP_OMP(parallel for)
     for (long long q = 0; q < jobs; q++)
         tile(p, dy, zero, w, dx, vec_x, vec_y, (int)(q % ib16), (int)(q / ib16) * TILE);
 }
+
+#endif /* LP_X86_KERNELS */

@@ -40,6 +40,7 @@
  * not have (x is not finite only once training has diverged). Products of bf16 are
  * exact in fp32; sums in fp32 (AMX flushes denormals). */
 #include "backend.h"
+#if LP_X86_KERNELS /* x86-64 code: nothing elsewhere (backend.h) */
 #include <immintrin.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -568,3 +569,5 @@ void lp_conv_bwd_w_amx(const lp_conv2d_params *p, const void *x, const void *dy,
     else
         whole_batch(p, x, dy, dw, db, scratch);
 }
+
+#endif /* LP_X86_KERNELS */

@@ -19,6 +19,7 @@
  * AMX does) in a fixed order: per image row in column pairs, the rows in fixed chunks
  * (set by the shape, not the threads), the chunks added in order. */
 #include "backend.h"
+#if LP_X86_KERNELS /* x86-64 code: nothing elsewhere (backend.h) */
 #include <immintrin.h>
 #include <string.h>
 
@@ -135,3 +136,5 @@ LP_OMP(parallel for schedule(dynamic))
         _mm512_storeu_ps(db + ob * 16, s[TAPS]);
     }
 }
+
+#endif /* LP_X86_KERNELS */

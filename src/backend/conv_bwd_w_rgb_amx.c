@@ -25,6 +25,7 @@
  * hold real x times zero dy, which adds nothing unless that x is infinite or NaN (0 x
  * inf is NaN; x is not finite only once training has diverged). */
 #include "backend.h"
+#if LP_X86_KERNELS /* x86-64 code: nothing elsewhere (backend.h) */
 #include <immintrin.h>
 #include <string.h>
 
@@ -224,3 +225,5 @@ LP_OMP(for schedule(dynamic))
         }
     }
 }
+
+#endif /* LP_X86_KERNELS */

@@ -22,14 +22,12 @@
  * 512x512 layer at batch 2, two thirds of a 32x32 step). The block is blk = 16 or 8
  * values, the caller's choice by ISA (conv2d.c). */
 #include "backend.h"
+#if LP_X86_KERNELS /* x86-64 code: nothing elsewhere (backend.h) */
 #include <immintrin.h>
 #include <string.h>
 
 #define TARGET __attribute__((target("avx512f")))
 #define AVX2 __attribute__((target("avx2,fma")))
-
-bool lp_conv_bwd_w_own_allowed = true;
-bool lp_conv_bwd_w_rgb_amx_allowed = true;
 
 TARGET static inline __m512 load16(const void *base, size_t i, bool bf16) {
     if (!bf16) return _mm512_loadu_ps((const float *)base + i);
@@ -156,3 +154,5 @@ void lp_conv_bwd_w_small(const lp_conv2d_params *p, int blk, int vec_x, int vec_
 LP_OMP(parallel for)
     for (long long q = 0; q < pairs; q++) lp_conv_bwd_w_small_pair(p, blk, scratch, q, dw + (size_t)q * size);
 }
+
+#endif /* LP_X86_KERNELS */

@@ -18,6 +18,7 @@
  * Products of bf16 are exact in fp32, sums in fp32 in the tile's order (AMX flushes
  * denormals). */
 #include "backend.h"
+#if LP_X86_KERNELS /* x86-64 code: nothing elsewhere (backend.h) */
 #include <immintrin.h>
 #include <string.h>
 
@@ -142,3 +143,5 @@ LP_OMP(for schedule(static))
         lp_amx_tiles_off();
     }
 }
+
+#endif /* LP_X86_KERNELS */

@@ -17,6 +17,7 @@
  * in a fixed order; bias and ReLU are applied in fp32, then the result rounds to bf16
  * (RNE) as oneDNN's does. */
 #include "backend.h"
+#if LP_X86_KERNELS /* x86-64 code: nothing elsewhere (backend.h) */
 #include <immintrin.h>
 #include <string.h>
 
@@ -27,8 +28,6 @@
  * flight), and a 2x2 512->512 layer with cold weights took 0.39-0.40 ms; 4 KB ahead
  * (and no products for taps in the padding, below) 0.24-0.27 ms. */
 #define AHEAD 4096
-
-bool lp_conv_fwd_own_allowed = true;
 
 size_t lp_conv_fwd_small_scratch(const lp_conv2d_params *p) {
     return sizeof(uint16_t) * (size_t)p->c + 64; /* a zero x pixel for taps in the padding */
@@ -95,3 +94,5 @@ void lp_conv_fwd_small(const lp_conv2d_params *p, const void *x, const void *w, 
 LP_OMP(parallel for)
     for (long long q = 0; q < jobs; q++) tile(p, x, zero, w, bias, y, (int)(q % a32), (int)(q / a32) * TILE);
 }
+
+#endif /* LP_X86_KERNELS */

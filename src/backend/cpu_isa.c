@@ -2,7 +2,7 @@
  * oneDNN runs at here (dnnl_get_effective_cpu_isa), so that ONEDNN_MAX_CPU_ISA caps
  * our own kernels together with oneDNN's, and a user on a smaller CPU can be
  * emulated on a bigger one. Kernels ask lp_cpu_isa() >= LP_ISA_..., never the CPU
- * directly. */
+ * directly. Off x86-64 (or in the portable-only build) the level is generic. */
 #include "backend.h"
 #include <pthread.h>
 #include <stdio.h>
@@ -11,11 +11,11 @@
 #include <cpuid.h>
 #endif
 
-static lp_isa g_isa;
+static lp_isa g_isa, g_onednn_isa; /* ours; oneDNN's (the same where our x86-64 code is built) */
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
 
 static void isa_init(void) {
-    g_isa = LP_ISA_GENERIC;
+    g_isa = g_onednn_isa = LP_ISA_GENERIC;
 #if defined(__x86_64__)
     /* effective = the hardware's level, lowered by the cap; it is fixed at oneDNN's
      * first use, so ask after the engine exists (as oneDNN's own kernels do) */
@@ -30,15 +30,22 @@ static void isa_init(void) {
                   {dnnl_cpu_isa_avx2, LP_ISA_AVX2}};
     for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
         if ((isa & (unsigned)levels[i].need) == (unsigned)levels[i].need) {
-            g_isa = levels[i].level;
+            g_onednn_isa = levels[i].level;
             break;
         }
 #endif
+    /* without our x86-64 code (backend.h) generic is the only level we have kernels for */
+    g_isa = LP_X86_KERNELS ? g_onednn_isa : LP_ISA_GENERIC;
 }
 
 lp_isa lp_cpu_isa(void) {
     pthread_once(&g_isa_once, isa_init);
     return g_isa;
+}
+
+bool lp_winograd_available(void) {
+    pthread_once(&g_isa_once, isa_init);
+    return g_onednn_isa >= LP_ISA_AVX512;
 }
 
 const char *lp_isa_name(lp_isa isa) {

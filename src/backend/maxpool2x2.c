@@ -10,6 +10,7 @@
  * column is dropped and gets zero gradient), the first maximum in scan order wins
  * ties (row 0 col 0, row 0 col 1, row 1 col 0, row 1 col 1), NaN propagates. */
 #include "backend.h"
+#if LP_X86_KERNELS /* x86-64 code: nothing elsewhere (backend.h) */
 #include <immintrin.h>
 #include <string.h>
 
@@ -142,3 +143,5 @@ LP_OMP(parallel for if (rows * (w / 2) * vec > 16384))
     if (h % 2)
         for (int pl = 0; pl < planes; pl++) memset((char *)dx + ((size_t)pl * h + (size_t)h - 1) * row, 0, row);
 }
+
+#endif /* LP_X86_KERNELS */

@@ -1,11 +1,12 @@
 /* Max pooling forward/backward, floor output size like PyTorch's MaxPool2d (no
  * padding). The output keeps the input's layout family. 2x2 stride 2 on a layout
  * with 16k channels per pixel runs our AVX-512 kernel (maxpool2x2.c); everything
- * else runs oneDNN's. */
+ * else runs oneDNN's (always where that kernel is not built: backend.h's LP_X86_KERNELS). */
 #include "backend.h"
 #include <stdio.h>
 #include <string.h>
 
+#if LP_X86_KERNELS
 static lp_status own_init(lp_maxpool *m, const lp_md *src) {
     m->own = true;
     m->src_md = *src;
@@ -18,6 +19,7 @@ static lp_status own_init(lp_maxpool *m, const lp_md *src) {
     snprintf(m->bwd.impl, sizeof m->bwd.impl, "loupe:avx512_2x2");
     return LP_OK;
 }
+#endif
 
 bool lp_maxpool_own_allowed = true;
 
@@ -27,6 +29,7 @@ lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int
     m->oh = (h - kh) / sh + 1;
     m->ow = (w - kw) / sw + 1;
     if (h < kh || w < kw) return lp_fail(LP_ERR_SHAPE, "maxpool: input %dx%d smaller than the %dx%d window", h, w, kh, kw);
+#if LP_X86_KERNELS
     int vec;
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && lp_maxpool_own_allowed && lp_cpu_isa() >= LP_ISA_AVX512 &&
         (src->data_type == dnnl_f32 || src->data_type == dnnl_bf16) && lp_md_pixel_vectors(src, &vec) && vec % 16 == 0) {
@@ -34,6 +37,7 @@ lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int
         m->planes = n * c / vec; /* unpadded (lp_md_pixel_vectors) */
         return own_init(m, src);
     }
+#endif
     int64_t dd[4] = {n, c, m->oh, m->ow};
     lp_md dst_any = lp_md_any_dt(4, dd, src->data_type);
     dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dil = {0, 0}, pad_l = {0, 0};
@@ -95,19 +99,23 @@ size_t lp_maxpool_scratch_size(const lp_maxpool *m) {
 }
 
 lp_status lp_maxpool_forward(lp_maxpool *m, dnnl_stream_t s, const void *x, void *y, void *ws, void *scratch) {
+#if LP_X86_KERNELS
     if (m->own) {
         lp_maxpool2x2_forward(x, y, ws, m->planes, m->h, m->w, m->vec, m->src_md.data_type == dnnl_bf16);
         return LP_OK;
     }
+#endif
     void *p[3] = {(void *)x, y, ws};
     return lp_prim_exec(&m->fwd, s, p, scratch);
 }
 
 lp_status lp_maxpool_backward(lp_maxpool *m, dnnl_stream_t s, const void *dy, const void *ws, void *dx, void *scratch) {
+#if LP_X86_KERNELS
     if (m->own) {
         lp_maxpool2x2_backward(dy, ws, dx, m->planes, m->h, m->w, m->vec, m->src_md.data_type == dnnl_bf16, m->relu_backward);
         return LP_OK;
     }
+#endif
     void *p[3] = {(void *)dy, (void *)ws, dx};
     return lp_prim_exec(&m->bwd, s, p, scratch);
 }

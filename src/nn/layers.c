@@ -7,11 +7,26 @@
 #include "nn_impl.h"
 #include <assert.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static float *param_ptr(lp_net *net, int i) { return net->weights + net->params[i].offset; }
 static float *grad_ptr(lp_net *net, int i) { return net->grads + net->params[i].offset; }
 
 static lp_status reserve_scratch(lp_net *net, size_t s) { return lp_net_reserve_scratch(net, s); }
+
+/* Hands b's pages back to the system and keeps the buffer (what was in it reads as
+ * zeros, or stays, where the system keeps it): for a buffer no step reads for now, which
+ * a later plan may fill again without allocating. */
+static void buf_release_pages(lp_buf *b) {
+#ifdef MADV_DONTNEED
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)b->p + page - 1) & ~(page - 1), hi = ((uintptr_t)b->p + b->cap) & ~(page - 1);
+    if (b->p && hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+#else
+    (void)b;
+#endif
+}
 
 /* ---- conv ------------------------------------------------------------------ */
 static lp_md conv_w_plain(const lp_layer *l) {
@@ -98,6 +113,13 @@ static lp_status conv_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *
     if (blocked) st = lp_net_store_blocked(net, l, &c->bw_dw_md);
     else if (l->st_blocked) st = lp_net_store_plain(net);
     if (st) return st;
+    /* fp32 stored in the forward's own layout: the forward reads the storage, so the
+     * copy in wf that the first step made while the weights were plain is not read
+     * again (VGG16: 56 MB of the peak at 224x224 batch 16) */
+    if (l->st_blocked && !c->p.bf16 && lp_md_equal(&l->st_md, &c->w_md)) {
+        l->wf_valid = false;
+        buf_release_pages(&l->wf);
+    }
     size_t s = lp_conv2d_scratch_size(c);
     if (pl->u.conv.has_re_dw && pl->u.conv.re_dw.prim.scratch_size > s) s = pl->u.conv.re_dw.prim.scratch_size;
     if (pl->u.conv.has_re_dw && pl->u.conv.re_dw_set.prim.scratch_size > s) s = pl->u.conv.re_dw_set.prim.scratch_size;
@@ -175,7 +197,9 @@ static lp_status weights_for_bwd_data(lp_net *net, lp_layer *l, const lp_conv2d 
  * to memory, which saves writing and reading it back (2 x 9.4 MB per 512x512 layer,
  * and the update is bandwidth-bound). The same arithmetic on the same values as
  * lp_net_backward + lp_optim_step, so the same weights bit for bit. The bias gradient
- * is written as usual and updated by lp_optim_step. */
+ * is written as usual and updated by lp_optim_step. The kernel is x86-64 code: elsewhere
+ * (backend.h's LP_X86_KERNELS) there is no fused step. */
+#if LP_X86_KERNELS
 static lp_status conv_fused_update(lp_net *net, lp_layer *l, const lp_conv2d *c, const void *src, const void *dy) {
     lp_param_update u;
     lp_status st = lp_optim_param_begin(net->fuse_opt, l->pw, net->fuse_lr, &u);
@@ -196,6 +220,7 @@ LP_OMP(parallel for reduction(| : bad))
     l->grad_consumed = true;
     return LP_OK;
 }
+#endif
 
 static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
                                float *dx, bool weights, bool accumulate) {
@@ -218,7 +243,7 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
         return st;
     if (l->st_blocked && c->p.bf16) lp_net_note_bf16_copies(l, &c->w_md, dx ? &c->bd_w_md : NULL);
     /* fused: after backward data, which reads the weights' copies that the update rewrites */
-    const bool fuse = weights && !accumulate && net->fuse_opt && lp_conv2d_bwd_w_in_pieces(c) && net->params[l->pw].trainable &&
+    const bool fuse = LP_X86_KERNELS && weights && !accumulate && net->fuse_opt && lp_conv2d_bwd_w_in_pieces(c) && net->params[l->pw].trainable &&
                       l->st_blocked && lp_md_equal(&l->st_md, &c->bw_dw_md);
     if (weights && !fuse) {
         /* blocked storage: the gradient has the layout backward-weights writes, so it
@@ -274,10 +299,12 @@ LP_OMP(parallel for if (cnt > 65536))
         if ((st = lp_conv2d_backward_data(c, net->stream, dy, w, target, net->scratch.p))) return st;
         if (pl->u.conv.in_re && (st = lp_reorder_exec(&pl->u.conv.re_din, net->stream, target, dx, net->scratch.p))) return st;
     }
+#if LP_X86_KERNELS
     if (fuse) {
         dnnl_stream_wait(net->stream);
         return conv_fused_update(net, l, c, src, dy);
     }
+#endif
     return LP_OK;
 }
 

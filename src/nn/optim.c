@@ -4,11 +4,13 @@
  * (calloc'ed, so it costs no memory). */
 #include "nn/optim.h"
 #include "nn_impl.h"
-#include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if LP_X86_KERNELS
+#include <immintrin.h>
+#endif
 
 struct lp_optim {
     lp_net *net;
@@ -79,8 +81,8 @@ void lp_optim_free(lp_optim *o) {
  * when a weight came out NaN/Inf: a diverged step would otherwise go unnoticed,
  * since ReLU (max(x, 0) in oneDNN) maps NaN to 0 and the loss of a net with NaN
  * weights can stay finite. */
-/* The update loops are built for AVX2 and AVX-512 too (the default build is baseline
- * x86-64), chosen by the capped ISA (LP_ISA_VARIANTS); -ffp-contract=off keeps the
+/* The update loops are built for AVX2 and AVX-512 too where our x86-64 code is (the
+ * default build is baseline x86-64), chosen by the capped ISA (LP_ISA_VARIANTS); -ffp-contract=off keeps the
  * builds' results identical. */
 LP_ISA_BODY uint32_t sgd_range_body(const lp_optim *o, const lp_param_update *a, long long lo, long long hi) {
     const float wd = o->cfg.weight_decay, mom = o->cfg.momentum, lr = a->lr;
@@ -136,6 +138,7 @@ static inline void transpose_block16(float *restrict t, const float *restrict b)
         for (int r = 0; r < 16; r++) t[q * 16 + r] = b[r * 16 + q];
 }
 
+#if LP_X86_KERNELS
 /* A dense layer's bf16 copy, element for element, for [lo, hi) (any range: the
  * update's chunks end where the weights end). Streaming stores where a 32-byte piece is
  * whole and aligned (the copy is read only by the next step's matmuls), masked stores
@@ -221,6 +224,44 @@ static void transpose8_stream(float *restrict t, const float *restrict w, long l
     }
     _mm_sfence();
 }
+#else
+/* The same writers in plain C, where our x86-64 code is not built (backend.h). There the
+ * level is generic, so no twins (store.c) and no bf16 training: only the dense copy's
+ * writer is run, by its test. */
+void lp_bf16_plain_range(uint16_t *c, const float *w, long long lo, long long hi) {
+    for (long long j = lo; j < hi; j++) c[j] = lp_f32_to_bf16(w[j]);
+}
+
+static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long long lo, long long hi) {
+    if (cp->plain) {
+        lp_bf16_plain_range(cp->fwd, w, lo, hi);
+        return;
+    }
+    const long long ib16 = cp->i / 16, i32 = cp->i / 32, khw = cp->khw;
+    for (long long q = lo / 256; q < hi / 256; q++) {
+        const float *blk = w + q * 256; /* [16 i][16 o] */
+        const long long kk = q % khw, t = q / khw, ib = t % ib16, ob = t / ib16, A = ob >> 1, B = ib >> 1;
+        uint16_t *f = cp->fwd + ((A * khw + kk) * i32 + B) * 1024 + (ib & 1) * 8 * 64 + (ob & 1) * 32;
+        uint16_t *d = cp->bwd ? cp->bwd + ((A * ib16 + ib) * khw + kk) * 512 + (ob & 1) * 8 * 32 : NULL;
+        for (int r = 0; r < 8; r++)
+            for (int j = 0; j < 16; j++)
+                for (int e = 0; e < 2; e++) {
+                    f[r * 64 + 2 * j + e] = lp_f32_to_bf16(blk[(2 * r + e) * 16 + j]); /* rows i, i+1 over o */
+                    if (d) d[r * 32 + 2 * j + e] = lp_f32_to_bf16(blk[j * 16 + 2 * r + e]); /* columns o, o+1 over i */
+                }
+    }
+}
+
+static void transpose16_stream(float *restrict t, const float *restrict w, long long lo, long long hi) {
+    for (long long blk = lo; blk < hi; blk += 256) transpose_block16(t + blk, w + blk);
+}
+
+static void transpose8_stream(float *restrict t, const float *restrict w, long long lo, long long hi) {
+    for (long long blk = lo; blk < hi; blk += 64)
+        for (int q = 0; q < 8; q++)
+            for (int r = 0; r < 8; r++) t[blk + q * 8 + r] = w[blk + r * 8 + q];
+}
+#endif
 
 /* Elements [lo, hi) of u's parameter (whole 16x16 blocks) from their gradient g[0,
  * hi - lo): the update, then the twin or bf16 copies. With a twin (backward-data's
