@@ -297,7 +297,10 @@ static void verdicts_predictions(lp_diagnosis *d) {
         int top = 0;
         for (int j = 1; j < k; j++)
             if (cnt[j] > cnt[top]) top = j;
-        if (n >= 2 && cnt[top] >= 0.95 * n) {
+        /* only when the model predicts that class more often than it occurs: a
+         * validation set that is itself (nearly) one class, predicted correctly, is
+         * no evidence of a model that learned the prior */
+        if (n >= 2 && cnt[top] >= 0.95 * n && cnt[top] > prior[top]) {
             int single_epochs = 0, pe = 0;
             for (int ei = 0; ei <= d->L; ei++) {
                 if (!r->ep_finite[ei]) continue;

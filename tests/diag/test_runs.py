@@ -193,6 +193,18 @@ close(sc["evidence"].get("prior"), 28 / 52, 1e-12, "single: prior")
 close(d["accuracy_last"], 28 / 52, 1e-12, "single: accuracy equals the prior")
 check_report("single", os.path.join(run, "report.html"))
 
+# ---- 3b. a validation set of one class, predicted correctly: no single-class verdict ----
+# (a tiny run's validation split can hold one class; predicting it for every image is
+# then right, not a model that learned the prior)
+run = fresh("oneclass")
+rng = np.random.default_rng(5)
+p0 = rng.uniform(0.7, 0.95, size=(3, 4))
+rf.write_run(run, ["negative", "positive"], rf.rounded(np.stack([p0, 1 - p0], -1)), [0, 0, 0, 0],
+             [f"valid/{i}.png" for i in range(4)], [dict(loss=0.6, accuracy=0.7) for _ in range(3)])
+d = diagnose_json(run)
+check(d["accuracy_last"] == 1.0, f"oneclass: accuracy {d['accuracy_last']} (want 1)")
+check("single_class" not in ids(d), f"oneclass: single_class verdict for a correct model ({ids(d)})")
+
 # ---- 4. overfitting ----
 run = fresh("overfit")
 probs, labels, paths = rf.overfitting(run)
