@@ -148,13 +148,22 @@ lp_status lp_reorder_exec(lp_reorder *r, dnnl_stream_t s, const void *src, void 
 void lp_reorder_free(lp_reorder *r);
 
 /* ---- conv2d (+ fused ReLU) -----------------------------------------------
- * x: (n, c, h, w), w: (k, c, kh, kw) OIHW logically (layout w_md), b: (k),
- * y: (n, k, oh, ow) with oh = (h + 2ph - kh)/sh + 1 (floor). */
+ * x: (n, c, h, w), w: (k, c/g, kh, kw) OIHW logically, as oneDNN's (g, k/g, c/g, kh, kw)
+ * when g = groups > 1 (layout w_md; the same memory order as PyTorch's), b: (k) or none,
+ * y: (n, k, oh, ow) with oh = (h + pt + pb - kh)/sh + 1 (floor, as PyTorch), pt = ph and
+ * pb = ph + ph_extra (likewise pw, pw_extra for left and right). Zero in every field after
+ * winograd keeps the old meaning: symmetric padding, groups 1, a bias. */
 typedef struct lp_conv2d_params {
     int n, c, h, w, k, kh, kw, sh, sw, ph, pw;
     bool relu;
     bool bf16; /* bf16 src/weights/dst (bias and diff weights stay f32) */
     bool winograd; /* try oneDNN's Winograd F(4x4,3x3) (fp32 3x3 stride 1); direct where it has none */
+    /* Added last, so that positional initializers of the fields above keep their meaning. */
+    /* padding after (bottom, right) minus padding before (top, left): TensorFlow's "same"
+     * at stride 2 pads one more after (ph 0, ph_extra 1); 0: symmetric */
+    int ph_extra, pw_extra;
+    int groups;   /* 0 or 1: every input channel feeds every output; c: depthwise */
+    bool no_bias; /* no b (ResNet's convolutions): forward and backward take NULL for it */
 } lp_conv2d_params;
 typedef struct lp_conv2d {
     lp_conv2d_params p;
@@ -172,16 +181,27 @@ typedef struct lp_conv2d {
                            weights flipped into the first flip_bytes of scratch; 0: not */
     int vec_x, vec_y; /* our kernels: src_md's and dst_md's pixel vectors */
     int wblk;         /* the small-map backward weights: its block, 16 or 8 */
+    /* Backward weights on nhwc copies of x and dy, made in the first bw_copy_bytes of
+     * scratch, where oneDNN has only its reference kernel for the forward's layouts
+     * (depthwise 5x5 on blocked layouts: 70x slower); 0: not */
+    size_t bw_copy_bytes;
+    lp_reorder bw_re_x, bw_re_dy;
 } lp_conv2d;
 /* src: layout the input has (NULL = let oneDNN choose; then src_md tells it). */
 lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src);
+/* groups as a count (>= 1), and the padding after (bottom, right). */
+static inline int lp_conv2d_groups(const lp_conv2d_params *p) { return p->groups > 1 ? p->groups : 1; }
+static inline int lp_conv2d_pad_bottom(const lp_conv2d_params *p) { return p->ph + p->ph_extra; }
+static inline int lp_conv2d_pad_right(const lp_conv2d_params *p) { return p->pw + p->pw_extra; }
+/* The weights' plain layout in data type dt: oihw, or goihw with groups (PyTorch's order). */
+lp_md lp_conv2d_weights_plain_md(const lp_conv2d_params *p, dnnl_data_type_t dt);
 /* Builds the backward primitives asked for (once; no-op when built). */
 lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights);
 size_t lp_conv2d_scratch_size(const lp_conv2d *c);
 lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y, void *scratch);
 /* dy in dst_md (already multiplied by the ReLU mask), w in bd_w_md, dx in src_md (overwritten). */
 lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch);
-/* dw written (not accumulated) in bw_dw_md; db (k) written. */
+/* dw written (not accumulated) in bw_dw_md; db (k) written (NULL with no_bias). */
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch);
 /* The ReLU mask as bits (lp_conv2d_relu_bits_size bytes, 0: not available here) that
  * the forward writes next to y, for backward weights to read instead of y. */

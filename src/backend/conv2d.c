@@ -1,4 +1,5 @@
-/* conv2d forward/backward on oneDNN. Layouts chosen by oneDNN (format any)
+/* conv2d forward/backward on oneDNN: any kernel size and stride, padding per side,
+ * groups (depthwise included), with or without bias. Layouts chosen by oneDNN (format any)
  * for weights and output; the input layout is the one the caller has (or
  * any for the model's first layer). ReLU is fused as a post-op. Direct or
  * Winograd algorithm, as the caller asks (nn decides where Winograd pays). Where they
@@ -13,9 +14,32 @@ bool lp_conv_bwd_w_rgb_amx_allowed = true;
 
 /* ---- where our kernels replace oneDNN's ------------------------------------------- */
 
-/* 3x3, stride 1, pad 1: the only convolution VGG has, and the kernels' only one. */
+/* 3x3, stride 1, pad 1 on every side, groups 1, with a bias: the only convolution VGG
+ * has, and the only one our kernels compute (every row's fits asks for it, through this
+ * or bf16_nhwc_3x3); oneDNN runs all others. */
 static bool same_3x3(const lp_conv2d_params *p) {
-    return p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->ph == 1 && p->pw == 1;
+    return p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->ph == 1 && p->pw == 1 && p->ph_extra == 0 &&
+           p->pw_extra == 0 && lp_conv2d_groups(p) == 1 && !p->no_bias;
+}
+
+/* The weights' dims: (k, c, kh, kw), or (g, k/g, c/g, kh, kw) with groups. Returns ndims. */
+static int weights_dims(const lp_conv2d_params *p, int64_t *d) {
+    const int g = lp_conv2d_groups(p);
+    if (g == 1) {
+        d[0] = p->k, d[1] = p->c, d[2] = p->kh, d[3] = p->kw;
+        return 4;
+    }
+    d[0] = g, d[1] = p->k / g, d[2] = p->c / g, d[3] = p->kh, d[4] = p->kw;
+    return 5;
+}
+
+lp_md lp_conv2d_weights_plain_md(const lp_conv2d_params *p, dnnl_data_type_t dt) {
+    dnnl_dims_t d;
+    const int nd = weights_dims(p, d);
+    lp_md md;
+    memset(&md, 0, sizeof md);
+    dnnl_memory_desc_init_by_tag(&md, nd, d, dt, nd == 4 ? dnnl_oihw : dnnl_goihw);
+    return md;
 }
 
 /* The 4-d weights layout md is tag in data type dt, for dims (o, i, kh, kw) (oneDNN
@@ -250,30 +274,54 @@ static const lp_conv_kernel *pick(lp_conv2d *c, int pass, const lp_md *w_md, lp_
 bool lp_conv2d_bwd_w_in_pieces(const lp_conv2d *c) { return c->k_bwd_w && c->k_bwd_w->in_pieces; }
 bool lp_conv2d_bwd_w_masks_relu(const lp_conv2d *c) { return c->k_bwd_w && c->k_bwd_w->masks_relu; }
 
+/* Whether md is plain nhwc (n, c, h, w with c fastest). */
+static bool md_is_nhwc(const lp_md *md) {
+    lp_md want;
+    dnnl_dims_t d = {0};
+    if (md->ndims != 4 || md->format_kind != dnnl_blocked) return false;
+    memcpy(d, md->dims, 4 * sizeof d[0]);
+    return dnnl_memory_desc_init_by_tag(&want, 4, d, md->data_type, dnnl_nhwc) == dnnl_success && lp_md_equal(&want, md);
+}
+
+/* Whether oneDNN's kernel for pd is its reference one ("ref:any"). */
+static bool is_ref(const_dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl && !strncmp(impl, "ref", 3);
+}
+
 lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *src) {
     memset(c, 0, sizeof *c);
     c->p = *p;
-    c->oh = (p->h + 2 * p->ph - p->kh) / p->sh + 1;
-    c->ow = (p->w + 2 * p->pw - p->kw) / p->sw + 1;
+    const int g = lp_conv2d_groups(p), pb = lp_conv2d_pad_bottom(p), pr = lp_conv2d_pad_right(p);
+    if (p->n < 1 || p->c < 1 || p->k < 1 || p->kh < 1 || p->kw < 1 || p->sh < 1 || p->sw < 1 || p->ph < 0 || p->pw < 0 ||
+        pb < 0 || pr < 0)
+        return lp_fail(LP_ERR_ARG, "conv2d: bad parameters (sizes, kernel and stride must be positive, padding not negative)");
+    if (p->c % g || p->k % g)
+        return lp_fail(LP_ERR_ARG, "conv2d: %d groups do not divide %d input and %d output channels", g, p->c, p->k);
+    /* floor, as PyTorch; a pad past the last window's reach is allowed (oneDNN checks it too) */
+    c->oh = p->h + p->ph + pb >= p->kh ? (p->h + p->ph + pb - p->kh) / p->sh + 1 : 0;
+    c->ow = p->w + p->pw + pr >= p->kw ? (p->w + p->pw + pr - p->kw) / p->sw + 1 : 0;
     if (c->oh < 1 || c->ow < 1)
         return lp_fail(LP_ERR_SHAPE, "conv2d: input %dx%d too small for kernel %dx%d", p->h, p->w, p->kh, p->kw);
-    int64_t sd[4] = {p->n, p->c, p->h, p->w}, wd[4] = {p->k, p->c, p->kh, p->kw}, bd[1] = {p->k},
-            dd[4] = {p->n, p->k, c->oh, c->ow};
+    dnnl_dims_t wd;
+    int64_t sd[4] = {p->n, p->c, p->h, p->w}, bd[1] = {p->k}, dd[4] = {p->n, p->k, c->oh, c->ow};
+    const int wn = weights_dims(p, wd);
     dnnl_data_type_t dt = p->bf16 ? dnnl_bf16 : dnnl_f32;
-    lp_md src_md = src ? *src : lp_md_any_dt(4, sd, dt), w_md = lp_md_any_dt(4, wd, dt), b_md = lp_md_plain(1, bd),
+    lp_md src_md = src ? *src : lp_md_any_dt(4, sd, dt), w_md = lp_md_any_dt(wn, wd, dt), b_md = lp_md_plain(1, bd),
           dst_md = lp_md_any_dt(4, dd, dt);
-    dnnl_dims_t strides = {p->sh, p->sw}, pad = {p->ph, p->pw};
+    dnnl_dims_t strides = {p->sh, p->sw}, pad_l = {p->ph, p->pw}, pad_r = {pb, pr};
     dnnl_primitive_attr_t attr;
     lp_status st = lp_attr_create(&attr, p->relu, false);
     if (st) return st;
     /* Winograd is a speed choice, not a promise: where oneDNN has no kernel for
      * this shape or CPU, the direct algorithm computes the same convolution (out of
-     * memory is an error either way). */
-    c->alg = p->winograd ? dnnl_convolution_winograd : dnnl_convolution_direct;
+     * memory is an error either way). F(4x4,3x3) is for dense 3x3 stride 1 only. */
+    const bool wino_shape = p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && g == 1;
+    c->alg = p->winograd && wino_shape ? dnnl_convolution_winograd : dnnl_convolution_direct;
     for (;;) {
         dnnl_convolution_desc_t desc;
         dnnl_status_t ds = dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, c->alg, &src_md, &w_md,
-                                                              &b_md, &dst_md, strides, pad, pad);
+                                                              p->no_bias ? NULL : &b_md, &dst_md, strides, pad_l, pad_r);
         if (ds == dnnl_success) ds = dnnl_primitive_desc_create(&c->fwd_pd, &desc, attr, lp_dnnl_engine(), NULL);
         if (ds != dnnl_success && ds != dnnl_out_of_memory && c->alg == dnnl_convolution_winograd) {
             c->alg = dnnl_convolution_direct;
@@ -282,14 +330,31 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
         st = lp_dnnl_check(ds, "conv2d forward");
         break;
     }
+    /* Given nhwc input and any output, oneDNN 2.6's fp32 jit kernels (depthwise, 1x1 and
+     * direct) want the output nhwc too, and only its reference kernel is left: ask for an
+     * nhwc output there, and keep it where that finds a kernel other than the reference. */
+    if (!st && src && md_is_nhwc(src) && is_ref(c->fwd_pd)) {
+        dnnl_dims_t ddims = {p->n, p->k, c->oh, c->ow};
+        dnnl_convolution_desc_t desc;
+        dnnl_primitive_desc_t pd = NULL;
+        if (dnnl_memory_desc_init_by_tag(&dst_md, 4, ddims, dt, dnnl_nhwc) == dnnl_success &&
+            dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, c->alg, &src_md, &w_md, p->no_bias ? NULL : &b_md,
+                                               &dst_md, strides, pad_l, pad_r) == dnnl_success &&
+            dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), NULL) == dnnl_success && !is_ref(pd)) {
+            dnnl_primitive_desc_destroy(c->fwd_pd);
+            c->fwd_pd = pd;
+        } else if (pd) {
+            dnnl_primitive_desc_destroy(pd);
+        }
+    }
     dnnl_primitive_attr_destroy(attr);
     if (st) return st;
     c->src_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_src_md, 0);
     c->w_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_weights_md, 0);
-    c->b_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_weights_md, 1);
+    if (!p->no_bias) c->b_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_weights_md, 1);
     c->dst_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_dst_md, 0);
-    static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
-    if ((st = lp_prim_create(&c->fwd, c->fwd_pd, kinds, 4))) {
+    static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+    if ((st = lp_prim_create(&c->fwd, c->fwd_pd, kinds, p->no_bias ? 3 : 4))) {
         lp_conv2d_free(c);
         return st;
     }
@@ -302,9 +367,10 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
 /* A backward primitive desc (data, or weights with bias) for weights layout w_md,
  * with the forward's algorithm; direct where oneDNN has no Winograd one for it.
  * Returns oneDNN's status: the caller decides whether failing is an error. */
-static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_md, dnnl_primitive_desc_t *pd) {
+static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_md, const lp_md *x_md, const lp_md *y_md,
+                                 dnnl_primitive_desc_t *pd) {
     const lp_conv2d_params *p = &c->p;
-    dnnl_dims_t strides = {p->sh, p->sw}, pad = {p->ph, p->pw};
+    dnnl_dims_t strides = {p->sh, p->sw}, pad_l = {p->ph, p->pw}, pad_r = {lp_conv2d_pad_bottom(p), lp_conv2d_pad_right(p)};
     int64_t bd[1] = {p->k};
     lp_md db = lp_md_plain(1, bd);
     dnnl_primitive_attr_t attr;
@@ -313,10 +379,9 @@ static dnnl_status_t backward_pd(const lp_conv2d *c, bool data, const lp_md *w_m
     dnnl_status_t ds = dnnl_unimplemented;
     for (int i = 0; i < (c->alg == dnnl_convolution_direct ? 1 : 2) && ds != dnnl_success && ds != dnnl_out_of_memory; i++) {
         dnnl_convolution_desc_t desc;
-        ds = data ? dnnl_convolution_backward_data_desc_init(&desc, algs[i], &c->src_md, w_md, &c->dst_md, strides, pad,
-                                                             pad)
-                  : dnnl_convolution_backward_weights_desc_init(&desc, algs[i], &c->src_md, w_md, &db, &c->dst_md,
-                                                                strides, pad, pad);
+        ds = data ? dnnl_convolution_backward_data_desc_init(&desc, algs[i], x_md, w_md, y_md, strides, pad_l, pad_r)
+                  : dnnl_convolution_backward_weights_desc_init(&desc, algs[i], x_md, w_md, p->no_bias ? NULL : &db, y_md,
+                                                                strides, pad_l, pad_r);
         if (ds == dnnl_success) ds = dnnl_primitive_desc_create(pd, &desc, attr, lp_dnnl_engine(), c->fwd_pd);
     }
     dnnl_primitive_attr_destroy(attr);
@@ -376,17 +441,53 @@ LP_OMP(parallel for schedule(static))
     }
 }
 
+/* Where oneDNN's backward weights for the forward's layouts is its reference kernel
+ * (depthwise 5x5 on nChw16c / nChw8c, at every level of oneDNN 2.6), one on nhwc copies
+ * of x and dy when oneDNN has another kernel for that: EfficientNet-B0's 240-channel 5x5
+ * at 28x28, batch 16, AVX-512, 2 threads: 1515 ms against 21 ms, plus 22 ms for each copy
+ * (one cold run). *pd becomes that kernel's, bw_dw_md its gradient layout. Not an error
+ * when there is none. */
+static lp_status bwd_w_on_nhwc_copies(lp_conv2d *c, const lp_md *dw_any, dnnl_primitive_desc_t *pd) {
+    const lp_conv2d_params *p = &c->p;
+    if (md_is_nhwc(&c->src_md) && md_is_nhwc(&c->dst_md)) return LP_OK;
+    dnnl_dims_t xd = {p->n, p->c, p->h, p->w}, yd = {p->n, p->k, c->oh, c->ow};
+    lp_md x_nhwc, y_nhwc;
+    dnnl_primitive_desc_t alt = NULL;
+    if (dnnl_memory_desc_init_by_tag(&x_nhwc, 4, xd, c->src_md.data_type, dnnl_nhwc) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&y_nhwc, 4, yd, c->dst_md.data_type, dnnl_nhwc) != dnnl_success ||
+        backward_pd(c, false, dw_any, &x_nhwc, &y_nhwc, &alt) != dnnl_success)
+        return LP_OK;
+    if (is_ref(alt)) {
+        dnnl_primitive_desc_destroy(alt);
+        return LP_OK;
+    }
+    lp_status st = lp_reorder_init(&c->bw_re_x, &c->src_md, &x_nhwc, false);
+    if (!st) st = lp_reorder_init(&c->bw_re_dy, &c->dst_md, &y_nhwc, false);
+    if (st) {
+        dnnl_primitive_desc_destroy(alt);
+        lp_reorder_free(&c->bw_re_x);
+        lp_reorder_free(&c->bw_re_dy);
+        return st;
+    }
+    dnnl_primitive_desc_destroy(*pd);
+    *pd = alt;
+    c->bw_dw_md = *dnnl_primitive_desc_query_md(alt, dnnl_query_diff_weights_md, 0);
+    c->bw_copy_bytes = (lp_md_size(&x_nhwc) + 63) / 64 * 64 + (lp_md_size(&y_nhwc) + 63) / 64 * 64;
+    return LP_OK;
+}
+
 lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
     const lp_conv2d_params *p = &c->p;
-    int64_t wd[4] = {p->k, p->c, p->kh, p->kw};
+    dnnl_dims_t wd;
+    const int wn = weights_dims(p, wd);
     lp_status st;
     if (data && !c->has_bwd_data) {
         /* First try the forward weights layout (saves a weights reorder per step);
          * keep it only if oneDNN has a jit kernel for it, else let it choose. */
         dnnl_primitive_desc_t pd = NULL;
         for (int attempt = 0; attempt < 2 && !pd; attempt++) {
-            lp_md w_md = attempt == 0 ? c->w_md : lp_md_any_dt(4, wd, c->w_md.data_type);
-            dnnl_status_t ds = backward_pd(c, true, &w_md, &pd);
+            lp_md w_md = attempt == 0 ? c->w_md : lp_md_any_dt(wn, wd, c->w_md.data_type);
+            dnnl_status_t ds = backward_pd(c, true, &w_md, &c->src_md, &c->dst_md, &pd);
             if (ds != dnnl_success) {
                 if (attempt == 1) return lp_dnnl_check(ds, "conv2d backward data");
                 continue;
@@ -409,16 +510,21 @@ lp_status lp_conv2d_init_backward(lp_conv2d *c, bool data, bool weights) {
         c->has_bwd_data = true;
     }
     if (weights && !c->has_bwd_w) {
-        lp_md dw_any = lp_md_any(4, wd); /* f32 even in bf16: the update accumulates in f32 */
+        lp_md dw_any = lp_md_any(wn, wd); /* f32 even in bf16: the update accumulates in f32 */
         dnnl_primitive_desc_t pd;
-        if ((st = lp_dnnl_check(backward_pd(c, false, &dw_any, &pd), "conv2d backward weights"))) return st;
+        if ((st = lp_dnnl_check(backward_pd(c, false, &dw_any, &c->src_md, &c->dst_md, &pd), "conv2d backward weights")))
+            return st;
         c->bw_dw_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
         static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
         char onednn[64];
         impl_of(pd, onednn, sizeof onednn);
         /* ours may set its own gradient layout (bw_dw_md) */
         c->k_bwd_w = pick(c, PASS_BWD_W, &c->bw_dw_md, &c->bwd_w, onednn);
-        st = c->k_bwd_w ? LP_OK : lp_prim_create(&c->bwd_w, pd, kinds, 4);
+        if (!c->k_bwd_w && !strncmp(onednn, "ref", 3) && (st = bwd_w_on_nhwc_copies(c, &dw_any, &pd))) {
+            dnnl_primitive_desc_destroy(pd);
+            return st;
+        }
+        st = c->k_bwd_w ? LP_OK : lp_prim_create(&c->bwd_w, pd, kinds, p->no_bias ? 3 : 4);
         dnnl_primitive_desc_destroy(pd);
         if (st) return st;
         c->has_bwd_w = true;
@@ -430,6 +536,12 @@ size_t lp_conv2d_scratch_size(const lp_conv2d *c) {
     size_t s = c->fwd.scratch_size;
     if (c->has_bwd_data && c->flip_bytes + c->bwd_data.scratch_size > s) s = c->flip_bytes + c->bwd_data.scratch_size;
     if (c->has_bwd_w && c->bwd_w.scratch_size > s) s = c->bwd_w.scratch_size;
+    if (c->bw_copy_bytes) {
+        size_t r = c->bwd_w.scratch_size;
+        if (c->bw_re_x.prim.scratch_size > r) r = c->bw_re_x.prim.scratch_size;
+        if (c->bw_re_dy.prim.scratch_size > r) r = c->bw_re_dy.prim.scratch_size;
+        if (c->bw_copy_bytes + r > s) s = c->bw_copy_bytes + r;
+    }
     return s;
 }
 
@@ -438,7 +550,7 @@ lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const 
         c->k_fwd->fwd(c, x, w, b, y, NULL, scratch);
         return LP_OK;
     }
-    void *p[4] = {(void *)x, (void *)w, (void *)b, y};
+    void *p[4] = {(void *)x, (void *)w, y, (void *)b}; /* no bias: the first three */
     return lp_prim_exec(&c->fwd, s, p, scratch);
 }
 
@@ -458,6 +570,13 @@ lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *
     if (c->k_bwd_w) {
         c->k_bwd_w->bwd_w(c, x, dy, NULL, NULL, dw, db, scratch); /* no mask */
         return LP_OK;
+    }
+    if (c->bw_copy_bytes) { /* x and dy to nhwc copies first (bwd_w_on_nhwc_copies) */
+        char *xc = scratch, *yc = xc + (lp_md_size(&c->bw_re_x.dst_md) + 63) / 64 * 64, *rest = xc + c->bw_copy_bytes;
+        lp_status st = lp_reorder_exec(&c->bw_re_x, s, x, xc, rest);
+        if (!st) st = lp_reorder_exec(&c->bw_re_dy, s, dy, yc, rest);
+        if (st) return st;
+        x = xc, dy = yc, scratch = rest;
     }
     void *p[4] = {(void *)x, (void *)dy, dw, db};
     return lp_prim_exec(&c->bwd_w, s, p, scratch);
@@ -491,6 +610,8 @@ void lp_conv2d_free(lp_conv2d *c) {
     lp_prim_free(&c->fwd);
     lp_prim_free(&c->bwd_data);
     lp_prim_free(&c->bwd_w);
+    lp_reorder_free(&c->bw_re_x);
+    lp_reorder_free(&c->bw_re_dy);
     if (c->fwd_pd) dnnl_primitive_desc_destroy(c->fwd_pd);
     memset(c, 0, sizeof *c);
 }

@@ -662,7 +662,7 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
         printf("bwd_w + relu mask: skipped (no native bf16 here)\n");
         return;
     }
-    lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, bf16, false};
+    lp_conv2d_params p = {.n = n, .c = c, .h = h, .w = w, .k = k, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = true, .bf16 = bf16, .winograd = false};
     const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
     const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * c * 9;
     const uint64_t seed = relu ? 7 : 5;
@@ -762,7 +762,7 @@ static void test_bwd_w_amx_threads(int n, int c, int k, int h, int w) {
 #if !LP_X86_KERNELS
     printf("bwd_w AMX threads: skipped (no x86-64 kernels in this build)\n");
 #else
-    lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, true, false};
+    lp_conv2d_params p = {.n = n, .c = c, .h = h, .w = w, .k = k, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = true, .bf16 = true, .winograd = false};
     if (!lp_conv_bwd_w_amx_ready()) { /* (the shapes below are the kernel's: 32k channels) */
         printf("bwd_w AMX threads: skipped (no AMX here)\n");
         return;
@@ -795,7 +795,7 @@ static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_
         printf("bwd_data small: skipped (no native bf16 here)\n");
         return;
     }
-    lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, true, true, false};
+    lp_conv2d_params p = {.n = n, .c = c, .h = h, .w = w, .k = k, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = true, .bf16 = true, .winograd = false};
     const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * c * 9;
     float *yp = lp_aligned_alloc(ny * 4), *wp = lp_aligned_alloc(nw * 4), *dxp = lp_aligned_alloc(nx * 4);
     for (size_t i = 0; i < ny; i++) yp[i] = bf16_round(2.0f * lp_rng_uniform(6, 1, i) - 1.0f);
@@ -911,7 +911,7 @@ static void test_fwd_small(int n, int c, int k, int h, int w, bool relu) {
         printf("forward small: skipped (no native bf16 here)\n");
         return;
     }
-    lp_conv2d_params p = {n, c, h, w, k, 3, 3, 1, 1, 1, 1, relu, true, false};
+    lp_conv2d_params p = {.n = n, .c = c, .h = h, .w = w, .k = k, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = relu, .bf16 = true, .winograd = false};
     const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * c * 9;
     float *xp = lp_aligned_alloc(nx * 4), *wp = lp_aligned_alloc(nw * 4), *bp = lp_aligned_alloc((size_t)k * 4),
           *yp = lp_aligned_alloc(ny * 4);
@@ -995,12 +995,12 @@ static void test_cpu_level(void) {
 int main(void) {
     CHECK(lp_dnnl_stream_create(&S));
     test_cpu_level();
-    test_conv("conv 3x3 pad1 (2,3,6,6)->16", (lp_conv2d_params){2, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, false, false, false}, false);
-    test_conv("conv 3x3 pad1 blocked (2,16,5,7)->32", (lp_conv2d_params){2, 16, 5, 7, 32, 3, 3, 1, 1, 1, 1, false, false, false}, true);
-    test_conv("conv 3x3 stride2 pad0 (1,4,7,7)->8", (lp_conv2d_params){1, 4, 7, 7, 8, 3, 3, 2, 2, 0, 0, false, false, false}, false);
+    test_conv("conv 3x3 pad1 (2,3,6,6)->16", (lp_conv2d_params){.n = 2, .c = 3, .h = 6, .w = 6, .k = 16, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = false, .bf16 = false, .winograd = false}, false);
+    test_conv("conv 3x3 pad1 blocked (2,16,5,7)->32", (lp_conv2d_params){.n = 2, .c = 16, .h = 5, .w = 7, .k = 32, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = false, .bf16 = false, .winograd = false}, true);
+    test_conv("conv 3x3 stride2 pad0 (1,4,7,7)->8", (lp_conv2d_params){.n = 1, .c = 4, .h = 7, .w = 7, .k = 8, .kh = 3, .kw = 3, .sh = 2, .sw = 2, .ph = 0, .pw = 0, .relu = false, .bf16 = false, .winograd = false}, false);
     /* Winograd F(4x4,3x3): a 12x10 output is 3x3 tiles of 4x4, the last column partial */
     test_conv("conv 3x3 pad1 winograd (2,16,12,10)->32",
-              (lp_conv2d_params){2, 16, 12, 10, 32, 3, 3, 1, 1, 1, 1, false, false, true}, true);
+              (lp_conv2d_params){.n = 2, .c = 16, .h = 12, .w = 10, .k = 32, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = false, .bf16 = false, .winograd = true}, true);
     /* backward weights on maps of <= 16 pixels: ours (AVX-512) and oneDNN's */
     test_bwd_w_small(2, 32, 48, 2, 2, true, dnnl_acdb, false);
     test_bwd_w_small(2, 64, 32, 4, 4, true, dnnl_acdb, false);
