@@ -1,0 +1,184 @@
+/* Batch normalization forward/backward on oneDNN's batch_normalization primitive, with
+ * separate scale and shift (PyTorch's weight and bias: no packing into oneDNN's
+ * scaleshift pair), the ReLU fused by dnnl_fuse_norm_relu (its mask kept in oneDNN's
+ * workspace for backward), and PyTorch's running-statistics update. */
+#include "batchnorm.h"
+#include <string.h>
+
+/* Where the caller does not say, the blocked layout oneDNN's convolutions pick at this
+ * level, on which oneDNN's batch normalization has jit kernels too. */
+static lp_md default_layout(const lp_batchnorm_params *p) {
+    const lp_isa isa = lp_cpu_isa();
+    dnnl_format_tag_t tag = dnnl_nchw;
+    if (isa >= LP_ISA_AVX512 && p->c % 16 == 0) tag = dnnl_nChw16c;
+    else if (isa >= LP_ISA_AVX2 && p->c % 8 == 0) tag = dnnl_nChw8c;
+    lp_md md;
+    dnnl_dims_t d = {p->n, p->c, p->h, p->w};
+    dnnl_memory_desc_init_by_tag(&md, 4, d, dnnl_f32, tag);
+    return md;
+}
+
+static unsigned bn_flags(const lp_batchnorm_params *p) {
+    unsigned f = dnnl_use_scale | dnnl_use_shift;
+    if (p->mode == LP_BN_FROZEN) f |= dnnl_use_global_stats;
+    if (p->relu) f |= dnnl_fuse_norm_relu;
+    return f;
+}
+
+/* A frozen op with no backward is pure inference; everything else keeps what backward
+ * needs (oneDNN writes the ReLU workspace in forward_training only). */
+static dnnl_prop_kind_t fwd_prop(const lp_batchnorm_params *p) {
+    return p->mode == LP_BN_FROZEN && !p->backward ? dnnl_forward_inference : dnnl_forward_training;
+}
+
+static lp_status create_pd(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t desc, const_dnnl_primitive_desc_t hint,
+                           const char *what) {
+    dnnl_primitive_attr_t attr;
+    lp_status st = lp_attr_create(&attr, false, false);
+    if (st) return st;
+    st = lp_dnnl_check(dnnl_primitive_desc_create(pd, desc, attr, lp_dnnl_engine(), hint), what);
+    dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const lp_md *src) {
+    memset(b, 0, sizeof *b);
+    b->p = *p;
+    if (b->p.eps == 0) b->p.eps = LP_BN_EPS;
+    if (p->n < 1 || p->c < 1 || p->h < 1 || p->w < 1)
+        return lp_fail(LP_ERR_SHAPE, "batchnorm: bad shape (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
+    if (!(b->p.eps > 0)) return lp_fail(LP_ERR_SHAPE, "batchnorm: eps must be positive, got %g", (double)p->eps);
+    if (p->mode == LP_BN_TRAIN && (int64_t)p->n * p->h * p->w < 2)
+        return lp_fail(LP_ERR_SHAPE,
+                       "batchnorm: one value per channel in training mode (batch 1, 1x1 map) has no variance; "
+                       "use a larger batch or frozen statistics");
+    b->data_md = src ? *src : default_layout(p);
+    const int64_t want[4] = {p->n, p->c, p->h, p->w};
+    if (b->data_md.ndims != 4 || b->data_md.data_type != dnnl_f32 || memcmp(b->data_md.dims, want, sizeof(int64_t) * 4))
+        return lp_fail(LP_ERR_SHAPE, "batchnorm: the input layout is not fp32 (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
+
+    dnnl_batch_normalization_desc_t desc;
+    lp_status st = lp_dnnl_check(
+        dnnl_batch_normalization_forward_desc_init(&desc, fwd_prop(&b->p), &b->data_md, b->p.eps, bn_flags(&b->p)),
+        "batchnorm forward desc");
+    if (st) return st;
+    if ((st = create_pd(&b->fwd_pd, &desc, NULL, "batchnorm forward"))) return st;
+    const lp_md *ws = dnnl_primitive_desc_query_md(b->fwd_pd, dnnl_query_workspace_md, 0);
+    b->ws_size = ws ? lp_md_size(ws) : 0;
+    static const int kinds[] = {DNNL_ARG_SRC,      DNNL_ARG_SCALE, DNNL_ARG_SHIFT,    DNNL_ARG_MEAN,
+                                DNNL_ARG_VARIANCE, DNNL_ARG_DST,   DNNL_ARG_WORKSPACE};
+    if ((st = lp_prim_create(&b->fwd, b->fwd_pd, kinds, b->ws_size ? 7 : 6))) {
+        lp_batchnorm_free(b);
+        return st;
+    }
+    return LP_OK;
+}
+
+lp_status lp_batchnorm_init_backward(lp_batchnorm *b) {
+    if (b->has_bwd) return LP_OK;
+    if (!b->p.backward)
+        return lp_fail(LP_ERR_ARG, "batchnorm: built for forward only (set backward in its parameters)");
+    dnnl_batch_normalization_desc_t desc;
+    lp_status st = lp_dnnl_check(dnnl_batch_normalization_backward_desc_init(&desc, dnnl_backward, &b->data_md, &b->data_md,
+                                                                              b->p.eps, bn_flags(&b->p)),
+                                 "batchnorm backward desc");
+    if (st) return st;
+    dnnl_primitive_desc_t pd;
+    if ((st = create_pd(&pd, &desc, b->fwd_pd, "batchnorm backward"))) return st;
+    static const int kinds[] = {DNNL_ARG_SRC,   DNNL_ARG_MEAN,     DNNL_ARG_VARIANCE,   DNNL_ARG_DIFF_DST,
+                                DNNL_ARG_SCALE, DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT};
+    st = lp_prim_create(&b->bwd, pd, kinds, 8);
+    /* oneDNN 2.6 asks for the shift (beta) in backward too, although no result depends on
+     * it; it and the workspace go in as extra arguments (lp_prim holds eight). */
+    if (!st)
+        st = lp_dnnl_check(dnnl_memory_create(&b->bwd_shift, dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, DNNL_ARG_SHIFT),
+                                              lp_dnnl_engine(), DNNL_MEMORY_NONE),
+                           "memory create");
+    if (!st && b->ws_size) {
+        const lp_md *ws = dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
+        if (!ws || lp_md_size(ws) != b->ws_size)
+            st = lp_fail(LP_ERR_BACKEND, "oneDNN: batchnorm backward takes no ReLU workspace from the forward");
+        else
+            st = lp_dnnl_check(dnnl_memory_create(&b->bwd_ws, ws, lp_dnnl_engine(), DNNL_MEMORY_NONE), "memory create");
+    }
+    dnnl_primitive_desc_destroy(pd);
+    if (st) {
+        lp_prim_free(&b->bwd);
+        if (b->bwd_shift) dnnl_memory_destroy(b->bwd_shift);
+        if (b->bwd_ws) dnnl_memory_destroy(b->bwd_ws);
+        b->bwd_shift = b->bwd_ws = NULL;
+        return st;
+    }
+    b->has_bwd = true;
+    return LP_OK;
+}
+
+/* Backward writes dgamma or dbeta that the caller does not want here, after oneDNN's
+ * own scratchpad. */
+static size_t unwanted_offset(const lp_batchnorm *b) { return (b->bwd.scratch_size + 63) / 64 * 64; }
+
+size_t lp_batchnorm_scratch_size(const lp_batchnorm *b) {
+    size_t s = b->fwd.scratch_size;
+    if (b->has_bwd) {
+        size_t sb = unwanted_offset(b) + 2 * (size_t)b->p.c * sizeof(float);
+        if (sb > s) s = sb;
+    }
+    return s;
+}
+
+lp_status lp_batchnorm_forward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *gamma, const float *beta,
+                               float *mean, float *var, float *y, void *ws, void *scratch) {
+    if (b->ws_size && !ws) return lp_fail(LP_ERR_ARG, "batchnorm: forward needs its ReLU workspace");
+    void *p[7] = {(void *)x, (void *)gamma, (void *)beta, mean, var, y, ws};
+    return lp_prim_exec(&b->fwd, s, p, scratch);
+}
+
+lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *dy, const float *gamma,
+                                const float *beta, const float *mean, const float *var, const void *ws, float *dx, float *dgamma,
+                                float *dbeta, void *scratch) {
+    if (!b->has_bwd) return lp_fail(LP_ERR_ARG, "batchnorm: backward not built (lp_batchnorm_init_backward)");
+    if (b->ws_size && !ws) return lp_fail(LP_ERR_ARG, "batchnorm: backward needs the forward's ReLU workspace");
+    float *unwanted = (float *)((char *)scratch + unwanted_offset(b));
+    void *p[8] = {(void *)x, (void *)mean, (void *)var, (void *)dy, (void *)gamma, dx,
+                  dgamma ? (void *)dgamma : unwanted, dbeta ? (void *)dbeta : unwanted + b->p.c};
+    lp_prim *pr = &b->bwd;
+    dnnl_exec_arg_t args[LP_PRIM_MAX_ARGS + 3];
+    int n = 0;
+    for (int i = 0; i < pr->nargs; i++) {
+        dnnl_memory_set_data_handle(pr->mem[i], p[i]);
+        args[n++] = pr->args[i];
+    }
+    dnnl_memory_set_data_handle(b->bwd_shift, (void *)beta);
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, b->bwd_shift};
+    if (b->bwd_ws) {
+        dnnl_memory_set_data_handle(b->bwd_ws, (void *)ws);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE, b->bwd_ws};
+    }
+    if (pr->scratch_size) {
+        dnnl_memory_set_data_handle(pr->mem[pr->nargs], scratch);
+        args[n++] = pr->args[pr->nargs];
+    }
+    return lp_dnnl_check(dnnl_primitive_execute(pr->p, s, n, args), pr->impl[0] ? pr->impl : "batchnorm backward");
+}
+
+void lp_batchnorm_free(lp_batchnorm *b) {
+    if (!b) return;
+    lp_prim_free(&b->fwd);
+    lp_prim_free(&b->bwd);
+    if (b->bwd_shift) dnnl_memory_destroy(b->bwd_shift);
+    if (b->bwd_ws) dnnl_memory_destroy(b->bwd_ws);
+    if (b->fwd_pd) dnnl_primitive_desc_destroy(b->fwd_pd);
+    memset(b, 0, sizeof *b);
+}
+
+void lp_batchnorm_update_running(float *running_mean, float *running_var, int64_t *num_batches_tracked, const float *mean,
+                                 const float *var, int c, int64_t count, float momentum) {
+    /* Bessel's correction: PyTorch normalizes with the biased variance but tracks the
+     * unbiased one. */
+    const double m = momentum, unbias = (double)count / (double)(count - 1);
+    for (int i = 0; i < c; i++) {
+        running_mean[i] = (float)(m * mean[i] + (1 - m) * running_mean[i]);
+        running_var[i] = (float)(m * (var[i] * unbias) + (1 - m) * running_var[i]);
+    }
+    if (num_batches_tracked) ++*num_batches_tracked;
+}

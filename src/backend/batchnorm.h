@@ -1,0 +1,79 @@
+/* Batch normalization over (n, c, h, w), fp32, on oneDNN, with exactly
+ * torch.nn.BatchNorm2d's semantics (eps, biased variance in the normalization, the
+ * unbiased one in the running update, momentum, num_batches_tracked).
+ *
+ *   y = gamma * (x - mean) / sqrt(var + eps) + beta        (then ReLU with relu)
+ *
+ * Modes:
+ *   LP_BN_TRAIN   PyTorch's model.train(): mean and var are the batch's (per channel,
+ *                 over n*h*w values; var biased); forward returns them so that the
+ *                 caller updates the running statistics (lp_batchnorm_update_running).
+ *                 Backward is the full derivative through the batch statistics.
+ *   LP_BN_FROZEN  PyTorch's model.eval() (and Keras' frozen base): mean and var are the
+ *                 running statistics, given; backward treats them as constants:
+ *                 dx = dy * gamma / sqrt(var + eps); gamma and beta still get gradients.
+ *
+ * Tensors: x, y, dy, dx (n, c, h, w) in data_md (one layout for all four, the one the
+ * producing convolution hands over: nChw16c, nChw8c, nhwc or nchw); gamma, beta, mean,
+ * var, dgamma, dbeta (c) plain. ws: ws_size bytes (0 without a fused ReLU, or in a
+ * forward-only LP_BN_FROZEN op): the ReLU mask the forward writes for backward.
+ * Backward writes (does not add into) dgamma and dbeta. Scratchpad as every backend op:
+ * user provided, at least lp_batchnorm_scratch_size bytes. */
+#ifndef LP_BATCHNORM_H
+#define LP_BATCHNORM_H
+
+#include "backend.h"
+
+typedef enum lp_bn_mode { LP_BN_TRAIN, LP_BN_FROZEN } lp_bn_mode;
+
+#define LP_BN_EPS 1e-5f     /* torch.nn.BatchNorm2d's default */
+#define LP_BN_MOMENTUM 0.1f /* likewise */
+
+typedef struct lp_batchnorm_params {
+    int n, c, h, w;
+    float eps; /* 0: LP_BN_EPS (Keras' ResNet50 uses 1.001e-5) */
+    lp_bn_mode mode;
+    bool relu;     /* ReLU fused after the normalization (PyTorch: bn then relu) */
+    bool backward; /* backward will run: LP_BN_FROZEN then keeps the ReLU mask too */
+} lp_batchnorm_params;
+
+typedef struct lp_batchnorm {
+    lp_batchnorm_params p;
+    lp_md data_md;  /* x, y, dx, dy */
+    size_t ws_size; /* bytes of the ReLU mask ws (0: none) */
+    dnnl_primitive_desc_t fwd_pd;
+    lp_prim fwd, bwd; /* .impl: oneDNN's kernel name, e.g. "bnorm_jit:avx512_core" */
+    dnnl_memory_t bwd_shift, bwd_ws; /* backward's arguments beyond lp_prim's eight */
+    bool has_bwd;
+} lp_batchnorm;
+
+/* src: the layout x comes in (NULL: nChw16c at AVX-512 and above, nChw8c at AVX2, nchw
+ * below, each where c is a multiple of the block; else nchw). Fails with LP_ERR_SHAPE in
+ * LP_BN_TRAIN when a channel has a single value (n*h*w == 1), as PyTorch does. */
+lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const lp_md *src);
+/* Builds the backward primitive (once; p.backward must have been set). */
+lp_status lp_batchnorm_init_backward(lp_batchnorm *b);
+size_t lp_batchnorm_scratch_size(const lp_batchnorm *b);
+/* LP_BN_TRAIN: mean, var written (the batch's, var biased). LP_BN_FROZEN: read (the
+ * running statistics). ws: NULL when ws_size is 0. y may be x (in place) only in an op without backward,
+ * which reads x. */
+lp_status lp_batchnorm_forward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *gamma, const float *beta,
+                               float *mean, float *var, float *y, void *ws, void *scratch);
+/* dy: gradient of the output (after the fused ReLU; its mask is applied from ws). x, gamma,
+ * beta, mean, var, ws: those of the forward (no result depends on beta; oneDNN 2.6 asks for
+ * it). dx written (may be dy); dgamma, dbeta written (either may
+ * be NULL when not wanted). */
+lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *dy, const float *gamma,
+                                const float *beta, const float *mean, const float *var, const void *ws, float *dx, float *dgamma,
+                                float *dbeta, void *scratch);
+void lp_batchnorm_free(lp_batchnorm *b);
+
+/* PyTorch's running-statistics update after a LP_BN_TRAIN forward over count = n*h*w
+ * values per channel (count >= 2):
+ *   running_mean = (1 - momentum) * running_mean + momentum * mean
+ *   running_var  = (1 - momentum) * running_var  + momentum * var * count / (count - 1)
+ *   *num_batches_tracked += 1 */
+void lp_batchnorm_update_running(float *running_mean, float *running_var, int64_t *num_batches_tracked, const float *mean,
+                                 const float *var, int c, int64_t count, float momentum);
+
+#endif

@@ -1,0 +1,327 @@
+"""lp_batchnorm against torch.nn.BatchNorm2d (eps 1e-5, momentum 0.1), in train() and eval().
+
+Each case runs bn_harness for 3 steps (forward, backward, and in train mode the running
+statistics update) on inputs drawn here, once under each CPU level this machine has
+(ONEDNN_MAX_CPU_ISA=AVX2, AVX512_CORE, and uncapped), and compares with BatchNorm2d in
+float64 on the very same float32 inputs: y, dx, dgamma, dbeta at every step, the batch
+mean and biased variance (train), running_mean, running_var and num_batches_tracked after
+the last step. With relu, the reference is BatchNorm2d then ReLU. Inputs: per-channel
+offsets in [-1, 1] and scales in [0.05, 2] (small-variance channels show eps), gamma of
+both signs, running_var in [0.05, 2].
+
+Tolerances, from the arithmetic. E = 2^-23 (float32 machine epsilon). A float32 sum of n
+terms a_i, in any order, is within lam * sqrt(n) * (E/2) * sum|a_i| of the exact one with
+probability at least 1 - 2n exp(-lam^2/2) (Higham and Mary, "A new approach to
+probabilistic rounding error analysis", 2019, thm. 2.4 to first order); lam = 8 makes a
+false failure impossible in practice, so s = 4 sqrt(n) E per reduction over n = N*H*W
+values. Per channel then:
+  mean:    dmu = s * mean|x|
+  var:     dv = 3 s * mean(x^2)   (two-pass, or E[x^2] - mu^2: both within this)
+  1/sigma: rho = dv / (2 (var + eps)) + 2E relative
+  xhat_i:  dxh_i = dmu/sigma + rho |xhat_i| + 2E (|x_i| + |mu|)/sigma  (covers oneDNN's
+           folding into x*(gamma/sigma) + (beta - mu*gamma/sigma))
+  y_i:     |gamma| dxh_i + 2E (|gamma xhat_i| + |beta|)
+  dbeta:   s sum|dy|;  dgamma: s sum|dy xhat| + sum |dy_i| dxh_i
+  dx_i:    |gamma|/sigma (ddbeta/n + |xhat_i| ddgamma/n + dxh_i |dgamma|/n) + rho |dx_i|
+           + 4E |gamma|/sigma (|dy_i| + |dbeta|/n + |xhat_i dgamma|/n)
+In eval the statistics are given: dmu = dv = 0 and rho = 2E; dx_i = dy_i gamma/sigma is
+within 4E of its magnitude. Running statistics: each step adds (1-m) of the previous
+bound, m dmu (m n/(n-1) dv for the variance) and 3E of the value. With a fused ReLU,
+elements whose reference pre-activation is within its bound of 0 have an uncertain mask:
+their dx is not compared and their |dy| terms are added to the dgamma and dbeta bounds.
+A floor of n * 2^-126 allows for flushed denormals. The float64 reference's own error is
+~2^-53 of the same sums, far below.
+
+The same bounds are applied to PyTorch's own float32 BatchNorm2d on the same inputs; if
+it fails them, the bounds (not loupe) are wrong and the test says so.
+
+Also checked: no oneDNN reference kernel ("ref:") at any level on the layouts the
+convolutions hand over (the op's default, nhwc, and the level's block: nChw8c at AVX2,
+nChw16c above); nChw16c capped at AVX2 is oneDNN's reference kernel and only listed.
+
+    test_batchnorm.py --harness build/tests/engine/bn_harness --workdir DIR [--only SUBSTR]
+
+Exits 1 when a comparison fails, 0 when all pass.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+E = 2.0 ** -23
+LAM_E = 4 * E  # lam * (E/2) with lam = 8
+DENORMAL = 2.0 ** -126
+MOMENTUM = 0.1
+STEPS = 3
+
+
+def C(name, n, c, h, w, mode, relu=False, layout="default", eps=None):
+    return dict(name=name, n=n, c=c, h=h, w=w, mode=mode, relu=relu, layout=layout, eps=eps)
+
+
+CASES = [
+    # training (batch statistics)
+    C("train_resnet_like", 4, 64, 14, 14, "train"),
+    C("train_relu", 4, 64, 14, 14, "train", relu=True),
+    C("train_nhwc_relu", 2, 32, 9, 7, "train", relu=True, layout="nhwc"),
+    C("train_nchw", 3, 16, 5, 6, "train", layout="nchw"),
+    C("train_8c", 2, 24, 6, 6, "train", relu=True, layout="nChw8c"),
+    C("train_16c", 2, 32, 6, 6, "train", layout="nChw16c"),
+    C("train_large", 8, 128, 28, 28, "train", relu=True),
+    C("train_small_nhw8", 2, 16, 2, 2, "train"),          # n = 8: Bessel's correction is 1/7
+    C("train_small_nhw2_relu", 2, 16, 1, 1, "train", relu=True),  # n = 2, the fewest
+    C("train_n1", 1, 32, 3, 3, "train", relu=True),        # batch 1: statistics over h*w
+    C("train_keras_eps", 2, 32, 7, 7, "train", eps=1.001e-5),
+    # eval (running statistics given; backward through gamma, beta and x only)
+    C("frozen", 4, 64, 14, 14, "frozen"),
+    C("frozen_relu", 4, 64, 14, 14, "frozen", relu=True),
+    C("frozen_n1", 1, 64, 7, 7, "frozen"),
+    C("frozen_n1_relu_1x1", 1, 32, 1, 1, "frozen", relu=True),
+    C("frozen_nhwc_relu", 2, 48, 5, 5, "frozen", relu=True, layout="nhwc"),
+    C("frozen_8c", 2, 16, 4, 4, "frozen", layout="nChw8c"),
+]
+
+
+def levels():
+    """ONEDNN_MAX_CPU_ISA values to run under: each level this CPU has, and uncapped."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    out = []
+    if {"avx2", "fma"} <= flags:
+        out.append("AVX2")
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        out.append("AVX512_CORE")
+    out.append("")
+    return out
+
+
+def make_inputs(case, rng):
+    n, c, h, w = case["n"], case["c"], case["h"], case["w"]
+    off = rng.uniform(-1, 1, c)
+    scale = np.exp(rng.uniform(np.log(0.05), np.log(2.0), c))
+    d = {}
+    for k in range(STEPS):
+        d[f"x{k}"] = (off[None, :, None, None] + scale[None, :, None, None] * rng.standard_normal((n, c, h, w)))
+        d[f"dy{k}"] = rng.standard_normal((n, c, h, w))
+    d["gamma"] = rng.uniform(0.3, 1.5, c) * rng.choice([-1.0, 1.0], c)
+    d["beta"] = rng.uniform(-0.5, 0.5, c)
+    d["running_mean"] = rng.uniform(-1, 1, c)
+    d["running_var"] = np.exp(rng.uniform(np.log(0.05), np.log(2.0), c))
+    return {k: v.astype(np.float32) for k, v in d.items()}
+
+
+def run_harness(harness, case, indir, outdir, isa):
+    os.makedirs(outdir, exist_ok=True)
+    cmd = [harness, outdir, *map(str, (case["n"], case["c"], case["h"], case["w"])), case["mode"],
+           str(int(case["relu"])), str(STEPS), "--in", indir, "--layout", case["layout"]]
+    if case["eps"] is not None:
+        cmd += ["--eps", repr(case["eps"])]
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"bn_harness failed ({r.returncode}): {r.stderr.strip()}")
+    info = dict(line.split(" ", 1) for line in open(os.path.join(outdir, "info.txt")).read().splitlines())
+    return info
+
+
+def read(outdir, name, shape):
+    a = np.fromfile(os.path.join(outdir, name + ".f32"), dtype=np.float32)
+    if a.size != int(np.prod(shape)):
+        raise RuntimeError(f"{name}: {a.size} values, expected {int(np.prod(shape))}")
+    return a.reshape(shape).astype(np.float64)
+
+
+def reference(case, inp, dtype):
+    """BatchNorm2d (+ ReLU) over the steps in dtype: per step y, dx, dgamma, dbeta, the
+    pre-activation and the batch statistics; then the running statistics."""
+    eps = case["eps"] if case["eps"] is not None else 1e-5
+    bn = torch.nn.BatchNorm2d(case["c"], eps=eps, momentum=MOMENTUM).to(dtype)
+    with torch.no_grad():
+        for name, t in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"),
+                        ("running_var", "running_var")):
+            getattr(bn, name).copy_(torch.from_numpy(inp[t]))
+    bn.train(case["mode"] == "train")
+    steps = []
+    for k in range(STEPS):
+        x = torch.from_numpy(inp[f"x{k}"]).to(dtype).requires_grad_(True)
+        bn.weight.grad = bn.bias.grad = None
+        pre = bn(x)
+        y = torch.relu(pre) if case["relu"] else pre
+        y.backward(torch.from_numpy(inp[f"dy{k}"]).to(dtype))
+        xd = inp[f"x{k}"].astype(np.float64)
+        steps.append(dict(y=y.detach().double().numpy(), pre=pre.detach().double().numpy(),
+                          dx=x.grad.double().numpy(), dgamma=bn.weight.grad.double().numpy(),
+                          dbeta=bn.bias.grad.double().numpy(), mean=xd.mean(axis=(0, 2, 3)),
+                          var=xd.var(axis=(0, 2, 3))))
+    return steps, bn.running_mean.double().numpy(), bn.running_var.double().numpy(), int(bn.num_batches_tracked)
+
+
+def bounds(case, inp, ref):
+    """Per-tensor bounds of a float32 implementation's error (module docstring)."""
+    n_, c, h, w = case["n"], case["c"], case["h"], case["w"]
+    n = n_ * h * w
+    eps = case["eps"] if case["eps"] is not None else 1e-5
+    s = LAM_E * np.sqrt(n)
+    floor = n * DENORMAL
+    chan = lambda v: v[None, :, None, None]
+    g = inp["gamma"].astype(np.float64)
+    beta = inp["beta"].astype(np.float64)
+    train = case["mode"] == "train"
+    rm = inp["running_mean"].astype(np.float64)
+    rv = inp["running_var"].astype(np.float64)
+    drm = np.zeros(c)
+    drv = np.zeros(c)
+    out = []
+    for k, r in enumerate(ref):
+        x = inp[f"x{k}"].astype(np.float64)
+        dy = inp[f"dy{k}"].astype(np.float64)
+        if train:
+            mu, var = r["mean"], r["var"]
+            dmu = s * np.abs(x).mean(axis=(0, 2, 3))
+            dv = 3 * s * (x * x).mean(axis=(0, 2, 3))
+            rho = dv / (2 * (var + eps)) + 2 * E
+        else:
+            mu, var = rm, rv
+            dmu = dv = np.zeros(c)
+            rho = np.full(c, 2 * E)
+        sigma = np.sqrt(var + eps)
+        xhat = (x - chan(mu)) / chan(sigma)
+        dxh = chan(dmu / sigma) + chan(rho) * np.abs(xhat) + 2 * E * (np.abs(x) + chan(np.abs(mu))) / chan(sigma)
+        dy_pre = np.abs(chan(g)) * dxh + 2 * E * (np.abs(chan(g) * xhat) + chan(np.abs(beta))) + floor
+        if case["relu"]:
+            unsure = np.abs(r["pre"]) <= dy_pre
+            mask = (r["pre"] > 0) & ~unsure
+        else:
+            unsure = np.zeros(x.shape, bool)
+            mask = np.ones(x.shape, bool)
+        gm = np.where(mask, dy, 0.0)
+        ady_unsure = np.where(unsure, np.abs(dy), 0.0)
+        ddbeta = s * np.abs(gm).sum(axis=(0, 2, 3)) + ady_unsure.sum(axis=(0, 2, 3)) + floor
+        ddgamma = (s * np.abs(gm * xhat).sum(axis=(0, 2, 3)) + (np.abs(gm) * dxh).sum(axis=(0, 2, 3))
+                   + (ady_unsure * np.abs(xhat)).sum(axis=(0, 2, 3)) + floor)
+        gs = np.abs(chan(g / sigma))
+        if train:
+            dgam, dbet = r["dgamma"], r["dbeta"]
+            ddx = (gs * (chan(ddbeta / n) + np.abs(xhat) * chan(ddgamma / n) + dxh * chan(np.abs(dgam) / n))
+                   + chan(rho) * np.abs(r["dx"])
+                   + 4 * E * gs * (np.abs(gm) + chan(np.abs(dbet) / n) + np.abs(xhat * chan(dgam)) / n) + floor)
+        else:
+            ddx = 4 * E * np.abs(r["dx"]) + floor
+        out.append(dict(y=dy_pre, dx=np.where(unsure, np.inf, ddx), dgamma=ddgamma, dbeta=ddbeta, mean=dmu + floor,
+                        var=dv + floor, unsure=int(unsure.sum())))
+        if train:
+            rm = (1 - MOMENTUM) * rm + MOMENTUM * mu
+            rv = (1 - MOMENTUM) * rv + MOMENTUM * var * n / (n - 1)
+            drm = (1 - MOMENTUM) * drm + MOMENTUM * dmu + 3 * E * np.abs(rm)
+            drv = (1 - MOMENTUM) * drv + MOMENTUM * n / (n - 1) * dv + 3 * E * np.abs(rv)
+    return out, drm + floor, drv + floor
+
+
+def compare(label, got, want, bound, failures):
+    err = np.abs(got - want)
+    bad = ~(err <= bound)  # NaN fails too
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, err / np.maximum(bound, 1e-300), 0)), err.shape)
+        failures.append(f"{label}: {int(bad.sum())} of {err.size} beyond the bound; worst at {tuple(map(int, i))}: "
+                        f"got {got[i]:.9g}, want {want[i]:.9g}, bound {bound[i]:.3g}")
+        return False
+    return True
+
+
+def check(label, res, ref, refrun, bnd, case, failures):
+    """res: per-step tensors and the final running statistics of the implementation."""
+    steps_b, drm, drv = bnd
+    ok = True
+    for k in range(STEPS):
+        for t in ("y", "dx", "dgamma", "dbeta") + (("mean", "var") if case["mode"] == "train" else ()):
+            ok &= compare(f"{label} step {k} {t}", res["steps"][k][t], ref[k][t], steps_b[k][t], failures)
+    ok &= compare(f"{label} running_mean", res["running_mean"], refrun[0], drm, failures)
+    ok &= compare(f"{label} running_var", res["running_var"], refrun[1], drv, failures)
+    if res["num_batches_tracked"] != refrun[2]:
+        failures.append(f"{label}: num_batches_tracked {res['num_batches_tracked']}, want {refrun[2]}")
+        ok = False
+    return ok
+
+
+def harness_result(case, outdir, info):
+    n, c, h, w = case["n"], case["c"], case["h"], case["w"]
+    steps = []
+    for k in range(STEPS):
+        st = {t: read(outdir, f"{t}{k}", (n, c, h, w)) for t in ("y", "dx")}
+        st.update({t: read(outdir, f"{t}{k}", (c,)) for t in ("dgamma", "dbeta")})
+        if case["mode"] == "train":
+            st.update({t: read(outdir, f"{t}{k}", (c,)) for t in ("mean", "var")})
+        steps.append(st)
+    return dict(steps=steps, running_mean=read(outdir, "running_mean_out", (c,)),
+                running_var=read(outdir, "running_var_out", (c,)), num_batches_tracked=int(info["num_batches_tracked"]))
+
+
+def torch_f32_result(case, inp):
+    steps, rm, rv, nbt = reference(case, inp, torch.float32)
+    return dict(steps=steps, running_mean=rm, running_var=rv, num_batches_tracked=nbt)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--harness", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    failures = []
+    rng = np.random.default_rng(20240524)
+    lv = levels()
+    for case in CASES:
+        inp = make_inputs(case, rng)  # drawn for every case, so --only does not change inputs
+        if args.only not in case["name"]:
+            continue
+        indir = os.path.join(args.workdir, case["name"], "in")
+        os.makedirs(indir, exist_ok=True)
+        for name, a in inp.items():
+            a.tofile(os.path.join(indir, name + ".f32"))
+        ref = reference(case, inp, torch.float64)
+        bnd = bounds(case, inp, ref[0])
+        unsure = sum(b["unsure"] for b in bnd[0])
+        # the bounds must admit PyTorch's own float32 arithmetic
+        if not check(f"{case['name']} [torch float32]", torch_f32_result(case, inp), ref[0], ref[1:], bnd, case, failures):
+            failures.append(f"{case['name']}: PyTorch float32 itself exceeds the bounds: the tolerance model is wrong")
+        for isa in lv:
+            label = f"{case['name']} [{isa or 'native'}]"
+            outdir = os.path.join(args.workdir, case["name"], isa or "native")
+            try:
+                info = run_harness(args.harness, case, indir, outdir, isa)
+            except RuntimeError as e:
+                failures.append(f"{label}: {e}")
+                print(f"FAIL {label}: {e}")
+                continue
+            kernels = f"fwd {info['fwd']}, bwd {info['bwd']}, layout {info['layout']}"
+            ok = check(label, harness_result(case, outdir, info), ref[0], ref[1:], bnd, case, failures)
+            uses_ref = "ref:" in info["fwd"] or "ref:" in info["bwd"]
+            handed_over = case["layout"] in ("default", "nhwc") or (case["layout"] == "nChw8c" and isa == "AVX2") or \
+                (case["layout"] == "nChw16c" and isa != "AVX2")
+            if uses_ref and handed_over:
+                failures.append(f"{label}: oneDNN's reference kernel on a layout the convolutions hand over ({kernels})")
+                ok = False
+            note = f", {unsure} uncertain ReLU masks skipped" if unsure else ""
+            print(f"{'ok  ' if ok else 'FAIL'} {label}: {kernels}{note}")
+    for f in failures:
+        print("  " + f)
+    print(f"{len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
