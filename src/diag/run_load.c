@@ -27,18 +27,22 @@ void diag_note(diag_run *r, const char *fmt, ...) {
 
 /* ---- CSV lines and fields ---------------------------------------------- */
 typedef struct csv_file {
-    const char *path; /* for messages */
+    char *path;       /* for messages */
     char *buf, *p, *end;
     int line;         /* number of the line last returned */
+    int torn;         /* number of a last line without newline, 0 if none */
+    char **header;    /* the header's fields (names for messages), in buf */
+    char **fields;    /* the current row's fields, in buf */
+    int n_cols;       /* the header's field count (-1: unterminated quote) */
 } csv_file;
 
 /* Returns the next line (NUL-terminated in place, without \r\n), NULL at the end.
- * A last line without newline is not returned: *torn is set to its number. */
-static char *csv_next(csv_file *f, int *torn) {
+ * A last line without newline is not returned: f->torn is set to its number. */
+static char *csv_next(csv_file *f) {
     if (f->p >= f->end) return NULL;
     char *nl = memchr(f->p, '\n', (size_t)(f->end - f->p));
     if (!nl) {
-        *torn = f->line + 1;
+        f->torn = f->line + 1;
         f->p = f->end;
         return NULL;
     }
@@ -88,12 +92,6 @@ static int csv_split(char *line, char **fields, int max) {
     return n;
 }
 
-static int count_commas(const char *s) {
-    int n = 0;
-    for (; *s; s++) n += *s == ',';
-    return n;
-}
-
 static bool parse_double(const char *s, double *v) {
     while (*s == ' ') s++;
     if (!*s) return false;
@@ -114,24 +112,72 @@ static bool parse_int(const char *s, long *v) {
     return *end == 0 && errno == 0;
 }
 
-static lp_status csv_open(const char *dir, const char *name, csv_file *f, char **display) {
+static lp_status csv_open(const char *dir, const char *name, csv_file *f) {
     memset(f, 0, sizeof *f);
-    *display = lp_path_join(dir, name);
-    if (!*display) return LP_ERR_NOMEM;
-    f->path = *display;
-    if (!lp_path_exists(*display))
-        return lp_fail(LP_ERR_IO, "%s: not found; is '%s' a run directory written by 'loupe train'?", *display, dir);
+    f->path = lp_path_join(dir, name);
+    if (!f->path) return LP_ERR_NOMEM;
+    if (!lp_path_exists(f->path))
+        return lp_fail(LP_ERR_IO, "%s: not found; is '%s' a run directory written by 'loupe train'?", f->path, dir);
     size_t size;
-    lp_status s = lp_read_file(*display, (uint8_t **)&f->buf, &size);
+    lp_status s = lp_read_file(f->path, (uint8_t **)&f->buf, &size);
     if (s) return s;
     f->p = f->buf;
     f->end = f->buf + size;
     return LP_OK;
 }
 
-static void torn_note(diag_run *r, const csv_file *f, int torn) {
-    if (torn)
-        diag_note(r, "%s:%d: last line has no newline (the writer was interrupted?); ignored", f->path, torn);
+static void csv_close(csv_file *f) {
+    free(f->header);
+    free(f->fields);
+    free(f->buf);
+    free(f->path);
+}
+
+/* Reads the header line into f->header and sizes f->fields for the rows.
+ * `expected` (the header the writer writes) goes into the message for an empty file. */
+static lp_status csv_read_header(csv_file *f, const char *expected) {
+    char *line = csv_next(f);
+    if (!line) return lp_fail(LP_ERR_FORMAT, "%s:1: empty file; expected the header %s", f->path, expected);
+    int max = 1;
+    for (const char *q = line; *q; q++) max += *q == ',';
+    f->header = lp_malloc((size_t)(max + 1) * sizeof *f->header);
+    f->fields = lp_malloc((size_t)(max + 1) * sizeof *f->fields);
+    if (!f->header || !f->fields) return LP_ERR_NOMEM;
+    f->n_cols = csv_split(line, f->header, max);
+    return LP_OK;
+}
+
+/* Splits the next non-empty line into f->fields; *more is false at the end.
+ * A row must have as many fields as the header. */
+static lp_status csv_read_row(csv_file *f, bool *more) {
+    char *line;
+    while ((line = csv_next(f)) && !*line) {}
+    *more = line != NULL;
+    if (!line) return LP_OK;
+    int n = csv_split(line, f->fields, f->n_cols < 0 ? 0 : f->n_cols);
+    if (n == f->n_cols) return LP_OK;
+    if (n < 0) return lp_fail(LP_ERR_FORMAT, "%s:%d: unterminated quote", f->path, f->line);
+    if (n > f->n_cols) return lp_fail(LP_ERR_FORMAT, "%s:%d: more fields than the header's %d", f->path, f->line, f->n_cols);
+    return lp_fail(LP_ERR_FORMAT, "%s:%d: %d fields, the header has %d", f->path, f->line, n, f->n_cols);
+}
+
+/* Field `col` of the current row as a number; the message names file, line and column. */
+static lp_status csv_double(const csv_file *f, int col, double *v) {
+    if (parse_double(f->fields[col], v)) return LP_OK;
+    return lp_fail(LP_ERR_FORMAT, "%s:%d: %s '%s' is not a number", f->path, f->line, f->header[col], f->fields[col]);
+}
+
+/* Field `col` of the current row as a whole number in [min, max] (min == LONG_MIN: no bound is named). */
+static lp_status csv_long(const csv_file *f, int col, long min, long max, long *v) {
+    if (parse_int(f->fields[col], v) && *v >= min && *v <= max) return LP_OK;
+    char bound[32] = "";
+    if (min != LONG_MIN) snprintf(bound, sizeof bound, " >= %ld", min);
+    return lp_fail(LP_ERR_FORMAT, "%s:%d: %s '%s' is not a whole number%s", f->path, f->line, f->header[col], f->fields[col], bound);
+}
+
+static void torn_note(diag_run *r, const csv_file *f) {
+    if (f->torn)
+        diag_note(r, "%s:%d: last line has no newline (the writer was interrupted?); ignored", f->path, f->torn);
 }
 
 /* ---- history.csv --------------------------------------------------------- */
@@ -142,28 +188,16 @@ static int cmp_hist(const void *a, const void *b) {
 
 static lp_status load_history(diag_run *r) {
     csv_file f;
-    char *path = NULL, **fields = NULL;
-    lp_status s = csv_open(r->dir, "history.csv", &f, &path);
+    lp_status s = csv_open(r->dir, "history.csv", &f);
+    if (!s) s = csv_read_header(&f, "epoch,loss,accuracy,val_loss,val_accuracy,lr");
     if (s) goto done;
-    int torn = 0;
-    char *line = csv_next(&f, &torn);
-    if (!line) {
-        s = lp_fail(LP_ERR_FORMAT, "%s:1: empty file; expected the header epoch,loss,accuracy,val_loss,val_accuracy,lr", path);
-        goto done;
-    }
-    int maxf = count_commas(line) + 1;
-    fields = lp_malloc((size_t)(maxf + 1) * sizeof *fields);
-    if (!fields) {
-        s = LP_ERR_NOMEM;
-        goto done;
-    }
-    int nf = csv_split(line, fields, maxf);
+    const char *path = f.path;
     const char *want[] = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"};
     int col[6];
     for (int j = 0; j < 6; j++) {
         col[j] = -1;
-        for (int c = 0; c < nf; c++)
-            if (!strcmp(fields[c], want[j])) col[j] = c;
+        for (int c = 0; c < f.n_cols; c++)
+            if (!strcmp(f.header[c], want[j])) col[j] = c;
         if (col[j] < 0 && j < 5) {
             s = lp_fail(LP_ERR_FORMAT, "%s:1: header has no '%s' column; expected epoch,loss,accuracy,val_loss,val_accuracy,lr", path, want[j]);
             goto done;
@@ -175,31 +209,16 @@ static lp_status load_history(diag_run *r) {
         s = LP_ERR_NOMEM;
         goto done;
     }
-    while ((line = csv_next(&f, &torn))) {
-        if (!*line) continue;
-        int n = csv_split(line, fields, maxf);
-        if (n != nf) {
-            if (n < 0) s = lp_fail(LP_ERR_FORMAT, "%s:%d: unterminated quote", path, f.line);
-            else if (n > nf) s = lp_fail(LP_ERR_FORMAT, "%s:%d: more fields than the header's %d", path, f.line, nf);
-            else s = lp_fail(LP_ERR_FORMAT, "%s:%d: %d fields, the header has %d", path, f.line, n, nf);
-            goto done;
-        }
+    bool more;
+    while (!(s = csv_read_row(&f, &more)) && more) {
         diag_hist h;
         long ep;
-        if (!parse_int(fields[col[0]], &ep) || ep < 1 || ep > 10000000) {
-            s = lp_fail(LP_ERR_FORMAT, "%s:%d: epoch '%s' is not a whole number >= 1", path, f.line, fields[col[0]]);
-            goto done;
-        }
+        if ((s = csv_long(&f, col[0], 1, 10000000, &ep))) goto done;
         h.epoch = (int)ep;
         double *dst[5] = {&h.loss, &h.acc, &h.val_loss, &h.val_acc, &h.lr};
         h.lr = NAN;
-        for (int j = 1; j < 6; j++) {
-            if (col[j] < 0) continue;
-            if (!parse_double(fields[col[j]], dst[j - 1])) {
-                s = lp_fail(LP_ERR_FORMAT, "%s:%d: %s '%s' is not a number", path, f.line, want[j], fields[col[j]]);
-                goto done;
-            }
-        }
+        for (int j = 1; j < 6; j++)
+            if (col[j] >= 0 && (s = csv_double(&f, col[j], dst[j - 1]))) goto done;
         int dup = -1;
         for (int i = 0; i < r->n_hist; i++)
             if (r->hist[i].epoch == h.epoch) dup = i;
@@ -219,12 +238,11 @@ static lp_status load_history(diag_run *r) {
         }
         r->hist[r->n_hist++] = h;
     }
-    torn_note(r, &f, torn);
+    if (s) goto done;
+    torn_note(r, &f);
     qsort(r->hist, (size_t)r->n_hist, sizeof *r->hist, cmp_hist);
 done:
-    free(fields);
-    free(f.buf);
-    free(path);
+    csv_close(&f);
     return s;
 }
 
@@ -246,32 +264,22 @@ typedef struct block {
 
 static lp_status load_predictions(diag_run *r) {
     csv_file f;
-    char *path = NULL, **fields = NULL;
     prow *rows = NULL;
     double *rp = NULL;
     block *blocks = NULL;
     int *slot = NULL, *seen = NULL, *first_line = NULL;
-    lp_status s = csv_open(r->dir, "valid_predictions.csv", &f, &path);
-    if (s == LP_ERR_IO && !lp_path_exists(path))
+    lp_status s = csv_open(r->dir, "valid_predictions.csv", &f);
+    if (s == LP_ERR_IO && !lp_path_exists(f.path))
         s = lp_fail(LP_ERR_IO, "%s: not found; diagnose needs the validation predictions, which 'loupe train' writes when the "
-                    "data has a valid/ split (or --validation-split)", path);
+                    "data has a valid/ split (or --validation-split)", f.path);
+    if (!s) s = csv_read_header(&f, "epoch,path,label,p0,p1,...");
     if (s) goto done;
-    int torn = 0;
-    char *line = csv_next(&f, &torn);
-    if (!line) {
-        s = lp_fail(LP_ERR_FORMAT, "%s:1: empty file; expected the header epoch,path,label,p0,p1,...", path);
-        goto done;
-    }
-    int maxf = count_commas(line) + 1;
-    fields = lp_malloc((size_t)(maxf + 1) * sizeof *fields);
-    if (!fields) {
-        s = LP_ERR_NOMEM;
-        goto done;
-    }
-    int nf = csv_split(line, fields, maxf), k = 0;
-    if (nf >= 3 && !strcmp(fields[0], "epoch") && !strcmp(fields[1], "path") && !strcmp(fields[2], "label")) {
+    const char *path = f.path;
+    char **header = f.header, **fields = f.fields;
+    int nf = f.n_cols, k = 0;
+    if (nf >= 3 && !strcmp(header[0], "epoch") && !strcmp(header[1], "path") && !strcmp(header[2], "label")) {
         char name[32];
-        while (3 + k < nf && (snprintf(name, sizeof name, "p%d", k), !strcmp(fields[3 + k], name))) k++;
+        while (3 + k < nf && (snprintf(name, sizeof name, "p%d", k), !strcmp(header[3 + k], name))) k++;
     }
     if (k < 2) {
         s = lp_fail(LP_ERR_FORMAT, "%s:1: header must be epoch,path,label,p0,p1,... with one p column per class (at least 2)", path);
@@ -293,31 +301,18 @@ static lp_status load_predictions(diag_run *r) {
         goto done;
     }
     int n_rows = 0, n_blocks = 0;
-    while ((line = csv_next(&f, &torn))) {
-        if (!*line) continue;
-        int n = csv_split(line, fields, maxf);
-        if (n != nf) {
-            if (n < 0) s = lp_fail(LP_ERR_FORMAT, "%s:%d: unterminated quote", path, f.line);
-            else if (n > nf) s = lp_fail(LP_ERR_FORMAT, "%s:%d: more fields than the header's %d", path, f.line, nf);
-            else s = lp_fail(LP_ERR_FORMAT, "%s:%d: %d fields, the header has %d", path, f.line, n, nf);
-            goto done;
-        }
+    bool more;
+    while (!(s = csv_read_row(&f, &more)) && more) {
         prow *w = &rows[n_rows];
         long v;
-        if (!parse_int(fields[0], &v) || v < 1 || v > 10000000) {
-            s = lp_fail(LP_ERR_FORMAT, "%s:%d: epoch '%s' is not a whole number >= 1", path, f.line, fields[0]);
-            goto done;
-        }
+        if ((s = csv_long(&f, 0, 1, 10000000, &v))) goto done;
         w->epoch = (int)v;
         if (!*fields[1]) {
             s = lp_fail(LP_ERR_FORMAT, "%s:%d: empty path", path, f.line);
             goto done;
         }
         w->path = fields[1];
-        if (!parse_int(fields[2], &v)) {
-            s = lp_fail(LP_ERR_FORMAT, "%s:%d: label '%s' is not a whole number", path, f.line, fields[2]);
-            goto done;
-        }
+        if ((s = csv_long(&f, 2, LONG_MIN, LONG_MAX, &v))) goto done;
         if (v < 0 || v >= k) {
             s = lp_fail(LP_ERR_FORMAT, "%s:%d: label %ld is out of range (classes 0..%d)", path, f.line, v, k - 1);
             goto done;
@@ -327,10 +322,7 @@ static lp_status load_predictions(diag_run *r) {
         double *p = rp + (size_t)n_rows * k, sum = 0;
         bool finite = true;
         for (int c = 0; c < k; c++) {
-            if (!parse_double(fields[3 + c], &p[c])) {
-                s = lp_fail(LP_ERR_FORMAT, "%s:%d: p%d '%s' is not a number", path, f.line, c, fields[3 + c]);
-                goto done;
-            }
+            if ((s = csv_double(&f, 3 + c, &p[c]))) goto done;
             if (!isfinite(p[c])) {
                 finite = false;
                 continue;
@@ -359,7 +351,8 @@ static lp_status load_predictions(diag_run *r) {
         }
         blocks[n_blocks - 1].end = ++n_rows;
     }
-    torn_note(r, &f, torn);
+    if (s) goto done;
+    torn_note(r, &f);
     if (n_blocks == 0) {
         s = lp_fail(LP_ERR_DATA, "%s: no prediction rows yet (no epoch has finished?)", path);
         goto done;
@@ -458,15 +451,13 @@ static lp_status load_predictions(diag_run *r) {
         r->n_ep++;
     }
 done:
-    free(fields);
     free(rows);
     free(rp);
     free(blocks);
     free(slot);
     free(seen);
     free(first_line);
-    free(f.buf);
-    free(path);
+    csv_close(&f);
     return s;
 }
 

@@ -565,12 +565,12 @@ static lp_status dropout_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, i
 }
 
 const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT] = {
-    [LP_LAYER_CONV] = {"Conv2d", false, conv_plan, conv_prepare_backward, conv_forward, conv_backward, conv_free},
-    [LP_LAYER_MAXPOOL] = {"MaxPool2d", false, pool_plan, pool_prepare_backward, pool_forward, pool_backward, pool_free},
-    [LP_LAYER_TOPLAIN] = {"Reorder", false, toplain_plan, toplain_prepare_backward, toplain_forward, toplain_backward, toplain_free},
-    [LP_LAYER_APOOL] = {"AdaptiveAvgPool2d", true, apool_plan, no_prepare, apool_forward, apool_backward, nothing_free},
-    [LP_LAYER_FLATTEN] = {"Flatten", true, flatten_plan, no_prepare, flatten_forward, flatten_backward, nothing_free},
-    [LP_LAYER_DENSE] = {"Linear", true, dense_plan, dense_prepare_backward, dense_forward, dense_backward, dense_free},
-    [LP_LAYER_DROPOUT] = {"Dropout", true, dropout_plan, no_prepare, dropout_forward, dropout_backward, nothing_free},
+    [LP_LAYER_CONV] = {"Conv2d", conv_plan, conv_prepare_backward, conv_forward, conv_backward, conv_free},
+    [LP_LAYER_MAXPOOL] = {"MaxPool2d", pool_plan, pool_prepare_backward, pool_forward, pool_backward, pool_free},
+    [LP_LAYER_TOPLAIN] = {"Reorder", toplain_plan, toplain_prepare_backward, toplain_forward, toplain_backward, toplain_free},
+    [LP_LAYER_APOOL] = {"AdaptiveAvgPool2d", apool_plan, no_prepare, apool_forward, apool_backward, nothing_free},
+    [LP_LAYER_FLATTEN] = {"Flatten", flatten_plan, no_prepare, flatten_forward, flatten_backward, nothing_free},
+    [LP_LAYER_DENSE] = {"Linear", dense_plan, dense_prepare_backward, dense_forward, dense_backward, dense_free},
+    [LP_LAYER_DROPOUT] = {"Dropout", dropout_plan, no_prepare, dropout_forward, dropout_backward, nothing_free},
 };
 static_assert(sizeof lp_layer_kinds / sizeof lp_layer_kinds[0] == LP_LAYER_KIND_COUNT, "one entry per layer kind");

@@ -247,7 +247,6 @@ int lp_net_param_shape(const lp_net *net, int i, int64_t shape[4]) {
     return net->params[i].ndim;
 }
 size_t lp_net_param_numel(const lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->params[i].numel : 0; }
-size_t lp_net_param_offset(const lp_net *net, int i) { return i >= 0 && i < net->nparams ? net->params[i].offset : 0; }
 /* Weights and gradients leave the net in plain layouts; converting back cannot fail
  * once lp_net_store_blocked has succeeded (buffers and reorders exist). */
 static void to_plain(const lp_net *net) { (void)lp_net_store_plain((lp_net *)net); }
@@ -278,11 +277,6 @@ float *lp_net_grad(lp_net *net, int i) {
 }
 bool lp_net_param_trainable(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].trainable; }
 size_t lp_net_num_weights(const lp_net *net) { return net->nweights; }
-float *lp_net_weights(lp_net *net) {
-    to_plain(net);
-    lp_net_invalidate_weights(net, false);
-    return net->weights;
-}
 float *lp_net_grads(lp_net *net) {
     to_plain(net);
     for (int i = 0; i < net->nparams; i++) lp_net_materialize_grad(net, i);

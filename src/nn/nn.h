@@ -91,7 +91,6 @@ int lp_net_param_count(const lp_net *net);
 const char *lp_net_param_name(const lp_net *net, int i);
 int lp_net_param_shape(const lp_net *net, int i, int64_t shape[4]); /* returns ndim */
 size_t lp_net_param_numel(const lp_net *net, int i);
-size_t lp_net_param_offset(const lp_net *net, int i); /* in floats, into lp_net_weights() */
 /* Writable pointers: taking one marks the net's cached (reordered) weights
  * stale. Use lp_net_param_data to read without that cost. */
 float *lp_net_param(lp_net *net, int i);
@@ -99,7 +98,6 @@ const float *lp_net_param_data(const lp_net *net, int i);
 float *lp_net_grad(lp_net *net, int i);
 bool lp_net_param_trainable(const lp_net *net, int i);
 size_t lp_net_num_weights(const lp_net *net);
-float *lp_net_weights(lp_net *net);
 float *lp_net_grads(lp_net *net);
 /* "base" (whole backbone: features.* and, for top=keep, classifier.0/3) |
  * "none" (everything trains) | a name prefix ("features." or "features.0").

@@ -122,7 +122,6 @@ struct lp_net {
     int last_n;
     bool last_training, loss_ready;
     bool acts_consumed; /* backward wrote input gradients over activations (net.c backward_targets) */
-    const float *last_x;
     float *dlogits; /* (cap_batch, K) */
     int dlogits_cap;
     double *prof; /* NULL, or per layer l: [2l] forward and [2l+1] backward seconds (bench) */
@@ -137,7 +136,6 @@ struct lp_net {
 /* kind table (layers.c) */
 typedef struct lp_layer_ops {
     const char *type;  /* for the summary: "Conv2d", ... */
-    bool plain_input;  /* needs plain row-major input */
     lp_status (*plan)(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n); /* in_md set; sets out_md, alias */
     lp_status (*prepare_backward)(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights);
     lp_status (*forward)(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,

@@ -65,7 +65,6 @@ static int add_param(builder *b, const char *layer_name, const char *suffix, int
         p->numel *= (size_t)shape[i];
     }
     p->offset = net->nweights;
-    p->numel = p->numel;
     p->trainable = true;
     p->layer = net->nlayers - 1;
     net->nweights += (p->numel + 15) & ~(size_t)15; /* keep every tensor 64-byte aligned */

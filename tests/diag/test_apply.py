@@ -3,17 +3,17 @@
 predictions of the epoch each checkpoint holds (best: lowest val_loss; last: the
 last epoch) in the checkpoint's safetensors metadata key "temperature", leaving
 the tensors unchanged. Usage: test_apply.py LOUPE_CLI WORKDIR"""
-import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import runfixtures as rf  # noqa: E402
+import safetensors_io as st  # noqa: E402
 
 CLI, WORK = sys.argv[1], sys.argv[2]
 os.makedirs(WORK, exist_ok=True)
@@ -26,29 +26,6 @@ def check(cond, msg):
         print("FAIL:", msg)
 
 
-def write_safetensors(path, tensors, meta):
-    header, blob = {"__metadata__": meta}, b""
-    for name, arr in tensors.items():
-        data = arr.astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [len(blob), len(blob) + len(data)]}
-        blob += data
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + blob)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    blob = raw[8 + n:]
-    tensors = {k: np.frombuffer(blob[v["data_offsets"][0]:v["data_offsets"][1]], "<f4").reshape(v["shape"])
-               for k, v in header.items() if k != "__metadata__"}
-    return header.get("__metadata__", {}), tensors
-
-
 run = os.path.join(WORK, "apply")
 shutil.rmtree(run, ignore_errors=True)
 probs, labels, _ = rf.seed_story(run)
@@ -58,13 +35,13 @@ tensors = {"classifier.6.weight": rng.normal(size=(2, 8)).astype(np.float32),
            "classifier.6.bias": rng.normal(size=(2,)).astype(np.float32)}
 meta = {"format": "pt", "arch": "vgg16", "classes": "negative,positive"}
 for name in ("best", "last"):
-    write_safetensors(os.path.join(run, "checkpoints", f"{name}.safetensors"), tensors, meta)
+    st.write(os.path.join(run, "checkpoints", f"{name}.safetensors"), tensors, meta)
 
 out = subprocess.run([CLI, "diagnose", run, "--apply", "--no-report"], capture_output=True, text=True)
 check(out.returncode == 0, f"--apply exit {out.returncode}: {out.stderr}")
 expect = {"best": rf.temperature(probs[ref["best_epoch"] - 1], labels)[0], "last": rf.temperature(probs[-1], labels)[0]}
 for name, T in expect.items():
-    m, t = read_safetensors(os.path.join(run, "checkpoints", f"{name}.safetensors"))
+    t, m = st.read(os.path.join(run, "checkpoints", f"{name}.safetensors"))
     got = float(m.get("temperature", "nan"))
     check(abs(got - T) <= 1e-4 * T, f"{name}: stored temperature {got} vs reference {T}")
     check(all(m.get(k) == v for k, v in meta.items()), f"{name}: other metadata changed: {m}")

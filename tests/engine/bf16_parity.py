@@ -41,8 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parity import build, st_read, st_write  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
+from parity import build  # noqa: E402
+from safetensors_io import read as st_read, write as st_write  # noqa: E402
 
 
 def relf(a, b):

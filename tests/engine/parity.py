@@ -33,50 +33,15 @@ events; a decade covers an event of loupe's that the patterns catch smaller. A w
 FLOOR = 1e-6, eight fp32 ulps of the largest weight, so that a sensitivity near zero does
 not demand bit equality.
 """
-import argparse, json, os, struct, subprocess, sys, time
+import argparse, os, subprocess, sys, time
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-DT = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "U8": np.uint8, "BF16": np.uint16}
-
-
-def st_read(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    hdr = json.loads(data[8:8 + n])
-    meta = hdr.pop("__metadata__", {})
-    base = 8 + n
-    out = {}
-    for name, e in hdr.items():
-        b, end = e["data_offsets"]
-        a = np.frombuffer(data, dtype=DT[e["dtype"]], count=(end - b) // np.dtype(DT[e["dtype"]]).itemsize, offset=base + b)
-        if e["dtype"] == "BF16":
-            a = (a.astype(np.uint32) << 16).view(np.float32)
-        out[name] = a.reshape(e["shape"]).copy()
-    return out, meta
-
-
-def st_write(path, tensors, meta):
-    hdr, off, blobs = {}, 0, []
-    if meta:
-        hdr["__metadata__"] = {k: str(v) for k, v in meta.items()}
-    for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
-        dt = {np.float32: "F32", np.int64: "I64"}[a.dtype.type]
-        hdr[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        off += a.nbytes
-        blobs.append(a.tobytes())
-    h = json.dumps(hdr).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from safetensors_io import read as st_read, write as st_write  # noqa: E402
 
 
 class Mask(nn.Module):

@@ -6,7 +6,7 @@ usage: make_seeds.py OUTDIR [LOUPE]
   OUTDIR/<target>/ for target in decode, safetensors, weights, h5, diag_run.
   LOUPE (optional): the CLI, used to add a real checkpoint and run directory
   written by `loupe train` (tiny model, 1 epoch)."""
-import json, os, shutil, struct, subprocess, sys, tempfile
+import json, os, shutil, subprocess, sys, tempfile
 
 import numpy as np
 from PIL import Image
@@ -15,7 +15,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "train"))
 sys.path.insert(0, os.path.join(HERE, "..", "data"))
 sys.path.insert(0, os.path.join(HERE, "..", "weights"))
-import make_data, st  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, ".."))
+import make_data  # noqa: E402
+import safetensors_io as st  # noqa: E402
 
 SEP = b"\n\0#\n"  # fuzz_diag_run.c splits its input into files on this
 
@@ -65,12 +67,6 @@ def loupe_meta(**kw):
     return m
 
 
-def raw_safetensors(path, header, data=b""):
-    h = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + data)
-
-
 def safetensors_seeds(d):
     rng = np.random.default_rng(0)
     st.write(os.path.join(d, "ckpt.safetensors"),
@@ -81,13 +77,14 @@ def safetensors_seeds(d):
              {"a": np.arange(6, dtype=np.float16).reshape(2, 3), "b": np.arange(3, dtype=np.int64),
               "c": np.zeros((0, 4), np.float32), "d": np.float32(3.0).reshape(())}, {"k": "v"})
     bf = (np.arange(4, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
-    raw_safetensors(os.path.join(d, "bf16.safetensors"), {"x": {"dtype": "BF16", "shape": [4], "data_offsets": [0, 8]},
-                                                          "y": {"dtype": "U8", "shape": [2, 2], "data_offsets": [8, 12]}},
-                    bf + b"\1\2\3\4")
-    raw_safetensors(os.path.join(d, "meta_only.safetensors"), {"__metadata__": loupe_meta(input_size="224x224")})
-    raw_safetensors(os.path.join(d, "overlap.safetensors"),
-                    {"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                     "y": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12)
+    # headers exactly as given, unpadded
+    st.write_raw(os.path.join(d, "bf16.safetensors"), {"x": {"dtype": "BF16", "shape": [4], "data_offsets": [0, 8]},
+                                                       "y": {"dtype": "U8", "shape": [2, 2], "data_offsets": [8, 12]}},
+                 bf + b"\1\2\3\4", pad=False)
+    st.write_raw(os.path.join(d, "meta_only.safetensors"), {"__metadata__": loupe_meta(input_size="224x224")}, pad=False)
+    st.write_raw(os.path.join(d, "overlap.safetensors"),
+                 {"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                  "y": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, pad=False)
 
 
 def keras_h5_seeds(d):

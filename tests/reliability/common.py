@@ -4,7 +4,9 @@ import csv, glob, io, json, os, shutil, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "train"))
-import make_data, st  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, ".."))
+import make_data  # noqa: E402
+import safetensors_io as st  # noqa: E402
 
 HEADER = "epoch,loss,accuracy,val_loss,val_accuracy,lr"
 

@@ -1,8 +1,10 @@
 """Checkpoints carry a CRC32 of their payload; a flipped byte in a tensor is refused
 with "corrupt checkpoint" by every reader (evaluate, predict, --resume, --weights)."""
-import os, shutil, subprocess, sys, zlib, json, struct
+import os, shutil, subprocess, sys, zlib
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import make_data
+import safetensors_io as st
 
 LOUPE, WORK = sys.argv[1], sys.argv[2]
 shutil.rmtree(WORK, ignore_errors=True)
@@ -12,15 +14,14 @@ run = os.path.join(WORK, "run")
 args = ["--model", "tiny", "--top", "none", "--size", "32x32", "--batch", "4", "--epochs", "1", "--quiet", "--tensorboard", "off"]
 subprocess.run([LOUPE, "train", DATA, "--run", run, *args], check=True, capture_output=True)
 ck = os.path.join(run, "checkpoints", "last.safetensors")
-data = bytearray(open(ck, "rb").read())
-n = struct.unpack("<Q", data[:8])[0]
-meta = json.loads(data[8:8 + n])["__metadata__"]
+header, data, base = st.read_header(ck)
+meta, data = header["__metadata__"], bytearray(data)
 failures = 0
 # independent check of the stored value: zlib's CRC-32 of the whole data section
-if meta.get("checksum") != "crc32:%08x" % zlib.crc32(bytes(data[8 + n:])):
+if meta.get("checksum") != "crc32:%08x" % zlib.crc32(bytes(data[base:])):
     failures += 1
     print("FAIL: stored checksum", meta.get("checksum"), "is not the CRC-32 of the payload")
-data[8 + n + 5] ^= 0x10  # flip one bit inside the first tensor
+data[base + 5] ^= 0x10  # flip one bit inside the first tensor
 open(ck, "wb").write(data)
 for cmd in (["evaluate", ck, os.path.join(DATA, "valid")],
             ["predict", ck, os.path.join(DATA, "valid")],

@@ -1,7 +1,9 @@
 """Every bad command line gives one clear line on stderr and a non-zero exit."""
 import os, shutil, subprocess, sys
 sys.path.insert(0, os.path.dirname(__file__))
-import make_data, st
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import make_data
+import safetensors_io as st
 import numpy as np
 
 LOUPE, WORK = sys.argv[1], sys.argv[2]

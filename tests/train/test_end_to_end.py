@@ -5,7 +5,9 @@ import csv, json, os, shutil, subprocess, sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-import make_data, st
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import make_data
+import safetensors_io as st
 from keras_ref import KerasEarlyStopping, KerasReduceLR
 
 LOUPE, WORK = sys.argv[1], sys.argv[2]

@@ -7,7 +7,9 @@ import numpy as np
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
-import make_data, st
+sys.path.insert(0, os.path.join(HERE, ".."))
+import make_data
+import safetensors_io as st
 
 LOUPE, WORK = sys.argv[1], sys.argv[2]
 shutil.rmtree(WORK, ignore_errors=True)

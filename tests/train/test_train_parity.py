@@ -17,7 +17,9 @@ import torch, torchvision
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-import make_data, st
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import make_data
+import safetensors_io as st
 
 LOUPE, WORK = sys.argv[1], sys.argv[2]
 shutil.rmtree(WORK, ignore_errors=True)

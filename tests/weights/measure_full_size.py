@@ -12,6 +12,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wcommon as W  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
 
 build, work = sys.argv[1], sys.argv[2]
 os.makedirs(work, exist_ok=True)
@@ -23,9 +25,9 @@ model = W.torch_vgg("vgg16", hidden=None, classes=1000)
 sd = {k: v.numpy() for k, v in model.state_dict().items()}
 files = {}
 files["torchvision F32 safetensors"] = os.path.join(work, "vgg16.safetensors")
-W.write_safetensors(files["torchvision F32 safetensors"], sd)
+st.write(files["torchvision F32 safetensors"], sd)
 files["torchvision BF16 safetensors"] = os.path.join(work, "vgg16_bf16.safetensors")
-W.write_safetensors(files["torchvision BF16 safetensors"], sd, dtype="BF16")
+st.write(files["torchvision BF16 safetensors"], sd, dtype="BF16")
 files["Keras HDF5 (model.save, top)"] = os.path.join(work, "vgg16.h5")
 W.write_keras_h5(files["Keras HDF5 (model.save, top)"], W.keras_vgg_layers("vgg16", True, hidden=(4096, 4096), classes=1000), full_model=True)
 files["ONNX (torch.onnx.export)"] = os.path.join(work, "vgg16.onnx")

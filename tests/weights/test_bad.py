@@ -12,6 +12,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wcommon as W  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
 
 cli, work = sys.argv[1], sys.argv[2]
 os.makedirs(work, exist_ok=True)
@@ -109,30 +111,30 @@ W.write_keras_h5(p("custom_head.h5"), head)
 expect_fail("Keras head of unknown activations", p("custom_head.h5"), ["dense/kernel:0", "ReLU", "--head"])
 
 # ---- safetensors -----------------------------------------------------------------
-W.write_safetensors(p("resnet50.safetensors"), {k: v.numpy() for k, v in torchvision.models.resnet50().state_dict().items()
+st.write(p("resnet50.safetensors"), {k: v.numpy() for k, v in torchvision.models.resnet50().state_dict().items()
                                                  if v.dtype == torch.float32})
 expect_fail("torchvision ResNet50 as VGG16", p("resnet50.safetensors"), ["53 conv layers", "layer1.0.conv1.weight", "not a VGG16"], arch="vgg16")
 
 vgg19 = {k: v.detach().numpy() for k, v in W.torch_vgg("vgg19").features.state_dict().items()}
-W.write_safetensors(p("vgg19.safetensors"), {"features." + k: v for k, v in vgg19.items()})
+st.write(p("vgg19.safetensors"), {"features." + k: v for k, v in vgg19.items()})
 expect_fail("VGG19 file with --arch vgg16", p("vgg19.safetensors"), ["16 conv layers", "VGG19, not a VGG16", "--arch vgg19"], arch="vgg16")
 
 tv = {k: v.detach().numpy().copy() for k, v in W.torch_vgg("vgg16").state_dict().items()}
 tv["classifier.3.bias"][5] = np.inf
-W.write_safetensors(p("inf.safetensors"), tv, dtype="F16")
+st.write(p("inf.safetensors"), tv, dtype="F16")
 expect_fail("safetensors Inf", p("inf.safetensors"), ["classifier.3.bias", "NaN/Inf"])
 
 tv = {k: v.detach().numpy().copy() for k, v in W.torch_vgg("vgg16").state_dict().items()}
 tv["features.10.weight"] = tv["features.10.weight"][:, :64].copy()
-W.write_safetensors(p("tv_shape.safetensors"), tv)
+st.write(p("tv_shape.safetensors"), tv)
 expect_fail("safetensors wrong shape", p("tv_shape.safetensors"), ["features.10.weight", "(256, 64, 3, 3)", "(256, 128, 3, 3)"], keep=True)
 
 tv = {k: v.detach().numpy().copy() for k, v in W.torch_vgg("vgg16").state_dict().items() if not k.startswith("features.28")}
-W.write_safetensors(p("tv_missing.safetensors"), tv)
+st.write(p("tv_missing.safetensors"), tv)
 expect_fail("safetensors missing layer", p("tv_missing.safetensors"), ["12 conv layers", "missing"])
 
 bn = {k: v.numpy() for k, v in torchvision.models.vgg11_bn().features.state_dict().items() if v.dtype == torch.float32}
-W.write_safetensors(p("vgg_bn.safetensors"), {"features." + k: v for k, v in bn.items()})
+st.write(p("vgg_bn.safetensors"), {"features." + k: v for k, v in bn.items()})
 expect_fail("batch-norm VGG", p("vgg_bn.safetensors"), ["batch-norm"])
 
 raw = open(p("tv_shape.safetensors"), "rb").read()

@@ -11,6 +11,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wcommon as W  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
 
 cli, driver, work = sys.argv[1], sys.argv[2], sys.argv[3]
 os.makedirs(work, exist_ok=True)
@@ -39,7 +41,7 @@ feat = W.keras_forward(x_nhwc, layers, False)  # (2, 2, 2, 512) NHWC
 hw = rng.standard_normal((10, 512 * 2 * 2)) * 0.01
 hb = rng.standard_normal(10) * 0.1
 ref = feat.transpose(0, 3, 1, 2).reshape(2, -1) @ hw.T + hb  # our head flattens C,H,W
-W.write_safetensors(p("head.safetensors"), {"head.1.weight": hw, "head.1.bias": hb})
+st.write(p("head.safetensors"), {"head.1.weight": hw, "head.1.bias": hb}, dtype="F32")
 got = engine(p("notop.h5"), p("head.safetensors"), x_nhwc.transpose(0, 3, 1, 2), "flatten,dense", 10)
 if got is not None:
     W.check(W.rel_err(got, ref) < TOL, "A. Keras notop through the engine: max rel err %.2e" % W.rel_err(got, ref))
@@ -49,7 +51,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 model = W.torch_vgg("vgg16", hidden=None, classes=1000, seed=23)
-W.write_safetensors(p("vgg16_tv.safetensors"), {k: v.numpy() for k, v in model.state_dict().items()})
+st.write(p("vgg16_tv.safetensors"), {k: v.numpy() for k, v in model.state_dict().items()})
 rc, so, se = W.convert(cli, p("vgg16_tv.safetensors"), p("vgg16_loupe.safetensors"))
 os.remove(p("vgg16_tv.safetensors"))
 if W.check(rc == 0, "B. convert the real-size torchvision VGG16 (exit %d %s)" % (rc, se.strip())):

@@ -25,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wcommon as W  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
 
 cli, work, part = sys.argv[1], sys.argv[2], sys.argv[3]  # part: state | onnx | keras
 os.makedirs(work, exist_ok=True)
@@ -105,7 +107,7 @@ def convert_ok(tag, src, out, *opts):
     W.check(rc == 0, "%s: convert exit 0 (got %d: %s)" % (tag, rc, se.strip()))
     if rc:
         return None
-    return W.read_safetensors(out)[1]
+    return st.read(out)[1]
 
 
 def refused(tag, src, fragments, *opts, absent=()):
@@ -140,11 +142,11 @@ def part_state():
     #    names exactly, no __metadata__
     m1 = spread_biases(seq(features=vgg_features(1), head=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(512, 2))), 1, 32)
     it = p("it.safetensors")
-    W.write_safetensors(it, state_of(m1))
+    st.write(it, state_of(m1))
     run = p("run1")
     rc, so, se = train(data, run, "--model", "vgg16", "--top", "none", "--head", "flatten,dense:2", "--weights", it, "--size", "32x32", "--lr", "1e-12")
     if W.check(rc == 0 and "Loaded 28 tensors" in so, "1. train --weights of a state dict with loupe's names: exit %d, %s" % (rc, (se or so).strip()[-300:])):
-        ck, _ = W.read_safetensors(os.path.join(run, "checkpoints", "last.safetensors"))
+        ck, _ = st.read(os.path.join(run, "checkpoints", "last.safetensors"))
         src = state_of(m1)
         err = max(float(np.max(np.abs(ck[k] - src[k]))) for k in src)
         W.check(set(src) <= set(ck) and err < 1e-6, "1. the checkpoint holds the file's base and head (max diff %.1e)" % err)
@@ -172,11 +174,11 @@ def part_state():
     m2 = spread_biases(seq(features=vgg_features(2), head=torch.nn.Sequential(
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(512, 16), torch.nn.ReLU(), torch.nn.Dropout(), torch.nn.Linear(16, 3))), 2, 64)
     gap = p("gap.safetensors")
-    W.write_safetensors(gap, state_of(m2))
+    st.write(gap, state_of(m2))
     ck2 = p("gap.loupe.safetensors")
     meta = convert_ok("2. gap head, --head gap,dense:16:relu,dropout,dense:3 --size 64", gap, ck2, "--head", "gap,dense:16:relu,dropout,dense:3", "--size", "64")
     if meta:
-        W.check(meta.get("head") == "gap,dense:16:relu,dropout,dense:3" and meta.get("input_size") == "64x64" and "head.1.weight" in W.read_safetensors(ck2)[0],
+        W.check(meta.get("head") == "gap,dense:16:relu,dropout,dense:3" and meta.get("input_size") == "64x64" and "head.1.weight" in st.read(ck2)[0],
                 "2. metadata %s" % {k: meta.get(k) for k in ("head", "input_size")})
         check_predict("2. predict", ck2, m2, 64, classes=["class_0", "class_1", "class_2"])
     refused("2. --head flatten where the file's head.2 cannot follow one", gap, ["head.2.weight", "512 inputs"], "--head", "flatten,dense:16:relu,dense:3",
@@ -185,7 +187,7 @@ def part_state():
     run = p("run2")
     rc, so, se = train(p("data64"), run, "--top", "none", "--head", "gap,dense:16:relu,dropout,dense", "--weights", gap, "--size", "64x64", "--lr", "1e-12")
     if W.check(rc == 0 and "Loaded 28 tensors" in so and "head.5.weight" in so, "2. train keeps head.2 as head.1: exit %d, %s" % (rc, (se or so).strip()[-300:])):
-        ck, _ = W.read_safetensors(os.path.join(run, "checkpoints", "last.safetensors"))
+        ck, _ = st.read(os.path.join(run, "checkpoints", "last.safetensors"))
         W.check(float(np.max(np.abs(ck["head.1.weight"] - state_of(m2)["head.2.weight"]))) < 1e-6, "2. head.1 holds the file's head.2")
     W.remove(gap, ck2)
 
@@ -194,7 +196,7 @@ def part_state():
     m3.classifier = torch.nn.Sequential(torch.nn.Linear(25088, 32), torch.nn.ReLU(True), torch.nn.Dropout(), torch.nn.Linear(32, 2))
     m3 = spread_biases(m3, 3, 224)
     tv = p("tv_custom.safetensors")
-    W.write_safetensors(tv, state_of(m3))
+    st.write(tv, state_of(m3))
     ck3 = p("tv_custom.loupe.safetensors")
     meta = convert_ok("3. torchvision VGG16, new classifier", tv, ck3)
     if meta:
@@ -206,11 +208,11 @@ def part_state():
 
     # 4. refusals name what they found and what they expected, without contradicting themselves
     base = {("features." + k): v for k, v in state_of(vgg_features(4)).items()}
-    W.write_safetensors(p("fc.safetensors"), dict(base, **{"fc.weight": np.zeros((2, 512), np.float32), "fc.bias": np.zeros(2, np.float32)}))
+    st.write(p("fc.safetensors"), dict(base, **{"fc.weight": np.zeros((2, 512), np.float32), "fc.bias": np.zeros(2, np.float32)}))
     refused("4. VGG16 base and tensors named otherwise", p("fc.safetensors"), ["13 conv layers of a VGG16", "2 tensors", "'fc.", "head.N"],
             absent=["not a VGG"])
     plain = torch.nn.Sequential(vgg_features(5), torch.nn.Flatten(), torch.nn.Linear(512, 2))
-    W.write_safetensors(p("plain.safetensors"), state_of(plain))
+    st.write(p("plain.safetensors"), state_of(plain))
     refused("4. an unnamed Sequential", p("plain.safetensors"), ["13 conv layers of a VGG16", "not under torchvision's names", "'0.0.weight'", "ONNX"],
             absent=["not a VGG"])
     W.remove(p("fc.safetensors"), p("plain.safetensors"))

@@ -9,6 +9,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wcommon as W  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
 
 cli, work = sys.argv[1], sys.argv[2]
 os.makedirs(work, exist_ok=True)
@@ -36,7 +38,7 @@ def check_case(tag, arch, top, hidden, classes, size, arch_flag, layers, h5, out
     rc, so, se = W.convert(cli, h5, out, arch_flag)
     if not W.check(rc == 0, "%s: convert exit 0 (got %d: %s)" % (tag, rc, se.strip())):
         return
-    state, meta = W.read_safetensors(out)
+    state, meta = st.read(out)
     W.check(meta.get("source") == "keras-h5" and meta.get("preprocess") == "caffe" and meta.get("arch") == arch
             and W.top_ok(meta, top, hidden, classes) and meta.get("format") == "loupe-checkpoint-1",
             "%s: metadata %s" % (tag, {k: meta.get(k) for k in ("source", "preprocess", "arch", "top", "head", "format")}))
@@ -87,8 +89,8 @@ if conv_out:
     again = os.path.join(work, "again.safetensors")
     rc, so, se = W.convert(cli, conv_out, again)
     if W.check(rc == 0, "re-convert a loupe checkpoint (exit %d %s)" % (rc, se.strip())):
-        s1, m1 = W.read_safetensors(conv_out)
-        s2, m2 = W.read_safetensors(again)
+        s1, m1 = st.read(conv_out)
+        s2, m2 = st.read(again)
         W.check(m2.get("source") == "loupe" and m2.get("converted_from") == "keras-h5" and m2.get("preprocess") == "caffe",
                 "re-converted metadata %s" % m2)
         W.check(sorted(s1) == sorted(s2) and all(np.array_equal(s1[k], s2[k]) for k in s1), "re-converted tensors identical")

@@ -13,6 +13,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wcommon as W  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
 
 cli, work, part = sys.argv[1], sys.argv[2], sys.argv[3]  # part: full | variants
 os.makedirs(work, exist_ok=True)
@@ -43,7 +45,7 @@ def check_output(tag, onnx_path, out, ref_model, x, arch, top, hidden, classes):
     rc, so, se = W.convert(cli, onnx_path, out)
     if not W.check(rc == 0, "%s: convert exit 0 (got %d: %s)" % (tag, rc, se.strip())):
         return
-    conv, meta = W.read_safetensors(out)
+    conv, meta = st.read(out)
     W.check(meta.get("source") == "onnx" and meta.get("preprocess") == "torch" and meta.get("arch") == arch
             and W.top_ok(meta, top, hidden, classes), "%s: metadata %s" % (tag, {k: meta.get(k) for k in ("source", "preprocess", "arch", "top", "head")}))
     conv = W.torchvision_names(conv, meta)
@@ -79,7 +81,7 @@ if part == "full":
     os.remove(p)
     cats = VGG16_Weights.IMAGENET1K_V1.meta["categories"]
     if os.path.exists(out):
-        meta = W.read_safetensors(out)[1]
+        meta = st.read(out)[1]
         W.check(meta.get("input_size") == "224x224" and json.loads(meta.get("classes", "[]")) == cats,
                 "full: input size %s and torchvision's 1000 category names" % meta.get("input_size"))
         ip = os.path.join(work, "photo.ppm")

@@ -8,6 +8,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wcommon as W  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
 
 cli, work = sys.argv[1], sys.argv[2]
 os.makedirs(work, exist_ok=True)
@@ -26,7 +28,7 @@ def roundtrip(dtype, state):
     if dtype == "F16":
         return {k: v.astype(np.float16).astype(np.float32) for k, v in state.items()}
     if dtype == "BF16":
-        return {k: W.bf16_bits_to_f32(W.f32_to_bf16_bits(v)).reshape(v.shape) for k, v in state.items()}
+        return {k: st.bf16_bits_to_f32(st.f32_to_bf16_bits(v)).reshape(v.shape) for k, v in state.items()}
     return state
 
 
@@ -37,7 +39,7 @@ def case(tag, arch, dtype="F32", prefix="", top=True, size=64):
         state = {k: v for k, v in state.items() if k.startswith("features.")}
     path = os.path.join(work, tag + ".safetensors")
     out = os.path.join(work, tag + ".loupe.safetensors")
-    W.write_safetensors(path, {prefix + k: v for k, v in state.items()}, dtype=dtype)
+    st.write(path, {prefix + k: v for k, v in state.items()}, dtype=dtype)
     try:
         check_case(tag, arch, dtype, top, size, src, state, path, out)
     finally:
@@ -48,7 +50,7 @@ def check_case(tag, arch, dtype, top, size, src, state, path, out):
     rc, so, se = W.convert(cli, path, out)
     if not W.check(rc == 0, "%s: convert exit 0 (got %d: %s)" % (tag, rc, se.strip())):
         return
-    conv, meta = W.read_safetensors(out)
+    conv, meta = st.read(out)
     W.check(meta.get("source") == "torchvision" and meta.get("preprocess") == "torch" and meta.get("arch") == arch
             and W.top_ok(meta, top) and (not top or meta.get("input_size") == "224x224"), "%s: metadata %s" % (tag, meta))
     conv = W.torchvision_names(conv, meta)
@@ -88,10 +90,10 @@ timm["head.fc.weight"] = sd["classifier.6.weight"]
 timm["head.fc.bias"] = sd["classifier.6.bias"]
 path = os.path.join(work, "timm_vgg16.safetensors")
 out = os.path.join(work, "timm_vgg16.loupe.safetensors")
-W.write_safetensors(path, timm, dtype="BF16")
+st.write(path, timm, dtype="BF16")
 rc, so, se = W.convert(cli, path, out)
 if W.check(rc == 0, "timm: convert exit 0 (got %d: %s)" % (rc, se.strip())):
-    conv, meta = W.read_safetensors(out)
+    conv, meta = st.read(out)
     W.check(meta.get("source") == "timm" and meta.get("preprocess") == "torch" and W.top_ok(meta, True), "timm: metadata %s" % meta)
     conv = W.torchvision_names(conv, meta)
     t = {k: torch.from_numpy(v) for k, v in roundtrip("BF16", timm).items()}

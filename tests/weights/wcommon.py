@@ -1,9 +1,8 @@
-"""Shared helpers for the weights tests: safetensors by hand (Debian has no
-python3-safetensors), Keras HDF5 files in exactly Keras 2's legacy layout,
-VGG models and the logits comparison."""
+"""Shared helpers for the weights tests: Keras HDF5 files in exactly Keras 2's
+legacy layout, VGG models and the logits comparison. safetensors files are read
+and written with tests/safetensors_io.py."""
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -40,72 +39,6 @@ def finish():
         sys.exit(1)
     print("all checks passed")
     sys.exit(0)
-
-
-# ---- safetensors ---------------------------------------------------------------
-def f32_to_bf16_bits(a):
-    """Round-to-nearest-even float32 -> bfloat16 bit pattern (uint16)."""
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    u = u + 0x7FFF + ((u >> 16) & 1)
-    return (u >> 16).astype(np.uint16)
-
-
-def bf16_bits_to_f32(b):
-    return (b.astype(np.uint32) << 16).view(np.float32)
-
-
-def write_safetensors(path, tensors, metadata=None, dtype="F32"):
-    """tensors: name -> float array. dtype F32, F16 or BF16 for all tensors."""
-    header = {}
-    blobs = []
-    off = 0
-    for name, a in tensors.items():
-        a = np.asarray(a)
-        if dtype == "F32":
-            raw = np.ascontiguousarray(a, dtype="<f4").tobytes()
-        elif dtype == "F16":
-            raw = np.ascontiguousarray(a, dtype="<f2").tobytes()
-        elif dtype == "BF16":
-            raw = f32_to_bf16_bits(a).astype("<u2").tobytes()
-        else:
-            raise ValueError(dtype)
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    base = 8 + n
-    out = {}
-    for name, d in header.items():
-        a, b = d["data_offsets"]
-        raw = data[base + a:base + b]
-        if d["dtype"] == "F32":
-            arr = np.frombuffer(raw, dtype="<f4")
-        elif d["dtype"] == "F16":
-            arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
-        elif d["dtype"] == "BF16":
-            arr = bf16_bits_to_f32(np.frombuffer(raw, dtype="<u2"))
-        elif d["dtype"] in ("I64", "I32", "U8"):  # a training checkpoint's loop state
-            arr = np.frombuffer(raw, dtype={"I64": "<i8", "I32": "<i4", "U8": "u1"}[d["dtype"]])
-        else:
-            raise ValueError(d["dtype"])
-        out[name] = arr.reshape(d["shape"]).copy()
-    return out, meta
 
 
 # ---- the CLI ---------------------------------------------------------------------
