@@ -19,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define HARNESS_NAME "bn_harness"
+#include "harness_f32.h"
+
 static dnnl_stream_t S;
 static void *scratch;
 static size_t scratch_cap;
@@ -47,26 +50,6 @@ static lp_status reorder(const lp_md *from, const void *src, const lp_md *to, vo
     if (!st) st = lp_dnnl_check(dnnl_stream_wait(S), "wait");
     lp_reorder_free(&r);
     return st;
-}
-
-static bool write_f32(const char *dir, const char *name, const float *a, size_t n) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.f32", dir, name);
-    FILE *f = fopen(path, "wb");
-    bool ok = f && fwrite(a, sizeof(float), n, f) == n;
-    if (f && fclose(f)) ok = false;
-    if (!ok) fprintf(stderr, "bn_harness: cannot write %s\n", path);
-    return ok;
-}
-
-static bool read_f32(const char *dir, const char *name, float *a, size_t n) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.f32", dir, name);
-    FILE *f = fopen(path, "rb");
-    bool ok = f && fread(a, sizeof(float), n, f) == n && fgetc(f) == EOF;
-    if (f) fclose(f);
-    if (!ok) fprintf(stderr, "bn_harness: %s: missing, or not %zu float32 values\n", path, n);
-    return ok;
 }
 
 /* Layout by name; "default" leaves the choice to lp_batchnorm_init (*use = false). */

@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define HARNESS_NAME "conv_harness"
+#include "harness_f32.h"
+
 static dnnl_stream_t S;
 static void *scratch;
 static size_t scratch_cap;
@@ -55,26 +58,6 @@ static lp_md plain(int nd, const int64_t *d, dnnl_data_type_t dt, dnnl_format_ta
     memcpy(dims, d, nd * sizeof(int64_t));
     dnnl_memory_desc_init_by_tag(&md, nd, dims, dt, tag);
     return md;
-}
-
-static bool write_f32(const char *dir, const char *name, const float *a, size_t n) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.f32", dir, name);
-    FILE *f = fopen(path, "wb");
-    bool ok = f && fwrite(a, sizeof(float), n, f) == n;
-    if (f && fclose(f)) ok = false;
-    if (!ok) fprintf(stderr, "conv_harness: cannot write %s\n", path);
-    return ok;
-}
-
-static bool read_f32(const char *dir, const char *name, float *a, size_t n) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.f32", dir, name);
-    FILE *f = fopen(path, "rb");
-    bool ok = f && fread(a, sizeof(float), n, f) == n && fgetc(f) == EOF;
-    if (f) fclose(f);
-    if (!ok) fprintf(stderr, "conv_harness: %s: missing, or not %zu float32 values\n", path, n);
-    return ok;
 }
 
 static void draw(float *a, size_t n, uint64_t seed, uint64_t stream) {
