@@ -18,7 +18,7 @@ static void usage(FILE *f) {
                "bf16 (AMX where present; refused on CPUs without native bf16), auto picks bf16\n"
                "where the CPU has AMX. --conv picks the fp32 3x3 convolutions' algorithm:\n"
                "auto (default) uses oneDNN's Winograd F(4x4,3x3) on maps of 8x8 or more with batch x map\n"
-               ">= 1024 pixels, where it is faster than direct. --per-layer adds, per layer, the time inside a training step\n"
+               ">= 1024 pixels and <= 256 MB of transformed input and output per layer, where it is faster than direct. --per-layer adds, per layer, the time inside a training step\n"
                "next to its kernels (oneDNN primitives, our pooling) run alone, the optimizer's update run alone\n"
                "(a memory-bound kernel of ours), and the framework overhead share: step minus all kernels alone.\n");
 }

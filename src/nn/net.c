@@ -157,7 +157,12 @@ bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l) {
     if (c->bf16 || l->k != 3 || l->stride != 1 || c->conv_algo == LP_CONV_DIRECT || !lp_winograd_available()) return false;
     if (c->conv_algo == LP_CONV_WINOGRAD) return true;
     int oh = (l->in_h + 2 * l->pad - l->k) / l->stride + 1, ow = (l->in_w + 2 * l->pad - l->k) / l->stride + 1;
-    return l->in_c >= 16 && oh >= 8 && ow >= 8 && (long)c->max_batch * oh * ow >= 1024;
+    /* oneDNN's F(4x4,3x3) keeps the layer's input and output transformed in scratch, 36
+     * values per 4x4 tile and channel (~2.25x their size): past 256 MB that scratch, not
+     * the activations, sets the step's peak memory (VGG16 224x224 batch 16: 112x112x128
+     * would take ~460 MB), so such layers run direct */
+    const double wino_bytes = (double)c->max_batch * ((oh + 3) / 4) * ((ow + 3) / 4) * 36.0 * (l->in_c + l->out_c) * 4.0;
+    return l->in_c >= 16 && oh >= 8 && ow >= 8 && (long)c->max_batch * oh * ow >= 1024 && wino_bytes <= 256.0 * 1024 * 1024;
 }
 
 lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
