@@ -20,37 +20,7 @@
 #include <string.h>
 
 #define HARNESS_NAME "bn_harness"
-#include "harness_f32.h"
-
-static dnnl_stream_t S;
-static void *scratch;
-static size_t scratch_cap;
-
-static int die(const char *what) {
-    fprintf(stderr, "bn_harness: %s: %s\n", what, lp_errmsg());
-    return 1;
-}
-
-static float *alloc_f32(size_t n) { return lp_aligned_alloc((n ? n : 1) * sizeof(float)); }
-
-static bool ensure_scratch(size_t n) {
-    if (n <= scratch_cap) return true;
-    free(scratch);
-    scratch = lp_aligned_alloc(n ? n : 64);
-    scratch_cap = scratch ? n : 0;
-    return scratch != NULL;
-}
-
-static lp_status reorder(const lp_md *from, const void *src, const lp_md *to, void *dst) {
-    lp_reorder r;
-    lp_status st = lp_reorder_init(&r, from, to, false);
-    if (st) return st;
-    if (!ensure_scratch(r.prim.scratch_size)) st = LP_ERR_NOMEM;
-    if (!st) st = lp_reorder_exec(&r, S, src, dst, scratch);
-    if (!st) st = lp_dnnl_check(dnnl_stream_wait(S), "wait");
-    lp_reorder_free(&r);
-    return st;
-}
+#include "op_harness.h"
 
 /* Layout by name; "default" leaves the choice to lp_batchnorm_init (*use = false). */
 static bool layout(const char *name, int n, int c, int h, int w, lp_md *md, bool *use) {
