@@ -28,6 +28,7 @@ typedef struct diag_hist {
 
 typedef struct diag_config {
     char *model, *preprocess, *weights, *weights_preprocess, *monitor; /* NULL when absent */
+    char *data; /* the data folder as given to train (image paths are relative to it); NULL when absent */
     double lr;                                                          /* NaN when absent */
     int batch, epochs, early_stop;                                      /* -1 when absent */
 } diag_config;

@@ -31,24 +31,6 @@ int lp_diag_most_affected(const lp_diagnosis *d, int *out, int max) {
     return m;
 }
 
-/* run.json's config.data: the folder valid_predictions.csv's paths are relative to. */
-static char *run_data_dir(const char *run_dir) {
-    char *path = lp_path_join(run_dir, "run.json"), *data = NULL;
-    uint8_t *buf = NULL;
-    size_t size;
-    if (path && lp_path_exists(path) && lp_read_file(path, &buf, &size) == LP_OK) {
-        cJSON *root = cJSON_ParseWithLength((const char *)buf, size);
-        const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_IsObject(cfg) ? cfg : root, "data");
-        if (cJSON_IsString(v) && v->valuestring && *v->valuestring) data = lp_strdup(v->valuestring);
-        cJSON_Delete(root);
-    }
-    lp_clear_error(); /* no run.json or no data entry: paths are taken as they are */
-    free(buf);
-    free(path);
-    return data;
-}
-
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static void sb_base64(diag_sb *b, const uint8_t *p, size_t n) {
@@ -159,7 +141,7 @@ void diag_html_thumbs(diag_sb *b, const lp_diagnosis *d) {
               "became more confidently wrong on them, which raises val_loss while accuracy stays flat. Caption: true and predicted "
               "class with the predicted probability, the probability of the true class, the change of the image's loss.</p>\n",
               m, of, m + (rose > m) == 1 ? "" : "s", el, eb);
-    char *data_dir = run_data_dir(d->run.dir);
+    const char *data_dir = d->run.cfg.data;
     sb_puts(b, "<div class=\"thumbs\">\n");
     for (int j = 0; j < m; j++) {
         sb_puts(b, "<figure class=\"thumb\" data-path=\"");
@@ -172,5 +154,4 @@ void diag_html_thumbs(diag_sb *b, const lp_diagnosis *d) {
         sb_puts(b, "</figure>\n");
     }
     sb_puts(b, "</div>\n");
-    free(data_dir);
 }

@@ -540,6 +540,7 @@ static lp_status load_run_json(diag_run *r) {
     r->cfg.weights = json_str(cfg, "weights");
     r->cfg.weights_preprocess = json_str(cfg, "weights_preprocess");
     r->cfg.monitor = json_str(cfg, "monitor");
+    r->cfg.data = json_str(cfg, "data");
     const cJSON *lr = cJSON_GetObjectItemCaseSensitive(cfg, "lr");
     if (cJSON_IsNumber(lr)) r->cfg.lr = lr->valuedouble;
     r->cfg.batch = json_int(cfg, "batch");
@@ -581,7 +582,7 @@ void diag_run_free(diag_run *r) {
         for (int c = 0; c < r->k; c++) free(r->classes[c]);
     free(r->classes);
     free(r->cfg.model), free(r->cfg.preprocess), free(r->cfg.weights);
-    free(r->cfg.weights_preprocess), free(r->cfg.monitor);
+    free(r->cfg.weights_preprocess), free(r->cfg.monitor), free(r->cfg.data);
     free(r->train_counts), free(r->valid_counts);
     free(r->hist);
     if (r->paths)
