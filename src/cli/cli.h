@@ -3,6 +3,7 @@
 #define LP_CLI_H
 #include "loupe.h"
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef struct lp_command {
     const char *name;
@@ -25,9 +26,28 @@ int cmd_fashion(int argc, char **argv);
 void cli_error(const char *cmd, const char *msg, const char *hint);
 /* Maps a failed status to an exit code and prints lp_errmsg(). */
 int cli_fail(const char *cmd, lp_status s);
-/* Strict number parsing: the whole string must be a number in range. */
-bool cli_parse_int(const char *s, long lo, long hi, long *out);
-bool cli_parse_double(const char *s, double *out);
+/* Strict number parsing (cmd_numbers.c): the whole string must be the number, in
+ * range; no spaces, no '+', no hex, inf or nan, nothing after it. */
+bool cli_parse_int(const char *s, long lo, long hi, long *out); /* [-]DIGITS in [lo, hi] */
+bool cli_parse_u64(const char *s, uint64_t *out);               /* DIGITS, up to UINT64_MAX */
+bool cli_parse_double(const char *s, double *out);              /* a finite decimal, e.g. -1.5e-3 */
+
+/* --threads N: 0 (one per CPU) to CLI_MAX_THREADS, for every subcommand. 1024 is
+ * CPU_SETSIZE, the most CPUs the library's thread pinning can name; more OpenMP
+ * threads than that only compete for the same cores. */
+#define CLI_MAX_THREADS 1024
+#define CLI_OPT_THREADS(d) \
+    {.name = "--threads", .kind = CLI_INT, .dest = (d), .lo = 0, .hi = CLI_MAX_THREADS, \
+     .expects = "a thread count from 1 to 1024, or 0 for one per CPU"}
+
+/* --size WxH: each side from a minimum to CLI_MAX_SIDE (the largest a checkpoint
+ * records) and W*H at most CLI_MAX_PIXELS (the largest image the data loader takes,
+ * 8192x8192), so a size accepted here can be trained, saved and evaluated. */
+#define CLI_MAX_SIDE 65536L
+#define CLI_MAX_PIXELS (1L << 26)
+#define CLI_SIZE_LIMITS "each side 1 to 65536, W*H at most 67108864 pixels (8192x8192)"
+/* "WxH" (and "N" for NxN when square_ok) within the limits above, sides >= min_side. */
+bool cli_parse_size(const char *s, int min_side, bool square_ok, int *w, int *h);
 
 /* Options of a subcommand, as a table (cmd_options.c). Example:
  *
@@ -91,4 +111,8 @@ typedef struct cli_parser {
 int cli_parse_options(const cli_parser *p, int argc, char **argv, int *nargs);
 /* For CLI_CUSTOM: a non-empty string (const char **dest). */
 bool cli_parse_nonempty(const char *value, void *dest);
+/* For CLI_CUSTOM: a number >= 0 (double *dest). */
+bool cli_parse_nonnegative(const char *value, void *dest);
+/* For CLI_CUSTOM: a number in [0, 1) (double *dest). */
+bool cli_parse_fraction(const char *value, void *dest);
 #endif

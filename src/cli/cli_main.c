@@ -3,9 +3,7 @@
  * main() (main.c) and the tests' loupe-testhooks (tests/reliability) call it. */
 #include "cli.h"
 #include "cli_main.h"
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 static const lp_command commands[] = {
@@ -39,26 +37,6 @@ int cli_fail(const char *cmd, lp_status s) {
     case LP_ERR_INTERRUPTED: return 130;
     default: return 1;
     }
-}
-
-bool cli_parse_int(const char *s, long lo, long hi, long *out) {
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-bool cli_parse_double(const char *s, double *out) {
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || v != v) return false;
-    *out = v;
-    return true;
 }
 
 int cli_main(int argc, char **argv) {

@@ -23,15 +23,10 @@ static void usage(FILE *f) {
                "(a memory-bound kernel of ours), and the framework overhead share: step minus all kernels alone.\n");
 }
 
-/* --size WxH, both > 0 (lp_model_params *). */
+/* --size WxH within the CLI's size limits (lp_model_params *). */
 static bool parse_size(const char *v, void *dest) {
     lp_model_params *m = dest;
-    int w, h;
-    char tail;
-    if (sscanf(v, "%dx%d%c", &w, &h, &tail) != 2 || w <= 0 || h <= 0) return false;
-    m->in_width = w;
-    m->in_height = h;
-    return true;
+    return cli_parse_size(v, 1, false, &m->in_width, &m->in_height);
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -46,12 +41,12 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT("--per-layer", CLI_FLAG, &p.per_layer),
         CLI_OPT("--precision", CLI_STRING, &p.precision), /* names checked by lp_bench_run */
         CLI_OPT("--conv", CLI_STRING, &p.conv_algo),
-        {"--size", CLI_CUSTOM, &p.model, .parse = parse_size, .expects = "WxH like 224x224"},
+        {"--size", CLI_CUSTOM, &p.model, .parse = parse_size, .expects = "WxH like 224x224, " CLI_SIZE_LIMITS},
         {"--batch", CLI_INT, &p.batch, .lo = 1, .hi = 4096},
         {"--steps", CLI_INT, &p.steps, .lo = 1, .hi = 100000},
         {"--warmup", CLI_INT, &p.warmup, .lo = 0, .hi = 1000},
         {"--classes", CLI_INT, &p.model.num_classes, .lo = 1, .hi = 100000},
-        {"--threads", CLI_INT, &threads, .lo = 0, .hi = 1024},
+        CLI_OPT_THREADS(&threads),
         {0},
     };
     const cli_parser parser = {.cmd = "bench", .options = opts, .max_args = 0};

@@ -33,19 +33,11 @@ static void usage(FILE *out) {
             "torch for torchvision/timm/ONNX); `train --preprocess auto`, predict and evaluate use it.\n");
 }
 
-/* --size WxH or N, each from 32 to 65536 (lp_weights_convert_params *). */
+/* --size WxH or N, each side from 32 (VGG's smallest input) within the CLI's size
+ * limits (lp_weights_convert_params *). */
 static bool parse_size(const char *v, void *dest) {
     lp_weights_convert_params *p = dest;
-    long h, w;
-    char ws[32], hs[32];
-    const char *x = strchr(v, 'x');
-    if (x ? (size_t)(x - v) >= sizeof ws || strlen(x + 1) >= sizeof hs : strlen(v) >= sizeof ws) return false;
-    snprintf(ws, sizeof ws, "%.*s", x ? (int)(x - v) : (int)strlen(v), v);
-    snprintf(hs, sizeof hs, "%s", x ? x + 1 : ws);
-    if (!cli_parse_int(ws, 32, 65536, &w) || !cli_parse_int(hs, 32, 65536, &h)) return false;
-    p->in_height = (int)h;
-    p->in_width = (int)w;
-    return true;
+    return cli_parse_size(v, 32, true, &p->in_width, &p->in_height);
 }
 
 int cmd_convert(int argc, char **argv) {
@@ -57,7 +49,8 @@ int cmd_convert(int argc, char **argv) {
          .hint = "e.g. --head gap,dense:2"},
         {"--classes", CLI_CUSTOM, &p.classes, .parse = cli_parse_nonempty, .expects = "class names",
          .hint = "e.g. --classes cat,dog"},
-        {"--size", CLI_CUSTOM, &p, .parse = parse_size, .expects = "WxH or N, each from 32 to 65536",
+        {"--size", CLI_CUSTOM, &p, .parse = parse_size,
+         .expects = "WxH or N, each side 32 to 65536, W*H at most 67108864 pixels (8192x8192)",
          .hint = "e.g. --size 224x224"},
         {0},
     };

@@ -30,22 +30,8 @@ static void help(FILE *out) {
             "missing class folder, fewer than 2 classes) or bad usage, 1 runtime failure.\n");
 }
 
-/* --validation-split F: a fraction in [0, 1) (double *). */
-static bool parse_fraction(const char *v, void *dest) {
-    double d;
-    if (!cli_parse_double(v, &d) || !(d >= 0 && d < 1)) return false;
-    *(double *)dest = d;
-    return true;
-}
-
 /* --seed N: any unsigned 64-bit number (uint64_t *). */
-static bool parse_seed(const char *v, void *dest) {
-    char *end;
-    unsigned long long s = strtoull(v, &end, 10);
-    if (!*v || *v == '-' || *end) return false;
-    *(uint64_t *)dest = s;
-    return true;
-}
+static bool parse_seed(const char *v, void *dest) { return cli_parse_u64(v, dest); }
 
 int cmd_data(int argc, char **argv) {
     lp_data_params p = lp_data_default_params();
@@ -55,12 +41,12 @@ int cmd_data(int argc, char **argv) {
         CLI_OPT("--follow-symlinks", CLI_FLAG, &p.follow_symlinks),
         CLI_OPT("--skip-bad", CLI_FLAG, &skip_bad),
         CLI_OPT("--classes", CLI_STRING, &p.classes),
-        {"--validation-split", CLI_CUSTOM, &p.validation_split, .parse = parse_fraction,
+        {"--validation-split", CLI_CUSTOM, &p.validation_split, .parse = cli_parse_fraction,
          .expects = "a fraction in [0, 1)", .hint = "a fraction in [0, 1), e.g. 0.2"},
-        {"--seed", CLI_CUSTOM, &p.seed, .parse = parse_seed, .expects = "a non-negative integer"},
+        {"--seed", CLI_CUSTOM, &p.seed, .parse = parse_seed, .expects = "an integer from 0 to 18446744073709551615"},
         {"--max-pixels", CLI_INT64, &p.max_pixels, .lo = 1, .hi = 0x7fffffffffffffffL,
          .expects = "a positive integer"},
-        {"--threads", CLI_INT, &p.threads, .lo = 0, .hi = 1024},
+        CLI_OPT_THREADS(&p.threads),
         {0},
     };
     const cli_parser parser = {.cmd = "data", .options = opts, .max_args = 1};

@@ -17,7 +17,7 @@ int cmd_evaluate(int argc, char **argv) {
         CLI_OPT("--json", CLI_FLAG, &json),
         CLI_OPT("--skip-bad", CLI_FLAG, &skip_bad),
         {"--batch", CLI_INT, &batch, .lo = 1, .hi = 65536},
-        {"--threads", CLI_INT, &threads, .lo = 0, .hi = 65536},
+        CLI_OPT_THREADS(&threads),
         {0},
     };
     const cli_parser parser = {.cmd = "evaluate", .options = opts, .max_args = 2};

@@ -73,10 +73,12 @@ static bool store(const cli_option *o, const char *v) {
         if (!cli_parse_int(v, o->lo, o->hi, &n)) return false;
         *(int64_t *)o->dest = (int64_t)n;
         return true;
-    case CLI_U64:
-        if (!cli_parse_int(v, o->lo, o->hi, &n) || n < 0) return false;
-        *(uint64_t *)o->dest = (uint64_t)n;
+    case CLI_U64: {
+        uint64_t u;
+        if (!cli_parse_u64(v, &u) || u < (uint64_t)o->lo || u > (uint64_t)o->hi) return false;
+        *(uint64_t *)o->dest = u;
         return true;
+    }
     case CLI_DOUBLE:
         return cli_parse_double(v, (double *)o->dest);
     case CLI_STRING:

@@ -30,7 +30,16 @@ static void push(paths *p, const char *s) {
             exit(1);
         }
     }
-    p->v[p->n++] = strdup(s);
+    if (!(p->v[p->n++] = strdup(s))) {
+        fputs("loupe predict: out of memory\n", stderr);
+        exit(1);
+    }
+}
+
+static void paths_free(paths *p) {
+    for (int i = 0; i < p->n; i++) free(p->v[i]);
+    free(p->v);
+    *p = (paths){0};
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -53,11 +62,11 @@ static void walk(paths *out, const char *dir) {
     qsort(local.v, (size_t)local.n, sizeof *local.v, cmp_str);
     for (int i = 0; i < local.n; i++) {
         struct stat st;
-        if (lstat(local.v[i], &st) == 0 && S_ISDIR(st.st_mode)) walk(out, local.v[i]);
+        if (lstat(local.v[i], &st) != 0) continue; /* vanished since readdir */
+        if (S_ISDIR(st.st_mode)) walk(out, local.v[i]);
         else if (S_ISREG(st.st_mode)) push(out, local.v[i]);
-        free(local.v[i]);
     }
-    free(local.v);
+    paths_free(&local);
 }
 
 static void json_string(const char *s) {
@@ -94,7 +103,7 @@ int cmd_predict(int argc, char **argv) {
     const cli_option opts[] = {
         CLI_OPT("--json", CLI_FLAG, &json),
         {"--top", CLI_INT, &top, .lo = 1, .hi = 1000000, .expects = "a number of classes, 1 or more"},
-        {"--threads", CLI_INT, &threads, .lo = 0, .hi = 1024},
+        CLI_OPT_THREADS(&threads),
         {0},
     };
     const cli_parser parser = {.cmd = "predict", .options = opts, .max_args = -1};
@@ -112,6 +121,7 @@ int cmd_predict(int argc, char **argv) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s: no such file or folder", argv[i]);
             cli_error("predict", msg, NULL);
+            paths_free(&files);
             return 2;
         }
         if (S_ISDIR(st.st_mode)) walk(&files, argv[i]);
@@ -120,12 +130,16 @@ int cmd_predict(int argc, char **argv) {
     if (!ckpt || files.n == 0) {
         cli_error("predict", "needs CHECKPOINT and at least one image file or folder",
                   "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--top K] [--json]");
+        paths_free(&files);
         return 2;
     }
     lp_set_threads(threads);
     lp_model *m;
     lp_status s = lp_model_load(ckpt, &m);
-    if (s) return cli_fail("predict", s);
+    if (s) {
+        paths_free(&files);
+        return cli_fail("predict", s);
+    }
     int k = lp_model_num_classes(m), failed = 0;
     int ntop = top > k ? k : top;
     float *probs = malloc((size_t)k * sizeof(float));
@@ -172,8 +186,7 @@ int cmd_predict(int argc, char **argv) {
     free(best);
     free(rank);
     free(probs);
-    for (int i = 0; i < files.n; i++) free(files.v[i]);
-    free(files.v);
+    paths_free(&files);
     lp_model_free(m);
     return oom ? 1 : failed ? 2 : 0;
 }

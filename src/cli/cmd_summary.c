@@ -15,15 +15,10 @@ static void usage(FILE *f) {
                "  --head SPEC   with --top none, e.g. flatten,dense:256:relu,dropout:0.5,dense or gap,dense\n");
 }
 
-/* --size WxH, each from 1 to 16384 (lp_model_params *). */
+/* --size WxH within the CLI's size limits (lp_model_params *). */
 static bool parse_size(const char *v, void *dest) {
     lp_model_params *p = dest;
-    int w, h;
-    char tail;
-    if (sscanf(v, "%dx%d%c", &w, &h, &tail) != 2 || w <= 0 || h <= 0 || w > 16384 || h > 16384) return false;
-    p->in_width = w;
-    p->in_height = h;
-    return true;
+    return cli_parse_size(v, 1, false, &p->in_width, &p->in_height);
 }
 
 /* --head SPEC implies --top none (lp_model_params *). */
@@ -44,7 +39,7 @@ int cmd_summary(int argc, char **argv) {
         CLI_OPT("--freeze", CLI_STRING, &p.freeze),
         {"--classes", CLI_INT, &p.num_classes, .lo = 1, .hi = 1000000},
         {"--channels", CLI_INT, &p.in_channels, .lo = 1, .hi = 4096},
-        {"--size", CLI_CUSTOM, &p, .parse = parse_size, .expects = "WxH, each from 1 to 16384"},
+        {"--size", CLI_CUSTOM, &p, .parse = parse_size, .expects = "WxH like 224x224, " CLI_SIZE_LIMITS},
         {0},
     };
     const cli_parser parser = {.cmd = "summary", .options = opts, .max_args = 1};

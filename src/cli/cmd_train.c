@@ -78,16 +78,28 @@ static int bad(const char *msg, const char *arg) {
     return 2;
 }
 
-/* --size WxH, each from 1 to 100000 (lp_train_params *). */
+/* --size WxH within the CLI's size limits (lp_train_params *). Sides under 32 pass
+ * here so that the library says why VGG cannot take them. */
 static bool parse_size(const char *s, void *dest) {
     lp_train_params *p = dest;
-    char *end;
-    long a = strtol(s, &end, 10);
-    if (*end != 'x' || a < 1 || a > 100000) return false;
-    long b = strtol(end + 1, &end, 10);
-    if (*end || b < 1 || b > 100000) return false;
-    p->width = (int)a;
-    p->height = (int)b;
+    return cli_parse_size(s, 1, false, &p->width, &p->height);
+}
+
+/* --lr X, X > 0 (double *): the library reads 0 as "the optimizer's default", which a
+ * user who typed 0 would not expect. */
+static bool parse_positive(const char *s, void *dest) {
+    double v;
+    if (!cli_parse_double(s, &v) || !(v > 0)) return false;
+    *(double *)dest = v;
+    return true;
+}
+
+/* "A:B" into a and b (each shorter than size). */
+static bool split_colon(const char *s, char *a, char *b, size_t size) {
+    const char *c = strchr(s, ':');
+    if (!c || (size_t)(c - s) >= size || strlen(c + 1) >= size) return false;
+    snprintf(a, size, "%.*s", (int)(c - s), s);
+    snprintf(b, size, "%s", c + 1);
     return true;
 }
 
@@ -101,10 +113,12 @@ static bool parse_on_off(const char *s, void *dest) {
 /* --reduce-lr FACTOR:PATIENCE, 0 < FACTOR < 1, PATIENCE >= 1 (lp_train_params *). */
 static bool parse_reduce_lr(const char *s, void *dest) {
     lp_train_params *p = dest;
-    char *end;
-    double fct = strtod(s, &end);
-    long pat = *end == ':' ? strtol(end + 1, &end, 10) : -1;
-    if (*end || !(fct > 0 && fct < 1) || pat < 1) return false;
+    char a[64], b[64];
+    double fct;
+    long pat;
+    if (!split_colon(s, a, b, sizeof a) || !cli_parse_double(a, &fct) || !(fct > 0 && fct < 1) ||
+        !cli_parse_int(b, 1, 1000000, &pat))
+        return false;
     p->reduce_lr_factor = fct;
     p->reduce_lr_patience = (int)pat;
     return true;
@@ -113,10 +127,11 @@ static bool parse_reduce_lr(const char *s, void *dest) {
 /* --brightness-range LO:HI, 0 < LO <= HI (lp_train_params *). */
 static bool parse_brightness(const char *s, void *dest) {
     lp_train_params *p = dest;
-    char *end;
-    double lo = strtod(s, &end);
-    double hi = *end == ':' ? strtod(end + 1, &end) : -1;
-    if (*end || !(lo > 0) || !(hi >= lo)) return false;
+    char a[64], b[64];
+    double lo, hi;
+    if (!split_colon(s, a, b, sizeof a) || !cli_parse_double(a, &lo) || !cli_parse_double(b, &hi) || !(lo > 0) ||
+        !(hi >= lo))
+        return false;
     p->brightness_lo = lo;
     p->brightness_hi = hi;
     return true;
@@ -168,18 +183,19 @@ int cmd_train(int argc, char **argv) {
         {"--batch", CLI_INT, &p.batch, .lo = 1, .hi = 65536},
         {"--steps-per-epoch", CLI_INT, &p.steps_per_epoch, .lo = 1, .hi = 100000000},
         {"--validation-steps", CLI_INT, &p.validation_steps, .lo = 1, .hi = 100000000},
-        {"--threads", CLI_INT, &p.threads, .lo = 0, .hi = 1024},
+        CLI_OPT_THREADS(&p.threads),
         {"--early-stop", CLI_INT, &p.early_stop, .lo = 1, .hi = 1000000},
         {"--histogram-freq", CLI_INT, &p.histogram_freq, .lo = 0, .hi = 1000000},
         {"--batch-log-freq", CLI_INT, &p.batch_log_freq, .lo = 0, .hi = 100000000},
-        CLI_OPT("--lr", CLI_DOUBLE, &p.lr),
-        CLI_OPT("--momentum", CLI_DOUBLE, &p.momentum),
-        CLI_OPT("--weight-decay", CLI_DOUBLE, &p.weight_decay),
-        CLI_OPT("--rotation-range", CLI_DOUBLE, &p.rotation_range),
-        CLI_OPT("--width-shift-range", CLI_DOUBLE, &p.width_shift),
-        CLI_OPT("--height-shift-range", CLI_DOUBLE, &p.height_shift),
-        CLI_OPT("--zoom-range", CLI_DOUBLE, &p.zoom_range),
-        CLI_OPT("--validation-split", CLI_DOUBLE, &p.validation_split),
+        {"--lr", CLI_CUSTOM, &p.lr, .parse = parse_positive, .expects = "a number > 0"},
+        {"--momentum", CLI_CUSTOM, &p.momentum, .parse = cli_parse_fraction, .expects = "a number in [0, 1)"},
+        {"--weight-decay", CLI_CUSTOM, &p.weight_decay, .parse = cli_parse_nonnegative, .expects = "a number >= 0"},
+        {"--rotation-range", CLI_CUSTOM, &p.rotation_range, .parse = cli_parse_nonnegative, .expects = "a number >= 0"},
+        {"--width-shift-range", CLI_CUSTOM, &p.width_shift, .parse = cli_parse_nonnegative, .expects = "a number >= 0"},
+        {"--height-shift-range", CLI_CUSTOM, &p.height_shift, .parse = cli_parse_nonnegative, .expects = "a number >= 0"},
+        {"--zoom-range", CLI_CUSTOM, &p.zoom_range, .parse = cli_parse_fraction, .expects = "a number in [0, 1)"},
+        {"--validation-split", CLI_CUSTOM, &p.validation_split, .parse = cli_parse_fraction,
+         .expects = "a fraction in [0, 1)"},
         CLI_OPT("--nesterov", CLI_FLAG, &p.nesterov),
         CLI_OPT("--restore-best", CLI_FLAG, &p.restore_best),
         CLI_OPT("--resume", CLI_FLAG, &p.resume),
@@ -189,11 +205,12 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT("--no-shuffle", CLI_FLAG_OFF, &p.shuffle),
         CLI_OPT("--quiet", CLI_FLAG_OFF, &p.verbose),
         CLI_OPT("--no-feature-cache", CLI_FLAG_OFF, &p.cache_features),
-        {"--seed", CLI_U64, &p.seed, .lo = 0, .hi = 2147483647L, .expects = "a non-negative integer"},
-        {"--size", CLI_CUSTOM, &p, .parse = parse_size, .expects = "WxH like 224x224"},
+        {"--seed", CLI_U64, &p.seed, .lo = 0, .hi = 2147483647L},
+        {"--size", CLI_CUSTOM, &p, .parse = parse_size, .expects = "WxH like 224x224, " CLI_SIZE_LIMITS},
         {"--tensorboard", CLI_CUSTOM, &p.tensorboard, .parse = parse_on_off, .expects = "on or off"},
-        {"--reduce-lr", CLI_CUSTOM, &p, .parse = parse_reduce_lr, .expects = "FACTOR:PATIENCE like 0.5:3"},
-        {"--brightness-range", CLI_CUSTOM, &p, .parse = parse_brightness, .expects = "LO:HI like 0.8:1.2"},
+        {"--reduce-lr", CLI_CUSTOM, &p, .parse = parse_reduce_lr,
+         .expects = "FACTOR:PATIENCE like 0.5:3 (0 < FACTOR < 1, PATIENCE 1 to 1000000)"},
+        {"--brightness-range", CLI_CUSTOM, &p, .parse = parse_brightness, .expects = "LO:HI like 0.8:1.2 (0 < LO <= HI)"},
         {0},
     };
     const cli_parser parser = {.cmd = "train", .options = opts, .max_args = 1};
