@@ -315,6 +315,11 @@ void lp_maxpool2x2_forward(const void *x, void *y, uint8_t *idx, int planes, int
 void lp_maxpool2x2_backward(const void *dy, const uint8_t *idx, void *dx, int planes, int h, int w, int vec, bool bf16,
                             bool relu);
 lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int kw, int sh, int sw, const lp_md *src);
+/* The same with PyTorch's symmetric padding ph, pw (at most half the window; padded
+ * positions never win, as PyTorch's -inf): oh = (h + 2 ph - kh) / sh + 1 (floor), e.g.
+ * ResNet's stem 3x3 stride 2 pad 1. Padded pooling always runs oneDNN's kernel. */
+lp_status lp_maxpool_init_padded(lp_maxpool *m, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
+                                 const lp_md *src);
 lp_status lp_maxpool_init_backward(lp_maxpool *m);
 size_t lp_maxpool_scratch_size(const lp_maxpool *m);
 lp_status lp_maxpool_forward(lp_maxpool *m, dnnl_stream_t s, const void *x, void *y, void *ws, void *scratch);

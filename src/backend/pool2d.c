@@ -1,7 +1,8 @@
-/* Max pooling forward/backward, floor output size like PyTorch's MaxPool2d (no
- * padding). The output keeps the input's layout family. 2x2 stride 2 on a layout
- * with 16k channels per pixel runs our AVX-512 kernel (maxpool2x2.c); everything
- * else runs oneDNN's (always where that kernel is not built: backend.h's LP_X86_KERNELS). */
+/* Max pooling forward/backward, floor output size like PyTorch's MaxPool2d, with its
+ * symmetric padding (padded positions never win: PyTorch's -inf). The output keeps the
+ * input's layout family. 2x2 stride 2 without padding on a layout with 16k channels per
+ * pixel runs our AVX-512 kernel (maxpool2x2.c); everything else runs oneDNN's (always
+ * where that kernel is not built: backend.h's LP_X86_KERNELS). */
 #include "backend.h"
 #include <stdio.h>
 #include <string.h>
@@ -24,15 +25,27 @@ static lp_status own_init(lp_maxpool *m, const lp_md *src) {
 bool lp_maxpool_own_allowed = true;
 
 lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int kw, int sh, int sw, const lp_md *src) {
+    return lp_maxpool_init_padded(m, n, c, h, w, kh, kw, sh, sw, 0, 0, src);
+}
+
+lp_status lp_maxpool_init_padded(lp_maxpool *m, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
+                                 const lp_md *src) {
     memset(m, 0, sizeof *m);
     *m = (lp_maxpool){.n = n, .c = c, .h = h, .w = w, .kh = kh, .kw = kw, .sh = sh, .sw = sw};
-    m->oh = (h - kh) / sh + 1;
-    m->ow = (w - kw) / sw + 1;
-    if (h < kh || w < kw) return lp_fail(LP_ERR_SHAPE, "maxpool: input %dx%d smaller than the %dx%d window", h, w, kh, kw);
+    if (kh < 1 || kw < 1 || sh < 1 || sw < 1) return lp_fail(LP_ERR_SHAPE, "maxpool: window %dx%d, stride %dx%d", kh, kw, sh, sw);
+    /* PyTorch's limit too: a wider pad would make windows of padding alone */
+    if (ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw)
+        return lp_fail(LP_ERR_SHAPE, "maxpool: padding %dx%d must be at most half the %dx%d window", ph, pw, kh, kw);
+    if (h + 2 * ph < kh || w + 2 * pw < kw)
+        return lp_fail(LP_ERR_SHAPE, "maxpool: input %dx%d (padded by %dx%d) smaller than the %dx%d window", h, w, ph, pw, kh,
+                       kw);
+    m->oh = (h + 2 * ph - kh) / sh + 1;
+    m->ow = (w + 2 * pw - kw) / sw + 1;
 #if LP_X86_KERNELS
     int vec;
-    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && lp_maxpool_own_allowed && lp_cpu_isa() >= LP_ISA_AVX512 &&
-        (src->data_type == dnnl_f32 || src->data_type == dnnl_bf16) && lp_md_pixel_vectors(src, &vec) && vec % 16 == 0) {
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && lp_maxpool_own_allowed &&
+        lp_cpu_isa() >= LP_ISA_AVX512 && (src->data_type == dnnl_f32 || src->data_type == dnnl_bf16) &&
+        lp_md_pixel_vectors(src, &vec) && vec % 16 == 0) {
         m->vec = vec;
         m->planes = n * c / vec; /* unpadded (lp_md_pixel_vectors) */
         return own_init(m, src);
@@ -40,10 +53,10 @@ lp_status lp_maxpool_init(lp_maxpool *m, int n, int c, int h, int w, int kh, int
 #endif
     int64_t dd[4] = {n, c, m->oh, m->ow};
     lp_md dst_any = lp_md_any_dt(4, dd, src->data_type);
-    dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dil = {0, 0}, pad_l = {0, 0};
+    dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dil = {0, 0}, pad_l = {ph, pw};
     /* Right padding that makes oneDNN's size check hold with floor semantics
      * (negative = rows/columns PyTorch drops). */
-    dnnl_dims_t pad_r = {(m->oh - 1) * sh + kh - h, (m->ow - 1) * sw + kw - w};
+    dnnl_dims_t pad_r = {(m->oh - 1) * sh + kh - h - ph, (m->ow - 1) * sw + kw - w - pw};
     dnnl_pooling_v2_desc_t desc;
     lp_status st = lp_dnnl_check(dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_training, dnnl_pooling_max, src, &dst_any,
                                                                    strides, kernel, dil, pad_l, pad_r),
@@ -71,8 +84,18 @@ lp_status lp_maxpool_init_backward(lp_maxpool *m) {
         m->has_bwd = true;
         return LP_OK;
     }
-    dnnl_dims_t strides = {m->sh, m->sw}, kernel = {m->kh, m->kw}, dil = {0, 0}, pad_l = {0, 0};
-    dnnl_dims_t pad_r = {(m->oh - 1) * m->sh + m->kh - m->h, (m->ow - 1) * m->sw + m->kw - m->w};
+    /* the forward's window and padding, as oneDNN holds them (lp_maxpool keeps no padding) */
+    const dnnl_pooling_v2_desc_t *f = NULL;
+    if (dnnl_primitive_desc_query(m->fwd_pd, dnnl_query_pooling_v2_d, 0, &f) != dnnl_success || !f)
+        return lp_fail(LP_ERR_BACKEND, "oneDNN: maxpool forward has no pooling descriptor");
+    dnnl_dims_t strides, kernel, dil, pad_l, pad_r;
+    for (int i = 0; i < 2; i++) {
+        strides[i] = f->strides[i];
+        kernel[i] = f->kernel[i];
+        dil[i] = f->dilation[i];
+        pad_l[i] = f->padding[0][i];
+        pad_r[i] = f->padding[1][i];
+    }
     dnnl_pooling_v2_desc_t desc;
     lp_status st = lp_dnnl_check(dnnl_pooling_v2_backward_desc_init(&desc, dnnl_pooling_max, &m->src_md, &m->dst_md, strides,
                                                                     kernel, dil, pad_l, pad_r),

@@ -1,0 +1,57 @@
+/* The ops a network with branches needs beyond a chain's (ResNet): the residual add
+ * that joins a skip connection to its block, and the global average pooling before the
+ * classifier. Forward and backward on oneDNN, built once per shape like every backend
+ * op (backend.h): the caller owns every buffer; scratchpads are user provided (at least
+ * *_scratch_size bytes). fp32 only. */
+#ifndef LP_GRAPH_OPS_H
+#define LP_GRAPH_OPS_H
+
+#include "backend.h"
+
+/* ---- residual add (+ fused ReLU): ResNet's `out += identity; out = relu(out)` ----
+ * a, b, y, dy, dx: (n, c, h, w), all in data_md, the one layout both inputs share (the
+ * convolutions' nChw16c, nChw8c or nhwc; nchw too).
+ *   forward:  y = a + b, then max(y, 0) with relu. y may be a or b (in place).
+ *   backward: dx = dy * (y > 0) with relu (y: the forward's output), dx = dy without.
+ * The gradient of a and the gradient of b are the same tensor: backward writes it once,
+ * into dx, and the caller routes dx to both branches (adding it into a gradient that
+ * another consumer of the same tensor also feeds is the caller's job). dx may be dy (in
+ * place); without relu and with dx == dy backward does nothing, so a caller may skip it. */
+typedef struct lp_residual_add {
+    lp_md data_md;
+    bool relu;
+    lp_prim fwd; /* .impl: oneDNN's binary kernel, e.g. "jit:uni" */
+    lp_prim bwd; /* relu: eltwise backward from y; else a copy (reorder) */
+    bool has_bwd;
+} lp_residual_add;
+
+lp_status lp_residual_add_init(lp_residual_add *r, const lp_md *data_md, bool relu);
+lp_status lp_residual_add_init_backward(lp_residual_add *r);
+size_t lp_residual_add_scratch_size(const lp_residual_add *r);
+lp_status lp_residual_add_forward(lp_residual_add *r, dnnl_stream_t s, const float *a, const float *b, float *y, void *scratch);
+lp_status lp_residual_add_backward(lp_residual_add *r, dnnl_stream_t s, const float *dy, const float *y, float *dx,
+                                   void *scratch);
+void lp_residual_add_free(lp_residual_add *r);
+
+/* ---- global average pooling: PyTorch's AdaptiveAvgPool2d(1) then flatten -------
+ * x, dx: (n, c, h, w) in src_md (nchw, nhwc, or nChw8c / nChw16c with c a multiple of the
+ * block); y, dy: (n, c) plain row-major.
+ *   forward:  y[n][c] = mean over h, w of x[n][c]
+ *   backward: dx[n][c][i][j] = dy[n][c] / (h w)   (written, not added) */
+typedef struct lp_global_avgpool {
+    int n, c, h, w;
+    lp_md src_md;
+    lp_md dst_md; /* (n, c, 1, 1) in src_md's layout: the same bytes as (n, c) row-major */
+    dnnl_primitive_desc_t fwd_pd;
+    lp_prim fwd, bwd; /* .impl: oneDNN's pooling kernels, e.g. "jit:avx512_core" */
+    bool has_bwd;
+} lp_global_avgpool;
+
+lp_status lp_global_avgpool_init(lp_global_avgpool *g, const lp_md *src);
+lp_status lp_global_avgpool_init_backward(lp_global_avgpool *g);
+size_t lp_global_avgpool_scratch_size(const lp_global_avgpool *g);
+lp_status lp_global_avgpool_forward(lp_global_avgpool *g, dnnl_stream_t s, const float *x, float *y, void *scratch);
+lp_status lp_global_avgpool_backward(lp_global_avgpool *g, dnnl_stream_t s, const float *dy, float *dx, void *scratch);
+void lp_global_avgpool_free(lp_global_avgpool *g);
+
+#endif
