@@ -56,9 +56,10 @@ const char *lp_cpu_name(void);       /* the processor's brand string */
 static inline bool lp_bf16_native(void) { return lp_cpu_isa() >= LP_ISA_AVX512_BF16; }
 /* True when oneDNN may use AMX tiles here (avx512_core_amx). */
 static inline bool lp_amx_available(void) { return lp_cpu_isa() >= LP_ISA_AMX; }
-/* oneDNN 2.6 has fp32 Winograd training kernels (jit_wino_4x3) on x86-64 AVX-512 only:
- * oneDNN's kernels, so oneDNN's level decides, also where ours is held at generic
- * (LOUPE_PORTABLE_ONLY). */
+/* fp32 Winograd training kernels for 3x3 stride 1: oneDNN 2.6's F(4x4,3x3) (jit_wino_4x3)
+ * on x86-64 AVX-512 only (oneDNN's level decides, also where ours is held at generic:
+ * LOUPE_PORTABLE_ONLY), else our F(2x2,3x3) at AVX2 (conv_wino.h). Available: either. */
+bool lp_winograd_onednn(void);
 bool lp_winograd_available(void);
 
 /* Loops compiled once per ISA level and chosen by lp_cpu_isa(), so that the cap holds

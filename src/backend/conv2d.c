@@ -6,6 +6,7 @@
  * are faster, our own kernels (conv_*_small.c on small maps, conv_bwd_w_rgb.c and
  * conv_bwd_w_amx.c) run instead, and bf16 backward data runs as a forward. */
 #include "backend.h"
+#include "conv_wino.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -96,10 +97,10 @@ typedef struct lp_conv_kernel {
     int blk; /* the block of values the kernel works in, where it has a choice */
     bool (*fits)(lp_conv2d *c, const struct lp_conv_kernel *k, const lp_md *w_md, const char *onednn);
     size_t (*scratch)(const lp_conv2d *c);
-    void (*fwd)(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits, void *scratch);
+    lp_status (*fwd)(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits, void *scratch);
     lp_status (*bwd_data)(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch);
-    void (*bwd_w)(const lp_conv2d *c, const void *x, const void *dy, const void *relu_y, const uint16_t *bits, float *dw,
-                  float *db, void *scratch);
+    lp_status (*bwd_w)(const lp_conv2d *c, const void *x, const void *dy, const void *relu_y, const uint16_t *bits, float *dw,
+                       float *db, void *scratch);
     bool in_pieces;  /* bwd_w: also as prepare + pairs (the fused update) */
     bool masks_relu; /* bwd_w: multiplies dy by y's ReLU mask (or bits) as it reads it */
     bool relu_bits;  /* fwd: can write y's ReLU mask as bits */
@@ -189,6 +190,49 @@ static bool fits_bwd_w_amx(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *d
            weights_are(dw_md, p, dnnl_f32, dnnl_ABcd16b16a) && lp_conv_bwd_w_amx_ready();
 }
 
+/* Winograd F(2x2,3x3) on AVX2 (conv_wino_avx2.c), for all three passes: where nn asked
+ * for Winograd (its rule, lp_layer_conv_winograd, says where it pays) and oneDNN has none
+ * (below AVX-512), fp32 VGG-style 3x3 with c and k multiples of 8; weights OIhw8i8o,
+ * whatever oneDNN's forward (which then never runs) chose. Backward data and weights
+ * follow the forward: they read and write the weights in its layout, so nn keeps
+ * weights, gradient and optimizer state there and reorders none of them. */
+static bool fits_fwd_wino(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn) {
+    const lp_conv2d_params *p = &c->p;
+    int vx, vy;
+    lp_md ours;
+    dnnl_dims_t wd = {p->k, p->c, 3, 3};
+    if (!lp_conv_fwd_own_allowed || !p->winograd || lp_winograd_onednn() || p->bf16 || !same_3x3(p) || p->c % 8 || p->k % 8 ||
+        !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % 8 || vy % 8 ||
+        dnnl_memory_desc_init_by_tag(&ours, 4, wd, dnnl_f32, dnnl_ABcd8b8a) != dnnl_success)
+        return false;
+    c->w_md = ours; /* ours runs every pass, so the layout is ours: oneDNN's AVX2 choice for nChw8c */
+    c->vec_x = vx, c->vec_y = vy;
+    c->alg = dnnl_convolution_winograd; /* what the layer computes with, for summaries */
+    return true;
+}
+static lp_status run_fwd_wino(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits,
+                              void *s) {
+    return lp_conv_wino_avx2_fwd(&c->p, c->vec_x, c->vec_y, x, w, b, y, s);
+}
+static bool fits_bwd_data_wino(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn) {
+    if (!lp_conv_bwd_d_own_allowed || !c->k_fwd || c->k_fwd->fwd != run_fwd_wino) return false;
+    c->bd_w_md = c->w_md;
+    return true;
+}
+static bool fits_bwd_w_wino(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *dw_md, const char *onednn) {
+    if (!lp_conv_bwd_w_own_allowed || !c->k_fwd || c->k_fwd->fwd != run_fwd_wino) return false;
+    c->bw_dw_md = c->w_md;
+    return true;
+}
+static size_t scratch_wino(const lp_conv2d *c) { return lp_conv_wino_avx2_scratch(&c->p); }
+static lp_status run_bwd_data_wino(lp_conv2d *c, dnnl_stream_t st, const void *dy, const void *w, void *dx, void *s) {
+    return lp_conv_wino_avx2_bwd_data(&c->p, c->vec_x, c->vec_y, dy, w, dx, s);
+}
+static lp_status run_bwd_w_wino(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits,
+                                float *dw, float *db, void *s) {
+    return lp_conv_wino_avx2_bwd_w(&c->p, c->vec_x, c->vec_y, x, dy, dw, db, s);
+}
+
 static size_t scratch_fwd_small(const lp_conv2d *c) { return lp_conv_fwd_small_scratch(&c->p); }
 static size_t scratch_fwd_rgb_amx(const lp_conv2d *c) { return lp_conv_fwd_rgb_amx_scratch(&c->p); }
 static size_t scratch_bwd_data_small(const lp_conv2d *c) { return lp_conv_bwd_d_small_scratch(&c->p); }
@@ -197,38 +241,47 @@ static size_t scratch_bwd_w_rgb(const lp_conv2d *c) { return lp_conv_bwd_w_rgb_s
 static size_t scratch_bwd_w_rgb_amx(const lp_conv2d *c) { return lp_conv_bwd_w_rgb_amx_scratch(&c->p); }
 static size_t scratch_bwd_w_amx(const lp_conv2d *c) { return lp_conv_bwd_w_amx_scratch(&c->p); }
 
-static void run_fwd_small(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits, void *s) {
+static lp_status run_fwd_small(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits, void *s) {
     lp_conv_fwd_small(&c->p, x, w, b, y, s);
+    return LP_OK;
 }
-static void run_fwd_rgb_amx(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits,
+static lp_status run_fwd_rgb_amx(const lp_conv2d *c, const void *x, const void *w, const float *b, void *y, uint16_t *bits,
                             void *s) {
     lp_conv_fwd_rgb_amx(&c->p, x, w, b, y, bits, s);
+    return LP_OK;
 }
 static lp_status run_bwd_data_small(lp_conv2d *c, dnnl_stream_t st, const void *dy, const void *w, void *dx, void *s) {
     lp_conv_bwd_d_small(&c->p, c->vec_x, c->vec_y, dy, w, dx, s);
     return LP_OK;
 }
-static void run_bwd_w_small(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+static lp_status run_bwd_w_small(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
                             float *db, void *s) {
     lp_conv_bwd_w_small(&c->p, c->wblk, c->vec_x, c->vec_y, x, dy, dw, db, s);
+    return LP_OK;
 }
-static void run_bwd_w_rgb(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+static lp_status run_bwd_w_rgb(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
                           float *db, void *s) {
     lp_conv_bwd_w_rgb(&c->p, x, dy, y, dw, db, s);
+    return LP_OK;
 }
-static void run_bwd_w_rgb_amx(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+static lp_status run_bwd_w_rgb_amx(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
                               float *db, void *s) {
     /* the bits: 1/16 of y's bytes (at 224x224 batch 16, y is 103 MB) */
     lp_conv_bwd_w_rgb_amx(&c->p, x, dy, bits ? NULL : y, bits, dw, db, s);
+    return LP_OK;
 }
-static void run_bwd_w_amx(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+static lp_status run_bwd_w_amx(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
                           float *db, void *s) {
     lp_conv_bwd_w_amx(&c->p, x, dy, dw, db, s);
+    return LP_OK;
 }
 #endif /* LP_X86_KERNELS */
 
 static const lp_conv_kernel kernels[] = {
 #if LP_X86_KERNELS
+    {"loupe:avx2_wino_2x2_3x3", PASS_FWD, LP_ISA_AVX2, 0, fits_fwd_wino, scratch_wino, .fwd = run_fwd_wino},
+    {"loupe:avx2_wino_2x2_3x3", PASS_BWD_DATA, LP_ISA_AVX2, 0, fits_bwd_data_wino, scratch_wino, .bwd_data = run_bwd_data_wino},
+    {"loupe:avx2_wino_2x2_3x3", PASS_BWD_W, LP_ISA_AVX2, 0, fits_bwd_w_wino, scratch_wino, .bwd_w = run_bwd_w_wino},
     {"loupe:avx512_bf16_3x3_small", PASS_FWD, LP_ISA_AVX512_BF16, 0, fits_fwd_small, scratch_fwd_small, .fwd = run_fwd_small},
     {"loupe:amx_bf16_3x3_rgb", PASS_FWD, LP_ISA_AMX, 0, fits_fwd_rgb_amx, scratch_fwd_rgb_amx, .fwd = run_fwd_rgb_amx,
      .relu_bits = true},
@@ -546,10 +599,7 @@ size_t lp_conv2d_scratch_size(const lp_conv2d *c) {
 }
 
 lp_status lp_conv2d_forward(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *w, const void *b, void *y, void *scratch) {
-    if (c->k_fwd) {
-        c->k_fwd->fwd(c, x, w, b, y, NULL, scratch);
-        return LP_OK;
-    }
+    if (c->k_fwd) return c->k_fwd->fwd(c, x, w, b, y, NULL, scratch);
     void *p[4] = {(void *)x, (void *)w, y, (void *)b}; /* no bias: the first three */
     return lp_prim_exec(&c->fwd, s, p, scratch);
 }
@@ -567,10 +617,7 @@ lp_status lp_conv2d_backward_data(lp_conv2d *c, dnnl_stream_t s, const void *dy,
 }
 
 lp_status lp_conv2d_backward_weights(lp_conv2d *c, dnnl_stream_t s, const void *x, const void *dy, void *dw, void *db, void *scratch) {
-    if (c->k_bwd_w) {
-        c->k_bwd_w->bwd_w(c, x, dy, NULL, NULL, dw, db, scratch); /* no mask */
-        return LP_OK;
-    }
+    if (c->k_bwd_w) return c->k_bwd_w->bwd_w(c, x, dy, NULL, NULL, dw, db, scratch); /* no mask */
     if (c->bw_copy_bytes) { /* x and dy to nhwc copies first (bwd_w_on_nhwc_copies) */
         char *xc = scratch, *yc = xc + (lp_md_size(&c->bw_re_x.dst_md) + 63) / 64 * 64, *rest = xc + c->bw_copy_bytes;
         lp_status st = lp_reorder_exec(&c->bw_re_x, s, x, xc, rest);
@@ -588,8 +635,7 @@ lp_status lp_conv2d_backward_weights_relu(lp_conv2d *c, dnnl_stream_t s, const v
     if (!lp_conv2d_bwd_w_masks_relu(c))
         return lp_fail(LP_ERR_ARG, "conv2d: backward weights with the ReLU mask needs a kernel that masks (%s does not)",
                        c->bwd_w.impl);
-    c->k_bwd_w->bwd_w(c, x, dy, y, bits, dw, db, scratch);
-    return LP_OK;
+    return c->k_bwd_w->bwd_w(c, x, dy, y, bits, dw, db, scratch);
 }
 
 /* Our RGB forward on AMX can write the ReLU mask as bits. */
@@ -601,8 +647,7 @@ lp_status lp_conv2d_forward_relu_bits(lp_conv2d *c, dnnl_stream_t s, const void 
                                       uint16_t *bits, void *scratch) {
     (void)s;
     if (!lp_conv2d_relu_bits_size(c)) return lp_fail(LP_ERR_ARG, "conv2d: ReLU bits need our RGB forward with ReLU");
-    c->k_fwd->fwd(c, x, w, b, y, bits, scratch);
-    return LP_OK;
+    return c->k_fwd->fwd(c, x, w, b, y, bits, scratch);
 }
 
 void lp_conv2d_free(lp_conv2d *c) {

@@ -43,9 +43,14 @@ lp_isa lp_cpu_isa(void) {
     return g_isa;
 }
 
-bool lp_winograd_available(void) {
+bool lp_winograd_onednn(void) {
     pthread_once(&g_isa_once, isa_init);
     return g_onednn_isa >= LP_ISA_AVX512;
+}
+
+bool lp_winograd_available(void) {
+    pthread_once(&g_isa_once, isa_init);
+    return g_onednn_isa >= LP_ISA_AVX512 || g_isa >= LP_ISA_AVX2;
 }
 
 const char *lp_isa_name(lp_isa isa) {

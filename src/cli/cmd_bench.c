@@ -17,8 +17,10 @@ static void usage(FILE *f) {
                "SGD momentum 0.9, all cores, fp32. --precision bf16 runs convolutions and pooling in\n"
                "bf16 (AMX where present; refused on CPUs without native bf16), auto picks bf16\n"
                "where the CPU has AMX. --conv picks the fp32 3x3 convolutions' algorithm:\n"
-               "auto (default) uses oneDNN's Winograd F(4x4,3x3) on maps of 8x8 or more with batch x map\n"
-               ">= 1024 pixels and <= 256 MB of transformed input and output per layer, where it is faster than direct. --per-layer adds, per layer, the time inside a training step\n"
+               "auto (default) uses Winograd where it is faster than direct: on AVX-512 oneDNN's F(4x4,3x3)\n"
+               "on maps of 8x8 or more with batch x map >= 1024 pixels and <= 256 MB of transformed input\n"
+               "and output per layer, on AVX2 loupe's F(2x2,3x3) from 16 2x2 tiles a batch (batch x\n"
+               "ceil(h/2) x ceil(w/2)). --per-layer adds, per layer, the time inside a training step\n"
                "next to its kernels (oneDNN primitives, our pooling) run alone, the optimizer's update run alone\n"
                "(a memory-bound kernel of ours), and the framework overhead share: step minus all kernels alone.\n");
 }

@@ -58,6 +58,9 @@ typedef struct lp_net_config {
 bool lp_net_bf16_native(void);
 /* True when it has AMX tiles (then bf16 is several times fp32's speed). */
 bool lp_net_amx(void);
+/* The Winograd algorithm fp32 3x3 convolutions get here (--conv): "F(4x4,3x3)" (oneDNN's,
+ * AVX-512), "F(2x2,3x3)" (loupe's, AVX2) or "none". */
+const char *lp_net_winograd_kind(void);
 /* Whether a net runs bf16 under p: bf16 where the CPU has native bf16 (training falls
  * back to fp32; lp_net_create refuses bf16 without it); auto where it pays, i.e. on
  * AMX, at any input size (measured with loupe bench on VGG16: 1.4x fp32 at 32x32 batch

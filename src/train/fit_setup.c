@@ -503,8 +503,8 @@ lp_status lp_fit_setup(lp_fit *f) {
         say(f, "Precision: fp32 (auto: no AMX on this CPU).\n");
     if (!lp_net_get_config(f->net)->bf16) {
         int convs, wino = lp_net_winograd_planned(f->net, &convs);
-        say(f, "Convolutions: Winograd F(4x4,3x3) in %d of %d conv layers, direct in the others (--conv %s).\n", wino,
-            convs, lp_conv_algo_name(lp_net_get_config(f->net)->conv_algo));
+        say(f, "Convolutions: Winograd %s in %d of %d conv layers, direct in the others (--conv %s).\n",
+            lp_net_winograd_kind(), wino, convs, lp_conv_algo_name(lp_net_get_config(f->net)->conv_algo));
     }
     if ((s = setup_feature_cache(f))) return s;
     if ((s = write_run_json(f))) return s;

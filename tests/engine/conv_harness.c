@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     }
     if (argc < 18) {
         fprintf(stderr, "usage: conv_harness OUTDIR n c h w k kh kw sh sw pt pb pl pr groups bias relu "
-                        "[--seed S | --in DIR] [--src any|nchw|nhwc] [--bf16]\n");
+                        "[--seed S | --in DIR] [--src any|nchw|nhwc] [--bf16] [--winograd]\n");
         return 2;
     }
     const char *out = argv[1];
@@ -65,12 +65,13 @@ int main(int argc, char **argv) {
     }
     uint64_t seed = 1;
     const char *in = NULL, *src = "any";
-    bool bf16 = false;
+    bool bf16 = false, winograd = false;
     for (int i = 18; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--in") && i + 1 < argc) in = argv[++i];
         else if (!strcmp(argv[i], "--src") && i + 1 < argc) src = argv[++i];
         else if (!strcmp(argv[i], "--bf16")) bf16 = true;
+        else if (!strcmp(argv[i], "--winograd")) winograd = true;
         else {
             fprintf(stderr, "conv_harness: unknown option '%s'\n", argv[i]);
             return 2;
@@ -78,7 +79,8 @@ int main(int argc, char **argv) {
     }
     lp_conv2d_params p = {.n = v[0], .c = v[1], .h = v[2], .w = v[3], .k = v[4], .kh = v[5], .kw = v[6], .sh = v[7],
                           .sw = v[8], .ph = v[9], .ph_extra = v[10] - v[9], .pw = v[11], .pw_extra = v[12] - v[11],
-                          .groups = v[13], .no_bias = !v[14], .relu = v[15], .bf16 = bf16};
+                          .groups = v[13], .no_bias = !v[14], .relu = v[15], .bf16 = bf16,
+                          .winograd = winograd};
     const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
     if (lp_dnnl_stream_create(&S)) return die("stream");
 

@@ -19,10 +19,15 @@ sums, far below. With a fused ReLU, the mask the harness applied to dy before ba
 checked against the reference wherever the reference's pre-activation is further from 0
 than its bound.
 
-Also checked: loupe's own kernels (written for 3x3 stride 1 pad 1, groups 1, with bias)
-run on no other shape: every pass of every other shape names a oneDNN kernel. oneDNN's
-reference kernels ("ref:") are listed, not failed (docs: engine_no_ref_kernels covers the
-training path of the models that exist).
+Winograd shapes (wino=True: the caller asks for Winograd, as nn does where it pays) run
+loupe's F(2x2,3x3) under an AVX2 cap, and must (conv_wino_avx2.c). Its outputs are not
+plain sums of products: each is A^T[(G w G^T) . (B^T x B)]A, whose transforms add and
+subtract terms that cancel. The same analysis bounds its error by (R + 12) * 2^-24 times
+that very computation with every matrix and every input replaced by its absolute value
+(wino_abs below, in float64): R bounds the products summed (c, k, or the tiles), 12 the
+rounding steps of the transforms (2 for the input's, 4 for the weights', 4 for the
+output's, 2 for the gradient's). Elsewhere (AVX-512: oneDNN's own F(4x4,3x3), whose
+transforms are not ours to bound here) these shapes are skipped.
 
     test_conv_shapes.py --harness build/tests/engine/conv_harness --workdir DIR [--only SUBSTR]
 
@@ -42,13 +47,14 @@ BF16_ROUND = 2.0 ** -8
 DENORMAL = 2.0 ** -126
 
 
-def S(name, n, c, h, w, k, kh, kw=None, s=1, pad=0, groups=1, bias=False, relu=False, src="any", bf16=False, feed=False):
+def S(name, n, c, h, w, k, kh, kw=None, s=1, pad=0, groups=1, bias=False, relu=False, src="any", bf16=False, feed=False,
+      wino=False):
     """A shape: pad is one number (all sides) or (top, bottom, left, right)."""
     kw = kh if kw is None else kw
     sh, sw = (s, s) if isinstance(s, int) else s
     pt, pb, pl, pr = (pad,) * 4 if isinstance(pad, int) else pad
     return dict(name=name, n=n, c=c, h=h, w=w, k=k, kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pb=pb, pl=pl, pr=pr,
-                groups=groups, bias=bias, relu=relu, src=src, bf16=bf16, feed=feed)
+                groups=groups, bias=bias, relu=relu, src=src, bf16=bf16, feed=feed, wino=wino)
 
 
 SHAPES = [
@@ -109,7 +115,56 @@ SHAPES = [
     S("bf16_vgg_3x3_2x2_nhwc_nobias", 2, 32, 2, 2, 32, 3, pad=1, src="nhwc", bf16=True),
     S("bf16_vgg_3x3_2x2_nhwc_groups2", 2, 32, 2, 2, 32, 3, pad=1, groups=2, bias=True, src="nhwc", bf16=True),
     S("bf16_3x3_s1_nhwc_pad1112", 1, 32, 6, 6, 32, 3, pad=(1, 1, 1, 2), bias=True, src="nhwc", bf16=True),
+    # Winograd F(2x2,3x3) (loupe's, at AVX2): even and odd maps, 1x1 and 2x2 maps, channel
+    # counts that are multiples of 8 only, nhwc input, and maps large enough that the
+    # tiles go through in several chunks (4 MB of transformed tiles at a time)
+    S("wino_3x3_8x8_b4_relu", 4, 16, 8, 8, 32, 3, pad=1, bias=True, relu=True, wino=True),
+    S("wino_3x3_odd_7x5", 2, 8, 7, 5, 16, 3, pad=1, bias=True, wino=True),
+    S("wino_3x3_1x1_map", 3, 24, 1, 1, 8, 3, pad=1, bias=True, wino=True),
+    S("wino_3x3_2x2_b32_c64", 32, 64, 2, 2, 64, 3, pad=1, bias=True, relu=True, wino=True),
+    S("wino_3x3_2x2_b2_c512", 2, 512, 2, 2, 512, 3, pad=1, bias=True, wino=True),
+    S("wino_3x3_c72_k40", 2, 72, 6, 6, 40, 3, pad=1, bias=True, wino=True),
+    S("wino_3x3_nhwc_6x9", 2, 16, 6, 9, 16, 3, pad=1, bias=True, src="nhwc", wino=True),
+    S("wino_3x3_chunks_66x66", 2, 16, 66, 66, 16, 3, pad=1, bias=True, wino=True),
+    S("wino_3x3_chunks_70x70_c8", 4, 8, 70, 70, 8, 3, pad=1, bias=True, relu=True, wino=True),
 ]
+
+WINO_OURS = "loupe:avx2_wino_2x2_3x3"
+WINO_ROUNDINGS = 12  # the transforms' rounding steps (module docstring)
+# F(2x2,3x3) (Lavin & Gray 2016), as conv_wino_avx2.c computes it
+WB_T = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
+WG = torch.tensor([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], dtype=torch.float64)
+WA_T = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
+
+
+def wino_tiles(t, h, w):
+    """(n, c, h, w) -> (n, c, th, tw, 4, 4): the 4x4 input tile of every 2x2 output tile, zero outside."""
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    p = F.pad(t, (1, 2 * tw + 1 - w, 1, 2 * th + 1 - h))
+    return p.unfold(2, 4, 2).unfold(3, 4, 2)
+
+
+def wino_abs(x, w, dy, h, wd):
+    """|A^T|[(|G||w||G^T|) . (|B^T||x||B|)]|A| and its two gradients' counterparts, on |x|,
+    |w|, |dy|: the magnitudes the rounding error of each output of y, dx and dw scales with."""
+    bt, g, at = WB_T.abs(), WG.abs(), WA_T.abs()
+    x, w, dy = x.abs(), w.abs(), dy.abs()
+    th, tw = (h + 1) // 2, (wd + 1) // 2
+    u = torch.einsum("ai,koij,bj->koab", g, w, g)  # (k, c, 4, 4)
+    v = torch.einsum("ai,ncyxij,bj->ncyxab", bt, wino_tiles(x, h, wd), bt)  # (n, c, th, tw, 4, 4)
+    m = torch.einsum("koab,noyxab->nkyxab", u, v)
+    y = torch.einsum("pa,nkyxab,qb->nkypxq", at, m, at).reshape(x.shape[0], -1, 2 * th, 2 * tw)[:, :, :h, :wd]
+    # backward data: the forward of dy with the weights turned and transposed
+    ub = torch.einsum("ai,okij,bj->okab", g, w.flip(2, 3), g)  # (c, k, 4, 4) after the transpose below
+    vb = torch.einsum("ai,nkyxij,bj->nkyxab", bt, wino_tiles(dy, h, wd), bt)
+    mb = torch.einsum("okab,nkyxab->noyxab", ub.transpose(0, 1), vb)
+    dx = torch.einsum("pa,noyxab,qb->noypxq", at, mb, at).reshape(x.shape[0], -1, 2 * th, 2 * tw)[:, :, :h, :wd]
+    # backward weights: G^T (sum over tiles of V . (A dy A^T)) G
+    dyp = F.pad(dy, (0, 2 * tw - wd, 0, 2 * th - h)).unfold(2, 2, 2).unfold(3, 2, 2)  # (n, k, th, tw, 2, 2)
+    dm = torch.einsum("ap,nkyxpq,bq->nkyxab", at.t(), dyp, at.t())
+    du = torch.einsum("ncyxab,nkyxab->kcab", v, dm)
+    dw = torch.einsum("ai,kcab,bj->kcij", g, du, g)
+    return y, dx, dw
 
 
 def vgg_like(s):
@@ -142,6 +197,8 @@ def run_shape(harness, workdir, s, seed):
                                                 "groups")] + [str(int(s["bias"])), str(int(s["relu"])), "--src", s["src"]]
     if s["bf16"]:
         args.append("--bf16")
+    if s["wino"]:
+        args.append("--winograd")
     g = torch.Generator().manual_seed(seed)
     if s["feed"]:
         shapes = dict(x=(s["n"], s["c"], s["h"], s["w"]), w=(s["k"], s["c"] // s["groups"], s["kh"], s["kw"]),
@@ -159,6 +216,14 @@ def run_shape(harness, workdir, s, seed):
     if r.returncode != 0:
         return None, "harness failed (%d): %s" % (r.returncode, r.stderr.strip())
     info = dict(line.split(" ", 1) for line in open(os.path.join(d, "info.txt")).read().splitlines())
+    if s["wino"]:
+        ours = [info[p] == WINO_OURS for p in ("fwd", "bwd_data", "bwd_weights")]
+        if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2" and not all(ours):
+            return info, "asked for Winograd under the AVX2 cap, ran %s %s %s, not %s" % (
+                info["fwd"], info["bwd_data"], info["bwd_weights"], WINO_OURS)
+        if not all(ours):
+            info["skip"] = "not loupe's Winograd here (%s)" % info["fwd"]
+            return info, ""
     if (int(info["oh"]), int(info["ow"])) != (oh, ow):
         return info, "output size %sx%s, PyTorch's %dx%d" % (info["oh"], info["ow"], oh, ow)
 
@@ -191,7 +256,13 @@ def run_shape(harness, workdir, s, seed):
     xa, wa = x.abs().requires_grad_(), w.abs().requires_grad_()
     pre_abs = conv64(s, xa, wa, b.abs() if s["bias"] else None)
     r_fwd = c // gr * s["kh"] * s["kw"] + (1 if s["bias"] else 0)
-    bound_y = (r_fwd + 2) * U32 * pre_abs.detach() + r_fwd * DENORMAL
+    if s["wino"]:  # the magnitudes of the Winograd computation itself (module docstring)
+        mag_y, mag_dx, mag_dw = wino_abs(x, w, dy, s["h"], s["w"])
+        mag_y = mag_y + (b.abs().view(1, -1, 1, 1) if s["bias"] else 0)
+        extra = WINO_ROUNDINGS
+    else:
+        mag_y, extra = pre_abs.detach(), 2
+    bound_y = (r_fwd + extra) * U32 * mag_y + r_fwd * DENORMAL
     if s["bf16"]:
         bound_y = bound_y + BF16_ROUND * (pre.detach().abs() + bound_y)
     failures = []
@@ -210,9 +281,15 @@ def run_shape(harness, workdir, s, seed):
     pre_abs.backward(dy.abs())
     r_dx = k // gr * s["kh"] * s["kw"]
     r_dw = n * oh * ow
+    if not s["wino"]:
+        mag_dx, mag_dw = xa.grad, wa.grad
+    elif not (torch.all(mag_y >= pre_abs.detach() * (1 - 1e-9)) and torch.all(mag_dx >= xa.grad * (1 - 1e-9)) and
+              torch.all(mag_dw >= wa.grad * (1 - 1e-9))):
+        # every product of the direct sums appears in the absolute Winograd computation
+        failures.append("the Winograd magnitudes do not cover the direct ones (wino_abs is wrong)")
     bounds = dict(y=bound_y,
-                  dx=(r_dx + 2) * U32 * xa.grad + r_dx * DENORMAL,
-                  dw=(r_dw + 2) * U32 * wa.grad + r_dw * DENORMAL,
+                  dx=(r_dx + extra) * U32 * mag_dx + r_dx * DENORMAL,
+                  dw=(r_dw + extra) * U32 * mag_dw + r_dw * DENORMAL,
                   db=(r_dw + 2) * U32 * dy.abs().sum(dim=(0, 2, 3)) + r_dw * DENORMAL)
     if s["bf16"]:
         bounds["dx"] = bounds["dx"] + BF16_ROUND * (xr.grad.abs() + bounds["dx"])
@@ -245,7 +322,7 @@ def main():
     torch.set_num_threads(1)
     native = bf16_native(a.harness, a.workdir)
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "native")
-    failed, refs, ran = [], [], 0
+    failed, refs, ran, skipped = [], [], 0, 0
     for i, s in enumerate(SHAPES):
         if a.only and a.only not in s["name"]:
             continue
@@ -253,6 +330,10 @@ def main():
             print("skip %-34s (no native bf16 at this CPU level)" % s["name"])
             continue
         info, err = run_shape(a.harness, a.workdir, s, a.seed + i)
+        if info is not None and "skip" in info:
+            print("skip %-34s (%s)" % (s["name"], info["skip"]))
+            skipped += 1
+            continue
         ran += 1
         kern = "" if info is None else " ".join("%s=%s" % (p, info[p]) for p in ("fwd", "bwd_data", "bwd_weights"))
         worst = "" if info is None or "worst" not in info else \
@@ -268,8 +349,8 @@ def main():
     for r in refs:
         print("  " + r)
     if not ran:
-        print("no shape matched --only %r" % a.only)
-        return 1
+        print("every shape matching --only %r was skipped" % a.only if skipped else "no shape matched --only %r" % a.only)
+        return 0 if skipped else 1
     print("%d of %d shapes failed: %s" % (len(failed), ran, " ".join(failed)) if failed else "all %d shapes pass" % ran)
     return 1 if failed else 0
 

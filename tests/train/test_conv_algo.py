@@ -33,12 +33,17 @@ def train(name, *extra):
 
 hd, md, outd = train("direct", "--conv", "direct")
 ha, ma, outa = train("auto")
-# the log says where Winograd runs: at 64x64 batch 8, the 64x64, 32x32 and 16x16 layers
-# with 16+ input channels (6 of 13; 8x8 maps are 512 pixels a batch, under the rule's 1024)
-avx512 = runs.isa_level() >= 2  # oneDNN 2.6 has Winograd on AVX-512 only (under the cap, if set)
-for out, want in ((outd, "in 0 of 13 conv layers"), (outa, "in %d of 13 conv layers" % (6 if avx512 else 0))):
-    if "Convolutions: Winograd F(4x4,3x3) " + want not in out:
-        fail.append("log does not say 'Winograd F(4x4,3x3) %s':\n%s" % (want, out[:900]))
+# the log says where Winograd runs. AVX-512 (oneDNN's F(4x4,3x3)), at 64x64 batch 8: the
+# 64x64, 32x32 and 16x16 layers with 16+ input channels (6 of 13; 8x8 maps are 512 pixels a
+# batch, under the rule's 1024). AVX2 (loupe's F(2x2,3x3)): every layer with 8k channels in
+# and out and 16+ 2x2 tiles a batch; the smallest maps are 4x4 (8 x 2 x 2 = 32 tiles), so
+# all but the first (3 channels): 12 of 13. (The levels as /proc/cpuinfo and the cap give
+# them.)
+level = runs.isa_level()
+kind, auto = ("F(4x4,3x3)", 6) if level >= 2 else ("F(2x2,3x3)", 12) if level == 1 else ("none", 0)
+for out, want in ((outd, "in 0 of 13 conv layers"), (outa, "in %d of 13 conv layers" % auto)):
+    if "Convolutions: Winograd %s %s" % (kind, want) not in out:
+        fail.append("log does not say 'Winograd %s %s':\n%s" % (kind, want, out[:900]))
 for meta, want in ((md, "direct"), (ma, "auto")):
     if meta and meta.get("config", {}).get("conv_algo") != want:
         fail.append("run.json config.conv_algo is %r, not %s" % (meta.get("config", {}).get("conv_algo"), want))
