@@ -138,6 +138,10 @@ lp_status lp_prim_exec(lp_prim *pr, dnnl_stream_t s, void *const *ptrs, void *sc
 void lp_prim_free(lp_prim *pr);
 /* Attribute with user scratchpad, optional fused ReLU and optional sum (accumulate). */
 lp_status lp_attr_create(dnnl_primitive_attr_t *attr, bool relu, bool sum);
+/* A primitive desc for desc (hint: the forward's, for a backward one) with a user
+ * scratchpad and no post-ops; "oneDNN: <what>: <status>" on failure. */
+lp_status lp_pd_create(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t desc, const_dnnl_primitive_desc_t hint,
+                       const char *what);
 
 /* ---- reorder: layout change, optionally accumulating (dst += reorder(src)) ---- */
 typedef struct lp_reorder {

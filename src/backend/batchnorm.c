@@ -31,16 +31,6 @@ static dnnl_prop_kind_t fwd_prop(const lp_batchnorm_params *p) {
     return p->mode == LP_BN_FROZEN && !p->backward ? dnnl_forward_inference : dnnl_forward_training;
 }
 
-static lp_status create_pd(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t desc, const_dnnl_primitive_desc_t hint,
-                           const char *what) {
-    dnnl_primitive_attr_t attr;
-    lp_status st = lp_attr_create(&attr, false, false);
-    if (st) return st;
-    st = lp_dnnl_check(dnnl_primitive_desc_create(pd, desc, attr, lp_dnnl_engine(), hint), what);
-    dnnl_primitive_attr_destroy(attr);
-    return st;
-}
-
 lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const lp_md *src) {
     memset(b, 0, sizeof *b);
     b->p = *p;
@@ -62,7 +52,7 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
         dnnl_batch_normalization_forward_desc_init(&desc, fwd_prop(&b->p), &b->data_md, b->p.eps, bn_flags(&b->p)),
         "batchnorm forward desc");
     if (st) return st;
-    if ((st = create_pd(&b->fwd_pd, &desc, NULL, "batchnorm forward"))) return st;
+    if ((st = lp_pd_create(&b->fwd_pd, &desc, NULL, "batchnorm forward"))) return st;
     const lp_md *ws = dnnl_primitive_desc_query_md(b->fwd_pd, dnnl_query_workspace_md, 0);
     b->ws_size = ws ? lp_md_size(ws) : 0;
     static const int kinds[] = {DNNL_ARG_SRC,      DNNL_ARG_SCALE, DNNL_ARG_SHIFT,    DNNL_ARG_MEAN,
@@ -84,7 +74,7 @@ lp_status lp_batchnorm_init_backward(lp_batchnorm *b) {
                                  "batchnorm backward desc");
     if (st) return st;
     dnnl_primitive_desc_t pd;
-    if ((st = create_pd(&pd, &desc, b->fwd_pd, "batchnorm backward"))) return st;
+    if ((st = lp_pd_create(&pd, &desc, b->fwd_pd, "batchnorm backward"))) return st;
     static const int kinds[] = {DNNL_ARG_SRC,   DNNL_ARG_MEAN,     DNNL_ARG_VARIANCE,   DNNL_ARG_DIFF_DST,
                                 DNNL_ARG_SCALE, DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT};
     st = lp_prim_create(&b->bwd, pd, kinds, 8);

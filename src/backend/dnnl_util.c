@@ -208,3 +208,13 @@ bool lp_md_pixel_vectors(const lp_md *md, int *vec) {
     }
     return false;
 }
+
+lp_status lp_pd_create(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t desc, const_dnnl_primitive_desc_t hint,
+                       const char *what) {
+    dnnl_primitive_attr_t attr;
+    lp_status st = lp_attr_create(&attr, false, false);
+    if (st) return st;
+    st = lp_dnnl_check(dnnl_primitive_desc_create(pd, desc, attr, lp_dnnl_engine(), hint), what);
+    dnnl_primitive_attr_destroy(attr);
+    return st;
+}

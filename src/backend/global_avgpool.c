@@ -20,16 +20,6 @@ static bool plain_at_1x1_tag(const lp_md *src, dnnl_format_tag_t *tag) {
     return false;
 }
 
-static lp_status create_pd(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t desc, const_dnnl_primitive_desc_t hint,
-                           const char *what) {
-    dnnl_primitive_attr_t attr;
-    lp_status st = lp_attr_create(&attr, false, false);
-    if (st) return st;
-    st = lp_dnnl_check(dnnl_primitive_desc_create(pd, desc, attr, lp_dnnl_engine(), hint), what);
-    dnnl_primitive_attr_destroy(attr);
-    return st;
-}
-
 lp_status lp_global_avgpool_init(lp_global_avgpool *g, const lp_md *src) {
     memset(g, 0, sizeof *g);
     if (src->ndims != 4 || src->data_type != dnnl_f32)
@@ -52,7 +42,7 @@ lp_status lp_global_avgpool_init(lp_global_avgpool *g, const lp_md *src) {
                                                                    &g->src_md, &g->dst_md, strides, kernel, dil, pad, pad),
                                  "global avgpool forward desc");
     if (st) return st;
-    if ((st = create_pd(&g->fwd_pd, &desc, NULL, "global avgpool forward"))) return st;
+    if ((st = lp_pd_create(&g->fwd_pd, &desc, NULL, "global avgpool forward"))) return st;
     static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DST};
     if ((st = lp_prim_create(&g->fwd, g->fwd_pd, kinds, 2))) {
         lp_global_avgpool_free(g);
@@ -70,7 +60,7 @@ lp_status lp_global_avgpool_init_backward(lp_global_avgpool *g) {
                                  "global avgpool backward desc");
     if (st) return st;
     dnnl_primitive_desc_t pd;
-    if ((st = create_pd(&pd, &desc, g->fwd_pd, "global avgpool backward"))) return st;
+    if ((st = lp_pd_create(&pd, &desc, g->fwd_pd, "global avgpool backward"))) return st;
     static const int kinds[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC};
     st = lp_prim_create(&g->bwd, pd, kinds, 2);
     dnnl_primitive_desc_destroy(pd);
