@@ -38,6 +38,8 @@
 #define AVX2 __attribute__((target("avx2,fma")))
 
 static long long tiles(const lp_conv2d_params *p) { return (long long)p->n * ((p->h + 1) / 2) * ((p->w + 1) / 2); }
+/* V and M hold either side's channels: the input's in one pass, the output's in another */
+static int wider(const lp_conv2d_params *p) { return p->c > p->k ? p->c : p->k; }
 
 /* Tiles are transformed, multiplied and transformed back a chunk at a time, so
  * that V and M (4x the activations: 16 values a tile for 4 pixels) stay in the
@@ -45,7 +47,7 @@ static long long tiles(const lp_conv2d_params *p) { return (long long)p->n * ((p
  * much as U when U is larger (deep layers: U is read again for every chunk).
  * Returns the tiles a chunk has. */
 static size_t tile_bytes(const lp_conv2d_params *p) { /* V and M of one tile, either pass */
-    return 16 * sizeof(float) * 2 * (size_t)(p->c > p->k ? p->c : p->k);
+    return 16 * sizeof(float) * 2 * (size_t)wider(p);
 }
 static size_t u_bytes(const lp_conv2d_params *p) { return (16 * sizeof(float) * (size_t)p->c * p->k + 63) / 64 * 64; }
 static long long chunk_tiles(const lp_conv2d_params *p) {
@@ -68,12 +70,11 @@ static mats carve(const lp_conv2d_params *p, void *scratch) {
     mats r;
     r.u = (float *)s;
     r.v = (float *)(s + u_bytes(p));
-    r.m = r.v + (size_t)chunk_tiles(p) * 16 * (p->c > p->k ? p->c : p->k);
+    r.m = r.v + (size_t)chunk_tiles(p) * 16 * wider(p);
     return r;
 }
 
-/* ---- tile transforms (one tile, 8 channels)
- * ------------------------------------------ */
+/* ---- tile transforms (one tile, 8 channels) ---- */
 
 /* d (4x4 vectors, row-major) to B^T.d.B. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0
  * 1 0 -1]. */
@@ -128,11 +129,18 @@ AVX2 static inline void grad_tile(const __m256 g[4], __m256 d[16]) {
     }
 }
 
-/* ---- whole-tensor transforms
- * ---------------------------------------------------------- */
+/* ---- whole-tensor transforms, for tiles [t0, t0 + nt) of the n * ceil(h/2) * ceil(w/2)
+ * (by image, row, column), work item u = (tile - t0) * ch/8 + 8-channel block ---- */
 
-/* Tiles [t0, t0 + nt) of the n * ceil(h/2) * ceil(w/2) (by image, row, column).
- */
+/* Where work item u is. */
+typedef struct tile_item {
+    long long tl;           /* the tile's place in the chunk */
+    int c8, img, ty, tx;    /* first channel, image, tile row and column */
+} tile_item;
+static inline tile_item tile_at(long long u, int cb, long long t0, int th, int tw) {
+    const long long tl = u / cb, t = t0 + tl;
+    return (tile_item){tl, (int)(u % cb) * 8, (int)(t / ((long long)th * tw)), (int)(t / tw % th), (int)(t % tw)};
+}
 
 /* src (n, ch, h, w; pixel vectors of vec) to V[16][nt][ch]: every 4x4 input
  * tile around a 2x2 output tile, zero outside the map (the padding). */
@@ -140,9 +148,9 @@ AVX2 static void inputs_to_tiles_range(const float *src, int ch, int h, int w, i
                                        float *v, long long u0, long long u1) {
     const int th = (h + 1) / 2, tw = (w + 1) / 2, cb = ch / 8;
     for (long long u = u0; u < u1; u++) {
-        const long long tl = u / cb, t = t0 + tl;
-        const int c8 = (int)(u % cb) * 8, img = (int)(t / ((long long)th * tw)), ty = (int)(t / tw % th),
-                  tx = (int)(t % tw);
+        const tile_item it = tile_at(u, cb, t0, th, tw);
+        const long long tl = it.tl;
+        const int c8 = it.c8, img = it.img, ty = it.ty, tx = it.tx;
         const float *base = src + lp_pv_offset(img, c8, 0, 0, ch, h, w, vec); /* pixel (y, x) at + (y * w + x) * vec */
         __m256 d[16];
         for (int i = 0; i < 4; i++) {
@@ -163,9 +171,9 @@ AVX2 static void tiles_to_outputs_range(const float *m, int ch, int h, int w, in
                                         const float *bias, bool relu, float *dst, long long u0, long long u1) {
     const int th = (h + 1) / 2, tw = (w + 1) / 2, cb = ch / 8;
     for (long long u = u0; u < u1; u++) {
-        const long long tl = u / cb, t = t0 + tl;
-        const int c8 = (int)(u % cb) * 8, img = (int)(t / ((long long)th * tw)), ty = (int)(t / tw % th),
-                  tx = (int)(t % tw);
+        const tile_item it = tile_at(u, cb, t0, th, tw);
+        const long long tl = it.tl;
+        const int c8 = it.c8, img = it.img, ty = it.ty, tx = it.tx;
         __m256 mv[16], o[4];
         for (int e = 0; e < 16; e++) mv[e] = _mm256_loadu_ps(m + ((size_t)e * nt + tl) * ch + c8);
         output_tile(mv, o);
@@ -188,9 +196,9 @@ AVX2 static void grads_to_tiles_range(const float *dy, int ch, int h, int w, int
                                       float *dm, long long u0, long long u1) {
     const int th = (h + 1) / 2, tw = (w + 1) / 2, cb = ch / 8;
     for (long long u = u0; u < u1; u++) {
-        const long long tl = u / cb, t = t0 + tl;
-        const int c8 = (int)(u % cb) * 8, img = (int)(t / ((long long)th * tw)), ty = (int)(t / tw % th),
-                  tx = (int)(t % tw);
+        const tile_item it = tile_at(u, cb, t0, th, tw);
+        const long long tl = it.tl;
+        const int c8 = it.c8, img = it.img, ty = it.ty, tx = it.tx;
         const float *base = dy + lp_pv_offset(img, c8, 0, 0, ch, h, w, vec);
         __m256 g[4], d[16];
         for (int i = 0; i < 2; i++)
@@ -307,27 +315,26 @@ static void bias_grad(const float *dy, int n, int ch, int h, int w, int vec, flo
     IN_RUNS(ch / 8, bias_grad_range(dy, n, ch, h, w, vec, db, lo, hi));
 }
 
-/* The 16 products; pe: the position whose U is used for position e (identity,
- * or P for backward data). */
+/* The 16 products C_e = op(A_e) . op(B_e); flip_b: B_{P(e)} for position e (P mirrors
+ * rows and columns 0 and 3 of the 4x4 grid: backward data). */
 static lp_status products(char ta, char tb, long long m, long long nn, long long kk, const float *a, long long lda,
                           size_t a_step, const float *b, long long ldb, size_t b_step, float beta, float *c,
                           long long ldc, size_t c_step, bool flip_b) {
     static const int flip[4] = {3, 1, 2, 0};
     dnnl_status_t worst = dnnl_success;
-    /* the 16 products spread over the threads, each on one (oneDNN's sgemm runs
-     * on the calling thread inside a parallel region): no thread waits on another
-     * within one */
+    /* the 16 products spread over the threads, each on one (oneDNN's sgemm runs on the
+     * calling thread inside a parallel region): no thread waits on another within one */
 LP_OMP(parallel for schedule(static))
-for (int e = 0; e < 16; e++) {
-    const int eb = flip_b ? flip[e / 4] * 4 + flip[e % 4] : e;
-    dnnl_status_t s =
-        dnnl_sgemm(ta, tb, m, nn, kk, 1.0f, a + e * a_step, lda, b + eb * b_step, ldb, beta, c + e * c_step, ldc);
-    if (s != dnnl_success) {
-        LP_OMP(critical)
-        worst = s;
+    for (int e = 0; e < 16; e++) {
+        const int eb = flip_b ? flip[e / 4] * 4 + flip[e % 4] : e;
+        dnnl_status_t s =
+            dnnl_sgemm(ta, tb, m, nn, kk, 1.0f, a + e * a_step, lda, b + eb * b_step, ldb, beta, c + e * c_step, ldc);
+        if (s != dnnl_success) {
+LP_OMP(critical)
+            worst = s;
+        }
     }
-}
-return worst == dnnl_success ? LP_OK : lp_dnnl_check(worst, "conv2d Winograd F(2x2,3x3): sgemm");
+    return worst == dnnl_success ? LP_OK : lp_dnnl_check(worst, "conv2d Winograd F(2x2,3x3): sgemm");
 }
 
 /* The forward of `in` (ci channels, pixel vectors of vec_in) to `out` (co channels): U as
