@@ -51,6 +51,9 @@ import sys
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from op_checks import compare, cpu_levels, read  # noqa: E402
+
 E = 2.0 ** -23
 LAM_E = 4 * E  # lam * (E/2) with lam = 8
 DENORMAL = 2.0 ** -126
@@ -87,22 +90,7 @@ CASES = [
 
 def levels():
     """ONEDNN_MAX_CPU_ISA values to run under: each level this CPU has, and uncapped."""
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    out = []
-    if {"avx2", "fma"} <= flags:
-        out.append("AVX2")
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        out.append("AVX512_CORE")
-    out.append("")
-    return out
+    return cpu_levels()
 
 
 def make_inputs(case, rng):
@@ -135,13 +123,6 @@ def run_harness(harness, case, indir, outdir, isa):
         raise RuntimeError(f"bn_harness failed ({r.returncode}): {r.stderr.strip()}")
     info = dict(line.split(" ", 1) for line in open(os.path.join(outdir, "info.txt")).read().splitlines())
     return info
-
-
-def read(outdir, name, shape):
-    a = np.fromfile(os.path.join(outdir, name + ".f32"), dtype=np.float32)
-    if a.size != int(np.prod(shape)):
-        raise RuntimeError(f"{name}: {a.size} values, expected {int(np.prod(shape))}")
-    return a.reshape(shape).astype(np.float64)
 
 
 def reference(case, inp, dtype):
@@ -228,17 +209,6 @@ def bounds(case, inp, ref):
             drm = (1 - MOMENTUM) * drm + MOMENTUM * dmu + 3 * E * np.abs(rm)
             drv = (1 - MOMENTUM) * drv + MOMENTUM * n / (n - 1) * dv + 3 * E * np.abs(rv)
     return out, drm + floor, drv + floor
-
-
-def compare(label, got, want, bound, failures):
-    err = np.abs(got - want)
-    bad = ~(err <= bound)  # NaN fails too
-    if bad.any():
-        i = np.unravel_index(np.argmax(np.where(bad, err / np.maximum(bound, 1e-300), 0)), err.shape)
-        failures.append(f"{label}: {int(bad.sum())} of {err.size} beyond the bound; worst at {tuple(map(int, i))}: "
-                        f"got {got[i]:.9g}, want {want[i]:.9g}, bound {bound[i]:.3g}")
-        return False
-    return True
 
 
 def check(label, res, ref, refrun, bnd, case, failures):

@@ -56,6 +56,9 @@ import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from op_checks import compare, cpu_flags, cpu_levels, read  # noqa: E402
 import torch.nn.functional as F
 
 U = 2.0 ** -24
@@ -116,30 +119,12 @@ for c, hw in ((256, 56), (512, 28), (1024, 14), (2048, 7)):
 RESNET_SHAPES += [("gap", 2048, 7, 7, [])]
 
 
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def levels():
     """ONEDNN_MAX_CPU_ISA values to run under: each level this CPU has, and uncapped; only
     the caller's cap where it sets one (what a smaller CPU runs)."""
     if os.environ.get("ONEDNN_MAX_CPU_ISA"):
         return [os.environ["ONEDNN_MAX_CPU_ISA"]]
-    flags = cpu_flags()
-    out = []
-    if {"avx2", "fma"} <= flags:
-        out.append("AVX2")
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        out.append("AVX512_CORE")
-    out.append("")
-    return out
+    return cpu_levels()
 
 
 def onednn_block(isa):
@@ -221,18 +206,6 @@ def bounds(case, inp, ref):
     return dict(y=(n + 2) * U * mean_abs, dx=dx)
 
 
-def compare(label, got, want, bound, failures):
-    got, want, bound = (np.asarray(v, dtype=np.float64) for v in (got, want, bound))
-    err = np.abs(got - want)
-    bad = ~(err <= bound)  # NaN fails too
-    if bad.any():
-        i = np.unravel_index(np.argmax(np.where(bad, (err + 1e-300) / np.maximum(bound, 1e-300), 0)), err.shape)
-        failures.append(f"{label}: {int(bad.sum())} of {err.size} beyond the bound; worst at {tuple(map(int, i))}: "
-                        f"got {got[i]:.9g}, want {want[i]:.9g}, bound {bound[i]:.3g}")
-        return False
-    return True
-
-
 def check(label, res, ref, bnd, case, failures):
     ok = compare(f"{label} y", res["y"], ref["y"], bnd["y"], failures)
     ok &= compare(f"{label} dx", res["dx"], ref["dx"], bnd["dx"], failures)
@@ -265,13 +238,6 @@ def run_harness(harness, case, indir, outdir, isa):
     if r.returncode != 0:
         raise RuntimeError(f"graph_ops_harness failed ({r.returncode}): {r.stderr.strip()}")
     return dict(line.split(" ", 1) for line in open(os.path.join(outdir, "info.txt")).read().splitlines())
-
-
-def read(outdir, name, shape):
-    a = np.fromfile(os.path.join(outdir, name + ".f32"), dtype=np.float32)
-    if a.size != int(np.prod(shape)):
-        raise RuntimeError(f"{name}: {a.size} values, expected {int(np.prod(shape))}")
-    return a.reshape(shape).astype(np.float64)
 
 
 def harness_result(case, outdir):
