@@ -295,6 +295,25 @@ static inline size_t lp_conv_bwd_w_small_pair_size(int blk) { return (size_t)9 *
 void lp_conv_bwd_w_small_prepare(const lp_conv2d_params *p, int blk, int vec_x, int vec_y, const void *x, const void *dy,
                                  float *db, void *scratch);
 void lp_conv_bwd_w_small_pair(const lp_conv2d_params *p, int blk, const void *scratch, long long q, float *out);
+/* Backward data in the same pieces (fp32, blocks of 16, where _fits): pair q's share of
+ * dx from its weights w (its 9 x 16 x 16 values, read before the update), added to
+ * acc[n * h * w][16] of its input block; the pairs of one input block in ascending q,
+ * then _store writes that block's acc to dx (src_md's layout, pixel vectors vec_x). */
+#define LP_BWD_D_ACC 4096
+bool lp_conv_bwd_d_small_pair_fits(const lp_conv2d_params *p, int blk);
+void lp_conv_bwd_d_small_pair(const lp_conv2d_params *p, const void *scratch, long long q, const float *w, float *acc);
+void lp_conv_bwd_d_small_store(const lp_conv2d_params *p, int vec_x, int ib, const float *acc, float *dx);
+/* ... and all pairs at once (conv2d.c's backward data where the pieces fit; scratch
+ * lp_conv_bwd_w_small_scratch), w in the forward's ABcd16b16a. */
+void lp_conv_bwd_d_small_fp32(const lp_conv2d_params *p, int vec_x, int vec_y, const float *dy, const float *w, float *dx,
+                              void *scratch);
+/* Backward data runs the pieces above (so the fused step may make dx itself). */
+bool lp_conv2d_bwd_d_in_pieces(const lp_conv2d *c);
+/* Asks for n floats from p on into cache: for access patterns that the hardware's
+ * prefetchers do not follow (rows of blocks far apart). */
+static inline void lp_prefetch_floats(const float *p, long long n) {
+    for (long long e = 0; e < n; e += 16) __builtin_prefetch(p + e, 1, 3);
+}
 
 /* ---- max pooling (floor, like PyTorch's MaxPool2d) ------------------------
  * x: (n, c, h, w) in src_md, y: (n, c, oh, ow) in dst_md, ws: workspace of

@@ -101,7 +101,7 @@ typedef struct lp_conv_kernel {
     lp_status (*bwd_data)(lp_conv2d *c, dnnl_stream_t s, const void *dy, const void *w, void *dx, void *scratch);
     lp_status (*bwd_w)(const lp_conv2d *c, const void *x, const void *dy, const void *relu_y, const uint16_t *bits, float *dw,
                        float *db, void *scratch);
-    bool in_pieces;  /* bwd_w: also as prepare + pairs (the fused update) */
+    bool in_pieces;  /* bwd_w, bwd_data: also as prepare + pairs (the fused update) */
     bool masks_relu; /* bwd_w: multiplies dy by y's ReLU mask (or bits) as it reads it */
     bool relu_bits;  /* fwd: can write y's ReLU mask as bits */
 } lp_conv_kernel;
@@ -233,6 +233,28 @@ static lp_status run_bwd_w_wino(const lp_conv2d *c, const void *x, const void *d
     return lp_conv_wino_avx2_bwd_w(&c->p, c->vec_x, c->vec_y, x, dy, dw, db, s);
 }
 
+/* Backward data fp32 on AVX-512 where the small-map backward weights runs with blocks of
+ * 16 (the same shapes, fits_bwd_w_small), from the forward's weights ABcd16b16a: the
+ * pieces of conv_bwd_w_small.c, which the fused step also runs, so that its dx is the
+ * same. */
+static bool fits_bwd_data_small_fp32(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn) {
+    const lp_conv2d_params *p = &c->p;
+    const bool small = p->h * p->w <= 16 && (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) <= 256;
+    int vx, vy;
+    if (!lp_conv_bwd_d_own_allowed || !lp_conv_bwd_w_own_allowed || !small || !same_3x3(p) ||
+        !lp_conv_bwd_d_small_pair_fits(p, 16) || p->c % 16 || p->k % 16 || c->src_md.data_type != dnnl_f32 ||
+        c->dst_md.data_type != dnnl_f32 || !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) ||
+        vx % 16 || vy % 16 || !weights_are(&c->w_md, p, dnnl_f32, dnnl_ABcd16b16a))
+        return false;
+    c->bd_w_md = c->w_md;
+    c->vec_x = vx, c->vec_y = vy;
+    return true;
+}
+static lp_status run_bwd_data_small_fp32(lp_conv2d *c, dnnl_stream_t st, const void *dy, const void *w, void *dx, void *s) {
+    lp_conv_bwd_d_small_fp32(&c->p, c->vec_x, c->vec_y, dy, w, dx, s);
+    return LP_OK;
+}
+
 static size_t scratch_fwd_small(const lp_conv2d *c) { return lp_conv_fwd_small_scratch(&c->p); }
 static size_t scratch_fwd_rgb_amx(const lp_conv2d *c) { return lp_conv_fwd_rgb_amx_scratch(&c->p); }
 static size_t scratch_bwd_data_small(const lp_conv2d *c) { return lp_conv_bwd_d_small_scratch(&c->p); }
@@ -287,6 +309,8 @@ static const lp_conv_kernel kernels[] = {
      .relu_bits = true},
     {"loupe:avx512_bf16_3x3_small", PASS_BWD_DATA, LP_ISA_AVX512_BF16, 0, fits_bwd_data_small, scratch_bwd_data_small,
      .bwd_data = run_bwd_data_small},
+    {"loupe:avx512_3x3_small", PASS_BWD_DATA, LP_ISA_AVX512, 16, fits_bwd_data_small_fp32, scratch_bwd_w_small,
+     .bwd_data = run_bwd_data_small_fp32, .in_pieces = true},
 #endif
     {"loupe:flipped", PASS_BWD_DATA, LP_ISA_AMX, 0, fits_bwd_data_flipped, scratch_none, .bwd_data = run_bwd_data_flipped},
 #if LP_X86_KERNELS
@@ -325,6 +349,7 @@ static const lp_conv_kernel *pick(lp_conv2d *c, int pass, const lp_md *w_md, lp_
 }
 
 bool lp_conv2d_bwd_w_in_pieces(const lp_conv2d *c) { return c->k_bwd_w && c->k_bwd_w->in_pieces; }
+bool lp_conv2d_bwd_d_in_pieces(const lp_conv2d *c) { return c->k_bwd_data && c->k_bwd_data->in_pieces; }
 bool lp_conv2d_bwd_w_masks_relu(const lp_conv2d *c) { return c->k_bwd_w && c->k_bwd_w->masks_relu; }
 
 /* Whether md is plain nhwc (n, c, h, w with c fastest). */

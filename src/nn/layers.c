@@ -200,7 +200,8 @@ static lp_status weights_for_bwd_data(lp_net *net, lp_layer *l, const lp_conv2d 
  * is written as usual and updated by lp_optim_step. The kernel is x86-64 code: elsewhere
  * (backend.h's LP_X86_KERNELS) there is no fused step. */
 #if LP_X86_KERNELS
-static lp_status conv_fused_update(lp_net *net, lp_layer *l, const lp_conv2d *c, const void *src, const void *dy) {
+static lp_status conv_fused_update(lp_net *net, lp_layer *l, const lp_conv2d *c, const void *src, const void *dy, float *dx) {
+    if (dx) l->twin = false; /* backward data reads the weights here: no copy for it */
     lp_param_update u;
     lp_status st = lp_optim_param_begin(net->fuse_opt, l->pw, net->fuse_lr, &u);
     if (st) return st;
@@ -210,11 +211,37 @@ static lp_status conv_fused_update(lp_net *net, lp_layer *l, const lp_conv2d *c,
     const struct lp_optim *o = net->fuse_opt;
     const void *scratch = net->scratch.p;
     uint32_t bad = 0;
+    if (!dx) {
 LP_OMP(parallel for reduction(| : bad))
-    for (long long q = 0; q < pairs; q++) {
-        float g[LP_BWD_W_PAIR] __attribute__((aligned(64)));
-        lp_conv_bwd_w_small_pair(&c->p, blk, scratch, q, g);
-        bad |= lp_optim_param_range(o, &u, g, q * size, (q + 1) * size);
+        for (long long q = 0; q < pairs; q++) {
+            float g[LP_BWD_W_PAIR] __attribute__((aligned(64)));
+            lp_conv_bwd_w_small_pair(&c->p, blk, scratch, q, g);
+            bad |= lp_optim_param_range(o, &u, g, q * size, (q + 1) * size);
+        }
+    } else {
+        /* one thread per input block, so that its dx sums in one fixed order: each pair's
+         * share of dx from its old weights, then their update */
+        const int ib_n = c->p.c / blk, ob_n = c->p.k / blk;
+        const size_t acc_n = (size_t)c->p.n * c->p.h * c->p.w * blk;
+LP_OMP(parallel for reduction(| : bad))
+        for (int ib = 0; ib < ib_n; ib++) {
+            float g[LP_BWD_W_PAIR] __attribute__((aligned(64)));
+            float acc[LP_BWD_D_ACC] __attribute__((aligned(64)));
+            memset(acc, 0, acc_n * sizeof(float));
+            for (int ob = 0; ob < ob_n; ob++) {
+                const long long q = (long long)ob * ib_n + ib;
+                /* the next pair's weights and state lie a row of pairs away, where the
+                 * hardware's prefetchers do not look */
+                if (ob + 1 < ob_n) {
+                    lp_prefetch_floats(u.w + (q + ib_n) * size, size);
+                    lp_prefetch_floats(u.m + (q + ib_n) * size, size);
+                }
+                lp_conv_bwd_w_small_pair(&c->p, blk, scratch, q, g);
+                lp_conv_bwd_d_small_pair(&c->p, scratch, q, u.w + q * size, acc);
+                bad |= lp_optim_param_range(o, &u, g, q * size, (q + 1) * size);
+            }
+            lp_conv_bwd_d_small_store(&c->p, c->vec_x, ib, acc, dx);
+        }
     }
     lp_optim_param_fused(net->fuse_opt, &u, bad);
     l->grad_consumed = true;
@@ -269,7 +296,10 @@ LP_OMP(parallel for if (cnt > 65536))
         const float *db = net->tmp_db.p;
         for (int i = 0; i < l->out_c; i++) gb[i] = accumulate ? gb[i] + db[i] : db[i];
     }
-    if (dx) {
+    /* with the fused step, backward data too where the small-map kernel has it */
+    const bool fuse_dx = fuse && dx && lp_conv2d_bwd_d_in_pieces(c);
+    void *target = pl->u.conv.in_re ? net->tmp_dx.p : (void *)dx;
+    if (dx && !fuse_dx) {
         const void *w = param_ptr(net, l->pw);
         if (l->st_blocked && c->p.bf16) {
             /* re_wbf reorders the bf16 forward copy to backward-data's layout; that copy
@@ -295,14 +325,15 @@ LP_OMP(parallel for if (cnt > 65536))
                 w = l->wb.p;
             }
         }
-        void *target = pl->u.conv.in_re ? net->tmp_dx.p : (void *)dx;
         if ((st = lp_conv2d_backward_data(c, net->stream, dy, w, target, net->scratch.p))) return st;
         if (pl->u.conv.in_re && (st = lp_reorder_exec(&pl->u.conv.re_din, net->stream, target, dx, net->scratch.p))) return st;
     }
 #if LP_X86_KERNELS
     if (fuse) {
         dnnl_stream_wait(net->stream);
-        return conv_fused_update(net, l, c, src, dy);
+        if ((st = conv_fused_update(net, l, c, src, dy, fuse_dx ? (float *)target : NULL))) return st;
+        if (fuse_dx && pl->u.conv.in_re && (st = lp_reorder_exec(&pl->u.conv.re_din, net->stream, target, dx, net->scratch.p)))
+            return st;
     }
 #endif
     return LP_OK;

@@ -848,6 +848,88 @@ static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_
     free(yp), free(wp), free(dxp), free(ref);
 }
 
+/* ---- backward data on small maps, fp32 (conv_bwd_w_small.c's pieces, AVX-512) vs a
+ * double reference: within (9k + 2) fp32 roundings of the sum of |products| (a sum of 9k
+ * terms in any order), which also bounds oneDNN's. Ours where the small-map backward
+ * weights runs with 16-blocks (fp32, AVX-512, c and k multiples of 16) and the forward's
+ * weights are OIhw16i16o, oneDNN's elsewhere; ours gives the same bits on 1 thread as on
+ * 2 (one order of sums). */
+static void test_bwd_d_small_fp32(int n, int c, int k, int h, int w, dnnl_format_tag_t tag) {
+    lp_conv2d_params p = {.n = n, .c = c, .h = h, .w = w, .k = k, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = true};
+    const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * k * h * w, nw = (size_t)k * c * 9;
+    float *yp = lp_aligned_alloc(ny * 4), *wp = lp_aligned_alloc(nw * 4), *dxp = lp_aligned_alloc(nx * 4);
+    float *ya = lp_aligned_alloc(ny * 4), *wa = lp_aligned_alloc(nw * 4);
+    for (size_t i = 0; i < ny; i++) yp[i] = 2.0f * lp_rng_uniform(12, 1, i) - 1.0f, ya[i] = fabsf(yp[i]);
+    for (size_t i = 0; i < nw; i++) wp[i] = 2.0f * lp_rng_uniform(12, 2, i) - 1.0f, wa[i] = fabsf(wp[i]);
+    double *ref = calloc(nx, sizeof(double)), *mag = calloc(nx, sizeof(double));
+    conv3x3_ref(n, c, k, h, w, NULL, wp, NULL, yp, NULL, ref, NULL, NULL);
+    conv3x3_ref(n, c, k, h, w, NULL, wa, NULL, ya, NULL, mag, NULL, NULL);
+    const bool expected = lp_cpu_isa() >= LP_ISA_AVX512 && c % 16 == 0 && k % 16 == 0 && h * w <= 16 &&
+                          (long long)n * (3 * h - 2) * (3 * w - 2) <= 256;
+    const double unit = ldexp(9.0 * k + 2.0, -24);
+    for (int own = 1; own >= 0; own--) {
+        lp_conv_bwd_d_own_allowed = own;
+        lp_conv2d cv;
+        dnnl_dims_t sd = {n, c, h, w};
+        lp_md src;
+        dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_f32, tag);
+        CHECK(lp_conv2d_init(&cv, &p, &src));
+        CHECK(lp_conv2d_init_backward(&cv, true, false));
+        lp_conv_bwd_d_own_allowed = true;
+        /* ... and where oneDNN's forward keeps the weights OIhw16i16o (the kernel reads that
+         * layout; oneDNN picks others for nhwc, CPU-dependent) */
+        lp_md blocked;
+        dnnl_dims_t bdims = {k, c, 3, 3};
+        dnnl_memory_desc_init_by_tag(&blocked, 4, bdims, dnnl_f32, dnnl_ABcd16b16a);
+        const bool ours = strncmp(cv.bwd_data.impl, "loupe:", 6) == 0, fits = expected && lp_md_equal(&blocked, &cv.w_md);
+        if (ours != (own && fits)) {
+            printf("bwd_data fp32 small at %s: kernel %s, expected %s FAIL\n", lp_isa_name(lp_cpu_isa()), cv.bwd_data.impl,
+                   own && fits ? "ours" : "oneDNN's");
+            failures++;
+        }
+        if (ours != lp_conv2d_bwd_d_in_pieces(&cv)) {
+            printf("bwd_data fp32 small: kernel %s, in pieces %d FAIL\n", cv.bwd_data.impl, lp_conv2d_bwd_d_in_pieces(&cv));
+            failures++;
+        }
+        int64_t xd[4] = {n, c, h, w}, yd[4] = {n, k, h, w}, wd[4] = {k, c, 3, 3};
+        lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_md_plain(4, wd);
+        lp_reorder rdx, ry, rw;
+        CHECK(lp_reorder_init(&rdx, &cv.src_md, &xpl, false));
+        CHECK(lp_reorder_init(&ry, &ypl, &cv.dst_md, false));
+        CHECK(lp_reorder_init(&rw, &wpl, &cv.bd_w_md, false));
+        const size_t xsize = lp_md_size(&cv.src_md), ssize = lp_conv2d_scratch_size(&cv) + 4096;
+        void *dy = lp_aligned_alloc(lp_md_size(&cv.dst_md)), *wb = lp_aligned_alloc(lp_md_size(&cv.bd_w_md)),
+             *dx = lp_aligned_alloc(xsize), *dx1 = lp_aligned_alloc(xsize), *scr = lp_aligned_alloc(ssize);
+        memset(scr, 0xff, ssize); /* NaN: a kernel that reads scratch it did not write shows */
+        memset(dx, 0xff, xsize);  /* and one that leaves part of dx unwritten */
+        CHECK(lp_reorder_exec(&ry, S, yp, dy, scr));
+        CHECK(lp_reorder_exec(&rw, S, wp, wb, scr));
+        CHECK(lp_conv2d_backward_data(&cv, S, dy, wb, dx, scr));
+        dnnl_stream_wait(S);
+        bool same_1t = true;
+        if (ours) {
+            const int before = lp_get_threads();
+            lp_set_threads(1);
+            CHECK(lp_conv2d_backward_data(&cv, S, dy, wb, dx1, scr));
+            lp_set_threads(before);
+            same_1t = !memcmp(dx, dx1, xsize);
+        }
+        CHECK(lp_reorder_exec(&rdx, S, dx, dxp, scr));
+        dnnl_stream_wait(S);
+        double worst = 0; /* in units of the bound */
+        for (size_t i = 0; i < nx; i++) worst = worse(worst, fabs(dxp[i] - ref[i]) / (unit * fmax(mag[i], 1e-30)));
+        char l1[32], l2[32];
+        printf("bwd_data small (%d,%d,%d,%d)->%d fp32 dx %s dy %s %-24s worst err %.3f of bound%s %s\n", n, c, h, w, k,
+               lp_md_layout(&cv.src_md, l1, 32), lp_md_layout(&cv.dst_md, l2, 32), cv.bwd_data.impl, worst,
+               ours ? same_1t ? ", 1 thread = 2 threads" : ", 1 thread differs" : "", worst <= 1.0 && same_1t ? "ok" : "FAIL");
+        if (!(worst <= 1.0) || !same_1t) failures++;
+        lp_reorder_free(&rdx), lp_reorder_free(&ry), lp_reorder_free(&rw);
+        lp_conv2d_free(&cv);
+        free(dy), free(wb), free(dx), free(dx1), free(scr);
+    }
+    free(yp), free(wp), free(dxp), free(ya), free(wa), free(ref), free(mag);
+}
+
 /* ---- max pool 2x2 in bf16 nhwc on a map over 8 MB (maxpool2x2.c streams y, idx
  * and dx around the caches there) vs a scalar reference: y, and dx with the ReLU
  * folded in, exact. Values from 64 levels, so windows hold ties and zeros. */
@@ -1036,6 +1118,15 @@ int main(void) {
     test_bwd_w_small(1, 32, 32, 5, 224, true, dnnl_acdb, false); /* wide rows */
     test_bwd_w_amx_threads(3, 64, 64, 36, 30);
     test_bwd_w_amx_threads(2, 64, 96, 12, 9);
+    /* fp32: VGG's 4x4 and 2x2 maps, c != k, odd sizes, 1x1, nhwc and nChw16c, the most
+     * positions the kernel takes (2x2 batch 16, 1x1 batch 256) */
+    test_bwd_d_small_fp32(2, 64, 32, 4, 4, dnnl_aBcd16b);
+    test_bwd_d_small_fp32(2, 32, 48, 2, 2, dnnl_acdb);
+    test_bwd_d_small_fp32(1, 16, 32, 3, 5, dnnl_aBcd16b);
+    test_bwd_d_small_fp32(3, 48, 16, 1, 3, dnnl_acdb);
+    test_bwd_d_small_fp32(16, 32, 32, 2, 2, dnnl_aBcd16b);
+    test_bwd_d_small_fp32(256, 16, 16, 1, 1, dnnl_aBcd16b);
+    test_bwd_d_small_fp32(2, 24, 32, 2, 2, dnnl_acdb); /* 24 channels: oneDNN's */
     test_bwd_d_small(2, 48, 64, 2, 2, dnnl_acdb);
     test_bwd_d_small(2, 16, 32, 1, 3, dnnl_acdb);
     test_bwd_d_small(1, 64, 32, 2, 1, dnnl_acdb);
