@@ -320,6 +320,9 @@ typedef struct lp_train_params {
     const char *conv_algo;                 /* fp32 3x3 stride-1 convolutions: "auto" (default: oneDNN's
                                             * Winograd F(4x4,3x3) where it is faster, i.e. maps of 8x8 or
                                             * more and batch x map >= 1024 pixels) | "direct" | "winograd" */
+    const char *bn;                        /* batch norm (ResNets) in training steps: "auto" (default: frozen
+                                            * for frozen layers, as Keras, else PyTorch's train mode) |
+                                            * "train" (the batch's statistics) | "frozen" (the running ones) */
     int verbose;                           /* 0 silent, 1 progress (default) */
     FILE *out;                             /* progress and messages (default stdout) */
 } lp_train_params;
@@ -525,6 +528,7 @@ typedef struct lp_bench_params {
     const char *precision;    /**< "fp32" (default), "bf16" (refused without native bf16), "auto" */
     const char *conv_algo;    /**< fp32 3x3 convolutions: "auto" (default: Winograd where it pays), "direct", "winograd" */
     int per_layer;            /**< 1: also the per-layer table (in-step time vs primitives alone) */
+    const char *bn;           /**< batch norm (ResNets): "auto" (default), "train", "frozen", as lp_train_params */
 } lp_bench_params;
 typedef struct lp_bench_result {
     double images_per_s;     /**< batch * steps / total time of the timed steps */

@@ -15,13 +15,16 @@ bool lp_conv_bwd_w_rgb_amx_allowed = true;
 
 /* ---- where our kernels replace oneDNN's ------------------------------------------- */
 
-/* 3x3, stride 1, pad 1 on every side, groups 1, with a bias: the only convolution VGG
- * has, and the only one our kernels compute (every row's fits asks for it, through this
- * or bf16_nhwc_3x3); oneDNN runs all others. */
-static bool same_3x3(const lp_conv2d_params *p) {
+/* 3x3, stride 1, pad 1 on every side, groups 1: the only convolution VGG has, and the only
+ * one our kernels compute (every row's fits asks for it); oneDNN runs all others. The fp32
+ * kernels take it with or without a bias (ResNet's have none: the small-map backward
+ * weights then writes its bias gradient to the caller's scratch, Winograd skips it). */
+static bool same_3x3_any_bias(const lp_conv2d_params *p) {
     return p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->ph == 1 && p->pw == 1 && p->ph_extra == 0 &&
-           p->pw_extra == 0 && lp_conv2d_groups(p) == 1 && !p->no_bias;
+           p->pw_extra == 0 && lp_conv2d_groups(p) == 1;
 }
+/* ... with a bias: the bf16 kernels (bf16_nhwc_3x3) and the bf16 small-map backward weights */
+static bool same_3x3(const lp_conv2d_params *p) { return same_3x3_any_bias(p) && !p->no_bias; }
 
 /* The weights' dims: (k, c, kh, kw), or (g, k/g, c/g, kh, kw) with groups. Returns ndims. */
 static int weights_dims(const lp_conv2d_params *p, int64_t *d) {
@@ -156,7 +159,8 @@ static bool fits_bwd_w_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_md 
     const bool ref = onednn && !strncmp(onednn, "ref", 3);
     const bool small = p->h * p->w <= 16 && (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) <= 256;
     int vx, vy;
-    if (!lp_conv_bwd_w_own_allowed || (!small && !ref) || !same_3x3(p) || p->c % b || p->k % b || (p->bf16 && b != 16) ||
+    if (!lp_conv_bwd_w_own_allowed || (!small && !ref) || !(p->bf16 ? same_3x3(p) : same_3x3_any_bias(p)) || p->c % b ||
+        p->k % b || (p->bf16 && b != 16) ||
         c->src_md.data_type != dt || c->dst_md.data_type != dt || !lp_md_pixel_vectors(&c->src_md, &vx) ||
         !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % b || vy % b)
         return false;
@@ -201,7 +205,7 @@ static bool fits_fwd_wino(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_
     int vx, vy;
     lp_md ours;
     dnnl_dims_t wd = {p->k, p->c, 3, 3};
-    if (!lp_conv_fwd_own_allowed || !p->winograd || lp_winograd_onednn() || p->bf16 || !same_3x3(p) || p->c % 8 || p->k % 8 ||
+    if (!lp_conv_fwd_own_allowed || !p->winograd || lp_winograd_onednn() || p->bf16 || !same_3x3_any_bias(p) || p->c % 8 || p->k % 8 ||
         !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % 8 || vy % 8 ||
         dnnl_memory_desc_init_by_tag(&ours, 4, wd, dnnl_f32, dnnl_ABcd8b8a) != dnnl_success)
         return false;
@@ -241,7 +245,7 @@ static bool fits_bwd_data_small_fp32(lp_conv2d *c, const lp_conv_kernel *k, cons
     const lp_conv2d_params *p = &c->p;
     const bool small = p->h * p->w <= 16 && (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) <= 256;
     int vx, vy;
-    if (!lp_conv_bwd_d_own_allowed || !lp_conv_bwd_w_own_allowed || !small || !same_3x3(p) ||
+    if (!lp_conv_bwd_d_own_allowed || !lp_conv_bwd_w_own_allowed || !small || !same_3x3_any_bias(p) ||
         !lp_conv_bwd_d_small_pair_fits(p, 16) || p->c % 16 || p->k % 16 || c->src_md.data_type != dnnl_f32 ||
         c->dst_md.data_type != dnnl_f32 || !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) ||
         vx % 16 || vy % 16 || !weights_are(&c->w_md, p, dnnl_f32, dnnl_ABcd16b16a))

@@ -6,7 +6,8 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: loupe bench [--model vgg16|vgg19|tiny] [--top keep|none] [--head SPEC] [--size WxH]\n"
+    fprintf(f, "usage: loupe bench [--model vgg16|vgg19|resnet18|resnet34|resnet50|tiny] [--top keep|none]\n"
+               "                   [--head SPEC] [--size WxH] [--bn auto|train|frozen]\n"
                "                   [--batch N] [--steps K] [--warmup W] [--classes N] [--freeze SPEC]\n"
                "                   [--optimizer sgd|adam|adamw] [--threads T] [--precision fp32|bf16|auto]\n"
                "                   [--conv auto|direct|winograd] [--per-layer]\n\n"
@@ -43,6 +44,7 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT("--per-layer", CLI_FLAG, &p.per_layer),
         CLI_OPT("--precision", CLI_STRING, &p.precision), /* names checked by lp_bench_run */
         CLI_OPT("--conv", CLI_STRING, &p.conv_algo),
+        CLI_OPT("--bn", CLI_STRING, &p.bn),
         {"--size", CLI_CUSTOM, &p.model, .parse = parse_size, .expects = "WxH like 224x224, " CLI_SIZE_LIMITS},
         {"--batch", CLI_INT, &p.batch, .lo = 1, .hi = 4096},
         {"--steps", CLI_INT, &p.steps, .lo = 1, .hi = 100000},

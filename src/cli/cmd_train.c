@@ -12,7 +12,8 @@ static const char *usage_text =
     "Trains a classifier on DATA/train/<class>/* and validates on DATA/valid (or validation)/<class>/*.\n"
     "\n"
     "model:\n"
-    "  --model vgg16|vgg19|tiny   backbone (default vgg16)\n"
+    "  --model vgg16|vgg19|resnet18|resnet34|resnet50|tiny   backbone (default vgg16); ResNets:\n"
+    "                             torchvision's, top keep = global average pool + a new fc\n"
     "  --top keep|none            keep the 4096-wide top with a new output layer (default keep),\n"
     "                             or the convolutional base only with --head\n"
     "  --head SPEC                head for --top none (default flatten,dense), e.g.\n"
@@ -49,6 +50,9 @@ static const char *usage_text =
     "                             it is faster: oneDNN's F(4x4,3x3) on AVX-512 (maps >= 8x8, batch\n"
     "                             x map >= 1024, <= 256 MB of transformed input and output per\n"
     "                             layer), loupe's F(2x2,3x3) on AVX2 (batch x 2x2 tiles >= 16)\n"
+    "  --bn auto|train|frozen     batch norm (ResNets) in training steps: train = the batch's\n"
+    "                             statistics (PyTorch's model.train()), frozen = the running ones\n"
+    "                             (Keras' frozen base); auto (default): frozen for frozen layers\n"
     "  --no-feature-cache         recompute frozen-base features every epoch (default: computed once\n"
     "                             per image when the base is frozen and augmentation is off)\n"
     "  --resume                   continue RUN from checkpoints/last.safetensors\n"
@@ -178,6 +182,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT("--schedule", CLI_STRING, &p.schedule),
         CLI_OPT("--precision", CLI_STRING, &p.precision),
         CLI_OPT("--conv", CLI_STRING, &p.conv_algo),
+        CLI_OPT("--bn", CLI_STRING, &p.bn),
         CLI_OPT("--on-nan", CLI_STRING, &p.on_nan),
         CLI_OPT("--diagnose", CLI_FLAG, &diagnose),
         {"--epochs", CLI_INT, &p.epochs, .lo = 1, .hi = 1000000},

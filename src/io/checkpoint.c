@@ -35,13 +35,19 @@ lp_status lp_checkpoint_save(const char *path, lp_net *net, const lp_tensor_list
     int np = lp_net_param_count(net), ne = extra_tensors ? extra_tensors->count : 0;
     const char **names = malloc(sizeof(char *) * (size_t)(np + ne + 1));
     lp_tensor *ts = calloc((size_t)(np + ne + 1), sizeof(lp_tensor));
-    if (!st && (!names || !ts)) st = lp_fail(LP_ERR_NOMEM, "out of memory");
+    int64_t *counts = calloc((size_t)np + 1, sizeof *counts); /* batch norm's step counts, I64 as PyTorch's */
+    if (!st && (!names || !ts || !counts)) st = lp_fail(LP_ERR_NOMEM, "out of memory");
     if (!st) {
         for (int i = 0; i < np; i++) {
             names[i] = lp_net_param_name(net, i);
             ts[i].dtype = LP_F32;
             ts[i].ndim = lp_net_param_shape(net, i, ts[i].shape);
             ts[i].data = (void *)lp_net_param_data(net, i);
+            if (lp_net_param_is_count(net, i)) {
+                counts[i] = (int64_t)*lp_net_param_data(net, i);
+                ts[i].dtype = LP_I64;
+                ts[i].data = &counts[i];
+            }
         }
         for (int i = 0; i < ne; i++) {
             names[np + i] = extra_tensors->items[i].name;
@@ -51,6 +57,7 @@ lp_status lp_checkpoint_save(const char *path, lp_net *net, const lp_tensor_list
     }
     free(names);
     free(ts);
+    free(counts);
     lp_tensor_list_free(&meta);
     return st;
 }

@@ -700,6 +700,43 @@ static lp_status safetensors_map(const char *path, const lp_weights_opts *o, lp_
     return st;
 }
 
+/* A ResNet's safetensors state dict (torchvision's names, which timm's resnets share: conv1,
+ * bn1, layerN.M.convK, ...downsample.0/1, fc), or a loupe checkpoint of one: taken as it
+ * is, floats as F32 (finite) and batch norm's step counts as I64; what the model has no
+ * place for is reported by lp_weights_load_into. torchvision's weights expect its
+ * normalization ("torch"). */
+static lp_status resnet_state_dict(const char *path, lp_tensor_list *in, lp_tensor_list *out) {
+    const char *fmt = lp_tensor_list_get_meta(in, "format");
+    const bool loupe = fmt && !strncmp(fmt, "loupe-checkpoint", 16);
+    lp_status st = LP_OK;
+    for (int i = 0; i < in->count && !st; i++) {
+        const lp_named_tensor *nt = &in->items[i];
+        const char *name = strncmp(nt->name, "module.", 7) ? nt->name : nt->name + 7; /* nn.DataParallel */
+        const size_t len = strlen(name);
+        const bool count = len >= 19 && !strcmp(name + len - 19, "num_batches_tracked");
+        lp_tensor t;
+        if (count || nt->t.dtype == LP_I64 || nt->t.dtype == LP_U8) {
+            if (!(st = lp_tensor_alloc(&t, nt->t.dtype, nt->t.ndim, nt->t.shape)))
+                memcpy(t.data, nt->t.data, (size_t)lp_tensor_numel(&t) * lp_dtype_size(t.dtype));
+        } else if (!(st = lp_tensor_alloc(&t, LP_F32, nt->t.ndim, nt->t.shape))) {
+            float *d = t.data;
+            const int64_t n = lp_tensor_numel(&t);
+            for (int64_t j = 0; j < n; j++)
+                d[j] = nt->t.dtype == LP_F32    ? ((const float *)nt->t.data)[j]
+                       : nt->t.dtype == LP_BF16 ? lp_bf16_to_f32(((const uint16_t *)nt->t.data)[j])
+                                                : lp_f16_to_f32(((const uint16_t *)nt->t.data)[j]);
+            st = check_finite(path, name, name, &t);
+            if (st) lp_tensor_free(&t);
+        }
+        if (!st && (st = lp_tensor_list_add(out, name, &t))) lp_tensor_free(&t);
+    }
+    for (int i = 0; loupe && i < in->meta_count && !st; i++) /* the checkpoint's arch, top, head, classes... */
+        st = lp_tensor_list_set_meta(out, in->meta[i].key, in->meta[i].value);
+    if (!st && !loupe) st = lp_tensor_list_set_meta(out, "source", "safetensors");
+    if (!st && !lp_tensor_list_get_meta(out, "preprocess")) st = lp_tensor_list_set_meta(out, "preprocess", "torch");
+    return st;
+}
+
 /* ---- entry point ----------------------------------------------------------- */
 lp_status lp_weights_read(const char *path, const char *arch_hint, lp_tensor_list *out) {
     lp_weights_opts o = {.arch = arch_hint};
@@ -736,7 +773,7 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         lp_tensor_list raw;
         lp_tensor_list_init(&raw);
         st = lp_safetensors_read(path, &raw);
-        if (!st) st = safetensors_map(path, o, &raw, out);
+        if (!st) st = o->arch && !strncmp(o->arch, "resnet", 6) ? resnet_state_dict(path, &raw, out) : safetensors_map(path, o, &raw, out);
         lp_tensor_list_free(&raw);
     } else if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
         st = lp_fail(LP_ERR_FORMAT, "%s: a PyTorch .pth/.pt (zip) checkpoint: loupe reads safetensors, not pickles; in Python save the state dict as "
@@ -825,7 +862,10 @@ lp_status lp_weights_load_into(lp_net *net, const lp_tensor_list *w, int *loaded
         int p;
         for (p = 0; p < np; p++)
             if (!strcmp(lp_net_param_name(net, p), target[i])) break;
-        bool backbone = !strncmp(name, "features.", 9);
+        /* the backbone's tensors must all fit (a head's may be left out) */
+        bool backbone = !strncmp(name, "features.", 9) ||
+                        (!strncmp(cfg->arch, "resnet", 6) && strncmp(name, "fc.", 3) && strncmp(name, "head.", 5) &&
+                         !lp_checkpoint_is_state_tensor(name));
         const lp_tensor *t = &w->items[i].t;
         match[i] = p < np;
         if (match[i]) {

@@ -35,7 +35,8 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
     case LP_LAYER_CONV: {
         lp_conv2d *c = &pl->u.conv.op;
         const void *src = pl->u.conv.in_re ? L->aux.p : x;
-        const float *param = net->weights + net->params[L->pw].offset, *bias = net->weights + net->params[L->pb].offset;
+        const float *param = net->weights + net->params[L->pw].offset,
+                    *bias = L->pb >= 0 ? net->weights + net->params[L->pb].offset : NULL; /* ResNet's have none */
         const void *wf = pl->u.conv.has_re_wf ? L->wf.p : (const void *)param;
         double f = 2.0 * p->n * c->p.k * c->p.c * c->p.kh * c->p.kw * (double)c->oh * c->ow / 1e9;
         TIME_CALL(lp_conv2d_forward(c, net->stream, src, wf, bias, y, scr), t[0]);
@@ -75,7 +76,7 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
         }
         break;
     }
-    default: break; /* reorders, views and C ops: no compute primitive, all overhead */
+    default: break; /* reorders, views, C ops, and batch norm, adds and global pooling (not timed alone yet): all overhead */
     }
     return LP_OK;
 }

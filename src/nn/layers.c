@@ -3,7 +3,8 @@
  * w (K, C, k, k) OIHW; maxpool (n, C, H, W) -> (n, C, H/2, W/2) floor;
  * toplain: any layout -> plain NCHW; apool (n, C, H, W) -> (n, C, OH, OW);
  * flatten (n, C, H, W) -> (n, C*H*W) view; dense x (n, IN) -> y (n, OUT)
- * with w (OUT, IN); dropout (n, F) -> (n, F). */
+ * with w (OUT, IN); dropout (n, F) -> (n, F); add (n, C, H, W) x 2 -> (n, C, H, W);
+ * global average pool (n, C, H, W) -> (n, C). */
 #include "nn_impl.h"
 #include <assert.h>
 #include <string.h>
@@ -14,6 +15,8 @@ static float *param_ptr(lp_net *net, int i) { return net->weights + net->params[
 static float *grad_ptr(lp_net *net, int i) { return net->grads + net->params[i].offset; }
 
 static lp_status reserve_scratch(lp_net *net, size_t s) { return lp_net_reserve_scratch(net, s); }
+/* The layer's bias, or NULL where it has none (ResNet's convolutions). */
+static float *bias_ptr(lp_net *net, const lp_layer *l) { return l->pb >= 0 ? param_ptr(net, l->pb) : NULL; }
 
 /* Hands b's pages back to the system and keeps the buffer (what was in it reads as
  * zeros, or stays, where the system keeps it): for a buffer no step reads for now, which
@@ -37,7 +40,7 @@ static lp_md conv_w_plain(const lp_layer *l) {
 static lp_status conv_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     lp_conv2d_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .k = l->out_c, .kh = l->k, .kw = l->k,
                           .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad, .relu = l->relu,
-                          .bf16 = net->cfg.bf16};
+                          .bf16 = net->cfg.bf16, .no_bias = l->pb < 0};
     p.winograd = lp_layer_conv_winograd(net, l);
     lp_status st = lp_conv2d_init(&pl->u.conv.op, &p, pl->in_slot == 0 ? NULL : &pl->in_md);
     if (st) return st;
@@ -176,8 +179,8 @@ static lp_status conv_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
         w = l->wf.p;
     }
     if (pl->u.conv.relu_bits)
-        return lp_conv2d_forward_relu_bits(c, net->stream, src, w, param_ptr(net, l->pb), y, l->relu_bits.p, net->scratch.p);
-    return lp_conv2d_forward(c, net->stream, src, w, param_ptr(net, l->pb), y, net->scratch.p);
+        return lp_conv2d_forward_relu_bits(c, net->stream, src, w, bias_ptr(net, l), y, l->relu_bits.p, net->scratch.p);
+    return lp_conv2d_forward(c, net->stream, src, w, bias_ptr(net, l), y, net->scratch.p);
 }
 
 /* l->wb = the weights in backward-data's layout, made by reorder re from src unless
@@ -206,7 +209,8 @@ static lp_status conv_fused_update(lp_net *net, lp_layer *l, const lp_conv2d *c,
     lp_status st = lp_optim_param_begin(net->fuse_opt, l->pw, net->fuse_lr, &u);
     if (st) return st;
     const int blk = c->wblk;
-    lp_conv_bwd_w_small_prepare(&c->p, blk, c->vec_x, c->vec_y, src, dy, grad_ptr(net, l->pb), net->scratch.p);
+    lp_conv_bwd_w_small_prepare(&c->p, blk, c->vec_x, c->vec_y, src, dy, l->pb >= 0 ? grad_ptr(net, l->pb) : net->tmp_db.p,
+                                net->scratch.p);
     const long long pairs = lp_conv_bwd_w_small_pairs(&c->p, blk), size = (long long)lp_conv_bwd_w_small_pair_size(blk);
     const struct lp_optim *o = net->fuse_opt;
     const void *scratch = net->scratch.p;
@@ -292,9 +296,11 @@ static lp_status conv_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int 
 LP_OMP(parallel for if (cnt > 65536))
             for (long long i = 0; i < cnt; i++) gw[i] += t[i];
         }
-        float *gb = grad_ptr(net, l->pb);
-        const float *db = net->tmp_db.p;
-        for (int i = 0; i < l->out_c; i++) gb[i] = accumulate ? gb[i] + db[i] : db[i];
+        if (l->pb >= 0) {
+            float *gb = grad_ptr(net, l->pb);
+            const float *db = net->tmp_db.p;
+            for (int i = 0; i < l->out_c; i++) gb[i] = accumulate ? gb[i] + db[i] : db[i];
+        }
     }
     /* with the fused step, backward data too where the small-map kernel has it */
     const bool fuse_dx = fuse && dx && lp_conv2d_bwd_d_in_pieces(c);
@@ -354,7 +360,9 @@ static void conv_free(lp_plan_layer *pl) {
 /* ---- max pool ------------------------------------------------------------------ */
 static lp_status pool_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     lp_maxpool *m = &pl->u.pool;
-    lp_status st = lp_maxpool_init(m, n, l->in_c, l->in_h, l->in_w, l->k, l->k, l->stride, l->stride, &pl->in_md);
+    lp_status st = l->pad ? lp_maxpool_init_padded(m, n, l->in_c, l->in_h, l->in_w, l->k, l->k, l->stride, l->stride, l->pad,
+                                                   l->pad, &pl->in_md)
+                          : lp_maxpool_init(m, n, l->in_c, l->in_h, l->in_w, l->k, l->k, l->stride, l->stride, &pl->in_md);
     if (st) return st;
     pl->out_md = m->dst_md;
     if ((st = lp_buf_reserve(&l->aux, m->ws_size + 64, NULL))) return st;
@@ -595,6 +603,179 @@ static lp_status dropout_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, i
     return LP_OK;
 }
 
+/* ---- residual add (+ ReLU) ---------------------------------------------------------------
+ * y = x + x2 (x2: the second input's slot) in x's layout; x2 is reordered to it first where
+ * the convolutions before chose different layouts (aux holds it). Backward: dx is dy itself
+ * (net.c's dx_is_dy), masked by the ReLU in place; net.c hands it to both inputs, the
+ * second's reordered back to its layout (lp_layer_dx2). */
+static lp_status add_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    lp_status st = lp_residual_add_init(&pl->u.add.op, &pl->in_md, l->relu);
+    if (st) return st;
+    pl->out_md = pl->in_md;
+    if (!lp_md_equal(&pl->in_md, &pl->in2_md)) {
+        pl->u.add.re2 = true;
+        if ((st = lp_reorder_init(&pl->u.add.fwd2, &pl->in2_md, &pl->in_md, false))) return st;
+        const size_t need = lp_md_size(&pl->in_md) > lp_md_size(&pl->in2_md) ? lp_md_size(&pl->in_md) : lp_md_size(&pl->in2_md);
+        if ((st = lp_buf_reserve(&l->aux, need, NULL))) return st;
+        if ((st = reserve_scratch(net, pl->u.add.fwd2.prim.scratch_size))) return st;
+    }
+    return reserve_scratch(net, lp_residual_add_scratch_size(&pl->u.add.op));
+}
+
+static lp_status add_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) {
+    if (!data) return LP_OK;
+    lp_status st;
+    if (pl->u.add.re2 && !pl->u.add.bwd2.prim.p) {
+        if ((st = lp_reorder_init(&pl->u.add.bwd2, &pl->in_md, &pl->in2_md, false))) return st;
+        if ((st = reserve_scratch(net, pl->u.add.bwd2.prim.scratch_size))) return st;
+    }
+    if (!l->relu) return LP_OK;
+    if ((st = lp_residual_add_init_backward(&pl->u.add.op))) return st;
+    return reserve_scratch(net, lp_residual_add_scratch_size(&pl->u.add.op));
+}
+
+static lp_status add_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                             uint64_t seed, uint64_t stream) {
+    const float *x2 = net->act[pl->in2_slot].p;
+    if (pl->u.add.re2) {
+        lp_status st = lp_reorder_exec(&pl->u.add.fwd2, net->stream, x2, l->aux.p, net->scratch.p);
+        if (st) return st;
+        x2 = l->aux.p;
+    }
+    return lp_residual_add_forward(&pl->u.add.op, net->stream, x, x2, y, net->scratch.p);
+}
+
+static lp_status add_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                              float *dx, bool weights, bool accumulate) {
+    if (!dx || !l->relu) return LP_OK;
+    return lp_residual_add_backward(&pl->u.add.op, net->stream, dy, y, dy, net->scratch.p);
+}
+
+lp_status lp_layer_dx2(lp_net *net, lp_layer *l, lp_plan_layer *pl, const float *dx, const float **dx2) {
+    *dx2 = dx;
+    if (l->kind != LP_LAYER_ADD || !pl->u.add.re2) return LP_OK;
+    /* aux held the forward's reordered input, which backward no longer needs */
+    lp_status st = lp_reorder_exec(&pl->u.add.bwd2, net->stream, dx, l->aux.p, net->scratch.p);
+    *dx2 = l->aux.p;
+    return st;
+}
+
+static void add_free(lp_plan_layer *pl) {
+    lp_residual_add_free(&pl->u.add.op);
+    lp_reorder_free(&pl->u.add.fwd2);
+    lp_reorder_free(&pl->u.add.bwd2);
+}
+
+/* ---- global average pool: (n, C, H, W) in the convolutions' layout -> (n, C) plain -------- */
+static lp_status gap_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    lp_status st = lp_global_avgpool_init(&pl->u.gap, &pl->in_md);
+    if (st) return st;
+    int64_t d[2] = {n, l->out_c};
+    pl->out_md = lp_md_plain(2, d);
+    return reserve_scratch(net, lp_global_avgpool_scratch_size(&pl->u.gap));
+}
+
+static lp_status gap_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) {
+    if (!data) return LP_OK;
+    lp_status st = lp_global_avgpool_init_backward(&pl->u.gap);
+    if (st) return st;
+    return reserve_scratch(net, lp_global_avgpool_scratch_size(&pl->u.gap));
+}
+
+static lp_status gap_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                             uint64_t seed, uint64_t stream) {
+    return lp_global_avgpool_forward(&pl->u.gap, net->stream, x, y, net->scratch.p);
+}
+
+static lp_status gap_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                              float *dx, bool weights, bool accumulate) {
+    if (!dx) return LP_OK;
+    return lp_global_avgpool_backward(&pl->u.gap, net->stream, dy, dx, net->scratch.p);
+}
+
+static void gap_free(lp_plan_layer *pl) { lp_global_avgpool_free(&pl->u.gap); }
+
+/* ---- batch normalization (+ ReLU) -----------------------------------------------------------
+ * PyTorch's BatchNorm2d (backend's batchnorm.c). In a training step, with the batch's
+ * statistics where lp_layer_bn_train (kept in aux for backward; the running ones updated
+ * as PyTorch does, momentum 0.1), else with the running statistics; evaluation always
+ * with the running ones. One op per mode, built on first use; relu_bits holds the fused
+ * ReLU's mask. Backward writes dx over dy (net.c's dx_is_dy). */
+static lp_status bn_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    pl->out_md = pl->in_md;
+    return lp_buf_reserve(&l->aux, 2 * sizeof(float) * (size_t)l->in_c, NULL);
+}
+
+static lp_status bn_op(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, bool train, lp_batchnorm **out) {
+    lp_batchnorm *b = train ? &pl->u.bn.train : &pl->u.bn.frozen;
+    bool *has = train ? &pl->u.bn.has_train : &pl->u.bn.has_frozen;
+    *out = b;
+    if (*has) return LP_OK;
+    lp_batchnorm_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .mode = train ? LP_BN_TRAIN : LP_BN_FROZEN,
+                             .relu = l->relu, .backward = true};
+    lp_status st = lp_batchnorm_init(b, &p, &pl->in_md);
+    if (st) return st;
+    *has = true;
+    if (!lp_md_equal(&b->data_md, &pl->in_md)) return lp_fail(LP_ERR_BACKEND, "%s: batch norm chose another layout than its input's", l->name);
+    if ((st = lp_buf_reserve(&l->relu_bits, b->ws_size + 64, NULL))) return st;
+    return reserve_scratch(net, lp_batchnorm_scratch_size(b));
+}
+
+static lp_status bn_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) {
+    const bool train = pl->u.bn.last_train;
+    if (!(train ? pl->u.bn.has_train : pl->u.bn.has_frozen))
+        return lp_fail(LP_ERR_ARG, "%s: backward needs a training forward first", l->name);
+    lp_batchnorm *b = train ? &pl->u.bn.train : &pl->u.bn.frozen;
+    lp_status st = lp_batchnorm_init_backward(b);
+    if (st) return st;
+    if ((st = lp_buf_reserve(&net->tmp_db, 2 * sizeof(float) * (size_t)l->in_c, NULL))) return st;
+    return reserve_scratch(net, lp_batchnorm_scratch_size(b));
+}
+
+static lp_status bn_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                            uint64_t seed, uint64_t stream) {
+    const bool train = training && lp_layer_bn_train(net, l);
+    lp_batchnorm *b;
+    lp_status st = bn_op(net, l, pl, n, train, &b);
+    if (st) return st;
+    if (training) pl->u.bn.last_train = train;
+    float *stats = l->aux.p, *rm = param_ptr(net, l->prm), *rv = param_ptr(net, l->prv);
+    if ((st = lp_batchnorm_forward(b, net->stream, x, param_ptr(net, l->pw), param_ptr(net, l->pb), train ? stats : rm,
+                                   train ? stats + l->in_c : rv, y, l->relu_bits.p, net->scratch.p)))
+        return st;
+    if (train) {
+        dnnl_stream_wait(net->stream);
+        float *nbt = param_ptr(net, l->pnb);
+        int64_t count = (int64_t)*nbt;
+        lp_batchnorm_update_running(rm, rv, &count, stats, stats + l->in_c, l->in_c, (int64_t)n * l->in_h * l->in_w,
+                                    LP_BN_MOMENTUM);
+        *nbt = (float)count;
+    }
+    return LP_OK;
+}
+
+static lp_status bn_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                             float *dx, bool weights, bool accumulate) {
+    if (!dx && !weights) return LP_OK;
+    const bool train = pl->u.bn.last_train;
+    lp_batchnorm *b = train ? &pl->u.bn.train : &pl->u.bn.frozen;
+    const float *stats = l->aux.p, *mean = train ? stats : param_ptr(net, l->prm), *var = train ? stats + l->in_c : param_ptr(net, l->prv);
+    float *dg = NULL, *dbeta = NULL, *tmp = net->tmp_db.p;
+    if (weights) dg = accumulate ? tmp : grad_ptr(net, l->pw), dbeta = accumulate ? tmp + l->in_c : grad_ptr(net, l->pb);
+    lp_status st = lp_batchnorm_backward(b, net->stream, x, dy, param_ptr(net, l->pw), param_ptr(net, l->pb), mean, var,
+                                         l->relu_bits.p, dx ? dx : dy, dg, dbeta, net->scratch.p);
+    if (st || !weights || !accumulate) return st;
+    dnnl_stream_wait(net->stream);
+    float *gw = grad_ptr(net, l->pw), *gb = grad_ptr(net, l->pb);
+    for (int i = 0; i < l->in_c; i++) gw[i] += tmp[i], gb[i] += tmp[l->in_c + i];
+    return LP_OK;
+}
+
+static void bn_free(lp_plan_layer *pl) {
+    if (pl->u.bn.has_train) lp_batchnorm_free(&pl->u.bn.train);
+    if (pl->u.bn.has_frozen) lp_batchnorm_free(&pl->u.bn.frozen);
+}
+
 const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT] = {
     [LP_LAYER_CONV] = {"Conv2d", conv_plan, conv_prepare_backward, conv_forward, conv_backward, conv_free},
     [LP_LAYER_MAXPOOL] = {"MaxPool2d", pool_plan, pool_prepare_backward, pool_forward, pool_backward, pool_free},
@@ -603,5 +784,8 @@ const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT] = {
     [LP_LAYER_FLATTEN] = {"Flatten", flatten_plan, no_prepare, flatten_forward, flatten_backward, nothing_free},
     [LP_LAYER_DENSE] = {"Linear", dense_plan, dense_prepare_backward, dense_forward, dense_backward, dense_free},
     [LP_LAYER_DROPOUT] = {"Dropout", dropout_plan, no_prepare, dropout_forward, dropout_backward, nothing_free},
+    [LP_LAYER_ADD] = {"Add", add_plan, add_prepare_backward, add_forward, add_backward, add_free},
+    [LP_LAYER_GAP] = {"AdaptiveAvgPool2d", gap_plan, gap_prepare_backward, gap_forward, gap_backward, gap_free},
+    [LP_LAYER_BN] = {"BatchNorm2d", bn_plan, bn_prepare_backward, bn_forward, bn_backward, bn_free},
 };
 static_assert(sizeof lp_layer_kinds / sizeof lp_layer_kinds[0] == LP_LAYER_KIND_COUNT, "one entry per layer kind");

@@ -90,11 +90,19 @@ lp_status lp_net_config_from_model_params(const lp_model_params *p, lp_net_confi
  * N(0, 0.01) for linear weights, zero biases. Counter-based: one stream per
  * parameter, one draw per pair of elements (Box-Muller on the two 24-bit
  * halves of one 64-bit hash), so any thread split gives the same weights. */
+/* torchvision's init: conv weights normal with std sqrt(2 / fan_out), linear N(0, 0.01),
+ * biases zero; batch norm weight 1, bias 0, running mean 0, running var 1. */
 static void init_weights(lp_net *net) {
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
         float *w = net->weights + p->offset;
-        if (p->ndim == 1) {
+        const lp_layer *L = &net->layers[p->layer];
+        if (L->kind == LP_LAYER_BN) {
+            const float v = i == L->pw || i == L->prv ? 1.0f : 0.0f;
+            for (size_t j = 0; j < p->numel; j++) w[j] = v;
+            continue;
+        }
+        if (p->ndim <= 1) {
             memset(w, 0, p->numel * sizeof(float));
             continue;
         }
@@ -148,6 +156,17 @@ bool lp_conv_algo_parse(const char *name, lp_conv_algo *out) {
 
 const char *lp_conv_algo_name(lp_conv_algo a) { return (unsigned)a < 3 ? conv_algo_names[a] : "?"; }
 
+static const char *const bn_mode_names[] = {"auto", "train", "frozen"};
+
+bool lp_bn_mode_parse(const char *name, lp_bn_mode_cfg *out) {
+    if (!name) return *out = LP_BN_AUTO, true;
+    int i = name_index(bn_mode_names, 3, name);
+    if (i < 0) return false;
+    *out = (lp_bn_mode_cfg)i;
+    return true;
+}
+const char *lp_bn_mode_name(lp_bn_mode_cfg m) { return (unsigned)m < 3 ? bn_mode_names[m] : "?"; }
+
 /* Winograd F(4x4,3x3) needs 2.25x fewer multiplications than direct, but it
  * transforms weights and tiles on every call. Measured here (loupe bench
  * --per-layer, VGG16 fp32, 2 cores), per layer it is 1.6-2x faster than direct
@@ -178,6 +197,21 @@ bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l) {
     return l->in_c >= 16 && oh >= 8 && ow >= 8 && (long)c->max_batch * oh * ow >= 1024 && wino_bytes <= 256.0 * 1024 * 1024;
 }
 
+/* A layer's output is a fork unless exactly one layer reads it, the next, as its first
+ * input: then its gradient is that layer's input gradient, passed on as in a chain. */
+static void mark_forks(lp_net *net) {
+    for (int j = 0; j < net->nlayers; j++) {
+        int readers = 0;
+        bool next_only = true;
+        for (int l = j + 1; l < net->nlayers; l++) {
+            const lp_layer *L = &net->layers[l];
+            readers += (L->src == j) + (L->src2 == j);
+            if ((L->src == j && l != j + 1) || L->src2 == j) next_only = false;
+        }
+        net->layers[j].fork = readers > 0 && !(readers == 1 && next_only);
+    }
+}
+
 lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
     *out = NULL;
     lp_net *net = lp_calloc(1, sizeof *net);
@@ -189,10 +223,17 @@ lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
     if (net->cfg.max_batch < 1) net->cfg.max_batch = 1;
     lp_status st = lp_net_build_layers(net);
     if (st) goto fail;
+    mark_forks(net);
     if (net->cfg.bf16 && !lp_bf16_native()) {
         st = lp_fail(LP_ERR_ARG, "bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); use fp32");
         goto fail;
     }
+    for (int l = 0; l < net->nlayers && net->cfg.bf16; l++)
+        if (net->layers[l].kind == LP_LAYER_BN) {
+            st = lp_fail(LP_ERR_ARG, "bf16: %s has batch norm (%s), which runs in fp32 only so far; use fp32", net->cfg.arch,
+                         net->layers[l].name);
+            goto fail;
+        }
     if (!lp_dnnl_engine()) {
         st = lp_fail(LP_ERR_BACKEND, "oneDNN: cannot create the CPU engine");
         goto fail;
@@ -231,6 +272,7 @@ void lp_net_free(lp_net *net) {
         lp_buf_free(&net->layers[l].wf);
         lp_buf_free(&net->layers[l].wb);
         lp_buf_free(&net->layers[l].relu_bits);
+        lp_buf_free(&net->layers[l].grad_sum);
         lp_reorder_free(&net->layers[l].st_to_blk);
         lp_reorder_free(&net->layers[l].st_to_plain);
     }
@@ -294,6 +336,8 @@ float *lp_net_grad(lp_net *net, int i) {
     return net->grads + net->params[i].offset;
 }
 bool lp_net_param_trainable(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].trainable; }
+bool lp_net_param_is_buffer(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].buffer; }
+bool lp_net_param_is_count(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].int64; }
 size_t lp_net_num_weights(const lp_net *net) { return net->nweights; }
 float *lp_net_grads(lp_net *net) {
     to_plain(net);
@@ -329,13 +373,14 @@ lp_status lp_net_freeze(lp_net *net, const char *spec) {
     lp_status st = lp_net_store_plain(net); /* frozen layers keep plain weights */
     if (st) return st;
     if (!strcmp(spec, "none")) {
-        for (int i = 0; i < net->nparams; i++) net->params[i].trainable = true;
+        for (int i = 0; i < net->nparams; i++) net->params[i].trainable = !net->params[i].buffer;
         return LP_OK;
     }
     int hits = 0;
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
         bool hit = !strcmp(spec, "base") ? is_base_param(net, p) : prefix_match(p->name, spec);
+        if (hit && p->buffer) continue; /* never trained: nothing to freeze */
         if (hit) {
             p->trainable = false;
             hits++;
@@ -360,37 +405,39 @@ static lp_status plan_build(lp_net *net, lp_plan *p, int n, bool training) {
     if (!p->layers) return LP_ERR_NOMEM;
     const lp_net_config *c = &net->cfg;
     int64_t in_dims[4] = {n, c->in_c, c->in_h, c->in_w};
-    lp_md cur = lp_md_plain(4, in_dims);
-    int slot = 0;
-    lp_status st = lp_buf_reserve(&net->act[0], lp_md_size(&cur), NULL);
+    const lp_md input_md = lp_md_plain(4, in_dims);
+    lp_status st = lp_buf_reserve(&net->act[0], lp_md_size(&input_md), NULL);
     if (st) return st;
     for (int l = 0; l < net->nlayers; l++) {
         lp_plan_layer *pl = &p->layers[l];
-        pl->in_md = cur;
-        pl->in_slot = slot;
-        if ((st = lp_layer_kinds[net->layers[l].kind].plan(net, &net->layers[l], pl, n))) {
+        const lp_layer *L = &net->layers[l];
+        pl->in_md = L->src < 0 ? input_md : p->layers[L->src].out_md;
+        pl->in_slot = L->src < 0 ? 0 : p->layers[L->src].out_slot;
+        pl->in2_slot = L->src2 < 0 ? -1 : p->layers[L->src2].out_slot;
+        if (L->src2 >= 0) pl->in2_md = p->layers[L->src2].out_md;
+        if ((st = lp_layer_kinds[L->kind].plan(net, &net->layers[l], pl, n))) {
             /* free what was built for layers [0, l] */
             for (int k = 0; k <= l; k++) lp_layer_kinds[net->layers[k].kind].free_plan(&p->layers[k]);
             free(p->layers);
             p->layers = NULL;
             return lp_fail_context(st, "layer %s (batch %d)", net->layers[l].name[0] ? net->layers[l].name : "reorder", n);
         }
-        if (pl->alias && slot != 0) {
-            pl->out_slot = slot;
+        if (pl->alias && pl->in_slot != 0) {
+            pl->out_slot = pl->in_slot;
         } else {
-            int L = net->nlayers;
+            /* inference: a fork's output stays in its own slot until its last reader;
+             * every other output is read by the next layer only, and ping-pongs */
+            const int N = net->nlayers, pp = pl->in_slot == N + 1 || pl->in2_slot == N + 1 ? N + 2 : N + 1;
             pl->alias = false;
-            pl->out_slot = training ? l + 1 : (slot == L + 1 ? L + 2 : L + 1);
+            pl->out_slot = training || L->fork ? l + 1 : pp;
             if ((st = lp_buf_reserve(&net->act[pl->out_slot], lp_md_size(&pl->out_md), NULL))) return st;
         }
-        cur = pl->out_md;
-        slot = pl->out_slot;
     }
     /* A max pool on our kernel right after a conv with ReLU applies that ReLU's
      * backward itself (one pass over the conv's output less) */
     for (int l = 1; l < net->nlayers; l++)
         if (net->layers[l].kind == LP_LAYER_MAXPOOL && p->layers[l].u.pool.own && net->layers[l - 1].kind == LP_LAYER_CONV &&
-            net->layers[l - 1].relu) {
+            net->layers[l - 1].relu && net->layers[l].src == l - 1 && !net->layers[l - 1].fork) {
             p->layers[l].u.pool.relu_backward = true;
             p->layers[l - 1].u.conv.dy_masked = true;
         }
@@ -494,14 +541,26 @@ static size_t out_per_sample(const lp_net *net, int l) {
     return (size_t)L->out_c * L->out_h * L->out_w;
 }
 
+/* Whether layers [k, L) read nothing of layers [0, k) but layer k - 1's output: then
+ * that output alone stands for the prefix (the feature cache). */
+static bool cut_is_clean(const lp_net *net, int k) {
+    for (int m = k; m < net->nlayers; m++) {
+        const lp_layer *M = &net->layers[m];
+        if (M->src < k - 1 || (M->src2 >= 0 && M->src2 < k - 1)) return false;
+    }
+    return true;
+}
+
 int lp_net_frozen_prefix(const lp_net *net, size_t *feat_per_sample, const char **name) {
     int best = 0;
     for (int l = 0; l < net->nlayers; l++) {
         const lp_layer *L = &net->layers[l];
         if (L->kind == LP_LAYER_DROPOUT) break;
+        if (L->kind == LP_LAYER_BN && lp_layer_bn_train(net, L)) break; /* the batch's statistics: not a function of the image */
         if ((L->pw >= 0 && net->params[L->pw].trainable) || (L->pb >= 0 && net->params[L->pb].trainable)) break;
-        if (L->kind == LP_LAYER_TOPLAIN || L->kind == LP_LAYER_APOOL || L->kind == LP_LAYER_FLATTEN ||
-            L->kind == LP_LAYER_DENSE)
+        if ((L->kind == LP_LAYER_TOPLAIN || L->kind == LP_LAYER_APOOL || L->kind == LP_LAYER_FLATTEN ||
+             L->kind == LP_LAYER_DENSE || L->kind == LP_LAYER_GAP) &&
+            cut_is_clean(net, l + 1))
             best = l + 1;
     }
     if (best == net->nlayers) best = 0; /* nothing left to train */
@@ -576,6 +635,12 @@ void lp_net_zero_grad(lp_net *net) {
         if (net->params[i].grad_state == LP_GRAD_DATA) net->params[i].grad_state = LP_GRAD_STALE;
 }
 
+bool lp_layer_bn_train(const lp_net *net, const lp_layer *L) {
+    if (net->cfg.bn == LP_BN_MODE_TRAIN) return true;
+    if (net->cfg.bn == LP_BN_MODE_FROZEN) return false;
+    return net->params[L->pw].trainable;
+}
+
 static bool layer_trainable(const lp_net *net, const lp_layer *L) {
     return (L->pw >= 0 && net->params[L->pw].trainable) || (L->pb >= 0 && net->params[L->pb].trainable);
 }
@@ -583,6 +648,12 @@ static bool layer_trainable(const lp_net *net, const lp_layer *L) {
 /* Whether layer l's input gradient can overwrite its own output activation.
  * A conv layer reads its output y only to mask dy with ReLU', before anything
  * else, and no other layer reads that slot once backward has reached l. */
+/* Layers whose input gradient is written over their output gradient: views, adds (both
+ * inputs get dy, the ReLU's mask applied to it in place) and batch norms. */
+static bool dx_is_dy(const lp_net *net, const lp_plan_layer *pl, int l) {
+    return pl->alias || net->layers[l].kind == LP_LAYER_ADD || net->layers[l].kind == LP_LAYER_BN;
+}
+
 static bool dx_in_own_output(const lp_net *net, const lp_plan_layer *pl, int l) {
     return net->layers[l].kind == LP_LAYER_CONV && !pl->alias && pl->out_slot != 0 &&
            lp_md_size(&pl->in_md) <= net->act[pl->out_slot].cap;
@@ -593,26 +664,50 @@ static bool dx_in_own_output(const lp_net *net, const lp_plan_layer *pl, int l) 
  * unchanged); a conv layer's goes into its own output slot where
  * dx_in_own_output (-1); any other into the diff buffer not holding dy. */
 static int dx_place(const lp_net *net, const lp_plan_layer *pl, int l, int d) {
-    if (pl->alias) return d;
+    if (dx_is_dy(net, pl, l)) return d;
     if (dx_in_own_output(net, pl, l)) return -1;
     return d == 0 ? 1 : 0;
 }
 
+#define DY_IN_SUM (-2) /* d: dy is a fork's summed gradient (its grad_sum) */
+
 /* Sizes the two diff buffers for a backward down to layer lo+1 placed by dx_place
- * (dlogits start in diff[0]). In VGG only pooling and the dense layers then need a
- * diff buffer, which saves one activation-sized buffer (205 MB at 224x224 batch 16). */
+ * (dlogits start in diff[0]), and the summed gradients of the forks from lo up. In VGG
+ * only pooling and the dense layers then need a diff buffer, which saves one
+ * activation-sized buffer (205 MB at 224x224 batch 16). */
 static lp_status backward_targets(lp_net *net, int lo) {
     lp_plan *p = net->cur;
     size_t need[2] = {sizeof(float) * (size_t)net->last_n * net->cfg.num_classes, 0};
     int d = 0;
+    lp_status st = LP_OK;
     for (int l = net->nlayers - 1; l > lo; l--) {
         const lp_plan_layer *pl = &p->layers[l];
+        if (net->layers[l].fork) d = DY_IN_SUM;
         d = dx_place(net, pl, l, d);
-        if (!pl->alias && d >= 0 && lp_md_size(&pl->in_md) > need[d]) need[d] = lp_md_size(&pl->in_md);
+        if (!dx_is_dy(net, pl, l) && d >= 0 && lp_md_size(&pl->in_md) > need[d]) need[d] = lp_md_size(&pl->in_md);
     }
-    lp_status st = lp_buf_reserve(&net->diff[0], need[0], NULL);
+    for (int l = lo; l < net->nlayers && !st; l++) {
+        net->layers[l].grad_sum_set = false;
+        if (net->layers[l].fork) st = lp_buf_reserve(&net->layers[l].grad_sum, lp_md_size(&p->layers[l].out_md), NULL);
+    }
+    if (!st) st = lp_buf_reserve(&net->diff[0], need[0], NULL);
     if (!st) st = lp_buf_reserve(&net->diff[1], need[1] ? need[1] : 64, NULL);
     return st;
+}
+
+/* Layer j's output gradient gets dx (floats) from one of its readers: the first
+ * reader's is copied into j's grad_sum, the others' added, in the order backward
+ * meets them (from the top: the same order every step). Only forks from lo up. */
+static void sum_into_fork(lp_net *net, int j, int lo, const float *dx, size_t floats) {
+    if (j < lo || !net->layers[j].fork) return;
+    lp_layer *J = &net->layers[j];
+    float *g = J->grad_sum.p;
+    dnnl_stream_wait(net->stream);
+    if (!J->grad_sum_set) memcpy(g, dx, floats * sizeof(float));
+    else
+LP_OMP(parallel for if (floats > 65536))
+        for (size_t i = 0; i < floats; i++) g[i] += dx[i];
+    J->grad_sum_set = true;
 }
 
 lp_status lp_net_backward(lp_net *net) {
@@ -643,16 +738,24 @@ lp_status lp_net_backward(lp_net *net) {
         lp_layer *L = &net->layers[l];
         lp_plan_layer *pl = &p->layers[l];
         bool w = layer_trainable(net, L), acc = false;
+        if (L->fork) {
+            if (!L->grad_sum_set) return lp_fail(LP_ERR_BACKEND, "internal: backward reached %s before its readers", L->name);
+            dy = L->grad_sum.p, d = DY_IN_SUM;
+        }
         if (w) {
             /* overwrite when both gradients are logically zero, else accumulate onto real zeros/data */
-            bool zw = net->params[L->pw].grad_state != LP_GRAD_DATA, zb = net->params[L->pb].grad_state != LP_GRAD_DATA;
+            bool zw = net->params[L->pw].grad_state != LP_GRAD_DATA,
+                 zb = L->pb < 0 || net->params[L->pb].grad_state != LP_GRAD_DATA;
             acc = !(zw && zb);
-            if (acc) lp_net_materialize_grad(net, L->pw), lp_net_materialize_grad(net, L->pb);
+            if (acc) {
+                lp_net_materialize_grad(net, L->pw);
+                if (L->pb >= 0) lp_net_materialize_grad(net, L->pb);
+            }
         }
         float *dx = NULL;
         if (l > lo) {
             d = dx_place(net, pl, l, d);
-            dx = pl->alias ? dy : d < 0 ? slot_ptr(net, pl->out_slot) : dbuf[d];
+            dx = dx_is_dy(net, pl, l) ? dy : d < 0 ? slot_ptr(net, pl->out_slot) : dbuf[d];
         }
         double t0 = net->prof ? lp_now() : 0;
         st = lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), dy,
@@ -664,8 +767,17 @@ lp_status lp_net_backward(lp_net *net) {
         }
         if (w) {
             net->params[L->pw].grad_state = L->grad_consumed ? LP_GRAD_STALE : LP_GRAD_DATA;
-            net->params[L->pb].grad_state = LP_GRAD_DATA;
+            if (L->pb >= 0) net->params[L->pb].grad_state = LP_GRAD_DATA;
             L->grad_consumed = false;
+        }
+        if (dx) {
+            const size_t floats = lp_md_size(&pl->in_md) / sizeof(float);
+            sum_into_fork(net, L->src, lo, dx, floats);
+            const float *dx2;
+            if (L->src2 >= lo) {
+                if ((st = lp_layer_dx2(net, L, pl, dx, &dx2))) return lp_fail_context(st, "backward %s", L->name);
+                sum_into_fork(net, L->src2, lo, dx2, lp_md_size(&pl->in2_md) / sizeof(float));
+            }
         }
         dy = dx;
     }

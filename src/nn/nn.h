@@ -38,8 +38,17 @@ typedef enum lp_conv_algo {
 bool lp_conv_algo_parse(const char *name, lp_conv_algo *out);
 const char *lp_conv_algo_name(lp_conv_algo a);
 
+/* Batch normalization in training steps (evaluation always uses the running statistics):
+ * train = PyTorch's model.train() (the batch's statistics, running ones updated), frozen =
+ * inference mode with fixed statistics (Keras/TF2 for a frozen base), auto = frozen for
+ * frozen layers, train for trainable ones. */
+typedef enum lp_bn_mode_cfg { LP_BN_AUTO = 0, LP_BN_MODE_TRAIN, LP_BN_MODE_FROZEN } lp_bn_mode_cfg;
+/* "auto" | "train" | "frozen" (NULL: auto); false for anything else. */
+bool lp_bn_mode_parse(const char *name, lp_bn_mode_cfg *out);
+const char *lp_bn_mode_name(lp_bn_mode_cfg m);
+
 typedef struct lp_net_config {
-    char arch[16];  /* "vgg16" | "vgg19" | "tiny" (conv8-pool-conv16-pool, for fast tests) */
+    char arch[16];  /* "vgg16" | "vgg19" | "tiny" (conv8-pool-conv16-pool, for fast tests) | "tiny_res" (branches, for tests) */
     char top[8];    /* "keep": torchvision classifier (avgpool 7x7, fc 4096, fc 4096 with ReLU +
                        dropout 0.5, new output layer; tiny uses width 64) | "none": head spec */
     char head[256]; /* when top=none, e.g. "flatten,dense:256:relu,dropout:0.5,dense:2" or
@@ -53,6 +62,7 @@ typedef struct lp_net_config {
                        weight copies, fp32 master weights, gradients, bias, loss. Only
                        where lp_net_bf16_native(); else refused. */
     lp_conv_algo conv_algo; /* fp32 convolutions (bf16 ones are always direct); 0 = auto */
+    lp_bn_mode_cfg bn;      /* batch norm in training steps; 0 = auto */
 } lp_net_config;
 /* True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX). */
 bool lp_net_bf16_native(void);
@@ -100,6 +110,11 @@ float *lp_net_param(lp_net *net, int i);
 const float *lp_net_param_data(const lp_net *net, int i);
 float *lp_net_grad(lp_net *net, int i);
 bool lp_net_param_trainable(const lp_net *net, int i);
+/* Batch norm's running statistics and step count: saved and loaded with the weights,
+ * updated by training forwards, never by the optimizer (never trainable). */
+bool lp_net_param_is_buffer(const lp_net *net, int i);
+/* A buffer that is a count (num_batches_tracked, one value): I64 in state dicts and files. */
+bool lp_net_param_is_count(const lp_net *net, int i);
 size_t lp_net_num_weights(const lp_net *net);
 float *lp_net_grads(lp_net *net);
 /* "base" (whole backbone: features.* and, for top=keep, classifier.0/3) |

@@ -3,6 +3,8 @@
 #define LP_NN_IMPL_H
 
 #include "backend/backend.h"
+#include "backend/batchnorm.h"
+#include "backend/graph_ops.h"
 #include "nn/nn.h"
 
 typedef enum lp_layer_kind {
@@ -13,6 +15,9 @@ typedef enum lp_layer_kind {
     LP_LAYER_FLATTEN, /* view (n, C*H*W); no data movement */
     LP_LAYER_DENSE,   /* dense (+ fused ReLU), plain */
     LP_LAYER_DROPOUT, /* inverted dropout, plain */
+    LP_LAYER_ADD,     /* residual add of two inputs (+ fused ReLU), their shared layout */
+    LP_LAYER_GAP,     /* global average pool (n, C, H, W) -> (n, C), any layout in, plain out */
+    LP_LAYER_BN,      /* batch normalization (+ fused ReLU), the convolutions' layout */
     LP_LAYER_KIND_COUNT
 } lp_layer_kind;
 
@@ -29,6 +34,15 @@ typedef struct lp_layer {
     char name[32];      /* module name ("features.0", "classifier.6", "head.1"); "" when internal */
     char relu_name[32]; /* name of a fused ReLU module for the summary ("features.1"), "" if none */
     int pw, pb;         /* parameter indices, -1 when none */
+    int prm, prv, pnb;  /* batch norm: running mean, running var, num_batches_tracked (buffers) */
+    /* The network is a graph in topological order: src is the layer whose output is
+     * this one's input (-1: the network's input; l - 1 in a chain), src2 the second
+     * input of an add (-1 otherwise). fork: the output feeds a layer other than the next,
+     * or several: its gradient is summed from its consumers in grad_sum. */
+    int src, src2;
+    bool fork;
+    lp_buf grad_sum;
+    bool grad_sum_set; /* in this backward, grad_sum holds a first contribution */
     int in_c, in_h, in_w, out_c, out_h, out_w; /* per sample; 2-D data has h = w = 1 */
     int k, stride, pad; /* conv kernel/stride/pad, pool kernel/stride */
     bool relu;
@@ -60,6 +74,8 @@ typedef struct lp_layer {
 typedef struct lp_plan_layer {
     lp_md in_md, out_md;
     int in_slot, out_slot; /* activation slots; out_slot == in_slot for views */
+    int in2_slot;          /* an add's second input, in in2_md */
+    lp_md in2_md;
     bool alias;
     union {
         struct {
@@ -78,6 +94,17 @@ typedef struct lp_plan_layer {
             bool has_bwd;
         } re;
         lp_dense dense;
+        struct {
+            lp_residual_add op;
+            bool re2;              /* the second input is in another layout: reordered to the first's */
+            lp_reorder fwd2, bwd2; /* second input -> aux; dx -> the second input's layout (aux) */
+        } add;
+        lp_global_avgpool gap;
+        struct {
+            lp_batchnorm train, frozen; /* built on first use */
+            bool has_train, has_frozen;
+            bool last_train; /* the mode of the last training forward (backward follows it) */
+        } bn;
     } u;
 } lp_plan_layer;
 
@@ -100,6 +127,8 @@ typedef struct lp_param {
     bool trainable;
     int grad_state; /* LP_GRAD_*: zero_grad is lazy, backward overwrites logically-zero grads */
     int layer;
+    bool buffer; /* saved and loaded, never trained, no gradient (batch norm's running statistics) */
+    bool int64;  /* an integer in the state dict (num_batches_tracked), a float here */
 } lp_param;
 
 struct lp_net {
@@ -112,7 +141,8 @@ struct lp_net {
     float *weights, *grads;
     dnnl_stream_t stream;
     /* activation slots: slot 0 is the caller's input, slot l+1 the output of layer l
-     * (training plans), slots L+1 and L+2 the ping-pong outputs of inference plans */
+     * (training plans, and forks in inference plans), slots L+1 and L+2 the ping-pong
+     * outputs of inference plans */
     lp_buf *act;
     lp_buf diff[2], scratch, tmp_dw, tmp_db, tmp_dx, store_tmp;
     lp_plan plans[LP_MAX_PLANS];
@@ -147,6 +177,13 @@ typedef struct lp_layer_ops {
     void (*free_plan)(lp_plan_layer *pl);
 } lp_layer_ops;
 extern const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT];
+
+/* layers.c: the gradient of an add's second input, given dx, the gradient of its first
+ * (the same values; another buffer where the layouts differ). */
+lp_status lp_layer_dx2(lp_net *net, lp_layer *l, lp_plan_layer *pl, const float *dx, const float **dx2);
+
+/* Whether batch-norm layer L normalizes with the batch's statistics in a training step. */
+bool lp_layer_bn_train(const lp_net *net, const lp_layer *L);
 
 /* zoo.c: fills net->layers/params from the config (no allocation of weights). */
 lp_status lp_net_build_layers(lp_net *net);

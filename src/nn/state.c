@@ -10,9 +10,11 @@ lp_status lp_net_state_dict(lp_net *net, lp_tensor_list *out) {
     for (int i = 0; i < net->nparams; i++) {
         lp_param *p = &net->params[i];
         lp_tensor t;
-        lp_status st = lp_tensor_alloc(&t, LP_F32, p->ndim, p->shape);
+        lp_status st = lp_tensor_alloc(&t, p->int64 ? LP_I64 : LP_F32, p->ndim, p->shape);
         if (st) return st;
-        memcpy(t.data, net->weights + p->offset, p->numel * sizeof(float));
+        if (p->int64) /* a count kept as a float (exact to 2^24) */
+            for (size_t j = 0; j < p->numel; j++) ((int64_t *)t.data)[j] = (int64_t)net->weights[p->offset + j];
+        else memcpy(t.data, net->weights + p->offset, p->numel * sizeof(float));
         if ((st = lp_tensor_list_add(out, p->name, &t))) {
             lp_tensor_free(&t);
             return st;
@@ -53,7 +55,15 @@ lp_status lp_net_load_state_dict(lp_net *net, const lp_tensor_list *in, bool str
             shape_of(p, b, sizeof b);
             return lp_fail(LP_ERR_SHAPE, "tensor '%s': shape %s in the weights, %s in the model", nt->name, a, b);
         }
-        if (nt->t.dtype != LP_F32 && nt->t.dtype != LP_BF16 && nt->t.dtype != LP_F16)
+        if (p->int64) {
+            if (nt->t.dtype != LP_I64 && nt->t.dtype != LP_F32)
+                return lp_fail(LP_ERR_FORMAT, "tensor '%s': dtype %s, expected I64 (a count)", nt->name, lp_dtype_name(nt->t.dtype));
+            for (size_t j = 0; j < p->numel; j++) {
+                const double v = nt->t.dtype == LP_I64 ? (double)((const int64_t *)nt->t.data)[j] : ((const float *)nt->t.data)[j];
+                if (!(v >= 0 && v <= 16777216.0 && v == (double)(int64_t)v))
+                    return lp_fail(LP_ERR_FORMAT, "tensor '%s': %g is not a count from 0 to 2^24", nt->name, v);
+            }
+        } else if (nt->t.dtype != LP_F32 && nt->t.dtype != LP_BF16 && nt->t.dtype != LP_F16)
             return lp_fail(LP_ERR_FORMAT, "tensor '%s': dtype %s, expected F32, BF16 or F16", nt->name, lp_dtype_name(nt->t.dtype));
     }
     size_t miss_len = 0;
@@ -74,7 +84,9 @@ lp_status lp_net_load_state_dict(lp_net *net, const lp_tensor_list *in, bool str
         const lp_named_tensor *nt = &in->items[k];
         const lp_param *p = &net->params[find_param(net, nt->name)];
         float *w = net->weights + p->offset;
-        if (nt->t.dtype == LP_F32) memcpy(w, nt->t.data, p->numel * sizeof(float));
+        if (p->int64 && nt->t.dtype == LP_I64)
+            for (size_t j = 0; j < p->numel; j++) w[j] = (float)((const int64_t *)nt->t.data)[j];
+        else if (nt->t.dtype == LP_F32) memcpy(w, nt->t.data, p->numel * sizeof(float));
         else {
             const uint16_t *h = nt->t.data;
             for (size_t j = 0; j < p->numel; j++) w[j] = nt->t.dtype == LP_BF16 ? lp_bf16_to_f32(h[j]) : lp_f16_to_f32(h[j]);
@@ -158,6 +170,7 @@ lp_status lp_net_summary(lp_net *net, char **text) {
     sb_printf(&b, "==========================================================================\n");
     long long total = 0, trainable = 0;
     for (int i = 0; i < net->nparams; i++) {
+        if (net->params[i].int64) continue; /* a count, as Keras has none */
         total += (long long)net->params[i].numel;
         if (net->params[i].trainable) trainable += (long long)net->params[i].numel;
     }
@@ -181,6 +194,9 @@ lp_status lp_net_summary(lp_net *net, char **text) {
             snprintf(type, sizeof type, "Linear%s%s", l->relu && !l->relu_name[0] ? " + ReLU" : "", frozen ? ", frozen" : "");
             break;
         case LP_LAYER_DROPOUT: snprintf(type, sizeof type, "Dropout %.2g", l->p); break;
+        case LP_LAYER_ADD: snprintf(type, sizeof type, "Add"); break;
+        case LP_LAYER_GAP: snprintf(type, sizeof type, "AdaptiveAvgPool2d 1x1"); break;
+        case LP_LAYER_BN: snprintf(type, sizeof type, "BatchNorm2d%s", frozen ? ", frozen" : ""); break;
         default: snprintf(type, sizeof type, "?");
         }
         row(&b, l->name, type, l, np);

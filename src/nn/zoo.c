@@ -16,6 +16,7 @@ typedef struct builder {
     lp_net *net;
     int cap_layers, cap_params;
     int c, h, w;     /* current per-sample shape */
+    int cur;         /* the layer whose output that is (-1: the input) */
     bool flat;       /* 2-D (features) */
     bool maybe_blocked;
 } builder;
@@ -35,8 +36,10 @@ static lp_layer *add_layer(builder *b, lp_layer_kind kind, const char *name) {
     lp_layer *l = &net->layers[net->nlayers++];
     memset(l, 0, sizeof *l);
     l->kind = kind;
+    l->src = b->cur, l->src2 = -1;
+    b->cur = net->nlayers - 1;
     snprintf(l->name, sizeof l->name, "%s", name);
-    l->pw = l->pb = -1;
+    l->pw = l->pb = l->prm = l->prv = l->pnb = -1;
     l->in_c = l->out_c = b->c;
     l->in_h = l->out_h = b->h;
     l->in_w = l->out_w = b->w;
@@ -78,7 +81,42 @@ static lp_status need_plain(builder *b) {
     return LP_OK;
 }
 
+static lp_status add_conv_bias(builder *b, const char *name, const char *relu_name, int out_c, int k, int stride, int pad,
+                               bool bias);
 static lp_status add_conv(builder *b, const char *name, const char *relu_name, int out_c, int k, int stride, int pad) {
+    return add_conv_bias(b, name, relu_name, out_c, k, stride, pad, true);
+}
+
+/* A buffer of batch norm (saved and loaded, never trained). */
+static int add_buffer(builder *b, const char *layer_name, const char *suffix, int64_t c, bool int64) {
+    int64_t shape[1] = {c};
+    const int i = add_param(b, layer_name, suffix, int64 ? 0 : 1, shape);
+    if (i >= 0) b->net->params[i].buffer = true, b->net->params[i].trainable = false, b->net->params[i].int64 = int64;
+    return i;
+}
+
+/* BatchNorm2d over the current tensor's channels (+ ReLU): weight, bias, and the buffers
+ * running_mean, running_var, num_batches_tracked, as torchvision names them. */
+static lp_status add_bn(builder *b, const char *name, const char *relu_name) {
+    if (b->flat) return lp_fail(LP_ERR_ARG, "%s: batch norm after flatten", name);
+    lp_layer *l = add_layer(b, LP_LAYER_BN, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->relu = relu_name != NULL;
+    if (relu_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", relu_name);
+    int64_t cs[1] = {b->c};
+    lp_layer *L;
+    int i;
+    if ((i = add_param(b, name, "weight", 1, cs)) < 0) return LP_ERR_NOMEM;
+    (L = &b->net->layers[b->net->nlayers - 1])->pw = i;
+    if ((L->pb = add_param(b, name, "bias", 1, cs)) < 0) return LP_ERR_NOMEM;
+    if ((L->prm = add_buffer(b, name, "running_mean", b->c, false)) < 0) return LP_ERR_NOMEM;
+    if ((L->prv = add_buffer(b, name, "running_var", b->c, false)) < 0) return LP_ERR_NOMEM;
+    if ((L->pnb = add_buffer(b, name, "num_batches_tracked", 1, true)) < 0) return LP_ERR_NOMEM;
+    return LP_OK;
+}
+
+static lp_status add_conv_bias(builder *b, const char *name, const char *relu_name, int out_c, int k, int stride, int pad,
+                               bool bias) {
     if (b->flat) return lp_fail(LP_ERR_ARG, "%s: convolution after flatten", name);
     int oh = (b->h + 2 * pad - k) / stride + 1, ow = (b->w + 2 * pad - k) / stride + 1;
     if (oh < 1 || ow < 1) return lp_fail(LP_ERR_ARG, "%s: input %dx%d too small", name, b->h, b->w);
@@ -94,7 +132,7 @@ static lp_status add_conv(builder *b, const char *name, const char *relu_name, i
     l->out_w = ow;
     int64_t ws[4] = {out_c, b->c, k, k}, bs[1] = {out_c};
     if ((l->pw = add_param(b, name, "weight", 4, ws)) < 0) return LP_ERR_NOMEM;
-    if ((b->net->layers[b->net->nlayers - 1].pb = add_param(b, name, "bias", 1, bs)) < 0) return LP_ERR_NOMEM;
+    if (bias && (b->net->layers[b->net->nlayers - 1].pb = add_param(b, name, "bias", 1, bs)) < 0) return LP_ERR_NOMEM;
     b->c = out_c;
     b->h = oh;
     b->w = ow;
@@ -102,8 +140,61 @@ static lp_status add_conv(builder *b, const char *name, const char *relu_name, i
     return LP_OK;
 }
 
-static lp_status add_maxpool(builder *b, const char *name, int k, int stride) {
-    if (b->h < k || b->w < k)
+/* The builder's current tensor: its shape and producer, to come back to for a branch. */
+typedef struct tensor_at {
+    int c, h, w, cur;
+    bool maybe_blocked;
+} tensor_at;
+static tensor_at here(const builder *b) { return (tensor_at){b->c, b->h, b->w, b->cur, b->maybe_blocked}; }
+static void go_to(builder *b, tensor_at t) { b->c = t.c, b->h = t.h, b->w = t.w, b->cur = t.cur, b->maybe_blocked = t.maybe_blocked; }
+
+/* y = current + other (+ ReLU); other's shape must be the current one. */
+static lp_status add_residual(builder *b, const char *name, const char *relu_name, tensor_at other) {
+    if (other.c != b->c || other.h != b->h || other.w != b->w)
+        return lp_fail(LP_ERR_ARG, "%s: adds %dx%dx%d to %dx%dx%d", name, other.c, other.h, other.w, b->c, b->h, b->w);
+    lp_layer *l = add_layer(b, LP_LAYER_ADD, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->src2 = other.cur;
+    l->relu = relu_name != NULL;
+    if (relu_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", relu_name);
+    return LP_OK;
+}
+
+/* Global average pooling in the convolutions' layout, to (n, C). */
+static lp_status add_gap(builder *b, const char *name) {
+    lp_layer *l = add_layer(b, LP_LAYER_GAP, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->out_h = l->out_w = 1;
+    b->h = b->w = 1;
+    b->flat = true;
+    b->maybe_blocked = false;
+    return LP_OK;
+}
+
+/* A basic block of ResNet's topology without batch norm (the test architecture
+ * tiny_res): conv 3x3 (stride) + ReLU, conv 3x3, + the block's input (through a 1x1
+ * conv of that stride where the shape changes), ReLU. */
+static lp_status add_basic_block(builder *b, const char *prefix, int out_c, int stride) {
+    char n1[32], r1[32], n2[32], nd[40], na[32], ra[32];
+    snprintf(n1, sizeof n1, "%s.conv1", prefix), snprintf(r1, sizeof r1, "%s.relu1", prefix);
+    snprintf(n2, sizeof n2, "%s.conv2", prefix), snprintf(nd, sizeof nd, "%s.downsample.0", prefix);
+    snprintf(na, sizeof na, "%s", prefix), snprintf(ra, sizeof ra, "%s.relu", prefix);
+    const tensor_at in = here(b);
+    lp_status st;
+    if ((st = add_conv(b, n1, r1, out_c, 3, stride, 1)) || (st = add_conv(b, n2, NULL, out_c, 3, 1, 1))) return st;
+    if (stride == 1 && in.c == out_c) return add_residual(b, na, ra, in);
+    /* the shortcut's conv last, next to the add: its gradient then goes on as in a chain */
+    const tensor_at main = here(b);
+    go_to(b, in);
+    if ((st = add_conv(b, nd, NULL, out_c, 1, stride, 0))) return st;
+    return add_residual(b, na, ra, main);
+}
+
+static lp_status add_maxpool_pad(builder *b, const char *name, int k, int stride, int pad);
+static lp_status add_maxpool(builder *b, const char *name, int k, int stride) { return add_maxpool_pad(b, name, k, stride, 0); }
+
+static lp_status add_maxpool_pad(builder *b, const char *name, int k, int stride, int pad) {
+    if (b->h + 2 * pad < k || b->w + 2 * pad < k)
         return lp_fail(LP_ERR_ARG, "%s: feature map %dx%d is smaller than the %dx%d pooling window; use a larger input size "
                                    "(at least 32x32 for VGG)",
                        name, b->h, b->w, k, k);
@@ -111,8 +202,9 @@ static lp_status add_maxpool(builder *b, const char *name, int k, int stride) {
     if (!l) return LP_ERR_NOMEM;
     l->k = k;
     l->stride = stride;
-    l->out_h = (b->h - k) / stride + 1;
-    l->out_w = (b->w - k) / stride + 1;
+    l->pad = pad;
+    l->out_h = (b->h + 2 * pad - k) / stride + 1;
+    l->out_w = (b->w + 2 * pad - k) / stride + 1;
     b->h = l->out_h;
     b->w = l->out_w;
     return LP_OK;
@@ -231,16 +323,89 @@ static lp_status add_head_token(builder *b, char *tok, int index, bool last, int
     return lp_fail(LP_ERR_ARG, "head: unknown layer '%s' (known: flatten, gap, dense[:units][:relu], dropout[:p])", kind);
 }
 
+static lp_status build_head(builder *b);
+
+/* torchvision's ResNet blocks, "V1.5" (the stride on the 3x3 conv): convolutions without
+ * bias, each followed by batch norm; the shortcut's conv (1x1, the block's stride) and its
+ * norm come last, next to the add, so that their gradient goes on as in a chain. */
+static lp_status add_resnet_block(builder *b, const char *prefix, int planes, int stride, bool bottleneck) {
+    const int out_c = bottleneck ? planes * 4 : planes;
+    char n[64], r[64];
+    const tensor_at in = here(b);
+    lp_status st;
+    const int convs = bottleneck ? 3 : 2;
+    for (int i = 1; i <= convs; i++) {
+        const int k = bottleneck && i != 2 ? 1 : 3, s = i == (bottleneck ? 2 : 1) ? stride : 1, c = i == convs ? out_c : planes;
+        snprintf(n, sizeof n, "%s.conv%d", prefix, i);
+        if ((st = add_conv_bias(b, n, NULL, c, k, s, k / 2, false))) return st;
+        snprintf(n, sizeof n, "%s.bn%d", prefix, i), snprintf(r, sizeof r, "%s.relu%d", prefix, i);
+        if ((st = add_bn(b, n, i < convs ? r : NULL))) return st;
+    }
+    snprintf(n, sizeof n, "%s", prefix), snprintf(r, sizeof r, "%s.relu", prefix);
+    if (stride == 1 && in.c == out_c) return add_residual(b, n, r, in);
+    const tensor_at main = here(b);
+    go_to(b, in);
+    snprintf(n, sizeof n, "%s.downsample.0", prefix);
+    if ((st = add_conv_bias(b, n, NULL, out_c, 1, stride, 0, false))) return st;
+    snprintf(n, sizeof n, "%s.downsample.1", prefix);
+    if ((st = add_bn(b, n, NULL))) return st;
+    snprintf(n, sizeof n, "%s", prefix);
+    return add_residual(b, n, r, main);
+}
+
+/* resnet18/34/50 (torchvision's topology and names); top=keep: avgpool (global) + fc. */
+static lp_status build_resnet(builder *b, const int blocks[4], bool bottleneck) {
+    lp_net *net = b->net;
+    lp_net_config *c = &net->cfg;
+    lp_status st;
+    if ((st = add_conv_bias(b, "conv1", NULL, 64, 7, 2, 3, false)) || (st = add_bn(b, "bn1", "relu")) ||
+        (st = add_maxpool_pad(b, "maxpool", 3, 2, 1)))
+        return st;
+    char prefix[32];
+    for (int s = 0; s < 4; s++)
+        for (int i = 0; i < blocks[s]; i++) {
+            snprintf(prefix, sizeof prefix, "layer%d.%d", s + 1, i);
+            if ((st = add_resnet_block(b, prefix, 64 << s, i == 0 && s > 0 ? 2 : 1, bottleneck))) return st;
+        }
+    if (strcmp(c->top, "keep")) return build_head(b);
+    if ((st = add_gap(b, "avgpool"))) return st;
+    net->backbone_layers = net->nlayers;
+    if (c->num_classes < 1) return lp_fail(LP_ERR_ARG, "top=keep needs num_classes >= 1");
+    return add_dense(b, "fc", NULL, false, c->num_classes);
+}
+
+/* A small network with ResNet's graph (no batch norm) for the tests of branches: conv1 3x3
+ * 8 + ReLU, max pool 2x2, layer1.0 a block of 8 (identity shortcut), layer2.0 a block of
+ * 16 at stride 2 (1x1 conv shortcut); top=keep: avgpool (global) and fc. */
+static lp_status build_tiny_res(builder *b) {
+    lp_net *net = b->net;
+    lp_net_config *c = &net->cfg;
+    lp_status st;
+    if ((st = add_conv(b, "conv1", "relu", 8, 3, 1, 1)) || (st = add_maxpool(b, "maxpool", 2, 2)) ||
+        (st = add_basic_block(b, "layer1.0", 8, 1)) || (st = add_basic_block(b, "layer2.0", 16, 2)))
+        return st;
+    if (strcmp(c->top, "keep")) return build_head(b);
+    if ((st = add_gap(b, "avgpool"))) return st;
+    net->backbone_layers = net->nlayers;
+    if (c->num_classes < 1) return lp_fail(LP_ERR_ARG, "top=keep needs num_classes >= 1");
+    return add_dense(b, "fc", NULL, false, c->num_classes);
+}
+
 lp_status lp_net_build_layers(lp_net *net) {
     lp_net_config *c = &net->cfg;
-    builder b = {.net = net, .c = c->in_c, .h = c->in_h, .w = c->in_w};
+    builder b = {.net = net, .c = c->in_c, .h = c->in_h, .w = c->in_w, .cur = -1};
     const int *cfg;
     int width;
+    if (c->in_c < 1 || c->in_h < 1 || c->in_w < 1) return lp_fail(LP_ERR_ARG, "bad input shape %dx%dx%d", c->in_c, c->in_h, c->in_w);
+    if (!strcmp(c->arch, "tiny_res")) return build_tiny_res(&b);
+    static const int r18[4] = {2, 2, 2, 2}, r34[4] = {3, 4, 6, 3};
+    if (!strcmp(c->arch, "resnet18")) return build_resnet(&b, r18, false);
+    if (!strcmp(c->arch, "resnet34")) return build_resnet(&b, r34, false);
+    if (!strcmp(c->arch, "resnet50")) return build_resnet(&b, r34, true);
     if (!strcmp(c->arch, "vgg16")) cfg = cfg_vgg16, width = 4096;
     else if (!strcmp(c->arch, "vgg19")) cfg = cfg_vgg19, width = 4096;
     else if (!strcmp(c->arch, "tiny")) cfg = cfg_tiny, width = 64;
-    else return lp_fail(LP_ERR_ARG, "unknown architecture '%s' (known: vgg16, vgg19, tiny)", c->arch);
-    if (c->in_c < 1 || c->in_h < 1 || c->in_w < 1) return lp_fail(LP_ERR_ARG, "bad input shape %dx%dx%d", c->in_c, c->in_h, c->in_w);
+    else return lp_fail(LP_ERR_ARG, "unknown architecture '%s' (known: vgg16, vgg19, resnet18, resnet34, resnet50, tiny, tiny_res)", c->arch);
     lp_status st;
     int idx = 0;
     char name[32], rname[32];
@@ -267,6 +432,15 @@ lp_status lp_net_build_layers(lp_net *net) {
         if ((st = add_dense(&b, "classifier.6", NULL, false, c->num_classes))) return st;
         return LP_OK;
     }
+    return build_head(&b);
+}
+
+/* top=none: the head spec after the backbone. */
+static lp_status build_head(builder *bp) {
+    builder b = *bp;
+    lp_net *net = b.net;
+    lp_net_config *c = &net->cfg;
+    lp_status st;
     if (strcmp(c->top, "none")) return lp_fail(LP_ERR_ARG, "unknown top '%s' (use keep or none)", c->top);
     net->backbone_layers = net->nlayers;
     char spec[sizeof c->head];

@@ -58,6 +58,7 @@ lp_train_params lp_train_default_params(void) {
     p.cache_features = 1;
     p.precision = "fp32";
     p.conv_algo = "auto";
+    p.bn = "auto";
     p.verbose = 1;
     return p;
 }
@@ -73,10 +74,14 @@ static lp_status check_params(const lp_train_params *p) {
     if (p->epochs < 1) return lp_fail(LP_ERR_ARG, "epochs must be at least 1 (got %d)", p->epochs);
     if (p->batch < 1) return lp_fail(LP_ERR_ARG, "batch must be at least 1 (got %d)", p->batch);
     if (p->height < 32 || p->width < 32)
-        return lp_fail(LP_ERR_ARG, "input size %dx%d is too small: VGG needs at least 32x32", p->width, p->height);
+        return lp_fail(LP_ERR_ARG, "input size %dx%d is too small: VGG and ResNet need at least 32x32", p->width, p->height);
     if (p->steps_per_epoch < 0 || p->validation_steps < 0) return lp_fail(LP_ERR_ARG, "steps must not be negative");
-    if (strcmp(p->model, "vgg16") && strcmp(p->model, "vgg19") && strcmp(p->model, "tiny"))
-        return lp_fail(LP_ERR_ARG, "unknown model '%s' (vgg16, vgg19 or tiny)", p->model);
+    static const char *const models[] = {"vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "tiny"};
+    bool known = false;
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) known |= !strcmp(p->model, models[i]);
+    if (!known) return lp_fail(LP_ERR_ARG, "unknown model '%s' (vgg16, vgg19, resnet18, resnet34, resnet50 or tiny)", p->model);
+    lp_bn_mode_cfg bn;
+    if (!lp_bn_mode_parse(p->bn, &bn)) return lp_fail(LP_ERR_ARG, "unknown batch norm mode '%s' (auto, train or frozen)", p->bn);
     if (strcmp(p->top, "keep") && strcmp(p->top, "none")) return lp_fail(LP_ERR_ARG, "unknown top '%s' (keep or none)", p->top);
     if (strcmp(p->optimizer, "sgd") && strcmp(p->optimizer, "adam") && strcmp(p->optimizer, "adamw"))
         return lp_fail(LP_ERR_ARG, "unknown optimizer '%s' (sgd, adam or adamw)", p->optimizer);

@@ -127,6 +127,7 @@ static lp_status write_run_json(lp_fit *f) {
     add_str(cfg, "precision", p->precision);
     add_str(cfg, "precision_used", lp_net_get_config(f->net)->bf16 ? "bf16" : "fp32");
     add_str(cfg, "conv_algo", lp_conv_algo_name(lp_net_get_config(f->net)->conv_algo));
+    add_str(cfg, "bn", lp_bn_mode_name(lp_net_get_config(f->net)->bn));
     cJSON *classes = cJSON_AddArrayToObject(root, "classes");
     for (int i = 0; i < f->num_classes; i++) cJSON_AddItemToArray(classes, cJSON_CreateString(f->train->class_names[i]));
     cJSON *counts = cJSON_AddObjectToObject(root, "counts");
@@ -444,7 +445,9 @@ lp_status lp_fit_setup(lp_fit *f) {
     lp_precision prec = LP_PREC_FP32;
     lp_precision_parse(p->precision, &prec); /* checked in check_params */
     nc.bf16 = lp_net_use_bf16(prec); /* bf16 without native support: fp32, said below */
+    if (prec == LP_PREC_AUTO && !strncmp(p->model, "resnet", 6)) nc.bf16 = false; /* batch norm: fp32 only so far */
     if (p->conv_algo) lp_conv_algo_parse(p->conv_algo, &nc.conv_algo); /* checked in check_params */
+    lp_bn_mode_parse(p->bn, &nc.bn);                                    /* likewise */
     if ((s = lp_net_create(&nc, &f->net))) return s;
     if (p->weights && (s = load_weights(f))) return s;
     if (!strcmp(p->preprocess, "auto")) {

@@ -81,11 +81,12 @@ static int cmd_run(int argc, char **argv) {
     CHECK(lp_checkpoint_load(argv[2], &net, NULL));
     /* the same weights in a net with another config: bf16 (bf16_parity.py) and/or a
      * chosen convolution algorithm (parity.py --conv) */
-    const char *algo = getenv("LOUPE_PARITY_CONV");
-    if (getenv("LOUPE_PARITY_BF16") || algo) {
+    const char *algo = getenv("LOUPE_PARITY_CONV"), *bn = getenv("LOUPE_PARITY_BN");
+    if (getenv("LOUPE_PARITY_BF16") || algo || bn) {
         lp_net_config c = *lp_net_get_config(net);
         c.bf16 = getenv("LOUPE_PARITY_BF16") != NULL;
         if (algo && !lp_conv_algo_parse(algo, &c.conv_algo)) return fprintf(stderr, "bad LOUPE_PARITY_CONV %s\n", algo), 2;
+        if (bn) c.bn = !strcmp(bn, "train") ? LP_BN_MODE_TRAIN : !strcmp(bn, "frozen") ? LP_BN_MODE_FROZEN : LP_BN_AUTO;
         lp_net *other;
         lp_tensor_list sd;
         lp_tensor_list_init(&sd);
@@ -160,7 +161,7 @@ static int cmd_run(int argc, char **argv) {
         int64_t sh[4];
         char name[128];
         int nd = lp_net_param_shape(net, p, sh);
-        if (!lp_net_param_trainable(net, p)) {
+        if (!lp_net_param_trainable(net, p) && !lp_net_param_is_buffer(net, p)) {
             lp_named_tensor *t0 = lp_tensor_list_find(&init, lp_net_param_name(net, p));
             if (!t0 || memcmp(t0->t.data, lp_net_param_data(net, p), lp_net_param_numel(net, p) * sizeof(float)))
                 return fprintf(stderr, "frozen parameter %s changed\n", lp_net_param_name(net, p)), 1;

@@ -91,8 +91,65 @@ class TinyKeep(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock without batch norm (loupe's tiny_res)."""
+    def __init__(self, i, o, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(i, o, 3, stride, 1)
+        self.conv2 = nn.Conv2d(o, o, 3, 1, 1)
+        self.downsample = nn.Sequential(nn.Conv2d(i, o, 1, stride)) if stride != 1 or i != o else None
+
+    def forward(self, x):
+        y = self.conv2(F.relu(self.conv1(x)))
+        return F.relu(y + (self.downsample(x) if self.downsample is not None else x))
+
+
+class TinyRes(nn.Module):
+    """loupe's tiny_res: ResNet's graph in small (identity and 1x1-conv shortcuts), top=keep
+    (global average pool + fc) or a head."""
+    def __init__(self, c, k, head=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, 8, 3, 1, 1)
+        self.maxpool = nn.MaxPool2d(2, 2)
+        self.layer1 = nn.Sequential(BasicBlock(8, 8, 1))
+        self.layer2 = nn.Sequential(BasicBlock(8, 16, 2))
+        if head is None:
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(16, k)
+        else:
+            self.head = head
+
+    def features(self, x):
+        return self.layer2(self.layer1(self.maxpool(F.relu(self.conv1(x)))))
+
+    def forward(self, x):
+        y = self.features(x)
+        return self.head(y) if hasattr(self, "head") else self.fc(torch.flatten(self.avgpool(y), 1))
+
+
+class ResNetHead(nn.Module):
+    """A torchvision ResNet up to layer4 (its names), then a head (loupe's top=none)."""
+    def __init__(self, arch, head):
+        super().__init__()
+        r = getattr(torchvision.models, arch)()
+        for nm in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, nm, getattr(r, nm))
+        self.head = head
+
+    def features(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 def build(arch, top, head, k, c, h, w):
     masks = {}
+    if arch.startswith("resnet") and top == "keep":
+        return getattr(torchvision.models, arch)(num_classes=k), masks
+    if arch == "tiny_res" and top == "keep":
+        return TinyRes(c, k), masks
     if arch in ("vgg16", "vgg19"):
         if top == "keep":
             m = getattr(torchvision.models, arch)(num_classes=k)
@@ -102,6 +159,12 @@ def build(arch, top, head, k, c, h, w):
             return m, masks
         feats = getattr(torchvision.models, arch)().features
         ch = 512
+    elif arch == "tiny_res":
+        feats = TinyRes(c, k).features
+        ch = 16
+    elif arch.startswith("resnet"):
+        feats = ResNetHead(arch, None).features
+        ch = 2048 if arch == "resnet50" else 512
     else:
         if top == "keep":
             m = TinyKeep(c, k)
@@ -126,6 +189,10 @@ def build(arch, top, head, k, c, h, w):
             mods.append(Dense(shape[0], units, "relu" in p[1:])); shape = (units,)
         else:
             raise SystemExit("unknown head token " + t)
+    if arch == "tiny_res":
+        return TinyRes(c, k, nn.Sequential(*mods)), masks
+    if arch.startswith("resnet"):
+        return ResNetHead(arch, nn.Sequential(*mods)), masks
     return Net(feats, nn.Sequential(*mods)), masks
 
 
@@ -171,7 +238,15 @@ def optim_check(a, wd, sd, model, report):
         report("optimizer only: %s, %d steps" % (opt, a.steps), worst, 1e-5)
 
 
-def torch_train(model, masks, state, frozen, out, x, labels, opt, steps):
+def bn_modes(model, frozen, bn):
+    """Each BatchNorm2d in training mode or eval mode as loupe's --bn puts it: train, frozen, or auto (eval
+    where its weight is frozen)."""
+    for nm, mod in model.named_modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.train(bn == "train" or (bn == "auto" and (nm + ".weight") not in frozen))
+
+
+def torch_train(model, masks, state, frozen, out, x, labels, opt, steps, bn="auto"):
     """PyTorch's run of the driver's: eval logits, first-step outputs and gradients, weights after STEPS steps,
     with the dropout masks loupe drew."""
     model.load_state_dict({kk: torch.from_numpy(v) for kk, v in state.items()}, strict=True)
@@ -184,6 +259,7 @@ def torch_train(model, masks, state, frozen, out, x, labels, opt, steps):
     with torch.no_grad():
         res["eval_logits"] = model(x).numpy()
     model.train()
+    bn_modes(model, frozen, bn)
     for s in range(steps):
         for nm, mod in masks.items():
             mod.m = torch.from_numpy(out["mask.%d.%s" % (s, nm)]).reshape(n, -1)
@@ -202,6 +278,8 @@ def torch_train(model, masks, state, frozen, out, x, labels, opt, steps):
         o.step()
     for nm, p in model.named_parameters():
         res["final." + nm] = p.detach().numpy().copy()
+    for nm, b in model.named_buffers():
+        res["final." + nm] = b.detach().numpy().copy()
     return res
 
 
@@ -248,6 +326,7 @@ def main():
     ap.add_argument("--skip-init-check", action="store_true", help="skip the loupe-init -> torch step")
     ap.add_argument("--conv", choices=["auto", "direct", "winograd"],
                     help="convolution algorithm of loupe's net (default: the net's own, auto)")
+    ap.add_argument("--bn", choices=["auto", "train", "frozen"], default="auto", help="loupe's batch norm mode (and torch's to match)")
     ap.add_argument("--sens-runs", type=int, default=8, help="perturbed PyTorch runs that measure its sensitivity")
     ap.add_argument("--optim-check", action="store_true", help="also check optimizers alone on shared gradients")
     a = ap.parse_args()
@@ -313,6 +392,13 @@ def main():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
                 p.copy_(torch.randn_like(p) * 0.05)
+        # batch norm: random scales and running statistics, so that no term is an identity
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.copy_(1.0 + 0.2 * torch.randn_like(mod.weight))
+                mod.running_mean.copy_(0.2 * torch.randn_like(mod.running_mean))
+                mod.running_var.copy_(0.5 + torch.rand_like(mod.running_var))
+                mod.num_batches_tracked.fill_(5)
     sd = {kk: v.detach().numpy().copy() for kk, v in model.state_dict().items()}
     cmeta = {"format": "loupe-checkpoint-1", "arch": a.arch, "top": a.top, "num_classes": k, "input_size": a.size,
              "in_channels": c}
@@ -327,7 +413,11 @@ def main():
         cmd = [a.driver, "run", wd("torch.safetensors"), wd("inputs.safetensors"), wd("out-%s.safetensors" % opt), opt,
                "0.0001" if "adam" in opt else "0.01",
                str(a.steps)] + ([a.freeze] if a.freeze else [])
-        env = dict(os.environ, LOUPE_PARITY_CONV=a.conv) if a.conv else None
+        env = dict(os.environ)
+        if a.conv:
+            env["LOUPE_PARITY_CONV"] = a.conv
+        if a.bn != "auto":
+            env["LOUPE_PARITY_BN"] = a.bn
         subprocess.run(cmd, check=True, env=env)
         out, _ = st_read(wd("out-%s.safetensors" % opt))
         if a.conv and opt == a.opts.split(",")[0]:
@@ -354,13 +444,20 @@ def main():
                 if hit:
                     frozen.add(name)
         names = [nm for nm, _ in model.named_parameters() if nm not in frozen]  # frozen: the driver checked they did not change
-        ref = torch_train(model, masks, sd, frozen, out, x, labels, opt, a.steps)
+        ref = torch_train(model, masks, sd, frozen, out, x, labels, opt, a.steps, a.bn)
+        bn_train = any(isinstance(mod, nn.BatchNorm2d) and (a.bn == "train" or (a.bn == "auto" and nm + ".weight" not in frozen))
+                       for nm, mod in model.named_modules())
+        # batch norm's running statistics after the steps, as the weights; its step count exactly
+        stats = [nm for nm, _ in model.named_buffers() if not nm.endswith("num_batches_tracked")]
+        counts = [nm for nm, _ in model.named_buffers() if nm.endswith("num_batches_tracked")]
         # PyTorch against itself from weights 1e-7 apart: its own sensitivity in this setting
-        sens_final, sens_grad = [], 0.0
+        sens_final, sens_grad, sens_g = [], 0.0, {}
         for i in range(a.sens_runs):
-            alt = torch_train(model, masks, perturb(sd, i + 1), frozen, out, x, labels, opt, a.steps)
-            sens_final += [(nm, rel(alt["final." + nm], ref["final." + nm])) for nm in names]
-            sens_grad = max([sens_grad] + [rel(alt["grad." + nm], ref["grad." + nm]) for nm in names])
+            alt = torch_train(model, masks, perturb(sd, i + 1), frozen, out, x, labels, opt, a.steps, a.bn)
+            sens_final += [(nm, rel(alt["final." + nm], ref["final." + nm])) for nm in names + stats]
+            for nm in names:
+                sens_g[nm] = max(sens_g.get(nm, 0.0), rel(alt["grad." + nm], ref["grad." + nm]))
+            sens_grad = max([sens_grad] + list(sens_g.values()))
             del alt
         if opt == a.opts.split(",")[0]:
             report("eval logits", rel(out["eval_logits"], ref["eval_logits"]), 1e-4)
@@ -371,12 +468,28 @@ def main():
             for nm in frozen:
                 if ("grad." + nm) in out:
                     failures.append("frozen parameter has a gradient: " + nm)
-            wname = max(names, key=lambda nm: rel(out["grad." + nm], ref["grad." + nm]))
-            # the sensitivity only informs: a first-step gradient that jumps with it is a flipped decision
-            report("grads (worst: %s)" % wname, rel(out["grad." + wname], ref["grad." + wname]), GRAD_TOL,
-                   "; torch sensitivity %.2e" % sens_grad)
+            if not bn_train:
+                wname = max(names, key=lambda nm: rel(out["grad." + nm], ref["grad." + nm]))
+                # the sensitivity only informs: a first-step gradient that jumps with it is a flipped decision
+                report("grads (worst: %s)" % wname, rel(out["grad." + wname], ref["grad." + wname]), GRAD_TOL,
+                       "; torch sensitivity %.2e" % sens_grad)
+            else:
+                # batch norm on the batch's statistics: the gradient goes through (x - mean) / sqrt(var + eps) of few
+                # values (batch 2 on 2x2 maps: 8 a channel), where cancellation makes it ill-conditioned; PyTorch
+                # itself moves by more than GRAD_TOL from a 1e-7 nudge, so each tensor gets its own sensitivity
+                report_steps("grads, BN on batch statistics", [(nm, rel(out["grad." + nm], ref["grad." + nm]) if
+                             rel(out["grad." + nm], ref["grad." + nm]) > GRAD_TOL else 0.0) for nm in names],
+                             [(nm, v) for nm, v in sens_g.items()])
         report_steps("weights after %d %s steps" % (a.steps, opt),
                      [(nm, rel(out["final." + nm], ref["final." + nm])) for nm in names], sens_final)
+        if stats:
+            report_steps("BN running stats after %d %s steps" % (a.steps, opt),
+                         [(nm, rel(out["final." + nm], ref["final." + nm])) for nm in stats], sens_final)
+            bad = [nm for nm in counts if float(out["final." + nm].reshape(-1)[0]) != float(ref["final." + nm])]
+            print("BN num_batches_tracked after %d steps: %d of %d as torch's %s" % (a.steps, len(counts) - len(bad), len(counts),
+                                                                                   "ok" if not bad else "FAIL"))
+            if bad:
+                failures.append("num_batches_tracked")
     if a.optim_check:
         optim_check(a, wd, sd, model, report)
     for f in os.listdir(a.workdir):

@@ -756,6 +756,43 @@ static void test_fused_step(bool bf16, lp_opt_kind kind, int size) {
 
 /* loupe.h: a public function that can fail clears the thread's message first, so a
  * success after a failure leaves lp_errmsg() empty; _free functions leave it alone. */
+/* A network with branches (tiny_res) and its frozen base: the feature cache's cut after
+ * the global pool (no shortcut crosses it), and the prefix then the rest give the full
+ * forward's logits bit for bit, at two batch sizes (inference plans keep a fork's output
+ * in its own slot while the other layers ping-pong). */
+static void test_graph_prefix(void) {
+    lp_net_config c = lp_net_default_config();
+    strcpy(c.arch, "tiny_res");
+    strcpy(c.top, "keep");
+    c.num_classes = 3;
+    c.in_h = 13, c.in_w = 10;
+    c.max_batch = 4;
+    c.seed = 5;
+    lp_net *net;
+    OK(lp_net_create(&c, &net));
+    OK(lp_net_freeze(net, "base"));
+    size_t per = 0;
+    const char *name = NULL;
+    const int k = lp_net_frozen_prefix(net, &per, &name);
+    EXPECT(k > 0 && per == 16 && name && !strcmp(name, "avgpool"), "tiny_res frozen prefix: %d layers, %zu features, after %s", k, per,
+           name ? name : "-");
+    for (int n = 1; n <= 4; n += 3) {
+        const size_t in = (size_t)n * 3 * 13 * 10;
+        float *x = malloc(in * sizeof(float)), *feat = malloc((size_t)n * 16 * sizeof(float));
+        float full[12], part[12];
+        for (size_t i = 0; i < in; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+        OK(lp_net_forward(net, x, n, false, 0, full));
+        if (k > 0) {
+            OK(lp_net_forward_prefix(net, x, n, k, feat));
+            OK(lp_net_forward_from(net, k, feat, n, false, 0, part));
+            EXPECT(!memcmp(full, part, (size_t)n * 3 * sizeof(float)), "tiny_res batch %d: prefix + rest differ from the forward", n);
+        }
+        free(x), free(feat);
+    }
+    lp_net_free(net);
+    printf("branches: frozen prefix and feature cache: %s\n", failures ? "FAIL" : "ok");
+}
+
 static void test_errmsg_cleared(void) {
     const char *path = "errmsg_cleared.safetensors", *bad = "no-such-folder/errmsg.safetensors";
 #define FAILS(call) EXPECT((call) != LP_OK && lp_errmsg()[0], "%s should fail with a message", #call)
@@ -806,6 +843,7 @@ int main(void) {
     test_safetensors();
     test_state_and_checkpoint();
     test_net_api();
+    test_graph_prefix();
     test_errmsg_cleared();
     if (failures) printf("%d check(s) FAILED\n", failures);
     else printf("all engine API checks passed\n");
