@@ -128,6 +128,28 @@ static void verdict_preprocessing(lp_diagnosis *d) {
     if (used && want) cJSON_AddBoolToObject(v->evidence, "channels_swapped", used->bgr != want->bgr);
 }
 
+/* Batch norm on the statistics of a handful of images (keras #9214 and its many duplicates):
+ * each step normalizes with the mean and variance of `batch` images, noisy estimates of the
+ * running statistics that evaluation uses, so the network trains for one normalization and
+ * is evaluated with another. */
+static void verdict_bn_small_batch(lp_diagnosis *d) {
+    const diag_config *c = &d->run.cfg;
+    if (c->bn_batch_stats_layers <= 0 || c->batch < 1 || c->batch > 4) return;
+    diag_verdict *v = add_verdict(d, "batchnorm_small_batch", "problem",
+        "Batch norm on %d image%s: %d of the model's %d batch norm layers normalize each training step with the mean and "
+        "variance of the batch (%d image%s), while evaluation uses the running statistics. The pixels of one image are "
+        "much alike, so so few images give estimates that swing from step to step and differ from the running ones: "
+        "the model learns under one normalization and is evaluated under another, and validation accuracy can lag "
+        "training accuracy for no fault of the data. Train with --bn frozen (the running statistics, as Keras does for a frozen base), "
+        "freeze the base (--bn auto then freezes its batch norm too), or use a batch of 16 or more.",
+        c->batch, c->batch == 1 ? "" : "s", c->bn_batch_stats_layers, c->bn_layers, c->batch, c->batch == 1 ? "" : "s");
+    if (!v) return;
+    cJSON_AddNumberToObject(v->evidence, "batch", c->batch);
+    cJSON_AddNumberToObject(v->evidence, "bn_layers", c->bn_layers);
+    cJSON_AddNumberToObject(v->evidence, "bn_batch_stats_layers", c->bn_batch_stats_layers);
+    if (c->bn) cJSON_AddStringToObject(v->evidence, "bn", c->bn);
+}
+
 static void verdict_lr(lp_diagnosis *d) {
     const diag_run *r = &d->run;
     char buf[2048] = "", a[32], b[32];
@@ -717,6 +739,7 @@ lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_d
     early_stopping_whatif(d);
     make_headline(d);
     verdict_preprocessing(d);
+    verdict_bn_small_batch(d);
     verdict_lr(d);
     verdicts_predictions(d);
     if (!d->headline) {

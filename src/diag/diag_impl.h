@@ -31,6 +31,8 @@ typedef struct diag_config {
     char *data; /* the data folder as given to train (image paths are relative to it); NULL when absent */
     double lr;                                                          /* NaN when absent */
     int batch, epochs, early_stop;                                      /* -1 when absent */
+    int bn_layers, bn_batch_stats_layers; /* batch norm layers, and those on batch statistics; -1 when absent */
+    char *bn;                             /* --bn; NULL when absent */
 } diag_config;
 
 typedef struct diag_run {

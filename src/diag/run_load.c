@@ -491,7 +491,7 @@ static lp_status load_run_json(diag_run *r) {
     char *path = lp_path_join(r->dir, "run.json");
     if (!path) return LP_ERR_NOMEM;
     r->cfg.lr = NAN;
-    r->cfg.batch = r->cfg.epochs = r->cfg.early_stop = -1;
+    r->cfg.batch = r->cfg.epochs = r->cfg.early_stop = r->cfg.bn_layers = r->cfg.bn_batch_stats_layers = -1;
     if (!lp_path_exists(path)) {
         diag_note(r, "%s: not found; class names, configuration and preprocessing are unknown", path);
         free(path);
@@ -546,6 +546,9 @@ static lp_status load_run_json(diag_run *r) {
     r->cfg.batch = json_int(cfg, "batch");
     r->cfg.epochs = json_int(cfg, "epochs");
     r->cfg.early_stop = json_int(cfg, "early_stop");
+    r->cfg.bn_layers = json_int(cfg, "bn_layers");
+    r->cfg.bn_batch_stats_layers = json_int(cfg, "bn_batch_stats_layers");
+    r->cfg.bn = json_str(cfg, "bn");
     const cJSON *counts = cJSON_GetObjectItemCaseSensitive(root, "counts");
     if (r->classes && cJSON_IsObject(counts)) {
         r->train_counts = json_counts(counts, "train", r);
@@ -582,7 +585,7 @@ void diag_run_free(diag_run *r) {
         for (int c = 0; c < r->k; c++) free(r->classes[c]);
     free(r->classes);
     free(r->cfg.model), free(r->cfg.preprocess), free(r->cfg.weights);
-    free(r->cfg.weights_preprocess), free(r->cfg.monitor), free(r->cfg.data);
+    free(r->cfg.weights_preprocess), free(r->cfg.monitor), free(r->cfg.data), free(r->cfg.bn);
     free(r->train_counts), free(r->valid_counts);
     free(r->hist);
     if (r->paths)

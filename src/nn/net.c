@@ -338,6 +338,14 @@ float *lp_net_grad(lp_net *net, int i) {
 bool lp_net_param_trainable(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].trainable; }
 bool lp_net_param_is_buffer(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].buffer; }
 bool lp_net_param_is_count(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].int64; }
+
+int lp_net_bn_batch_stats_layers(const lp_net *net, int *bn_layers) {
+    int on = 0, all = 0;
+    for (int l = 0; l < net->nlayers; l++)
+        if (net->layers[l].kind == LP_LAYER_BN) all++, on += lp_layer_bn_train(net, &net->layers[l]);
+    if (bn_layers) *bn_layers = all;
+    return on;
+}
 size_t lp_net_num_weights(const lp_net *net) { return net->nweights; }
 float *lp_net_grads(lp_net *net) {
     to_plain(net);

@@ -115,6 +115,9 @@ bool lp_net_param_trainable(const lp_net *net, int i);
 bool lp_net_param_is_buffer(const lp_net *net, int i);
 /* A buffer that is a count (num_batches_tracked, one value): I64 in state dicts and files. */
 bool lp_net_param_is_count(const lp_net *net, int i);
+/* Batch norm layers that normalize with the batch's statistics in training steps (--bn and
+ * freezing decide); *bn_layers (optional) gets all batch norm layers. */
+int lp_net_bn_batch_stats_layers(const lp_net *net, int *bn_layers);
 size_t lp_net_num_weights(const lp_net *net);
 float *lp_net_grads(lp_net *net);
 /* "base" (whole backbone: features.* and, for top=keep, classifier.0/3) |

@@ -128,6 +128,9 @@ static lp_status write_run_json(lp_fit *f) {
     add_str(cfg, "precision_used", lp_net_get_config(f->net)->bf16 ? "bf16" : "fp32");
     add_str(cfg, "conv_algo", lp_conv_algo_name(lp_net_get_config(f->net)->conv_algo));
     add_str(cfg, "bn", lp_bn_mode_name(lp_net_get_config(f->net)->bn));
+    int bn_all, bn_batch = lp_net_bn_batch_stats_layers(f->net, &bn_all);
+    cJSON_AddNumberToObject(cfg, "bn_layers", bn_all);
+    cJSON_AddNumberToObject(cfg, "bn_batch_stats_layers", bn_batch); /* on the batch's statistics in training */
     cJSON *classes = cJSON_AddArrayToObject(root, "classes");
     for (int i = 0; i < f->num_classes; i++) cJSON_AddItemToArray(classes, cJSON_CreateString(f->train->class_names[i]));
     cJSON *counts = cJSON_AddObjectToObject(root, "counts");

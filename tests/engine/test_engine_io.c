@@ -253,7 +253,7 @@ static void test_net_api(void) {
         {"tiny", "none", "flatten,dropout:1.5,dense", "dropout", 2, 16},
         {"tiny", "none", "flatten,dense:4:relu", "", 2, 16},
         {"tiny", "none", "flatten", "end with a dense", 2, 16},
-        {"resnet50", "none", "flatten,dense", "unknown architecture", 2, 16},
+        {"resnet101", "none", "flatten,dense", "unknown architecture", 2, 16},
         {"tiny", "most", "", "unknown top", 2, 16},
         {"vgg16", "none", "flatten,dense", "smaller than the 2x2", 2, 16},
     };

@@ -6,7 +6,8 @@ strictly into torchvision.models.resnet18(num_classes=2), I64 step counts includ
 `loupe predict` gives the probabilities torchvision's model gives in eval mode on the same
 pixels (the images are 40x40, the input size: no resize; rescale preprocessing x/255),
 within 1e-4 (predict prints 4 decimals). A second run trains everything with --bn train and must end with running
-statistics that moved and step counts equal to the number of training steps."""
+statistics that moved and step counts equal to the number of training steps, and `loupe diagnose` then flags batch
+norm on batches of 4 images (not the first run, whose batch norm is frozen with the base)."""
 import os, re, shutil, subprocess, sys
 import numpy as np
 import torch
@@ -85,6 +86,14 @@ counts = {int(np.array(sd[k]).reshape(-1)[0]) for k in sd if k.endswith("num_bat
 check(counts == {steps}, "--bn train: every num_batches_tracked is %d (got %s)" % (steps, sorted(counts)))
 moved = np.abs(np.array(sd["bn1.running_mean"]) - tv.state_dict()["bn1.running_mean"].numpy()).max()
 check(moved > 0, "--bn train: running statistics updated (bn1.running_mean moved %.2e)" % moved)
+
+def verdicts(run):
+    r = subprocess.run([LOUPE, "diagnose", run, "--json"], capture_output=True, text=True)
+    return r.stdout
+
+
+check("batchnorm_small_batch" in verdicts(run), "diagnose flags batch norm on batches of 4 images (--bn train)")
+check("batchnorm_small_batch" not in verdicts(os.path.join(WORK, "frozen")), "and not with the base (and its batch norm) frozen")
 
 if failures:
     sys.exit("FAILED: " + "; ".join(failures))
