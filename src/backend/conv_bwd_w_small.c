@@ -167,7 +167,7 @@ AVX2 static void prepare8(const lp_conv2d_params *p, int vec_x, int vec_y, const
                     _mm256_storeu_ps(dyf + (((size_t)n * h + y) * w + xx) * p->k + k, v);
                     s = _mm256_add_ps(s, v);
                 }
-        _mm256_storeu_ps(db + k, s);
+        if (db) _mm256_storeu_ps(db + k, s); /* NULL: no bias */
     }
 }
 

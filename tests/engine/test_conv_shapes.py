@@ -168,7 +168,9 @@ def wino_abs(x, w, dy, h, wd):
 
 
 def vgg_like(s):
-    return (s["kh"], s["kw"], s["sh"], s["sw"], s["groups"]) == (3, 3, 1, 1, 1) and s["bias"] and \
+    """The shape loupe's kernels are written for: 3x3, stride 1, pad 1, groups 1; with a bias
+    in bf16, with or without one in fp32 (ResNet's convolutions have none)."""
+    return (s["kh"], s["kw"], s["sh"], s["sw"], s["groups"]) == (3, 3, 1, 1, 1) and (s["bias"] or not s["bf16"]) and \
         (s["pt"], s["pb"], s["pl"], s["pr"]) == (1, 1, 1, 1)
 
 
