@@ -766,7 +766,15 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
 
     lp_status st;
     lp_wlayers L = {0};
-    if (hdf5) {
+    /* ResNets come from safetensors state dicts only, so far */
+    const bool resnet = o->arch && !strncmp(o->arch, "resnet", 6);
+#define RESNET_NOT_YET(what)                                                                                          \
+    lp_fail(LP_ERR_FORMAT, "%s: %s weights for %s are not read yet: loupe reads ResNets from safetensors state dicts " \
+            "with torchvision's names (in Python: safetensors.torch.save_file(model.state_dict(), 'out.safetensors'))", \
+            path, what, o->arch)
+    if (hdf5 && resnet) {
+        st = RESNET_NOT_YET("Keras HDF5");
+    } else if (hdf5) {
         st = lp_keras_h5_read_layers(path, &L);
         if (!st) st = lp_weights_assemble(path, &L, o, "keras-h5", "caffe", out);
     } else if (lp_weights_is_safetensors(head, (size_t)n, (uint64_t)sb.st_size)) {
@@ -785,11 +793,13 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         st = lp_onnx_read_layers(path, &L);
         if (st == LP_ERR_FORMAT && strstr(lp_errmsg(), "not an ONNX model"))
             st = lp_fail(LP_ERR_FORMAT, "%s: unknown weights format: not HDF5 (Keras .h5), not safetensors and not an ONNX model", path);
+        if (!st && resnet) st = RESNET_NOT_YET("ONNX");
         if (!st) st = lp_weights_assemble(path, &L, o, "onnx", "torch", out);
     }
     lp_wlayers_free(&L);
     if (st) lp_tensor_list_free(out);
     return st;
+#undef RESNET_NOT_YET
 }
 
 const char *lp_weights_preprocess(const lp_tensor_list *w) { return w ? lp_tensor_list_get_meta(w, "preprocess") : NULL; }
