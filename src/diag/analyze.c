@@ -150,6 +150,30 @@ static void verdict_bn_small_batch(lp_diagnosis *d) {
     if (c->bn) cJSON_AddStringToObject(v->evidence, "bn", c->bn);
 }
 
+/* Batch norm's two modes disagree on the training images themselves: trained with the
+ * batch's statistics, evaluated with the running ones. A gap of 10 points or more (and of
+ * 3 images at least) is the normalization, not overfitting: the images are the same. */
+static void verdict_bn_mode_gap(lp_diagnosis *d) {
+    const diag_run *r = &d->run;
+    if (!r->have_bn_check) return;
+    const double gap = r->bn_acc_train_mode - r->bn_acc_inference;
+    if (gap < 0.10 || gap * r->bn_check_images < 3) return;
+    char a[32], b[32];
+    diag_verdict *v = add_verdict(d, "batchnorm_mode_gap", "problem",
+        "Batch norm modes disagree: at epoch %d the training images were classified %s%% right in training mode (batch "
+        "statistics) but %s%% right by the same weights with the running statistics that evaluation and prediction use "
+        "(%d images). The gap is the normalization, not overfitting (the images are the same): the running statistics "
+        "do not describe what the layers saw in training, typically with small batches. Train with --bn frozen, freeze "
+        "the base (its batch norm then freezes too), or use a larger batch; compare val_accuracy with the second figure.",
+        r->bn_check_epoch, g3(a, 100 * r->bn_acc_train_mode), g3(b, 100 * r->bn_acc_inference), r->bn_check_images);
+    if (!v) return;
+    ev_num(v->evidence, "train_accuracy_train_mode", r->bn_acc_train_mode);
+    ev_num(v->evidence, "train_accuracy_inference_mode", r->bn_acc_inference);
+    ev_num(v->evidence, "train_loss_inference_mode", r->bn_loss_inference);
+    cJSON_AddNumberToObject(v->evidence, "images", r->bn_check_images);
+    cJSON_AddNumberToObject(v->evidence, "epoch", r->bn_check_epoch);
+}
+
 static void verdict_lr(lp_diagnosis *d) {
     const diag_run *r = &d->run;
     char buf[2048] = "", a[32], b[32];
@@ -740,6 +764,7 @@ lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_d
     make_headline(d);
     verdict_preprocessing(d);
     verdict_bn_small_batch(d);
+    verdict_bn_mode_gap(d);
     verdict_lr(d);
     verdicts_predictions(d);
     if (!d->headline) {

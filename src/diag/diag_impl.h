@@ -41,6 +41,11 @@ typedef struct diag_run {
     int k;
     char **classes;                  /* k names ("0", "1", ... without run.json) */
     diag_config cfg;
+    /* run.json's bn_check (training ended with batch norm on batch statistics): the training
+     * set's accuracy in training mode (the last epoch's) and in inference mode after it */
+    bool have_bn_check;
+    int bn_check_epoch, bn_check_images;
+    double bn_acc_train_mode, bn_acc_inference, bn_loss_inference;
     int *train_counts, *valid_counts; /* k each, NULL when absent */
     int n_hist;
     diag_hist *hist;                 /* sorted by epoch, unique */

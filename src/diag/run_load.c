@@ -549,6 +549,22 @@ static lp_status load_run_json(diag_run *r) {
     r->cfg.bn_layers = json_int(cfg, "bn_layers");
     r->cfg.bn_batch_stats_layers = json_int(cfg, "bn_batch_stats_layers");
     r->cfg.bn = json_str(cfg, "bn");
+    const cJSON *bc = cJSON_GetObjectItemCaseSensitive(root, "bn_check");
+    if (cJSON_IsObject(bc)) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(bc, "train_accuracy_train_mode"),
+                    *b = cJSON_GetObjectItemCaseSensitive(bc, "train_accuracy_inference_mode"),
+                    *l = cJSON_GetObjectItemCaseSensitive(bc, "train_loss_inference_mode");
+        r->bn_check_epoch = json_int(bc, "epoch");
+        r->bn_check_images = json_int(bc, "images");
+        r->have_bn_check = cJSON_IsNumber(a) && cJSON_IsNumber(b) && r->bn_check_images > 0 && a->valuedouble >= 0 &&
+                           a->valuedouble <= 1 && b->valuedouble >= 0 && b->valuedouble <= 1;
+        if (r->have_bn_check) {
+            r->bn_acc_train_mode = a->valuedouble, r->bn_acc_inference = b->valuedouble;
+            r->bn_loss_inference = cJSON_IsNumber(l) ? l->valuedouble : NAN;
+        } else {
+            diag_note(r, "%s: bn_check is incomplete or out of range; not used", path);
+        }
+    }
     const cJSON *counts = cJSON_GetObjectItemCaseSensitive(root, "counts");
     if (r->classes && cJSON_IsObject(counts)) {
         r->train_counts = json_counts(counts, "train", r);

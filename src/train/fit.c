@@ -222,6 +222,64 @@ static lp_status note_skipped_in_run_json(lp_fit *f) {
     return s;
 }
 
+/* Batch norm on the batch's statistics: once training ends, the training images once more
+ * in inference mode (the running statistics that evaluation and prediction use; no
+ * augmentation), next to the last epoch's training accuracy (measured in training mode),
+ * into run.json's bn_check for diagnose (batchnorm_mode_gap). */
+static lp_status bn_mode_check(lp_fit *f, int epoch, double acc_train_mode) {
+    if (lp_net_bn_batch_stats_layers(f->net, NULL) == 0 || !f->train || f->train->num_samples == 0) return LP_OK;
+    lp_loader *ld;
+    lp_status s = lp_fit_make_loader(f, f->train, false, &ld);
+    if (s) return s;
+    const int k = f->num_classes, steps = lp_loader_batches_per_pass(ld);
+    int n = 0, correct = 0;
+    double loss_sum = 0;
+    for (int b = 0; b < steps && !s; b++) {
+        lp_batch bt;
+        float mean;
+        if ((s = lp_loader_next(ld, &bt)) || (s = lp_net_forward(f->net, bt.x, bt.n, false, 0, f->logits)) ||
+            (s = lp_net_loss(f->net, bt.labels, bt.n, f->sample_loss, f->probs, &mean)))
+            break;
+        for (int i = 0; i < bt.n; i++, n++) {
+            const float *pr = f->probs + (size_t)i * k;
+            int pred = 0;
+            for (int c = 1; c < k; c++)
+                if (pr[c] > pr[pred]) pred = c;
+            correct += pred == bt.labels[i];
+            loss_sum += f->sample_loss[i];
+        }
+    }
+    lp_loader_free(ld);
+    if (s || n == 0) return s;
+    const double acc = (double)correct / n, loss = loss_sum / n;
+    say(f, "Batch norm check: training accuracy %.4f in training mode (epoch %d, batch statistics), %.4f with the running "
+           "statistics\n", acc_train_mode, epoch, acc);
+    char *path = lp_path_join(f->p.run_dir, "run.json");
+    if (!path) return LP_ERR_NOMEM;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    s = lp_read_file(path, &data, &len);
+    cJSON *root = s ? NULL : cJSON_ParseWithLength((const char *)data, len);
+    free(data);
+    if (!s && !root) s = lp_fail(LP_ERR_FORMAT, "%s: not valid JSON", path);
+    char *txt = NULL;
+    if (!s) {
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "bn_check");
+        cJSON *o = cJSON_AddObjectToObject(root, "bn_check");
+        cJSON_AddNumberToObject(o, "epoch", epoch);
+        cJSON_AddNumberToObject(o, "images", n);
+        cJSON_AddNumberToObject(o, "train_accuracy_train_mode", acc_train_mode);
+        cJSON_AddNumberToObject(o, "train_accuracy_inference_mode", acc);
+        cJSON_AddNumberToObject(o, "train_loss_inference_mode", loss);
+        if (!(txt = cJSON_Print(root))) s = lp_fail(LP_ERR_NOMEM, "out of memory");
+    }
+    if (!s) s = lp_write_file_atomic(path, txt, strlen(txt));
+    cJSON_Delete(root);
+    free(txt);
+    free(path);
+    return s;
+}
+
 typedef struct nan_hooks {
     const char *input, *loss, *grad; /* lp_test_hooks' nan_input / nan_loss / nan_grad; NULL: off */
 } nan_hooks;
@@ -278,6 +336,8 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         if ((s = note_skipped_in_run_json(f))) return s;
     }
 
+    int last_epoch = 0;
+    double last_acc = NAN;
     for (int epoch = f->st.epochs_done + 1; epoch <= p->epochs; epoch++) {
         double t0 = lp_now();
         bool mid = f->st.step_in_epoch > 0;
@@ -361,6 +421,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
                            "diverged; the last good checkpoint is kept (try a smaller --lr)", f->st.nan_skipped_epoch, epoch);
         }
         double loss = f->st.loss_sum / f->st.seen, acc = f->st.correct / f->st.seen;
+        last_epoch = epoch, last_acc = acc;
         double val_loss, val_acc;
         if ((s = validate(f, epoch, &val_loss, &val_acc))) {
             if (s == LP_ERR_NUMERIC)
@@ -426,6 +487,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
             return lp_fail(LP_ERR_INTERRUPTED, "interrupted after epoch %d; continue with --resume", epoch);
         }
     }
+    if (last_epoch > 0 && (s = bn_mode_check(f, last_epoch, last_acc))) return s;
     if (f->p.restore_best && f->st.monitor.best_epoch > 0) {
         if ((s = restore_weights(f, "best.safetensors"))) return s;
         if ((s = save_checkpoint(f, "final.safetensors", false))) return s;

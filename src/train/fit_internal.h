@@ -57,6 +57,9 @@ lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed
 lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float *mean_loss);
 /* Inference forward of a validation batch (uses the feature cache when on). */
 lp_status lp_fit_forward_eval(lp_fit *f, const lp_batch *bt, float *logits);
+/* A loader over split sp with the run's batch, size and preprocessing; train: shuffled
+ * and augmented as the run asks. */
+lp_status lp_fit_make_loader(lp_fit *f, const lp_split *sp, bool train, lp_loader **out);
 /* Checkpoint metadata (classes, preprocessing, input size, ...). */
 lp_status lp_fit_fill_meta(lp_fit *f, lp_tensor_list *meta);
 /* TensorBoard writes. */

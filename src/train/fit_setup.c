@@ -277,7 +277,7 @@ static void print_config(lp_fit *f) {
     say(f, "\n  run %s\n", p->run_dir);
 }
 
-static lp_status make_loader(lp_fit *f, const lp_split *sp, bool train, lp_loader **out) {
+lp_status lp_fit_make_loader(lp_fit *f, const lp_split *sp, bool train, lp_loader **out) {
     lp_loader_config lc = lp_loader_default_config();
     lc.batch = f->p.batch;
     lc.shuffle = train && f->p.shuffle;
@@ -483,8 +483,8 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (p->resume && (s = resume(f))) return s;
 
     /* loaders and buffers */
-    if ((s = make_loader(f, f->train, true, &f->train_loader))) return s;
-    if (f->valid && (s = make_loader(f, f->valid, false, &f->valid_loader))) return s;
+    if ((s = lp_fit_make_loader(f, f->train, true, &f->train_loader))) return s;
+    if (f->valid && (s = lp_fit_make_loader(f, f->valid, false, &f->valid_loader))) return s;
     size_t k = (size_t)f->num_classes, b = (size_t)p->batch;
     f->logits = lp_malloc(b * k * sizeof(float));
     f->probs = lp_malloc(b * k * sizeof(float));

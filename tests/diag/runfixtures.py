@@ -11,9 +11,10 @@ import torch
 HISTORY_HEADER = "epoch,loss,accuracy,val_loss,val_accuracy,lr"
 
 
-def write_run(run, classes, probs, labels, paths, history, config=None, counts=None, run_json=True, epochs=None):
+def write_run(run, classes, probs, labels, paths, history, config=None, counts=None, run_json=True, epochs=None, extra=None):
     """probs: (E, N, K) array; labels: N ints; history: list of dicts with
-    loss, accuracy (val figures are computed from probs unless given)."""
+    loss, accuracy (val figures are computed from probs unless given); extra: more
+    top-level run.json keys (bn_check)."""
     os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
     E, N, K = probs.shape
     epochs = epochs or list(range(1, E + 1))
@@ -25,7 +26,9 @@ def write_run(run, classes, probs, labels, paths, history, config=None, counts=N
             counts = {"train": {c: 100 for c in classes},
                       "valid": {c: int((np.asarray(labels) == i).sum()) for i, c in enumerate(classes)}}
         with open(os.path.join(run, "run.json"), "w") as f:
-            json.dump({"classes": classes, "config": cfg, "counts": counts, "loupe_version": "0.1.0"}, f, indent=1)
+            doc = {"classes": classes, "config": cfg, "counts": counts, "loupe_version": "0.1.0"}
+            doc.update(extra or {})
+            json.dump(doc, f, indent=1)
     ref = [figures(probs[e], labels) for e in range(E)]
     with open(os.path.join(run, "history.csv"), "w") as f:
         f.write(HISTORY_HEADER + "\n")

@@ -297,6 +297,31 @@ check(d.get("early_stopping", {}).get("too_early") is True, "plateau: too_early"
 d = diagnose_json(run, "--no-report", "--patience", "9")
 check("patience_too_short" not in ids(d) and d["early_stopping"]["stop_epoch"] == 23, f"plateau --patience 9: {d.get('early_stopping')}")
 
+# ---- 9b. batch norm: trained on 2 images' statistics, and its two modes disagreeing on the
+# training images (keras #9214); neither with batch norm frozen or the modes agreeing ----
+def bn_run(name, batch, bn_layers_on, acc_train, acc_inf, images=40):
+    run = fresh(name)
+    rng = np.random.default_rng(3)
+    labels = np.array([0] * 10 + [1] * 10)
+    probs = np.clip(rng.uniform(0.3, 0.7, (3, 20, 1)), 0, 1)
+    probs = np.concatenate([probs, 1 - probs], axis=2)
+    paths = [f"valid/c{l}/img_{i:02d}.png" for i, l in enumerate(labels)]
+    rf.write_run(run, ["c0", "c1"], probs, labels, paths, [{"loss": 0.5, "accuracy": acc_train}] * 3,
+                 config={"model": "resnet18", "batch": batch, "bn": "auto", "bn_layers": 20, "bn_batch_stats_layers": bn_layers_on},
+                 extra={"bn_check": {"epoch": 3, "images": images, "train_accuracy_train_mode": acc_train,
+                                     "train_accuracy_inference_mode": acc_inf, "train_loss_inference_mode": 0.8}})
+    return diagnose_json(run, "--no-report")
+
+d = bn_run("bn_gap", 2, 20, 0.9, 0.5)
+check("batchnorm_small_batch" in ids(d), f"bn, batch 2: no batchnorm_small_batch in {ids(d)}")
+gap = next((v for v in d.get("verdicts", []) if v["id"] == "batchnorm_mode_gap"), None)
+check(gap is not None and abs(gap["evidence"]["train_accuracy_inference_mode"] - 0.5) < 1e-12 and "90%" in gap["message"]
+      and "50%" in gap["message"], f"bn 0.9 vs 0.5: {gap}")
+d = bn_run("bn_frozen", 2, 0, 0.9, 0.88)
+check("batchnorm_small_batch" not in ids(d) and "batchnorm_mode_gap" not in ids(d), f"bn frozen, modes agree: {ids(d)}")
+d = bn_run("bn_large", 32, 20, 0.9, 0.85, images=20)  # a gap of 5 points: one image in 20
+check("batchnorm_small_batch" not in ids(d) and "batchnorm_mode_gap" not in ids(d), f"bn batch 32, 5-point gap: {ids(d)}")
+
 # ---- 10. command line ----
 out = subprocess.run([CLI, "diagnose", "--help"], capture_output=True, text=True)
 check(out.returncode == 0 and "--apply" in out.stdout, "diagnose --help")

@@ -6,8 +6,9 @@ strictly into torchvision.models.resnet18(num_classes=2), I64 step counts includ
 `loupe predict` gives the probabilities torchvision's model gives in eval mode on the same
 pixels (the images are 40x40, the input size: no resize; rescale preprocessing x/255),
 within 1e-4 (predict prints 4 decimals). A second run trains everything with --bn train and must end with running
-statistics that moved and step counts equal to the number of training steps, and `loupe diagnose` then flags batch
-norm on batches of 4 images (not the first run, whose batch norm is frozen with the base)."""
+statistics that moved and step counts equal to the number of training steps, run.json's bn_check (the training
+images' accuracy in inference mode after the last epoch), and `loupe diagnose` then flags batch norm on batches of 4
+images (not the first run, whose batch norm is frozen with the base)."""
 import os, re, shutil, subprocess, sys
 import numpy as np
 import torch
@@ -92,6 +93,11 @@ def verdicts(run):
     return r.stdout
 
 
+import json
+bc = json.load(open(os.path.join(run, "run.json"))).get("bn_check", {})
+check(bc.get("epoch") == 2 and bc.get("images") == 12 and 0 <= bc.get("train_accuracy_inference_mode", -1) <= 1,
+      "--bn train: run.json has the training set's accuracy in inference mode (bn_check): %s" % bc)
+check("bn_check" not in json.load(open(os.path.join(WORK, "frozen", "run.json"))), "no bn_check with batch norm frozen")
 check("batchnorm_small_batch" in verdicts(run), "diagnose flags batch norm on batches of 4 images (--bn train)")
 check("batchnorm_small_batch" not in verdicts(os.path.join(WORK, "frozen")), "and not with the base (and its batch norm) frozen")
 
