@@ -142,6 +142,12 @@ static bool fits_bwd_data_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_
     return true;
 }
 
+/* Maps of at most 16 pixels where the batch has at most 256 (position, tap) products per
+ * weight: where the small-map kernels beat oneDNN's (fits_bwd_w_small says by how much). */
+static bool small_maps(const lp_conv2d_params *p) {
+    return p->h * p->w <= 16 && (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) <= 256;
+}
+
 /* Backward weights, fp32 or bf16 (AVX-512, blocks of 16) or fp32 (AVX2, blocks of 8), x
  * and dy in pixel-vector layouts, where it is faster than oneDNN's, or where oneDNN has
  * only its reference kernel (AVX2 on maps of 2x2 and less; ours is then used at any batch).
@@ -157,9 +163,8 @@ static bool fits_bwd_w_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_md 
     const dnnl_data_type_t dt = p->bf16 ? dnnl_bf16 : dnnl_f32;
     const int b = k->blk;
     const bool ref = onednn && !strncmp(onednn, "ref", 3);
-    const bool small = p->h * p->w <= 16 && (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) <= 256;
     int vx, vy;
-    if (!lp_conv_bwd_w_own_allowed || (!small && !ref) || !(p->bf16 ? same_3x3(p) : same_3x3_any_bias(p)) || p->c % b ||
+    if (!lp_conv_bwd_w_own_allowed || (!small_maps(p) && !ref) || !(p->bf16 ? same_3x3(p) : same_3x3_any_bias(p)) || p->c % b ||
         p->k % b || (p->bf16 && b != 16) ||
         c->src_md.data_type != dt || c->dst_md.data_type != dt || !lp_md_pixel_vectors(&c->src_md, &vx) ||
         !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % b || vy % b)
@@ -243,9 +248,8 @@ static lp_status run_bwd_w_wino(const lp_conv2d *c, const void *x, const void *d
  * same. */
 static bool fits_bwd_data_small_fp32(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *w_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
-    const bool small = p->h * p->w <= 16 && (long long)p->n * (3 * p->h - 2) * (3 * p->w - 2) <= 256;
     int vx, vy;
-    if (!lp_conv_bwd_d_own_allowed || !lp_conv_bwd_w_own_allowed || !small || !same_3x3_any_bias(p) ||
+    if (!lp_conv_bwd_d_own_allowed || !lp_conv_bwd_w_own_allowed || !small_maps(p) || !same_3x3_any_bias(p) ||
         !lp_conv_bwd_d_small_pair_fits(p, 16) || p->c % 16 || p->k % 16 || c->src_md.data_type != dnnl_f32 ||
         c->dst_md.data_type != dnnl_f32 || !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) ||
         vx % 16 || vy % 16 || !weights_are(&c->w_md, p, dnnl_f32, dnnl_ABcd16b16a))

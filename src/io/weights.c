@@ -781,7 +781,7 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         lp_tensor_list raw;
         lp_tensor_list_init(&raw);
         st = lp_safetensors_read(path, &raw);
-        if (!st) st = o->arch && !strncmp(o->arch, "resnet", 6) ? resnet_state_dict(path, &raw, out) : safetensors_map(path, o, &raw, out);
+        if (!st) st = resnet ? resnet_state_dict(path, &raw, out) : safetensors_map(path, o, &raw, out);
         lp_tensor_list_free(&raw);
     } else if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
         st = lp_fail(LP_ERR_FORMAT, "%s: a PyTorch .pth/.pt (zip) checkpoint: loupe reads safetensors, not pickles; in Python save the state dict as "

@@ -171,25 +171,6 @@ static lp_status add_gap(builder *b, const char *name) {
     return LP_OK;
 }
 
-/* A basic block of ResNet's topology without batch norm (the test architecture
- * tiny_res): conv 3x3 (stride) + ReLU, conv 3x3, + the block's input (through a 1x1
- * conv of that stride where the shape changes), ReLU. */
-static lp_status add_basic_block(builder *b, const char *prefix, int out_c, int stride) {
-    char n1[32], r1[32], n2[32], nd[40], na[32], ra[32];
-    snprintf(n1, sizeof n1, "%s.conv1", prefix), snprintf(r1, sizeof r1, "%s.relu1", prefix);
-    snprintf(n2, sizeof n2, "%s.conv2", prefix), snprintf(nd, sizeof nd, "%s.downsample.0", prefix);
-    snprintf(na, sizeof na, "%s", prefix), snprintf(ra, sizeof ra, "%s.relu", prefix);
-    const tensor_at in = here(b);
-    lp_status st;
-    if ((st = add_conv(b, n1, r1, out_c, 3, stride, 1)) || (st = add_conv(b, n2, NULL, out_c, 3, 1, 1))) return st;
-    if (stride == 1 && in.c == out_c) return add_residual(b, na, ra, in);
-    /* the shortcut's conv last, next to the add: its gradient then goes on as in a chain */
-    const tensor_at main = here(b);
-    go_to(b, in);
-    if ((st = add_conv(b, nd, NULL, out_c, 1, stride, 0))) return st;
-    return add_residual(b, na, ra, main);
-}
-
 static lp_status add_maxpool_pad(builder *b, const char *name, int k, int stride, int pad);
 static lp_status add_maxpool(builder *b, const char *name, int k, int stride) { return add_maxpool_pad(b, name, k, stride, 0); }
 
@@ -325,10 +306,14 @@ static lp_status add_head_token(builder *b, char *tok, int index, bool last, int
 
 static lp_status build_head(builder *b);
 
+bool lp_net_arch_has_bn(const char *arch) { return arch && !strncmp(arch, "resnet", 6); }
+
 /* torchvision's ResNet blocks, "V1.5" (the stride on the 3x3 conv): convolutions without
  * bias, each followed by batch norm; the shortcut's conv (1x1, the block's stride) and its
- * norm come last, next to the add, so that their gradient goes on as in a chain. */
-static lp_status add_resnet_block(builder *b, const char *prefix, int planes, int stride, bool bottleneck) {
+ * norm come last, next to the add, so that their gradient goes on as in a chain. Without
+ * bn (the test architecture tiny_res): the same graph with biases and the ReLUs on the
+ * convolutions. */
+static lp_status add_resnet_block(builder *b, const char *prefix, int planes, int stride, bool bottleneck, bool bn) {
     const int out_c = bottleneck ? planes * 4 : planes;
     char n[64], r[64];
     const tensor_at in = here(b);
@@ -336,19 +321,19 @@ static lp_status add_resnet_block(builder *b, const char *prefix, int planes, in
     const int convs = bottleneck ? 3 : 2;
     for (int i = 1; i <= convs; i++) {
         const int k = bottleneck && i != 2 ? 1 : 3, s = i == (bottleneck ? 2 : 1) ? stride : 1, c = i == convs ? out_c : planes;
-        snprintf(n, sizeof n, "%s.conv%d", prefix, i);
-        if ((st = add_conv_bias(b, n, NULL, c, k, s, k / 2, false))) return st;
-        snprintf(n, sizeof n, "%s.bn%d", prefix, i), snprintf(r, sizeof r, "%s.relu%d", prefix, i);
-        if ((st = add_bn(b, n, i < convs ? r : NULL))) return st;
+        snprintf(n, sizeof n, "%s.conv%d", prefix, i), snprintf(r, sizeof r, "%s.relu%d", prefix, i);
+        if ((st = add_conv_bias(b, n, bn || i == convs ? NULL : r, c, k, s, k / 2, !bn))) return st;
+        snprintf(n, sizeof n, "%s.bn%d", prefix, i);
+        if (bn && (st = add_bn(b, n, i < convs ? r : NULL))) return st;
     }
     snprintf(n, sizeof n, "%s", prefix), snprintf(r, sizeof r, "%s.relu", prefix);
     if (stride == 1 && in.c == out_c) return add_residual(b, n, r, in);
     const tensor_at main = here(b);
     go_to(b, in);
     snprintf(n, sizeof n, "%s.downsample.0", prefix);
-    if ((st = add_conv_bias(b, n, NULL, out_c, 1, stride, 0, false))) return st;
+    if ((st = add_conv_bias(b, n, NULL, out_c, 1, stride, 0, !bn))) return st;
     snprintf(n, sizeof n, "%s.downsample.1", prefix);
-    if ((st = add_bn(b, n, NULL))) return st;
+    if (bn && (st = add_bn(b, n, NULL))) return st;
     snprintf(n, sizeof n, "%s", prefix);
     return add_residual(b, n, r, main);
 }
@@ -365,7 +350,7 @@ static lp_status build_resnet(builder *b, const int blocks[4], bool bottleneck) 
     for (int s = 0; s < 4; s++)
         for (int i = 0; i < blocks[s]; i++) {
             snprintf(prefix, sizeof prefix, "layer%d.%d", s + 1, i);
-            if ((st = add_resnet_block(b, prefix, 64 << s, i == 0 && s > 0 ? 2 : 1, bottleneck))) return st;
+            if ((st = add_resnet_block(b, prefix, 64 << s, i == 0 && s > 0 ? 2 : 1, bottleneck, true))) return st;
         }
     if (strcmp(c->top, "keep")) return build_head(b);
     if ((st = add_gap(b, "avgpool"))) return st;
@@ -382,7 +367,7 @@ static lp_status build_tiny_res(builder *b) {
     lp_net_config *c = &net->cfg;
     lp_status st;
     if ((st = add_conv(b, "conv1", "relu", 8, 3, 1, 1)) || (st = add_maxpool(b, "maxpool", 2, 2)) ||
-        (st = add_basic_block(b, "layer1.0", 8, 1)) || (st = add_basic_block(b, "layer2.0", 16, 2)))
+        (st = add_resnet_block(b, "layer1.0", 8, 1, false, false)) || (st = add_resnet_block(b, "layer2.0", 16, 2, false, false)))
         return st;
     if (strcmp(c->top, "keep")) return build_head(b);
     if ((st = add_gap(b, "avgpool"))) return st;

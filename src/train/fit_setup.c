@@ -448,7 +448,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     lp_precision prec = LP_PREC_FP32;
     lp_precision_parse(p->precision, &prec); /* checked in check_params */
     nc.bf16 = lp_net_use_bf16(prec); /* bf16 without native support: fp32, said below */
-    if (prec == LP_PREC_AUTO && !strncmp(p->model, "resnet", 6)) nc.bf16 = false; /* batch norm: fp32 only so far */
+    if (prec == LP_PREC_AUTO && lp_net_arch_has_bn(p->model)) nc.bf16 = false;
     if (p->conv_algo) lp_conv_algo_parse(p->conv_algo, &nc.conv_algo); /* checked in check_params */
     lp_bn_mode_parse(p->bn, &nc.bn);                                    /* likewise */
     if ((s = lp_net_create(&nc, &f->net))) return s;
