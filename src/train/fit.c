@@ -24,6 +24,7 @@
 #include "log/progress.h"
 #include "nn/optim.h"
 #include "train/fit_internal.h"
+#include "train/metrics.h"
 #include "train/train.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -131,10 +132,7 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
         if ((s = lp_net_loss(f->net, bt.labels, bt.n, f->sample_loss, f->probs, &mean))) return s;
         for (int i = 0; i < bt.n; i++) {
             const float *pr = f->probs + (size_t)i * k;
-            int pred = 0;
-            for (int c = 1; c < k; c++)
-                if (pr[c] > pr[pred]) pred = c;
-            correct += pred == bt.labels[i];
+            correct += lp_probs_argmax(pr, k) == bt.labels[i];
             loss_sum += f->sample_loss[i];
             memcpy(f->val_probs + (size_t)n_total * k, pr, (size_t)k * sizeof(float));
             f->val_labels[n_total] = bt.labels[i];
@@ -194,8 +192,9 @@ static lp_status restore_weights(lp_fit *f, const char *name) {
 }
 
 /* ---- --on-nan skip ----------------------------------------------------------- */
-/* run.json (written by the setup) gets config.on_nan and the skipped total. */
-static lp_status note_skipped_in_run_json(lp_fit *f) {
+/* run.json, written by the setup, read, changed by edit (ctx its argument) and written
+ * back atomically. */
+static lp_status edit_run_json(lp_fit *f, void (*edit)(cJSON *root, const void *ctx), const void *ctx) {
     char *path = lp_path_join(f->p.run_dir, "run.json");
     if (!path) return LP_ERR_NOMEM;
     uint8_t *data = NULL;
@@ -206,13 +205,7 @@ static lp_status note_skipped_in_run_json(lp_fit *f) {
     if (!s && !root) s = lp_fail(LP_ERR_FORMAT, "%s: not valid JSON", path);
     char *txt = NULL;
     if (!s) {
-        cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
-        if (cJSON_IsObject(cfg)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(cfg, "on_nan");
-            cJSON_AddStringToObject(cfg, "on_nan", f->p.on_nan);
-        }
-        cJSON_DeleteItemFromObjectCaseSensitive(root, "skipped_nan_batches");
-        cJSON_AddNumberToObject(root, "skipped_nan_batches", (double)f->st.nan_skipped);
+        edit(root, ctx);
         if (!(txt = cJSON_Print(root))) s = lp_fail(LP_ERR_NOMEM, "out of memory");
     }
     if (!s) s = lp_write_file_atomic(path, txt, strlen(txt));
@@ -220,6 +213,35 @@ static lp_status note_skipped_in_run_json(lp_fit *f) {
     free(txt);
     free(path);
     return s;
+}
+
+/* config.on_nan and the skipped total. */
+static void set_skipped(cJSON *root, const void *ctx) {
+    const lp_fit *f = ctx;
+    cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
+    if (cJSON_IsObject(cfg)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, "on_nan");
+        cJSON_AddStringToObject(cfg, "on_nan", f->p.on_nan);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "skipped_nan_batches");
+    cJSON_AddNumberToObject(root, "skipped_nan_batches", (double)f->st.nan_skipped);
+}
+static lp_status note_skipped_in_run_json(lp_fit *f) { return edit_run_json(f, set_skipped, f); }
+
+typedef struct bn_check {
+    int epoch, images;
+    double acc_train_mode, acc, loss;
+} bn_check;
+
+static void set_bn_check(cJSON *root, const void *ctx) {
+    const bn_check *b = ctx;
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "bn_check");
+    cJSON *o = cJSON_AddObjectToObject(root, "bn_check");
+    cJSON_AddNumberToObject(o, "epoch", b->epoch);
+    cJSON_AddNumberToObject(o, "images", b->images);
+    cJSON_AddNumberToObject(o, "train_accuracy_train_mode", b->acc_train_mode);
+    cJSON_AddNumberToObject(o, "train_accuracy_inference_mode", b->acc);
+    cJSON_AddNumberToObject(o, "train_loss_inference_mode", b->loss);
 }
 
 /* Batch norm on the batch's statistics: once training ends, the training images once more
@@ -242,42 +264,16 @@ static lp_status bn_mode_check(lp_fit *f, int epoch, double acc_train_mode) {
             break;
         for (int i = 0; i < bt.n; i++, n++) {
             const float *pr = f->probs + (size_t)i * k;
-            int pred = 0;
-            for (int c = 1; c < k; c++)
-                if (pr[c] > pr[pred]) pred = c;
-            correct += pred == bt.labels[i];
+            correct += lp_probs_argmax(pr, k) == bt.labels[i];
             loss_sum += f->sample_loss[i];
         }
     }
     lp_loader_free(ld);
     if (s || n == 0) return s;
-    const double acc = (double)correct / n, loss = loss_sum / n;
+    const bn_check check = {epoch, n, acc_train_mode, (double)correct / n, loss_sum / n};
     say(f, "Batch norm check: training accuracy %.4f in training mode (epoch %d, batch statistics), %.4f with the running "
-           "statistics\n", acc_train_mode, epoch, acc);
-    char *path = lp_path_join(f->p.run_dir, "run.json");
-    if (!path) return LP_ERR_NOMEM;
-    uint8_t *data = NULL;
-    size_t len = 0;
-    s = lp_read_file(path, &data, &len);
-    cJSON *root = s ? NULL : cJSON_ParseWithLength((const char *)data, len);
-    free(data);
-    if (!s && !root) s = lp_fail(LP_ERR_FORMAT, "%s: not valid JSON", path);
-    char *txt = NULL;
-    if (!s) {
-        cJSON_DeleteItemFromObjectCaseSensitive(root, "bn_check");
-        cJSON *o = cJSON_AddObjectToObject(root, "bn_check");
-        cJSON_AddNumberToObject(o, "epoch", epoch);
-        cJSON_AddNumberToObject(o, "images", n);
-        cJSON_AddNumberToObject(o, "train_accuracy_train_mode", acc_train_mode);
-        cJSON_AddNumberToObject(o, "train_accuracy_inference_mode", acc);
-        cJSON_AddNumberToObject(o, "train_loss_inference_mode", loss);
-        if (!(txt = cJSON_Print(root))) s = lp_fail(LP_ERR_NOMEM, "out of memory");
-    }
-    if (!s) s = lp_write_file_atomic(path, txt, strlen(txt));
-    cJSON_Delete(root);
-    free(txt);
-    free(path);
-    return s;
+           "statistics\n", acc_train_mode, epoch, check.acc);
+    return edit_run_json(f, set_bn_check, &check);
 }
 
 typedef struct nan_hooks {
@@ -386,11 +382,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
                 f->st.nan_skipped_epoch++;
             } else {
                 for (int i = 0; i < bt.n; i++) {
-                    const float *pr = f->probs + (size_t)i * k;
-                    int pred = 0;
-                    for (int c = 1; c < k; c++)
-                        if (pr[c] > pr[pred]) pred = c;
-                    f->st.correct += pred == bt.labels[i];
+                    f->st.correct += lp_probs_argmax(f->probs + (size_t)i * k, k) == bt.labels[i];
                 }
                 f->st.loss_sum += (double)mean * bt.n;
                 f->st.seen += bt.n;

@@ -38,6 +38,13 @@ double lp_roc_auc(const float *score, const int *positive, int n) {
     return (rank_sum - (double)npos * (npos + 1) / 2) / ((double)npos * nneg);
 }
 
+int lp_probs_argmax(const float *row, int k) {
+    int pred = 0;
+    for (int c = 1; c < k; c++)
+        if (row[c] > row[pred]) pred = c;
+    return pred;
+}
+
 lp_status lp_metrics_compute(const float *probs, const int *labels, int n, int k, lp_metrics *m) {
     memset(m, 0, sizeof *m);
     m->n = n;
@@ -55,9 +62,7 @@ lp_status lp_metrics_compute(const float *probs, const int *labels, int n, int k
     int correct = 0;
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * k;
-        int pred = 0;
-        for (int c = 1; c < k; c++)
-            if (p[c] > p[pred]) pred = c;
+        const int pred = lp_probs_argmax(p, k);
         int y = labels[i];
         if (y < 0 || y >= k) {
             lp_metrics_free(m);

@@ -12,6 +12,8 @@ typedef struct lp_metrics {
     double roc_auc;                  /* binary only (positive = class 1); NAN otherwise or when undefined */
 } lp_metrics;
 
+/* The predicted class of one row of k probabilities: the first of the largest. */
+int lp_probs_argmax(const float *row, int k);
 /* probs: n*k softmax probabilities; labels: n class indices. */
 lp_status lp_metrics_compute(const float *probs, const int *labels, int n, int k, lp_metrics *out);
 void lp_metrics_free(lp_metrics *m);
