@@ -787,6 +787,48 @@ static void test_bwd_w_amx_threads(int n, int c, int k, int h, int w) {
 #endif
 }
 
+/* Backward data of p (input in layout tag), loupe's kernel allowed or not (own), from plain
+ * dy and weights (yp, wp) to plain dx (dxp). Scratch and dx start as NaN, so that a kernel
+ * that reads scratch it did not write, or leaves part of dx unwritten, shows. *cv: the op,
+ * for the caller to look at and free. same_1t (or NULL), where loupe's kernel ran: whether
+ * a run on 1 thread gives the same bits (its sums have one order; oneDNN's need not). */
+static void bwd_data_plain(const lp_conv2d_params *p, dnnl_format_tag_t tag, bool own, const float *yp, const float *wp,
+                           float *dxp, lp_conv2d *cv, bool *same_1t) {
+    lp_conv_bwd_d_own_allowed = own;
+    dnnl_dims_t sd = {p->n, p->c, p->h, p->w};
+    lp_md src;
+    dnnl_memory_desc_init_by_tag(&src, 4, sd, p->bf16 ? dnnl_bf16 : dnnl_f32, tag);
+    CHECK(lp_conv2d_init(cv, p, &src));
+    CHECK(lp_conv2d_init_backward(cv, true, false));
+    lp_conv_bwd_d_own_allowed = true;
+    int64_t xd[4] = {p->n, p->c, p->h, p->w}, yd[4] = {p->n, p->k, p->h, p->w}, wd[4] = {p->k, p->c, 3, 3};
+    lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_md_plain(4, wd);
+    lp_reorder rdx, ry, rw;
+    CHECK(lp_reorder_init(&rdx, &cv->src_md, &xpl, false));
+    CHECK(lp_reorder_init(&ry, &ypl, &cv->dst_md, false));
+    CHECK(lp_reorder_init(&rw, &wpl, &cv->bd_w_md, false));
+    const size_t xsize = lp_md_size(&cv->src_md), ssize = lp_conv2d_scratch_size(cv) + 4096;
+    void *dy = lp_aligned_alloc(lp_md_size(&cv->dst_md)), *wb = lp_aligned_alloc(lp_md_size(&cv->bd_w_md)),
+         *dx = lp_aligned_alloc(xsize), *dx1 = lp_aligned_alloc(xsize), *scr = lp_aligned_alloc(ssize);
+    memset(scr, 0xff, ssize);
+    memset(dx, 0xff, xsize);
+    CHECK(lp_reorder_exec(&ry, S, yp, dy, scr));
+    CHECK(lp_reorder_exec(&rw, S, wp, wb, scr));
+    CHECK(lp_conv2d_backward_data(cv, S, dy, wb, dx, scr));
+    dnnl_stream_wait(S);
+    if (same_1t && !strncmp(cv->bwd_data.impl, "loupe:", 6)) {
+        const int before = lp_get_threads();
+        lp_set_threads(1);
+        CHECK(lp_conv2d_backward_data(cv, S, dy, wb, dx1, scr));
+        lp_set_threads(before);
+        *same_1t = !memcmp(dx, dx1, xsize);
+    }
+    CHECK(lp_reorder_exec(&rdx, S, dx, dxp, scr));
+    dnnl_stream_wait(S);
+    lp_reorder_free(&rdx), lp_reorder_free(&ry), lp_reorder_free(&rw);
+    free(dy), free(wb), free(dx), free(dx1), free(scr);
+}
+
 /* ---- backward data on small maps, bf16 (conv_bwd_d_small.c) vs a double reference ---
  * dy and w hold bf16 values; dx from our kernel and from oneDNN's must both be the sum
  * in double rounded to bf16 (within two bf16 ulps of it: fp32 sums in other orders). */
@@ -803,14 +845,8 @@ static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_
     double *ref = calloc(nx, sizeof(double));
     conv3x3_ref(n, c, k, h, w, NULL, wp, NULL, yp, NULL, ref, NULL, NULL);
     for (int own = 1; own >= 0; own--) {
-        lp_conv_bwd_d_own_allowed = own;
         lp_conv2d cv;
-        dnnl_dims_t sd = {n, c, h, w};
-        lp_md src;
-        dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_bf16, tag);
-        CHECK(lp_conv2d_init(&cv, &p, &src));
-        CHECK(lp_conv2d_init_backward(&cv, true, false));
-        lp_conv_bwd_d_own_allowed = true;
+        bwd_data_plain(&p, tag, own, yp, wp, dxp, &cv, NULL);
         /* ours where AMX is (its layouts are the ones oneDNN picks for AMX); on AVX512-BF16
          * alone, where oneDNN's weights layout happens to be the kernel's */
         const bool ours = strncmp(cv.bwd_data.impl, "loupe:", 6) == 0;
@@ -818,19 +854,6 @@ static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_
             printf("bwd_data small: kernel %s, expected %s FAIL\n", cv.bwd_data.impl, own ? "ours" : "oneDNN's");
             failures++;
         }
-        int64_t xd[4] = {n, c, h, w}, yd[4] = {n, k, h, w}, wd[4] = {k, c, 3, 3};
-        lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_md_plain(4, wd);
-        lp_reorder rdx, ry, rw;
-        CHECK(lp_reorder_init(&rdx, &cv.src_md, &xpl, false));
-        CHECK(lp_reorder_init(&ry, &ypl, &cv.dst_md, false));
-        CHECK(lp_reorder_init(&rw, &wpl, &cv.bd_w_md, false));
-        void *dy = lp_aligned_alloc(lp_md_size(&cv.dst_md)), *wb = lp_aligned_alloc(lp_md_size(&cv.bd_w_md)),
-             *dx = lp_aligned_alloc(lp_md_size(&cv.src_md)), *scr = lp_aligned_alloc(lp_conv2d_scratch_size(&cv) + 4096);
-        CHECK(lp_reorder_exec(&ry, S, yp, dy, scr));
-        CHECK(lp_reorder_exec(&rw, S, wp, wb, scr));
-        CHECK(lp_conv2d_backward_data(&cv, S, dy, wb, dx, scr));
-        CHECK(lp_reorder_exec(&rdx, S, dx, dxp, scr));
-        dnnl_stream_wait(S);
         double worst = 0; /* in bf16 ulps of the reference */
         for (size_t i = 0; i < nx; i++) {
             const double r = ref[i], ulp = fmax(fabs(r), 1e-30) / 128.0;
@@ -841,9 +864,7 @@ static void test_bwd_d_small(int n, int c, int k, int h, int w, dnnl_format_tag_
                lp_md_layout(&cv.src_md, l1, 32), lp_md_layout(&cv.dst_md, l2, 32), cv.bwd_data.impl, worst,
                worst <= 2.0 ? "ok" : "FAIL");
         if (!(worst <= 2.0)) failures++;
-        lp_reorder_free(&rdx), lp_reorder_free(&ry), lp_reorder_free(&rw);
         lp_conv2d_free(&cv);
-        free(dy), free(wb), free(dx), free(scr);
     }
     free(yp), free(wp), free(dxp), free(ref);
 }
@@ -868,14 +889,9 @@ static void test_bwd_d_small_fp32(int n, int c, int k, int h, int w, dnnl_format
                           (long long)n * (3 * h - 2) * (3 * w - 2) <= 256;
     const double unit = ldexp(9.0 * k + 2.0, -24);
     for (int own = 1; own >= 0; own--) {
-        lp_conv_bwd_d_own_allowed = own;
         lp_conv2d cv;
-        dnnl_dims_t sd = {n, c, h, w};
-        lp_md src;
-        dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_f32, tag);
-        CHECK(lp_conv2d_init(&cv, &p, &src));
-        CHECK(lp_conv2d_init_backward(&cv, true, false));
-        lp_conv_bwd_d_own_allowed = true;
+        bool same_1t = true;
+        bwd_data_plain(&p, tag, own, yp, wp, dxp, &cv, &same_1t);
         /* ... and where oneDNN's forward keeps the weights OIhw16i16o (the kernel reads that
          * layout; oneDNN picks others for nhwc, CPU-dependent) */
         lp_md blocked;
@@ -891,31 +907,6 @@ static void test_bwd_d_small_fp32(int n, int c, int k, int h, int w, dnnl_format
             printf("bwd_data fp32 small: kernel %s, in pieces %d FAIL\n", cv.bwd_data.impl, lp_conv2d_bwd_d_in_pieces(&cv));
             failures++;
         }
-        int64_t xd[4] = {n, c, h, w}, yd[4] = {n, k, h, w}, wd[4] = {k, c, 3, 3};
-        lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_md_plain(4, wd);
-        lp_reorder rdx, ry, rw;
-        CHECK(lp_reorder_init(&rdx, &cv.src_md, &xpl, false));
-        CHECK(lp_reorder_init(&ry, &ypl, &cv.dst_md, false));
-        CHECK(lp_reorder_init(&rw, &wpl, &cv.bd_w_md, false));
-        const size_t xsize = lp_md_size(&cv.src_md), ssize = lp_conv2d_scratch_size(&cv) + 4096;
-        void *dy = lp_aligned_alloc(lp_md_size(&cv.dst_md)), *wb = lp_aligned_alloc(lp_md_size(&cv.bd_w_md)),
-             *dx = lp_aligned_alloc(xsize), *dx1 = lp_aligned_alloc(xsize), *scr = lp_aligned_alloc(ssize);
-        memset(scr, 0xff, ssize); /* NaN: a kernel that reads scratch it did not write shows */
-        memset(dx, 0xff, xsize);  /* and one that leaves part of dx unwritten */
-        CHECK(lp_reorder_exec(&ry, S, yp, dy, scr));
-        CHECK(lp_reorder_exec(&rw, S, wp, wb, scr));
-        CHECK(lp_conv2d_backward_data(&cv, S, dy, wb, dx, scr));
-        dnnl_stream_wait(S);
-        bool same_1t = true;
-        if (ours) {
-            const int before = lp_get_threads();
-            lp_set_threads(1);
-            CHECK(lp_conv2d_backward_data(&cv, S, dy, wb, dx1, scr));
-            lp_set_threads(before);
-            same_1t = !memcmp(dx, dx1, xsize);
-        }
-        CHECK(lp_reorder_exec(&rdx, S, dx, dxp, scr));
-        dnnl_stream_wait(S);
         double worst = 0; /* in units of the bound */
         for (size_t i = 0; i < nx; i++) worst = worse(worst, fabs(dxp[i] - ref[i]) / (unit * fmax(mag[i], 1e-30)));
         char l1[32], l2[32];
@@ -923,9 +914,7 @@ static void test_bwd_d_small_fp32(int n, int c, int k, int h, int w, dnnl_format
                lp_md_layout(&cv.src_md, l1, 32), lp_md_layout(&cv.dst_md, l2, 32), cv.bwd_data.impl, worst,
                ours ? same_1t ? ", 1 thread = 2 threads" : ", 1 thread differs" : "", worst <= 1.0 && same_1t ? "ok" : "FAIL");
         if (!(worst <= 1.0) || !same_1t) failures++;
-        lp_reorder_free(&rdx), lp_reorder_free(&ry), lp_reorder_free(&rw);
         lp_conv2d_free(&cv);
-        free(dy), free(wb), free(dx), free(dx1), free(scr);
     }
     free(yp), free(wp), free(dxp), free(ya), free(wa), free(ref), free(mag);
 }
