@@ -7,21 +7,26 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: loupe convert IN OUT.safetensors [--arch vgg16|vgg19] [--head SPEC] [--size WxH] [--classes a,b,...]\n\n"
-            "Converts VGG16/VGG19 weights, or a whole model built on them, to a loupe checkpoint\n"
-            "(safetensors; torchvision's tensor names for the base and VGG's own classifier, which\n"
-            "torchvision.models.vgg16 loads with load_state_dict; head.N for other heads). `loupe train\n"
+            "usage: loupe convert IN OUT.safetensors [--arch A] [--head SPEC] [--size WxH] [--classes a,b,...]\n\n"
+            "Converts VGG16/VGG19 or ResNet-18/34/50 weights, or a whole model built on them, to a loupe\n"
+            "checkpoint (safetensors; torchvision's tensor names for the base and its own classifier,\n"
+            "which torchvision.models.vgg16 or resnet50 loads with load_state_dict; head.N for other\n"
+            "heads). `loupe train\n"
             "--weights` reads it; with a classifier it predicts and evaluates at once:\n"
             "`loupe predict OUT.safetensors photo.png`.\n\n"
             "IN is detected from its content:\n"
             "  Keras HDF5       .h5 from save_weights or model.save (notop, with fc1/fc2/predictions,\n"
             "                   or a Flatten/GlobalAveragePooling2D and Dense layers)\n"
             "  safetensors      torchvision (features.N.*, classifier.N.*), timm (pre_logits.*, head.fc.*)\n"
-            "                   or a PyTorch Sequential with loupe's names (features.N.*, head.N.*)\n"
+            "                   or a PyTorch Sequential with loupe's names (features.N.*, head.N.*);\n"
+            "                   a torchvision/timm ResNet state dict (conv1, bn1, layerS.B.*, fc)\n"
             "  ONNX             a VGG graph (torch.onnx.export, model zoo vgg16-7.onnx); its head may be\n"
-            "                   Flatten or GlobalAveragePool, then Gemm/MatMul layers with Relu and Dropout\n\n"
+            "                   Flatten or GlobalAveragePool, then Gemm/MatMul layers with Relu and Dropout;\n"
+            "                   a torchvision ResNet (batch norm as nodes or folded into the convs), its fc\n"
+            "                   or none\n\n"
             "options:\n"
-            "  --arch A         vgg16 or vgg19 (default: inferred from the number of conv layers)\n"
+            "  --arch A         vgg16, vgg19, resnet18, resnet34 or resnet50 (default: inferred from the\n"
+            "                   layers)\n"
             "  --head SPEC      the head where the file cannot tell it (a state dict's head.N: flatten\n"
             "                   or gap? ReLUs?), e.g. gap,dense:2 or flatten,dense:256:relu,dropout,dense:2\n"
             "  --size WxH       input size, as for train (or N for NxN; default: the ONNX input's, the one the\n"
@@ -44,7 +49,7 @@ int cmd_convert(int argc, char **argv) {
     lp_weights_convert_params p = lp_weights_convert_default_params();
     int nargs;
     const cli_option opts[] = {
-        {"--arch", CLI_CHOICE, &p.arch, .expects = "vgg16|vgg19"},
+        {"--arch", CLI_CHOICE, &p.arch, .expects = "vgg16|vgg19|resnet18|resnet34|resnet50"},
         {"--head", CLI_CUSTOM, &p.head, .parse = cli_parse_nonempty, .expects = "a head spec",
          .hint = "e.g. --head gap,dense:2"},
         {"--classes", CLI_CUSTOM, &p.classes, .parse = cli_parse_nonempty, .expects = "class names",

@@ -737,6 +737,45 @@ static lp_status resnet_state_dict(const char *path, lp_tensor_list *in, lp_tens
     return st;
 }
 
+/* Which ResNet a state dict holds (the metadata's arch, else the blocks of layer3 and
+ * whether a block has a conv3), and its top: torchvision's fc (keep) or none. */
+static lp_status resnet_meta(const char *path, const lp_weights_opts *o, lp_tensor_list *out) {
+    const char *arch = lp_tensor_list_get_meta(out, "arch");
+    if (!arch) {
+        int n3 = 0;
+        char name[64];
+        for (;; n3++) {
+            snprintf(name, sizeof name, "layer3.%d.conv1.weight", n3);
+            if (!lp_tensor_list_find(out, name)) break;
+        }
+        const bool bottleneck = lp_tensor_list_find(out, "layer1.0.conv3.weight") != NULL;
+        arch = n3 == 2 && !bottleneck ? "resnet18" : n3 == 6 && !bottleneck ? "resnet34" : n3 == 6 ? "resnet50" : NULL;
+        if (!arch)
+            return lp_fail(LP_ERR_FORMAT, "%s: a ResNet with %d %s blocks in layer3: loupe builds resnet18 (2 basic), resnet34 (6 basic) and "
+                           "resnet50 (6 bottleneck)", path, n3, bottleneck ? "bottleneck" : "basic");
+        lp_status st = lp_tensor_list_set_meta(out, "arch", arch);
+        if (st) return st;
+        arch = lp_tensor_list_get_meta(out, "arch");
+    }
+    if (o->arch && strcmp(o->arch, arch)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not the %s asked for", path, arch, o->arch);
+    if (lp_tensor_list_get_meta(out, "top")) return LP_OK;
+    const lp_named_tensor *fc = lp_tensor_list_find(out, "fc.weight");
+    lp_status st = lp_tensor_list_set_meta(out, "top", fc ? "keep" : "none");
+    if (!st && fc && fc->t.ndim == 2) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%lld", (long long)fc->t.shape[0]);
+        st = lp_tensor_list_set_meta(out, "num_classes", buf);
+    }
+    return st;
+}
+
+/* A state dict with torchvision's ResNet names, or a loupe checkpoint of a ResNet. */
+static bool resnet_names(const lp_tensor_list *in) {
+    const char *a = lp_tensor_list_get_meta(in, "arch");
+    if (a) return !strncmp(a, "resnet", 6);
+    return lp_tensor_list_find(in, "layer1.0.conv1.weight") || lp_tensor_list_find(in, "module.layer1.0.conv1.weight");
+}
+
 /* ---- entry point ----------------------------------------------------------- */
 lp_status lp_weights_read(const char *path, const char *arch_hint, lp_tensor_list *out) {
     lp_weights_opts o = {.arch = arch_hint};
@@ -766,11 +805,12 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
 
     lp_status st;
     lp_wlayers L = {0};
-    /* ResNets come from safetensors state dicts only, so far */
-    const bool resnet = o->arch && !strncmp(o->arch, "resnet", 6);
+    /* ResNets come from safetensors state dicts and ONNX graphs, so far */
+    bool resnet = o->arch && !strncmp(o->arch, "resnet", 6);
 #define RESNET_NOT_YET(what)                                                                                          \
     lp_fail(LP_ERR_FORMAT, "%s: %s weights for %s are not read yet: loupe reads ResNets from safetensors state dicts " \
-            "with torchvision's names (in Python: safetensors.torch.save_file(model.state_dict(), 'out.safetensors'))", \
+            "with torchvision's names (in Python: safetensors.torch.save_file(model.state_dict(), 'out.safetensors')) " \
+            "and from ONNX exports of torchvision's ResNets", \
             path, what, o->arch)
     if (hdf5 && resnet) {
         st = RESNET_NOT_YET("Keras HDF5");
@@ -781,7 +821,9 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         lp_tensor_list raw;
         lp_tensor_list_init(&raw);
         st = lp_safetensors_read(path, &raw);
+        if (!st && !o->arch) resnet = resnet_names(&raw);
         if (!st) st = resnet ? resnet_state_dict(path, &raw, out) : safetensors_map(path, o, &raw, out);
+        if (!st && resnet) st = resnet_meta(path, o, out);
         lp_tensor_list_free(&raw);
     } else if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
         st = lp_fail(LP_ERR_FORMAT, "%s: a PyTorch .pth/.pt (zip) checkpoint: loupe reads safetensors, not pickles; in Python save the state dict as "
@@ -790,11 +832,11 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         st = lp_fail(LP_ERR_FORMAT, "%s: a Python pickle (old PyTorch .pth): loupe reads safetensors, not pickles; save the state dict as safetensors "
                      "or export the model to ONNX", path);
     } else {
-        st = lp_onnx_read_layers(path, &L);
+        st = lp_onnx_read(path, o, &L, out, &resnet);
         if (st == LP_ERR_FORMAT && strstr(lp_errmsg(), "not an ONNX model"))
             st = lp_fail(LP_ERR_FORMAT, "%s: unknown weights format: not HDF5 (Keras .h5), not safetensors and not an ONNX model", path);
-        if (!st && resnet) st = RESNET_NOT_YET("ONNX");
-        if (!st) st = lp_weights_assemble(path, &L, o, "onnx", "torch", out);
+        if (!st && resnet) st = resnet_meta(path, o, out);
+        else if (!st) st = lp_weights_assemble(path, &L, o, "onnx", "torch", out);
     }
     lp_wlayers_free(&L);
     if (st) lp_tensor_list_free(out);

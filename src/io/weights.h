@@ -118,7 +118,10 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *layers, const lp_wei
 
 /* Format readers: fill layers in network order (convs then denses). */
 lp_status lp_keras_h5_read_layers(const char *path, lp_wlayers *layers);
-lp_status lp_onnx_read_layers(const char *path, lp_wlayers *layers);
+/* ONNX: a VGG chain goes to layers; a graph with residual Adds (unless o->arch is a VGG)
+ * is read as a torchvision ResNet into resnet, a state dict with torchvision's names
+ * (*is_resnet set; onnx_resnet.c). */
+lp_status lp_onnx_read(const char *path, const lp_weights_opts *o, lp_wlayers *layers, lp_tensor_list *resnet, bool *is_resnet);
 
 /* ImageNet's 1000 class names in class index order (data/imagenet_classes.txt,
  * compiled in), as a JSON array (malloc'ed). */

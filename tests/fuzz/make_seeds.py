@@ -144,6 +144,30 @@ def onnx_seeds(d):
     onnx.save(model(float_data=True), os.path.join(d, "float_data.onnx"))
     onnx.save(model(matmul=True), os.path.join(d, "matmul.onnx"))
 
+    # a residual graph (read as a ResNet): stem, one basic block with BatchNormalization, head
+    def w(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+    inits = {"stem.w": w(4, 3, 7, 7), "a.w": w(4, 4, 3, 3), "b.w": w(4, 4, 3, 3), "fc.w": w(2, 4), "fc.b": w(2)}
+    for k in ("bn.s", "bn.b", "bn.m"):
+        inits[k] = w(4)
+    inits["bn.v"] = np.abs(w(4)) + 0.5
+    nodes = [helper.make_node("Conv", ["x", "stem.w"], ["s"], pads=[3, 3, 3, 3], kernel_shape=[7, 7], strides=[2, 2]),
+             helper.make_node("Relu", ["s"], ["sr"]),
+             helper.make_node("MaxPool", ["sr"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p", "a.w"], ["a"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("BatchNormalization", ["a", "bn.s", "bn.b", "bn.m", "bn.v"], ["an"], epsilon=1e-3),
+             helper.make_node("Relu", ["an"], ["ar"]),
+             helper.make_node("Conv", ["ar", "b.w"], ["b"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Add", ["b", "p"], ["sum"]),
+             helper.make_node("Relu", ["sum"], ["o"]),
+             helper.make_node("GlobalAveragePool", ["o"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), os.path.join(d, "residual.onnx"))
+
 
 def weights_seeds(d):
     onnx_seeds(d)

@@ -146,7 +146,7 @@ W.remove(p("tv_shape.safetensors"))
 # ---- ONNX ----------------------------------------------------------------------------
 r18 = torchvision.models.resnet18().eval()
 torch.onnx.export(r18, torch.randn(1, 3, 32, 32), p("resnet18.onnx"))
-expect_fail("ONNX ResNet18", p("resnet18.onnx"), ["resnet", "not a sequential vgg"])
+expect_fail("ONNX ResNet18 as VGG16", p("resnet18.onnx"), ["resnet", "not a sequential vgg"], arch="vgg16")
 
 small = W.torch_vgg("vgg16", hidden=(16, 16), classes=2)
 torch.onnx.export(small, torch.randn(1, 3, 224, 224), p("small.onnx"))

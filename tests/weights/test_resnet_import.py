@@ -1,0 +1,200 @@
+"""ResNet weights from ONNX and safetensors, against torchvision.
+
+ONNX exports of torchvision's resnet18/resnet50 (random batch-norm statistics, so that
+a wrong mapping shows):
+- exported in training mode, the batch norms stay BatchNormalization nodes: `loupe
+  convert` must give back torchvision's state dict exactly (every tensor equal), loaded
+  with strict=True into torchvision's model;
+- exported in eval mode, torch folds each batch norm into its conv: the checkpoint
+  (batch norm as the identity plus the conv's bias) must compute the exported function:
+  logits within 1e-4 of the largest logit (folding rounds each weight once, 2^-24
+  relative, through ~50 layers);
+- batch norm with epsilon 1e-3 (Keras' kind) moves into the running variance: the
+  logits of the model with eps 1e-3 and of torchvision's (1e-5) on the checkpoint agree;
+- a base alone (fc = Identity) converts as top none, and `loupe train --weights` takes
+  the .onnx directly.
+Refused with what differs: ResNet v1 (stride on the first 1x1 conv), a ResNet loupe does
+not build, a head of several dense layers, --arch naming another ResNet, a VGG graph with
+--arch resnet18. A torchvision resnet34 state dict in safetensors converts without --arch
+(the architecture and the classifier from the names)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torchvision
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "train"))
+import make_data  # noqa: E402
+import safetensors_io as st  # noqa: E402
+import wcommon as W  # noqa: E402
+
+cli, work = sys.argv[1], sys.argv[2]
+os.makedirs(work, exist_ok=True)
+torch.set_num_threads(2)
+torch.manual_seed(0)
+
+
+def p(name):
+    return os.path.join(work, name)
+
+
+def randomize_bn(model, eps=None):
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.6 - 0.3)
+            if eps is not None:
+                m.eps = eps
+    return model.eval()
+
+
+def export(model, path, size, training):
+    x = torch.randn(1, 3, size, size)
+    mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
+    torch.onnx.export(model, x, path, input_names=["input"], output_names=["out"], training=mode, do_constant_folding=not training)
+    model.eval()
+
+
+def convert(tag, src, arch=None):
+    out = src + ".safetensors"
+    rc, so, se = W.convert(cli, src, out, arch)
+    if not W.check(rc == 0, "%s: convert exit 0 (got %d: %s)" % (tag, rc, se.strip())):
+        return None, None
+    sd, meta = st.read(out)
+    W.remove(out)
+    return {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, meta
+
+
+def load_strict(tag, arch, sd, classes):
+    model = getattr(torchvision.models, arch)(num_classes=classes)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except Exception as e:  # noqa: BLE001
+        W.check(False, "%s: load_state_dict(strict=True): %s" % (tag, e))
+        return None
+    W.check(True, "%s: loads into torchvision.models.%s(num_classes=%d) with strict=True" % (tag, arch, classes))
+    return model.eval()
+
+
+def expect_fail(tag, src, fragments, arch=None):
+    out = src + ".safetensors"
+    rc, so, se = W.convert(cli, src, out, arch)
+    msg = se.strip()
+    W.check(rc == 2 and all(f.lower() in msg.lower() for f in fragments) and len(msg.splitlines()) <= 2,
+            "%s: exit %d (want 2), one line %r with %s" % (tag, rc, msg, fragments))
+    W.check(not os.path.exists(out), "%s: no output written" % tag)
+    W.remove(src)
+
+
+x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+
+# ---- batch norm as nodes: the state dict comes back exactly ---------------------------
+for arch in ("resnet18", "resnet50"):
+    src = randomize_bn(getattr(torchvision.models, arch)(num_classes=5))
+    export(src, p(arch + "_bn.onnx"), 64, training=True)
+    sd, meta = convert(arch + " (BatchNormalization nodes)", p(arch + "_bn.onnx"))
+    W.remove(p(arch + "_bn.onnx"))
+    if sd is None:
+        continue
+    W.check(meta.get("arch") == arch and meta.get("top") == "keep" and meta.get("num_classes") == "5" and meta.get("input_size") == "64x64"
+            and meta.get("preprocess") == "torch", "%s: metadata %s" % (arch, {k: meta.get(k) for k in ("arch", "top", "num_classes", "input_size")}))
+    want = src.state_dict()
+    W.check(sorted(sd) == sorted(want), "%s: the tensors are torchvision's, by name (%d of %d)" % (arch, len(set(sd) & set(want)), len(want)))
+    worst = max((float((sd[k].double() - want[k].double()).abs().max()) for k in want if k in sd and not k.endswith("num_batches_tracked")),
+                default=1.0)
+    W.check(worst == 0.0, "%s: every tensor equal to torchvision's (max difference %g)" % (arch, worst))
+    dst = load_strict(arch, arch, sd, 5)
+    if dst is not None:
+        with torch.no_grad():
+            W.check(torch.equal(dst(x), src(x)), "%s: the same logits" % arch)
+
+# ---- batch norm folded into the convs (eval-mode export) -------------------------------
+for arch in ("resnet18", "resnet50"):
+    src = randomize_bn(getattr(torchvision.models, arch)(num_classes=5))
+    export(src, p(arch + "_folded.onnx"), 64, training=False)
+    sd, meta = convert(arch + " (folded)", p(arch + "_folded.onnx"))
+    W.remove(p(arch + "_folded.onnx"))
+    dst = load_strict(arch + " (folded)", arch, sd, 5) if sd is not None else None
+    if dst is not None:
+        W.check(all(float(sd[k].abs().max()) == 0.0 for k in sd if k.endswith("running_mean")) and
+                all(float(sd[k].add(-1.0).abs().max()) < 1e-4 for k in sd if k.endswith("running_var")),
+                "%s (folded): batch norm as the identity (running mean 0, variance 1 - eps)" % arch)
+        with torch.no_grad():
+            got, want = dst(x), src(x)
+        err = float((got - want).abs().max() / want.abs().max())
+        W.check(err < 1e-4, "%s (folded): logits within 1e-4 of the largest (%.2e)" % (arch, err))
+
+# ---- epsilon 1e-3 and a conv bias before the batch norm --------------------------------
+src = randomize_bn(torchvision.models.resnet18(num_classes=3), eps=1e-3)
+with torch.no_grad():
+    src.conv1.bias = torch.nn.Parameter(torch.rand(64) - 0.5)
+export(src, p("eps.onnx"), 64, training=True)
+sd, meta = convert("eps 1e-3, conv bias", p("eps.onnx"))
+W.remove(p("eps.onnx"))
+dst = load_strict("eps 1e-3, conv bias", "resnet18", sd, 3) if sd is not None else None
+if dst is not None:
+    with torch.no_grad():
+        got, want = dst(x), src(x)
+    err = float((got - want).abs().max() / want.abs().max())
+    W.check(err < 1e-5, "eps 1e-3 and the stem conv's bias: torchvision's model (eps 1e-5) computes the same logits (%.2e)" % err)
+
+# ---- a base alone, straight into train --------------------------------------------------
+base = randomize_bn(torchvision.models.resnet18())
+base.fc = torch.nn.Identity()
+export(base, p("base.onnx"), 64, training=True)
+sd, meta = convert("base alone", p("base.onnx"))
+if sd is not None:
+    W.check(meta.get("top") == "none" and not any(k.startswith("fc.") for k in sd), "base alone: top none, no fc (%s)" % meta.get("top"))
+data = make_data.make(p("data"), per_class=(4, 2, 2), size=32, jpeg=False)
+r = subprocess.run([cli, "train", data, "--run", p("run"), "--model", "resnet18", "--weights", p("base.onnx"), "--freeze", "base",
+                    "--size", "32x32", "--batch", "4", "--epochs", "1", "--threads", "2", "--tensorboard", "off"], capture_output=True, text=True)
+W.check(r.returncode == 0 and "Loaded %d tensors" % (len(base.state_dict())) in r.stdout,
+        "train --weights base.onnx: loads all %d tensors (exit %d: %s)" % (len(base.state_dict()), r.returncode,
+                                                                           (r.stdout + r.stderr).strip().splitlines()[-3:]))
+W.remove(p("base.onnx"))
+
+# ---- refused, with what differs -----------------------------------------------------------
+v1 = torchvision.models.resnet50()
+for layer in (v1.layer2, v1.layer3, v1.layer4):
+    layer[0].conv1.stride, layer[0].conv2.stride = (2, 2), (1, 1)
+export(v1.eval(), p("v1.onnx"), 64, training=False)
+expect_fail("ResNet v1", p("v1.onnx"), ["layer2.0.conv1", "ResNet v1", "V1.5"])
+
+small = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1]).eval()
+export(small, p("r1111.onnx"), 64, training=False)
+expect_fail("a ResNet loupe does not build", p("r1111.onnx"), ["1, 1, 1, 1 bottleneck", "resnet50"])
+
+two = torchvision.models.resnet18()
+two.fc = torch.nn.Sequential(torch.nn.Linear(512, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+export(two.eval(), p("two.onnx"), 64, training=False)
+expect_fail("a head of two dense layers", p("two.onnx"), ["more than one dense layer", "Identity"])
+
+export(torchvision.models.resnet18().eval(), p("r18.onnx"), 64, training=False)
+expect_fail("resnet18 graph with --arch resnet50", p("r18.onnx"), ["is a resnet18", "not the resnet50"], arch="resnet50")
+
+vgg = W.torch_vgg("vgg16", hidden=(16, 16), classes=2)
+torch.onnx.export(vgg, torch.randn(1, 3, 224, 224), p("vgg.onnx"))
+expect_fail("VGG graph with --arch resnet18", p("vgg.onnx"), ["without residual add", "not a resnet18"], arch="resnet18")
+
+# ---- a torchvision state dict in safetensors, no --arch -----------------------------------
+r34 = randomize_bn(torchvision.models.resnet34(num_classes=7))
+st.write(p("r34.safetensors"), {k: v.numpy() for k, v in r34.state_dict().items()}, {})
+sd, meta = convert("resnet34 safetensors", p("r34.safetensors"))
+W.remove(p("r34.safetensors"))
+if sd is not None:
+    W.check(meta.get("arch") == "resnet34" and meta.get("top") == "keep" and meta.get("num_classes") == "7",
+            "resnet34 safetensors: arch, top and classes from the names (%s)" % {k: meta.get(k) for k in ("arch", "top", "num_classes")})
+    want = r34.state_dict()
+    W.check(sorted(sd) == sorted(want) and all(torch.equal(sd[k], want[k]) for k in want), "resnet34 safetensors: every tensor as saved")
+    load_strict("resnet34 safetensors", "resnet34", sd, 7)
+
+W.finish()
