@@ -263,10 +263,40 @@ static lp_status read_vector(h5_ctx *c, hid_t d, const char *nm, int64_t n, lp_t
     return st;
 }
 
+/* A BatchNormalization layer: gamma, beta, moving_mean, moving_variance, all of one length. */
+static const char *const bn_suffix[4] = {"gamma:0", "beta:0", "moving_mean:0", "moving_variance:0"};
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+static bool is_batch_norm(const strlist *wn, const int *rank, hsize_t (*dims)[4]) {
+    if (wn->n != 4) return false;
+    for (int i = 0; i < 4; i++)
+        if (rank[i] != 1 || dims[i][0] != dims[0][0] || !ends_with(wn->s[i], bn_suffix[i])) return false;
+    return true;
+}
+
+/* Pushes it as a layer of kind BN: w is (4, C), the rows gamma, beta, mean, variance. */
+static lp_status read_batch_norm(h5_ctx *c, hid_t g, const char *lname, const strlist *wn, int64_t n, lp_wlayers *layers) {
+    lp_tensor w = {0};
+    lp_status st = lp_tensor_alloc(&w, LP_F32, 2, (int64_t[]){4, n});
+    for (int i = 0; i < 4 && !st; i++) {
+        hid_t d = H5Dopen2(g, wn->s[i], H5P_DEFAULT);
+        st = dset_read(c, d, wn->s[i], (float *)w.data + i * n, 0, -1, 0, 0, 0);
+        H5Dclose(d);
+    }
+    char sshape[64];
+    snprintf(sshape, sizeof sshape, "4 x (%lld)", (long long)n);
+    if (!st) st = lp_wlayers_push(layers, LP_WLAYER_BN, lname, sshape, -1, &w, NULL, "");
+    lp_tensor_free(&w);
+    return st;
+}
+
 /* One layer group. Its weights are listed in order: each kernel (rank 4: conv,
  * rank 2: dense) is followed by its bias (rank 1). A nested model (a Keras
  * `vgg16` layer inside a bigger model) lists all its layers' weights in order in
- * one group. Other vectors (batch norm gamma/beta/mean/var) are not VGG. */
+ * one group. A batch norm's four vectors make a layer of kind BN (for ResNets; the VGG
+ * reader drops them and names them in its messages). */
 static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndense, lp_wlayers *layers) {
     char eb[256];
     if (H5Lexists(root, lname, H5P_DEFAULT) <= 0) {
@@ -296,9 +326,10 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
         st = dset_shape(c, d, wn.s[i], &rank[i], dims[i]);
         H5Dclose(d);
     }
+    if (!st && is_batch_norm(&wn, rank, dims)) st = read_batch_norm(c, g, lname, &wn, (int64_t)dims[0][0], layers);
     for (int i = 0; i < wn.n && !st; i++) {
         if (rank[i] != 4 && rank[i] != 2) {
-            lp_wlayers_note_foreign(layers, wn.s[i], false);
+            lp_wlayers_note_foreign(layers, wn.s[i], false); /* for the messages of the VGG reader */
             continue;
         }
         int kr = rank[i];
@@ -391,9 +422,10 @@ static lp_status read_layers_direct(const char *path, lp_wlayers *layers, h5_sin
     }
     int ndense = 0;
     for (int i = 0; i < names.n && !st; i++) {
-        /* the weightless layers between the base and the first dense layer name the pooling */
+        /* the weightless layers between the base and the first dense layer name the pooling
+         * (avg_pool: the GlobalAveragePooling2D of Keras' ResNets) */
         const char *ln = names.s[i];
-        if (!ndense && (!strncmp(ln, "flatten", 7) || !strncmp(ln, "global_average_pooling2d", 24))) {
+        if (!ndense && (!strncmp(ln, "flatten", 7) || !strncmp(ln, "global_average_pooling2d", 24) || !strcmp(ln, "avg_pool"))) {
             layers->pool = ln[0] == 'f' ? LP_WPOOL_FLATTEN : LP_WPOOL_GAP;
             snprintf(layers->pool_src, sizeof layers->pool_src, "layer '%s'", ln);
         }

@@ -776,6 +776,130 @@ static bool resnet_names(const lp_tensor_list *in) {
     return lp_tensor_list_find(in, "layer1.0.conv1.weight") || lp_tensor_list_find(in, "module.layer1.0.conv1.weight");
 }
 
+/* Keras' ResNet50 (keras.applications, ResNet v1) from a Keras HDF5 file: conv1_conv +
+ * conv1_bn, conv{S}_block{B}_{K}_conv + _bn (K = 0: the shortcut), predictions. Each conv
+ * has a bias, which moves into its batch norm's running mean; Keras' batch norm epsilon
+ * (1.001e-5, fixed in keras.applications.resnet, not in the weights) moves into the running
+ * variance, so that torchvision's batch norm (1e-5) computes the same function. The net is
+ * then built with v1 strides (resnet_version = v1). Preprocessing caffe, as Keras'. */
+#define KERAS_RESNET_BN_EPS 1.001e-5f
+static bool keras_resnet_layers(const lp_wlayers *L) {
+    for (int i = 0; i < L->count; i++)
+        if (!strncmp(L->items[i].src, "conv1_conv", 10) || !strncmp(L->items[i].src, "conv2_block1_", 13)) return true;
+    return false;
+}
+
+/* The Keras layer of an item: its source name up to the first '/'. */
+static void keras_layer(const lp_wlayer *y, char *buf, size_t n) {
+    snprintf(buf, n, "%s", y->src);
+    char *slash = strchr(buf, '/');
+    if (slash) *slash = 0;
+}
+
+/* Our name for a Keras ResNet layer (conv or bn); false when it has none. */
+static bool keras_resnet_name(const char *ln, char *out, size_t n) {
+    int s, b, k, end = 0;
+    char kind[8];
+    if (!strcmp(ln, "conv1_conv")) return snprintf(out, n, "conv1"), true;
+    if (!strcmp(ln, "conv1_bn")) return snprintf(out, n, "bn1"), true;
+    if (sscanf(ln, "conv%d_block%d_%d_%4[a-z]%n", &s, &b, &k, kind, &end) != 4 || ln[end] || s < 2 || s > 5 || b < 1 || b > 99 || k < 0 || k > 3)
+        return false;
+    const bool conv = !strcmp(kind, "conv");
+    if (!conv && strcmp(kind, "bn")) return false;
+    if (k == 0) snprintf(out, n, "layer%d.%d.downsample.%d", s - 1, b - 1, conv ? 0 : 1);
+    else snprintf(out, n, "layer%d.%d.%s%d", s - 1, b - 1, conv ? "conv" : "bn", k);
+    return true;
+}
+
+static lp_status keras_resnet_map(const char *path, const lp_weights_opts *o, lp_wlayers *L, lp_tensor_list *out) {
+    char ln[160], ours[96], name[128];
+    lp_status st = LP_OK;
+    for (int i = 0; i < L->count && !st; i++) {
+        lp_wlayer *y = &L->items[i];
+        keras_layer(y, ln, sizeof ln);
+        if (y->kind == LP_WLAYER_DENSE) {
+            if (strcmp(ln, "predictions"))
+                return lp_fail(LP_ERR_FORMAT, "%s: dense layer '%s' after Keras' ResNet50: loupe reads its own top (predictions) or none; "
+                               "save the base alone (include_top=False) and train a head on it", path, ln);
+            if ((st = check_finite(path, "fc.weight", y->src, &y->w))) return st;
+            lp_tensor b = y->b;
+            if (!b.data && (st = zero_bias(&b, y->w.shape[0]))) return st;
+            memset(&y->b, 0, sizeof y->b);
+            if ((st = lp_tensor_list_add(out, "fc.weight", &y->w))) {
+                lp_tensor_free(&b);
+                return st;
+            }
+            if ((st = lp_tensor_list_add(out, "fc.bias", &b))) {
+                lp_tensor_free(&b);
+                return st;
+            }
+            continue;
+        }
+        if (!keras_resnet_name(ln, ours, sizeof ours))
+            return lp_fail(LP_ERR_FORMAT, "%s: layer '%s' is not part of Keras' ResNet50 (conv1_conv, conv1_bn, convS_blockB_K_conv/_bn, "
+                           "predictions); ResNet50V2 and the other Keras ResNets are not read", path, ln);
+        if (y->kind == LP_WLAYER_CONV) {
+            snprintf(name, sizeof name, "%s.weight", ours);
+            if ((st = check_finite(path, name, y->src, &y->w)) || (st = lp_tensor_list_add(out, name, &y->w))) return st;
+            continue;
+        }
+        /* a batch norm, with its conv's bias */
+        char conv_ln[160];
+        snprintf(conv_ln, sizeof conv_ln, "%.*s_conv", (int)strlen(ln) - 3, ln);
+        const lp_wlayer *cv = NULL;
+        for (int j = 0; j < L->count && !cv; j++) {
+            char lj[160];
+            keras_layer(&L->items[j], lj, sizeof lj);
+            if (L->items[j].kind == LP_WLAYER_CONV && !strcmp(lj, conv_ln)) cv = &L->items[j];
+        }
+        const int64_t n = y->w.shape[1];
+        if (!cv) return lp_fail(LP_ERR_FORMAT, "%s: batch norm '%s' has no conv '%s' before it: not Keras' ResNet50", path, ln, conv_ln);
+        if (cv->b.data && lp_tensor_numel(&cv->b) != n)
+            return lp_fail(LP_ERR_SHAPE, "%s: conv '%s' has %lld outputs but its batch norm '%s' %lld", path, conv_ln, (long long)lp_tensor_numel(&cv->b),
+                           ln, (long long)n);
+        static const char *const suffix[4] = {"weight", "bias", "running_mean", "running_var"};
+        for (int r = 0; r < 4 && !st; r++) {
+            lp_tensor t;
+            if ((st = lp_tensor_alloc(&t, LP_F32, 1, &n))) break;
+            float *d = t.data;
+            memcpy(d, (const float *)y->w.data + r * n, (size_t)n * sizeof(float));
+            for (int64_t c = 0; c < n; c++) {
+                if (r == 2 && cv->b.data) d[c] -= ((const float *)cv->b.data)[c]; /* BN(conv + b) = BN'(conv), mean' = mean - b */
+                if (r == 3) d[c] += KERAS_RESNET_BN_EPS - 1e-5f;
+            }
+            snprintf(name, sizeof name, "%s.%s", ours, suffix[r]);
+            if (!(st = check_finite(path, name, y->src, &t)) && r == 3)
+                for (int64_t c = 0; c < n && !st; c++)
+                    if (d[c] < 0) st = lp_fail(LP_ERR_FORMAT, "%s: batch norm '%s' has a negative moving variance (%g)", path, ln, (double)d[c]);
+            if (st || (st = lp_tensor_list_add(out, name, &t))) lp_tensor_free(&t);
+        }
+        lp_tensor steps;
+        if (!st && !(st = lp_tensor_alloc(&steps, LP_I64, 0, NULL))) {
+            *(int64_t *)steps.data = 0;
+            snprintf(name, sizeof name, "%s.num_batches_tracked", ours);
+            if ((st = lp_tensor_list_add(out, name, &steps))) lp_tensor_free(&steps);
+        }
+    }
+    if (!st && !lp_tensor_list_find(out, "conv1.weight")) st = lp_fail(LP_ERR_FORMAT, "%s: no layer conv1_conv: not Keras' ResNet50", path);
+    if (!st) st = lp_tensor_list_set_meta(out, "source", "keras-h5");
+    if (!st) st = lp_tensor_list_set_meta(out, "preprocess", "caffe");
+    if (!st) st = resnet_meta(path, o, out);
+    if (!st && strcmp(lp_tensor_list_get_meta(out, "arch"), "resnet50"))
+        st = lp_fail(LP_ERR_FORMAT, "%s: a Keras ResNet with the blocks of a %s: loupe reads Keras' ResNet50", path, lp_tensor_list_get_meta(out, "arch"));
+    if (!st) st = lp_tensor_list_set_meta(out, "resnet_version", "v1");
+    return st;
+}
+
+/* The VGG reader does not take batch norm layers (they are named in its messages). */
+static void drop_bn_layers(lp_wlayers *L) {
+    int k = 0;
+    for (int i = 0; i < L->count; i++) {
+        if (L->items[i].kind == LP_WLAYER_BN) lp_tensor_free(&L->items[i].w);
+        else L->items[k++] = L->items[i];
+    }
+    L->count = k;
+}
+
 /* ---- entry point ----------------------------------------------------------- */
 lp_status lp_weights_read(const char *path, const char *arch_hint, lp_tensor_list *out) {
     lp_weights_opts o = {.arch = arch_hint};
@@ -805,18 +929,17 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
 
     lp_status st;
     lp_wlayers L = {0};
-    /* ResNets come from safetensors state dicts and ONNX graphs, so far */
+    /* ResNets: safetensors state dicts, ONNX graphs, Keras' ResNet50 */
     bool resnet = o->arch && !strncmp(o->arch, "resnet", 6);
-#define RESNET_NOT_YET(what)                                                                                          \
-    lp_fail(LP_ERR_FORMAT, "%s: %s weights for %s are not read yet: loupe reads ResNets from safetensors state dicts " \
-            "with torchvision's names (in Python: safetensors.torch.save_file(model.state_dict(), 'out.safetensors')) " \
-            "and from ONNX exports of torchvision's ResNets", \
-            path, what, o->arch)
-    if (hdf5 && resnet) {
-        st = RESNET_NOT_YET("Keras HDF5");
-    } else if (hdf5) {
+    if (hdf5) {
         st = lp_keras_h5_read_layers(path, &L);
-        if (!st) st = lp_weights_assemble(path, &L, o, "keras-h5", "caffe", out);
+        const bool vgg_asked = o->arch && !strncmp(o->arch, "vgg", 3);
+        if (!st && (resnet || (!vgg_asked && keras_resnet_layers(&L)))) {
+            st = keras_resnet_map(path, o, &L, out);
+        } else if (!st) {
+            drop_bn_layers(&L);
+            st = lp_weights_assemble(path, &L, o, "keras-h5", "caffe", out);
+        }
     } else if (lp_weights_is_safetensors(head, (size_t)n, (uint64_t)sb.st_size)) {
         lp_tensor_list raw;
         lp_tensor_list_init(&raw);
@@ -841,7 +964,6 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
     lp_wlayers_free(&L);
     if (st) lp_tensor_list_free(out);
     return st;
-#undef RESNET_NOT_YET
 }
 
 const char *lp_weights_preprocess(const lp_tensor_list *w) { return w ? lp_tensor_list_get_meta(w, "preprocess") : NULL; }

@@ -65,7 +65,11 @@ lp_status lp_weights_load_into(lp_net *net, const lp_tensor_list *w, int *loaded
 
 /* One layer as found in the source file, already in OUR layout (conv OIHW,
  * dense [out, in], Keras fc1 rows permuted to the C,H,W flatten) and F32. */
-typedef enum lp_wlayer_kind { LP_WLAYER_CONV = 0, LP_WLAYER_DENSE } lp_wlayer_kind;
+typedef enum lp_wlayer_kind {
+    LP_WLAYER_CONV = 0,
+    LP_WLAYER_DENSE,
+    LP_WLAYER_BN /* Keras BatchNormalization: w is (4, C), the rows gamma, beta, moving mean, moving variance */
+} lp_wlayer_kind;
 typedef struct lp_wlayer {
     lp_wlayer_kind kind;
     char src[160];        /* source name, for messages ("block1_conv1/kernel:0") */

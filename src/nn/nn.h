@@ -63,6 +63,10 @@ typedef struct lp_net_config {
                        where lp_net_bf16_native(); else refused. */
     lp_conv_algo conv_algo; /* fp32 convolutions (bf16 ones are always direct); 0 = auto */
     lp_bn_mode_cfg bn;      /* batch norm in training steps; 0 = auto */
+    bool resnet_v1;         /* resnet50 as Keras builds it (ResNet v1): a stage's first bottleneck
+                               strides on its first 1x1 conv, not on the 3x3 (torchvision's
+                               "V1.5"); the same tensors, another function. Set from the weights
+                               (checkpoint metadata resnet_version = v1) */
 } lp_net_config;
 /* True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX). */
 bool lp_net_bf16_native(void);

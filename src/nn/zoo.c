@@ -308,19 +308,20 @@ static lp_status build_head(builder *b);
 
 bool lp_net_arch_has_bn(const char *arch) { return arch && !strncmp(arch, "resnet", 6); }
 
-/* torchvision's ResNet blocks, "V1.5" (the stride on the 3x3 conv): convolutions without
+/* torchvision's ResNet blocks, "V1.5" (the stride on the 3x3 conv; on the first 1x1 with
+ * v1, as Keras' ResNet50): convolutions without
  * bias, each followed by batch norm; the shortcut's conv (1x1, the block's stride) and its
  * norm come last, next to the add, so that their gradient goes on as in a chain. Without
  * bn (the test architecture tiny_res): the same graph with biases and the ReLUs on the
  * convolutions. */
-static lp_status add_resnet_block(builder *b, const char *prefix, int planes, int stride, bool bottleneck, bool bn) {
+static lp_status add_resnet_block(builder *b, const char *prefix, int planes, int stride, bool bottleneck, bool bn, bool v1) {
     const int out_c = bottleneck ? planes * 4 : planes;
     char n[64], r[64];
     const tensor_at in = here(b);
     lp_status st;
     const int convs = bottleneck ? 3 : 2;
     for (int i = 1; i <= convs; i++) {
-        const int k = bottleneck && i != 2 ? 1 : 3, s = i == (bottleneck ? 2 : 1) ? stride : 1, c = i == convs ? out_c : planes;
+        const int k = bottleneck && i != 2 ? 1 : 3, s = i == (bottleneck && !v1 ? 2 : 1) ? stride : 1, c = i == convs ? out_c : planes;
         snprintf(n, sizeof n, "%s.conv%d", prefix, i), snprintf(r, sizeof r, "%s.relu%d", prefix, i);
         if ((st = add_conv_bias(b, n, bn || i == convs ? NULL : r, c, k, s, k / 2, !bn))) return st;
         snprintf(n, sizeof n, "%s.bn%d", prefix, i);
@@ -338,7 +339,8 @@ static lp_status add_resnet_block(builder *b, const char *prefix, int planes, in
     return add_residual(b, n, r, main);
 }
 
-/* resnet18/34/50 (torchvision's topology and names); top=keep: avgpool (global) + fc. */
+/* resnet18/34/50 (torchvision's topology and names; v1 strides for Keras' ResNet50); top=keep:
+ * avgpool (global) + fc. */
 static lp_status build_resnet(builder *b, const int blocks[4], bool bottleneck) {
     lp_net *net = b->net;
     lp_net_config *c = &net->cfg;
@@ -350,7 +352,7 @@ static lp_status build_resnet(builder *b, const int blocks[4], bool bottleneck) 
     for (int s = 0; s < 4; s++)
         for (int i = 0; i < blocks[s]; i++) {
             snprintf(prefix, sizeof prefix, "layer%d.%d", s + 1, i);
-            if ((st = add_resnet_block(b, prefix, 64 << s, i == 0 && s > 0 ? 2 : 1, bottleneck, true))) return st;
+            if ((st = add_resnet_block(b, prefix, 64 << s, i == 0 && s > 0 ? 2 : 1, bottleneck, true, c->resnet_v1))) return st;
         }
     if (strcmp(c->top, "keep")) return build_head(b);
     if ((st = add_gap(b, "avgpool"))) return st;
@@ -367,7 +369,8 @@ static lp_status build_tiny_res(builder *b) {
     lp_net_config *c = &net->cfg;
     lp_status st;
     if ((st = add_conv(b, "conv1", "relu", 8, 3, 1, 1)) || (st = add_maxpool(b, "maxpool", 2, 2)) ||
-        (st = add_resnet_block(b, "layer1.0", 8, 1, false, false)) || (st = add_resnet_block(b, "layer2.0", 16, 2, false, false)))
+        (st = add_resnet_block(b, "layer1.0", 8, 1, false, false, false)) ||
+        (st = add_resnet_block(b, "layer2.0", 16, 2, false, false, false)))
         return st;
     if (strcmp(c->top, "keep")) return build_head(b);
     if ((st = add_gap(b, "avgpool"))) return st;
@@ -383,6 +386,8 @@ lp_status lp_net_build_layers(lp_net *net) {
     int width;
     if (c->in_c < 1 || c->in_h < 1 || c->in_w < 1) return lp_fail(LP_ERR_ARG, "bad input shape %dx%dx%d", c->in_c, c->in_h, c->in_w);
     if (!strcmp(c->arch, "tiny_res")) return build_tiny_res(&b);
+    if (c->resnet_v1 && strcmp(c->arch, "resnet50"))
+        return lp_fail(LP_ERR_ARG, "ResNet v1 strides (Keras' ResNet50) are for resnet50, not %s", c->arch);
     static const int r18[4] = {2, 2, 2, 2}, r34[4] = {3, 4, 6, 3};
     if (!strcmp(c->arch, "resnet18")) return build_resnet(&b, r18, false);
     if (!strcmp(c->arch, "resnet34")) return build_resnet(&b, r34, false);

@@ -154,18 +154,23 @@ static lp_status write_run_json(lp_fit *f) {
 }
 
 /* ---- pretrained weights ---------------------------------------------------- */
-/* Loads weights into the net (lp_weights_load_into): what does not fit, such as
+/* The weights, read before the net is built: Keras' ResNet50 (metadata resnet_version = v1)
+ * makes another net than torchvision's. */
+static lp_status read_weights(lp_fit *f, lp_tensor_list *w) {
+    lp_status s = lp_weights_read(f->p.weights, strcmp(f->p.model, "tiny") ? f->p.model : NULL, w);
+    if (s) return s;
+    const char *pre = lp_weights_preprocess(w);
+    if (pre) f->weights_preprocess = lp_strdup(pre);
+    return LP_OK;
+}
+
+/* Loads them into the net (lp_weights_load_into): what does not fit, such as
  * the 1000-class output layer or the whole classifier for top=none, is left
  * out and initialised new, as Keras users expect. */
-static lp_status load_weights(lp_fit *f) {
-    lp_tensor_list w;
-    lp_status s = lp_weights_read(f->p.weights, strcmp(f->p.model, "tiny") ? f->p.model : NULL, &w);
-    if (s) return s;
-    const char *pre = lp_weights_preprocess(&w);
-    if (pre) f->weights_preprocess = lp_strdup(pre);
+static lp_status load_weights(lp_fit *f, const lp_tensor_list *w) {
     int loaded = 0;
     char *skipped = NULL, *missing = NULL;
-    s = lp_weights_load_into(f->net, &w, &loaded, &skipped, &missing);
+    lp_status s = lp_weights_load_into(f->net, w, &loaded, &skipped, &missing);
     if (s) lp_fail_context(s, "%s", f->p.weights);
     else {
         say(f, "Loaded %d tensors from %s", loaded, f->p.weights);
@@ -176,7 +181,30 @@ static lp_status load_weights(lp_fit *f) {
     }
     free(skipped);
     free(missing);
-    lp_tensor_list_free(&w);
+    return s;
+}
+
+/* Whether the net is a ResNet v1 (Keras' ResNet50): the weights say so, and a resumed run's
+ * checkpoint (whose tensors have the same shapes either way) must agree. */
+static lp_status resnet_version(lp_fit *f, const lp_tensor_list *w, bool *v1) {
+    const char *v = f->p.weights ? lp_tensor_list_get_meta(w, "resnet_version") : NULL;
+    *v1 = v && !strcmp(v, "v1");
+    char *last = f->p.resume ? lp_path_join(f->ckpt_dir, "last.safetensors") : NULL;
+    if (!last || !lp_path_exists(last)) {
+        free(last);
+        return LP_OK;
+    }
+    lp_tensor_list ck;
+    lp_tensor_list_init(&ck);
+    lp_status s = lp_safetensors_read(last, &ck);
+    const char *cv = s ? NULL : lp_tensor_list_get_meta(&ck, "resnet_version");
+    const bool ck_v1 = cv && !strcmp(cv, "v1");
+    if (!s && f->p.weights && ck_v1 != *v1)
+        s = lp_fail(LP_ERR_ARG, "%s is a ResNet %s but %s is a ResNet %s: resume with the run's own --weights, or none", last, ck_v1 ? "v1" : "v1.5",
+                    f->p.weights, *v1 ? "v1" : "v1.5");
+    *v1 = ck_v1;
+    lp_tensor_list_free(&ck);
+    free(last);
     return s;
 }
 
@@ -451,8 +479,15 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (prec == LP_PREC_AUTO && lp_net_arch_has_bn(p->model)) nc.bf16 = false;
     if (p->conv_algo) lp_conv_algo_parse(p->conv_algo, &nc.conv_algo); /* checked in check_params */
     lp_bn_mode_parse(p->bn, &nc.bn);                                    /* likewise */
-    if ((s = lp_net_create(&nc, &f->net))) return s;
-    if (p->weights && (s = load_weights(f))) return s;
+    lp_tensor_list w;
+    lp_tensor_list_init(&w);
+    if (p->weights) s = read_weights(f, &w);
+    if (!s) s = resnet_version(f, &w, &nc.resnet_v1);
+    if (!s) s = lp_net_create(&nc, &f->net);
+    if (!s && nc.resnet_v1) say(f, "ResNet v1 strides (Keras' ResNet50): each stage's first block strides on its first 1x1 conv.\n");
+    if (!s && p->weights) s = load_weights(f, &w);
+    lp_tensor_list_free(&w);
+    if (s) return s;
     if (!strcmp(p->preprocess, "auto")) {
         const char *pre = f->weights_preprocess ? f->weights_preprocess : "rescale";
         if (lp_preprocess_parse(pre, &f->preprocess) != LP_OK) f->preprocess = LP_PRE_RESCALE;
