@@ -106,6 +106,18 @@ def keras_h5_seeds(d):
     W.write_keras_h5(os.path.join(d, "nested.h5"), small, nested="vgg16")
     f16 = [(n, [a.astype(np.float16) for a in arrs]) for n, arrs in small]
     W.write_keras_h5(os.path.join(d, "f16.h5"), f16)
+    # Keras' ResNet50 names (read as a ResNet): a conv, its batch norm's four vectors, a block conv
+    import h5py
+    res = [("conv1_conv", [rng.standard_normal((7, 7, 3, 4)).astype(np.float32), np.zeros(4, np.float32)]), ("conv1_bn", []),
+           ("conv2_block1_1_conv", [rng.standard_normal((1, 1, 4, 4)).astype(np.float32), np.zeros(4, np.float32)]),
+           ("avg_pool", []), ("predictions", [rng.standard_normal((4, 2)).astype(np.float32), np.zeros(2, np.float32)])]
+    path = os.path.join(d, "resnet.h5")
+    W.write_keras_h5(path, res)
+    with h5py.File(path, "a") as f:
+        names = [("conv1_bn/%s:0" % w).encode() for w in ("gamma", "beta", "moving_mean", "moving_variance")]
+        f["conv1_bn"].attrs["weight_names"] = names
+        for nm in names:
+            f["conv1_bn"].create_dataset(nm.decode(), data=np.ones(4, np.float32))
 
 
 def onnx_seeds(d):
