@@ -38,10 +38,13 @@ typedef struct lp_layer {
     /* The network is a graph in topological order: src is the layer whose output is
      * this one's input (-1: the network's input; l - 1 in a chain), src2 the second
      * input of an add (-1 otherwise). fork: the output feeds a layer other than the next,
-     * or several: its gradient is summed from its consumers in grad_sum. */
+     * or several: its gradient is summed from its consumers in grad_sum, one of the net's
+     * grad_sums (forks whose gradients are never live at once share one). */
     int src, src2;
     bool fork;
-    lp_buf grad_sum;
+    int last_reader;   /* fork: the highest layer that reads it (its gradient is live from
+                          that layer's backward down to its own) */
+    float *grad_sum;
     bool grad_sum_set; /* in this backward, grad_sum holds a first contribution */
     int in_c, in_h, in_w, out_c, out_h, out_w; /* per sample; 2-D data has h = w = 1 */
     int k, stride, pad; /* conv kernel/stride/pad, pool kernel/stride */
@@ -145,6 +148,7 @@ struct lp_net {
      * outputs of inference plans */
     lp_buf *act;
     lp_buf diff[2], scratch, tmp_dw, tmp_db, tmp_dx, store_tmp;
+    lp_buf *grad_sums; /* the forks' summed gradients (nlayers of them at most; backward_targets) */
     lp_plan plans[LP_MAX_PLANS];
     uint64_t use_counter;
     /* last forward */
