@@ -76,7 +76,35 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
         }
         break;
     }
-    default: break; /* reorders, views, C ops, and batch norm, adds and global pooling (not timed alone yet): all overhead */
+    case LP_LAYER_BN: {
+        /* in the mode of the last training forward; the running statistics are not touched */
+        const bool train = pl->u.bn.last_train;
+        lp_batchnorm *b = train ? &pl->u.bn.train : &pl->u.bn.frozen;
+        if (!(train ? pl->u.bn.has_train : pl->u.bn.has_frozen)) break;
+        const float *g = net->weights + net->params[L->pw].offset, *be = net->weights + net->params[L->pb].offset;
+        float *stats = L->aux.p, *mean = train ? stats : net->weights + net->params[L->prm].offset,
+              *var = train ? stats + L->in_c : net->weights + net->params[L->prv].offset;
+        TIME_CALL(lp_batchnorm_forward(b, net->stream, x, g, be, mean, var, y, L->relu_bits.p, scr), t[0]);
+        if (b->has_bwd) {
+            float *dgb = net->tmp_db.cap >= 2 * sizeof(float) * (size_t)L->in_c ? net->tmp_db.p : NULL;
+            TIME_CALL(lp_batchnorm_backward(b, net->stream, x, dy, g, be, mean, var, L->relu_bits.p, dx, dgb, dgb ? dgb + L->in_c : NULL,
+                                            scr),
+                      t[1]);
+        }
+        break;
+    }
+    case LP_LAYER_ADD: {
+        /* the add itself, on the second input's own slot: its reorder (a different layout)
+         * is overhead like the others */
+        TIME_CALL(lp_residual_add_forward(&pl->u.add.op, net->stream, x, net->act[pl->in2_slot].p, y, scr), t[0]);
+        if (pl->u.add.op.has_bwd) TIME_CALL(lp_residual_add_backward(&pl->u.add.op, net->stream, dy, y, dx, scr), t[1]);
+        break;
+    }
+    case LP_LAYER_GAP:
+        TIME_CALL(lp_global_avgpool_forward(&pl->u.gap, net->stream, x, y, scr), t[0]);
+        if (pl->u.gap.has_bwd) TIME_CALL(lp_global_avgpool_backward(&pl->u.gap, net->stream, dy, dx, scr), t[1]);
+        break;
+    default: break; /* reorders, views and C ops: all overhead */
     }
     return LP_OK;
 }
@@ -136,9 +164,9 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
     if (!net->prof || !net->cur || steps < 1) return lp_fail(LP_ERR_ARG, "bench: per-layer table needs profiled training steps first");
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s  %s\n", "layer", "kind", "output", "step fwd",
+    appendf(&buf, &len, &cap, "%-21s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s  %s\n", "layer", "kind", "output", "step fwd",
             "step bwd", "prim fwd", "prim bwd", "GFLOP/s", "GFLOP/s", "overhead", "kernel (forward)");
-    appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s\n", "", "", "", "ms", "ms", "ms", "ms", "fwd",
+    appendf(&buf, &len, &cap, "%-21s %-18s %-14s %9s %9s %9s %9s %8s %8s %8s\n", "", "", "", "ms", "ms", "ms", "ms", "fwd",
             "bwd", "ms");
     double in_step = 0, sum_prim = 0;
     int nfused = 0;
@@ -151,18 +179,22 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
         const lp_plan_layer *pl = &net->cur->layers[l];
-        const char *impl = L->kind == LP_LAYER_CONV ? pl->u.conv.op.fwd.impl
+        const char *impl = L->kind == LP_LAYER_CONV    ? pl->u.conv.op.fwd.impl
                            : L->kind == LP_LAYER_MAXPOOL ? pl->u.pool.fwd.impl
-                           : L->kind == LP_LAYER_DENSE ? pl->u.dense.fwd.impl : "";
+                           : L->kind == LP_LAYER_DENSE   ? pl->u.dense.fwd.impl
+                           : L->kind == LP_LAYER_BN      ? (pl->u.bn.last_train ? pl->u.bn.train.fwd.impl : pl->u.bn.frozen.fwd.impl)
+                           : L->kind == LP_LAYER_ADD     ? pl->u.add.op.fwd.impl
+                           : L->kind == LP_LAYER_GAP     ? pl->u.gap.fwd.impl
+                                                         : "";
         /* after a fused step (bench.c), the layers that updated their weights in backward */
         const bool fused = (L->kind == LP_LAYER_CONV || L->kind == LP_LAYER_DENSE) && net->params[L->pw].trainable &&
                            net->params[L->pw].grad_state == LP_GRAD_STALE;
         nfused += fused;
-        appendf(&buf, &len, &cap, "%-14s %-18s %-14s %9.2f %8.2f%s %9.2f %9.2f %8.0f %8.0f %8.2f  %s\n",
+        appendf(&buf, &len, &cap, "%-21s %-18s %-14s %9.2f %8.2f%s %9.2f %9.2f %8.0f %8.0f %8.2f  %s\n",
                 L->name[0] ? L->name : "(reorder)", lp_layer_kinds[L->kind].type, shape, sf * 1e3, sb * 1e3, fused ? "*" : " ",
                 pf * 1e3, pb * 1e3, gfs(gflop[2 * l], pf), gfs(gflop[2 * l + 1], pb), (sf + sb - pf - pb) * 1e3, impl);
     }
-    appendf(&buf, &len, &cap, "%-48s %19.2f %19.2f %26.2f\n", "sum over layers (ms)", in_step * 1e3, sum_prim * 1e3,
+    appendf(&buf, &len, &cap, "%-55s %19.2f %19.2f %26.2f\n", "sum over layers (ms)", in_step * 1e3, sum_prim * 1e3,
             (in_step - sum_prim) * 1e3);
     if (nfused)
         appendf(&buf, &len, &cap, "* the layer's weights were updated inside its backward (fused update; see the update below)\n");
