@@ -44,8 +44,9 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
                        "use a larger batch or frozen statistics");
     b->data_md = src ? *src : default_layout(p);
     const int64_t want[4] = {p->n, p->c, p->h, p->w};
-    if (b->data_md.ndims != 4 || b->data_md.data_type != dnnl_f32 || memcmp(b->data_md.dims, want, sizeof(int64_t) * 4))
-        return lp_fail(LP_ERR_SHAPE, "batchnorm: the input layout is not fp32 (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
+    if (b->data_md.ndims != 4 || (b->data_md.data_type != dnnl_f32 && b->data_md.data_type != dnnl_bf16) ||
+        memcmp(b->data_md.dims, want, sizeof(int64_t) * 4))
+        return lp_fail(LP_ERR_SHAPE, "batchnorm: the input layout is not fp32 or bf16 (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
 
     dnnl_batch_normalization_desc_t desc;
     lp_status st = lp_dnnl_check(

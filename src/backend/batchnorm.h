@@ -1,4 +1,5 @@
-/* Batch normalization over (n, c, h, w), fp32, on oneDNN, with exactly
+/* Batch normalization over (n, c, h, w), fp32 or bf16 data (bf16 nets; statistics,
+ * scale and shift always fp32, as PyTorch's batch norm under autocast), on oneDNN, with exactly
  * torch.nn.BatchNorm2d's semantics (eps, biased variance in the normalization, the
  * unbiased one in the running update, momentum, num_batches_tracked).
  *

@@ -1,5 +1,5 @@
-/* Global average pooling forward/backward on oneDNN's average pooling with one h x w
- * window (no padding, so including or excluding it is the same). oneDNN's jit pooling
+/* Global average pooling forward/backward (fp32, or bf16 in and out) on oneDNN's average
+ * pooling with one h x w window (no padding, so including or excluding it is the same). oneDNN's jit pooling
  * wants the output in the input's layout; at 1x1 pixel each of the layouts taken here is
  * (n, c) row-major, so the caller gets a plain matrix without a reorder. */
 #include "graph_ops.h"
@@ -10,7 +10,7 @@ static bool plain_at_1x1_tag(const lp_md *src, dnnl_format_tag_t *tag) {
     static const dnnl_format_tag_t tags[] = {dnnl_nchw, dnnl_nhwc, dnnl_nChw8c, dnnl_nChw16c};
     for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
         lp_md md;
-        if (dnnl_memory_desc_init_by_tag(&md, 4, src->dims, dnnl_f32, tags[i]) != dnnl_success) continue;
+        if (dnnl_memory_desc_init_by_tag(&md, 4, src->dims, src->data_type, tags[i]) != dnnl_success) continue;
         /* blocked by 8 or 16 with padded channels would leave gaps between the rows */
         if (lp_md_equal(&md, src) && md.padded_dims[1] == md.dims[1]) {
             *tag = tags[i];
@@ -22,8 +22,8 @@ static bool plain_at_1x1_tag(const lp_md *src, dnnl_format_tag_t *tag) {
 
 lp_status lp_global_avgpool_init(lp_global_avgpool *g, const lp_md *src) {
     memset(g, 0, sizeof *g);
-    if (src->ndims != 4 || src->data_type != dnnl_f32)
-        return lp_fail(LP_ERR_SHAPE, "global avgpool: the input must be fp32 (n, c, h, w)");
+    if (src->ndims != 4 || (src->data_type != dnnl_f32 && src->data_type != dnnl_bf16))
+        return lp_fail(LP_ERR_SHAPE, "global avgpool: the input must be fp32 or bf16 (n, c, h, w)");
     g->n = (int)src->dims[0], g->c = (int)src->dims[1], g->h = (int)src->dims[2], g->w = (int)src->dims[3];
     dnnl_format_tag_t tag;
     char buf[64];
@@ -34,7 +34,7 @@ lp_status lp_global_avgpool_init(lp_global_avgpool *g, const lp_md *src) {
                        lp_md_layout(src, buf, sizeof buf), g->n, g->c, g->h, g->w);
     g->src_md = *src;
     dnnl_dims_t dd = {g->n, g->c, 1, 1};
-    if (dnnl_memory_desc_init_by_tag(&g->dst_md, 4, dd, dnnl_f32, tag) != dnnl_success)
+    if (dnnl_memory_desc_init_by_tag(&g->dst_md, 4, dd, src->data_type, tag) != dnnl_success)
         return lp_fail(LP_ERR_BACKEND, "global avgpool: cannot describe the output");
     dnnl_dims_t strides = {1, 1}, kernel = {g->h, g->w}, dil = {0, 0}, pad = {0, 0};
     dnnl_pooling_v2_desc_t desc;

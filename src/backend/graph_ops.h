@@ -2,7 +2,7 @@
  * that joins a skip connection to its block, and the global average pooling before the
  * classifier. Forward and backward on oneDNN, built once per shape like every backend
  * op (backend.h): the caller owns every buffer; scratchpads are user provided (at least
- * *_scratch_size bytes). fp32 only. */
+ * *_scratch_size bytes). fp32, or bf16 data in bf16 nets. */
 #ifndef LP_GRAPH_OPS_H
 #define LP_GRAPH_OPS_H
 

@@ -1,5 +1,5 @@
-/* Residual add forward/backward: oneDNN's binary add with the ReLU as a post-op (one
- * pass over a, b and y), and the ReLU's backward as oneDNN's eltwise backward from its
+/* Residual add forward/backward, fp32 or bf16 (bf16 nets): oneDNN's binary add with the
+ * ReLU as a post-op (one pass over a, b and y), and the ReLU's backward as oneDNN's eltwise backward from its
  * output y (relu_use_dst_for_bwd: the mask comes from y, so nothing is kept for it). */
 #include "graph_ops.h"
 #include <string.h>
@@ -8,8 +8,8 @@ lp_status lp_residual_add_init(lp_residual_add *r, const lp_md *data_md, bool re
     memset(r, 0, sizeof *r);
     r->data_md = *data_md;
     r->relu = relu;
-    if (data_md->ndims != 4 || data_md->data_type != dnnl_f32 || data_md->format_kind != dnnl_blocked)
-        return lp_fail(LP_ERR_SHAPE, "residual add: the inputs must be fp32 (n, c, h, w) in a concrete layout");
+    if (data_md->ndims != 4 || (data_md->data_type != dnnl_f32 && data_md->data_type != dnnl_bf16) || data_md->format_kind != dnnl_blocked)
+        return lp_fail(LP_ERR_SHAPE, "residual add: the inputs must be fp32 or bf16 (n, c, h, w) in a concrete layout");
     dnnl_binary_desc_t desc;
     lp_status st =
         lp_dnnl_check(dnnl_binary_desc_init(&desc, dnnl_binary_add, data_md, data_md, data_md), "residual add desc");

@@ -671,7 +671,8 @@ static lp_status gap_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     lp_status st = lp_global_avgpool_init(&pl->u.gap, &pl->in_md);
     if (st) return st;
     int64_t d[2] = {n, l->out_c};
-    pl->out_md = lp_md_plain(2, d);
+    pl->out_md = lp_md_plain(2, d); /* fp32 for the dense layer; bf16 nets pool into aux and widen */
+    if (pl->u.gap.dst_md.data_type == dnnl_bf16 && (st = lp_buf_reserve(&l->aux, sizeof(uint16_t) * (size_t)n * l->out_c, NULL))) return st;
     return reserve_scratch(net, lp_global_avgpool_scratch_size(&pl->u.gap));
 }
 
@@ -684,13 +685,23 @@ static lp_status gap_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *p
 
 static lp_status gap_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
                              uint64_t seed, uint64_t stream) {
-    return lp_global_avgpool_forward(&pl->u.gap, net->stream, x, y, net->scratch.p);
+    if (pl->u.gap.dst_md.data_type != dnnl_bf16) return lp_global_avgpool_forward(&pl->u.gap, net->stream, x, y, net->scratch.p);
+    lp_status st = lp_global_avgpool_forward(&pl->u.gap, net->stream, x, l->aux.p, net->scratch.p);
+    if (st) return st;
+    dnnl_stream_wait(net->stream);
+    const uint16_t *h = l->aux.p;
+    for (size_t i = 0; i < (size_t)n * l->out_c; i++) y[i] = lp_bf16_to_f32(h[i]);
+    return LP_OK;
 }
 
+/* bf16: dy rounded to bf16 first, as the bf16 gradient autocast's Linear hands its input */
 static lp_status gap_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
                               float *dx, bool weights, bool accumulate) {
     if (!dx) return LP_OK;
-    return lp_global_avgpool_backward(&pl->u.gap, net->stream, dy, dx, net->scratch.p);
+    if (pl->u.gap.dst_md.data_type != dnnl_bf16) return lp_global_avgpool_backward(&pl->u.gap, net->stream, dy, dx, net->scratch.p);
+    uint16_t *h = l->aux.p;
+    for (size_t i = 0; i < (size_t)n * l->out_c; i++) h[i] = lp_f32_to_bf16(dy[i]);
+    return lp_global_avgpool_backward(&pl->u.gap, net->stream, (const float *)h, dx, net->scratch.p);
 }
 
 static void gap_free(lp_plan_layer *pl) { lp_global_avgpool_free(&pl->u.gap); }

@@ -231,12 +231,6 @@ lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
         st = lp_fail(LP_ERR_ARG, "bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); use fp32");
         goto fail;
     }
-    for (int l = 0; l < net->nlayers && net->cfg.bf16; l++)
-        if (net->layers[l].kind == LP_LAYER_BN) {
-            st = lp_fail(LP_ERR_ARG, "bf16: %s has batch norm (%s), which runs in fp32 only so far; use fp32", net->cfg.arch,
-                         net->layers[l].name);
-            goto fail;
-        }
     if (!lp_dnnl_engine()) {
         st = lp_fail(LP_ERR_BACKEND, "oneDNN: cannot create the CPU engine");
         goto fail;
@@ -737,18 +731,30 @@ static lp_status backward_targets(lp_net *net, int lo) {
     return st;
 }
 
-/* Layer j's output gradient gets dx (floats) from one of its readers: the first
- * reader's is copied into j's grad_sum, the others' added, in the order backward
- * meets them (from the top: the same order every step). Only forks from lo up. */
-static void sum_into_fork(lp_net *net, int j, int lo, const float *dx, size_t floats) {
+/* Layer j's output gradient gets dx (md: its size and data type) from one of its readers:
+ * the first reader's is copied into j's grad_sum, the others' added, in the order backward
+ * meets them (from the top: the same order every step). Only forks from lo up. bf16
+ * gradients (bf16 nets) are added in fp32 and rounded to bf16, as PyTorch's autograd sums
+ * bf16 gradients. */
+static void sum_into_fork(lp_net *net, int j, int lo, const void *dx, const lp_md *md) {
     if (j < lo || !net->layers[j].fork) return;
     lp_layer *J = &net->layers[j];
-    float *g = J->grad_sum;
+    const size_t bytes = lp_md_size(md);
     dnnl_stream_wait(net->stream);
-    if (!J->grad_sum_set) memcpy(g, dx, floats * sizeof(float));
-    else
-LP_OMP(parallel for if (floats > 65536))
-        for (size_t i = 0; i < floats; i++) g[i] += dx[i];
+    if (!J->grad_sum_set) memcpy(J->grad_sum, dx, bytes);
+    else if (md->data_type == dnnl_bf16) {
+        uint16_t *g = (uint16_t *)J->grad_sum;
+        const uint16_t *d = dx;
+        const size_t n = bytes / 2;
+LP_OMP(parallel for if (n > 65536))
+        for (size_t i = 0; i < n; i++) g[i] = lp_f32_to_bf16(lp_bf16_to_f32(g[i]) + lp_bf16_to_f32(d[i]));
+    } else {
+        float *g = J->grad_sum;
+        const float *d = dx;
+        const size_t n = bytes / sizeof(float);
+LP_OMP(parallel for if (n > 65536))
+        for (size_t i = 0; i < n; i++) g[i] += d[i];
+    }
     J->grad_sum_set = true;
 }
 
@@ -813,12 +819,11 @@ lp_status lp_net_backward(lp_net *net) {
             L->grad_consumed = false;
         }
         if (dx) {
-            const size_t floats = lp_md_size(&pl->in_md) / sizeof(float);
-            sum_into_fork(net, L->src, lo, dx, floats);
+            sum_into_fork(net, L->src, lo, dx, &pl->in_md);
             const float *dx2;
             if (L->src2 >= lo) {
                 if ((st = lp_layer_dx2(net, L, pl, dx, &dx2))) return lp_fail_context(st, "backward %s", L->name);
-                sum_into_fork(net, L->src2, lo, dx2, lp_md_size(&pl->in2_md) / sizeof(float));
+                sum_into_fork(net, L->src2, lo, dx2, &pl->in2_md);
             }
         }
         dy = dx;

@@ -81,8 +81,10 @@ const char *lp_net_winograd_kind(void);
  * 2, 2.1x at 64x64 batch 16; it was no faster at 32x32 until the optimizer wrote the
  * bf16 weight copies itself). */
 bool lp_net_use_bf16(lp_precision p);
-/* Whether architecture arch has batch norm layers (the ResNets), which run in fp32 only so
- * far: lp_net_create refuses bf16 for it, and --precision auto keeps it in fp32. */
+/* Whether architecture arch has batch norm layers (the ResNets): --precision auto keeps it
+ * in fp32 (bf16 ResNets are not measured on AMX yet, where auto would pick bf16);
+ * --precision bf16 runs them in bf16 as PyTorch's autocast does (batch norm's data bf16,
+ * its statistics, scale and shift fp32). */
 bool lp_net_arch_has_bn(const char *arch);
 /* Whether a bf16 net runs its dense layers in bf16 at batch n: above 4 only (at 4 or
  * less they are bound by reading the fp32 master weights, which the update needs

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """bf16 training step against PyTorch 1.13 (ctest engine_bf16_parity).
 
-The same VGG weights and batch go through loupe's bf16 net (convolutions and pooling
-in bf16 on oneDNN, dense layers too at batches over 4; fp32 master weights and loss)
+The same VGG weights (or, with --arch, a torchvision ResNet's with random batch norm scales
+and statistics, batch norm in --bn's mode) and batch go through loupe's bf16 net
+(convolutions, pooling, batch norm and adds in bf16 on oneDNN, dense layers too at batches
+over 4; fp32 master weights, batch norm statistics and loss)
 and through PyTorch twice: in fp32 (the exact answer) and under
 torch.autocast("cpu", bfloat16) (what PyTorch users get from mixed precision). For logits, loss, every gradient and the
 weights after SGD steps we measure the relative error to PyTorch fp32,
@@ -14,6 +16,9 @@ significant bits, 3.9e-3 relative rounding), every gradient pointing the same wa
 (cosine > 0.8), and an error above 1e-5 for the logits (the net really ran in bf16, not
 silently in fp32). Exits 77 (skipped) without native bf16 (the CPU's, or under an ISA cap
 below it), where loupe refuses bf16.
+
+ResNets get no undecided-decision term (its computation walks VGG's chain of layers): their
+limit is 2x PyTorch bf16's error + 2e-3 for every tensor.
 
 Why PyTorch's error is not always the reference. Autocast keeps nothing of this net in fp32
 but the loss and the master weights: convolutions, ReLU, max pool and Linear all run and
@@ -34,7 +39,7 @@ pre-activation is within sigma of zero (sigma = the RMS of PyTorch bf16's error 
 pre-activation), relative to the fp32 gradient's norm. It exceeds 2x PyTorch's error only
 where a few decisions carry the tensor.
 
-usage: bf16_parity.py --driver ENGINE_PARITY --workdir DIR"""
+usage: bf16_parity.py --driver ENGINE_PARITY --workdir DIR [--arch vgg16|resnet18|resnet50 --bn train|frozen]"""
 import argparse, os, subprocess, sys
 import numpy as np
 import torch
@@ -123,6 +128,8 @@ def main():
     ap.add_argument("--size", default="32x32")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--arch", default="vgg16", choices=["vgg16", "resnet18", "resnet50"])
+    ap.add_argument("--bn", default="train", choices=["train", "frozen"], help="ResNets: batch norm mode (torch's to match)")
     a = ap.parse_args()
     if not native_bf16():
         print("SKIP: no native bf16 here (avx512_bf16 / amx_bf16, or an ISA cap below them); loupe refuses bf16")
@@ -132,19 +139,28 @@ def main():
     n, k = a.batch, 2
     os.makedirs(a.workdir, exist_ok=True)
     p = lambda f: os.path.join(a.workdir, "bf16." + f)
+    resnet = a.arch.startswith("resnet")
     head = "flatten,dense:64:relu,dense:2"
-    model, _ = build("vgg16", "none", head, k, 3, h, w)
+    model, _ = build(a.arch, "keep" if resnet else "none", head, k, 3, h, w)
     with torch.no_grad():
         for name, q in model.named_parameters():
             if name.endswith(".bias"):
                 q.copy_(torch.randn_like(q) * 0.05)
+        for mod in model.modules():  # batch norm: random scales and statistics, as parity.py
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.copy_(1.0 + 0.2 * torch.randn_like(mod.weight))
+                mod.running_mean.copy_(0.2 * torch.randn_like(mod.running_mean))
+                mod.running_var.copy_(0.5 + torch.rand_like(mod.running_var))
     sd = {kk: v.detach().numpy().copy() for kk, v in model.state_dict().items()}
-    st_write(p("weights.safetensors"), sd, {"format": "loupe-checkpoint-1", "arch": "vgg16", "top": "none", "head": head,
-                                            "num_classes": k, "input_size": a.size, "in_channels": 3})
+    meta = {"format": "loupe-checkpoint-1", "arch": a.arch, "top": "keep" if resnet else "none", "num_classes": k,
+            "input_size": a.size, "in_channels": 3}
+    if not resnet:
+        meta["head"] = head
+    st_write(p("weights.safetensors"), sd, meta)
     x = torch.rand(n, 3, h, w) * 2 - 1
     labels = torch.arange(n) % k
     st_write(p("inputs.safetensors"), {"x": x.numpy(), "labels": labels.numpy().astype(np.int64)}, {})
-    env = dict(os.environ, LOUPE_PARITY_BF16="1")
+    env = dict(os.environ, LOUPE_PARITY_BF16="1", LOUPE_PARITY_BN=a.bn)
     subprocess.run([a.driver, "run", p("weights.safetensors"), p("inputs.safetensors"), p("out.safetensors"), "sgd", "0.01",
                     str(a.steps)], check=True, env=env)
     ours, _ = st_read(p("out.safetensors"))
@@ -152,6 +168,10 @@ def main():
     def torch_run(bf16):
         model.load_state_dict({kk: torch.from_numpy(v) for kk, v in sd.items()}, strict=True)
         model.train()
+        if a.bn == "frozen":
+            for mod in model.modules():
+                if isinstance(mod, nn.BatchNorm2d):
+                    mod.eval()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         res = {}
         for s in range(a.steps):
@@ -172,7 +192,7 @@ def main():
         return res
 
     ref, tbf = torch_run(False), torch_run(True)
-    flips = undecided_flips(model, sd, x, labels, ref)
+    flips = {} if resnet else undecided_flips(model, sd, x, labels, ref)
     failures = []
     print("relative error to PyTorch fp32")
     print("%-28s %12s %12s %12s %10s %8s" % ("tensor", "loupe bf16", "torch bf16", "undecided", "limit", "cosine"))

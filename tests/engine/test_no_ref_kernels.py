@@ -5,8 +5,8 @@ oneDNN falls back to its `ref:` implementations (scalar C++, 10-100x slower) whe
 optimized kernel takes a shape or layout, silently. For each ISA cap (AVX2,
 AVX512_CORE and the CPU's own level) this runs one training step of VGG16 (top none
 and keep, 32x32 and 224x224, batch 2; bf16 too where the CPU has native bf16), and of
-resnet18 at 64x64 and resnet50 at 224x224 (top keep, batch 2, fp32: batch norm is fp32
-only, in training mode) with ONEDNN_VERBOSE=1 and fails on any `ref:` convolution,
+resnet18 at 64x64 (bf16 too where native) and resnet50 at 224x224 (top keep, batch 2, batch
+norm in training mode) with ONEDNN_VERBOSE=1 and fails on any `ref:` convolution,
 pooling, matmul, inner product, batch normalization, binary (the residual adds) or
 eltwise op. It also checks that loupe's own kernels obey the cap: `loupe bench` prints
 the ISA level they run at, which must be the lower of the cap and the CPU's level.
@@ -54,7 +54,7 @@ def main():
         want = native if cap is None else LEVELS[min(LEVELS.index(CAPS[cap]), native_rank)] if native_rank >= 0 else native
         precisions = ["fp32"] + (["bf16"] if LEVELS.index(want) >= LEVELS.index("AVX512-BF16") else [])
         runs = [("vgg16", precision, top, size) for precision in precisions for top in ["none", "keep"] for size in ["32x32", "224x224"]]
-        runs += [("resnet18", "fp32", "keep", "64x64"), ("resnet50", "fp32", "keep", "224x224")]
+        runs += [("resnet18", precision, "keep", "64x64") for precision in precisions] + [("resnet50", "fp32", "keep", "224x224")]
         for model, precision, top, size in runs:
             level, refs = bench(loupe, cap, top, size, precision, model)
             ok = level == want and not refs
