@@ -3,6 +3,7 @@
  * plans (primitives built once per shape, buffers shared), forward, loss,
  * backward. */
 #include "nn_impl.h"
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -686,6 +687,25 @@ static int fork_grad_end(const lp_net *net, const lp_plan *p, int k, int lo) {
     return l;
 }
 
+/* For each activation slot, the lowest layer whose backward touches it (reads its input,
+ * second input or output there, or finds its dy there or writes its dx there), INT_MAX
+ * when none: below that layer the slot holds nothing backward needs. dy's place follows
+ * dx_place: a conv's dx in its own output slot is the next layer's dy, passed on by the
+ * layers whose dx is their dy, until a fork (whose dy is its summed gradient). */
+static void slot_lowest_use(const lp_net *net, const lp_plan *p, int lo, int *last_use, int nslots) {
+    for (int s = 0; s < nslots; s++) last_use[s] = INT_MAX;
+    int dy_slot = -1; /* the slot holding dy; -1: a diff buffer or a summed gradient */
+    for (int l = net->nlayers - 1; l >= lo; l--) {
+        const lp_plan_layer *pl = &p->layers[l];
+        if (net->layers[l].fork) dy_slot = -1;
+        last_use[pl->in_slot] = last_use[pl->out_slot] = l;
+        if (pl->in2_slot >= 0) last_use[pl->in2_slot] = l;
+        if (dy_slot >= 0) last_use[dy_slot] = l;
+        if (dx_is_dy(net, pl, l)) continue;
+        dy_slot = dx_in_own_output(net, pl, l) ? pl->out_slot : -1;
+    }
+}
+
 /* Sizes the two diff buffers for a backward down to layer lo+1 placed by dx_place
  * (dlogits start in diff[0]), and the summed gradients of the forks from lo up. In VGG
  * only pooling and the dense layers then need a diff buffer, which saves one
@@ -702,30 +722,49 @@ static lp_status backward_targets(lp_net *net, int lo) {
         if (!dx_is_dy(net, pl, l) && d >= 0 && lp_md_size(&pl->in_md) > need[d]) need[d] = lp_md_size(&pl->in_md);
     }
     if (!net->grad_sums && !(net->grad_sums = lp_calloc((size_t)net->nlayers, sizeof *net->grad_sums))) return LP_ERR_NOMEM;
-    /* Forks share buffers where their gradients are never live at once (interval colouring
-     * in the order backward meets them). A ResNet then needs 2 or 3 instead of one per block
-     * (resnet50 at 224x224 batch 16: about 300 MB less). */
+    /* A fork's summed gradient is live from its last reader's backward down to the last
+     * layer its gradient flows through in place (fork_grad_end). It goes into an activation
+     * slot that backward no longer touches by then (its layers are behind: the slot's
+     * activation and any gradient it carried are dead), else into a buffer of its own,
+     * which forks share where their gradients are never live at once (interval colouring in
+     * the order backward meets them). resnet50 at 224x224 batch 16: 17 summed gradients of
+     * up to 51 MB each, in 3 buffers, and some of those in dead slots. */
+    const int nslots = net->nlayers + 3;
     int *occupant = lp_calloc((size_t)net->nlayers, sizeof(int)), *buf_of = lp_calloc((size_t)net->nlayers, sizeof(int)), nbuf = 0;
+    int *last_use = lp_calloc((size_t)nslots, sizeof(int)), *slot_busy = lp_calloc((size_t)nslots, sizeof(int));
     size_t *size = lp_calloc((size_t)net->nlayers, sizeof(size_t));
-    if (!occupant || !buf_of || !size) st = LP_ERR_NOMEM;
+    if (!occupant || !buf_of || !size || !last_use || !slot_busy) st = LP_ERR_NOMEM;
+    slot_lowest_use(net, p, lo, last_use, nslots);
+    for (int s = 0; s < nslots && !st; s++) slot_busy[s] = INT_MAX;
     for (int r = net->nlayers - 1; r > lo && !st; r--)
         for (int j = r - 1; j >= lo; j--) {
             lp_layer *J = &net->layers[j];
             if (!J->fork || J->last_reader != r) continue;
+            const size_t bytes = lp_md_size(&p->layers[j].out_md);
+            const int end = fork_grad_end(net, p, j, lo);
+            J->grad_sum_set = false;
+            int s = lo + 1; /* the slots of layers from lo up (a frozen prefix's are the feature cache's business) */
+            while (s < net->nlayers + 1 && !(last_use[s] > r && slot_busy[s] > r && net->act[s].cap >= bytes)) s++;
+            if (s < net->nlayers + 1) {
+                slot_busy[s] = end;
+                buf_of[j] = -1 - s;
+                continue;
+            }
             int b = 0;
             while (b < nbuf && occupant[b] <= r) b++; /* a buffer is free once its last reader is behind */
             if (b == nbuf) size[nbuf++] = 0;
-            occupant[b] = fork_grad_end(net, p, j, lo);
+            occupant[b] = end;
             buf_of[j] = b;
-            J->grad_sum_set = false;
-            if (lp_md_size(&p->layers[j].out_md) > size[b]) size[b] = lp_md_size(&p->layers[j].out_md);
+            if (bytes > size[b]) size[b] = bytes;
         }
     for (int b = 0; b < nbuf && !st; b++) st = lp_buf_reserve(&net->grad_sums[b], size[b], NULL);
     for (int j = lo; j < net->nlayers && !st; j++)
-        if (net->layers[j].fork) net->layers[j].grad_sum = net->grad_sums[buf_of[j]].p;
+        if (net->layers[j].fork) net->layers[j].grad_sum = buf_of[j] < 0 ? net->act[-1 - buf_of[j]].p : net->grad_sums[buf_of[j]].p;
     free(occupant);
     free(buf_of);
     free(size);
+    free(last_use);
+    free(slot_busy);
     if (!st) st = lp_buf_reserve(&net->diff[0], need[0], NULL);
     if (!st) st = lp_buf_reserve(&net->diff[1], need[1] ? need[1] : 64, NULL);
     return st;
