@@ -72,7 +72,6 @@ AVX512_CORE_AMX) bf16="AMX" ;;
 AVX512_CORE_BF16) bf16="AVX512-BF16" ;;
 *) bf16="" ;; # not native: the bf16 rows are skipped
 esac
-case $model in resnet*) bf16="" ;; esac # batch norm is fp32 only in loupe so far: no bf16 rows
 # --per-layer goes with loupe's bf16 run, or its fp32 run where bf16 is skipped
 pl_run=loupe-fp32
 [ -n "$bf16" ] && pl_run=loupe-bf16
