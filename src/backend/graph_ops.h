@@ -1,6 +1,6 @@
 /* The ops a network with branches needs beyond a chain's (ResNet): the residual add
  * that joins a skip connection to its block, and the global average pooling before the
- * classifier. Forward and backward on oneDNN, built once per shape like every backend
+ * classifier; and MobileNetV2's ReLU6. Forward and backward on oneDNN, built once per shape like every backend
  * op (backend.h): the caller owns every buffer; scratchpads are user provided (at least
  * *_scratch_size bytes). fp32, or bf16 data in bf16 nets. */
 #ifndef LP_GRAPH_OPS_H
@@ -53,5 +53,23 @@ size_t lp_global_avgpool_scratch_size(const lp_global_avgpool *g);
 lp_status lp_global_avgpool_forward(lp_global_avgpool *g, dnnl_stream_t s, const float *x, float *y, void *scratch);
 lp_status lp_global_avgpool_backward(lp_global_avgpool *g, dnnl_stream_t s, const float *dy, float *dx, void *scratch);
 void lp_global_avgpool_free(lp_global_avgpool *g);
+
+/* ---- ReLU6 (MobileNetV2's activation after batch norm): min(max(x, 0), 6) ----------
+ * In place on y, in data_md (any concrete layout; fp32 or bf16). Backward from the output,
+ * as PyTorch's hardtanh: dy *= (0 < y < 6) in place (the same set as 0 < x < 6). oneDNN's
+ * eltwise clip_v2 (its _use_dst_for_bwd kind for backward). */
+typedef struct lp_relu6 {
+    lp_md data_md;
+    dnnl_primitive_desc_t fwd_pd;
+    lp_prim fwd, bwd;
+    bool has_bwd;
+} lp_relu6;
+
+lp_status lp_relu6_init(lp_relu6 *r, const lp_md *data_md);
+lp_status lp_relu6_init_backward(lp_relu6 *r);
+size_t lp_relu6_scratch_size(const lp_relu6 *r);
+lp_status lp_relu6_forward(lp_relu6 *r, dnnl_stream_t s, float *y, void *scratch);
+lp_status lp_relu6_backward(lp_relu6 *r, dnnl_stream_t s, float *dy, const float *y, void *scratch);
+void lp_relu6_free(lp_relu6 *r);
 
 #endif

@@ -776,6 +776,30 @@ static bool resnet_names(const lp_tensor_list *in) {
     return lp_tensor_list_find(in, "layer1.0.conv1.weight") || lp_tensor_list_find(in, "module.layer1.0.conv1.weight");
 }
 
+/* ... with torchvision's mobilenet_v2 names (features.N.conv..., classifier.1). */
+static bool mobilenet_names(const lp_tensor_list *in) {
+    const char *a = lp_tensor_list_get_meta(in, "arch");
+    if (a) return !strcmp(a, "mobilenet_v2");
+    return lp_tensor_list_find(in, "features.1.conv.0.0.weight") || lp_tensor_list_find(in, "module.features.1.conv.0.0.weight");
+}
+
+/* mobilenet_v2's metadata: top keep when classifier.1 is there. */
+static lp_status mobilenet_meta(const char *path, const lp_weights_opts *o, lp_tensor_list *out) {
+    const char *arch = lp_tensor_list_get_meta(out, "arch");
+    if (arch && strcmp(arch, "mobilenet_v2")) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not a mobilenet_v2", path, arch);
+    if (o->arch && strcmp(o->arch, "mobilenet_v2")) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a mobilenet_v2, not the %s asked for", path, o->arch);
+    lp_status st = arch ? LP_OK : lp_tensor_list_set_meta(out, "arch", "mobilenet_v2");
+    if (st || lp_tensor_list_get_meta(out, "top")) return st;
+    const lp_named_tensor *fc = lp_tensor_list_find(out, "classifier.1.weight");
+    st = lp_tensor_list_set_meta(out, "top", fc ? "keep" : "none");
+    if (!st && fc && fc->t.ndim == 2) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%lld", (long long)fc->t.shape[0]);
+        st = lp_tensor_list_set_meta(out, "num_classes", buf);
+    }
+    return st;
+}
+
 /* Keras' ResNet50 (keras.applications, ResNet v1) from a Keras HDF5 file: conv1_conv +
  * conv1_bn, conv{S}_block{B}_{K}_conv + _bn (K = 0: the shortcut), predictions. Each conv
  * has a bias, which moves into its batch norm's running mean; Keras' batch norm epsilon
@@ -944,9 +968,12 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         lp_tensor_list raw;
         lp_tensor_list_init(&raw);
         st = lp_safetensors_read(path, &raw);
-        if (!st && !o->arch) resnet = resnet_names(&raw);
-        if (!st) st = resnet ? resnet_state_dict(path, &raw, out) : safetensors_map(path, o, &raw, out);
+        bool mobilenet = o->arch && !strcmp(o->arch, "mobilenet_v2");
+        if (!st && !o->arch) resnet = resnet_names(&raw), mobilenet = mobilenet_names(&raw);
+        /* torchvision's graphs (ResNets, MobileNetV2) keep their state dict's names */
+        if (!st) st = resnet || mobilenet ? resnet_state_dict(path, &raw, out) : safetensors_map(path, o, &raw, out);
         if (!st && resnet) st = resnet_meta(path, o, out);
+        if (!st && mobilenet) st = mobilenet_meta(path, o, out);
         lp_tensor_list_free(&raw);
     } else if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
         st = lp_fail(LP_ERR_FORMAT, "%s: a PyTorch .pth/.pt (zip) checkpoint: loupe reads safetensors, not pickles; in Python save the state dict as "

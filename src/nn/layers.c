@@ -32,15 +32,20 @@ static void buf_release_pages(lp_buf *b) {
 }
 
 /* ---- conv ------------------------------------------------------------------ */
-static lp_md conv_w_plain(const lp_layer *l) {
-    int64_t d[4] = {l->out_c, l->in_c, l->k, l->k};
-    return lp_md_plain(4, d);
+static lp_conv2d_params conv_params(const lp_net *net, const lp_layer *l, int n) {
+    return (lp_conv2d_params){.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .k = l->out_c, .kh = l->k, .kw = l->k,
+                              .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad, .groups = l->groups, .relu = l->relu,
+                              .bf16 = net ? net->cfg.bf16 : false, .no_bias = l->pb < 0};
 }
 
+lp_md lp_layer_conv_w_plain(const lp_layer *l) {
+    const lp_conv2d_params p = conv_params(NULL, l, 1);
+    return lp_conv2d_weights_plain_md(&p, dnnl_f32);
+}
+static lp_md conv_w_plain(const lp_layer *l) { return lp_layer_conv_w_plain(l); }
+
 static lp_status conv_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
-    lp_conv2d_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .k = l->out_c, .kh = l->k, .kw = l->k,
-                          .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad, .relu = l->relu,
-                          .bf16 = net->cfg.bf16, .no_bias = l->pb < 0};
+    lp_conv2d_params p = conv_params(net, l, n);
     p.winograd = lp_layer_conv_winograd(net, l);
     lp_status st = lp_conv2d_init(&pl->u.conv.op, &p, pl->in_slot == 0 ? NULL : &pl->in_md);
     if (st) return st;
@@ -723,10 +728,14 @@ static lp_status bn_op(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, bool 
     *out = b;
     if (*has) return LP_OK;
     lp_batchnorm_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .mode = train ? LP_BN_TRAIN : LP_BN_FROZEN,
-                             .relu = l->relu, .backward = true};
+                             .relu = l->relu && !l->relu6, .backward = true};
     lp_status st = lp_batchnorm_init(b, &p, &pl->in_md);
     if (st) return st;
     *has = true;
+    if (l->relu6 && !pl->u.bn.relu6.fwd_pd) {
+        if ((st = lp_relu6_init(&pl->u.bn.relu6, &b->data_md))) return st;
+        if ((st = reserve_scratch(net, lp_relu6_scratch_size(&pl->u.bn.relu6)))) return st;
+    }
     if (!lp_md_equal(&b->data_md, &pl->in_md)) return lp_fail(LP_ERR_BACKEND, "%s: batch norm chose another layout than its input's", l->name);
     if ((st = lp_buf_reserve(&l->relu_bits, b->ws_size + 64, NULL))) return st;
     return reserve_scratch(net, lp_batchnorm_scratch_size(b));
@@ -739,6 +748,10 @@ static lp_status bn_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl
     lp_batchnorm *b = train ? &pl->u.bn.train : &pl->u.bn.frozen;
     lp_status st = lp_batchnorm_init_backward(b);
     if (st) return st;
+    if (l->relu6) {
+        if ((st = lp_relu6_init_backward(&pl->u.bn.relu6))) return st;
+        if ((st = reserve_scratch(net, lp_relu6_scratch_size(&pl->u.bn.relu6)))) return st;
+    }
     if ((st = lp_buf_reserve(&net->tmp_db, 2 * sizeof(float) * (size_t)l->in_c, NULL))) return st;
     return reserve_scratch(net, lp_batchnorm_scratch_size(b));
 }
@@ -754,6 +767,7 @@ static lp_status bn_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, 
     if ((st = lp_batchnorm_forward(b, net->stream, x, param_ptr(net, l->pw), param_ptr(net, l->pb), train ? stats : rm,
                                    train ? stats + l->in_c : rv, y, l->relu_bits.p, net->scratch.p)))
         return st;
+    if (l->relu6 && (st = lp_relu6_forward(&pl->u.bn.relu6, net->stream, y, net->scratch.p))) return st;
     if (train) {
         dnnl_stream_wait(net->stream);
         float *nbt = param_ptr(net, l->pnb);
@@ -773,7 +787,8 @@ static lp_status bn_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n,
     const float *stats = l->aux.p, *mean = train ? stats : param_ptr(net, l->prm), *var = train ? stats + l->in_c : param_ptr(net, l->prv);
     float *dg = NULL, *dbeta = NULL, *tmp = net->tmp_db.p;
     if (weights) dg = accumulate ? tmp : grad_ptr(net, l->pw), dbeta = accumulate ? tmp + l->in_c : grad_ptr(net, l->pb);
-    lp_status st = lp_batchnorm_backward(b, net->stream, x, dy, param_ptr(net, l->pw), param_ptr(net, l->pb), mean, var,
+    lp_status st = l->relu6 ? lp_relu6_backward(&pl->u.bn.relu6, net->stream, dy, y, net->scratch.p) : LP_OK;
+    if (!st) st = lp_batchnorm_backward(b, net->stream, x, dy, param_ptr(net, l->pw), param_ptr(net, l->pb), mean, var,
                                          l->relu_bits.p, dx ? dx : dy, dg, dbeta, net->scratch.p);
     if (st || !weights || !accumulate) return st;
     dnnl_stream_wait(net->stream);
@@ -785,6 +800,7 @@ static lp_status bn_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n,
 static void bn_free(lp_plan_layer *pl) {
     if (pl->u.bn.has_train) lp_batchnorm_free(&pl->u.bn.train);
     if (pl->u.bn.has_frozen) lp_batchnorm_free(&pl->u.bn.frozen);
+    lp_relu6_free(&pl->u.bn.relu6);
 }
 
 const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT] = {

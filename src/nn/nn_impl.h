@@ -48,7 +48,9 @@ typedef struct lp_layer {
     bool grad_sum_set; /* in this backward, grad_sum holds a first contribution */
     int in_c, in_h, in_w, out_c, out_h, out_w; /* per sample; 2-D data has h = w = 1 */
     int k, stride, pad; /* conv kernel/stride/pad, pool kernel/stride */
+    int groups;         /* conv: 0 or 1 dense, in_c for depthwise */
     bool relu;
+    bool relu6;         /* batch norm: followed by ReLU6 (MobileNetV2) instead of ReLU */
     float p; /* dropout probability */
     /* per-layer buffers (shared by all batch-size plans) */
     lp_buf aux;    /* conv: reordered input; maxpool: workspace; dropout: mask */
@@ -107,6 +109,7 @@ typedef struct lp_plan_layer {
             lp_batchnorm train, frozen; /* built on first use */
             bool has_train, has_frozen;
             bool last_train; /* the mode of the last training forward (backward follows it) */
+            lp_relu6 relu6;  /* with l->relu6: in place on the output */
         } bn;
     } u;
 } lp_plan_layer;
@@ -166,6 +169,9 @@ struct lp_net {
     /* summary bookkeeping */
     int backbone_layers; /* layers[0..backbone_layers) come from the backbone */
 };
+
+/* A conv layer's weights in PyTorch's plain layout: oihw, or goihw with groups (layers.c). */
+lp_md lp_layer_conv_w_plain(const lp_layer *l);
 
 /* kind table (layers.c) */
 typedef struct lp_layer_ops {

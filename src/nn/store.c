@@ -37,8 +37,7 @@ lp_status lp_net_store_blocked(lp_net *net, lp_layer *L, const lp_md *md) {
     if (md->data_type != dnnl_f32 || lp_md_size(md) != param_bytes(net, L->pw))
         return lp_fail(LP_ERR_BACKEND, "internal: layer %s cannot store its weights in a padded or non-f32 layout", L->name);
     if (!L->st_has_re) {
-        int64_t d[4] = {L->out_c, L->in_c, L->k, L->k};
-        lp_md plain = lp_md_plain(4, d);
+        lp_md plain = lp_layer_conv_w_plain(L);
         if ((st = lp_reorder_init(&L->st_to_blk, &plain, md, false))) return st;
         if ((st = lp_reorder_init(&L->st_to_plain, md, &plain, false))) {
             lp_reorder_free(&L->st_to_blk);

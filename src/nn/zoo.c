@@ -97,11 +97,16 @@ static int add_buffer(builder *b, const char *layer_name, const char *suffix, in
 
 /* BatchNorm2d over the current tensor's channels (+ ReLU): weight, bias, and the buffers
  * running_mean, running_var, num_batches_tracked, as torchvision names them. */
-static lp_status add_bn(builder *b, const char *name, const char *relu_name) {
+static lp_status add_bn_act(builder *b, const char *name, const char *relu_name, bool relu6);
+static lp_status add_bn(builder *b, const char *name, const char *relu_name) { return add_bn_act(b, name, relu_name, false); }
+
+/* ... followed by relu_name's ReLU, or its ReLU6 with relu6 (MobileNetV2). */
+static lp_status add_bn_act(builder *b, const char *name, const char *relu_name, bool relu6) {
     if (b->flat) return lp_fail(LP_ERR_ARG, "%s: batch norm after flatten", name);
     lp_layer *l = add_layer(b, LP_LAYER_BN, name);
     if (!l) return LP_ERR_NOMEM;
     l->relu = relu_name != NULL;
+    l->relu6 = relu_name != NULL && relu6;
     if (relu_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", relu_name);
     int64_t cs[1] = {b->c};
     lp_layer *L;
@@ -115,9 +120,20 @@ static lp_status add_bn(builder *b, const char *name, const char *relu_name) {
     return LP_OK;
 }
 
+static lp_status add_conv_full(builder *b, const char *name, const char *relu_name, int out_c, int k, int stride, int pad,
+                               bool bias, int groups);
 static lp_status add_conv_bias(builder *b, const char *name, const char *relu_name, int out_c, int k, int stride, int pad,
                                bool bias) {
+    return add_conv_full(b, name, relu_name, out_c, k, stride, pad, bias, 1);
+}
+
+/* groups > 1: each of groups slices of the input channels feeds its slice of the outputs
+ * (groups = channels: depthwise); the weight is (out_c, in_c / groups, k, k) as PyTorch's. */
+static lp_status add_conv_full(builder *b, const char *name, const char *relu_name, int out_c, int k, int stride, int pad,
+                               bool bias, int groups) {
     if (b->flat) return lp_fail(LP_ERR_ARG, "%s: convolution after flatten", name);
+    if (groups < 1 || b->c % groups || out_c % groups)
+        return lp_fail(LP_ERR_ARG, "%s: %d groups do not divide %d input and %d output channels", name, groups, b->c, out_c);
     int oh = (b->h + 2 * pad - k) / stride + 1, ow = (b->w + 2 * pad - k) / stride + 1;
     if (oh < 1 || ow < 1) return lp_fail(LP_ERR_ARG, "%s: input %dx%d too small", name, b->h, b->w);
     lp_layer *l = add_layer(b, LP_LAYER_CONV, name);
@@ -130,7 +146,8 @@ static lp_status add_conv_bias(builder *b, const char *name, const char *relu_na
     l->out_c = out_c;
     l->out_h = oh;
     l->out_w = ow;
-    int64_t ws[4] = {out_c, b->c, k, k}, bs[1] = {out_c};
+    l->groups = groups;
+    int64_t ws[4] = {out_c, b->c / groups, k, k}, bs[1] = {out_c};
     if ((l->pw = add_param(b, name, "weight", 4, ws)) < 0) return LP_ERR_NOMEM;
     if (bias && (b->net->layers[b->net->nlayers - 1].pb = add_param(b, name, "bias", 1, bs)) < 0) return LP_ERR_NOMEM;
     b->c = out_c;
@@ -306,7 +323,7 @@ static lp_status add_head_token(builder *b, char *tok, int index, bool last, int
 
 static lp_status build_head(builder *b);
 
-bool lp_net_arch_has_bn(const char *arch) { return arch && !strncmp(arch, "resnet", 6); }
+bool lp_net_arch_has_bn(const char *arch) { return arch && (!strncmp(arch, "resnet", 6) || !strcmp(arch, "mobilenet_v2")); }
 
 /* torchvision's ResNet blocks, "V1.5" (the stride on the 3x3 conv; on the first 1x1 with
  * v1, as Keras' ResNet50): convolutions without
@@ -379,6 +396,53 @@ static lp_status build_tiny_res(builder *b) {
     return add_dense(b, "fc", NULL, false, c->num_classes);
 }
 
+/* torchvision's mobilenet_v2 (width 1.0): features.0 conv 3x3/2 + BN + ReLU6, 17 inverted
+ * residual blocks (features.1-17: 1x1 expansion + BN + ReLU6 where t > 1, depthwise 3x3 +
+ * BN + ReLU6, 1x1 projection + BN, the input added where stride 1 keeps the width),
+ * features.18 conv 1x1 to 1280 + BN + ReLU6; top=keep: global pooling, dropout 0.2 and
+ * classifier.1. */
+static lp_status build_mobilenet_v2(builder *b) {
+    static const int setting[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2}, {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
+    lp_net *net = b->net;
+    lp_net_config *c = &net->cfg;
+    char n[64], a[64];
+    lp_status st;
+    if ((st = add_conv_full(b, "features.0.0", NULL, 32, 3, 2, 1, false, 1)) || (st = add_bn_act(b, "features.0.1", "features.0.2", true)))
+        return st;
+    int f = 1;
+    for (int g = 0; g < 7; g++)
+        for (int i = 0; i < setting[g][2]; i++, f++) {
+            const int t = setting[g][0], out = setting[g][1], stride = i ? 1 : setting[g][3], in = b->c, hidden = in * t;
+            const tensor_at x = here(b);
+            int m = 0; /* index in features.f.conv */
+            if (t != 1) {
+                snprintf(n, sizeof n, "features.%d.conv.0.0", f), snprintf(a, sizeof a, "features.%d.conv.0.2", f);
+                if ((st = add_conv_full(b, n, NULL, hidden, 1, 1, 0, false, 1))) return st;
+                snprintf(n, sizeof n, "features.%d.conv.0.1", f);
+                if ((st = add_bn_act(b, n, a, true))) return st;
+                m = 1;
+            }
+            snprintf(n, sizeof n, "features.%d.conv.%d.0", f, m), snprintf(a, sizeof a, "features.%d.conv.%d.2", f, m);
+            if ((st = add_conv_full(b, n, NULL, hidden, 3, stride, 1, false, hidden))) return st;
+            snprintf(n, sizeof n, "features.%d.conv.%d.1", f, m);
+            if ((st = add_bn_act(b, n, a, true))) return st;
+            snprintf(n, sizeof n, "features.%d.conv.%d", f, m + 1);
+            if ((st = add_conv_full(b, n, NULL, out, 1, 1, 0, false, 1))) return st;
+            snprintf(n, sizeof n, "features.%d.conv.%d", f, m + 2);
+            if ((st = add_bn(b, n, NULL))) return st;
+            snprintf(n, sizeof n, "features.%d", f);
+            if (stride == 1 && in == out && (st = add_residual(b, n, NULL, x))) return st;
+        }
+    if ((st = add_conv_full(b, "features.18.0", NULL, 1280, 1, 1, 0, false, 1)) || (st = add_bn_act(b, "features.18.1", "features.18.2", true)))
+        return st;
+    if (strcmp(c->top, "keep")) return build_head(b);
+    if ((st = add_gap(b, "avgpool"))) return st;
+    net->backbone_layers = net->nlayers;
+    if (c->num_classes < 1) return lp_fail(LP_ERR_ARG, "top=keep needs num_classes >= 1");
+    if ((st = add_dropout(b, "classifier.0", 0.2f))) return st;
+    return add_dense(b, "classifier.1", NULL, false, c->num_classes);
+}
+
 lp_status lp_net_build_layers(lp_net *net) {
     lp_net_config *c = &net->cfg;
     builder b = {.net = net, .c = c->in_c, .h = c->in_h, .w = c->in_w, .cur = -1};
@@ -392,10 +456,11 @@ lp_status lp_net_build_layers(lp_net *net) {
     if (!strcmp(c->arch, "resnet18")) return build_resnet(&b, r18, false);
     if (!strcmp(c->arch, "resnet34")) return build_resnet(&b, r34, false);
     if (!strcmp(c->arch, "resnet50")) return build_resnet(&b, r34, true);
+    if (!strcmp(c->arch, "mobilenet_v2")) return build_mobilenet_v2(&b);
     if (!strcmp(c->arch, "vgg16")) cfg = cfg_vgg16, width = 4096;
     else if (!strcmp(c->arch, "vgg19")) cfg = cfg_vgg19, width = 4096;
     else if (!strcmp(c->arch, "tiny")) cfg = cfg_tiny, width = 64;
-    else return lp_fail(LP_ERR_ARG, "unknown architecture '%s' (known: vgg16, vgg19, resnet18, resnet34, resnet50, tiny, tiny_res)", c->arch);
+    else return lp_fail(LP_ERR_ARG, "unknown architecture '%s' (known: vgg16, vgg19, resnet18, resnet34, resnet50, mobilenet_v2, tiny, tiny_res)", c->arch);
     lp_status st;
     int idx = 0;
     char name[32], rname[32];

@@ -130,7 +130,7 @@ static int cmd_run(int argc, char **argv) {
         CHECK(lp_net_backward(net));
         char name[128];
         /* dropout masks of this step */
-        const char *drops[] = {"classifier.2", "classifier.5", "head.0", "head.1", "head.2", "head.3", "head.4", "head.5", NULL};
+        const char *drops[] = {"classifier.0", "classifier.2", "classifier.5", "head.0", "head.1", "head.2", "head.3", "head.4", "head.5", NULL};
         for (int d = 0; drops[d]; d++) {
             size_t cnt;
             const float *m = lp_net_dropout_mask(net, drops[d], &cnt);

@@ -154,6 +154,11 @@ def build(arch, top, head, k, c, h, w):
         return getattr(torchvision.models, arch)(num_classes=k), masks
     if arch == "tiny_res" and top == "keep":
         return TinyRes(c, k), masks
+    if arch == "mobilenet_v2" and top == "keep":  # classifier: Dropout(0.2), Linear
+        m = torchvision.models.mobilenet_v2(num_classes=k)
+        m.classifier[0] = Mask()
+        masks["classifier.0"] = m.classifier[0]
+        return m, masks
     if arch in ("vgg16", "vgg19"):
         if top == "keep":
             m = getattr(torchvision.models, arch)(num_classes=k)
@@ -333,7 +338,13 @@ def main():
     ap.add_argument("--bn", choices=["auto", "train", "frozen"], default="auto", help="loupe's batch norm mode (and torch's to match)")
     ap.add_argument("--sens-runs", type=int, default=8, help="perturbed PyTorch runs that measure its sensitivity")
     ap.add_argument("--optim-check", action="store_true", help="also check optimizers alone on shared gradients")
+    ap.add_argument("--open-under-cap", default="", help="an ONEDNN_MAX_CPU_ISA cap under which this case is a known open "
+                    "discrepancy (tests/engine/CMakeLists.txt says which): exit 77, skipped, saying so")
     a = ap.parse_args()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if a.open_under_cap and cap == a.open_under_cap.upper():
+        print("SKIP: known open discrepancy under ONEDNN_MAX_CPU_ISA=%s (tests/engine/CMakeLists.txt)" % cap)
+        return 77
     torch.manual_seed(0)
     np.random.seed(0)
     h, w = map(int, a.size.split("x"))

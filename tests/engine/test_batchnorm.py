@@ -78,6 +78,8 @@ CASES = [
     C("train_small_nhw2_relu", 2, 16, 1, 1, "train", relu=True),  # n = 2, the fewest
     C("train_n1", 1, 32, 3, 3, "train", relu=True),        # batch 1: statistics over h*w
     C("train_keras_eps", 2, 32, 7, 7, "train", eps=1.001e-5),
+    C("train_wide_4x4", 4, 1280, 4, 4, "train"),             # MobileNetV2's last layer at 128x128
+    C("train_wide_4x4_8c", 4, 960, 4, 4, "train", layout="nChw8c"),
     # eval (running statistics given; backward through gamma, beta and x only)
     C("frozen", 4, 64, 14, 14, "frozen"),
     C("frozen_relu", 4, 64, 14, 14, "frozen", relu=True),

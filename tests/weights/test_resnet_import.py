@@ -13,6 +13,8 @@ a wrong mapping shows):
   logits of the model with eps 1e-3 and of torchvision's (1e-5) on the checkpoint agree;
 - a base alone (fc = Identity) converts as top none, and `loupe train --weights` takes
   the .onnx directly.
+A torchvision mobilenet_v2 state dict converts without --arch too, and `loupe predict` of the
+checkpoint gives torchvision's eval-mode probabilities.
 Refused with what differs: ResNet v1 (stride on the first 1x1 conv), a ResNet loupe does
 not build, a head of several dense layers, --arch naming another ResNet, a VGG graph with
 --arch resnet18. A torchvision resnet34 state dict in safetensors converts without --arch
@@ -196,5 +198,25 @@ if sd is not None:
     want = r34.state_dict()
     W.check(sorted(sd) == sorted(want) and all(torch.equal(sd[k], want[k]) for k in want), "resnet34 safetensors: every tensor as saved")
     load_strict("resnet34 safetensors", "resnet34", sd, 7)
+
+# ---- MobileNetV2: a torchvision state dict converts without --arch, predicts as torchvision --
+mb = randomize_bn(torchvision.models.mobilenet_v2(num_classes=4))
+st.write(p("mb.safetensors"), {k: v.numpy() for k, v in mb.state_dict().items()}, {})
+rc, so, se = W.run(cli, "convert", p("mb.safetensors"), p("mb_ck.safetensors"), "--size", "64")
+W.remove(p("mb.safetensors"))
+if W.check(rc == 0, "mobilenet_v2 safetensors: convert exit 0 (%d: %s)" % (rc, se.strip())):
+    sd, meta = st.read(p("mb_ck.safetensors"))
+    W.check(meta.get("arch") == "mobilenet_v2" and meta.get("top") == "keep" and meta.get("num_classes") == "4",
+            "mobilenet_v2: arch, top and classes from the names (%s)" % {k: meta.get(k) for k in ("arch", "top", "num_classes")})
+    load_strict("mobilenet_v2", "mobilenet_v2", {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, 4)
+    img = W.random_image(64, 9)
+    W.write_ppm(p("mb.ppm"), img)
+    rc, out, se = W.predict(cli, p("mb_ck.safetensors"), p("mb.ppm"))
+    with torch.no_grad():
+        want = W.softmax(mb(torch.from_numpy(W.model_input(img, "torch"))).numpy())
+    if W.check(rc == 0 and out is not None, "mobilenet_v2 predict: exit 0 (%d: %s)" % (rc, se.strip())):
+        err = float(np.abs(np.array(out["probs"]) - want).max())
+        W.check(err < 1e-4 and want.max() < 0.999, "mobilenet_v2 predict gives torchvision's eval probabilities %s (within %.1e)" % (np.round(want, 3), err))
+    W.remove(p("mb_ck.safetensors"), p("mb.ppm"))
 
 W.finish()
