@@ -20,6 +20,8 @@ typedef struct lp_fit {
     int num_classes, channels;
     lp_preprocess preprocess;
     char *weights_preprocess; /* what the weights expect, or NULL */
+    lp_tensor_list resume_ck; /* --resume: the run's last checkpoint, read once in set-up */
+    bool resume_found;        /* ... when there is one */
     lp_net *net;
     lp_optim *opt;
     double base_lr;

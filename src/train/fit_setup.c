@@ -184,27 +184,31 @@ static lp_status load_weights(lp_fit *f, const lp_tensor_list *w) {
     return s;
 }
 
+/* --resume: the run's last checkpoint, read once. Its metadata decides the net before it is
+ * built (resnet_version), its tensors restore the run (resume). */
+static lp_status read_last_checkpoint(lp_fit *f) {
+    char *path = lp_path_join(f->ckpt_dir, "last.safetensors");
+    if (!path) return LP_ERR_NOMEM;
+    lp_status s = LP_OK;
+    if ((f->resume_found = lp_path_exists(path)) && (s = lp_safetensors_read(path, &f->resume_ck)))
+        lp_fail_context(s, "cannot resume from %s", path);
+    free(path);
+    return s;
+}
+
 /* Whether the net is a ResNet v1 (Keras' ResNet50): the weights say so, and a resumed run's
  * checkpoint (whose tensors have the same shapes either way) must agree. */
 static lp_status resnet_version(lp_fit *f, const lp_tensor_list *w, bool *v1) {
     const char *v = f->p.weights ? lp_tensor_list_get_meta(w, "resnet_version") : NULL;
     *v1 = v && !strcmp(v, "v1");
-    char *last = f->p.resume ? lp_path_join(f->ckpt_dir, "last.safetensors") : NULL;
-    if (!last || !lp_path_exists(last)) {
-        free(last);
-        return LP_OK;
-    }
-    lp_tensor_list ck;
-    lp_tensor_list_init(&ck);
-    lp_status s = lp_safetensors_read(last, &ck);
-    const char *cv = s ? NULL : lp_tensor_list_get_meta(&ck, "resnet_version");
+    if (!f->resume_found) return LP_OK;
+    const char *cv = lp_tensor_list_get_meta(&f->resume_ck, "resnet_version");
     const bool ck_v1 = cv && !strcmp(cv, "v1");
-    if (!s && f->p.weights && ck_v1 != *v1)
-        s = lp_fail(LP_ERR_ARG, "%s is a ResNet %s but %s is a ResNet %s: resume with the run's own --weights, or none", last, ck_v1 ? "v1" : "v1.5",
-                    f->p.weights, *v1 ? "v1" : "v1.5");
+    lp_status s = LP_OK;
+    if (f->p.weights && ck_v1 != *v1)
+        s = lp_fail(LP_ERR_ARG, "%s/last.safetensors is a ResNet %s but %s is a ResNet %s: resume with the run's own --weights, or none",
+                    f->ckpt_dir, ck_v1 ? "v1" : "v1.5", f->p.weights, *v1 ? "v1" : "v1.5");
     *v1 = ck_v1;
-    lp_tensor_list_free(&ck);
-    free(last);
     return s;
 }
 
@@ -232,24 +236,22 @@ static void warn_preprocess(lp_fit *f) {
 static lp_status resume(lp_fit *f) {
     char *path = lp_path_join(f->ckpt_dir, "last.safetensors");
     if (!path) return LP_ERR_NOMEM;
-    if (!lp_path_exists(path)) {
+    if (!f->resume_found) {
         say(f, "No %s yet: starting from epoch 1.\n", path);
         free(path);
         return LP_OK;
     }
-    lp_tensor_list all;
-    lp_tensor_list_init(&all);
-    lp_status s = lp_safetensors_read(path, &all);
-    const char *js = s ? NULL : lp_tensor_list_get_meta(&all, "train_state");
-    if (!s && !js) s = lp_fail(LP_ERR_FORMAT, "%s: no train_state metadata: not a resumable checkpoint", path);
-    if (!s) s = lp_train_state_from_json(js, &f->st);
-    if (!s) s = lp_optim_load_state_dict(f->opt, &all);
-    if (!s) s = lp_fit_load_net_tensors(f, &all);
+    lp_tensor_list *all = &f->resume_ck; /* read_last_checkpoint */
+    const char *js = lp_tensor_list_get_meta(all, "train_state");
+    lp_status s = js ? lp_train_state_from_json(js, &f->st)
+                     : lp_fail(LP_ERR_FORMAT, "%s: no train_state metadata: not a resumable checkpoint", path);
+    if (!s) s = lp_optim_load_state_dict(f->opt, all);
+    if (!s) s = lp_fit_load_net_tensors(f, all);
     if (s) lp_fail_context(s, "cannot resume from %s", path);
     else if (f->st.step_in_epoch > 0)
         say(f, "Resuming from %s: epoch %d, step %d.\n", path, f->st.epochs_done + 1, f->st.step_in_epoch);
     else say(f, "Resuming from %s after epoch %d.\n", path, f->st.epochs_done);
-    lp_tensor_list_free(&all);
+    lp_tensor_list_free(all); /* restored: its memory back before training */
     free(path);
     return s;
 }
@@ -481,7 +483,8 @@ lp_status lp_fit_setup(lp_fit *f) {
     lp_bn_mode_parse(p->bn, &nc.bn);                                    /* likewise */
     lp_tensor_list w;
     lp_tensor_list_init(&w);
-    if (p->weights) s = read_weights(f, &w);
+    if (p->resume) s = read_last_checkpoint(f);
+    if (!s && p->weights) s = read_weights(f, &w);
     if (!s) s = resnet_version(f, &w, &nc.resnet_v1);
     if (!s) s = lp_net_create(&nc, &f->net);
     if (!s && nc.resnet_v1) say(f, "ResNet v1 strides (Keras' ResNet50): each stage's first block strides on its first 1x1 conv.\n");
@@ -565,6 +568,7 @@ void lp_fit_teardown(lp_fit *f) {
     lp_dataset_free(f->ds);
     free(f->ckpt_dir);
     free(f->weights_preprocess);
+    lp_tensor_list_free(&f->resume_ck);
     free(f->logits);
     free(f->probs);
     free(f->sample_loss);
