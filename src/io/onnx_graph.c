@@ -310,6 +310,22 @@ int onnx_attr_ints(const onode *n, const char *name, int64_t *out, int max) {
     return k;
 }
 
+bool onnx_attr_string(const onode *n, const char *name, slice *out) {
+    slice a;
+    if (!onnx_node_attr(n, name, &a)) return false;
+    pb b = onnx_pb_of(a);
+    uint32_t f;
+    int wt;
+    uint64_t v;
+    slice s;
+    while (b.p < b.end && onnx_pb_next(&b, &f, &wt, &v, &s))
+        if (f == 4 && wt == 2) {
+            *out = s;
+            return true;
+        }
+    return false;
+}
+
 bool onnx_attr_tensor(const onode *n, const char *name, slice *t) {
     slice a;
     if (!onnx_node_attr(n, name, &a)) return false;

@@ -57,11 +57,13 @@ bool onnx_pb_next(pb *b, uint32_t *field, int *wt, uint64_t *val, slice *bytes);
 /* Copies a name for messages; bytes outside printable ASCII become '?'. */
 void onnx_slice_str(slice a, char *buf, size_t n);
 
-/* Attributes: the message of attribute `name`; its int, float, ints (count, -1: absent), tensor. */
+/* Attributes: the message of attribute `name`; its int, float, ints (count, -1: absent), string
+ * (AttributeProto field 4), tensor. */
 bool onnx_node_attr(const onode *n, const char *name, slice *attr);
 int64_t onnx_attr_int(const onode *n, const char *name, int64_t dflt);
 float onnx_attr_float(const onode *n, const char *name, float dflt);
 int onnx_attr_ints(const onode *n, const char *name, int64_t *out, int max);
+bool onnx_attr_string(const onode *n, const char *name, slice *out);
 bool onnx_attr_tensor(const onode *n, const char *name, slice *t);
 
 /* Decodes a TensorProto into a new F32 tensor; name is for messages. */

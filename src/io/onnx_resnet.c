@@ -63,17 +63,9 @@ static lp_status read_conv(rwalk *R, const onode *n, rconv *c) {
     c->conv = n;
     if (onnx_attr_int(n, "group", 1) != 1) return fail_at(R, n, "is grouped: not a ResNet conv");
     if ((k = onnx_attr_ints(n, "dilations", v, 8)) > 0 && (v[0] != 1 || (k > 1 && v[1] != 1))) return fail_at(R, n, "is dilated: not a ResNet conv");
-    slice ap;
-    if (onnx_node_attr(n, "auto_pad", &ap) && onnx_attr_ints(n, "pads", v, 8) < 0) {
-        /* auto_pad is a string attribute (field 4); NOTSET with no pads is padding 0 */
-        pb b = onnx_pb_of(ap);
-        uint32_t f;
-        int wt;
-        uint64_t val;
-        slice s;
-        while (b.p < b.end && onnx_pb_next(&b, &f, &wt, &val, &s))
-            if (f == 4 && wt == 2 && !onnx_slice_eq(s, "NOTSET")) return fail_at(R, n, "uses auto_pad: export with explicit pads (torch.onnx.export does)");
-    }
+    slice ap; /* NOTSET with no pads is padding 0 */
+    if (onnx_attr_string(n, "auto_pad", &ap) && !onnx_slice_eq(ap, "NOTSET") && onnx_attr_ints(n, "pads", v, 8) < 0)
+        return fail_at(R, n, "uses auto_pad: export with explicit pads (torch.onnx.export does)");
     if ((k = onnx_attr_ints(n, "kernel_shape", v, 8)) != 2 || v[0] != v[1]) return fail_at(R, n, "has no square 2-D kernel_shape");
     c->k = (int)v[0];
     c->stride = 1;
