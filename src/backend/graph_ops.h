@@ -72,4 +72,46 @@ lp_status lp_relu6_forward(lp_relu6 *r, dnnl_stream_t s, float *y, void *scratch
 lp_status lp_relu6_backward(lp_relu6 *r, dnnl_stream_t s, float *dy, const float *y, void *scratch);
 void lp_relu6_free(lp_relu6 *r);
 
+/* ---- SiLU and sigmoid (EfficientNet's activation and its squeeze-and-excitation gate) --
+ * y = x * sigmoid(x) (SiLU, oneDNN's eltwise swish with alpha 1) or y = sigmoid(x), x and
+ * y in data_md (any concrete layout, or (n, c) plain; fp32). Backward dx = dy * f'(x), dx
+ * may be dy (in place): SiLU's from x, sigmoid's from y (logistic_use_dst_for_bwd). */
+typedef enum lp_act_kind { LP_ACT_SILU = 1, LP_ACT_SIGMOID } lp_act_kind;
+typedef struct lp_act {
+    lp_md data_md;
+    lp_act_kind kind;
+    dnnl_primitive_desc_t fwd_pd;
+    lp_prim fwd, bwd;
+    bool has_bwd;
+} lp_act;
+
+lp_status lp_act_init(lp_act *a, lp_act_kind kind, const lp_md *data_md);
+lp_status lp_act_init_backward(lp_act *a);
+size_t lp_act_scratch_size(const lp_act *a);
+lp_status lp_act_forward(lp_act *a, dnnl_stream_t s, const float *x, float *y, void *scratch);
+/* x: the forward's input, y: its output (each kind reads the one it needs) */
+lp_status lp_act_backward(lp_act *a, dnnl_stream_t s, const float *dy, const float *x, const float *y, float *dx, void *scratch);
+void lp_act_free(lp_act *a);
+
+/* ---- channel scale: squeeze-and-excitation's x * gate --------------------------------
+ * x, y, dy, dx: (n, c, h, w) in x_md (plain nchw, nhwc, or nChw8c / nChw16c); gate, dgate:
+ * (n, c) plain row-major.
+ *   forward:  y[n][c][i][j] = x[n][c][i][j] * gate[n][c]
+ *   backward: dgate[n][c] = sum over i, j of dy * x;  dx = dy * gate (dx may be dy).
+ * Our own loops (OpenMP): oneDNN 2.6's binary has no backward, and its forward has no
+ * optimised kernel for a per-(sample, channel) broadcast. fp32. */
+typedef struct lp_channel_scale {
+    int n, c, hw;
+    int vec;    /* values per pixel vector (lp_md_pixel_vectors); 0: plain nchw */
+} lp_channel_scale;
+lp_status lp_channel_scale_init(lp_channel_scale *cs, const lp_md *x_md);
+void lp_channel_scale_forward(const lp_channel_scale *cs, const float *x, const float *gate, float *y);
+void lp_channel_scale_backward(const lp_channel_scale *cs, const float *x, const float *gate, float *dy_dx, float *dgate);
+
+/* ---- stochastic depth: a residual branch kept or dropped per sample -------------------
+ * x, y: n samples of per floats each (any layout with the sample outermost); y = x * m[s]
+ * for sample s (in place allowed): torchvision's StochasticDepth(p, "row") with the mask
+ * given (0, or 1 / (1 - p) where kept). */
+void lp_scale_samples(const float *x, const float *m, float *y, int n, size_t per);
+
 #endif

@@ -6,7 +6,7 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: loupe bench [--model vgg16|vgg19|resnet18|resnet34|resnet50|mobilenet_v2|tiny] [--top keep|none]\n"
+    fprintf(f, "usage: loupe bench [--model vgg16|vgg19|resnet18|resnet34|resnet50|mobilenet_v2|efficientnet_b0|tiny] [--top keep|none]\n"
                "                   [--head SPEC] [--size WxH] [--bn auto|train|frozen]\n"
                "                   [--batch N] [--steps K] [--warmup W] [--classes N] [--freeze SPEC]\n"
                "                   [--optimizer sgd|adam|adamw] [--threads T] [--precision fp32|bf16|auto]\n"

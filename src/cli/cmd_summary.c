@@ -7,7 +7,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: loupe summary CHECKPOINT.safetensors\n"
-               "       loupe summary --model vgg16|vgg19|resnet18|resnet34|resnet50|mobilenet_v2|tiny [--top keep|none] [--head SPEC] [--classes N]\n"
+               "       loupe summary --model vgg16|vgg19|resnet18|resnet34|resnet50|mobilenet_v2|efficientnet_b0|tiny [--top keep|none] [--head SPEC] [--classes N]\n"
                "                     [--size WxH] [--channels C] [--freeze base|none|PREFIX]\n\n"
                "Prints a Keras-like table: layer (torchvision names), output shape per image,\n"
                "parameters, and trainable/frozen totals. For a checkpoint it also lists the\n"

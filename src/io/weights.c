@@ -705,13 +705,17 @@ static lp_status safetensors_map(const char *path, const lp_weights_opts *o, lp_
  * is, floats as F32 (finite) and batch norm's step counts as I64; what the model has no
  * place for is reported by lp_weights_load_into. torchvision's weights expect its
  * normalization ("torch"). */
-static lp_status resnet_state_dict(const char *path, lp_tensor_list *in, lp_tensor_list *out) {
+static void timm_efficientnet_name(const char *name, char *buf, size_t n);
+/* timm: names in timm's efficientnet_b0 scheme, renamed to torchvision's */
+static lp_status resnet_state_dict(const char *path, lp_tensor_list *in, lp_tensor_list *out, bool timm) {
     const char *fmt = lp_tensor_list_get_meta(in, "format");
     const bool loupe = fmt && !strncmp(fmt, "loupe-checkpoint", 16);
     lp_status st = LP_OK;
     for (int i = 0; i < in->count && !st; i++) {
         const lp_named_tensor *nt = &in->items[i];
         const char *name = strncmp(nt->name, "module.", 7) ? nt->name : nt->name + 7; /* nn.DataParallel */
+        char renamed[96];
+        if (timm) timm_efficientnet_name(name, renamed, sizeof renamed), name = renamed;
         const size_t len = strlen(name);
         const bool count = len >= 19 && !strcmp(name + len - 19, "num_batches_tracked");
         lp_tensor t;
@@ -776,19 +780,67 @@ static bool resnet_names(const lp_tensor_list *in) {
     return lp_tensor_list_find(in, "layer1.0.conv1.weight") || lp_tensor_list_find(in, "module.layer1.0.conv1.weight");
 }
 
-/* ... with torchvision's mobilenet_v2 names (features.N.conv..., classifier.1). */
-static bool mobilenet_names(const lp_tensor_list *in) {
-    const char *a = lp_tensor_list_get_meta(in, "arch");
-    if (a) return !strcmp(a, "mobilenet_v2");
-    return lp_tensor_list_find(in, "features.1.conv.0.0.weight") || lp_tensor_list_find(in, "module.features.1.conv.0.0.weight");
+static bool has_name(const lp_tensor_list *in, const char *name) {
+    char m[96];
+    snprintf(m, sizeof m, "module.%s", name);
+    return lp_tensor_list_find(in, name) || lp_tensor_list_find(in, m);
 }
 
-/* mobilenet_v2's metadata: top keep when classifier.1 is there. */
-static lp_status mobilenet_meta(const char *path, const lp_weights_opts *o, lp_tensor_list *out) {
+/* Which of torchvision's features/classifier models a state dict holds by its names:
+ * mobilenet_v2 (features.N.conv...), efficientnet_b0 (features.S.I.block..., or timm's
+ * conv_stem, blocks.S.I.se...); NULL for none. *timm: in timm's names. */
+static const char *features_model(const lp_tensor_list *in, bool *timm) {
+    const char *a = lp_tensor_list_get_meta(in, "arch");
+    *timm = false;
+    if (a) return !strcmp(a, "mobilenet_v2") || !strcmp(a, "efficientnet_b0") ? a : NULL;
+    if (has_name(in, "features.1.conv.0.0.weight")) return "mobilenet_v2";
+    if (has_name(in, "features.1.0.block.0.0.weight")) return "efficientnet_b0";
+    if (has_name(in, "conv_stem.weight") && has_name(in, "blocks.0.0.se.conv_reduce.weight")) return *timm = true, "efficientnet_b0";
+    return NULL;
+}
+
+/* timm's efficientnet_b0 name -> torchvision's (the same tensors and function): conv_stem,
+ * bn1 -> features.0; blocks.S.I -> features.S+1.I.block with conv_pw, bn1 (expansion),
+ * conv_dw, bn2, se.conv_reduce/expand, conv_pwl, bn3 (projection) in order, or in block 0
+ * (no expansion) conv_dw, bn1, se, conv_pw, bn2; conv_head, bn2 -> features.8;
+ * classifier -> classifier.1. Names it does not know stay (the strict load names them). */
+static void timm_efficientnet_name(const char *name, char *buf, size_t n) {
+    static const char *const top[][2] = {{"conv_stem.", "features.0.0."}, {"bn1.", "features.0.1."}, {"conv_head.", "features.8.0."},
+                                         {"bn2.", "features.8.1."}, {"classifier.", "classifier.1."}};
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
+        const size_t l = strlen(top[i][0]);
+        if (!strncmp(name, top[i][0], l)) {
+            snprintf(buf, n, "%s%s", top[i][1], name + l);
+            return;
+        }
+    }
+    int s, b, used = 0;
+    if (sscanf(name, "blocks.%d.%d.%n", &s, &b, &used) == 2 && used > 0) {
+        static const char *const ds[][2] = {{"conv_dw.", "0.0."}, {"bn1.", "0.1."}, {"se.conv_reduce.", "1.fc1."},
+                                            {"se.conv_expand.", "1.fc2."}, {"conv_pw.", "2.0."}, {"bn2.", "2.1."}};
+        static const char *const ir[][2] = {{"conv_pw.", "0.0."}, {"bn1.", "0.1."}, {"conv_dw.", "1.0."}, {"bn2.", "1.1."},
+                                            {"se.conv_reduce.", "2.fc1."}, {"se.conv_expand.", "2.fc2."}, {"conv_pwl.", "3.0."},
+                                            {"bn3.", "3.1."}};
+        const char *rest = name + used;
+        const char *const(*map)[2] = s == 0 ? ds : ir;
+        const size_t count = s == 0 ? sizeof ds / sizeof ds[0] : sizeof ir / sizeof ir[0];
+        for (size_t i = 0; i < count; i++) {
+            const size_t l = strlen(map[i][0]);
+            if (!strncmp(rest, map[i][0], l)) {
+                snprintf(buf, n, "features.%d.%d.block.%s%s", s + 1, b, map[i][1], rest + l);
+                return;
+            }
+        }
+    }
+    snprintf(buf, n, "%s", name);
+}
+
+/* mobilenet_v2's or efficientnet_b0's metadata: top keep when classifier.1 is there. */
+static lp_status features_model_meta(const char *path, const lp_weights_opts *o, const char *model, lp_tensor_list *out) {
     const char *arch = lp_tensor_list_get_meta(out, "arch");
-    if (arch && strcmp(arch, "mobilenet_v2")) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not a mobilenet_v2", path, arch);
-    if (o->arch && strcmp(o->arch, "mobilenet_v2")) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a mobilenet_v2, not the %s asked for", path, o->arch);
-    lp_status st = arch ? LP_OK : lp_tensor_list_set_meta(out, "arch", "mobilenet_v2");
+    if (arch && strcmp(arch, model)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not a %s", path, arch, model);
+    if (o->arch && strcmp(o->arch, model)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not the %s asked for", path, model, o->arch);
+    lp_status st = arch ? LP_OK : lp_tensor_list_set_meta(out, "arch", model);
     if (st || lp_tensor_list_get_meta(out, "top")) return st;
     const lp_named_tensor *fc = lp_tensor_list_find(out, "classifier.1.weight");
     st = lp_tensor_list_set_meta(out, "top", fc ? "keep" : "none");
@@ -968,12 +1020,15 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         lp_tensor_list raw;
         lp_tensor_list_init(&raw);
         st = lp_safetensors_read(path, &raw);
-        bool mobilenet = o->arch && !strcmp(o->arch, "mobilenet_v2");
-        if (!st && !o->arch) resnet = resnet_names(&raw), mobilenet = mobilenet_names(&raw);
-        /* torchvision's graphs (ResNets, MobileNetV2) keep their state dict's names */
-        if (!st) st = resnet || mobilenet ? resnet_state_dict(path, &raw, out) : safetensors_map(path, o, &raw, out);
+        bool timm = false;
+        const char *fm = st ? NULL : features_model(&raw, &timm);
+        if (!st && !o->arch) resnet = resnet_names(&raw);
+        if (o->arch && strcmp(o->arch, "mobilenet_v2") && strcmp(o->arch, "efficientnet_b0") && !timm) fm = NULL;
+        if (o->arch && (!strcmp(o->arch, "mobilenet_v2") || !strcmp(o->arch, "efficientnet_b0")) && !fm) fm = o->arch;
+        /* torchvision's graphs (ResNets, MobileNetV2, EfficientNet-B0) keep their state dict's names */
+        if (!st) st = resnet || fm ? resnet_state_dict(path, &raw, out, timm) : safetensors_map(path, o, &raw, out);
         if (!st && resnet) st = resnet_meta(path, o, out);
-        if (!st && mobilenet) st = mobilenet_meta(path, o, out);
+        if (!st && fm && !resnet) st = features_model_meta(path, o, fm, out);
         lp_tensor_list_free(&raw);
     } else if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
         st = lp_fail(LP_ERR_FORMAT, "%s: a PyTorch .pth/.pt (zip) checkpoint: loupe reads safetensors, not pickles; in Python save the state dict as "

@@ -4,7 +4,8 @@
  * toplain: any layout -> plain NCHW; apool (n, C, H, W) -> (n, C, OH, OW);
  * flatten (n, C, H, W) -> (n, C*H*W) view; dense x (n, IN) -> y (n, OUT)
  * with w (OUT, IN); dropout (n, F) -> (n, F); add (n, C, H, W) x 2 -> (n, C, H, W);
- * global average pool (n, C, H, W) -> (n, C). */
+ * global average pool (n, C, H, W) -> (n, C); activation (SiLU, sigmoid) any shape;
+ * channel scale (n, C, H, W) x gate (n, C) -> (n, C, H, W). */
 #include "nn_impl.h"
 #include <assert.h>
 #include <string.h>
@@ -617,6 +618,9 @@ static lp_status add_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     lp_status st = lp_residual_add_init(&pl->u.add.op, &pl->in_md, l->relu);
     if (st) return st;
     pl->out_md = pl->in_md;
+    if (l->p > 0.0f && ((st = lp_buf_reserve(&l->sd_mask, sizeof(float) * (size_t)n, NULL)) ||
+                        (st = lp_buf_reserve(&l->sd_dy, lp_md_size(&pl->in_md), NULL))))
+        return st;
     if (!lp_md_equal(&pl->in_md, &pl->in2_md)) {
         pl->u.add.re2 = true;
         if ((st = lp_reorder_init(&pl->u.add.fwd2, &pl->in2_md, &pl->in_md, false))) return st;
@@ -639,26 +643,51 @@ static lp_status add_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *p
     return reserve_scratch(net, lp_residual_add_scratch_size(&pl->u.add.op));
 }
 
+/* Stochastic depth (l->p > 0): in a training step where lp_layer_sd_active, sample i's
+ * branch (the first input) is kept with probability 1 - p and then scaled by 1 / (1 - p)
+ * (torchvision's StochasticDepth "row"), y = x * m[i] + x2; the mask is drawn like
+ * dropout's, per sample, and is all ones in steps without it (the tests read it). */
 static lp_status add_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
                              uint64_t seed, uint64_t stream) {
     const float *x2 = net->act[pl->in2_slot].p;
+    lp_status st;
     if (pl->u.add.re2) {
-        lp_status st = lp_reorder_exec(&pl->u.add.fwd2, net->stream, x2, l->aux.p, net->scratch.p);
-        if (st) return st;
+        if ((st = lp_reorder_exec(&pl->u.add.fwd2, net->stream, x2, l->aux.p, net->scratch.p))) return st;
         x2 = l->aux.p;
+    }
+    if (training && l->p > 0.0f) {
+        float *m = l->sd_mask.p;
+        l->sd_on = lp_layer_sd_active(net, l);
+        const float keep = 1.0f / (1.0f - l->p);
+        for (int i = 0; i < n; i++) m[i] = !l->sd_on || lp_rng_uniform(seed, stream, (uint64_t)i) >= l->p ? (l->sd_on ? keep : 1.0f) : 0.0f;
+        if (l->sd_on) {
+            dnnl_stream_wait(net->stream);
+            lp_scale_samples(x, m, y, n, lp_md_size(&pl->in_md) / sizeof(float) / (size_t)n);
+            x = y; /* oneDNN's binary works in place on its first input */
+        }
     }
     return lp_residual_add_forward(&pl->u.add.op, net->stream, x, x2, y, net->scratch.p);
 }
 
 static lp_status add_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
                               float *dx, bool weights, bool accumulate) {
-    if (!dx || !l->relu) return LP_OK;
-    return lp_residual_add_backward(&pl->u.add.op, net->stream, dy, y, dy, net->scratch.p);
+    if (!dx) return LP_OK;
+    lp_status st = l->relu ? lp_residual_add_backward(&pl->u.add.op, net->stream, dy, y, dy, net->scratch.p) : LP_OK;
+    if (st || !(l->p > 0.0f && l->sd_on)) return st;
+    /* the skip's gradient is dy, the branch's dy * m (lp_layer_dx2 hands out the copy) */
+    dnnl_stream_wait(net->stream);
+    const size_t bytes = lp_md_size(&pl->in_md);
+    memcpy(l->sd_dy.p, dy, bytes);
+    lp_scale_samples(dy, l->sd_mask.p, dy, n, bytes / sizeof(float) / (size_t)n);
+    return LP_OK;
 }
 
 lp_status lp_layer_dx2(lp_net *net, lp_layer *l, lp_plan_layer *pl, const float *dx, const float **dx2) {
     *dx2 = dx;
-    if (l->kind != LP_LAYER_ADD || !pl->u.add.re2) return LP_OK;
+    if (l->kind == LP_LAYER_SCALE) *dx2 = l->aux.p; /* the gate's gradient */
+    if (l->kind != LP_LAYER_ADD) return LP_OK;
+    if (l->p > 0.0f && l->sd_on) *dx2 = dx = l->sd_dy.p;
+    if (!pl->u.add.re2) return LP_OK;
     /* aux held the forward's reordered input, which backward no longer needs */
     lp_status st = lp_reorder_exec(&pl->u.add.bwd2, net->stream, dx, l->aux.p, net->scratch.p);
     *dx2 = l->aux.p;
@@ -803,6 +832,61 @@ static void bn_free(lp_plan_layer *pl) {
     lp_relu6_free(&pl->u.bn.relu6);
 }
 
+/* ---- SiLU / sigmoid (l->act), oneDNN's eltwise: output in its own slot (SiLU's backward
+ * reads the input); backward writes dx over dy (net.c's dx_is_dy) --------------------------- */
+static lp_status act_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    pl->out_md = pl->in_md;
+    lp_status st = lp_act_init(&pl->u.act, (lp_act_kind)l->act, &pl->in_md);
+    if (st) return st;
+    return reserve_scratch(net, lp_act_scratch_size(&pl->u.act));
+}
+
+static lp_status act_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, bool data, bool weights) {
+    if (!data) return LP_OK;
+    lp_status st = lp_act_init_backward(&pl->u.act);
+    if (st) return st;
+    return reserve_scratch(net, lp_act_scratch_size(&pl->u.act));
+}
+
+static lp_status act_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                             uint64_t seed, uint64_t stream) {
+    return lp_act_forward(&pl->u.act, net->stream, x, y, net->scratch.p);
+}
+
+static lp_status act_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                              float *dx, bool weights, bool accumulate) {
+    if (!dx) return LP_OK;
+    return lp_act_backward(&pl->u.act, net->stream, dy, x, y, dx, net->scratch.p);
+}
+
+static void act_free(lp_plan_layer *pl) { lp_act_free(&pl->u.act); }
+
+/* ---- channel scale: y = x * gate (gate: src2's (n, C)); backward writes dx over dy and the
+ * gate's gradient into aux, which lp_layer_dx2 hands on ------------------------------------- */
+static lp_status scale_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
+    pl->out_md = pl->in_md;
+    if (pl->in2_md.ndims != 2 || pl->in2_md.dims[0] != n || pl->in2_md.dims[1] != l->in_c)
+        return lp_fail(LP_ERR_SHAPE, "%s: the gate must be (n, %d)", l->name, l->in_c);
+    lp_status st = lp_channel_scale_init(&pl->u.scale, &pl->in_md);
+    if (st) return st;
+    return lp_buf_reserve(&l->aux, sizeof(float) * (size_t)n * l->in_c, NULL);
+}
+
+static lp_status scale_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, float *y, bool training,
+                               uint64_t seed, uint64_t stream) {
+    dnnl_stream_wait(net->stream);
+    lp_channel_scale_forward(&pl->u.scale, x, net->act[pl->in2_slot].p, y);
+    return LP_OK;
+}
+
+static lp_status scale_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, const float *x, const float *y, float *dy,
+                                float *dx, bool weights, bool accumulate) {
+    if (!dx) return LP_OK;
+    dnnl_stream_wait(net->stream);
+    lp_channel_scale_backward(&pl->u.scale, x, net->act[pl->in2_slot].p, dy, l->aux.p);
+    return LP_OK;
+}
+
 const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT] = {
     [LP_LAYER_CONV] = {"Conv2d", conv_plan, conv_prepare_backward, conv_forward, conv_backward, conv_free},
     [LP_LAYER_MAXPOOL] = {"MaxPool2d", pool_plan, pool_prepare_backward, pool_forward, pool_backward, pool_free},
@@ -814,5 +898,7 @@ const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT] = {
     [LP_LAYER_ADD] = {"Add", add_plan, add_prepare_backward, add_forward, add_backward, add_free},
     [LP_LAYER_GAP] = {"AdaptiveAvgPool2d", gap_plan, gap_prepare_backward, gap_forward, gap_backward, gap_free},
     [LP_LAYER_BN] = {"BatchNorm2d", bn_plan, bn_prepare_backward, bn_forward, bn_backward, bn_free},
+    [LP_LAYER_ACT] = {"SiLU", act_plan, act_prepare_backward, act_forward, act_backward, act_free},
+    [LP_LAYER_SCALE] = {"Mul", scale_plan, no_prepare, scale_forward, scale_backward, nothing_free},
 };
 static_assert(sizeof lp_layer_kinds / sizeof lp_layer_kinds[0] == LP_LAYER_KIND_COUNT, "one entry per layer kind");

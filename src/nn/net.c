@@ -232,9 +232,10 @@ lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
         st = lp_fail(LP_ERR_ARG, "bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); use fp32");
         goto fail;
     }
-    if (net->cfg.bf16 && !strcmp(net->cfg.arch, "mobilenet_v2")) {
-        /* PyTorch 1.13 has no bf16 backward of ReLU6 (hardtanh) on the CPU: nothing to check it against yet */
-        st = lp_fail(LP_ERR_ARG, "bf16: mobilenet_v2 in bf16 is not checked against PyTorch yet; use fp32");
+    if (net->cfg.bf16 && (!strcmp(net->cfg.arch, "mobilenet_v2") || !strcmp(net->cfg.arch, "efficientnet_b0"))) {
+        /* PyTorch 1.13 has no bf16 backward of ReLU6 (hardtanh) on the CPU: nothing to check mobilenet_v2 against
+         * yet; efficientnet_b0's SiLU, gate and channel scale have no bf16 path here yet */
+        st = lp_fail(LP_ERR_ARG, "bf16: %s in bf16 is not checked against PyTorch yet; use fp32", net->cfg.arch);
         goto fail;
     }
     if (!lp_dnnl_engine()) {
@@ -275,6 +276,8 @@ void lp_net_free(lp_net *net) {
         lp_buf_free(&net->layers[l].wf);
         lp_buf_free(&net->layers[l].wb);
         lp_buf_free(&net->layers[l].relu_bits);
+        lp_buf_free(&net->layers[l].sd_mask);
+        lp_buf_free(&net->layers[l].sd_dy);
         lp_reorder_free(&net->layers[l].st_to_blk);
         lp_reorder_free(&net->layers[l].st_to_plain);
     }
@@ -570,6 +573,7 @@ int lp_net_frozen_prefix(const lp_net *net, size_t *feat_per_sample, const char 
         const lp_layer *L = &net->layers[l];
         if (L->kind == LP_LAYER_DROPOUT) break;
         if (L->kind == LP_LAYER_BN && lp_layer_bn_train(net, L)) break; /* the batch's statistics: not a function of the image */
+        if (L->kind == LP_LAYER_ADD && L->p > 0.0f && lp_layer_sd_active(net, L)) break; /* random per step */
         if ((L->pw >= 0 && net->params[L->pw].trainable) || (L->pb >= 0 && net->params[L->pb].trainable)) break;
         if ((L->kind == LP_LAYER_TOPLAIN || L->kind == LP_LAYER_APOOL || L->kind == LP_LAYER_FLATTEN ||
              L->kind == LP_LAYER_DENSE || L->kind == LP_LAYER_GAP) &&
@@ -658,13 +662,22 @@ static bool layer_trainable(const lp_net *net, const lp_layer *L) {
     return (L->pw >= 0 && net->params[L->pw].trainable) || (L->pb >= 0 && net->params[L->pb].trainable);
 }
 
+/* The branch's last layer (the add's first input, a batch norm) stands for the block: a
+ * block is frozen whole or not at all by --freeze's prefixes */
+bool lp_layer_sd_active(const lp_net *net, const lp_layer *L) {
+    return net->cfg.bn == LP_BN_MODE_TRAIN || (L->src >= 0 && layer_trainable(net, &net->layers[L->src]));
+}
+
 /* Whether layer l's input gradient can overwrite its own output activation.
  * A conv layer reads its output y only to mask dy with ReLU', before anything
  * else, and no other layer reads that slot once backward has reached l. */
 /* Layers whose input gradient is written over their output gradient: views, adds (both
- * inputs get dy, the ReLU's mask applied to it in place) and batch norms. */
+ * inputs get dy, the ReLU's mask applied to it in place; with stochastic depth the skip
+ * gets an unscaled copy), batch norms, activations and channel scales (the gate's gradient
+ * goes to a buffer of the layer's, lp_layer_dx2). */
 static bool dx_is_dy(const lp_net *net, const lp_plan_layer *pl, int l) {
-    return pl->alias || net->layers[l].kind == LP_LAYER_ADD || net->layers[l].kind == LP_LAYER_BN;
+    const lp_layer_kind k = net->layers[l].kind;
+    return pl->alias || k == LP_LAYER_ADD || k == LP_LAYER_BN || k == LP_LAYER_ACT || k == LP_LAYER_SCALE;
 }
 
 static bool dx_in_own_output(const lp_net *net, const lp_plan_layer *pl, int l) {
@@ -911,6 +924,10 @@ const float *lp_net_dropout_mask(lp_net *net, const char *layer_name, size_t *co
         if (L->kind == LP_LAYER_DROPOUT && !strcmp(L->name, layer_name)) {
             if (count) *count = (size_t)net->last_n * L->in_c * L->in_h * L->in_w;
             return L->aux.p;
+        }
+        if (L->kind == LP_LAYER_ADD && L->p > 0.0f && !strcmp(L->name, layer_name)) { /* stochastic depth: one per sample */
+            if (count) *count = (size_t)net->last_n;
+            return L->sd_mask.p;
         }
     }
     return NULL;

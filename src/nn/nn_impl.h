@@ -18,6 +18,8 @@ typedef enum lp_layer_kind {
     LP_LAYER_ADD,     /* residual add of two inputs (+ fused ReLU), their shared layout */
     LP_LAYER_GAP,     /* global average pool (n, C, H, W) -> (n, C), any layout in, plain out */
     LP_LAYER_BN,      /* batch normalization (+ fused ReLU), the convolutions' layout */
+    LP_LAYER_ACT,     /* SiLU or sigmoid, any layout (EfficientNet) */
+    LP_LAYER_SCALE,   /* squeeze-and-excitation's x * gate: x any layout, gate (n, C) from src2 */
     LP_LAYER_KIND_COUNT
 } lp_layer_kind;
 
@@ -31,8 +33,8 @@ void lp_buf_free(lp_buf *b);
 
 typedef struct lp_layer {
     lp_layer_kind kind;
-    char name[32];      /* module name ("features.0", "classifier.6", "head.1"); "" when internal */
-    char relu_name[32]; /* name of a fused ReLU module for the summary ("features.1"), "" if none */
+    char name[48];      /* module name ("features.0", "classifier.6", "head.1"); "" when internal */
+    char relu_name[48]; /* name of a fused ReLU module for the summary ("features.1"), "" if none */
     int pw, pb;         /* parameter indices, -1 when none */
     int prm, prv, pnb;  /* batch norm: running mean, running var, num_batches_tracked (buffers) */
     /* The network is a graph in topological order: src is the layer whose output is
@@ -51,7 +53,10 @@ typedef struct lp_layer {
     int groups;         /* conv: 0 or 1 dense, in_c for depthwise */
     bool relu;
     bool relu6;         /* batch norm: followed by ReLU6 (MobileNetV2) instead of ReLU */
-    float p; /* dropout probability */
+    float p; /* dropout probability; add: stochastic depth's, of dropping the first input (the branch) */
+    int act; /* LP_LAYER_ACT: lp_act_kind */
+    lp_buf sd_mask, sd_dy; /* add with stochastic depth: the step's per-sample mask; dy unscaled (the skip's) */
+    bool sd_on;            /* ... the last training forward dropped with it */
     /* per-layer buffers (shared by all batch-size plans) */
     lp_buf aux;    /* conv: reordered input; maxpool: workspace; dropout: mask */
     lp_buf wf, wb; /* conv: weights in the forward / backward-data layouts */
@@ -105,6 +110,8 @@ typedef struct lp_plan_layer {
             lp_reorder fwd2, bwd2; /* second input -> aux; dx -> the second input's layout (aux) */
         } add;
         lp_global_avgpool gap;
+        lp_act act;
+        lp_channel_scale scale;
         struct {
             lp_batchnorm train, frozen; /* built on first use */
             bool has_train, has_frozen;
@@ -194,6 +201,11 @@ lp_status lp_layer_dx2(lp_net *net, lp_layer *l, lp_plan_layer *pl, const float 
 
 /* Whether batch-norm layer L normalizes with the batch's statistics in a training step. */
 bool lp_layer_bn_train(const lp_net *net, const lp_layer *L);
+/* Whether add layer L drops its branch per sample (stochastic depth) in a training step:
+ * where the branch is trained, or with --bn train (PyTorch's model.train()); a frozen
+ * block runs as in inference, as Keras runs a frozen base (and stays a function of the
+ * image for the feature cache). */
+bool lp_layer_sd_active(const lp_net *net, const lp_layer *L);
 
 /* zoo.c: fills net->layers/params from the config (no allocation of weights). */
 lp_status lp_net_build_layers(lp_net *net);

@@ -150,8 +150,8 @@ static const char *commas(long long v, char *buf) {
 }
 
 static void row(strbuf *b, const char *name, const char *type, const lp_layer *l, long long params) {
-    char shape[48], label[80], num[32];
-    if (l->kind == LP_LAYER_FLATTEN || l->kind == LP_LAYER_DENSE || l->kind == LP_LAYER_DROPOUT ||
+    char shape[48], label[112], num[32];
+    if (l->kind == LP_LAYER_FLATTEN || l->kind == LP_LAYER_DENSE || l->kind == LP_LAYER_DROPOUT || (l->kind == LP_LAYER_ACT && l->out_h == 1 && l->out_w == 1) ||
         (l->kind == LP_LAYER_APOOL && l->out_h == 1 && l->out_w == 1 && !strncmp(name, "head.", 5)))
         snprintf(shape, sizeof shape, "(%d)", l->out_c * l->out_h * l->out_w);
     else snprintf(shape, sizeof shape, "(%d, %d, %d)", l->out_c, l->out_h, l->out_w);
@@ -194,7 +194,12 @@ lp_status lp_net_summary(lp_net *net, char **text) {
             snprintf(type, sizeof type, "Linear%s%s", l->relu && !l->relu_name[0] ? " + ReLU" : "", frozen ? ", frozen" : "");
             break;
         case LP_LAYER_DROPOUT: snprintf(type, sizeof type, "Dropout %.2g", l->p); break;
-        case LP_LAYER_ADD: snprintf(type, sizeof type, "Add"); break;
+        case LP_LAYER_ADD:
+            if (l->p > 0.0f) snprintf(type, sizeof type, "Add, stochastic depth %.3g", l->p);
+            else snprintf(type, sizeof type, "Add");
+            break;
+        case LP_LAYER_ACT: snprintf(type, sizeof type, "%s", l->act == LP_ACT_SIGMOID ? "Sigmoid" : "SiLU"); break;
+        case LP_LAYER_SCALE: snprintf(type, sizeof type, "SqueezeExcitation x*gate"); break;
         case LP_LAYER_GAP: snprintf(type, sizeof type, "AdaptiveAvgPool2d 1x1"); break;
         case LP_LAYER_BN: snprintf(type, sizeof type, "BatchNorm2d%s", frozen ? ", frozen" : ""); break;
         default: snprintf(type, sizeof type, "?");

@@ -1,4 +1,4 @@
-/* Model zoo: VGG16/VGG19 (torchvision topology and names), a tiny CNN for
+/* Model zoo: VGG16/VGG19, ResNets, MobileNetV2, EfficientNet-B0 (torchvision topology and names), a tiny CNN for
  * tests, the torchvision classifier top and head specs. Fills the layer and
  * parameter tables; weights are allocated and initialised by net.c. */
 #include "nn_impl.h"
@@ -160,10 +160,12 @@ static lp_status add_conv_full(builder *b, const char *name, const char *relu_na
 /* The builder's current tensor: its shape and producer, to come back to for a branch. */
 typedef struct tensor_at {
     int c, h, w, cur;
-    bool maybe_blocked;
+    bool maybe_blocked, flat;
 } tensor_at;
-static tensor_at here(const builder *b) { return (tensor_at){b->c, b->h, b->w, b->cur, b->maybe_blocked}; }
-static void go_to(builder *b, tensor_at t) { b->c = t.c, b->h = t.h, b->w = t.w, b->cur = t.cur, b->maybe_blocked = t.maybe_blocked; }
+static tensor_at here(const builder *b) { return (tensor_at){b->c, b->h, b->w, b->cur, b->maybe_blocked, b->flat}; }
+static void go_to(builder *b, tensor_at t) {
+    b->c = t.c, b->h = t.h, b->w = t.w, b->cur = t.cur, b->maybe_blocked = t.maybe_blocked, b->flat = t.flat;
+}
 
 /* y = current + other (+ ReLU); other's shape must be the current one. */
 static lp_status add_residual(builder *b, const char *name, const char *relu_name, tensor_at other) {
@@ -233,15 +235,23 @@ static lp_status add_flatten(builder *b, const char *name) {
     return LP_OK;
 }
 
+static lp_status add_dense_shaped(builder *b, const char *name, const char *relu_name, bool relu, int out, bool conv1x1);
 static lp_status add_dense(builder *b, const char *name, const char *relu_name, bool relu, int out) {
+    return add_dense_shaped(b, name, relu_name, relu, out, false);
+}
+
+/* conv1x1: a 1x1 convolution on a 1x1 map (squeeze-and-excitation's fc1, fc2), computed as
+ * the dense layer it is, its weight (out, in, 1, 1) as PyTorch's Conv2d has it (and
+ * initialised as a conv's) */
+static lp_status add_dense_shaped(builder *b, const char *name, const char *relu_name, bool relu, int out, bool conv1x1) {
     if (!b->flat) return lp_fail(LP_ERR_ARG, "%s: dense layer needs flatten or gap before it", name);
     lp_layer *l = add_layer(b, LP_LAYER_DENSE, name);
     if (!l) return LP_ERR_NOMEM;
     l->relu = relu;
     if (relu_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", relu_name);
     l->out_c = out;
-    int64_t ws[2] = {out, b->c}, bs[1] = {out};
-    if ((l->pw = add_param(b, name, "weight", 2, ws)) < 0) return LP_ERR_NOMEM;
+    int64_t ws[4] = {out, b->c, 1, 1}, bs[1] = {out};
+    if ((l->pw = add_param(b, name, "weight", conv1x1 ? 4 : 2, ws)) < 0) return LP_ERR_NOMEM;
     if ((b->net->layers[b->net->nlayers - 1].pb = add_param(b, name, "bias", 1, bs)) < 0) return LP_ERR_NOMEM;
     b->c = out;
     return LP_OK;
@@ -323,7 +333,9 @@ static lp_status add_head_token(builder *b, char *tok, int index, bool last, int
 
 static lp_status build_head(builder *b);
 
-bool lp_net_arch_has_bn(const char *arch) { return arch && (!strncmp(arch, "resnet", 6) || !strcmp(arch, "mobilenet_v2")); }
+bool lp_net_arch_has_bn(const char *arch) {
+    return arch && (!strncmp(arch, "resnet", 6) || !strcmp(arch, "mobilenet_v2") || !strcmp(arch, "efficientnet_b0"));
+}
 
 /* torchvision's ResNet blocks, "V1.5" (the stride on the 3x3 conv; on the first 1x1 with
  * v1, as Keras' ResNet50): convolutions without
@@ -443,6 +455,99 @@ static lp_status build_mobilenet_v2(builder *b) {
     return add_dense(b, "classifier.1", NULL, false, c->num_classes);
 }
 
+static lp_status add_act(builder *b, const char *name, lp_act_kind kind) {
+    lp_layer *l = add_layer(b, LP_LAYER_ACT, name);
+    if (!l) return LP_ERR_NOMEM;
+    l->act = kind;
+    return LP_OK;
+}
+
+/* torchvision's Conv2dNormActivation: prefix.0 conv (no bias, padding (k - 1) / 2), prefix.1
+ * batch norm, prefix.2 SiLU (silu false: none). */
+static lp_status add_conv_bn_silu(builder *b, const char *prefix, int out, int k, int stride, int groups, bool silu) {
+    char n[64];
+    lp_status st;
+    snprintf(n, sizeof n, "%s.0", prefix);
+    if ((st = add_conv_full(b, n, NULL, out, k, stride, (k - 1) / 2, false, groups))) return st;
+    snprintf(n, sizeof n, "%s.1", prefix);
+    if ((st = add_bn(b, n, NULL))) return st;
+    snprintf(n, sizeof n, "%s.2", prefix);
+    return silu ? add_act(b, n, LP_ACT_SILU) : LP_OK;
+}
+
+/* torchvision's SqueezeExcitation: avgpool (global), fc1 (1x1 conv with bias) to squeeze
+ * channels, SiLU, fc2 back, sigmoid, and the input scaled channel by channel by that gate. */
+static lp_status add_se(builder *b, const char *prefix, int squeeze) {
+    char n[64];
+    const tensor_at x = here(b);
+    lp_status st;
+    snprintf(n, sizeof n, "%s.avgpool", prefix);
+    if ((st = add_gap(b, n))) return st;
+    snprintf(n, sizeof n, "%s.fc1", prefix);
+    if ((st = add_dense_shaped(b, n, NULL, false, squeeze, true))) return st;
+    snprintf(n, sizeof n, "%s.activation", prefix);
+    if ((st = add_act(b, n, LP_ACT_SILU))) return st;
+    snprintf(n, sizeof n, "%s.fc2", prefix);
+    if ((st = add_dense_shaped(b, n, NULL, false, x.c, true))) return st;
+    snprintf(n, sizeof n, "%s.scale_activation", prefix);
+    if ((st = add_act(b, n, LP_ACT_SIGMOID))) return st;
+    const int gate = b->cur;
+    go_to(b, x);
+    lp_layer *l = add_layer(b, LP_LAYER_SCALE, prefix);
+    if (!l) return LP_ERR_NOMEM;
+    l->src2 = gate;
+    return LP_OK;
+}
+
+/* torchvision's efficientnet_b0 (width and depth 1.0): features.0 conv 3x3/2 + BN + SiLU, 16
+ * MBConv blocks in features.1-7 (features.S.I.block: 1x1 expansion + BN + SiLU where the
+ * ratio is not 1, depthwise kxk + BN + SiLU, squeeze-and-excitation to a quarter of the
+ * block's input width, 1x1 projection + BN; where stride 1 keeps the width, the input is
+ * added, the branch dropped per sample with stochastic depth 0.2 x block / 16),
+ * features.8 conv 1x1 to 1280 + BN + SiLU; top=keep: global pooling, dropout 0.2 and
+ * classifier.1. */
+static lp_status build_efficientnet_b0(builder *b) {
+    /* expand ratio, kernel, stride, output channels, blocks */
+    static const int setting[7][5] = {{1, 3, 1, 16, 1}, {6, 3, 2, 24, 2}, {6, 5, 2, 40, 2}, {6, 3, 2, 80, 3},
+                                      {6, 5, 1, 112, 3}, {6, 5, 2, 192, 4}, {6, 3, 1, 320, 1}};
+    const int total_blocks = 16;
+    lp_net *net = b->net;
+    lp_net_config *c = &net->cfg;
+    char n[64], pre[48];
+    lp_status st;
+    if ((st = add_conv_bn_silu(b, "features.0", 32, 3, 2, 1, true))) return st;
+    int id = 0;
+    for (int g = 0; g < 7; g++)
+        for (int i = 0; i < setting[g][4]; i++, id++) {
+            const int t = setting[g][0], k = setting[g][1], stride = i ? 1 : setting[g][2], out = setting[g][3];
+            const int in = b->c, hidden = in * t;
+            const tensor_at x = here(b);
+            int m = 0; /* index in block */
+            snprintf(pre, sizeof pre, "features.%d.%d", g + 1, i);
+            if (t != 1) {
+                snprintf(n, sizeof n, "%s.block.%d", pre, m++);
+                if ((st = add_conv_bn_silu(b, n, hidden, 1, 1, 1, true))) return st;
+            }
+            snprintf(n, sizeof n, "%s.block.%d", pre, m++);
+            if ((st = add_conv_bn_silu(b, n, hidden, k, stride, hidden, true))) return st;
+            snprintf(n, sizeof n, "%s.block.%d", pre, m++);
+            if ((st = add_se(b, n, in / 4 > 1 ? in / 4 : 1))) return st;
+            snprintf(n, sizeof n, "%s.block.%d", pre, m);
+            if ((st = add_conv_bn_silu(b, n, out, 1, 1, 1, false))) return st;
+            if (stride == 1 && in == out) {
+                if ((st = add_residual(b, pre, NULL, x))) return st;
+                net->layers[net->nlayers - 1].p = 0.2f * (float)id / (float)total_blocks;
+            }
+        }
+    if ((st = add_conv_bn_silu(b, "features.8", 1280, 1, 1, 1, true))) return st;
+    if (strcmp(c->top, "keep")) return build_head(b);
+    if ((st = add_gap(b, "avgpool"))) return st;
+    net->backbone_layers = net->nlayers;
+    if (c->num_classes < 1) return lp_fail(LP_ERR_ARG, "top=keep needs num_classes >= 1");
+    if ((st = add_dropout(b, "classifier.0", 0.2f))) return st;
+    return add_dense(b, "classifier.1", NULL, false, c->num_classes);
+}
+
 lp_status lp_net_build_layers(lp_net *net) {
     lp_net_config *c = &net->cfg;
     builder b = {.net = net, .c = c->in_c, .h = c->in_h, .w = c->in_w, .cur = -1};
@@ -457,10 +562,11 @@ lp_status lp_net_build_layers(lp_net *net) {
     if (!strcmp(c->arch, "resnet34")) return build_resnet(&b, r34, false);
     if (!strcmp(c->arch, "resnet50")) return build_resnet(&b, r34, true);
     if (!strcmp(c->arch, "mobilenet_v2")) return build_mobilenet_v2(&b);
+    if (!strcmp(c->arch, "efficientnet_b0")) return build_efficientnet_b0(&b);
     if (!strcmp(c->arch, "vgg16")) cfg = cfg_vgg16, width = 4096;
     else if (!strcmp(c->arch, "vgg19")) cfg = cfg_vgg19, width = 4096;
     else if (!strcmp(c->arch, "tiny")) cfg = cfg_tiny, width = 64;
-    else return lp_fail(LP_ERR_ARG, "unknown architecture '%s' (known: vgg16, vgg19, resnet18, resnet34, resnet50, mobilenet_v2, tiny, tiny_res)", c->arch);
+    else return lp_fail(LP_ERR_ARG, "unknown architecture '%s' (known: vgg16, vgg19, resnet18, resnet34, resnet50, mobilenet_v2, efficientnet_b0, tiny, tiny_res)", c->arch);
     lp_status st;
     int idx = 0;
     char name[32], rname[32];

@@ -77,10 +77,10 @@ static lp_status check_params(const lp_train_params *p) {
     if (p->height < 32 || p->width < 32)
         return lp_fail(LP_ERR_ARG, "input size %dx%d is too small: VGG and ResNet need at least 32x32", p->width, p->height);
     if (p->steps_per_epoch < 0 || p->validation_steps < 0) return lp_fail(LP_ERR_ARG, "steps must not be negative");
-    static const char *const models[] = {"vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "mobilenet_v2", "tiny"};
+    static const char *const models[] = {"vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet_b0", "tiny"};
     bool known = false;
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) known |= !strcmp(p->model, models[i]);
-    if (!known) return lp_fail(LP_ERR_ARG, "unknown model '%s' (vgg16, vgg19, resnet18, resnet34, resnet50, mobilenet_v2 or tiny)", p->model);
+    if (!known) return lp_fail(LP_ERR_ARG, "unknown model '%s' (vgg16, vgg19, resnet18, resnet34, resnet50, mobilenet_v2, efficientnet_b0 or tiny)", p->model);
     lp_bn_mode_cfg bn;
     if (!lp_bn_mode_parse(p->bn, &bn)) return lp_fail(LP_ERR_ARG, "unknown batch norm mode '%s' (auto, train or frozen)", p->bn);
     if (strcmp(p->top, "keep") && strcmp(p->top, "none")) return lp_fail(LP_ERR_ARG, "unknown top '%s' (keep or none)", p->top);

@@ -139,6 +139,18 @@ static int cmd_run(int argc, char **argv) {
             snprintf(name, sizeof name, "mask.%d.%s", s, drops[d]);
             add_copy(&out, name, m, 2, ms);
         }
+        /* stochastic depth's per-sample masks (efficientnet_b0's blocks features.S.I) */
+        for (int st = 1; st <= 7; st++)
+            for (int bi = 0; bi < 4; bi++) {
+                char blk[32];
+                size_t cnt;
+                snprintf(blk, sizeof blk, "features.%d.%d", st, bi);
+                const float *m = lp_net_dropout_mask(net, blk, &cnt);
+                if (!m) continue;
+                int64_t ms[2] = {n, 1};
+                snprintf(name, sizeof name, "mask.%d.%s", s, blk);
+                add_copy(&out, name, m, 2, ms);
+            }
         if (s == 0) {
             add_copy(&out, "logits", logits, 2, ls);
             add_copy(&out, "loss", &loss, 1, &one);

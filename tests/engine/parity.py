@@ -55,7 +55,10 @@ class Mask(nn.Module):
         self.m = None
 
     def forward(self, x):
-        return x * self.m if self.training else x
+        if not self.training:
+            return x
+        m = self.m  # stochastic depth: one value per sample
+        return x * (m.reshape(-1, *([1] * (x.dim() - 1))) if x.dim() > 2 and m.numel() == x.shape[0] else m)
 
 
 class Dense(nn.Linear):
@@ -158,6 +161,16 @@ def build(arch, top, head, k, c, h, w):
         m = torchvision.models.mobilenet_v2(num_classes=k)
         m.classifier[0] = Mask()
         masks["classifier.0"] = m.classifier[0]
+        return m, masks
+    if arch == "efficientnet_b0" and top == "keep":  # classifier: Dropout(0.2), Linear; stochastic depth in blocks
+        m = torchvision.models.efficientnet_b0(num_classes=k)
+        m.classifier[0] = Mask()
+        masks["classifier.0"] = m.classifier[0]
+        for s in range(1, 8):
+            for i, blk in enumerate(m.features[s]):
+                if blk.use_res_connect:
+                    blk.stochastic_depth = Mask()
+                    masks["features.%d.%d" % (s, i)] = blk.stochastic_depth
         return m, masks
     if arch in ("vgg16", "vgg19"):
         if top == "keep":
@@ -435,6 +448,15 @@ def main():
             env["LOUPE_PARITY_BN"] = a.bn
         subprocess.run(cmd, check=True, env=env)
         out, _ = st_read(wd("out-%s.safetensors" % opt))
+        sd_masks = [v for nm, v in out.items() if nm.startswith("mask.") and nm.split(".", 2)[2] in masks and v.shape[1] == 1]
+        if sd_masks:
+            # stochastic depth: the dropped path must be exercised (a block dropped for some sample), and each mask
+            # value must be 0 or 1/(1-p)
+            dropped = sum(int((v == 0).sum()) for v in sd_masks)
+            print("stochastic depth masks: %d of %d sample-blocks dropped %s" % (dropped, sum(v.size for v in sd_masks),
+                                                                               "ok" if dropped > 0 else "FAIL"))
+            if dropped == 0:
+                failures.append("stochastic depth never dropped")
         if a.conv and opt == a.opts.split(",")[0]:
             wino, convs = (int(v) for v in out["winograd_layers"])
             # Winograd from AVX2 up (the CPU's flags, lowered by the cap): oneDNN 2.6's F(4x4,3x3) on

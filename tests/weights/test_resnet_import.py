@@ -219,4 +219,53 @@ if W.check(rc == 0, "mobilenet_v2 safetensors: convert exit 0 (%d: %s)" % (rc, s
         W.check(err < 1e-4 and want.max() < 0.999, "mobilenet_v2 predict gives torchvision's eval probabilities %s (within %.1e)" % (np.round(want, 3), err))
     W.remove(p("mb_ck.safetensors"), p("mb.ppm"))
 
+
+# ---- EfficientNet-B0: torchvision's state dict, and timm's names for the same tensors -----------
+def timm_names(sd):
+    """torchvision's efficientnet_b0 names -> timm's (timm/models/_efficientnet_blocks.py: DepthwiseSeparableConv
+    conv_dw, bn1, se.conv_reduce/conv_expand, conv_pw, bn2; InvertedResidual conv_pw, bn1, conv_dw, bn2, se,
+    conv_pwl, bn3; EfficientNet conv_stem, bn1, blocks, conv_head, bn2, classifier)."""
+    ds = [("conv_dw", "bn1"), None, ("conv_pw", "bn2")]  # block.J: (conv, bn), None: the SE
+    ir = [("conv_pw", "bn1"), ("conv_dw", "bn2"), None, ("conv_pwl", "bn3")]
+    top = {"features.0.0": "conv_stem", "features.0.1": "bn1", "features.8.0": "conv_head", "features.8.1": "bn2",
+           "classifier.1": "classifier"}
+    out = {}
+    for k, v in sd.items():
+        mod, leaf = k.rsplit(".", 1)
+        if mod in top:
+            out[top[mod] + "." + leaf] = v
+            continue
+        f = mod.split(".")  # features S I block J [K | fc1 | fc2]
+        s, i, j = int(f[1]), int(f[2]), int(f[4])
+        if f[5] in ("fc1", "fc2"):
+            name = "se." + ("conv_reduce" if f[5] == "fc1" else "conv_expand")
+        else:
+            name = (ds if s == 1 else ir)[j][int(f[5])]
+        out["blocks.%d.%d.%s.%s" % (s - 1, i, name, leaf)] = v
+    return out
+
+
+ef = randomize_bn(torchvision.models.efficientnet_b0(num_classes=3)).eval()
+img = W.random_image(64, 11)
+W.write_ppm(p("ef.ppm"), img)
+with torch.no_grad():
+    want = W.softmax(ef(torch.from_numpy(W.model_input(img, "torch"))).numpy())
+efsd = {k: v.numpy() for k, v in ef.state_dict().items()}
+for label, tensors in (("efficientnet_b0 (torchvision names)", efsd), ("efficientnet_b0 (timm names)", timm_names(efsd))):
+    st.write(p("ef.safetensors"), tensors, {})
+    rc, so, se = W.run(cli, "convert", p("ef.safetensors"), p("ef_ck.safetensors"), "--size", "64")
+    W.remove(p("ef.safetensors"))
+    if not W.check(rc == 0, "%s safetensors: convert exit 0 (%d: %s)" % (label, rc, se.strip())):
+        continue
+    sd, meta = st.read(p("ef_ck.safetensors"))
+    W.check(meta.get("arch") == "efficientnet_b0" and meta.get("top") == "keep" and meta.get("num_classes") == "3",
+            "%s: arch, top and classes from the names (%s)" % (label, {k: meta.get(k) for k in ("arch", "top", "num_classes")}))
+    load_strict(label, "efficientnet_b0", {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, 3)
+    rc, out, se = W.predict(cli, p("ef_ck.safetensors"), p("ef.ppm"))
+    if W.check(rc == 0 and out is not None, "%s predict: exit 0 (%d: %s)" % (label, rc, se.strip())):
+        err = float(np.abs(np.array(out["probs"]) - want).max())
+        W.check(err < 1e-4 and want.max() < 0.999, "%s predict gives torchvision's eval probabilities %s (within %.1e)" % (label, np.round(want, 3), err))
+    W.remove(p("ef_ck.safetensors"))
+W.remove(p("ef.ppm"))
+
 W.finish()
