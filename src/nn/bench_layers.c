@@ -106,6 +106,17 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
         TIME_CALL(lp_global_avgpool_forward(&pl->u.gap, net->stream, x, y, scr), t[0]);
         if (pl->u.gap.has_bwd) TIME_CALL(lp_global_avgpool_backward(&pl->u.gap, net->stream, dy, dx, scr), t[1]);
         break;
+    case LP_LAYER_ACT:
+        TIME_CALL(lp_act_forward(&pl->u.act, net->stream, x, y, scr), t[0]);
+        if (pl->u.act.has_bwd) TIME_CALL(lp_act_backward(&pl->u.act, net->stream, dy, x, y, dx, scr), t[1]);
+        break;
+    case LP_LAYER_SCALE: {
+        /* the gate's gradient into the layer's own buffer, as the step does */
+        const float *gate = net->act[pl->in2_slot].p;
+        TIME_CALL((lp_channel_scale_forward(&pl->u.scale, x, gate, y), LP_OK), t[0]);
+        TIME_CALL((lp_channel_scale_backward(&pl->u.scale, x, gate, dy, L->aux.p), LP_OK), t[1]);
+        break;
+    }
     default: break; /* reorders, views and C ops: all overhead */
     }
     return LP_OK;
@@ -187,6 +198,8 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
                            : L->kind == LP_LAYER_BN      ? (pl->u.bn.last_train ? pl->u.bn.train.fwd.impl : pl->u.bn.frozen.fwd.impl)
                            : L->kind == LP_LAYER_ADD     ? pl->u.add.op.fwd.impl
                            : L->kind == LP_LAYER_GAP     ? pl->u.gap.fwd.impl
+                           : L->kind == LP_LAYER_ACT     ? pl->u.act.fwd.impl
+                           : L->kind == LP_LAYER_SCALE   ? "loupe:openmp"
                                                          : "";
         /* after a fused step (bench.c), the layers that updated their weights in backward */
         const bool fused = (L->kind == LP_LAYER_CONV || L->kind == LP_LAYER_DENSE) && net->params[L->pw].trainable &&

@@ -6,7 +6,8 @@ optimized kernel takes a shape or layout, silently. For each ISA cap (AVX2,
 AVX512_CORE and the CPU's own level) this runs one training step of VGG16 (top none
 and keep, 32x32 and 224x224, batch 2; bf16 too where the CPU has native bf16), and of
 resnet18 at 64x64 (bf16 too where native) and resnet50 at 224x224 (top keep, batch 2, batch
-norm in training mode) with ONEDNN_VERBOSE=1 and fails on any `ref:` convolution,
+norm in training mode), and mobilenet_v2 and efficientnet_b0 at 64x64 (depthwise 3x3 and 5x5
+convolutions at strides 1 and 2, SiLU, sigmoid), with ONEDNN_VERBOSE=1 and fails on any `ref:` convolution,
 pooling, matmul, inner product, batch normalization, binary (the residual adds) or
 eltwise op. It also checks that loupe's own kernels obey the cap: `loupe bench` prints
 the ISA level they run at, which must be the lower of the cap and the CPU's level.
@@ -25,7 +26,7 @@ def bench(loupe, cap, top, size, precision, model="vgg16"):
     if cap:
         env["ONEDNN_MAX_CPU_ISA"] = cap
     cmd = [loupe, "bench", "--model", model, "--top", top, "--head", "flatten,dense:2", "--size", size, "--batch", "2",
-           "--steps", "1", "--warmup", "0", "--precision", precision] + (["--bn", "train"] if model.startswith("resnet") else [])
+           "--steps", "1", "--warmup", "0", "--precision", precision] + (["--bn", "train"] if not model.startswith("vgg") else [])
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit("FAIL: %s (cap %s) exited %d:\n%s" % (" ".join(cmd), cap, r.returncode, r.stdout[-2000:] + r.stderr[-2000:]))
@@ -55,6 +56,7 @@ def main():
         precisions = ["fp32"] + (["bf16"] if LEVELS.index(want) >= LEVELS.index("AVX512-BF16") else [])
         runs = [("vgg16", precision, top, size) for precision in precisions for top in ["none", "keep"] for size in ["32x32", "224x224"]]
         runs += [("resnet18", precision, "keep", "64x64") for precision in precisions] + [("resnet50", "fp32", "keep", "224x224")]
+        runs += [("mobilenet_v2", "fp32", "keep", "64x64"), ("efficientnet_b0", "fp32", "keep", "64x64")]
         for model, precision, top, size in runs:
             level, refs = bench(loupe, cap, top, size, precision, model)
             ok = level == want and not refs
