@@ -403,6 +403,9 @@ void lp_adaptive_avgpool_backward(const float *dy, float *dx, int nc, int h, int
  * lp_rng_uniform(seed, stream, i) >= p, scaled by 1/(1-p). mask gets the
  * factor (0 or 1/(1-p)); y = x * mask. Backward: dx = dy * mask. */
 void lp_dropout_forward(const float *x, float *y, float *mask, size_t count, float p, uint64_t seed, uint64_t stream);
+/* ... element i drawn with counter counter0 + i (a slice of a larger batch's tensor) */
+void lp_dropout_forward_at(const float *x, float *y, float *mask, size_t count, float p, uint64_t seed, uint64_t stream,
+                           uint64_t counter0);
 void lp_dropout_backward(const float *dy, const float *mask, float *dx, size_t count);
 /* Numerically stable softmax cross-entropy from logits z: (n, k).
  * loss (n) optional, probs (n*k) optional, dz (n*k) optional = (softmax - onehot)/n.

@@ -58,11 +58,16 @@ LP_OMP(parallel for if (nc >= 64))
 }
 
 void lp_dropout_forward(const float *x, float *y, float *mask, size_t count, float p, uint64_t seed, uint64_t stream) {
+    lp_dropout_forward_at(x, y, mask, count, p, seed, stream, 0);
+}
+
+void lp_dropout_forward_at(const float *x, float *y, float *mask, size_t count, float p, uint64_t seed, uint64_t stream,
+                           uint64_t counter0) {
     const long long n = (long long)count;
     const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
 LP_OMP(parallel for if (n > 16384))
     for (long long i = 0; i < n; i++) {
-        float m = lp_rng_uniform(seed, stream, (uint64_t)i) >= p ? scale : 0.0f;
+        float m = lp_rng_uniform(seed, stream, counter0 + (uint64_t)i) >= p ? scale : 0.0f;
         mask[i] = m;
         y[i] = x[i] * m;
     }

@@ -1,5 +1,6 @@
 /* loupe train DATA --run RUN [options] */
 #include "cli.h"
+#include "train/dist.h"
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +239,11 @@ int cmd_train(int argc, char **argv) {
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     lp_status s = lp_train(&p, NULL, NULL);
-    if (s) return cli_fail("train", s);
-    return diagnose ? diagnose_after_training(p.run_dir) : 0;
+    if (s) {
+        const int rc = cli_fail("train", s);
+        /* under mpirun: the other processes may wait for this one in a collective */
+        if (s != LP_ERR_INTERRUPTED) lp_dist_abort_job(rc);
+        return rc;
+    }
+    return diagnose && lp_dist_world_rank() == 0 ? diagnose_after_training(p.run_dir) : 0;
 }

@@ -130,6 +130,8 @@ typedef struct lp_loader_config {
     int64_t cache_max_bytes;     /* cache budget (default 2 GiB) */
     bool dct_scaling;            /* JPEG: decode large images at 1/2, 1/4 or 1/8 scale (still >= target size).
                                     Faster; pixels then differ slightly from Keras' load_img. Default off. */
+    int shard, shards;           /* shards > 1: each batch is the slice [n*shard/shards, n*(shard+1)/shards) of
+                                    the batch an unsharded loader gives (data-parallel ranks); it may be empty */
 } lp_loader_config;
 lp_loader_config lp_loader_default_config(void); /* batch 32, shuffle, 224x224x3, rescale, nearest */
 
@@ -138,6 +140,7 @@ typedef struct lp_batch {
     float *x;     /* (n, C, H, W) NCHW preprocessed */
     int *labels;  /* n */
     int *indices; /* n: sample index into split->samples */
+    int global_n, offset; /* sharded loaders: the whole batch's size, and where this slice starts in it */
 } lp_batch;
 
 typedef struct lp_loader lp_loader;

@@ -16,6 +16,8 @@ typedef struct lp_buf {
     float *x;
     int *labels, *indices;
     int n;
+    int global_n, offset; /* the whole batch's size and the slice's start (sharded) */
+    bool filled;          /* holds batch (pass, bip), or is being filled with it */
     int64_t pass;
     int bip;
     lp_status status;
@@ -143,7 +145,16 @@ static void submit(lp_loader *l, int bi, int64_t pass, int bip) {
     order_for_pass(l, pass);
     int start = bip * l->cfg.batch;
     int n = l->n - start < l->cfg.batch ? l->n - start : l->cfg.batch;
+    b->global_n = n;
+    b->offset = 0;
+    if (l->cfg.shards > 1) { /* contiguous slices; an uneven batch splits unevenly */
+        const int lo = (int)((int64_t)n * l->cfg.shard / l->cfg.shards), hi = (int)((int64_t)n * (l->cfg.shard + 1) / l->cfg.shards);
+        start += lo;
+        b->offset = lo;
+        n = hi - lo;
+    }
     b->n = n;
+    b->filled = true;
     b->pass = pass;
     b->bip = bip;
     b->status = LP_OK;
@@ -153,10 +164,10 @@ static void submit(lp_loader *l, int bi, int64_t pass, int bip) {
         b->indices[i] = l->perm[start + i];
         b->labels[i] = l->split->samples[b->indices[i]].label;
     }
-    l->job_buf = bi;
+    l->job_buf = n > 0 ? bi : -1; /* an empty slice is ready as it is */
     l->job_next = 0;
     l->job_done = 0;
-    pthread_cond_broadcast(&l->cv_work);
+    if (n > 0) pthread_cond_broadcast(&l->cv_work);
 }
 
 void lp_loader_free(lp_loader *l) {
@@ -274,7 +285,7 @@ void lp_loader_position(const lp_loader *l, int64_t *pass, int *batch_in_pass) {
 /* Whether buffer b holds batch (pass, bip): without shuffling and augmentation
  * every pass is the same, so only the batch number counts. */
 static bool holds(const lp_loader *l, const lp_buf *b, int64_t pass, int bip) {
-    return b->n > 0 && b->bip == bip && (b->pass == pass || (!l->cfg.shuffle && !l->augment));
+    return b->filled && b->bip == bip && (b->pass == pass || (!l->cfg.shuffle && !l->augment));
 }
 
 lp_status lp_loader_next(lp_loader *l, lp_batch *out) {
@@ -290,7 +301,7 @@ lp_status lp_loader_next(lp_loader *l, lp_batch *out) {
         if (l->job_done == jb->n) l->job_buf = -1;
     }
     wait_idle(l);
-    if (cancelled >= 0) l->bufs[cancelled].n = 0;
+    if (cancelled >= 0) l->bufs[cancelled].n = 0, l->bufs[cancelled].filled = false;
     int bi = -1;
     for (int i = 0; i < 2; i++)
         if (holds(l, &l->bufs[i], l->pass, l->bip) && l->bufs[i].status == LP_OK) bi = i;
@@ -304,7 +315,7 @@ lp_status lp_loader_next(lp_loader *l, lp_batch *out) {
         lp_status s = b->status;
         char msg[sizeof b->err];
         memcpy(msg, b->err, sizeof msg);
-        b->n = 0; /* retry decodes again */
+        b->n = 0, b->filled = false; /* retry decodes again */
         pthread_mutex_unlock(&l->mu);
         return lp_fail(s, "%s", msg);
     }
@@ -318,6 +329,8 @@ lp_status lp_loader_next(lp_loader *l, lp_batch *out) {
     out->x = b->x;
     out->labels = b->labels;
     out->indices = b->indices;
+    out->global_n = b->global_n;
+    out->offset = b->offset;
     return LP_OK;
 }
 

@@ -590,7 +590,8 @@ static lp_status dropout_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, in
                                  uint64_t seed, uint64_t stream) {
     size_t count = lp_md_size(&pl->in_md) / sizeof(float);
     dnnl_stream_wait(net->stream);
-    if (training && l->p > 0.0f) lp_dropout_forward(x, y, l->aux.p, count, l->p, seed, stream);
+    if (training && l->p > 0.0f)
+        lp_dropout_forward_at(x, y, l->aux.p, count, l->p, seed, stream, (uint64_t)net->sample_offset * (count / (size_t)n));
     else {
         memcpy(y, x, count * sizeof(float));
         if (training) {
@@ -659,7 +660,8 @@ static lp_status add_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n,
         float *m = l->sd_mask.p;
         l->sd_on = lp_layer_sd_active(net, l);
         const float keep = 1.0f / (1.0f - l->p);
-        for (int i = 0; i < n; i++) m[i] = !l->sd_on || lp_rng_uniform(seed, stream, (uint64_t)i) >= l->p ? (l->sd_on ? keep : 1.0f) : 0.0f;
+        for (int i = 0; i < n; i++)
+            m[i] = !l->sd_on || lp_rng_uniform(seed, stream, (uint64_t)(net->sample_offset + i)) >= l->p ? (l->sd_on ? keep : 1.0f) : 0.0f;
         if (l->sd_on) {
             dnnl_stream_wait(net->stream);
             lp_scale_samples(x, m, y, n, lp_md_size(&pl->in_md) / sizeof(float) / (size_t)n);

@@ -624,6 +624,39 @@ lp_status lp_net_forward_from(lp_net *net, int k, const float *feat, int n, bool
     return LP_OK;
 }
 
+void lp_net_set_sample_offset(lp_net *net, int offset) { net->sample_offset = offset; }
+
+void lp_net_scale_loss_grad(lp_net *net, float factor) {
+    if (!net->loss_ready) return;
+    const size_t n = (size_t)net->last_n * net->cfg.num_classes;
+    for (size_t i = 0; i < n; i++) net->dlogits[i] *= factor;
+}
+
+lp_status lp_net_grad_runs(lp_net *net, size_t max_floats, lp_status (*fn)(void *ctx, float *g, size_t n), void *ctx) {
+    for (int i = net->nparams - 1; i >= 0;) {
+        if (!net->params[i].trainable) {
+            i--;
+            continue;
+        }
+        /* params [j, i] trainable and adjacent in grads (offsets grow with the index) */
+        int j = i;
+        while (j > 0 && net->params[j - 1].trainable) j--;
+        for (int q = j; q <= i; q++) {
+            lp_net_materialize_grad(net, q);
+            net->params[q].grad_state = LP_GRAD_DATA;
+        }
+        const size_t lo = net->params[j].offset, hi = net->params[i].offset + net->params[i].numel;
+        for (size_t e = hi; e > lo;) {
+            const size_t s = e - lo > max_floats ? e - max_floats : lo;
+            lp_status st = fn(ctx, net->grads + s, e - s);
+            if (st) return st;
+            e = s;
+        }
+        i = j - 1;
+    }
+    return LP_OK;
+}
+
 lp_status lp_net_loss(lp_net *net, const int *labels, int n, float *loss_per_sample, float *probs, float *mean_loss) {
     if (!net->cur || n != net->last_n)
         return lp_fail(LP_ERR_ARG, "loss: needs a forward pass of the same batch size first (got %d, last forward %d)", n,

@@ -167,6 +167,18 @@ lp_status lp_net_backward(lp_net *net);
  * gradients are, whatever their layout: no conversion, so cheap enough for every step). */
 bool lp_net_grads_finite(const lp_net *net);
 
+/* Data-parallel training (one batch split over processes):
+ * lp_net_set_sample_offset: the batch's first sample is sample `offset` of the whole
+ * batch, so that dropout and stochastic depth draw the masks the whole batch's run would;
+ * lp_net_scale_loss_grad: dlogits *= factor (n / the whole batch's n: the gradients
+ * summed over processes are then the whole batch's mean);
+ * lp_net_grad_runs: every trainable gradient as data (zero where backward made none),
+ * handed to fn in runs of consecutive parameters of at most max_floats, from the top
+ * layer down (the order backward completes them), the same runs on every process. */
+void lp_net_set_sample_offset(lp_net *net, int offset);
+void lp_net_scale_loss_grad(lp_net *net, float factor);
+lp_status lp_net_grad_runs(lp_net *net, size_t max_floats, lp_status (*fn)(void *ctx, float *g, size_t n), void *ctx);
+
 /* State dict out/in (torchvision names, F32). load: strict=false allows
  * missing tensors (listed in *missing as a malloc'ed comma-separated string,
  * or NULL when none); unknown names or wrong shapes are always an error

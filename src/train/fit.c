@@ -124,9 +124,12 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
     int k = f->num_classes, n_total = 0;
     double loss_sum = 0;
     int correct = 0;
+    const bool dist = f->dist.size > 1;
+    if (dist) memset(f->val_probs, 0, sizeof(float) * (size_t)f->valid->num_samples * k);
     for (int b = 0; b < steps; b++) {
         lp_batch bt;
         if ((s = lp_loader_next(f->valid_loader, &bt))) return s;
+        if (bt.n == 0) continue; /* an empty slice (data-parallel) */
         if ((s = lp_fit_forward_eval(f, &bt, f->logits))) return s;
         float mean;
         if ((s = lp_net_loss(f->net, bt.labels, bt.n, f->sample_loss, f->probs, &mean))) return s;
@@ -134,10 +137,10 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
             const float *pr = f->probs + (size_t)i * k;
             correct += lp_probs_argmax(pr, k) == bt.labels[i];
             loss_sum += f->sample_loss[i];
-            memcpy(f->val_probs + (size_t)n_total * k, pr, (size_t)k * sizeof(float));
-            f->val_labels[n_total] = bt.labels[i];
+            memcpy(f->val_probs + (size_t)(dist ? bt.indices[i] : n_total) * k, pr, (size_t)k * sizeof(float));
+            f->val_labels[dist ? bt.indices[i] : n_total] = bt.labels[i];
             n_total++;
-            if (f->pred_csv) {
+            if (f->pred_csv && !dist) {
                 const lp_sample *smp = &f->valid->samples[bt.indices[i]];
                 lp_csv_printf(f->pred_csv, "%d,", epoch);
                 lp_csv_write_field(f->pred_csv, smp->relpath);
@@ -145,6 +148,22 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
                 for (int c = 0; c < k; c++) lp_csv_printf(f->pred_csv, ",%.9g", pr[c]);
                 if ((s = lp_csv_printf(f->pred_csv, "\n"))) return s;
             }
+        }
+    }
+    if (f->dist.size > 1) {
+        /* each rank validated its slice of every batch: sums and the table over all (the
+         * loader does not shuffle, so a sample's place in the table is its index) */
+        double sums[3] = {loss_sum, (double)correct, (double)n_total};
+        if ((s = lp_dist_sum_f64(&f->dist, sums, 3))) return s;
+        loss_sum = sums[0], correct = (int)sums[1], n_total = (int)sums[2];
+        if ((s = lp_dist_sum_f32(&f->dist, f->val_probs, (size_t)n_total * k))) return s;
+        for (int i = 0; i < n_total; i++) f->val_labels[i] = f->valid->samples[i].label;
+        for (int i = 0; f->pred_csv && i < n_total; i++) {
+            lp_csv_printf(f->pred_csv, "%d,", epoch);
+            lp_csv_write_field(f->pred_csv, f->valid->samples[i].relpath);
+            lp_csv_printf(f->pred_csv, ",%d", f->val_labels[i]);
+            for (int c = 0; c < k; c++) lp_csv_printf(f->pred_csv, ",%.9g", f->val_probs[(size_t)i * k + c]);
+            if ((s = lp_csv_printf(f->pred_csv, "\n"))) return s;
         }
     }
     f->val_count = n_total;
@@ -157,6 +176,7 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
 
 /* ---- checkpoints ---------------------------------------------------------- */
 static lp_status save_checkpoint(lp_fit *f, const char *name, bool with_state) {
+    if (!lp_fit_writer(f)) return LP_OK;
     char *path = lp_path_join(f->ckpt_dir, name);
     if (!path) return LP_ERR_NOMEM;
     lp_tensor_list extra, meta;
@@ -259,7 +279,8 @@ static lp_status bn_mode_check(lp_fit *f, int epoch, double acc_train_mode) {
     for (int b = 0; b < steps && !s; b++) {
         lp_batch bt;
         float mean;
-        if ((s = lp_loader_next(ld, &bt)) || (s = lp_net_forward(f->net, bt.x, bt.n, false, 0, f->logits)) ||
+        if ((s = lp_loader_next(ld, &bt)) || bt.n == 0) continue;
+        if ((s = lp_net_forward(f->net, bt.x, bt.n, false, 0, f->logits)) ||
             (s = lp_net_loss(f->net, bt.labels, bt.n, f->sample_loss, f->probs, &mean)))
             break;
         for (int i = 0; i < bt.n; i++, n++) {
@@ -269,11 +290,15 @@ static lp_status bn_mode_check(lp_fit *f, int epoch, double acc_train_mode) {
         }
     }
     lp_loader_free(ld);
-    if (s || n == 0) return s;
+    if (s) return s;
+    double sums[3] = {(double)n, (double)correct, loss_sum}; /* data-parallel: each rank checked its slices */
+    if ((s = lp_dist_sum_f64(&f->dist, sums, 3))) return s;
+    n = (int)sums[0], correct = (int)sums[1], loss_sum = sums[2];
+    if (n == 0) return LP_OK;
     const bn_check check = {epoch, n, acc_train_mode, (double)correct / n, loss_sum / n};
     say(f, "Batch norm check: training accuracy %.4f in training mode (epoch %d, batch statistics), %.4f with the running "
            "statistics\n", acc_train_mode, epoch, check.acc);
-    return edit_run_json(f, set_bn_check, &check);
+    return lp_fit_writer(f) ? edit_run_json(f, set_bn_check, &check) : LP_OK;
 }
 
 typedef struct nan_hooks {
@@ -377,15 +402,19 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
                                    "(try a smaller --lr, or --on-nan skip)", (double)mean, epoch, step + 1);
                 }
             }
+            bool stop = g_stop_requested;
             if (skipped) {
                 f->st.nan_skipped++;
                 f->st.nan_skipped_epoch++;
             } else {
-                for (int i = 0; i < bt.n; i++) {
-                    f->st.correct += lp_probs_argmax(f->probs + (size_t)i * k, k) == bt.labels[i];
-                }
-                f->st.loss_sum += (double)mean * bt.n;
-                f->st.seen += bt.n;
+                /* data-parallel: the step's figures over all ranks, and one decision on Ctrl-C */
+                double sums[4] = {(double)mean * bt.n, 0.0, (double)bt.n, stop ? 1.0 : 0.0};
+                for (int i = 0; i < bt.n; i++) sums[1] += lp_probs_argmax(f->probs + (size_t)i * k, k) == bt.labels[i];
+                if ((s = lp_dist_sum_f64(&f->dist, sums, 4))) return s;
+                f->st.correct += sums[1];
+                f->st.loss_sum += sums[0];
+                f->st.seen += sums[2];
+                if (f->dist.size > 1) stop = sums[3] > 0, mean = (float)(sums[0] / sums[2]);
                 f->st.global_step++;
             }
             lp_loader_position(f->train_loader, &f->st.loader_pass, &f->st.loader_batch);
@@ -394,7 +423,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
                 lp_fit_tb_batch(f, mean);
             if (f->st.seen > 0)
                 lp_progress_update(&prog, step + 1, f->st.loss_sum / f->st.seen, f->st.correct / f->st.seen);
-            if (g_stop_requested && step + 1 < steps) {
+            if (stop && step + 1 < steps) {
                 if (p->verbose && f->out) fputc('\n', f->out);
                 say(f, "Interrupted: saving %s/last.safetensors (epoch %d, step %d of %d)\n", f->ckpt_dir, epoch,
                     step + 1, steps);
@@ -434,9 +463,10 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         }
 
         /* Logs first: a finished epoch is on disk before its checkpoint. */
-        if ((s = lp_csv_printf(f->hist_csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g\n", epoch, loss, acc, val_loss, val_acc, lr_used)))
+        if (f->hist_csv && (s = lp_csv_printf(f->hist_csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g\n", epoch, loss, acc, val_loss, val_acc,
+                                              lr_used)))
             return s;
-        if ((s = lp_csv_sync(f->hist_csv))) return s;
+        if (f->hist_csv && (s = lp_csv_sync(f->hist_csv))) return s;
         if (f->pred_csv && (s = lp_csv_sync(f->pred_csv))) return s;
         if (f->tb && (s = lp_fit_tb_epoch(f, epoch, loss, acc, val_loss, val_acc, lr_used))) return s;
 
@@ -459,6 +489,13 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         }
         bool stop = lp_early_stop_update(&f->st.early, mval, epoch);
         double new_lr = lp_reduce_lr_update(&f->st.reduce, mval, f->st.lr);
+        if (f->dist.size > 1) {
+            /* rank 0's decisions and model for everyone (the figures are the same sums on every
+             * rank; this makes the outcome not depend on it), after its checkpoints are written */
+            double d[3] = {stop, new_lr, g_stop_requested};
+            if ((s = lp_dist_bcast(&f->dist, d, sizeof d)) || (s = lp_fit_bcast_model(f))) return s;
+            stop = d[0] != 0, new_lr = d[1], g_stop_requested = d[2] != 0;
+        }
         if (new_lr != f->st.lr) {
             say(f, "Epoch %d: ReduceLROnPlateau reducing learning rate to %g.\n", epoch, new_lr);
             f->st.lr = new_lr;
@@ -480,7 +517,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         }
     }
     if (last_epoch > 0 && (s = bn_mode_check(f, last_epoch, last_acc))) return s;
-    if (f->p.restore_best && f->st.monitor.best_epoch > 0) {
+    if (f->p.restore_best && f->st.monitor.best_epoch > 0 && lp_fit_writer(f)) {
         if ((s = restore_weights(f, "best.safetensors"))) return s;
         if ((s = save_checkpoint(f, "final.safetensors", false))) return s;
         say(f, "Restoring model weights from the end of the best epoch: %d (final.safetensors).\n",
@@ -498,9 +535,12 @@ lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *us
     memset(&f, 0, sizeof f);
     f.p = *params;
     f.out = params->out ? params->out : stdout;
-    if ((s = lp_mkdirs(params->run_dir))) return s;
+    if ((s = lp_dist_init(&f.dist))) return s;
+    if (f.dist.size > 1 && params->on_nan && !strcmp(params->on_nan, "skip"))
+        return lp_fail(LP_ERR_ARG, "--on-nan skip is not supported under mpirun yet (a skipped batch must be skipped by every process)");
+    if (!lp_fit_writer(&f)) f.out = NULL; /* rank 0 prints the progress */
     lp_runlock *lock = NULL;
-    if ((s = lp_run_lock(params->run_dir, &lock))) return s;
+    if (lp_fit_writer(&f) && ((s = lp_mkdirs(params->run_dir)) || (s = lp_run_lock(params->run_dir, &lock)))) return s;
     s = lp_fit_setup(&f);
     if (!s) s = run_epochs(&f, cb, user);
     lp_fit_teardown(&f);

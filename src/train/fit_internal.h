@@ -7,11 +7,13 @@
 #include "log/log.h"
 #include "nn/nn.h"
 #include "nn/optim.h"
+#include "train/dist.h"
 #include "train/train.h"
 #include <stdio.h>
 
 typedef struct lp_fit {
     lp_train_params p;
+    lp_dist dist;       /* data-parallel ranks (size 1: one process); rank 0 alone writes the run */
     FILE *out;
     char *ckpt_dir;
     const char *monitor_name;
@@ -44,6 +46,11 @@ typedef struct lp_fit {
 } lp_fit;
 
 lp_status lp_fit_setup(lp_fit *f);
+/* Whether this process writes the run directory (rank 0). */
+static inline bool lp_fit_writer(const lp_fit *f) { return f->dist.rank == 0; }
+/* Data-parallel: the trainable weights and the buffers (batch norm's statistics) from
+ * rank 0 to all, so that every rank holds rank 0's model. */
+lp_status lp_fit_bcast_model(lp_fit *f);
 /* Progress/info line to f->out unless quiet. */
 void lp_fit_say(const lp_fit *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Loads the net's tensors of a checkpoint's contents (moved out of all), strictly,

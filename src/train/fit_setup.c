@@ -58,6 +58,11 @@ lp_status lp_fit_fill_meta(lp_fit *f, lp_tensor_list *meta) {
     if (!s && f->weights_preprocess) s = lp_tensor_list_set_meta(meta, "weights_preprocess", f->weights_preprocess);
     snprintf(buf, sizeof buf, "%d", f->st.epochs_done);
     if (!s) s = lp_tensor_list_set_meta(meta, "epoch", buf);
+    /* the batch is the whole (global) batch, whatever the number of processes that shared it */
+    snprintf(buf, sizeof buf, "%d", f->p.batch);
+    if (!s) s = lp_tensor_list_set_meta(meta, "batch", buf);
+    snprintf(buf, sizeof buf, "%d", f->dist.size);
+    if (!s) s = lp_tensor_list_set_meta(meta, "processes", buf);
     return s;
 }
 
@@ -95,6 +100,7 @@ static lp_status write_run_json(lp_fit *f) {
     add_str(cfg, "classes_requested", p->classes);
     cJSON_AddNumberToObject(cfg, "epochs", p->epochs);
     cJSON_AddNumberToObject(cfg, "batch", p->batch);
+    cJSON_AddNumberToObject(cfg, "processes", f->dist.size);
     cJSON_AddNumberToObject(cfg, "steps_per_epoch", p->steps_per_epoch);
     cJSON_AddNumberToObject(cfg, "validation_steps", p->validation_steps);
     add_str(cfg, "optimizer", p->optimizer);
@@ -316,6 +322,7 @@ lp_status lp_fit_make_loader(lp_fit *f, const lp_split *sp, bool train, lp_loade
     lc.width = f->p.width;
     lc.channels = f->channels;
     lc.preprocess = f->preprocess;
+    lc.shard = f->dist.rank, lc.shards = f->dist.size;
     lp_status s = lp_interp_parse(f->p.interpolation, &lc.interp);
     if (s) return s;
     if (train) {
@@ -426,11 +433,11 @@ lp_status lp_fit_setup(lp_fit *f) {
     f->monitor_name = p->monitor;
     f->ckpt_dir = lp_path_join(p->run_dir, "checkpoints");
     if (!f->ckpt_dir) return LP_ERR_NOMEM;
-    if ((s = lp_mkdirs(f->ckpt_dir))) return s;
+    if (lp_fit_writer(f) && (s = lp_mkdirs(f->ckpt_dir))) return s;
     /* Temporaries of a killed run (we hold the run lock: nobody else writes here). */
     int stale = 0, n;
-    if (!lp_atomic_remove_stale(p->run_dir, &n)) stale += n;
-    if (!lp_atomic_remove_stale(f->ckpt_dir, &n)) stale += n;
+    if (lp_fit_writer(f) && !lp_atomic_remove_stale(p->run_dir, &n)) stale += n;
+    if (lp_fit_writer(f) && !lp_atomic_remove_stale(f->ckpt_dir, &n)) stale += n;
     if (stale) say(f, "Removed %d temporary file(s) left by an interrupted run.\n", stale);
     if (!p->resume) {
         char *last = lp_path_join(f->ckpt_dir, "last.safetensors");
@@ -451,7 +458,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     f->train = lp_dataset_split(f->ds, "train");
     f->valid = lp_dataset_split(f->ds, "valid");
     if (!f->train) return lp_fail(LP_ERR_DATA, "%s: no train/ folder", p->data_dir);
-    if ((s = write_skipped(f))) return s;
+    if (lp_fit_writer(f) && (s = write_skipped(f))) return s;
     f->num_classes = f->train->num_classes;
     if (f->num_classes < 2) return lp_fail(LP_ERR_DATA, "%s/train: found %d class folder(s); need at least 2", p->data_dir, f->num_classes);
     if (f->valid && f->valid->num_classes != f->num_classes)
@@ -519,6 +526,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     lp_early_stop_init(&f->st.early, p->early_stop, maximize);
     lp_reduce_lr_init(&f->st.reduce, p->reduce_lr_factor, p->reduce_lr_patience, maximize);
     if (p->resume && (s = resume(f))) return s;
+    if ((s = lp_fit_bcast_model(f))) return s; /* one model everywhere, whatever each rank read */
 
     /* loaders and buffers */
     if ((s = lp_fit_make_loader(f, f->train, true, &f->train_loader))) return s;
@@ -550,7 +558,11 @@ lp_status lp_fit_setup(lp_fit *f) {
         say(f, "Convolutions: Winograd %s in %d of %d conv layers, direct in the others (--conv %s).\n",
             lp_net_winograd_kind(), wino, convs, lp_conv_algo_name(lp_net_get_config(f->net)->conv_algo));
     }
+    if (f->dist.size > 1)
+        say(f, "Data-parallel: %d processes (MPI), each batch of %d split between them; this one writes the run.\n",
+            f->dist.size, p->batch);
     if ((s = setup_feature_cache(f))) return s;
+    if (!lp_fit_writer(f)) return LP_OK;
     if ((s = write_run_json(f))) return s;
     if ((s = open_logs(f))) return s;
     return LP_OK;
@@ -602,8 +614,40 @@ lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_
     return s ? s : lp_net_backward(f->net);
 }
 
+/* Data-parallel step: this rank's slice forward and backward with dlogits scaled to the
+ * whole batch (an empty slice contributes zeros), the gradients summed over ranks in
+ * fixed runs, then the same update everywhere. Not overlapped with backward yet. */
+static lp_status sum_grads(void *ctx, float *g, size_t n) { return lp_dist_sum_f32(ctx, g, n); }
+static lp_status dist_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss) {
+    lp_status s = LP_OK;
+    *mean_loss = 0.0f;
+    if (bt->n > 0) {
+        lp_net_set_sample_offset(f->net, bt->offset);
+        s = train_forward(f, bt, dropout_seed, mean_loss);
+        if (!s) lp_net_scale_loss_grad(f->net, (float)bt->n / (float)bt->global_n);
+        if (!s) s = lp_net_backward(f->net);
+    } else {
+        lp_net_zero_grad(f->net);
+    }
+    if (s) return s;
+    /* 4 M floats (16 MB) a message: large enough to stream, small enough to pipeline */
+    if ((s = lp_net_grad_runs(f->net, (size_t)1 << 22, sum_grads, &f->dist))) return s;
+    return lp_optim_step(f->opt, lr);
+}
+
+lp_status lp_fit_bcast_model(lp_fit *f) {
+    if (f->dist.size < 2) return LP_OK;
+    for (int i = 0; i < lp_net_param_count(f->net); i++) {
+        if (!lp_net_param_trainable(f->net, i) && !lp_net_param_is_buffer(f->net, i)) continue;
+        lp_status s = lp_dist_bcast(&f->dist, lp_net_param(f->net, i), sizeof(float) * lp_net_param_numel(f->net, i));
+        if (s) return s;
+    }
+    return LP_OK;
+}
+
 lp_status lp_fit_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, bool keep_grads,
                             float *mean_loss) {
+    if (f->dist.size > 1) return dist_train_step(f, bt, dropout_seed, lr, mean_loss);
     lp_status s = train_forward(f, bt, dropout_seed, mean_loss);
     if (s) return s;
     if (keep_grads) return (s = lp_net_backward(f->net)) ? s : lp_optim_step(f->opt, lr);
