@@ -632,6 +632,34 @@ void lp_net_scale_loss_grad(lp_net *net, float factor) {
     for (size_t i = 0; i < n; i++) net->dlogits[i] *= factor;
 }
 
+void lp_net_set_backward_hook(lp_net *net, lp_status (*fn)(void *ctx, int layer), void *ctx) {
+    net->bwd_hook = fn;
+    net->bwd_hook_ctx = ctx;
+}
+
+int lp_net_grad_run_list(lp_net *net, size_t max_floats, lp_grad_run *runs, int cap) {
+    int count = 0;
+    for (int i = net->nparams - 1; i >= 0;) {
+        if (!net->params[i].trainable) {
+            i--;
+            continue;
+        }
+        int j = i;
+        while (j > 0 && net->params[j - 1].trainable) j--;
+        const size_t lo = net->params[j].offset, hi = net->params[i].offset + net->params[i].numel;
+        for (size_t e = hi; e > lo; count++) {
+            const size_t s = e - lo > max_floats ? e - max_floats : lo;
+            /* the lowest parameter with elements in [s, e) */
+            int q = i;
+            while (q > j && net->params[q].offset > s) q--;
+            if (count < cap) runs[count] = (lp_grad_run){net->grads + s, e - s, net->params[q].layer};
+            e = s;
+        }
+        i = j - 1;
+    }
+    return count;
+}
+
 lp_status lp_net_grad_runs(lp_net *net, size_t max_floats, lp_status (*fn)(void *ctx, float *g, size_t n), void *ctx) {
     for (int i = net->nparams - 1; i >= 0;) {
         if (!net->params[i].trainable) {
@@ -907,6 +935,10 @@ lp_status lp_net_backward(lp_net *net) {
             net->params[L->pw].grad_state = L->grad_consumed ? LP_GRAD_STALE : LP_GRAD_DATA;
             if (L->pb >= 0) net->params[L->pb].grad_state = LP_GRAD_DATA;
             L->grad_consumed = false;
+        }
+        if (net->bwd_hook) {
+            dnnl_stream_wait(net->stream);
+            if ((st = net->bwd_hook(net->bwd_hook_ctx, l))) return st;
         }
         if (dx) {
             sum_into_fork(net, L->src, lo, dx, &pl->in_md);

@@ -176,6 +176,17 @@ bool lp_net_grads_finite(const lp_net *net);
  * handed to fn in runs of consecutive parameters of at most max_floats, from the top
  * layer down (the order backward completes them), the same runs on every process. */
 void lp_net_set_sample_offset(lp_net *net, int offset);
+/* lp_net_grad_runs' runs without touching the gradients: where each is, and the layer
+ * whose backward completes it (every layer above it is done by then). Returns the count
+ * (runs beyond cap are counted, not written). */
+typedef struct lp_grad_run {
+    float *g;
+    size_t n;
+    int layer;
+} lp_grad_run;
+int lp_net_grad_run_list(lp_net *net, size_t max_floats, lp_grad_run *runs, int cap);
+/* fn(ctx, l) after layer l's backward in each lp_net_backward (fn NULL: none). */
+void lp_net_set_backward_hook(lp_net *net, lp_status (*fn)(void *ctx, int layer), void *ctx);
 void lp_net_scale_loss_grad(lp_net *net, float factor);
 lp_status lp_net_grad_runs(lp_net *net, size_t max_floats, lp_status (*fn)(void *ctx, float *g, size_t n), void *ctx);
 

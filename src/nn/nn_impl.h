@@ -167,6 +167,8 @@ struct lp_net {
     bool last_training, loss_ready;
     bool acts_consumed; /* backward wrote input gradients over activations (net.c backward_targets) */
     int sample_offset;  /* lp_net_set_sample_offset: the masks' counters start at this sample */
+    lp_status (*bwd_hook)(void *ctx, int layer); /* lp_net_set_backward_hook */
+    void *bwd_hook_ctx;
     float *dlogits; /* (cap_batch, K) */
     int dlogits_cap;
     double *prof; /* NULL, or per layer l: [2l] forward and [2l+1] backward seconds (bench) */

@@ -68,6 +68,40 @@ lp_status lp_dist_sum_f64(const lp_dist *d, double *x, size_t n) {
     return LP_OK;
 }
 
+static MPI_Request *g_req;
+static int g_nreq, g_capreq;
+
+lp_status lp_dist_sum_start(const lp_dist *d, float *x, size_t n) {
+    if (d->size < 2) return LP_OK;
+    for (size_t o = 0; o < n; o += CHUNK) {
+        if (g_nreq == g_capreq) {
+            const int cap = g_capreq ? 2 * g_capreq : 64;
+            MPI_Request *r = realloc(g_req, (size_t)cap * sizeof *r);
+            if (!r) return lp_fail(LP_ERR_NOMEM, "out of memory");
+            g_req = r, g_capreq = cap;
+        }
+        const int c = (int)(n - o < CHUNK ? n - o : CHUNK);
+        lp_status st = mpi_check(MPI_Iallreduce(MPI_IN_PLACE, x + o, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g_req[g_nreq]),
+                                 "allreduce");
+        if (st) return st;
+        g_nreq++;
+    }
+    return LP_OK;
+}
+
+lp_status lp_dist_progress(const lp_dist *d) {
+    if (d->size < 2 || g_nreq == 0) return LP_OK;
+    int done;
+    return mpi_check(MPI_Testall(g_nreq, g_req, &done, MPI_STATUSES_IGNORE), "allreduce");
+}
+
+lp_status lp_dist_sum_wait_all(const lp_dist *d) {
+    if (d->size < 2 || g_nreq == 0) return LP_OK;
+    lp_status st = mpi_check(MPI_Waitall(g_nreq, g_req, MPI_STATUSES_IGNORE), "allreduce");
+    g_nreq = 0;
+    return st;
+}
+
 lp_status lp_dist_bcast(const lp_dist *d, void *x, size_t bytes) {
     if (d->size < 2) return LP_OK;
     for (size_t o = 0; o < bytes; o += CHUNK) {
@@ -109,6 +143,9 @@ lp_status lp_dist_init(lp_dist *d) {
 lp_status lp_dist_sum_f32(const lp_dist *d, float *x, size_t n) { return LP_OK; }
 lp_status lp_dist_sum_f64(const lp_dist *d, double *x, size_t n) { return LP_OK; }
 lp_status lp_dist_bcast(const lp_dist *d, void *x, size_t bytes) { return LP_OK; }
+lp_status lp_dist_sum_start(const lp_dist *d, float *x, size_t n) { return LP_OK; }
+lp_status lp_dist_progress(const lp_dist *d) { return LP_OK; }
+lp_status lp_dist_sum_wait_all(const lp_dist *d) { return LP_OK; }
 void lp_dist_abort(const lp_dist *d, int code) { (void)d, (void)code; }
 int lp_dist_world_rank(void) { return 0; }
 void lp_dist_abort_job(int code) { (void)code; }

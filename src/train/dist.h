@@ -22,6 +22,12 @@ bool lp_dist_launched(void);
  * MPI_COMM_WORLD, whose algorithm Open MPI picks from the message size and the job). */
 lp_status lp_dist_sum_f32(const lp_dist *d, float *x, size_t n);
 lp_status lp_dist_sum_f64(const lp_dist *d, double *x, size_t n);
+/* The same sum without waiting: started now, done after lp_dist_sum_wait_all (x untouched
+ * meanwhile); lp_dist_progress lets MPI move the started sums on (no progress thread:
+ * the fit loop calls it between layers of backward). */
+lp_status lp_dist_sum_start(const lp_dist *d, float *x, size_t n);
+lp_status lp_dist_progress(const lp_dist *d);
+lp_status lp_dist_sum_wait_all(const lp_dist *d);
 /* bytes of x from rank 0 to every rank. */
 lp_status lp_dist_bcast(const lp_dist *d, void *x, size_t bytes);
 /* Ends the whole job (after an error on one rank, the others would wait for it forever). */

@@ -14,6 +14,10 @@
 typedef struct lp_fit {
     lp_train_params p;
     lp_dist dist;       /* data-parallel ranks (size 1: one process); rank 0 alone writes the run */
+    double dist_step_s, dist_comm_s, dist_bytes; /* data-parallel steps: their time, the wait for the gradients' sums, bytes */
+    int64_t dist_steps;
+    lp_grad_run *dist_runs; /* the gradients' runs, each summed over ranks as soon as backward completes it */
+    int dist_nruns, dist_next;
     FILE *out;
     char *ckpt_dir;
     const char *monitor_name;

@@ -591,6 +591,7 @@ void lp_fit_teardown(lp_fit *f) {
     free(f->have_train);
     free(f->have_valid);
     free(f->feat_batch);
+    free(f->dist_runs);
 }
 
 /* ---- steps ------------------------------------------------------------------------ */
@@ -617,22 +618,54 @@ lp_status lp_fit_train_backward(lp_fit *f, const lp_batch *bt, uint64_t dropout_
 /* Data-parallel step: this rank's slice forward and backward with dlogits scaled to the
  * whole batch (an empty slice contributes zeros), the gradients summed over ranks in
  * fixed runs, then the same update everywhere. Not overlapped with backward yet. */
-static lp_status sum_grads(void *ctx, float *g, size_t n) { return lp_dist_sum_f32(ctx, g, n); }
+/* 4 M floats (16 MB) a message: large enough to stream, small enough to start early */
+#define DIST_RUN_FLOATS ((size_t)1 << 22)
+
+/* Backward's hook: starts the sums of the runs that layer l completed (those whose lowest
+ * layer is l or above, in the fixed order of the list) and moves the started ones on. */
+static lp_status start_ready_sums(void *ctx, int layer) {
+    lp_fit *f = ctx;
+    lp_status s;
+    for (; f->dist_next < f->dist_nruns && f->dist_runs[f->dist_next].layer >= layer; f->dist_next++) {
+        const lp_grad_run *r = &f->dist_runs[f->dist_next];
+        f->dist_bytes += (double)r->n * sizeof(float);
+        if ((s = lp_dist_sum_start(&f->dist, r->g, r->n))) return s;
+    }
+    return lp_dist_progress(&f->dist);
+}
+
+static lp_status no_sum(void *ctx, float *g, size_t n) { return LP_OK; }
+
 static lp_status dist_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss) {
     lp_status s = LP_OK;
+    const double t0 = lp_now();
     *mean_loss = 0.0f;
+    if (!f->dist_runs) {
+        f->dist_nruns = lp_net_grad_run_list(f->net, DIST_RUN_FLOATS, NULL, 0);
+        if (!(f->dist_runs = lp_malloc(sizeof *f->dist_runs * (size_t)(f->dist_nruns + 1)))) return LP_ERR_NOMEM;
+        lp_net_grad_run_list(f->net, DIST_RUN_FLOATS, f->dist_runs, f->dist_nruns);
+    }
+    f->dist_next = 0;
     if (bt->n > 0) {
         lp_net_set_sample_offset(f->net, bt->offset);
         s = train_forward(f, bt, dropout_seed, mean_loss);
         if (!s) lp_net_scale_loss_grad(f->net, (float)bt->n / (float)bt->global_n);
+        lp_net_set_backward_hook(f->net, start_ready_sums, f);
         if (!s) s = lp_net_backward(f->net);
-    } else {
+        lp_net_set_backward_hook(f->net, NULL, NULL);
+    } else { /* an empty slice adds zeros */
         lp_net_zero_grad(f->net);
+        s = lp_net_grad_runs(f->net, DIST_RUN_FLOATS, no_sum, NULL);
     }
+    if (!s) s = start_ready_sums(f, -1); /* the runs no layer's backward completed here */
+    const double t1 = lp_now();
+    if (!s) s = lp_dist_sum_wait_all(&f->dist);
     if (s) return s;
-    /* 4 M floats (16 MB) a message: large enough to stream, small enough to pipeline */
-    if ((s = lp_net_grad_runs(f->net, (size_t)1 << 22, sum_grads, &f->dist))) return s;
-    return lp_optim_step(f->opt, lr);
+    f->dist_comm_s += lp_now() - t1;
+    s = lp_optim_step(f->opt, lr);
+    f->dist_step_s += lp_now() - t0;
+    f->dist_steps++;
+    return s;
 }
 
 lp_status lp_fit_bcast_model(lp_fit *f) {
