@@ -40,7 +40,8 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
         /* the weights the step's forward reads: the storage itself where it is in the forward's
          * layout (fp32 stored blocked: wf's pages are released then), else the copy in wf */
         const void *wf = (L->st_blocked && !c->p.bf16) || !pl->u.conv.has_re_wf ? (const void *)param : L->wf.p;
-        double f = 2.0 * p->n * c->p.k * c->p.c * c->p.kh * c->p.kw * (double)c->oh * c->ow / 1e9;
+        /* each output channel sums over in_c / groups inputs (depthwise: one) */
+        double f = 2.0 * p->n * c->p.k * c->p.c / (c->p.groups > 1 ? c->p.groups : 1) * c->p.kh * c->p.kw * (double)c->oh * c->ow / 1e9;
         TIME_CALL(lp_conv2d_forward(c, net->stream, src, wf, bias, y, scr), t[0]);
         gf[0] = f;
         if (c->has_bwd_data) {
