@@ -9,6 +9,7 @@
    rounding: np=1 again from weights perturbed by 1e-7 (one or two ulps), two sign patterns,
    as the engine's parity tests do; np=2 must be within 10x that + 1e-6.
 3. Two np=2 runs give bit-identical weights; the TCP transport gives the same bits.
+   2 and 3 again with a frozen base (the feature cache on each rank; dropout in the head).
 4. One run directory: the np=2 run writes the files the np=1 run writes, no more, and
    history.csv has one row per epoch; the checkpoint records the batch and the processes.
 5. kill -9 of one rank mid-run: mpirun ends the job within 60 s, the last checkpoint loads,
@@ -31,6 +32,7 @@ MPI = ["mpirun", "-np", "2", "--oversubscribe", "--allow-run-as-root"]
 SHM = ["--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none"]
 TCP = ["--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo"]
 failures = []
+LOGS = {}
 
 
 def check(cond, msg):
@@ -52,7 +54,7 @@ def train(name, mpi=None, *extra):
     cmd = (mpi or []) + [LOUPE, "train", DATA, "--run", path, "--model", "tiny", "--top", "keep", "--size", "32x32",
                          "--batch", "5", "--epochs", "2", "--optimizer", "adam", "--lr", "0.003", "--seed", "5",
                          "--threads", "1", *extra]
-    run(cmd)
+    LOGS[name] = run(cmd).stdout
     w, meta = st.read(os.path.join(path, "checkpoints", "last.safetensors"))
     return path, {k: v for k, v in w.items() if not k.startswith("optim.")}, meta
 
@@ -68,56 +70,67 @@ check("ok:" in r.stdout, "integer-valued allreduce exact and broadcast: " + r.st
 
 # the start every run below resumes from (--resume; a run of np=1 resumed by np=2 too): epoch 1 of
 # one np=1 run, copied, its weights perturbed in two copies
-base, _, _ = train("base", None, "--epochs", "1")
-bw, bmeta = st.read(os.path.join(base, "checkpoints", "last.safetensors"))
-bmeta = {k: v for k, v in bmeta.items() if k != "checksum"}  # rewritten below
 rng = np.random.RandomState(1)
 
 
-def start(name, perturb=False):
+def make_base(name, *extra):
+    path, _, _ = train(name, None, "--epochs", "1", *extra)
+    w, meta = st.read(os.path.join(path, "checkpoints", "last.safetensors"))
+    return path, w, {k: v for k, v in meta.items() if k != "checksum"}  # rewritten below
+
+
+def resume(base, name, mpi=None, perturb=False, *extra):
     path = os.path.join(WORK, name)
-    shutil.copytree(base, path)
+    shutil.copytree(base[0], path)
     w = {}
-    for k, v in bw.items():
+    for k, v in base[1].items():
         if perturb and v.dtype == np.float32 and not k.startswith("optim."):
             s = np.where(rng.rand(*v.shape) < 0.5, np.float32(1e-7), np.float32(-1e-7))
             w[k] = (v + v * s).astype(np.float32)
         else:
             w[k] = v
-    st.write(os.path.join(path, "checkpoints", "last.safetensors"), w, bmeta)
-    return name
+    st.write(os.path.join(path, "checkpoints", "last.safetensors"), w, base[2])
+    return train(name, mpi, "--resume", "--epochs", "3", *extra)
 
 
-def resume(name, mpi=None, perturb=False):
-    return train(start(name, perturb), mpi, "--resume", "--epochs", "3")
-
-
-r1, w1, _ = resume("np1")
-r2, w2, meta2 = resume("np2", MPI + SHM)
-r2b, w2b, _ = resume("np2_again", MPI + SHM)
-r2t, w2t, _ = resume("np2_tcp", MPI + TCP)
-sens = {k: 0.0 for k in w1}
-for i in range(2):
-    _, wp, _ = resume("np1_perturbed%d" % i, None, True)
+def compare(tag, base, *extra):
+    """np=1, np=2 (twice and over TCP), np=1 from perturbed weights twice; returns the runs"""
+    what = tag.strip("_").replace("_", " ") + ": " if tag else ""
+    r1, w1, _ = resume(base, tag + "np1", None, False, *extra)
+    r2, w2, meta2 = resume(base, tag + "np2", MPI + SHM, False, *extra)
+    _, w2b, _ = resume(base, tag + "np2_again", MPI + SHM, False, *extra)
+    _, w2t, _ = resume(base, tag + "np2_tcp", MPI + TCP, False, *extra)
+    sens = {k: 0.0 for k in w1}
+    for i in range(2):
+        _, wp, _ = resume(base, tag + "np1_perturbed%d" % i, None, True, *extra)
+        for k in w1:
+            if w1[k].dtype == np.float32:
+                sens[k] = max(sens[k], rel(wp[k], w1[k]))
+    bw = {k: v for k, v in base[1].items() if not k.startswith("optim.")}
+    check(sorted(w1) == sorted(w2), what + "np=2 writes the tensors np=1 writes")
+    moved = max(rel(w1[k], bw[k]) for k in bw if k in w1 and w1[k].dtype == np.float32)
+    check(moved > 1e-3, what + "training moved the weights (by %.2e of the largest)" % moved)
+    worst, bad = 0.0, []
     for k in w1:
-        if w1[k].dtype == np.float32:
-            sens[k] = max(sens[k], rel(wp[k], w1[k]))
-bw = {k: v for k, v in bw.items() if not k.startswith("optim.")}
-check(sorted(w1) == sorted(w2), "np=2 writes the tensors np=1 writes")
-moved = max(rel(w1[k], bw[k]) for k in bw if k in w1 and w1[k].dtype == np.float32)
-check(moved > 1e-3, "training moved the weights (by %.2e of the largest)" % moved)
-worst, bad = 0.0, []
-for k in w1:
-    if w1[k].dtype != np.float32:
-        continue
-    e, tol = rel(w2[k], w1[k]), 10 * sens[k] + 1e-6
-    worst = max(worst, e)
-    if e > tol:
-        bad.append("%s %.2e > %.2e" % (k, e, tol))
-check(not bad, "np=2 vs np=1 weights within 10 x PyTorch-style sensitivity + 1e-6 (worst %.2e, worst sensitivity %.2e)%s"
-      % (worst, max(sens.values()), ": " + "; ".join(bad) if bad else ""))
-check(all(np.array_equal(w2[k], w2b[k]) for k in w2), "two np=2 runs: bit-identical weights")
-check(all(np.array_equal(w2[k], w2t[k]) for k in w2), "np=2 over TCP (loopback): the same bits as over shared memory")
+        if w1[k].dtype != np.float32:
+            continue
+        e, tol = rel(w2[k], w1[k]), 10 * sens[k] + 1e-6
+        worst = max(worst, e)
+        if e > tol:
+            bad.append("%s %.2e > %.2e" % (k, e, tol))
+    check(not bad, what + "np=2 vs np=1 weights within 10 x sensitivity + 1e-6 (worst %.2e, worst sensitivity %.2e)%s"
+          % (worst, max(sens.values()), ": " + "; ".join(bad) if bad else ""))
+    check(all(np.array_equal(w2[k], w2b[k]) for k in w2), what + "two np=2 runs: bit-identical weights")
+    check(all(np.array_equal(w2[k], w2t[k]) for k in w2), what + "np=2 over TCP (loopback): the same bits as over shared memory")
+    return r1, r2, meta2
+
+
+r1, r2, meta2 = compare("", make_base("base"))
+# a frozen base: each rank caches its own slices' features; dropout in the head
+FROZEN = ("--top", "none", "--head", "flatten,dense:16:relu,dropout:0.5,dense", "--freeze", "base", "--optimizer", "sgd",
+          "--lr", "0.05", "--momentum", "0.9")
+compare("frozen_base_", make_base("frozen_base", *FROZEN), *FROZEN)
+check("Feature cache: frozen layers" in LOGS["frozen_base_np2"], "frozen base under mpirun: the feature cache is on")
 
 # 4. one run directory
 def files(root):
