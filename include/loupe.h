@@ -364,6 +364,11 @@ LP_API void lp_eval_result_free(lp_eval_result *r);
 /** Class probabilities (num_classes floats) for one image file, with the
  * model's preprocessing, input size and calibration temperature. */
 LP_API lp_status lp_predict_file(lp_model *m, const char *path, float *probs);
+/** The same for n files, decoded in parallel and run through the net 16 at a time:
+ * probs (n * num_classes); status[i] is file i's (LP_OK, or what lp_predict_file would
+ * return for it: its probabilities are then unset; lp_predict_file on it gives the
+ * message). @return LP_OK unless the net itself failed. */
+LP_API lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status);
 
 /* ---- TensorBoard, Fashion-MNIST folders -------------------------------- */
 /* TensorBoard event files are written by lp_train (RUN/logs/train and

@@ -142,14 +142,26 @@ int cmd_predict(int argc, char **argv) {
     }
     int k = lp_model_num_classes(m), failed = 0;
     int ntop = top > k ? k : top;
-    float *probs = malloc((size_t)k * sizeof(float));
+    /* files in chunks: decoded in parallel and run 16 at a time, printed in order */
+    enum { CHUNK = 64 };
+    float *chunk = malloc((size_t)CHUNK * k * sizeof(float)), *probs = NULL;
+    lp_status st[CHUNK];
     int *best = malloc((size_t)(ntop ? ntop : 1) * sizeof(int));
     ranked *rank = malloc((size_t)k * sizeof(ranked));
-    bool oom = !probs || !best || !rank;
+    bool oom = !chunk || !best || !rank;
     if (oom) fputs("loupe predict: out of memory\n", stderr);
-    for (int i = 0; i < files.n && probs && best && rank; i++) {
-        s = lp_predict_file(m, files.v[i], probs);
-        if (s) {
+    for (int i = 0; i < files.n && chunk && best && rank; i++) {
+        if (i % CHUNK == 0) {
+            const int nc = files.n - i < CHUNK ? files.n - i : CHUNK;
+            if ((s = lp_predict_files(m, (const char *const *)files.v + i, nc, chunk, st))) {
+                fprintf(stderr, "loupe predict: %s\n", lp_errmsg());
+                failed++;
+                break;
+            }
+        }
+        probs = chunk + (size_t)(i % CHUNK) * k;
+        if (st[i % CHUNK]) {
+            lp_predict_file(m, files.v[i], probs); /* its message */
             fprintf(stderr, "loupe predict: %s\n", lp_errmsg());
             failed++;
             continue;
@@ -185,7 +197,7 @@ int cmd_predict(int argc, char **argv) {
     }
     free(best);
     free(rank);
-    free(probs);
+    free(chunk);
     paths_free(&files);
     lp_model_free(m);
     return oom ? 1 : failed ? 2 : 0;

@@ -180,6 +180,38 @@ char *lp_eval_result_json(const lp_eval_result *r) {
     return s;
 }
 
+#define PREDICT_BATCH 16
+lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status) {
+    lp_clear_error();
+    lp_model_io io;
+    lp_status s = lp_model_io_from_meta(m, &io);
+    if (s) return s;
+    const int k = lp_model_num_classes(m);
+    const size_t per = (size_t)io.loader.channels * io.loader.height * io.loader.width;
+    float *x = lp_malloc(PREDICT_BATCH * per * sizeof(float)), *logits = lp_malloc((size_t)PREDICT_BATCH * k * sizeof(float));
+    if (!x || !logits) s = LP_ERR_NOMEM;
+    for (int b0 = 0; b0 < n && !s; b0 += PREDICT_BATCH) {
+        const int nb = n - b0 < PREDICT_BATCH ? n - b0 : PREDICT_BATCH;
+        /* decoding is most of a small net's time: one file a thread */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic)
+#endif
+        for (int i = 0; i < nb; i++) status[b0 + i] = lp_image_load(paths[b0 + i], &io.loader, x + (size_t)i * per);
+        int good[PREDICT_BATCH], ng = 0;
+        for (int i = 0; i < nb; i++) {
+            if (status[b0 + i]) continue;
+            if (ng != i) memmove(x + (size_t)ng * per, x + (size_t)i * per, per * sizeof(float));
+            good[ng++] = i;
+        }
+        if (ng == 0) continue;
+        if ((s = lp_net_forward(lp_model_net(m), x, ng, false, 0, logits))) break;
+        for (int j = 0; j < ng; j++) lp_softmax_rows(logits + (size_t)j * k, 1, k, io.temperature, probs + (size_t)(b0 + good[j]) * k);
+    }
+    free(x);
+    free(logits);
+    return s;
+}
+
 lp_status lp_predict_file(lp_model *m, const char *path, float *probs) {
     lp_clear_error();
     lp_model_io io;
