@@ -178,6 +178,27 @@ static bool fits_bwd_w_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_md 
     return true;
 }
 
+/* Backward weights of a depthwise convolution where oneDNN has no depthwise kernel for it
+ * (jit_dw takes 3x3 only: 5x5 falls to its generic kernel, 5-12% of the memory bandwidth;
+ * conv_bwd_w_dw.c), fp32, x and dy in pixel-vector layouts; the gradient in PyTorch's
+ * plain order (g, 1, 1, kh, kw), which nn reorders into its storage. */
+static bool fits_bwd_w_dw(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *dw_md, const char *onednn) {
+    const lp_conv2d_params *p = &c->p;
+    int vx, vy;
+    if (!lp_conv_bwd_w_own_allowed || p->bf16 || p->groups < 2 || p->groups != p->c || p->k != p->c || !lp_conv_bwd_w_dw_fits(p) ||
+        (onednn && !strncmp(onednn, "jit_dw", 6)) || p->c % k->blk || c->src_md.data_type != dnnl_f32 ||
+        !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % k->blk || vy % k->blk)
+        return false;
+    c->bw_dw_md = lp_conv2d_weights_plain_md(p, dnnl_f32);
+    c->vec_x = vx, c->vec_y = vy, c->wblk = k->blk;
+    return true;
+}
+static lp_status run_bwd_w_dw(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
+                              float *db, void *s) {
+    lp_conv_bwd_w_dw(&c->p, c->wblk, c->vec_x, c->vec_y, x, dy, dw, db);
+    return LP_OK;
+}
+
 /* Backward weights with 3 input channels (VGG's first layer on RGB images), bf16 nhwc,
  * on maps larger than the small-map kernel's: oneDNN's AMX kernel runs there at about
  * 100 GFLOP/s (conv_bwd_w_rgb.c says why). Its gradient layout too must be oneDNN's
@@ -331,6 +352,8 @@ static const lp_conv_kernel kernels[] = {
     {"loupe:avx512_3x3_rgb", PASS_BWD_W, LP_ISA_AVX512_BF16, 0, fits_bwd_w_rgb, scratch_bwd_w_rgb, .bwd_w = run_bwd_w_rgb,
      .masks_relu = true},
     {"loupe:amx_bf16_3x3", PASS_BWD_W, LP_ISA_AMX, 0, fits_bwd_w_amx, scratch_bwd_w_amx, .bwd_w = run_bwd_w_amx},
+    {"loupe:avx512_dw", PASS_BWD_W, LP_ISA_AVX512, 16, fits_bwd_w_dw, scratch_none, .bwd_w = run_bwd_w_dw},
+    {"loupe:avx2_dw", PASS_BWD_W, LP_ISA_AVX2, 8, fits_bwd_w_dw, scratch_none, .bwd_w = run_bwd_w_dw},
 #endif
 };
 
@@ -532,7 +555,8 @@ LP_OMP(parallel for schedule(static))
  * of x and dy when oneDNN has another kernel for that: EfficientNet-B0's 240-channel 5x5
  * at 28x28, batch 16, AVX-512, 2 threads: 1515 ms against 21 ms, plus 22 ms for each copy
  * (one cold run). *pd becomes that kernel's, bw_dw_md its gradient layout. Not an error
- * when there is none. */
+ * when there is none. Our depthwise kernel (conv_bwd_w_dw.c: 3-7 ms -> see docs/engine.md)
+ * takes the fp32 cases before this is tried; it remains for those ours does not take. */
 static lp_status bwd_w_on_nhwc_copies(lp_conv2d *c, const lp_md *dw_any, dnnl_primitive_desc_t *pd) {
     const lp_conv2d_params *p = &c->p;
     if (md_is_nhwc(&c->src_md) && md_is_nhwc(&c->dst_md)) return LP_OK;

@@ -756,6 +756,75 @@ static void test_bwd_w_small(int n, int c, int k, int h, int w, bool bf16, dnnl_
     free(xp), free(yp), free(act), free(masked), free(ref), free(rb);
 }
 
+/* ---- depthwise backward weights (conv_bwd_w_dw.c) vs a double reference ----------------
+ * groups = channels, kernel k x k, stride st, padding pad, x in layout tag: dw and db from
+ * the kernel the table picks (ours where oneDNN has no depthwise kernel: k != 3, from AVX2
+ * up, channels a multiple of the block; a 3x3 is given the ISA's own block, where oneDNN's
+ * jit_dw runs) and from oneDNN's must match the sums in double. */
+static void test_bwd_w_dw(int n, int c, int h, int w, int k, int st, int pad, dnnl_format_tag_t tag) {
+    lp_conv2d_params p = {.n = n, .c = c, .h = h, .w = w, .k = c, .kh = k, .kw = k, .sh = st, .sw = st, .ph = pad, .pw = pad,
+                          .groups = c, .relu = false, .bf16 = false, .winograd = false};
+    const int oh = (h + 2 * pad - k) / st + 1, ow = (w + 2 * pad - k) / st + 1;
+    const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * c * oh * ow, nw = (size_t)c * k * k;
+    float *xp = lp_aligned_alloc(nx * 4), *yp = lp_aligned_alloc(ny * 4);
+    for (size_t i = 0; i < nx; i++) xp[i] = 2.0f * lp_rng_uniform(11, 1, i) - 1.0f;
+    for (size_t i = 0; i < ny; i++) yp[i] = 2.0f * lp_rng_uniform(11, 2, i) - 1.0f;
+    double *ref = calloc(nw, sizeof(double)), *rb = calloc((size_t)c, sizeof(double));
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    const double g = yp[(((size_t)b * c + ch) * oh + oy) * ow + ox];
+                    rb[ch] += g;
+                    for (int t = 0; t < k * k; t++) {
+                        const int iy = oy * st - pad + t / k, ix = ox * st - pad + t % k;
+                        if (iy >= 0 && iy < h && ix >= 0 && ix < w) ref[(size_t)ch * k * k + t] += g * xp[(((size_t)b * c + ch) * h + iy) * w + ix];
+                    }
+                }
+    const lp_isa isa = lp_cpu_isa();
+    const int blk = isa >= LP_ISA_AVX512 ? 16 : 8;
+    const bool expect_ours = LP_X86_KERNELS && isa >= LP_ISA_AVX2 && k != 3 && c % blk == 0;
+    for (int own = 1; own >= 0; own--) {
+        lp_conv_bwd_w_own_allowed = own;
+        lp_conv2d cv;
+        dnnl_dims_t sd = {n, c, h, w};
+        lp_md src;
+        dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_f32, tag);
+        CHECK(lp_conv2d_init(&cv, &p, &src));
+        CHECK(lp_conv2d_init_backward(&cv, false, true));
+        lp_conv_bwd_w_own_allowed = true;
+        const bool ours = !strncmp(cv.bwd_w.impl, "loupe:", 6);
+        int64_t xd[4] = {n, c, h, w}, yd[4] = {n, c, oh, ow};
+        lp_md xpl = lp_md_plain(4, xd), ypl = lp_md_plain(4, yd), wpl = lp_conv2d_weights_plain_md(&p, dnnl_f32);
+        lp_reorder rx, ry, rw;
+        CHECK(lp_reorder_init(&rx, &xpl, &cv.src_md, false));
+        CHECK(lp_reorder_init(&ry, &ypl, &cv.dst_md, false));
+        CHECK(lp_reorder_init(&rw, &cv.bw_dw_md, &wpl, false));
+        void *x = lp_aligned_alloc(lp_md_size(&cv.src_md)), *dy = lp_aligned_alloc(lp_md_size(&cv.dst_md)),
+             *dwb = lp_aligned_alloc(lp_md_size(&cv.bw_dw_md)), *scr = lp_aligned_alloc(lp_conv2d_scratch_size(&cv) + 4096);
+        float *dw = lp_aligned_alloc(nw * 4), *db = lp_aligned_alloc((size_t)c * 4);
+        CHECK(lp_reorder_exec(&rx, S, xp, x, scr));
+        CHECK(lp_reorder_exec(&ry, S, yp, dy, scr));
+        CHECK(lp_conv2d_backward_weights(&cv, S, x, dy, dwb, db, scr));
+        CHECK(lp_reorder_exec(&rw, S, dwb, dw, scr));
+        dnnl_stream_wait(S);
+        double worst = 0, scale = 1e-3;
+        for (size_t i = 0; i < nw; i++) scale = fmax(scale, fabs(ref[i]));
+        for (size_t i = 0; i < nw; i++) worst = worse(worst, fabs(dw[i] - ref[i]) / scale);
+        for (int o = 0; o < c; o++) worst = worse(worst, fabs(db[o] - rb[o]) / scale);
+        const bool kernel_ok = own ? ours == expect_ours : !ours, ok = worst <= 1e-5 && kernel_ok;
+        char l1[32];
+        printf("bwd_w depthwise %dx%d stride %d pad %d (%d,%d,%d,%d) x %s: %-22s (want %s) worst rel err %.2e %s\n", k, k, st, pad,
+               n, c, h, w, lp_md_layout(&cv.src_md, l1, 32), cv.bwd_w.impl, own && expect_ours ? "ours" : "oneDNN's", worst,
+               ok ? "ok" : "FAIL");
+        if (!ok) failures++;
+        lp_reorder_free(&rx), lp_reorder_free(&ry), lp_reorder_free(&rw);
+        lp_conv2d_free(&cv);
+        free(x), free(dy), free(dwb), free(scr), free(dw), free(db);
+    }
+    free(xp), free(yp), free(ref), free(rb);
+}
+
 /* ---- the AMX backward weights: the same bits whatever the thread count ----------------
  * (conv_bwd_w_amx.c: each weight's sum has one order). 2 threads, then 1. */
 static void test_bwd_w_amx_threads(int n, int c, int k, int h, int w) {
@@ -1072,6 +1141,12 @@ int main(void) {
     /* Winograd F(4x4,3x3): a 12x10 output is 3x3 tiles of 4x4, the last column partial */
     test_conv("conv 3x3 pad1 winograd (2,16,12,10)->32",
               (lp_conv2d_params){.n = 2, .c = 16, .h = 12, .w = 10, .k = 32, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = false, .bf16 = false, .winograd = true}, true);
+    /* depthwise backward weights: EfficientNet's 5x5 at strides 1 and 2, 7x7 with odd maps,
+     * nhwc, and 3x3 (oneDNN's jit_dw) */
+    test_bwd_w_dw(2, 32, 14, 14, 5, 1, 2, dnnl_aBcd16b);
+    test_bwd_w_dw(3, 48, 15, 13, 5, 2, 2, dnnl_aBcd8b);
+    test_bwd_w_dw(1, 16, 9, 11, 7, 1, 3, dnnl_acdb);
+    test_bwd_w_dw(2, 32, 8, 8, 3, 1, 1, lp_cpu_isa() >= LP_ISA_AVX512 ? dnnl_aBcd16b : dnnl_aBcd8b);
     /* backward weights on maps of <= 16 pixels: ours (AVX-512) and oneDNN's */
     test_bwd_w_small(2, 32, 48, 2, 2, true, dnnl_acdb, false);
     test_bwd_w_small(2, 64, 32, 4, 4, true, dnnl_acdb, false);
