@@ -519,10 +519,11 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
     if (f->dist_steps > 0) {
         /* ring allreduce: each rank sends 2 (N - 1) / N of the gradients' bytes a step */
         const double mb = f->dist_bytes / f->dist_steps / 1e6, n = f->dist.size;
-        say(f, "Data-parallel: %.1f MB of gradients summed a step (%.1f MB sent by each process in a ring); of the %.1f ms "
-               "step, %.1f ms on rank 0 waiting for the sums after backward (each starts as backward completes it; the "
-               "slower process included)\n",
-            mb, mb * 2 * (n - 1) / n, 1e3 * f->dist_step_s / f->dist_steps, 1e3 * f->dist_comm_s / f->dist_steps);
+        say(f, "Data-parallel: %.1f MB of gradients summed a step (%.1f MB sent by each process in a ring); a step %.1f ms, "
+               "the sums running %.1f ms of it (from the first start, as backward completes it, to the last end) of which "
+               "%.1f ms after backward (rank 0; waiting for the slower process included)\n",
+            mb, mb * 2 * (n - 1) / n, 1e3 * f->dist_step_s / f->dist_steps, 1e3 * f->dist_span_s / f->dist_steps,
+            1e3 * f->dist_comm_s / f->dist_steps);
     }
     if (last_epoch > 0 && (s = bn_mode_check(f, last_epoch, last_acc))) return s;
     if (f->p.restore_best && f->st.monitor.best_epoch > 0 && lp_fit_writer(f)) {

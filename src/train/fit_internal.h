@@ -15,6 +15,7 @@ typedef struct lp_fit {
     lp_train_params p;
     lp_dist dist;       /* data-parallel ranks (size 1: one process); rank 0 alone writes the run */
     double dist_step_s, dist_comm_s, dist_bytes; /* data-parallel steps: their time, the wait for the gradients' sums, bytes */
+    double dist_span_s, dist_first;              /* ... from the first sum's start to the last's end */
     int64_t dist_steps;
     lp_grad_run *dist_runs; /* the gradients' runs, each summed over ranks as soon as backward completes it */
     int dist_nruns, dist_next;

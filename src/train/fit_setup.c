@@ -628,6 +628,7 @@ static lp_status start_ready_sums(void *ctx, int layer) {
     lp_status s;
     for (; f->dist_next < f->dist_nruns && f->dist_runs[f->dist_next].layer >= layer; f->dist_next++) {
         const lp_grad_run *r = &f->dist_runs[f->dist_next];
+        if (f->dist_next == 0) f->dist_first = lp_now();
         f->dist_bytes += (double)r->n * sizeof(float);
         if ((s = lp_dist_sum_start(&f->dist, r->g, r->n))) return s;
     }
@@ -662,6 +663,7 @@ static lp_status dist_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout
     if (!s) s = lp_dist_sum_wait_all(&f->dist);
     if (s) return s;
     f->dist_comm_s += lp_now() - t1;
+    if (f->dist_nruns > 0) f->dist_span_s += lp_now() - f->dist_first;
     s = lp_optim_step(f->opt, lr);
     f->dist_step_s += lp_now() - t0;
     f->dist_steps++;
