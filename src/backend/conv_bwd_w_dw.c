@@ -22,8 +22,8 @@
 
 /* One block of channels: a row i of taps at a time, its kw sums in registers, over the
  * batch (image, row, column); x's and dy's rows addressed from each image's plane. */
-#define DW_BODY(VEC, ZERO, LOAD, FMA, ADD, STORE)                                                                          \
-    const int kh = p->kh, kw = p->kw, taps = kh * kw;                                                                       \
+#define DW_BODY(VEC, ZERO, LOAD, FMA, ADD, STORE)                                                                        \
+    const int kh = p->kh, kw = p->kw, taps = kh * kw;                                                                    \
     float lanes[16];                                                                                                     \
     VEC sb = ZERO();                                                                                                     \
     for (int i = 0; i < kh; i++) {                                                                                       \
