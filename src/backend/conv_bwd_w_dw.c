@@ -76,7 +76,9 @@ bool lp_conv_bwd_w_dw_fits(const lp_conv2d_params *p) { return p->kh <= MAXK && 
 
 void lp_conv_bwd_w_dw(const lp_conv2d_params *p, int blk, int vec_x, int vec_y, const float *x, const float *dy, float *dw,
                       float *db) {
-    const int oh = (p->h + 2 * p->ph - p->kh) / p->sh + 1, ow = (p->w + 2 * p->pw - p->kw) / p->sw + 1, nb = p->c / blk;
+    /* ph, pw pad before (top, left); after, ph_extra, pw_extra more (TensorFlow's "same") */
+    const int oh = (p->h + 2 * p->ph + p->ph_extra - p->kh) / p->sh + 1, ow = (p->w + 2 * p->pw + p->pw_extra - p->kw) / p->sw + 1;
+    const int nb = p->c / blk;
 LP_OMP(parallel for schedule(static))
     for (int b = 0; b < nb; b++) {
         if (blk == 16) block16(p, oh, ow, vec_x, vec_y, x, dy, dw, db, b * blk);

@@ -174,6 +174,13 @@ def vgg_like(s):
         (s["pt"], s["pb"], s["pl"], s["pr"]) == (1, 1, 1, 1)
 
 
+def depthwise_large(s):
+    """The shape conv_bwd_w_dw.c is written for: groups = channels (in and out), kernels over
+    3x3 up to 7x7, fp32, any stride and padding (backward weights only)."""
+    return s["groups"] > 1 and s["groups"] == s["c"] == s["k"] and not s["bf16"] and max(s["kh"], s["kw"]) <= 7 and \
+        (s["kh"], s["kw"]) != (3, 3)
+
+
 def out_size(s):
     oh = (s["h"] + s["pt"] + s["pb"] - s["kh"]) // s["sh"] + 1
     ow = (s["w"] + s["pl"] + s["pr"] - s["kw"]) // s["sw"] + 1
@@ -307,7 +314,7 @@ def run_shape(harness, workdir, s, seed):
                 name, err.flatten()[i], bounds[name].flatten()[i], i, got[name].flatten()[i], refs[name].flatten()[i]))
     if not vgg_like(s):
         for p in ("fwd", "bwd_data", "bwd_weights"):
-            if info[p].startswith("loupe:"):
+            if info[p].startswith("loupe:") and not (p == "bwd_weights" and info[p].endswith("_dw") and depthwise_large(s)):
                 failures.append("%s ran loupe's kernel %s on a shape it was not written for" % (p, info[p]))
     info["worst"] = worst
     return info, "; ".join(failures)
