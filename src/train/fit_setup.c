@@ -426,6 +426,7 @@ static lp_status write_skipped(lp_fit *f) {
     return s;
 }
 
+static lp_status bcast_optim(lp_fit *f);
 lp_status lp_fit_setup(lp_fit *f) {
     const lp_train_params *p = &f->p;
     lp_status s;
@@ -526,7 +527,8 @@ lp_status lp_fit_setup(lp_fit *f) {
     lp_early_stop_init(&f->st.early, p->early_stop, maximize);
     lp_reduce_lr_init(&f->st.reduce, p->reduce_lr_factor, p->reduce_lr_patience, maximize);
     if (p->resume && (s = resume(f))) return s;
-    if ((s = lp_fit_bcast_model(f))) return s; /* one model everywhere, whatever each rank read */
+    /* one model and optimizer state everywhere, whatever each rank read */
+    if ((s = lp_fit_bcast_model(f)) || (f->dist.size > 1 && (s = bcast_optim(f)))) return s;
 
     /* loaders and buffers */
     if ((s = lp_fit_make_loader(f, f->train, true, &f->train_loader))) return s;
@@ -667,6 +669,31 @@ static lp_status dist_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout
     s = lp_optim_step(f->opt, lr);
     f->dist_step_s += lp_now() - t0;
     f->dist_steps++;
+    return s;
+}
+
+/* Rank 0's optimizer state to all (every rank read the same checkpoint, or none: this
+ * makes it so, and finds ranks that resumed different runs). */
+static lp_status bcast_optim(lp_fit *f) {
+    lp_tensor_list st;
+    lp_tensor_list_init(&st);
+    lp_status s = lp_optim_state_dict(f->opt, &st);
+    int64_t count = st.count;
+    if (!s) s = lp_dist_bcast(&f->dist, &count, sizeof count);
+    for (int i = 0; i < st.count && !s && count == st.count; i++) {
+        int64_t bytes = lp_tensor_numel(&st.items[i].t) * (int64_t)lp_dtype_size(st.items[i].t.dtype), b0 = bytes;
+        if ((s = lp_dist_bcast(&f->dist, &b0, sizeof b0))) break;
+        if (b0 != bytes) {
+            count = -1;
+            break;
+        }
+        s = lp_dist_bcast(&f->dist, st.items[i].t.data, (size_t)bytes);
+    }
+    if (!s && count != st.count)
+        s = lp_fail(LP_ERR_ARG, "process %d holds another optimizer state than process 0: the processes resumed different "
+                                "checkpoints (every process must see the same run directory)", f->dist.rank);
+    if (!s) s = lp_optim_load_state_dict(f->opt, &st);
+    lp_tensor_list_free(&st);
     return s;
 }
 
