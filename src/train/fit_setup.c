@@ -426,11 +426,26 @@ static lp_status write_skipped(lp_fit *f) {
     return s;
 }
 
+/* Data-parallel: every rank must run at rank 0's instruction-set level (the gradients are
+ * summed in their storage layout, which the level decides: blocks of 16 or 8). */
+static lp_status same_isa_as_rank0(lp_fit *f) {
+    char mine[80], theirs[80];
+    snprintf(mine, sizeof mine, "%s", lp_cpu_description());
+    char *paren = strstr(mine, " (");
+    if (paren) *paren = 0;
+    memcpy(theirs, mine, sizeof mine);
+    lp_status s = lp_dist_bcast(&f->dist, theirs, sizeof theirs);
+    if (s || !strcmp(mine, theirs)) return s;
+    return lp_fail(LP_ERR_ARG, "process %d runs at %s, process 0 at %s: all processes must run at one level (cap the higher "
+                               "ones with ONEDNN_MAX_CPU_ISA, e.g. mpirun -x ONEDNN_MAX_CPU_ISA=AVX2)", f->dist.rank, mine, theirs);
+}
+
 static lp_status bcast_optim(lp_fit *f);
 lp_status lp_fit_setup(lp_fit *f) {
     const lp_train_params *p = &f->p;
     lp_status s;
     lp_set_threads(p->threads);
+    if (f->dist.size > 1 && (s = same_isa_as_rank0(f))) return s;
     f->monitor_name = p->monitor;
     f->ckpt_dir = lp_path_join(p->run_dir, "checkpoints");
     if (!f->ckpt_dir) return LP_ERR_NOMEM;

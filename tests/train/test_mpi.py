@@ -14,6 +14,7 @@
    history.csv has one row per epoch; the checkpoint records the batch and the processes.
 5. kill -9 of one rank mid-run: mpirun ends the job within 60 s, the last checkpoint loads,
    and --resume under mpirun finishes the run.
+6. A process at another instruction-set level than process 0's is refused with a message.
 usage: test_mpi.py LOUPE WORKDIR DIST_DRIVER"""
 import csv, os, shutil, signal, subprocess, sys, time
 import numpy as np
@@ -203,6 +204,19 @@ if 1 in pids:
 else:
     job.kill()
     job.communicate()
+
+# 6. processes at different instruction-set levels are refused (the gradients' layouts differ)
+import runs  # noqa: E402
+if runs.isa_level() > 1:
+    mixed = MPI + SHM + ["sh", "-c", 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then export ONEDNN_MAX_CPU_ISA=AVX2; fi; exec "$0" "$@"',
+                         LOUPE, "train", DATA, "--run", os.path.join(WORK, "mixed"), "--model", "tiny", "--size", "32x32",
+                         "--epochs", "1", "--threads", "1"]
+    r = subprocess.run(mixed, capture_output=True, text=True, timeout=120)
+    check(r.returncode != 0 and "all processes must run at one level" in r.stderr,
+          "a process capped to AVX2 beside one at the CPU's level: refused, saying so (exit %d: %s)" % (
+              r.returncode, r.stderr.strip().splitlines()[0] if r.stderr.strip() else ""))
+else:
+    print("skipped: the mixed-level check needs a CPU above AVX2")
 
 print("%d failure(s)" % len(failures) if failures else "all checks passed")
 sys.exit(1 if failures else 0)
