@@ -555,8 +555,8 @@ LP_OMP(parallel for schedule(static))
  * of x and dy when oneDNN has another kernel for that: EfficientNet-B0's 240-channel 5x5
  * at 28x28, batch 16, AVX-512, 2 threads: 1515 ms against 21 ms, plus 22 ms for each copy
  * (one cold run). *pd becomes that kernel's, bw_dw_md its gradient layout. Not an error
- * when there is none. Our depthwise kernel (conv_bwd_w_dw.c: 3-7 ms -> see docs/engine.md)
- * takes the fp32 cases before this is tried; it remains for those ours does not take. */
+ * when there is none. Our depthwise kernel (conv_bwd_w_dw.c; docs/engine.md has its
+ * figures) takes the fp32 cases before this is tried; this remains for the others. */
 static lp_status bwd_w_on_nhwc_copies(lp_conv2d *c, const lp_md *dw_any, dnnl_primitive_desc_t *pd) {
     const lp_conv2d_params *p = &c->p;
     if (md_is_nhwc(&c->src_md) && md_is_nhwc(&c->dst_md)) return LP_OK;
