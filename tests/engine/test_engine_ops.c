@@ -8,6 +8,7 @@
  * Fused ReLU is not finite-differenced here (kinks); the PyTorch parity
  * test covers it through whole networks. */
 #include "backend/backend.h"
+#include "backend/graph_ops.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -825,6 +826,57 @@ static void test_bwd_w_dw(int n, int c, int h, int w, int k, int st, int pad, dn
     free(xp), free(yp), free(ref), free(rb);
 }
 
+/* ---- squeeze-and-excitation's channel scale (channel_scale.c) in each layout ------------
+ * y = x * gate and dx = dy * gate are one rounded product each: bit-equal to the product
+ * taken on the plain arrays. dgate = sum over h, w of dy * x: within (h w + 1) u sum |dy x|
+ * of the double sum (u = 2^-24). */
+static void test_channel_scale(int n, int c, int h, int w, dnnl_format_tag_t tag) {
+    const size_t nx = (size_t)n * c * h * w, ng = (size_t)n * c;
+    float *xp = malloc(nx * 4), *dyp = malloc(nx * 4), *gate = malloc(ng * 4), *dg = malloc(ng * 4), *y = malloc(nx * 4),
+          *dx = malloc(nx * 4);
+    for (size_t i = 0; i < nx; i++) xp[i] = 2.0f * lp_rng_uniform(13, 1, i) - 1.0f, dyp[i] = 2.0f * lp_rng_uniform(13, 2, i) - 1.0f;
+    for (size_t i = 0; i < ng; i++) gate[i] = lp_rng_uniform(13, 3, i);
+    int64_t d[4] = {n, c, h, w};
+    const lp_md plain = lp_md_plain(4, d);
+    lp_md md;
+    dnnl_dims_t dd = {n, c, h, w};
+    dnnl_memory_desc_init_by_tag(&md, 4, dd, dnnl_f32, tag);
+    lp_channel_scale cs;
+    CHECK(lp_channel_scale_init(&cs, &md));
+    lp_reorder to, back;
+    CHECK(lp_reorder_init(&to, &plain, &md, false));
+    CHECK(lp_reorder_init(&back, &md, &plain, false));
+    void *xb = lp_aligned_alloc(lp_md_size(&md)), *yb = lp_aligned_alloc(lp_md_size(&md)), *db = lp_aligned_alloc(lp_md_size(&md));
+    void *scr = lp_aligned_alloc(to.prim.scratch_size + back.prim.scratch_size + 64);
+    CHECK(lp_reorder_exec(&to, S, xp, xb, scr));
+    CHECK(lp_reorder_exec(&to, S, dyp, db, scr));
+    dnnl_stream_wait(S);
+    lp_channel_scale_forward(&cs, xb, gate, yb);
+    lp_channel_scale_backward(&cs, xb, gate, db, dg);
+    CHECK(lp_reorder_exec(&back, S, yb, y, scr));
+    CHECK(lp_reorder_exec(&back, S, db, dx, scr));
+    dnnl_stream_wait(S);
+    int bad = 0;
+    double worst = 0;
+    for (size_t i = 0; i < nx; i++) {
+        const size_t g = i / ((size_t)h * w);
+        bad += y[i] != xp[i] * gate[g] || dx[i] != dyp[i] * gate[g];
+    }
+    for (size_t g = 0; g < ng; g++) {
+        double ref = 0, mag = 0;
+        for (int k = 0; k < h * w; k++) ref += (double)dyp[g * h * w + k] * xp[g * h * w + k], mag += fabs((double)dyp[g * h * w + k] * xp[g * h * w + k]);
+        const double e = fabs(dg[g] - ref) / ((h * w + 1) * 0x1p-24 * mag + 1e-30);
+        worst = worse(worst, e);
+    }
+    char l[32];
+    const bool ok = !bad && worst <= 1.0;
+    printf("channel scale (%d,%d,%d,%d) %s: y and dx %s, dgate within %.2f of its bound %s\n", n, c, h, w, lp_md_layout(&md, l, 32),
+           bad ? "DIFFER" : "exact", worst, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    lp_reorder_free(&to), lp_reorder_free(&back);
+    free(xp), free(dyp), free(gate), free(dg), free(y), free(dx), free(xb), free(yb), free(db), free(scr);
+}
+
 /* ---- the AMX backward weights: the same bits whatever the thread count ----------------
  * (conv_bwd_w_amx.c: each weight's sum has one order). 2 threads, then 1. */
 static void test_bwd_w_amx_threads(int n, int c, int k, int h, int w) {
@@ -1141,6 +1193,10 @@ int main(void) {
     /* Winograd F(4x4,3x3): a 12x10 output is 3x3 tiles of 4x4, the last column partial */
     test_conv("conv 3x3 pad1 winograd (2,16,12,10)->32",
               (lp_conv2d_params){.n = 2, .c = 16, .h = 12, .w = 10, .k = 32, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = false, .bf16 = false, .winograd = true}, true);
+    test_channel_scale(2, 32, 7, 5, dnnl_nchw);
+    test_channel_scale(2, 48, 6, 6, dnnl_nhwc);
+    test_channel_scale(3, 32, 14, 14, dnnl_aBcd16b);
+    test_channel_scale(2, 24, 3, 9, dnnl_aBcd8b);
     /* depthwise backward weights: EfficientNet's 5x5 at strides 1 and 2, 7x7 with odd maps,
      * nhwc, and 3x3 (oneDNN's jit_dw) */
     test_bwd_w_dw(2, 32, 14, 14, 5, 1, 2, dnnl_aBcd16b);
