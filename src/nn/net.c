@@ -661,28 +661,19 @@ int lp_net_grad_run_list(lp_net *net, size_t max_floats, lp_grad_run *runs, int 
 }
 
 lp_status lp_net_grad_runs(lp_net *net, size_t max_floats, lp_status (*fn)(void *ctx, float *g, size_t n), void *ctx) {
-    for (int i = net->nparams - 1; i >= 0;) {
-        if (!net->params[i].trainable) {
-            i--;
-            continue;
+    for (int i = 0; i < net->nparams; i++)
+        if (net->params[i].trainable) {
+            lp_net_materialize_grad(net, i);
+            net->params[i].grad_state = LP_GRAD_DATA;
         }
-        /* params [j, i] trainable and adjacent in grads (offsets grow with the index) */
-        int j = i;
-        while (j > 0 && net->params[j - 1].trainable) j--;
-        for (int q = j; q <= i; q++) {
-            lp_net_materialize_grad(net, q);
-            net->params[q].grad_state = LP_GRAD_DATA;
-        }
-        const size_t lo = net->params[j].offset, hi = net->params[i].offset + net->params[i].numel;
-        for (size_t e = hi; e > lo;) {
-            const size_t s = e - lo > max_floats ? e - max_floats : lo;
-            lp_status st = fn(ctx, net->grads + s, e - s);
-            if (st) return st;
-            e = s;
-        }
-        i = j - 1;
-    }
-    return LP_OK;
+    const int count = lp_net_grad_run_list(net, max_floats, NULL, 0);
+    lp_grad_run *runs = lp_malloc(sizeof *runs * (size_t)(count + 1));
+    if (!runs) return LP_ERR_NOMEM;
+    lp_net_grad_run_list(net, max_floats, runs, count);
+    lp_status st = LP_OK;
+    for (int r = 0; r < count && !st; r++) st = fn(ctx, runs[r].g, runs[r].n);
+    free(runs);
+    return st;
 }
 
 lp_status lp_net_loss(lp_net *net, const int *labels, int n, float *loss_per_sample, float *probs, float *mean_loss) {

@@ -408,6 +408,20 @@ static lp_status build_tiny_res(builder *b) {
     return add_dense(b, "fc", NULL, false, c->num_classes);
 }
 
+/* The top of torchvision's mobilenet_v2 and efficientnet_b0: top=keep is global pooling,
+ * dropout 0.2 and a new classifier.1; top=none the head spec. */
+static lp_status add_pooled_top(builder *b) {
+    lp_net *net = b->net;
+    lp_net_config *c = &net->cfg;
+    lp_status st;
+    if (strcmp(c->top, "keep")) return build_head(b);
+    if ((st = add_gap(b, "avgpool"))) return st;
+    net->backbone_layers = net->nlayers;
+    if (c->num_classes < 1) return lp_fail(LP_ERR_ARG, "top=keep needs num_classes >= 1");
+    if ((st = add_dropout(b, "classifier.0", 0.2f))) return st;
+    return add_dense(b, "classifier.1", NULL, false, c->num_classes);
+}
+
 /* torchvision's mobilenet_v2 (width 1.0): features.0 conv 3x3/2 + BN + ReLU6, 17 inverted
  * residual blocks (features.1-17: 1x1 expansion + BN + ReLU6 where t > 1, depthwise 3x3 +
  * BN + ReLU6, 1x1 projection + BN, the input added where stride 1 keeps the width),
@@ -415,8 +429,6 @@ static lp_status build_tiny_res(builder *b) {
  * classifier.1. */
 static lp_status build_mobilenet_v2(builder *b) {
     static const int setting[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2}, {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
-    lp_net *net = b->net;
-    lp_net_config *c = &net->cfg;
     char n[64], a[64];
     lp_status st;
     if ((st = add_conv_full(b, "features.0.0", NULL, 32, 3, 2, 1, false, 1)) || (st = add_bn_act(b, "features.0.1", "features.0.2", true)))
@@ -447,12 +459,7 @@ static lp_status build_mobilenet_v2(builder *b) {
         }
     if ((st = add_conv_full(b, "features.18.0", NULL, 1280, 1, 1, 0, false, 1)) || (st = add_bn_act(b, "features.18.1", "features.18.2", true)))
         return st;
-    if (strcmp(c->top, "keep")) return build_head(b);
-    if ((st = add_gap(b, "avgpool"))) return st;
-    net->backbone_layers = net->nlayers;
-    if (c->num_classes < 1) return lp_fail(LP_ERR_ARG, "top=keep needs num_classes >= 1");
-    if ((st = add_dropout(b, "classifier.0", 0.2f))) return st;
-    return add_dense(b, "classifier.1", NULL, false, c->num_classes);
+    return add_pooled_top(b);
 }
 
 static lp_status add_act(builder *b, const char *name, lp_act_kind kind) {
@@ -512,7 +519,6 @@ static lp_status build_efficientnet_b0(builder *b) {
                                       {6, 5, 1, 112, 3}, {6, 5, 2, 192, 4}, {6, 3, 1, 320, 1}};
     const int total_blocks = 16;
     lp_net *net = b->net;
-    lp_net_config *c = &net->cfg;
     char n[64], pre[48];
     lp_status st;
     if ((st = add_conv_bn_silu(b, "features.0", 32, 3, 2, 1, true))) return st;
@@ -540,12 +546,7 @@ static lp_status build_efficientnet_b0(builder *b) {
             }
         }
     if ((st = add_conv_bn_silu(b, "features.8", 1280, 1, 1, 1, true))) return st;
-    if (strcmp(c->top, "keep")) return build_head(b);
-    if ((st = add_gap(b, "avgpool"))) return st;
-    net->backbone_layers = net->nlayers;
-    if (c->num_classes < 1) return lp_fail(LP_ERR_ARG, "top=keep needs num_classes >= 1");
-    if ((st = add_dropout(b, "classifier.0", 0.2f))) return st;
-    return add_dense(b, "classifier.1", NULL, false, c->num_classes);
+    return add_pooled_top(b);
 }
 
 lp_status lp_net_build_layers(lp_net *net) {

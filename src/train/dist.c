@@ -48,25 +48,17 @@ lp_status lp_dist_init(lp_dist *d) {
 }
 
 #define CHUNK ((size_t)1 << 30)
-lp_status lp_dist_sum_f32(const lp_dist *d, float *x, size_t n) {
+static lp_status sum(const lp_dist *d, void *x, size_t n, MPI_Datatype t, size_t elem) {
     if (d->size < 2) return LP_OK;
     for (size_t o = 0; o < n; o += CHUNK) {
         const int c = (int)(n - o < CHUNK ? n - o : CHUNK);
-        lp_status st = mpi_check(MPI_Allreduce(MPI_IN_PLACE, x + o, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "allreduce");
+        lp_status st = mpi_check(MPI_Allreduce(MPI_IN_PLACE, (char *)x + o * elem, c, t, MPI_SUM, MPI_COMM_WORLD), "allreduce");
         if (st) return st;
     }
     return LP_OK;
 }
-
-lp_status lp_dist_sum_f64(const lp_dist *d, double *x, size_t n) {
-    if (d->size < 2) return LP_OK;
-    for (size_t o = 0; o < n; o += CHUNK) {
-        const int c = (int)(n - o < CHUNK ? n - o : CHUNK);
-        lp_status st = mpi_check(MPI_Allreduce(MPI_IN_PLACE, x + o, c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "allreduce");
-        if (st) return st;
-    }
-    return LP_OK;
-}
+lp_status lp_dist_sum_f32(const lp_dist *d, float *x, size_t n) { return sum(d, x, n, MPI_FLOAT, sizeof *x); }
+lp_status lp_dist_sum_f64(const lp_dist *d, double *x, size_t n) { return sum(d, x, n, MPI_DOUBLE, sizeof *x); }
 
 static MPI_Request *g_req;
 static int g_nreq, g_capreq;
