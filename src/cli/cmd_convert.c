@@ -26,7 +26,7 @@ static void usage(FILE *out) {
             "                   a torchvision ResNet (batch norm as nodes or folded into the convs), its fc\n"
             "                   or none\n\n"
             "options:\n"
-            "  --arch A         vgg16, vgg19, resnet18, resnet34 or resnet50 (default: inferred from the\n"
+            "  --arch A         vgg16, vgg19, resnet18, resnet34, resnet50, mobilenet_v2 or efficientnet_b0 (default: inferred from the\n"
             "                   layers)\n"
             "  --head SPEC      the head where the file cannot tell it (a state dict's head.N: flatten\n"
             "                   or gap? ReLUs?), e.g. gap,dense:2 or flatten,dense:256:relu,dropout,dense:2\n"
@@ -50,7 +50,7 @@ int cmd_convert(int argc, char **argv) {
     lp_weights_convert_params p = lp_weights_convert_default_params();
     int nargs;
     const cli_option opts[] = {
-        {"--arch", CLI_CHOICE, &p.arch, .expects = "vgg16|vgg19|resnet18|resnet34|resnet50"},
+        {"--arch", CLI_CHOICE, &p.arch, .expects = "vgg16|vgg19|resnet18|resnet34|resnet50|mobilenet_v2|efficientnet_b0"},
         {"--head", CLI_CUSTOM, &p.head, .parse = cli_parse_nonempty, .expects = "a head spec",
          .hint = "e.g. --head gap,dense:2"},
         {"--classes", CLI_CUSTOM, &p.classes, .parse = cli_parse_nonempty, .expects = "class names",

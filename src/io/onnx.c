@@ -236,8 +236,10 @@ lp_status lp_onnx_read(const char *path, const lp_weights_opts *o, lp_wlayers *l
     lp_status st = onnx_graph_open(path, &g);
     const onode *merge;
     const bool vgg_asked = o && o->arch && !strncmp(o->arch, "vgg", 3);
-    *is_resnet = !st && !vgg_asked && onnx_residual_adds(&g, &merge) > 0;
-    if (!st && *is_resnet) st = onnx_resnet_walk(&g, o, resnet);
+    const bool mobile = !st && !vgg_asked && onnx_has_grouped_conv(&g);
+    *is_resnet = !st && !vgg_asked && (mobile || onnx_residual_adds(&g, &merge) > 0);
+    if (!st && mobile) st = onnx_mobile_walk(&g, o, resnet);
+    else if (!st && *is_resnet) st = onnx_resnet_walk(&g, o, resnet);
     else if (!st && o && o->arch && !strncmp(o->arch, "resnet", 6))
         st = lp_fail(LP_ERR_FORMAT, "%s: a graph without residual Add nodes: not a %s (convert it without --arch, or with --arch vgg16|vgg19)", path, o->arch);
     else if (!st) st = walk(&g, layers);

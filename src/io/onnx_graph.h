@@ -97,5 +97,14 @@ int onnx_residual_adds(const ograph *g, const onode **first);
 
 /* A torchvision ResNet graph as a state dict with torchvision's names (onnx_resnet.c). */
 lp_status onnx_resnet_walk(const ograph *g, const lp_weights_opts *o, lp_tensor_list *out);
+/* A conv's k x k weight as conv_name.weight and the batch norm after it as bn_name.* (bn
+ * NULL: folded by the exporter, then the identity with the conv's bias), as onnx_resnet.c
+ * reads them (a conv bias and another epsilon moved into the running statistics). */
+lp_status onnx_emit_conv_bn(const ograph *g, const onode *conv, const onode *bn, int k, const char *conv_name, const char *bn_name,
+                            lp_tensor_list *out);
+/* Whether the graph has a grouped convolution (depthwise: MobileNetV2, EfficientNet-B0). */
+bool onnx_has_grouped_conv(const ograph *g);
+/* torchvision's mobilenet_v2 or efficientnet_b0 as a state dict with its names (onnx_mobile.c). */
+lp_status onnx_mobile_walk(const ograph *g, const lp_weights_opts *o, lp_tensor_list *out);
 
 #endif

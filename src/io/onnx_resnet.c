@@ -170,6 +170,13 @@ static lp_status emit(rwalk *R, const rconv *c, const char *conv_name, const cha
     return st;
 }
 
+lp_status onnx_emit_conv_bn(const ograph *g, const onode *conv, const onode *bn, int k, const char *conv_name, const char *bn_name,
+                            lp_tensor_list *out) {
+    rwalk R = {.g = g, .out = out};
+    rconv c = {.conv = conv, .bn = bn, .k = k};
+    return emit(&R, &c, conv_name, bn_name);
+}
+
 /* One path from a block's input to its Add: the convs on it (at most 3), each but the
  * last followed by a Relu. *add_node is where it ends. */
 static lp_status read_path(rwalk *R, const onode *first, rconv *convs, int *nconv, const onode **add_node) {

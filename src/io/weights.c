@@ -1040,7 +1040,10 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         st = lp_onnx_read(path, o, &L, out, &resnet);
         if (st == LP_ERR_FORMAT && strstr(lp_errmsg(), "not an ONNX model"))
             st = lp_fail(LP_ERR_FORMAT, "%s: unknown weights format: not HDF5 (Keras .h5), not safetensors and not an ONNX model", path);
-        if (!st && resnet) st = resnet_meta(path, o, out);
+        bool t;
+        const char *fm = st || !resnet ? NULL : features_model(out, &t); /* the ONNX walkers set the arch of theirs */
+        if (!st && fm) st = features_model_meta(path, o, fm, out);
+        else if (!st && resnet) st = resnet_meta(path, o, out);
         else if (!st) st = lp_weights_assemble(path, &L, o, "onnx", "torch", out);
     }
     lp_wlayers_free(&L);

@@ -343,6 +343,11 @@ float *lp_net_grad(lp_net *net, int i) {
     lp_net_materialize_grad(net, i);
     return net->grads + net->params[i].offset;
 }
+int lp_net_param_conv_stride(const lp_net *net, int i) {
+    if (i < 0 || i >= net->nparams) return 0;
+    const lp_layer *L = &net->layers[net->params[i].layer];
+    return L->kind == LP_LAYER_CONV ? L->stride : 0;
+}
 bool lp_net_param_trainable(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].trainable; }
 bool lp_net_param_is_buffer(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].buffer; }
 bool lp_net_param_is_count(const lp_net *net, int i) { return i >= 0 && i < net->nparams && net->params[i].int64; }

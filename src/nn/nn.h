@@ -112,6 +112,8 @@ const lp_net_config *lp_net_get_config(const lp_net *net);
 int lp_net_param_count(const lp_net *net);
 const char *lp_net_param_name(const lp_net *net, int i);
 int lp_net_param_shape(const lp_net *net, int i, int64_t shape[4]); /* returns ndim */
+/* The stride of the convolution that owns param i (0: not a convolution's) */
+int lp_net_param_conv_stride(const lp_net *net, int i);
 size_t lp_net_param_numel(const lp_net *net, int i);
 /* Writable pointers: taking one marks the net's cached (reordered) weights
  * stale. Use lp_net_param_data to read without that cost. */

@@ -14,7 +14,10 @@ a wrong mapping shows):
 - a base alone (fc = Identity) converts as top none, and `loupe train --weights` takes
   the .onnx directly.
 A torchvision mobilenet_v2 state dict converts without --arch too, and `loupe predict` of the
-checkpoint gives torchvision's eval-mode probabilities.
+checkpoint gives torchvision's eval-mode probabilities; efficientnet_b0 too, in torchvision's
+and in timm's names. mobilenet_v2 and efficientnet_b0 from ONNX: batch norm as nodes gives
+torchvision's state dict exactly, folded the exported logits; a grouped-convolution graph
+that is neither, or the one asked for by --arch, is refused.
 Refused with what differs: ResNet v1 (stride on the first 1x1 conv), a ResNet loupe does
 not build, a head of several dense layers, --arch naming another ResNet, a VGG graph with
 --arch resnet18. A torchvision resnet34 state dict in safetensors converts without --arch
@@ -267,5 +270,41 @@ for label, tensors in (("efficientnet_b0 (torchvision names)", efsd), ("efficien
         W.check(err < 1e-4 and want.max() < 0.999, "%s predict gives torchvision's eval probabilities %s (within %.1e)" % (label, np.round(want, 3), err))
     W.remove(p("ef_ck.safetensors"))
 W.remove(p("ef.ppm"))
+
+# ---- MobileNetV2 and EfficientNet-B0 from ONNX: batch norm as nodes (training-mode export:
+# the state dict exactly) and folded (eval-mode export: the exported logits) --------------
+for arch in ("mobilenet_v2", "efficientnet_b0"):
+    src = randomize_bn(getattr(torchvision.models, arch)(num_classes=4))
+    if arch == "efficientnet_b0":  # torch 1.13 cannot export stochastic depth in training mode; in eval it is the identity
+        for stage in src.features[1:8]:
+            for blk in stage:
+                blk.stochastic_depth = torch.nn.Identity()
+    export(src, p(arch + "_bn.onnx"), 64, training=True)
+    want = src.state_dict()  # as exported (the training-mode export's forward moved the running statistics)
+    sd, meta = convert(arch + " ONNX (BatchNormalization nodes)", p(arch + "_bn.onnx"))
+    W.remove(p(arch + "_bn.onnx"))
+    if sd is not None:
+        W.check(meta.get("arch") == arch and meta.get("top") == "keep" and meta.get("num_classes") == "4",
+                "%s ONNX: arch, top and classes (%s)" % (arch, {k: meta.get(k) for k in ("arch", "top", "num_classes")}))
+        worst = max((float((sd[k].double() - want[k].double()).abs().max()) for k in want if k in sd and not k.endswith("num_batches_tracked")),
+                    default=1.0)
+        W.check(sorted(sd) == sorted(want) and worst == 0.0, "%s ONNX (BatchNormalization nodes): torchvision's state dict exactly "
+                "(%d of %d tensors, max difference %g)" % (arch, len(set(sd) & set(want)), len(want), worst))
+    src.eval()
+    export(src, p(arch + "_folded.onnx"), 64, training=False)
+    sd, meta = convert(arch + " ONNX (folded)", p(arch + "_folded.onnx"))
+    W.remove(p(arch + "_folded.onnx"))
+    dst = load_strict(arch + " ONNX (folded)", arch, sd, 4) if sd is not None else None
+    if dst is not None:
+        with torch.no_grad():
+            got, ref = dst(x), src(x)
+        err = float((got - ref).abs().max() / ref.abs().max())
+        W.check(err < 1e-4, "%s ONNX (folded): logits within 1e-4 of the largest (%.2e)" % (arch, err))
+# refused: a grouped-conv graph that is neither (torchvision's shufflenet has no Clip or Sigmoid)
+export(torchvision.models.shufflenet_v2_x0_5().eval(), p("shuffle.onnx"), 64, training=False)
+expect_fail("shufflenet (grouped convolutions, neither model)", p("shuffle.onnx"), ["grouped convolutions", "mobilenet_v2 and efficientnet_b0"])
+mb = torchvision.models.mobilenet_v2().eval()
+export(mb, p("mb_as_ef.onnx"), 64, training=False)
+expect_fail("mobilenet_v2 graph with --arch efficientnet_b0", p("mb_as_ef.onnx"), ["Clip", "efficientnet_b0"], arch="efficientnet_b0")
 
 W.finish()
