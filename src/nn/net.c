@@ -665,20 +665,12 @@ int lp_net_grad_run_list(lp_net *net, size_t max_floats, lp_grad_run *runs, int 
     return count;
 }
 
-lp_status lp_net_grad_runs(lp_net *net, size_t max_floats, lp_status (*fn)(void *ctx, float *g, size_t n), void *ctx) {
+void lp_net_grads_as_data(lp_net *net) {
     for (int i = 0; i < net->nparams; i++)
         if (net->params[i].trainable) {
             lp_net_materialize_grad(net, i);
             net->params[i].grad_state = LP_GRAD_DATA;
         }
-    const int count = lp_net_grad_run_list(net, max_floats, NULL, 0);
-    lp_grad_run *runs = lp_malloc(sizeof *runs * (size_t)(count + 1));
-    if (!runs) return LP_ERR_NOMEM;
-    lp_net_grad_run_list(net, max_floats, runs, count);
-    lp_status st = LP_OK;
-    for (int r = 0; r < count && !st; r++) st = fn(ctx, runs[r].g, runs[r].n);
-    free(runs);
-    return st;
 }
 
 lp_status lp_net_loss(lp_net *net, const int *labels, int n, float *loss_per_sample, float *probs, float *mean_loss) {

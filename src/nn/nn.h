@@ -174,13 +174,13 @@ bool lp_net_grads_finite(const lp_net *net);
  * batch, so that dropout and stochastic depth draw the masks the whole batch's run would;
  * lp_net_scale_loss_grad: dlogits *= factor (n / the whole batch's n: the gradients
  * summed over processes are then the whole batch's mean);
- * lp_net_grad_runs: every trainable gradient as data (zero where backward made none),
- * handed to fn in runs of consecutive parameters of at most max_floats, from the top
- * layer down (the order backward completes them), the same runs on every process. */
+ * lp_net_grads_as_data: every trainable gradient as data, zero where no backward made it
+ * (a process whose slice of the batch is empty still adds its gradients to the sums). */
 void lp_net_set_sample_offset(lp_net *net, int offset);
-/* lp_net_grad_runs' runs without touching the gradients: where each is, and the layer
- * whose backward completes it (every layer above it is done by then). Returns the count
- * (runs beyond cap are counted, not written). */
+/* The trainable gradients in runs of consecutive parameters of at most max_floats, from
+ * the top layer down (the order backward completes them), the same runs on every process:
+ * where each is, and the layer whose backward completes it (every layer above it is done
+ * by then). Returns the count (runs beyond cap are counted, not written). */
 typedef struct lp_grad_run {
     float *g;
     size_t n;
@@ -190,7 +190,7 @@ int lp_net_grad_run_list(lp_net *net, size_t max_floats, lp_grad_run *runs, int 
 /* fn(ctx, l) after layer l's backward in each lp_net_backward (fn NULL: none). */
 void lp_net_set_backward_hook(lp_net *net, lp_status (*fn)(void *ctx, int layer), void *ctx);
 void lp_net_scale_loss_grad(lp_net *net, float factor);
-lp_status lp_net_grad_runs(lp_net *net, size_t max_floats, lp_status (*fn)(void *ctx, float *g, size_t n), void *ctx);
+void lp_net_grads_as_data(lp_net *net);
 
 /* State dict out/in (torchvision names, F32). load: strict=false allows
  * missing tensors (listed in *missing as a malloc'ed comma-separated string,

@@ -113,6 +113,15 @@ static lp_status check_params(const lp_train_params *p) {
 }
 
 /* ---- one validation pass ------------------------------------------------ */
+/* One row of valid_predictions.csv: the epoch, the image, its label, its probabilities. */
+static lp_status prediction_row(lp_fit *f, int epoch, const lp_sample *smp, int label, const float *pr) {
+    lp_csv_printf(f->pred_csv, "%d,", epoch);
+    lp_csv_write_field(f->pred_csv, smp->relpath);
+    lp_csv_printf(f->pred_csv, ",%d", label);
+    for (int c = 0; c < f->num_classes; c++) lp_csv_printf(f->pred_csv, ",%.9g", pr[c]);
+    return lp_csv_printf(f->pred_csv, "\n");
+}
+
 static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_acc) {
     *val_loss = NAN;
     *val_acc = NAN;
@@ -137,20 +146,14 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
             const float *pr = f->probs + (size_t)i * k;
             correct += lp_probs_argmax(pr, k) == bt.labels[i];
             loss_sum += f->sample_loss[i];
-            memcpy(f->val_probs + (size_t)(dist ? bt.indices[i] : n_total) * k, pr, (size_t)k * sizeof(float));
-            f->val_labels[dist ? bt.indices[i] : n_total] = bt.labels[i];
+            const int at = dist ? bt.indices[i] : n_total; /* data-parallel: the sample's own place */
+            memcpy(f->val_probs + (size_t)at * k, pr, (size_t)k * sizeof(float));
+            f->val_labels[at] = bt.labels[i];
             n_total++;
-            if (f->pred_csv && !dist) {
-                const lp_sample *smp = &f->valid->samples[bt.indices[i]];
-                lp_csv_printf(f->pred_csv, "%d,", epoch);
-                lp_csv_write_field(f->pred_csv, smp->relpath);
-                lp_csv_printf(f->pred_csv, ",%d", bt.labels[i]);
-                for (int c = 0; c < k; c++) lp_csv_printf(f->pred_csv, ",%.9g", pr[c]);
-                if ((s = lp_csv_printf(f->pred_csv, "\n"))) return s;
-            }
+            if (f->pred_csv && !dist && (s = prediction_row(f, epoch, &f->valid->samples[bt.indices[i]], bt.labels[i], pr))) return s;
         }
     }
-    if (f->dist.size > 1) {
+    if (dist) {
         /* each rank validated its slice of every batch: sums and the table over all (the
          * loader does not shuffle, so a sample's place in the table is its index) */
         double sums[3] = {loss_sum, (double)correct, (double)n_total};
@@ -158,13 +161,8 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
         loss_sum = sums[0], correct = (int)sums[1], n_total = (int)sums[2];
         if ((s = lp_dist_sum_f32(&f->dist, f->val_probs, (size_t)n_total * k))) return s;
         for (int i = 0; i < n_total; i++) f->val_labels[i] = f->valid->samples[i].label;
-        for (int i = 0; f->pred_csv && i < n_total; i++) {
-            lp_csv_printf(f->pred_csv, "%d,", epoch);
-            lp_csv_write_field(f->pred_csv, f->valid->samples[i].relpath);
-            lp_csv_printf(f->pred_csv, ",%d", f->val_labels[i]);
-            for (int c = 0; c < k; c++) lp_csv_printf(f->pred_csv, ",%.9g", f->val_probs[(size_t)i * k + c]);
-            if ((s = lp_csv_printf(f->pred_csv, "\n"))) return s;
-        }
+        for (int i = 0; f->pred_csv && i < n_total; i++)
+            if ((s = prediction_row(f, epoch, &f->valid->samples[i], f->val_labels[i], f->val_probs + (size_t)i * k))) return s;
     }
     f->val_count = n_total;
     if (n_total > 0) {

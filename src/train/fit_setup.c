@@ -652,8 +652,6 @@ static lp_status start_ready_sums(void *ctx, int layer) {
     return lp_dist_progress(&f->dist);
 }
 
-static lp_status no_sum(void *ctx, float *g, size_t n) { return LP_OK; }
-
 static lp_status dist_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout_seed, float lr, float *mean_loss) {
     lp_status s = LP_OK;
     const double t0 = lp_now();
@@ -673,7 +671,7 @@ static lp_status dist_train_step(lp_fit *f, const lp_batch *bt, uint64_t dropout
         lp_net_set_backward_hook(f->net, NULL, NULL);
     } else { /* an empty slice adds zeros */
         lp_net_zero_grad(f->net);
-        s = lp_net_grad_runs(f->net, DIST_RUN_FLOATS, no_sum, NULL);
+        lp_net_grads_as_data(f->net);
     }
     if (!s) s = start_ready_sums(f, -1); /* the runs no layer's backward completed here */
     const double t1 = lp_now();
