@@ -310,7 +310,8 @@ int onnx_attr_ints(const onode *n, const char *name, int64_t *out, int max) {
     return k;
 }
 
-bool onnx_attr_string(const onode *n, const char *name, slice *out) {
+/* The bytes of AttributeProto field `field` (4: s, a string; 5: t, a tensor) of attribute `name`. */
+static bool attr_bytes(const onode *n, const char *name, uint32_t field, slice *out) {
     slice a;
     if (!onnx_node_attr(n, name, &a)) return false;
     pb b = onnx_pb_of(a);
@@ -319,28 +320,15 @@ bool onnx_attr_string(const onode *n, const char *name, slice *out) {
     uint64_t v;
     slice s;
     while (b.p < b.end && onnx_pb_next(&b, &f, &wt, &v, &s))
-        if (f == 4 && wt == 2) {
+        if (f == field && wt == 2) {
             *out = s;
             return true;
         }
     return false;
 }
 
-bool onnx_attr_tensor(const onode *n, const char *name, slice *t) {
-    slice a;
-    if (!onnx_node_attr(n, name, &a)) return false;
-    pb b = onnx_pb_of(a);
-    uint32_t f;
-    int wt;
-    uint64_t v;
-    slice s;
-    while (b.p < b.end && onnx_pb_next(&b, &f, &wt, &v, &s))
-        if (f == 5 && wt == 2) {
-            *t = s;
-            return true;
-        }
-    return false;
-}
+bool onnx_attr_string(const onode *n, const char *name, slice *out) { return attr_bytes(n, name, 4, out); }
+bool onnx_attr_tensor(const onode *n, const char *name, slice *t) { return attr_bytes(n, name, 5, t); }
 
 /* ---- tensors -------------------------------------------------------------- */
 enum { ONNX_FLOAT = 1, ONNX_FLOAT16 = 10, ONNX_DOUBLE = 11, ONNX_BFLOAT16 = 16 };
