@@ -285,7 +285,7 @@ typedef struct lp_train_params {
     const char *head;                      /* head spec for top=none (default "flatten,dense") */
     const char *weights;                   /* pretrained weights file or NULL */
     int height, width;                     /* input size (default 224x224) */
-    const char *preprocess;                /* "auto" (default: the weights', else rescale) | rescale | caffe | torch | none */
+    const char *preprocess;                /* "auto" (default: the weights', else rescale) | rescale | caffe | torch | tf | none */
     const char *interpolation;             /* "nearest" (default, like Keras) | "bilinear" */
     const char *classes;                   /* NULL or "a,b": fixes class order */
     const char *color_mode;                /* "rgb" (default) | "grayscale" */

@@ -25,7 +25,7 @@ static const char *usage_text =
     "  --freeze base|none|PREFIX  freeze the backbone, nothing (default), or tensors by name prefix\n"
     "input:\n"
     "  --size WxH                 input size (default 224x224)\n"
-    "  --preprocess auto|rescale|caffe|torch|none\n"
+    "  --preprocess auto|rescale|caffe|torch|tf|none\n"
     "                             auto (default): what the weights expect, else rescale (x/255)\n"
     "  --interpolation nearest|bilinear   resize filter (default nearest, like Keras)\n"
     "  --classes a,b,...          class order (default: sorted folder names)\n"

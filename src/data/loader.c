@@ -202,7 +202,7 @@ lp_status lp_loader_create(const lp_split *split, const lp_loader_config *cfg, l
     if (cfg->height < 1 || cfg->width < 1 || (int64_t)cfg->height * cfg->width > (1 << 26))
         return lp_fail(LP_ERR_ARG, "image size %dx%d: out of range", cfg->width, cfg->height);
     if (cfg->channels != 1 && cfg->channels != 3) return lp_fail(LP_ERR_ARG, "channels %d: use 3 (rgb) or 1 (grayscale)", cfg->channels);
-    if ((unsigned)cfg->preprocess > LP_PRE_NONE) return lp_fail(LP_ERR_ARG, "unknown preprocessing mode %d", (int)cfg->preprocess);
+    if ((unsigned)cfg->preprocess > LP_PRE_TF) return lp_fail(LP_ERR_ARG, "unknown preprocessing mode %d", (int)cfg->preprocess);
     if ((unsigned)cfg->interp > LP_INTERP_BILINEAR) return lp_fail(LP_ERR_ARG, "unknown interpolation %d", (int)cfg->interp);
     const lp_augment *a = &cfg->augment;
     if (a->rotation_range < 0 || a->width_shift_range < 0 || a->height_shift_range < 0 || a->zoom_range < 0 ||

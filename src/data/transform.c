@@ -6,18 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *pre_names[] = {"rescale", "caffe", "torch", "none"};
+static const char *pre_names[] = {"rescale", "caffe", "torch", "none", "tf"};
 static const char *interp_names[] = {"nearest", "bilinear"};
 
 lp_status lp_preprocess_parse(const char *s, lp_preprocess *out) {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (s && strcmp(s, pre_names[i]) == 0) {
             *out = (lp_preprocess)i;
             return LP_OK;
         }
-    return lp_fail(LP_ERR_ARG, "unknown preprocessing '%s'; use rescale, caffe, torch or none", s ? s : "");
+    return lp_fail(LP_ERR_ARG, "unknown preprocessing '%s'; use rescale, caffe, torch, tf or none", s ? s : "");
 }
-const char *lp_preprocess_name(lp_preprocess p) { return (unsigned)p < 4 ? pre_names[p] : "?"; }
+const char *lp_preprocess_name(lp_preprocess p) { return (unsigned)p < 5 ? pre_names[p] : "?"; }
 
 lp_status lp_interp_parse(const char *s, lp_interp *out) {
     for (int i = 0; i < 2; i++)
@@ -163,6 +163,7 @@ void lp_preprocess_apply(const uint8_t *u8, const float *f, int h, int w, int c,
         case LP_PRE_CAFFE: add = c == 3 ? -caffe_mean_bgr[k] : -(103.939f + 116.779f + 123.68f) / 3; break;
         case LP_PRE_TORCH: break;
         case LP_PRE_NONE: break;
+        case LP_PRE_TF: mul = (float)(1.0 / 127.5), add = -1.0f; break;
         }
         if (mode == LP_PRE_TORCH) {
             float mean = c == 3 ? torch_mean[k] : 0.449f, sd = c == 3 ? torch_std[k] : 0.226f;

@@ -29,6 +29,7 @@ lp_status lp_checkpoint_save(const char *path, lp_net *net, const lp_tensor_list
     if (!st) st = lp_tensor_list_set_meta(&meta, "input_size", buf);
     if (!st) st = set_meta_int(&meta, "in_channels", c->in_c);
     if (!st && c->resnet_v1) st = lp_tensor_list_set_meta(&meta, "resnet_version", "v1");
+    if (!st && c->tf_padding) st = lp_tensor_list_set_meta(&meta, "padding", "tf");
     if (!st) st = lp_tensor_list_set_meta(&meta, "loupe_version", LOUPE_VERSION);
     if (extra_meta_holder)
         for (int i = 0; i < extra_meta_holder->meta_count && !st; i++)
@@ -114,6 +115,10 @@ lp_status lp_checkpoint_config_from_meta(const lp_tensor_list *m, const char *pa
     if (version && strcmp(version, "v1") && strcmp(version, "v1.5"))
         return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata 'resnet_version' = '%s' (expected v1 or v1.5)", path, version);
     cfg->resnet_v1 = version && !strcmp(version, "v1");
+    const char *padding = lp_tensor_list_get_meta(m, "padding");
+    if (padding && strcmp(padding, "tf") && strcmp(padding, "torch"))
+        return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata 'padding' = '%s' (expected tf or torch)", path, padding);
+    cfg->tf_padding = padding && !strcmp(padding, "tf");
     lp_status st = meta_int(m, "in_channels", path, 1, 4096, 3, &cfg->in_c);
     if (st) return st;
     int nc_default = classes ? count_classes(classes) : -1;

@@ -292,6 +292,50 @@ static lp_status read_batch_norm(h5_ctx *c, hid_t g, const char *lname, const st
     return st;
 }
 
+/* A Normalization layer (Keras' EfficientNet: its input normalisation inside the model):
+ * mean, variance and count (an int64 scalar, not needed), as a layer of kind NORM. The
+ * mean and variance are (C) or broadcast shapes such as (1, 1, 1, C). */
+static bool is_normalization(const strlist *wn) {
+    return wn->n == 3 && ends_with(wn->s[0], "/mean:0") && ends_with(wn->s[1], "/variance:0") && ends_with(wn->s[2], "/count:0");
+}
+static lp_status read_normalization(h5_ctx *c, hid_t g, const char *lname, const strlist *wn, lp_wlayers *layers) {
+    int64_t n[2] = {0, 0};
+    float *v[2] = {NULL, NULL};
+    lp_status st = LP_OK;
+    for (int i = 0; i < 2 && !st; i++) {
+        hid_t d = H5Dopen2(g, wn->s[i], H5P_DEFAULT);
+        int rank;
+        hsize_t dims[4];
+        if (d < 0) {
+            char eb[256];
+            st = lp_fail(LP_ERR_FORMAT, "%s: cannot open dataset %s/%s (%s)", c->path, lname, wn->s[i], h5_msg(eb));
+            break;
+        }
+        st = dset_shape(c, d, wn->s[i], &rank, dims);
+        n[i] = 1;
+        for (int r = 0; r < rank && !st; r++) n[i] *= (int64_t)dims[r];
+        if (!st && (n[i] < 1 || n[i] > 4)) st = lp_fail(LP_ERR_FORMAT, "%s: %s has %lld values: not an image normalization", c->path, wn->s[i], (long long)n[i]);
+        if (!st && !(v[i] = lp_malloc((size_t)n[i] * sizeof(float)))) st = LP_ERR_NOMEM;
+        if (!st) st = dset_read(c, d, wn->s[i], v[i], 0, -1, 0, 0, 0);
+        H5Dclose(d);
+    }
+    if (!st && n[0] != n[1])
+        st = lp_fail(LP_ERR_FORMAT, "%s: normalization layer '%s' has %lld means but %lld variances", c->path, lname, (long long)n[0], (long long)n[1]);
+    lp_tensor w = {0};
+    if (!st) st = lp_tensor_alloc(&w, LP_F32, 2, (int64_t[]){2, n[0]});
+    if (!st) {
+        memcpy(w.data, v[0], (size_t)n[0] * sizeof(float));
+        memcpy((float *)w.data + n[0], v[1], (size_t)n[0] * sizeof(float));
+        char sshape[64];
+        snprintf(sshape, sizeof sshape, "2 x (%lld)", (long long)n[0]);
+        st = lp_wlayers_push(layers, LP_WLAYER_NORM, lname, sshape, -1, &w, NULL, "");
+    }
+    lp_tensor_free(&w);
+    free(v[0]);
+    free(v[1]);
+    return st;
+}
+
 /* One layer group. Its weights are listed in order: each kernel (rank 4: conv,
  * rank 2: dense) is followed by its bias (rank 1). A nested model (a Keras
  * `vgg16` layer inside a bigger model) lists all its layers' weights in order in
@@ -309,6 +353,12 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
     bool found;
     lp_status st = read_keras_list(c, g, lname, "weight_names", &wn, &found);
     if (!st && !found) st = lp_fail(LP_ERR_FORMAT, "%s: layer group '%s' has no weight_names attribute: not a Keras weights file", c->path, lname);
+    if (!st && is_normalization(&wn)) {
+        st = read_normalization(c, g, lname, &wn, layers);
+        strlist_free(&wn);
+        H5Gclose(g);
+        return st;
+    }
     int *rank = wn.n ? lp_calloc((size_t)wn.n, sizeof *rank) : NULL;
     hsize_t(*dims)[4] = wn.n ? lp_calloc((size_t)wn.n, sizeof *dims) : NULL;
     if (!st && wn.n && (!rank || !dims)) st = LP_ERR_NOMEM;
@@ -429,6 +479,10 @@ static lp_status read_layers_direct(const char *path, lp_wlayers *layers, h5_sin
             layers->pool = ln[0] == 'f' ? LP_WPOOL_FLATTEN : LP_WPOOL_GAP;
             snprintf(layers->pool_src, sizeof layers->pool_src, "layer '%s'", ln);
         }
+        /* Keras' EfficientNet rescales after its Normalization layer where it was built for
+         * ImageNet weights (keras/applications/efficientnet.py): the layer's name tells */
+        if (!strncmp(ln, "rescaling", 9) && layers->count && layers->items[layers->count - 1].kind == LP_WLAYER_NORM)
+            layers->rescaled_after_norm = true;
         st = read_layer(&c, root, ln, &ndense, layers);
         if (!st && sink) st = sink_flush(sink, layers);
     }
@@ -553,6 +607,7 @@ static lp_status parent_read(const char *path, int fd, lp_wlayers *layers, bool 
             layers->pool = head.pool;
             memcpy(layers->pool_src, head.pool_src, sizeof head.pool_src);
             layers->pre_dropout = head.pre_dropout;
+            layers->rescaled_after_norm = head.rescaled_after_norm;
             for (int i = 0; i < head.n_examples && layers->n_examples < 3; i++)
                 memcpy(layers->examples[layers->n_examples++], head.examples[i], sizeof head.examples[i]);
             for (int i = 0; i < head.n_conv_examples && layers->n_conv_examples < 3; i++)

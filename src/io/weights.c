@@ -120,7 +120,7 @@ void lp_wlayers_note_foreign(lp_wlayers *l, const char *name, bool conv_like) {
 }
 
 /* ---- checks ------------------------------------------------------------- */
-static lp_status check_finite(const char *path, const char *ours, const char *src, const lp_tensor *t) {
+lp_status lp_weights_check_finite(const char *path, const char *ours, const char *src, const lp_tensor *t) {
     const float *p = t->data;
     int64_t n = lp_tensor_numel(t), bad = 0, first = -1;
     for (int64_t i = 0; i < n; i++)
@@ -149,7 +149,7 @@ static lp_status add_named(lp_tensor_list *out, const char *fmt, int idx, const 
     return lp_tensor_list_add(out, name, t);
 }
 
-static lp_status zero_bias(lp_tensor *b, int64_t n) {
+lp_status lp_weights_zero_bias(lp_tensor *b, int64_t n) {
     lp_status st = lp_tensor_alloc(b, LP_F32, 1, &n);
     if (!st) memset(b->data, 0, (size_t)n * sizeof(float));
     return st;
@@ -440,11 +440,11 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const lp_weights_
             num_classes = y->w.shape[0];
         }
         int64_t nout = y->w.shape[0];
-        if (!y->b.data) st = zero_bias(&y->b, nout);
+        if (!y->b.data) st = lp_weights_zero_bias(&y->b, nout);
         else if (y->b.ndim != 1 || y->b.shape[0] != nout)
             return lp_fail(LP_ERR_SHAPE, "%s: bias of %s has shape %s, expected (%lld)", path, wlabel(y), lp_shape_str(&y->b, s1, sizeof s1),
                            (long long)nout);
-        if (!st) st = check_finite(path, ours, y->src, &y->w);
+        if (!st) st = lp_weights_check_finite(path, ours, y->src, &y->w);
         if (!st) {
             char bn[200];
             if (y->bsrc[0]) snprintf(bn, sizeof bn, "%s", y->bsrc);
@@ -453,7 +453,7 @@ lp_status lp_weights_assemble(const char *path, lp_wlayers *L, const lp_weights_
                 ours[strlen(ours) - strlen("weight")] = 0;
                 strcat(ours, "bias");
             } else snprintf(ours, sizeof ours, "%s", bn);
-            st = check_finite(path, ours, bn, &y->b);
+            st = lp_weights_check_finite(path, ours, bn, &y->b);
         }
     }
     if (st) return st;
@@ -689,7 +689,7 @@ static lp_status safetensors_map(const char *path, const lp_weights_opts *o, lp_
             if (!keep[i]) continue;
             lp_tensor t = {0};
             st = take_f32(path, &in->items[i], &t);
-            if (!st) st = check_finite(path, keep[i], keep[i], &t);
+            if (!st) st = lp_weights_check_finite(path, keep[i], keep[i], &t);
             if (!st) st = lp_tensor_list_add(out, keep[i], &t);
             if (st) lp_tensor_free(&t);
         }
@@ -729,7 +729,7 @@ static lp_status resnet_state_dict(const char *path, lp_tensor_list *in, lp_tens
                 d[j] = nt->t.dtype == LP_F32    ? ((const float *)nt->t.data)[j]
                        : nt->t.dtype == LP_BF16 ? lp_bf16_to_f32(((const uint16_t *)nt->t.data)[j])
                                                 : lp_f16_to_f32(((const uint16_t *)nt->t.data)[j]);
-            st = check_finite(path, name, name, &t);
+            st = lp_weights_check_finite(path, name, name, &t);
             if (st) lp_tensor_free(&t);
         }
         if (!st && (st = lp_tensor_list_add(out, name, &t))) lp_tensor_free(&t);
@@ -836,7 +836,7 @@ static void timm_efficientnet_name(const char *name, char *buf, size_t n) {
 }
 
 /* mobilenet_v2's or efficientnet_b0's metadata: top keep when classifier.1 is there. */
-static lp_status features_model_meta(const char *path, const lp_weights_opts *o, const char *model, lp_tensor_list *out) {
+lp_status lp_weights_features_meta(const char *path, const lp_weights_opts *o, const char *model, lp_tensor_list *out) {
     const char *arch = lp_tensor_list_get_meta(out, "arch");
     if (arch && strcmp(arch, model)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not a %s", path, arch, model);
     if (o->arch && strcmp(o->arch, model)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not the %s asked for", path, model, o->arch);
@@ -859,14 +859,64 @@ static lp_status features_model_meta(const char *path, const lp_weights_opts *o,
  * variance, so that torchvision's batch norm (1e-5) computes the same function. The net is
  * then built with v1 strides (resnet_version = v1). Preprocessing caffe, as Keras'. */
 #define KERAS_RESNET_BN_EPS 1.001e-5f
+
+lp_status lp_keras_bn_to_torch(const char *path, const lp_wlayer *y, const lp_wlayer *conv, float keras_eps, const char *ours,
+                               lp_tensor_list *out) {
+    const int64_t n = y->w.shape[1];
+    char name[128];
+    if (conv && conv->b.data && lp_tensor_numel(&conv->b) != n)
+        return lp_fail(LP_ERR_SHAPE, "%s: %s has %lld outputs but its batch norm %s %lld", path, conv->src, (long long)lp_tensor_numel(&conv->b),
+                       y->src, (long long)n);
+    static const char *const suffix[4] = {"weight", "bias", "running_mean", "running_var"};
+    lp_status st = LP_OK;
+    for (int r = 0; r < 4 && !st; r++) {
+        lp_tensor t;
+        if ((st = lp_tensor_alloc(&t, LP_F32, 1, &n))) break;
+        float *d = t.data;
+        memcpy(d, (const float *)y->w.data + r * n, (size_t)n * sizeof(float));
+        for (int64_t c = 0; c < n; c++) {
+            if (r == 2 && conv && conv->b.data) d[c] -= ((const float *)conv->b.data)[c]; /* BN(conv + b) = BN'(conv), mean' = mean - b */
+            if (r == 3) d[c] += keras_eps - 1e-5f;
+        }
+        snprintf(name, sizeof name, "%s.%s", ours, suffix[r]);
+        if (!(st = lp_weights_check_finite(path, name, y->src, &t)) && r == 3)
+            for (int64_t c = 0; c < n && !st; c++)
+                if (d[c] < 0) st = lp_fail(LP_ERR_FORMAT, "%s: batch norm %s has a negative moving variance (%g)", path, y->src, (double)d[c]);
+        if (st || (st = lp_tensor_list_add(out, name, &t))) lp_tensor_free(&t);
+    }
+    lp_tensor steps;
+    if (!st && !(st = lp_tensor_alloc(&steps, LP_I64, 0, NULL))) {
+        *(int64_t *)steps.data = 0;
+        snprintf(name, sizeof name, "%s.num_batches_tracked", ours);
+        if ((st = lp_tensor_list_add(out, name, &steps))) lp_tensor_free(&steps);
+    }
+    return st;
+}
+
+lp_status lp_weights_add_linear(const char *path, lp_wlayer *y, const char *ours, lp_tensor_list *out) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.weight", ours);
+    lp_status st = lp_weights_check_finite(path, name, y->src, &y->w);
+    lp_tensor b = y->b;
+    if (!st && !b.data) st = lp_weights_zero_bias(&b, y->w.shape[0]);
+    if (st) return st;
+    memset(&y->b, 0, sizeof y->b);
+    if ((st = lp_tensor_list_add(out, name, &y->w))) {
+        lp_tensor_free(&b);
+        return st;
+    }
+    snprintf(name, sizeof name, "%s.bias", ours);
+    if ((st = lp_tensor_list_add(out, name, &b))) lp_tensor_free(&b);
+    return st;
+}
+
 static bool keras_resnet_layers(const lp_wlayers *L) {
     for (int i = 0; i < L->count; i++)
         if (!strncmp(L->items[i].src, "conv1_conv", 10) || !strncmp(L->items[i].src, "conv2_block1_", 13)) return true;
     return false;
 }
 
-/* The Keras layer of an item: its source name up to the first '/'. */
-static void keras_layer(const lp_wlayer *y, char *buf, size_t n) {
+void lp_keras_layer_name(const lp_wlayer *y, char *buf, size_t n) {
     snprintf(buf, n, "%s", y->src);
     char *slash = strchr(buf, '/');
     if (slash) *slash = 0;
@@ -892,23 +942,12 @@ static lp_status keras_resnet_map(const char *path, const lp_weights_opts *o, lp
     lp_status st = LP_OK;
     for (int i = 0; i < L->count && !st; i++) {
         lp_wlayer *y = &L->items[i];
-        keras_layer(y, ln, sizeof ln);
+        lp_keras_layer_name(y, ln, sizeof ln);
         if (y->kind == LP_WLAYER_DENSE) {
             if (strcmp(ln, "predictions"))
                 return lp_fail(LP_ERR_FORMAT, "%s: dense layer '%s' after Keras' ResNet50: loupe reads its own top (predictions) or none; "
                                "save the base alone (include_top=False) and train a head on it", path, ln);
-            if ((st = check_finite(path, "fc.weight", y->src, &y->w))) return st;
-            lp_tensor b = y->b;
-            if (!b.data && (st = zero_bias(&b, y->w.shape[0]))) return st;
-            memset(&y->b, 0, sizeof y->b);
-            if ((st = lp_tensor_list_add(out, "fc.weight", &y->w))) {
-                lp_tensor_free(&b);
-                return st;
-            }
-            if ((st = lp_tensor_list_add(out, "fc.bias", &b))) {
-                lp_tensor_free(&b);
-                return st;
-            }
+            if ((st = lp_weights_add_linear(path, y, "fc", out))) return st;
             continue;
         }
         if (!keras_resnet_name(ln, ours, sizeof ours))
@@ -916,7 +955,7 @@ static lp_status keras_resnet_map(const char *path, const lp_weights_opts *o, lp
                            "predictions); ResNet50V2 and the other Keras ResNets are not read", path, ln);
         if (y->kind == LP_WLAYER_CONV) {
             snprintf(name, sizeof name, "%s.weight", ours);
-            if ((st = check_finite(path, name, y->src, &y->w)) || (st = lp_tensor_list_add(out, name, &y->w))) return st;
+            if ((st = lp_weights_check_finite(path, name, y->src, &y->w)) || (st = lp_tensor_list_add(out, name, &y->w))) return st;
             continue;
         }
         /* a batch norm, with its conv's bias */
@@ -925,36 +964,11 @@ static lp_status keras_resnet_map(const char *path, const lp_weights_opts *o, lp
         const lp_wlayer *cv = NULL;
         for (int j = 0; j < L->count && !cv; j++) {
             char lj[160];
-            keras_layer(&L->items[j], lj, sizeof lj);
+            lp_keras_layer_name(&L->items[j], lj, sizeof lj);
             if (L->items[j].kind == LP_WLAYER_CONV && !strcmp(lj, conv_ln)) cv = &L->items[j];
         }
-        const int64_t n = y->w.shape[1];
         if (!cv) return lp_fail(LP_ERR_FORMAT, "%s: batch norm '%s' has no conv '%s' before it: not Keras' ResNet50", path, ln, conv_ln);
-        if (cv->b.data && lp_tensor_numel(&cv->b) != n)
-            return lp_fail(LP_ERR_SHAPE, "%s: conv '%s' has %lld outputs but its batch norm '%s' %lld", path, conv_ln, (long long)lp_tensor_numel(&cv->b),
-                           ln, (long long)n);
-        static const char *const suffix[4] = {"weight", "bias", "running_mean", "running_var"};
-        for (int r = 0; r < 4 && !st; r++) {
-            lp_tensor t;
-            if ((st = lp_tensor_alloc(&t, LP_F32, 1, &n))) break;
-            float *d = t.data;
-            memcpy(d, (const float *)y->w.data + r * n, (size_t)n * sizeof(float));
-            for (int64_t c = 0; c < n; c++) {
-                if (r == 2 && cv->b.data) d[c] -= ((const float *)cv->b.data)[c]; /* BN(conv + b) = BN'(conv), mean' = mean - b */
-                if (r == 3) d[c] += KERAS_RESNET_BN_EPS - 1e-5f;
-            }
-            snprintf(name, sizeof name, "%s.%s", ours, suffix[r]);
-            if (!(st = check_finite(path, name, y->src, &t)) && r == 3)
-                for (int64_t c = 0; c < n && !st; c++)
-                    if (d[c] < 0) st = lp_fail(LP_ERR_FORMAT, "%s: batch norm '%s' has a negative moving variance (%g)", path, ln, (double)d[c]);
-            if (st || (st = lp_tensor_list_add(out, name, &t))) lp_tensor_free(&t);
-        }
-        lp_tensor steps;
-        if (!st && !(st = lp_tensor_alloc(&steps, LP_I64, 0, NULL))) {
-            *(int64_t *)steps.data = 0;
-            snprintf(name, sizeof name, "%s.num_batches_tracked", ours);
-            if ((st = lp_tensor_list_add(out, name, &steps))) lp_tensor_free(&steps);
-        }
+        st = lp_keras_bn_to_torch(path, y, cv, KERAS_RESNET_BN_EPS, ours, out);
     }
     if (!st && !lp_tensor_list_find(out, "conv1.weight")) st = lp_fail(LP_ERR_FORMAT, "%s: no layer conv1_conv: not Keras' ResNet50", path);
     if (!st) st = lp_tensor_list_set_meta(out, "source", "keras-h5");
@@ -966,11 +980,12 @@ static lp_status keras_resnet_map(const char *path, const lp_weights_opts *o, lp
     return st;
 }
 
-/* The VGG reader does not take batch norm layers (they are named in its messages). */
+/* The VGG reader does not take batch norm or normalization layers (batch norms are named
+ * in its messages). */
 static void drop_bn_layers(lp_wlayers *L) {
     int k = 0;
     for (int i = 0; i < L->count; i++) {
-        if (L->items[i].kind == LP_WLAYER_BN) lp_tensor_free(&L->items[i].w);
+        if (L->items[i].kind == LP_WLAYER_BN || L->items[i].kind == LP_WLAYER_NORM) lp_tensor_free(&L->items[i].w);
         else L->items[k++] = L->items[i];
     }
     L->count = k;
@@ -1010,8 +1025,12 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
     if (hdf5) {
         st = lp_keras_h5_read_layers(path, &L);
         const bool vgg_asked = o->arch && !strncmp(o->arch, "vgg", 3);
-        if (!st && (resnet || (!vgg_asked && keras_resnet_layers(&L)))) {
+        const bool mobile_asked = o->arch && (!strcmp(o->arch, "mobilenet_v2") || !strcmp(o->arch, "efficientnet_b0"));
+        const char *mobile = st || vgg_asked || resnet ? NULL : lp_keras_mobile_arch(&L);
+        if (!st && (resnet || (!vgg_asked && !mobile_asked && !mobile && keras_resnet_layers(&L)))) {
             st = keras_resnet_map(path, o, &L, out);
+        } else if (!st && (mobile || mobile_asked)) {
+            st = lp_keras_mobile_map(path, o, mobile ? mobile : o->arch, &L, out);
         } else if (!st) {
             drop_bn_layers(&L);
             st = lp_weights_assemble(path, &L, o, "keras-h5", "caffe", out);
@@ -1028,7 +1047,7 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         /* torchvision's graphs (ResNets, MobileNetV2, EfficientNet-B0) keep their state dict's names */
         if (!st) st = resnet || fm ? resnet_state_dict(path, &raw, out, timm) : safetensors_map(path, o, &raw, out);
         if (!st && resnet) st = resnet_meta(path, o, out);
-        if (!st && fm && !resnet) st = features_model_meta(path, o, fm, out);
+        if (!st && fm && !resnet) st = lp_weights_features_meta(path, o, fm, out);
         lp_tensor_list_free(&raw);
     } else if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
         st = lp_fail(LP_ERR_FORMAT, "%s: a PyTorch .pth/.pt (zip) checkpoint: loupe reads safetensors, not pickles; in Python save the state dict as "
@@ -1042,7 +1061,7 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
             st = lp_fail(LP_ERR_FORMAT, "%s: unknown weights format: not HDF5 (Keras .h5), not safetensors and not an ONNX model", path);
         bool t;
         const char *fm = st || !resnet ? NULL : features_model(out, &t); /* the ONNX walkers set the arch of theirs */
-        if (!st && fm) st = features_model_meta(path, o, fm, out);
+        if (!st && fm) st = lp_weights_features_meta(path, o, fm, out);
         else if (!st && resnet) st = resnet_meta(path, o, out);
         else if (!st) st = lp_weights_assemble(path, &L, o, "onnx", "torch", out);
     }

@@ -68,7 +68,9 @@ lp_status lp_weights_load_into(lp_net *net, const lp_tensor_list *w, int *loaded
 typedef enum lp_wlayer_kind {
     LP_WLAYER_CONV = 0,
     LP_WLAYER_DENSE,
-    LP_WLAYER_BN /* Keras BatchNormalization: w is (4, C), the rows gamma, beta, moving mean, moving variance */
+    LP_WLAYER_BN, /* Keras BatchNormalization: w is (4, C), the rows gamma, beta, moving mean, moving variance */
+    LP_WLAYER_NORM /* Keras Normalization: w is (2, C), the rows mean and variance; it computes
+                      (x - mean) / sqrt(variance) */
 } lp_wlayer_kind;
 typedef struct lp_wlayer {
     lp_wlayer_kind kind;
@@ -102,6 +104,8 @@ typedef struct lp_wlayers {
     /* Counts of things that are not VGG, for the "not a VGG16" message. */
     int foreign_count, foreign_conv_count; /* tensors/layers that are not VGG (conv-like: rank 4) */
     bool foreign_bn;                       /* batch-norm statistics seen */
+    bool rescaled_after_norm;              /* a Rescaling layer follows the Normalization (Keras'
+                                              EfficientNet with its ImageNet weights) */
     int n_examples, n_conv_examples;       /* up to 3 names each, distinct first components */
     char examples[3][96], conv_examples[3][96];
 } lp_wlayers;
@@ -119,6 +123,29 @@ void lp_wlayers_note_foreign(lp_wlayers *l, const char *name, bool conv_like);
  * moves the tensors into out with our names. source/preprocess go to meta. */
 lp_status lp_weights_assemble(const char *path, lp_wlayers *layers, const lp_weights_opts *o,
                               const char *source, const char *preprocess, lp_tensor_list *out);
+
+/* Helpers of the readers that map a source's names to torchvision's (weights.c). */
+/* LP_ERR_NUMERIC naming the tensor (ours, and src in the file) unless every value is finite. */
+lp_status lp_weights_check_finite(const char *path, const char *ours, const char *src, const lp_tensor *t);
+/* A zero vector of n floats. */
+lp_status lp_weights_zero_bias(lp_tensor *b, int64_t n);
+/* The metadata of a torchvision features model (mobilenet_v2, efficientnet_b0): arch (checked
+ * against the one asked for in o), and top keep (classifier.1 present, with num_classes) or none. */
+lp_status lp_weights_features_meta(const char *path, const lp_weights_opts *o, const char *model, lp_tensor_list *out);
+/* The Keras layer of an item: its source name up to the first '/'. */
+void lp_keras_layer_name(const lp_wlayer *y, char *buf, size_t n);
+/* A dense layer as ours.weight and ours.bias (zeros when it has none); takes y's tensors. */
+lp_status lp_weights_add_linear(const char *path, lp_wlayer *y, const char *ours, lp_tensor_list *out);
+/* A Keras batch norm (y, of kind BN) as torchvision's ours.weight, .bias, .running_mean,
+ * .running_var, .num_batches_tracked: the bias of the conv before it (conv; NULL or without
+ * bias: none) moves into the running mean, and Keras' epsilon (not in the weights) into the
+ * running variance, so that PyTorch's 1e-5 computes the same function. */
+lp_status lp_keras_bn_to_torch(const char *path, const lp_wlayer *y, const lp_wlayer *conv, float keras_eps, const char *ours,
+                               lp_tensor_list *out);
+/* Keras' MobileNetV2 and EfficientNetB0 (keras_mobile.c): the model the layers' names are of
+ * (NULL: neither), and the tensors with torchvision's names, metadata padding = tf. */
+const char *lp_keras_mobile_arch(const lp_wlayers *L);
+lp_status lp_keras_mobile_map(const char *path, const lp_weights_opts *o, const char *arch, lp_wlayers *L, lp_tensor_list *out);
 
 /* Format readers: fill layers in network order (convs then denses). */
 lp_status lp_keras_h5_read_layers(const char *path, lp_wlayers *layers);

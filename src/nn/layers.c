@@ -35,7 +35,8 @@ static void buf_release_pages(lp_buf *b) {
 /* ---- conv ------------------------------------------------------------------ */
 static lp_conv2d_params conv_params(const lp_net *net, const lp_layer *l, int n) {
     return (lp_conv2d_params){.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .k = l->out_c, .kh = l->k, .kw = l->k,
-                              .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad, .groups = l->groups, .relu = l->relu,
+                              .sh = l->stride, .sw = l->stride, .ph = l->pad, .pw = l->pad_left, .ph_extra = l->pad_bottom - l->pad,
+                              .pw_extra = l->pad_right - l->pad_left, .groups = l->groups, .relu = l->relu,
                               .bf16 = net ? net->cfg.bf16 : false, .no_bias = l->pb < 0};
 }
 

@@ -179,7 +179,7 @@ bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l) {
     const lp_net_config *c = &net->cfg;
     if (c->bf16 || l->k != 3 || l->stride != 1 || c->conv_algo == LP_CONV_DIRECT || !lp_winograd_available()) return false;
     if (c->conv_algo == LP_CONV_WINOGRAD) return true;
-    int oh = (l->in_h + 2 * l->pad - l->k) / l->stride + 1, ow = (l->in_w + 2 * l->pad - l->k) / l->stride + 1;
+    const int oh = l->out_h, ow = l->out_w;
     if (!lp_winograd_onednn()) {
         /* Ours, F(2x2,3x3) below AVX-512 (backend's conv_wino_avx2.c): it transforms the
          * weights on every call, which pays once the batch has enough 2x2 output tiles to

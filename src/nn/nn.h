@@ -67,6 +67,11 @@ typedef struct lp_net_config {
                                strides on its first 1x1 conv, not on the 3x3 (torchvision's
                                "V1.5"); the same tensors, another function. Set from the weights
                                (checkpoint metadata resnet_version = v1) */
+    bool tf_padding;        /* mobilenet_v2 / efficientnet_b0 as Keras builds them: TensorFlow's
+                               "same" padding, which at stride 2 on an even map pads one
+                               pixel after and none before (torchvision pads one on each
+                               side); the same tensors, another function. Set from the
+                               weights (checkpoint metadata padding = tf) */
 } lp_net_config;
 /* True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX). */
 bool lp_net_bf16_native(void);

@@ -50,6 +50,9 @@ typedef struct lp_layer {
     bool grad_sum_set; /* in this backward, grad_sum holds a first contribution */
     int in_c, in_h, in_w, out_c, out_h, out_w; /* per sample; 2-D data has h = w = 1 */
     int k, stride, pad; /* conv kernel/stride/pad, pool kernel/stride */
+    int pad_left, pad_bottom, pad_right; /* conv: the padding on the other sides (pad: the top);
+                                            all pad where symmetric, as in every net but one
+                                            with TensorFlow's "same" (lp_net_config.tf_padding) */
     int groups;         /* conv: 0 or 1 dense, in_c for depthwise */
     bool relu;
     bool relu6;         /* batch norm: followed by ReLU6 (MobileNetV2) instead of ReLU */

@@ -183,7 +183,14 @@ lp_status lp_net_summary(lp_net *net, char **text) {
         char type[48];
         switch (l->kind) {
         case LP_LAYER_TOPLAIN: continue;
-        case LP_LAYER_CONV: snprintf(type, sizeof type, "Conv2d %dx%d%s", l->k, l->k, frozen ? ", frozen" : ""); break;
+        case LP_LAYER_CONV: {
+            /* padding per side where it is not the same on all (TensorFlow's "same"): top, bottom, left, right */
+            char pad[32] = "";
+            if (l->pad_bottom != l->pad || l->pad_left != l->pad || l->pad_right != l->pad)
+                snprintf(pad, sizeof pad, " pad %d,%d,%d,%d", l->pad, l->pad_bottom, l->pad_left, l->pad_right);
+            snprintf(type, sizeof type, "Conv2d %dx%d%s%s", l->k, l->k, pad, frozen ? ", frozen" : "");
+            break;
+        }
         case LP_LAYER_MAXPOOL: snprintf(type, sizeof type, "MaxPool2d %dx%d", l->k, l->k); break;
         case LP_LAYER_APOOL:
             if (l->out_h == 1 && l->out_w == 1 && !strncmp(l->name, "head.", 5)) snprintf(type, sizeof type, "GlobalAvgPool");

@@ -127,6 +127,16 @@ static lp_status add_conv_bias(builder *b, const char *name, const char *relu_na
     return add_conv_full(b, name, relu_name, out_c, k, stride, pad, bias, 1);
 }
 
+/* TensorFlow's "same" padding of an axis of n pixels (tf.nn.conv2d; Keras' ZeroPadding2D with
+ * correct_pad and a "valid" convolution give the same on maps of a known size): ceil(n / s)
+ * outputs, the padding they need split with the odd pixel after. At stride 1 and an odd
+ * kernel it is (k - 1) / 2 on each side, as torchvision's. */
+static void tf_same_padding(int n, int k, int s, int *before, int *after) {
+    const int out = (n + s - 1) / s, total = (out - 1) * s + k - n > 0 ? (out - 1) * s + k - n : 0;
+    *before = total / 2;
+    *after = total - total / 2;
+}
+
 /* groups > 1: each of groups slices of the input channels feeds its slice of the outputs
  * (groups = channels: depthwise); the weight is (out_c, in_c / groups, k, k) as PyTorch's. */
 static lp_status add_conv_full(builder *b, const char *name, const char *relu_name, int out_c, int k, int stride, int pad,
@@ -134,13 +144,19 @@ static lp_status add_conv_full(builder *b, const char *name, const char *relu_na
     if (b->flat) return lp_fail(LP_ERR_ARG, "%s: convolution after flatten", name);
     if (groups < 1 || b->c % groups || out_c % groups)
         return lp_fail(LP_ERR_ARG, "%s: %d groups do not divide %d input and %d output channels", name, groups, b->c, out_c);
-    int oh = (b->h + 2 * pad - k) / stride + 1, ow = (b->w + 2 * pad - k) / stride + 1;
+    int top = pad, bottom = pad, left = pad, right = pad;
+    if (b->net->cfg.tf_padding && pad == (k - 1) / 2) {
+        tf_same_padding(b->h, k, stride, &top, &bottom);
+        tf_same_padding(b->w, k, stride, &left, &right);
+    }
+    int oh = (b->h + top + bottom - k) / stride + 1, ow = (b->w + left + right - k) / stride + 1;
     if (oh < 1 || ow < 1) return lp_fail(LP_ERR_ARG, "%s: input %dx%d too small", name, b->h, b->w);
     lp_layer *l = add_layer(b, LP_LAYER_CONV, name);
     if (!l) return LP_ERR_NOMEM;
     l->k = k;
     l->stride = stride;
-    l->pad = pad;
+    l->pad = top;
+    l->pad_left = left, l->pad_bottom = bottom, l->pad_right = right;
     l->relu = relu_name != NULL;
     if (relu_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", relu_name);
     l->out_c = out_c;
@@ -558,6 +574,9 @@ lp_status lp_net_build_layers(lp_net *net) {
     if (!strcmp(c->arch, "tiny_res")) return build_tiny_res(&b);
     if (c->resnet_v1 && strcmp(c->arch, "resnet50"))
         return lp_fail(LP_ERR_ARG, "ResNet v1 strides (Keras' ResNet50) are for resnet50, not %s", c->arch);
+    if (c->tf_padding && strcmp(c->arch, "mobilenet_v2") && strcmp(c->arch, "efficientnet_b0"))
+        return lp_fail(LP_ERR_ARG, "TensorFlow's padding (Keras' MobileNetV2 and EfficientNetB0) is for mobilenet_v2 and efficientnet_b0, not %s",
+                       c->arch);
     static const int r18[4] = {2, 2, 2, 2}, r34[4] = {3, 4, 6, 3};
     if (!strcmp(c->arch, "resnet18")) return build_resnet(&b, r18, false);
     if (!strcmp(c->arch, "resnet34")) return build_resnet(&b, r34, false);

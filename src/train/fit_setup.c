@@ -191,7 +191,7 @@ static lp_status load_weights(lp_fit *f, const lp_tensor_list *w) {
 }
 
 /* --resume: the run's last checkpoint, read once. Its metadata decides the net before it is
- * built (resnet_version), its tensors restore the run (resume). */
+ * built (net_variant), its tensors restore the run (resume). */
 static lp_status read_last_checkpoint(lp_fit *f) {
     char *path = lp_path_join(f->ckpt_dir, "last.safetensors");
     if (!path) return LP_ERR_NOMEM;
@@ -202,19 +202,21 @@ static lp_status read_last_checkpoint(lp_fit *f) {
     return s;
 }
 
-/* Whether the net is a ResNet v1 (Keras' ResNet50): the weights say so, and a resumed run's
- * checkpoint (whose tensors have the same shapes either way) must agree. */
-static lp_status resnet_version(lp_fit *f, const lp_tensor_list *w, bool *v1) {
-    const char *v = f->p.weights ? lp_tensor_list_get_meta(w, "resnet_version") : NULL;
-    *v1 = v && !strcmp(v, "v1");
+/* A variant of the architecture that Keras' weights make, with the same tensors as
+ * torchvision's and another function: metadata key = variant (resnet_version v1: Keras'
+ * ResNet50; padding tf: Keras' MobileNetV2 and EfficientNetB0), else the usual (usual).
+ * The weights say which, and a resumed run's checkpoint must agree. */
+static lp_status net_variant(lp_fit *f, const lp_tensor_list *w, const char *key, const char *variant, const char *usual, bool *on) {
+    const char *v = f->p.weights ? lp_tensor_list_get_meta(w, key) : NULL;
+    *on = v && !strcmp(v, variant);
     if (!f->resume_found) return LP_OK;
-    const char *cv = lp_tensor_list_get_meta(&f->resume_ck, "resnet_version");
-    const bool ck_v1 = cv && !strcmp(cv, "v1");
+    const char *cv = lp_tensor_list_get_meta(&f->resume_ck, key);
+    const bool ck_on = cv && !strcmp(cv, variant);
     lp_status s = LP_OK;
-    if (f->p.weights && ck_v1 != *v1)
-        s = lp_fail(LP_ERR_ARG, "%s/last.safetensors is a ResNet %s but %s is a ResNet %s: resume with the run's own --weights, or none",
-                    f->ckpt_dir, ck_v1 ? "v1" : "v1.5", f->p.weights, *v1 ? "v1" : "v1.5");
-    *v1 = ck_v1;
+    if (f->p.weights && ck_on != *on)
+        s = lp_fail(LP_ERR_ARG, "%s/last.safetensors has %s %s but %s has %s %s: resume with the run's own --weights, or none", f->ckpt_dir,
+                    key, ck_on ? variant : usual, f->p.weights, key, *on ? variant : usual);
+    *on = ck_on;
     return s;
 }
 
@@ -508,9 +510,11 @@ lp_status lp_fit_setup(lp_fit *f) {
     lp_tensor_list_init(&w);
     if (p->resume) s = read_last_checkpoint(f);
     if (!s && p->weights) s = read_weights(f, &w);
-    if (!s) s = resnet_version(f, &w, &nc.resnet_v1);
+    if (!s) s = net_variant(f, &w, "resnet_version", "v1", "v1.5", &nc.resnet_v1);
+    if (!s) s = net_variant(f, &w, "padding", "tf", "torch", &nc.tf_padding);
     if (!s) s = lp_net_create(&nc, &f->net);
     if (!s && nc.resnet_v1) say(f, "ResNet v1 strides (Keras' ResNet50): each stage's first block strides on its first 1x1 conv.\n");
+    if (!s && nc.tf_padding) say(f, "TensorFlow's \"same\" padding (Keras' weights): stride-2 convolutions pad after, not before.\n");
     if (!s && p->weights) s = load_weights(f, &w);
     lp_tensor_list_free(&w);
     if (s) return s;

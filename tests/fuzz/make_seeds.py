@@ -118,6 +118,26 @@ def keras_h5_seeds(d):
         f["conv1_bn"].attrs["weight_names"] = names
         for nm in names:
             f["conv1_bn"].create_dataset(nm.decode(), data=np.ones(4, np.float32))
+    # Keras' EfficientNetB0 names (read as one): its Normalization layer (mean, variance and an
+    # int64 scalar count), a rescaling after it, the stem conv and its batch norm, a depthwise conv
+    eff = [("rescaling", []), ("normalization", [np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)]),
+           ("rescaling_1", []), ("stem_conv", [rng.standard_normal((3, 3, 3, 4)).astype(np.float32)]), ("stem_bn", []),
+           ("block1a_dwconv", [rng.standard_normal((3, 3, 4, 1)).astype(np.float32)]), ("avg_pool", [])]
+    path = os.path.join(d, "efficientnet.h5")
+    W.write_keras_h5(path, eff)
+    with h5py.File(path, "a") as f:
+        g = f["normalization"]
+        for k in list(g.keys()):
+            del g[k]
+        names = [("normalization/%s:0" % w).encode() for w in ("mean", "variance", "count")]
+        g.attrs["weight_names"] = names
+        g.create_dataset(names[0].decode(), data=eff[1][1][0])
+        g.create_dataset(names[1].decode(), data=eff[1][1][1])
+        g.create_dataset(names[2].decode(), data=np.int64(300))
+        names = [("stem_bn/%s:0" % w).encode() for w in ("gamma", "beta", "moving_mean", "moving_variance")]
+        f["stem_bn"].attrs["weight_names"] = names
+        for nm in names:
+            f["stem_bn"].create_dataset(nm.decode(), data=np.ones(4, np.float32))
 
 
 def onnx_seeds(d):

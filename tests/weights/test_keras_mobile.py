@@ -1,0 +1,196 @@
+"""Keras' MobileNetV2 and EfficientNetB0 (keras.applications) from their HDF5 weights.
+
+    test_keras_mobile.py LOUPE_CLI WORKDIR mobilenet_v2|efficientnet_b0
+
+The file is written in Keras 2's layout with Keras' layer and weight names and random
+values (keras_mobile_ref.py, which also holds Keras' function written in torch from Keras'
+source and checked against torchvision's models by check_keras_mobile_ref.py).
+- `loupe convert` gives torchvision's names (the state dict loads strict into torchvision's
+  model, which then computes Keras' function with torchvision's symmetric padding: the
+  tensors are right), metadata padding tf and Keras' preprocessing (tf for MobileNetV2;
+  torch for EfficientNetB0, whose Normalization layer holds ImageNet's statistics);
+- `loupe predict` gives Keras' probabilities (TensorFlow's "same" padding) on an even and
+  an odd input size; the symmetric padding's probabilities are shown to differ, so the
+  check can fail;
+- `loupe train --weights keras.h5` loads the backbone, says the padding, saves checkpoints
+  with padding tf, and `--resume` without --weights goes on with that net; resuming with
+  weights of the other padding is refused;
+- refused with what to do: another --arch, a layer of another model, a width other than
+  alpha 1.0, an EfficientNet normalisation with other statistics (while Keras' variance =
+  std^2 without the ImageNet rescaling is read as torch preprocessing)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torchvision
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "train"))
+import keras_mobile_ref as K  # noqa: E402
+import make_data  # noqa: E402
+import safetensors_io as st  # noqa: E402
+import wcommon as W  # noqa: E402
+
+cli, work, arch = sys.argv[1], sys.argv[2], sys.argv[3]
+shutil.rmtree(work, ignore_errors=True)
+os.makedirs(work)
+torch.set_num_threads(2)
+CLASSES = 3
+MB = arch == "mobilenet_v2"
+PRE = "tf" if MB else "torch"
+
+
+def p(name):
+    return os.path.join(work, name)
+
+
+layers = K.keras_layers(arch, CLASSES, np.random.default_rng(5))
+LW = dict(layers)
+
+
+def keras_input(img):
+    """What Keras' model gets: MobileNetV2 after mobilenet_v2.preprocess_input; EfficientNet raw
+    pixels (its preprocessing is inside the model)."""
+    x = img.astype(np.float64)
+    x = x / 127.5 - 1.0 if MB else x
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
+
+
+def keras_probs(img, tf_padding=True, lw=layers):
+    with torch.no_grad():
+        return W.softmax(K.keras_forward(arch, lw, keras_input(img), tf_padding=tf_padding).numpy())
+
+
+# the classifier scaled so that the logits on the test images spread over about 3: the
+# probabilities then tell TensorFlow's padding from torchvision's
+imgs = {s: W.random_image(s, 7 + s) for s in (64, 57)}
+with torch.no_grad():
+    z = K.keras_forward(arch, layers, keras_input(imgs[64])).numpy().ravel()
+LW["predictions"][0] *= np.float32(3.0 / max(z.max() - z.min(), 1e-3))
+LW["predictions"][1][:] = 0
+
+h5 = p("keras.h5")
+K.write_keras_h5(h5, layers)
+
+# ---- convert -------------------------------------------------------------------------------
+ckpt = p("converted.safetensors")
+rc, so, se = W.run(cli, "convert", h5, ckpt, "--size", "64")
+W.check(rc == 0, "convert Keras %s: exit 0 (%d: %s)" % (arch, rc, se.strip()))
+sd, meta = st.read(ckpt) if rc == 0 else ({}, {})
+W.check(meta.get("arch") == arch and meta.get("padding") == "tf" and meta.get("preprocess") == PRE and meta.get("top") == "keep"
+        and meta.get("num_classes") == str(CLASSES) and meta.get("source") == "keras-h5",
+        "metadata %s" % {k: meta.get(k) for k in ("arch", "padding", "preprocess", "top", "num_classes", "source")})
+
+tv = getattr(torchvision.models, arch)(num_classes=CLASSES).double().eval()
+try:
+    tv.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
+    loaded = True
+except Exception as e:  # noqa: BLE001
+    loaded = False
+    W.check(False, "load_state_dict(strict=True): %s" % e)
+if loaded:
+    W.check(True, "the checkpoint loads into torchvision's %s with strict=True (%d tensors)" % (arch, len(sd)))
+    img = imgs[64]
+    x_tv = torch.from_numpy(W.model_input(img, "torch")).double() if not MB else keras_input(img)
+    with torch.no_grad():
+        got = tv(x_tv).numpy().ravel()
+        want = K.keras_forward(arch, layers, keras_input(img), tf_padding=False).numpy().ravel()
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    W.check(err < 1e-4, "torchvision's %s on the tensors computes Keras' function with symmetric padding within 1e-4 (%.2e)" % (arch, err))
+
+# ---- predict: loupe builds TensorFlow's padding --------------------------------------------
+for size, img in imgs.items():
+    r2 = subprocess.run([cli, "convert", h5, p("c%d.safetensors" % size), "--size", str(size)], capture_output=True, text=True)
+    W.write_ppm(p("img.ppm"), img)
+    rc, out, se = W.predict(cli, p("c%d.safetensors" % size), p("img.ppm"))
+    if W.check(r2.returncode == 0 and rc == 0 and out is not None, "predict at %dx%d: exit 0 (%d: %s)" % (size, size, rc, se.strip())):
+        probs = np.array(out["probs"])
+        ptf, psym = keras_probs(img), keras_probs(img, tf_padding=False)
+        e1, e2 = float(np.abs(probs - ptf).max()), float(np.abs(psym - ptf).max())
+        W.check(e1 < 1e-4 and e2 > 1e-2, "predict at %dx%d gives Keras' probabilities (within %.1e; torchvision's padding would be %.1e off)"
+                % (size, size, e1, e2))
+    W.remove(p("c%d.safetensors" % size))
+
+# ---- train from the .h5, then resume without it --------------------------------------------
+data = make_data.make(p("data"), per_class=(4, 2, 2), size=32, jpeg=False)
+
+
+def train(run, *extra):
+    return subprocess.run([cli, "train", data, "--run", p(run), "--model", arch, "--freeze", "base", "--size", "32x32", "--batch", "4",
+                           "--threads", "2", "--tensorboard", "off", *extra], capture_output=True, text=True)
+
+
+r = train("run", "--weights", h5, "--epochs", "1")
+n_base = sum(1 for k in sd if not k.startswith("classifier."))
+W.check(r.returncode == 0 and ("Loaded %d tensors" % n_base) in r.stdout and ("expects '%s' preprocessing" % PRE) in r.stdout
+        and "TensorFlow's \"same\" padding" in r.stdout,
+        "train --weights keras.h5: loads the %d tensors of the base, %s preprocessing, TensorFlow's padding (exit %d: %s)"
+        % (n_base, PRE, r.returncode, (r.stdout + r.stderr).strip().splitlines()[-3:]))
+last = p("run/checkpoints/last.safetensors")
+if os.path.exists(last):
+    _, m2 = st.read(last)
+    W.check(m2.get("padding") == "tf" and m2.get("preprocess") == PRE, "the run's checkpoint records padding %s, preprocess %s"
+            % (m2.get("padding"), m2.get("preprocess")))
+r = train("run", "--epochs", "2", "--resume")
+W.check(r.returncode == 0 and "Resuming from" in r.stdout and "TensorFlow's \"same\" padding" in r.stdout,
+        "--resume without --weights goes on with TensorFlow's padding (exit %d: %s)" % (r.returncode, (r.stdout + r.stderr).strip().splitlines()[-2:]))
+if os.path.exists(last):
+    _, m3 = st.read(last)
+    W.check(m3.get("padding") == "tf" and json.loads(m3.get("train_state", "{}")).get("epochs_done") == 2,
+            "after the resumed epoch the checkpoint still has padding tf, 2 epochs done")
+tv_weights = p("torchvision.safetensors")
+st.write(tv_weights, {k: np.array(v) for k, v in sd.items()}, {"arch": arch})
+r = train("run", "--epochs", "3", "--resume", "--weights", tv_weights)
+W.check(r.returncode != 0 and "has padding tf but" in r.stderr and "padding torch" in r.stderr,
+        "--resume with weights of torchvision's padding is refused: %r" % r.stderr.strip()[-300:])
+
+# ---- refused -------------------------------------------------------------------------------
+other = "efficientnet_b0" if MB else "mobilenet_v2"
+r = subprocess.run([cli, "convert", h5, p("x.safetensors"), "--arch", other], capture_output=True, text=True)
+W.check(r.returncode == 2 and ("a %s, not the %s asked for" % (arch, other)) in r.stderr and not os.path.exists(p("x.safetensors")),
+        "--arch %s on Keras' %s: %r" % (other, arch, r.stderr.strip()))
+
+
+def convert_variant(name, lw):
+    K.write_keras_h5(p(name), lw)
+    r = subprocess.run([cli, "convert", p(name), p("x.safetensors")], capture_output=True, text=True)
+    ok = not os.path.exists(p("x.safetensors"))
+    W.remove(p(name), p("x.safetensors"))
+    return r, ok
+
+
+bogus = "block_17_expand" if MB else "block8a_expand_conv"
+renamed = [(bogus if n == ("block_16_expand" if MB else "block7a_expand_conv") else n, a) for n, a in layers]
+r, ok = convert_variant("bogus.h5", renamed)
+W.check(r.returncode == 2 and ok and bogus in r.stderr and len(r.stderr.strip().splitlines()) == 1, "a layer of another model: %r" % r.stderr.strip())
+
+narrow = "block_3_project" if MB else "block3a_project_conv"
+thin = [(n, [a[0][..., : a[0].shape[-1] // 2]] + a[1:] if n == narrow else a) for n, a in layers]
+r, ok = convert_variant("thin.h5", thin)
+W.check(r.returncode == 2 and ok and "shape" in r.stderr, "a layer of another width: %r" % r.stderr.strip())
+
+if not MB:
+    # Keras' Normalization with other statistics: refused, naming them
+    odd = [(n, [np.array([0.5, 0.5, 0.5], np.float32), a[1], a[2]] if n == "normalization" else a) for n, a in layers]
+    r, ok = convert_variant("odd.h5", odd)
+    W.check(r.returncode == 2 and ok and "normalises its input" in r.stderr and "0.5" in r.stderr, "other normalisation: %r" % r.stderr.strip())
+    # without the ImageNet rescaling, a variance of std^2 is ImageNet's normalisation again
+    sq = [(n, [a[0], np.array(K.IMAGENET_STD, np.float32) ** 2, a[2]] if n == "normalization" else a)
+          for n, a in K.keras_layers(arch, CLASSES, np.random.default_rng(5), rescaling_1=False, calibrate=0)]
+    K.write_keras_h5(p("sq.h5"), sq)
+    r = subprocess.run([cli, "convert", p("sq.h5"), p("sq.safetensors")], capture_output=True, text=True)
+    m4 = st.read(p("sq.safetensors"))[1] if r.returncode == 0 else {}
+    W.check(r.returncode == 0 and m4.get("preprocess") == "torch", "no rescaling_1 and variance = std^2: torch preprocessing (%d: %s)"
+            % (r.returncode, r.stderr.strip()))
+    # and the same std values without the rescaling that undoes them: refused
+    no_rescale = [(n, a) for n, a in layers if n != "rescaling_1"]
+    r, ok = convert_variant("norescale.h5", no_rescale)
+    W.check(r.returncode == 2 and ok and "normalises its input" in r.stderr, "the variance of ImageNet's weights without rescaling_1: %r"
+            % r.stderr.strip())
+W.finish()
