@@ -838,8 +838,8 @@ static void timm_efficientnet_name(const char *name, char *buf, size_t n) {
 /* mobilenet_v2's or efficientnet_b0's metadata: top keep when classifier.1 is there. */
 lp_status lp_weights_features_meta(const char *path, const lp_weights_opts *o, const char *model, lp_tensor_list *out) {
     const char *arch = lp_tensor_list_get_meta(out, "arch");
-    if (arch && strcmp(arch, model)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not a %s", path, arch, model);
-    if (o->arch && strcmp(o->arch, model)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are a %s, not the %s asked for", path, model, o->arch);
+    if (arch && strcmp(arch, model)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are %s's, not %s's", path, arch, model);
+    if (o->arch && strcmp(o->arch, model)) return lp_fail(LP_ERR_FORMAT, "%s: the weights are %s's, not %s's as asked for", path, model, o->arch);
     lp_status st = arch ? LP_OK : lp_tensor_list_set_meta(out, "arch", model);
     if (st || lp_tensor_list_get_meta(out, "top")) return st;
     const lp_named_tensor *fc = lp_tensor_list_find(out, "classifier.1.weight");

@@ -153,7 +153,7 @@ W.check(r.returncode != 0 and "has padding tf but" in r.stderr and "padding torc
 # ---- refused -------------------------------------------------------------------------------
 other = "efficientnet_b0" if MB else "mobilenet_v2"
 r = subprocess.run([cli, "convert", h5, p("x.safetensors"), "--arch", other], capture_output=True, text=True)
-W.check(r.returncode == 2 and ("a %s, not the %s asked for" % (arch, other)) in r.stderr and not os.path.exists(p("x.safetensors")),
+W.check(r.returncode == 2 and ("are %s's, not %s's as asked for" % (arch, other)) in r.stderr and not os.path.exists(p("x.safetensors")),
         "--arch %s on Keras' %s: %r" % (other, arch, r.stderr.strip()))
 
 
