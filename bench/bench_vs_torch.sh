@@ -74,7 +74,6 @@ AVX512_CORE_BF16) bf16="AVX512-BF16" ;;
 esac
 # --per-layer goes with loupe's bf16 run, or its fp32 run where bf16 is skipped
 pl_run=loupe-fp32
-case $model in mobilenet_v2 | efficientnet_b0) bf16="" ;; esac # loupe refuses them (not checked yet); PyTorch 1.13 cannot train mobilenet_v2 in bf16
 [ -n "$bf16" ] && pl_run=loupe-bf16
 
 cfg="--model $model --top $top --head $head --size $size --batch $batch --steps $steps --warmup 1 --threads $T --optimizer $opt"
@@ -136,8 +135,7 @@ for r in loupe-fp32 loupe-bf16 torch-fp32 torch-fp32_cl torch-bf16 torch-bf16_cl
     fi
     if [ ! -f "$out/$r" ]; then
         [ "$r" = loupe-bf16 ] && name="loupe bf16"
-        if [ "$model" = mobilenet_v2 ] || [ "$model" = efficientnet_b0 ]; then printf "%-34s skipped: bf16 %s not checked yet\n" "$name" "$model"
-        else printf "%-34s skipped: no native bf16 at %s\n" "$name" "$level"; fi
+        printf "%-34s skipped: no native bf16 at %s\n" "$name" "$level"
         continue
     fi
     a=$(ips "$r")

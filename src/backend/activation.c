@@ -1,5 +1,6 @@
 /* SiLU and sigmoid forward/backward on oneDNN's eltwise (swish with alpha 1, and
- * logistic_use_dst_for_bwd, whose backward reads the output). */
+ * logistic_use_dst_for_bwd, whose backward reads the output), fp32 or bf16 (bf16 nets: the
+ * data in bf16, computed in fp32 inside oneDNN's kernel, as PyTorch's bf16 SiLU). */
 #include "graph_ops.h"
 #include <string.h>
 
@@ -10,8 +11,8 @@ lp_status lp_act_init(lp_act *a, lp_act_kind kind, const lp_md *data_md) {
     memset(a, 0, sizeof *a);
     a->data_md = *data_md;
     a->kind = kind;
-    if (data_md->format_kind != dnnl_blocked || data_md->data_type != dnnl_f32)
-        return lp_fail(LP_ERR_SHAPE, "%s: the data must be fp32 in a concrete layout", act_name(kind));
+    if (data_md->format_kind != dnnl_blocked || (data_md->data_type != dnnl_f32 && data_md->data_type != dnnl_bf16))
+        return lp_fail(LP_ERR_SHAPE, "%s: the data must be fp32 or bf16 in a concrete layout", act_name(kind));
     dnnl_eltwise_desc_t desc;
     lp_status st = lp_dnnl_check(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_training, act_alg(kind), &a->data_md, 1.0f, 0.0f),
                                  "activation forward desc");

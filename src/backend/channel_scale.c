@@ -1,12 +1,14 @@
 /* Squeeze-and-excitation's channel scale and stochastic depth's per-sample scale: loops
  * of our own (graph_ops.h says why), over the layouts the convolutions hand over. */
+#include "backend.h"
 #include "graph_ops.h"
 #include <string.h>
 
-lp_status lp_channel_scale_init(lp_channel_scale *cs, const lp_md *x_md) {
+lp_status lp_channel_scale_init(lp_channel_scale *cs, const lp_md *x_md, bool gate_bf16) {
     memset(cs, 0, sizeof *cs);
-    if (x_md->ndims != 4 || x_md->data_type != dnnl_f32)
-        return lp_fail(LP_ERR_SHAPE, "channel scale: x must be fp32 (n, c, h, w)");
+    if (x_md->ndims != 4 || (x_md->data_type != dnnl_f32 && x_md->data_type != dnnl_bf16))
+        return lp_fail(LP_ERR_SHAPE, "channel scale: x must be fp32 or bf16 (n, c, h, w)");
+    cs->x_bf16 = x_md->data_type == dnnl_bf16, cs->gate_bf16 = gate_bf16;
     cs->n = (int)x_md->dims[0], cs->c = (int)x_md->dims[1], cs->hw = (int)(x_md->dims[2] * x_md->dims[3]);
     int vec = 0;
     if (lp_md_pixel_vectors(x_md, &vec)) {
@@ -22,7 +24,129 @@ lp_status lp_channel_scale_init(lp_channel_scale *cs, const lp_md *x_md) {
 
 /* Pixel vectors: sample i's values are hw x c in blocks of vec channels, block b of
  * hw x vec values at (i * c / vec + b) * hw * vec; nhwc is one block of vec = c. */
-void lp_channel_scale_forward(const lp_channel_scale *cs, const float *x, const float *gate, float *y) {
+/* bf16 nets: x, y, dy, dx in bf16, the gate in bf16 or fp32 (the dense layers before it run
+ * in bf16 only at batches over 4); each product is made in fp32 and rounded once, dgate's
+ * sum kept in fp32 and rounded at the end, as PyTorch's bf16 multiply and reduction do. */
+static inline float ld(const void *p, size_t i, bool bf16) {
+    return bf16 ? lp_bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+static inline void st(void *p, size_t i, float v, bool bf16) {
+    if (bf16) ((uint16_t *)p)[i] = lp_f32_to_bf16(v);
+    else ((float *)p)[i] = v;
+}
+
+#if LP_X86_KERNELS /* x86-64 code (backend.h) */
+#include <immintrin.h>
+/* bf16 runs only where the CPU has AVX512-BF16 (lp_bf16_native): 16 channels a vector, where
+ * a pixel's channels come in multiples of 16 (nChw16c, nhwc); bf16 -> fp32 is a shift,
+ * fp32 -> bf16 vcvtneps2bf16 (round to nearest even, as lp_f32_to_bf16 and oneDNN). */
+#define TARGET __attribute__((target("avx512f,avx512bf16")))
+#define VEC_MAX 2048 /* channels a pixel vector may have for dgate's sums on the stack */
+TARGET static inline __m512 load16(const void *p, size_t i, bool bf16) {
+    if (!bf16) return _mm512_loadu_ps((const float *)p + i);
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+TARGET static inline void store16(void *p, size_t i, __m512 v, bool bf16) {
+    if (bf16) _mm256_storeu_si256((__m256i *)((uint16_t *)p + i), (__m256i)_mm512_cvtneps_pbh(v));
+    else _mm512_storeu_ps((float *)p + i, v);
+}
+
+TARGET static void forward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y) {
+    const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec, nb = c / v;
+    const bool xb = cs->x_bf16, gb = cs->gate_bf16;
+LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) {
+            const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
+            for (int p = 0; p < hw; p++)
+                for (int k = 0; k < v; k += 16) {
+                    const size_t e = o + (size_t)p * v + k;
+                    store16(y, e, _mm512_mul_ps(load16(x, e, xb), load16(gate, go + k, gb)), xb);
+                }
+        }
+}
+
+TARGET static void backward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate) {
+    const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec, nb = c / v;
+    const bool xb = cs->x_bf16, gb = cs->gate_bf16;
+LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) {
+            const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
+            float dg[VEC_MAX] __attribute__((aligned(64)));
+            for (int k = 0; k < v; k += 16) _mm512_store_ps(dg + k, _mm512_setzero_ps());
+            for (int p = 0; p < hw; p++)
+                for (int k = 0; k < v; k += 16) {
+                    const size_t e = o + (size_t)p * v + k;
+                    const __m512 d = load16(dy_dx, e, xb);
+                    _mm512_store_ps(dg + k, _mm512_fmadd_ps(d, load16(x, e, xb), _mm512_load_ps(dg + k)));
+                    store16(dy_dx, e, _mm512_mul_ps(d, load16(gate, go + k, gb)), xb);
+                }
+            for (int k = 0; k < v; k += 16) store16(dgate, go + k, _mm512_load_ps(dg + k), gb);
+        }
+}
+
+static bool vector_bf16(const lp_channel_scale *cs) { return lp_bf16_native() && cs->vec && cs->vec % 16 == 0 && cs->vec <= VEC_MAX; }
+#else
+static bool vector_bf16(const lp_channel_scale *cs) { return false; }
+static void forward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y) {}
+static void backward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate) {}
+#endif
+
+static void forward_bf16(const lp_channel_scale *cs, const void *x, const void *gate, void *y) {
+    if (vector_bf16(cs)) {
+        forward_bf16_avx512(cs, x, gate, y);
+        return;
+    }
+    const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
+    const bool xb = cs->x_bf16, gb = cs->gate_bf16;
+LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) {
+            const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
+            for (int p = 0; p < hw; p++)
+                for (int k = 0; k < v; k++) {
+                    const size_t e = o + (size_t)p * v + k;
+                    st(y, e, ld(x, e, xb) * ld(gate, go + k, gb), xb);
+                }
+        }
+}
+
+static void backward_bf16(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate) {
+    if (vector_bf16(cs)) {
+        backward_bf16_avx512(cs, x, gate, dy_dx, dgate);
+        return;
+    }
+    const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
+    const bool xb = cs->x_bf16, gb = cs->gate_bf16;
+LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) {
+            const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
+            float dg[64];
+            for (int k0 = 0; k0 < v; k0 += 64) {
+                const int kn = v - k0 < 64 ? v - k0 : 64;
+                for (int k = 0; k < kn; k++) dg[k] = 0.0f;
+                for (int p = 0; p < hw; p++)
+                    for (int k = 0; k < kn; k++) {
+                        const size_t e = o + (size_t)p * v + k0 + k;
+                        const float d = ld(dy_dx, e, xb);
+                        dg[k] += d * ld(x, e, xb);
+                        st(dy_dx, e, d * ld(gate, go + k0 + k, gb), xb);
+                    }
+                for (int k = 0; k < kn; k++) st(dgate, go + k0 + k, dg[k], gb);
+            }
+        }
+}
+
+void lp_channel_scale_forward(const lp_channel_scale *cs, const void *xv, const void *gatev, void *yv) {
+    if (cs->x_bf16 || cs->gate_bf16) {
+        forward_bf16(cs, xv, gatev, yv);
+        return;
+    }
+    const float *x = xv, *gate = gatev;
+    float *y = yv;
     const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
 LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
     for (int i = 0; i < n; i++)
@@ -34,7 +158,13 @@ LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
         }
 }
 
-void lp_channel_scale_backward(const lp_channel_scale *cs, const float *x, const float *gate, float *dy_dx, float *dgate) {
+void lp_channel_scale_backward(const lp_channel_scale *cs, const void *xv, const void *gatev, void *dy_dxv, void *dgatev) {
+    if (cs->x_bf16 || cs->gate_bf16) {
+        backward_bf16(cs, xv, gatev, dy_dxv, dgatev);
+        return;
+    }
+    const float *x = xv, *gate = gatev;
+    float *dy_dx = dy_dxv, *dgate = dgatev;
     const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
 LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
     for (int i = 0; i < n; i++)
@@ -52,7 +182,20 @@ LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
         }
 }
 
-void lp_scale_samples(const float *x, const float *m, float *y, int n, size_t per) {
+void lp_scale_samples(const void *xv, const float *m, void *yv, int n, size_t per, bool bf16) {
+    if (bf16) {
+        const uint16_t *x = xv;
+        uint16_t *y = yv;
+        for (int i = 0; i < n; i++) {
+            const long long cnt = (long long)per;
+            const float s = m[i];
+LP_OMP(parallel for if (cnt > 65536))
+            for (long long j = 0; j < cnt; j++) y[(size_t)i * per + j] = lp_f32_to_bf16(lp_bf16_to_f32(x[(size_t)i * per + j]) * s);
+        }
+        return;
+    }
+    const float *x = xv;
+    float *y = yv;
     for (int i = 0; i < n; i++) {
         const long long cnt = (long long)per;
         const float *xi = x + (size_t)i * per;

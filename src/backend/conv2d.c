@@ -180,13 +180,15 @@ static bool fits_bwd_w_small(lp_conv2d *c, const lp_conv_kernel *k, const lp_md 
 
 /* Backward weights of a depthwise convolution where oneDNN has no depthwise kernel for it
  * (jit_dw takes 3x3 only: 5x5 falls to its generic kernel, 5-12% of the memory bandwidth;
- * conv_bwd_w_dw.c), fp32, x and dy in pixel-vector layouts; the gradient in PyTorch's
+ * conv_bwd_w_dw.c), fp32 (bf16 on AVX-512), x and dy in pixel-vector layouts; the gradient in PyTorch's
  * plain order (g, 1, 1, kh, kw), which nn reorders into its storage. */
 static bool fits_bwd_w_dw(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *dw_md, const char *onednn) {
     const lp_conv2d_params *p = &c->p;
     int vx, vy;
-    if (!lp_conv_bwd_w_own_allowed || p->bf16 || p->groups < 2 || p->groups != p->c || p->k != p->c || !lp_conv_bwd_w_dw_fits(p) ||
-        (onednn && !strncmp(onednn, "jit_dw", 6)) || p->c % k->blk || c->src_md.data_type != dnnl_f32 ||
+    const dnnl_data_type_t dt = p->bf16 ? dnnl_bf16 : dnnl_f32;
+    if (!lp_conv_bwd_w_own_allowed || (p->bf16 && k->blk != 16) || p->groups < 2 || p->groups != p->c || p->k != p->c ||
+        !lp_conv_bwd_w_dw_fits(p) || (onednn && !strncmp(onednn, "jit_dw", 6)) || p->c % k->blk || c->src_md.data_type != dt ||
+        c->dst_md.data_type != dt ||
         !lp_md_pixel_vectors(&c->src_md, &vx) || !lp_md_pixel_vectors(&c->dst_md, &vy) || vx % k->blk || vy % k->blk)
         return false;
     c->bw_dw_md = lp_conv2d_weights_plain_md(p, dnnl_f32);

@@ -103,15 +103,16 @@ void lp_act_free(lp_act *a);
 typedef struct lp_channel_scale {
     int n, c, hw;
     int vec;    /* values per pixel vector (lp_md_pixel_vectors); 0: plain nchw */
+    bool x_bf16, gate_bf16; /* x, y, dy, dx in bf16 (x_md's type); gate and dgate in bf16 */
 } lp_channel_scale;
-lp_status lp_channel_scale_init(lp_channel_scale *cs, const lp_md *x_md);
-void lp_channel_scale_forward(const lp_channel_scale *cs, const float *x, const float *gate, float *y);
-void lp_channel_scale_backward(const lp_channel_scale *cs, const float *x, const float *gate, float *dy_dx, float *dgate);
+lp_status lp_channel_scale_init(lp_channel_scale *cs, const lp_md *x_md, bool gate_bf16);
+void lp_channel_scale_forward(const lp_channel_scale *cs, const void *x, const void *gate, void *y);
+void lp_channel_scale_backward(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate);
 
 /* ---- stochastic depth: a residual branch kept or dropped per sample -------------------
  * x, y: n samples of per floats each (any layout with the sample outermost); y = x * m[s]
  * for sample s (in place allowed): torchvision's StochasticDepth(p, "row") with the mask
  * given (0, or 1 / (1 - p) where kept). */
-void lp_scale_samples(const float *x, const float *m, float *y, int n, size_t per);
+void lp_scale_samples(const void *x, const float *m, void *y, int n, size_t per, bool bf16); /* per: values; bf16: x, y in bf16 */
 
 #endif

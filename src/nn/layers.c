@@ -665,7 +665,8 @@ static lp_status add_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n,
             m[i] = !l->sd_on || lp_rng_uniform(seed, stream, (uint64_t)(net->sample_offset + i)) >= l->p ? (l->sd_on ? keep : 1.0f) : 0.0f;
         if (l->sd_on) {
             dnnl_stream_wait(net->stream);
-            lp_scale_samples(x, m, y, n, lp_md_size(&pl->in_md) / sizeof(float) / (size_t)n);
+            const bool bf16 = pl->in_md.data_type == dnnl_bf16;
+            lp_scale_samples(x, m, y, n, lp_md_size(&pl->in_md) / (bf16 ? 2 : 4) / (size_t)n, bf16);
             x = y; /* oneDNN's binary works in place on its first input */
         }
     }
@@ -681,7 +682,8 @@ static lp_status add_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
     dnnl_stream_wait(net->stream);
     const size_t bytes = lp_md_size(&pl->in_md);
     memcpy(l->sd_dy.p, dy, bytes);
-    lp_scale_samples(dy, l->sd_mask.p, dy, n, bytes / sizeof(float) / (size_t)n);
+    const bool bf16 = pl->in_md.data_type == dnnl_bf16;
+    lp_scale_samples(dy, l->sd_mask.p, dy, n, bytes / (bf16 ? 2 : 4) / (size_t)n, bf16);
     return LP_OK;
 }
 
@@ -870,7 +872,7 @@ static lp_status scale_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) 
     pl->out_md = pl->in_md;
     if (pl->in2_md.ndims != 2 || pl->in2_md.dims[0] != n || pl->in2_md.dims[1] != l->in_c)
         return lp_fail(LP_ERR_SHAPE, "%s: the gate must be (n, %d)", l->name, l->in_c);
-    lp_status st = lp_channel_scale_init(&pl->u.scale, &pl->in_md);
+    lp_status st = lp_channel_scale_init(&pl->u.scale, &pl->in_md, pl->in2_md.data_type == dnnl_bf16);
     if (st) return st;
     return lp_buf_reserve(&l->aux, sizeof(float) * (size_t)n * l->in_c, NULL);
 }

@@ -232,12 +232,6 @@ lp_status lp_net_create_ex(const lp_net_config *cfg, bool init, lp_net **out) {
         st = lp_fail(LP_ERR_ARG, "bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); use fp32");
         goto fail;
     }
-    if (net->cfg.bf16 && (!strcmp(net->cfg.arch, "mobilenet_v2") || !strcmp(net->cfg.arch, "efficientnet_b0"))) {
-        /* PyTorch 1.13 has no bf16 backward of ReLU6 (hardtanh) on the CPU: nothing to check mobilenet_v2 against
-         * yet; efficientnet_b0's SiLU, gate and channel scale have no bf16 path here yet */
-        st = lp_fail(LP_ERR_ARG, "bf16: %s in bf16 is not checked against PyTorch yet; use fp32", net->cfg.arch);
-        goto fail;
-    }
     if (!lp_dnnl_engine()) {
         st = lp_fail(LP_ERR_BACKEND, "oneDNN: cannot create the CPU engine");
         goto fail;

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """bf16 training step against PyTorch 1.13 (ctest engine_bf16_parity).
 
-The same VGG weights (or, with --arch, a torchvision ResNet's with random batch norm scales
-and statistics, batch norm in --bn's mode) and batch go through loupe's bf16 net
+The same VGG weights (or, with --arch, a torchvision ResNet's, MobileNetV2's or EfficientNet-B0's
+with random batch norm scales and statistics, batch norm in --bn's mode) and batch go through loupe's bf16 net
 (convolutions, pooling, batch norm and adds in bf16 on oneDNN, dense layers too at batches
 over 4; fp32 master weights, batch norm statistics and loss)
 and through PyTorch twice: in fp32 (the exact answer) and under
@@ -39,7 +39,16 @@ pre-activation is within sigma of zero (sigma = the RMS of PyTorch bf16's error 
 pre-activation), relative to the fp32 gradient's norm. It exceeds 2x PyTorch's error only
 where a few decisions carry the tensor.
 
-usage: bf16_parity.py --driver ENGINE_PARITY --workdir DIR [--arch vgg16|resnet18|resnet50 --bn train|frozen]"""
+MobileNetV2: PyTorch 1.13 has no bf16 backward of ReLU6 (hardtanh) on the CPU, so its autocast
+cannot train the model. Its ReLU6 modules run here as clamp(x, 0, 6) with the backward
+written out, dy where 0 < x < 6 (hardtanh's own rule, PyTorch's for fp32 too): a mask, exact
+in any precision, so autocast's run is what PyTorch would compute had it that kernel. The
+classifier's dropout takes loupe's masks (parity.py's Mask), step by step.
+
+EfficientNet-B0: the classifier's dropout and the blocks' stochastic depth take loupe's masks.
+
+usage: bf16_parity.py --driver ENGINE_PARITY --workdir DIR [--arch vgg16|resnet18|resnet50|mobilenet_v2|efficientnet_b0
+                      --bn train|frozen]"""
 import argparse, os, subprocess, sys
 import numpy as np
 import torch
@@ -51,6 +60,24 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 from parity import build  # noqa: E402
 from safetensors_io import read as st_read, write as st_write  # noqa: E402
+
+
+class ReLU6Fn(torch.autograd.Function):
+    """ReLU6 = hardtanh(x, 0, 6) with its backward (dy where 0 < x < 6) in the input's dtype."""
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(0, 6)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, = ctx.saved_tensors
+        return dy * ((x > 0) & (x < 6)).to(dy.dtype)
+
+
+class ReLU6(nn.Module):
+    def forward(self, x):
+        return ReLU6Fn.apply(x)
 
 
 def relf(a, b):
@@ -128,7 +155,7 @@ def main():
     ap.add_argument("--size", default="32x32")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--arch", default="vgg16", choices=["vgg16", "resnet18", "resnet50"])
+    ap.add_argument("--arch", default="vgg16", choices=["vgg16", "resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0"])
     ap.add_argument("--bn", default="train", choices=["train", "frozen"], help="ResNets: batch norm mode (torch's to match)")
     a = ap.parse_args()
     if not native_bf16():
@@ -139,9 +166,13 @@ def main():
     n, k = a.batch, 2
     os.makedirs(a.workdir, exist_ok=True)
     p = lambda f: os.path.join(a.workdir, "bf16." + f)
-    resnet = a.arch.startswith("resnet")
+    resnet = a.arch.startswith("resnet") or a.arch in ("mobilenet_v2", "efficientnet_b0")  # torchvision's whole model (top keep)
     head = "flatten,dense:64:relu,dense:2"
-    model, _ = build(a.arch, "keep" if resnet else "none", head, k, 3, h, w)
+    model, masks = build(a.arch, "keep" if resnet else "none", head, k, 3, h, w)
+    for parent in list(model.modules()):
+        for nm, child in parent.named_children():
+            if isinstance(child, nn.ReLU6):
+                setattr(parent, nm, ReLU6())
     with torch.no_grad():
         for name, q in model.named_parameters():
             if name.endswith(".bias"):
@@ -175,6 +206,8 @@ def main():
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         res = {}
         for s in range(a.steps):
+            for nm, mod in masks.items():
+                mod.m = torch.from_numpy(ours["mask.%d.%s" % (s, nm)]).reshape(n, -1)
             opt.zero_grad()
             ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
             with ctx:

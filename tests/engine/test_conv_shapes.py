@@ -176,9 +176,8 @@ def vgg_like(s):
 
 def depthwise_large(s):
     """The shape conv_bwd_w_dw.c is written for: groups = channels (in and out), kernels over
-    3x3 up to 7x7, fp32, any stride and padding (backward weights only)."""
-    return s["groups"] > 1 and s["groups"] == s["c"] == s["k"] and not s["bf16"] and max(s["kh"], s["kw"]) <= 7 and \
-        (s["kh"], s["kw"]) != (3, 3)
+    3x3 up to 7x7, fp32 or bf16 (AVX-512), any stride and padding (backward weights only)."""
+    return s["groups"] > 1 and s["groups"] == s["c"] == s["k"] and max(s["kh"], s["kw"]) <= 7 and (s["kh"], s["kw"]) != (3, 3)
 
 
 def out_size(s):

@@ -842,7 +842,7 @@ static void test_channel_scale(int n, int c, int h, int w, dnnl_format_tag_t tag
     dnnl_dims_t dd = {n, c, h, w};
     dnnl_memory_desc_init_by_tag(&md, 4, dd, dnnl_f32, tag);
     lp_channel_scale cs;
-    CHECK(lp_channel_scale_init(&cs, &md));
+    CHECK(lp_channel_scale_init(&cs, &md, false));
     lp_reorder to, back;
     CHECK(lp_reorder_init(&to, &plain, &md, false));
     CHECK(lp_reorder_init(&back, &md, &plain, false));
