@@ -52,39 +52,48 @@ TARGET static inline void store16(void *p, size_t i, __m512 v, bool bf16) {
     else _mm512_storeu_ps((float *)p + i, v);
 }
 
-TARGET static void forward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y) {
-    const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec, nb = c / v;
+/* One (sample, block of channels) each; the parallel loops are outside (an OpenMP region's
+ * outlined body would not inherit the target attribute). */
+TARGET static void forward_block_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y, int i, int b) {
+    const int c = cs->c, hw = cs->hw, v = cs->vec, nb = c / v;
     const bool xb = cs->x_bf16, gb = cs->gate_bf16;
-LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
-    for (int i = 0; i < n; i++)
-        for (int b = 0; b < nb; b++) {
-            const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
-            for (int p = 0; p < hw; p++)
-                for (int k = 0; k < v; k += 16) {
-                    const size_t e = o + (size_t)p * v + k;
-                    store16(y, e, _mm512_mul_ps(load16(x, e, xb), load16(gate, go + k, gb)), xb);
-                }
+    const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
+    for (int p = 0; p < hw; p++)
+        for (int k = 0; k < v; k += 16) {
+            const size_t e = o + (size_t)p * v + k;
+            store16(y, e, _mm512_mul_ps(load16(x, e, xb), load16(gate, go + k, gb)), xb);
         }
 }
 
-TARGET static void backward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate) {
-    const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec, nb = c / v;
+TARGET static void backward_block_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate, int i,
+                                         int b) {
+    const int c = cs->c, hw = cs->hw, v = cs->vec, nb = c / v;
     const bool xb = cs->x_bf16, gb = cs->gate_bf16;
-LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
-    for (int i = 0; i < n; i++)
-        for (int b = 0; b < nb; b++) {
-            const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
-            float dg[VEC_MAX] __attribute__((aligned(64)));
-            for (int k = 0; k < v; k += 16) _mm512_store_ps(dg + k, _mm512_setzero_ps());
-            for (int p = 0; p < hw; p++)
-                for (int k = 0; k < v; k += 16) {
-                    const size_t e = o + (size_t)p * v + k;
-                    const __m512 d = load16(dy_dx, e, xb);
-                    _mm512_store_ps(dg + k, _mm512_fmadd_ps(d, load16(x, e, xb), _mm512_load_ps(dg + k)));
-                    store16(dy_dx, e, _mm512_mul_ps(d, load16(gate, go + k, gb)), xb);
-                }
-            for (int k = 0; k < v; k += 16) store16(dgate, go + k, _mm512_load_ps(dg + k), gb);
+    const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
+    float dg[VEC_MAX] __attribute__((aligned(64)));
+    for (int k = 0; k < v; k += 16) _mm512_store_ps(dg + k, _mm512_setzero_ps());
+    for (int p = 0; p < hw; p++)
+        for (int k = 0; k < v; k += 16) {
+            const size_t e = o + (size_t)p * v + k;
+            const __m512 d = load16(dy_dx, e, xb);
+            _mm512_store_ps(dg + k, _mm512_fmadd_ps(d, load16(x, e, xb), _mm512_load_ps(dg + k)));
+            store16(dy_dx, e, _mm512_mul_ps(d, load16(gate, go + k, gb)), xb);
         }
+    for (int k = 0; k < v; k += 16) store16(dgate, go + k, _mm512_load_ps(dg + k), gb);
+}
+
+static void forward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y) {
+    const int n = cs->n, nb = cs->c / cs->vec;
+LP_OMP(parallel for collapse(2) if ((long long)n * cs->c * cs->hw > 65536))
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) forward_block_avx512(cs, x, gate, y, i, b);
+}
+
+static void backward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate) {
+    const int n = cs->n, nb = cs->c / cs->vec;
+LP_OMP(parallel for collapse(2) if ((long long)n * cs->c * cs->hw > 65536))
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) backward_block_avx512(cs, x, gate, dy_dx, dgate, i, b);
 }
 
 static bool vector_bf16(const lp_channel_scale *cs) { return lp_bf16_native() && cs->vec && cs->vec % 16 == 0 && cs->vec <= VEC_MAX; }

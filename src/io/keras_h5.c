@@ -341,6 +341,62 @@ static lp_status read_normalization(h5_ctx *c, hid_t g, const char *lname, const
  * `vgg16` layer inside a bigger model) lists all its layers' weights in order in
  * one group. A batch norm's four vectors make a layer of kind BN (for ResNets; the VGG
  * reader drops them and names them in its messages). */
+static lp_status read_weights(h5_ctx *c, hid_t g, const char *lname, const strlist *wnp, int *ndense, lp_wlayers *layers);
+
+/* A nested model with batch norm (a user's model with Keras' MobileNetV2, EfficientNetB0 or
+ * ResNet50 as one layer, e.g. "mobilenetv2_1.00_224"): its group lists all its layers'
+ * weights, named "<inner layer>/<weight>:0", trainable ones first and the batch norms'
+ * moving statistics after them all (Keras' _legacy_weights). Each inner layer is read as a
+ * layer of its own, its weights in Keras' order (kernel, bias; gamma, beta, moving mean and
+ * variance; mean, variance, count), the layers in the order they first appear. A nested VGG
+ * (no batch norm) keeps the plain reading. */
+static bool nested_with_bn(const char *lname, const strlist *wn) {
+    bool bn = false, inner = false;
+    const size_t n = strlen(lname);
+    for (int i = 0; i < wn->n; i++) {
+        bn |= ends_with(wn->s[i], "/moving_mean:0");
+        inner |= !(strncmp(wn->s[i], lname, n) == 0 && wn->s[i][n] == '/');
+    }
+    return bn && inner;
+}
+
+static int weight_rank(const char *name) {
+    static const char *const order[] = {"/kernel:0", "/depthwise_kernel:0", "/bias:0", "/gamma:0", "/beta:0", "/moving_mean:0",
+                                        "/moving_variance:0", "/mean:0", "/variance:0", "/count:0"};
+    for (int k = 0; k < (int)(sizeof order / sizeof order[0]); k++)
+        if (ends_with(name, order[k])) return k;
+    return 99;
+}
+
+static lp_status read_nested(h5_ctx *c, hid_t g, const strlist *wn, int *ndense, lp_wlayers *layers) {
+    lp_status st = LP_OK;
+    layers->norm_nested = true;
+    bool *done = lp_calloc((size_t)wn->n, sizeof *done);
+    if (!done) return LP_ERR_NOMEM;
+    for (int i = 0; i < wn->n && !st; i++) {
+        if (done[i]) continue;
+        const char *slash = strchr(wn->s[i], '/');
+        const size_t len = slash ? (size_t)(slash - wn->s[i]) : strlen(wn->s[i]);
+        char inner[160];
+        snprintf(inner, sizeof inner, "%.*s", (int)(len < sizeof inner ? len : sizeof inner - 1), wn->s[i]);
+        strlist sub = {0};
+        for (int j = i; j < wn->n && !st; j++)
+            if (!done[j] && !strncmp(wn->s[j], wn->s[i], len) && (wn->s[j][len] == '/' || !wn->s[j][len])) {
+                done[j] = true;
+                st = strlist_push(&sub, wn->s[j], strlen(wn->s[j]));
+            }
+        for (int a = 1; a < sub.n; a++) /* insertion sort by Keras' order of a layer's weights */
+            for (int b = a; b > 0 && weight_rank(sub.s[b]) < weight_rank(sub.s[b - 1]); b--) {
+                char *t = sub.s[b];
+                sub.s[b] = sub.s[b - 1], sub.s[b - 1] = t;
+            }
+        if (!st) st = read_weights(c, g, inner, &sub, ndense, layers);
+        strlist_free(&sub);
+    }
+    free(done);
+    return st;
+}
+
 static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndense, lp_wlayers *layers) {
     char eb[256];
     if (H5Lexists(root, lname, H5P_DEFAULT) <= 0) {
@@ -353,12 +409,18 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
     bool found;
     lp_status st = read_keras_list(c, g, lname, "weight_names", &wn, &found);
     if (!st && !found) st = lp_fail(LP_ERR_FORMAT, "%s: layer group '%s' has no weight_names attribute: not a Keras weights file", c->path, lname);
-    if (!st && is_normalization(&wn)) {
-        st = read_normalization(c, g, lname, &wn, layers);
-        strlist_free(&wn);
-        H5Gclose(g);
-        return st;
-    }
+    if (!st) st = nested_with_bn(lname, &wn) ? read_nested(c, g, &wn, ndense, layers) : read_weights(c, g, lname, &wn, ndense, layers);
+    strlist_free(&wn);
+    H5Gclose(g);
+    return st;
+}
+
+/* The weights wnp (datasets of group g) of layer lname. */
+static lp_status read_weights(h5_ctx *c, hid_t g, const char *lname, const strlist *wnp, int *ndense, lp_wlayers *layers) {
+    char eb[256];
+    const strlist wn = *wnp;
+    lp_status st = LP_OK;
+    if (is_normalization(&wn)) return read_normalization(c, g, lname, &wn, layers);
     int *rank = wn.n ? lp_calloc((size_t)wn.n, sizeof *rank) : NULL;
     hsize_t(*dims)[4] = wn.n ? lp_calloc((size_t)wn.n, sizeof *dims) : NULL;
     if (!st && wn.n && (!rank || !dims)) st = LP_ERR_NOMEM;
@@ -427,8 +489,6 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
     }
     free(rank);
     free(dims);
-    strlist_free(&wn);
-    H5Gclose(g);
     return st;
 }
 
@@ -608,6 +668,7 @@ static lp_status parent_read(const char *path, int fd, lp_wlayers *layers, bool 
             memcpy(layers->pool_src, head.pool_src, sizeof head.pool_src);
             layers->pre_dropout = head.pre_dropout;
             layers->rescaled_after_norm = head.rescaled_after_norm;
+            layers->norm_nested = head.norm_nested;
             for (int i = 0; i < head.n_examples && layers->n_examples < 3; i++)
                 memcpy(layers->examples[layers->n_examples++], head.examples[i], sizeof head.examples[i]);
             for (int i = 0; i < head.n_conv_examples && layers->n_conv_examples < 3; i++)

@@ -114,10 +114,18 @@ static lp_status effnet_preprocess(const char *path, const lp_wlayers *L, const 
         return lp_fail(LP_ERR_FORMAT, "%s: normalization layer %s has %lld channels (expected 3)", path, norm->src, (long long)norm->w.shape[1]);
     const float *m = norm->w.data, *v = (const float *)norm->w.data + 3;
     double d[3];
-    bool torch = true;
+    bool torch = true, stored_std = true;
     for (int c = 0; c < 3; c++) {
+        stored_std = stored_std && fabs(v[c] / std[c] - 1.0) <= 1e-4;
         d[c] = sqrt(fmax(v[c], 0.0)) * (L->rescaled_after_norm ? sqrt(std[c]) : 1.0);
         torch = torch && fabs(m[c] - mean[c]) <= 1e-4 && fabs(d[c] / std[c] - 1.0) <= 1e-4;
+    }
+    /* in a nested model the Rescaling is not listed: ImageNet's std stored as the variance is
+     * what Keras' weights hold, and the model Keras builds for them has that Rescaling (Keras
+     * 2.10 and later; before, it divided by sqrt(std), which was a bug) */
+    if (!torch && L->norm_nested && !L->rescaled_after_norm && stored_std) {
+        torch = true;
+        for (int c = 0; c < 3; c++) d[c] = std[c], torch = torch && fabs(m[c] - mean[c]) <= 1e-4;
     }
     if (!torch)
         return lp_fail(LP_ERR_FORMAT, "%s: the model normalises its input as (x/255 - [%.4g, %.4g, %.4g]) / [%.4g, %.4g, %.4g] (layer %s%s); "
@@ -174,10 +182,7 @@ lp_status lp_keras_mobile_map(const char *path, const lp_weights_opts *o, const 
         lp_keras_layer_name(y, ln, sizeof ln);
         if (y->kind == LP_WLAYER_NORM && !mb) continue; /* effnet_preprocess */
         if (y->kind == LP_WLAYER_DENSE) {
-            if (strcmp(ln, "predictions"))
-                return lp_fail(LP_ERR_FORMAT, "%s: dense layer '%s' after %s: loupe reads its own top (predictions) or none; save the "
-                               "base alone (include_top=False) and train a head on it", path, ln, model);
-            st = lp_weights_add_linear(path, y, "classifier.1", out);
+            st = lp_keras_top_dense(path, L, y, "classifier.1", model, out);
             continue;
         }
         keras_role r;

@@ -910,6 +910,41 @@ lp_status lp_weights_add_linear(const char *path, lp_wlayer *y, const char *ours
     return st;
 }
 
+lp_status lp_keras_top_dense(const char *path, const lp_wlayers *L, lp_wlayer *y, const char *ours, const char *model,
+                             lp_tensor_list *out) {
+    char ln[160];
+    int dense = 0;
+    for (int i = 0; i < L->count; i++) dense += L->items[i].kind == LP_WLAYER_DENSE;
+    lp_keras_layer_name(y, ln, sizeof ln);
+    if (dense > 1)
+        return lp_fail(LP_ERR_FORMAT, "%s: %d dense layers after %s: loupe reads one (Keras' predictions, or GlobalAveragePooling2D "
+                       "then one Dense); save the base alone (include_top=False) and train a head on it", path, dense, model);
+    if (strcmp(ln, "predictions") && L->pool != LP_WPOOL_GAP)
+        return lp_fail(LP_ERR_FORMAT, "%s: dense layer '%s' after %s without GlobalAveragePooling2D before it (%s): loupe's top pools "
+                       "globally; save the base alone (include_top=False) and train a head on it", path, ln, model,
+                       L->pool == LP_WPOOL_FLATTEN ? "a Flatten" : "the file does not say");
+    if (y->w.shape[0] == 1) {
+        /* one logit z (a sigmoid's): two classes with logits 0 and z, whose softmax gives the
+         * second sigmoid(z), the first 1 - sigmoid(z) */
+        const int64_t in = y->w.shape[1], two = 2;
+        lp_tensor w2, b2;
+        lp_status st = lp_tensor_alloc(&w2, LP_F32, 2, (int64_t[]){2, in});
+        if (st) return st;
+        if ((st = lp_tensor_alloc(&b2, LP_F32, 1, &two))) {
+            lp_tensor_free(&w2);
+            return st;
+        }
+        memset(w2.data, 0, (size_t)in * sizeof(float));
+        memcpy((float *)w2.data + in, y->w.data, (size_t)in * sizeof(float));
+        ((float *)b2.data)[0] = 0.0f;
+        ((float *)b2.data)[1] = y->b.data ? *(const float *)y->b.data : 0.0f;
+        lp_tensor_free(&y->w);
+        lp_tensor_free(&y->b);
+        y->w = w2, y->b = b2;
+    }
+    return lp_weights_add_linear(path, y, ours, out);
+}
+
 static bool keras_resnet_layers(const lp_wlayers *L) {
     for (int i = 0; i < L->count; i++)
         if (!strncmp(L->items[i].src, "conv1_conv", 10) || !strncmp(L->items[i].src, "conv2_block1_", 13)) return true;
@@ -944,10 +979,7 @@ static lp_status keras_resnet_map(const char *path, const lp_weights_opts *o, lp
         lp_wlayer *y = &L->items[i];
         lp_keras_layer_name(y, ln, sizeof ln);
         if (y->kind == LP_WLAYER_DENSE) {
-            if (strcmp(ln, "predictions"))
-                return lp_fail(LP_ERR_FORMAT, "%s: dense layer '%s' after Keras' ResNet50: loupe reads its own top (predictions) or none; "
-                               "save the base alone (include_top=False) and train a head on it", path, ln);
-            if ((st = lp_weights_add_linear(path, y, "fc", out))) return st;
+            if ((st = lp_keras_top_dense(path, L, y, "fc", "Keras' ResNet50", out))) return st;
             continue;
         }
         if (!keras_resnet_name(ln, ours, sizeof ours))

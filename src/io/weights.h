@@ -106,6 +106,8 @@ typedef struct lp_wlayers {
     bool foreign_bn;                       /* batch-norm statistics seen */
     bool rescaled_after_norm;              /* a Rescaling layer follows the Normalization (Keras'
                                               EfficientNet with its ImageNet weights) */
+    bool norm_nested;                      /* ... inside a nested model, whose weightless layers
+                                              the file does not list: unknown */
     int n_examples, n_conv_examples;       /* up to 3 names each, distinct first components */
     char examples[3][96], conv_examples[3][96];
 } lp_wlayers;
@@ -136,6 +138,11 @@ lp_status lp_weights_features_meta(const char *path, const lp_weights_opts *o, c
 void lp_keras_layer_name(const lp_wlayer *y, char *buf, size_t n);
 /* A dense layer as ours.weight and ours.bias (zeros when it has none); takes y's tensors. */
 lp_status lp_weights_add_linear(const char *path, lp_wlayer *y, const char *ours, lp_tensor_list *out);
+/* The dense layer y of a Keras model's top as ours.weight and .bias: Keras' own predictions,
+ * or a user's one Dense after GlobalAveragePooling2D (one unit, a sigmoid's logit z: two
+ * classes, logits 0 and z); model names the base in messages. */
+lp_status lp_keras_top_dense(const char *path, const lp_wlayers *L, lp_wlayer *y, const char *ours, const char *model,
+                             lp_tensor_list *out);
 /* A Keras batch norm (y, of kind BN) as torchvision's ours.weight, .bias, .running_mean,
  * .running_var, .num_batches_tracked: the bias of the conv before it (conv; NULL or without
  * bias: none) moves into the running mean, and Keras' epsilon (not in the weights) into the

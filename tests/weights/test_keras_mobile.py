@@ -15,6 +15,9 @@ source and checked against torchvision's models by check_keras_mobile_ref.py).
 - `loupe train --weights keras.h5` loads the backbone, says the padding, saves checkpoints
   with padding tf, and `--resume` without --weights goes on with that net; resuming with
   weights of the other padding is refused;
+- a user's model (the base nested as one layer, GlobalAveragePooling2D, Dropout, Dense(1))
+  converts to a two-class model whose probabilities are the Keras model's sigmoid output;
+  two dense layers are refused;
 - refused with what to do: another --arch, a layer of another model, a width other than
   alpha 1.0, an EfficientNet normalisation with other statistics (while Keras' variance =
   std^2 without the ImageNet rescaling is read as torch preprocessing)."""
@@ -24,6 +27,7 @@ import shutil
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import torch
 import torchvision
@@ -149,6 +153,67 @@ st.write(tv_weights, {k: np.array(v) for k, v in sd.items()}, {"arch": arch})
 r = train("run", "--epochs", "3", "--resume", "--weights", tv_weights)
 W.check(r.returncode != 0 and "has padding tf but" in r.stderr and "padding torch" in r.stderr,
         "--resume with weights of torchvision's padding is refused: %r" % r.stderr.strip()[-300:])
+
+# ---- a user's model: the base as one nested layer, then GlobalAveragePooling2D, Dropout and
+# Dense(1) (TensorFlow's transfer-learning tutorial); the nested group lists the trainable
+# weights first and every batch norm's moving statistics after them (Keras' _legacy_weights)
+def write_user_model(path, dense):
+    import h5py
+    base = "mobilenetv2_1.00_224" if MB else "efficientnetb0"
+    inner = [(n, a) for n, a in layers if a and n != "predictions"]
+    nontrain = ("moving_mean", "moving_variance", "/mean:", "/variance:", "/count:")
+    names, arrays = [], []
+    for want_trainable in (True, False):
+        for n, a in inner:
+            for wn, v in zip(K.weight_names(n, a), a):
+                if any(t in wn for t in nontrain) != want_trainable:
+                    names.append(wn), arrays.append(v)
+    top = [("input_2", []), (base, None), ("global_average_pooling2d", []), ("dropout", []), ("dense", dense)]
+    with h5py.File(path, "w") as f:
+        W.save_attributes_to_hdf5_group(f, "layer_names", [n.encode() for n, _ in top])
+        f.attrs["backend"], f.attrs["keras_version"] = b"tensorflow", b"2.13.1"
+        for n, a in top:
+            g = f.create_group(n)
+            wn = names if a is None else ["%s/%s:0" % (n, k) for k in ("kernel", "bias")[:len(a)]]
+            W.save_attributes_to_hdf5_group(g, "weight_names", [x.encode() for x in wn])
+            for x, v in zip(wn, arrays if a is None else a):
+                v = np.asarray(v)
+                d = g.create_dataset(x, v.shape, dtype=v.dtype)
+                if v.shape:
+                    d[:] = v
+                else:
+                    d[()] = v
+
+
+rng = np.random.default_rng(9)
+dense1 = [(rng.standard_normal((1280, 1)) * 3.0 / np.sqrt(1280)).astype(np.float32), np.array([0.1], np.float32)]
+write_user_model(p("user.h5"), dense1)
+r = subprocess.run([cli, "convert", p("user.h5"), p("user.safetensors"), "--size", "64"], capture_output=True, text=True)
+mu = st.read(p("user.safetensors"))[1] if r.returncode == 0 else {}
+W.check(r.returncode == 0 and mu.get("arch") == arch and mu.get("num_classes") == "2" and mu.get("padding") == "tf",
+        "a user's model (nested base, GlobalAveragePooling2D, Dense(1)) converts: 2 classes (%d: %s)" % (r.returncode, r.stderr.strip()))
+if r.returncode == 0:
+    W.write_ppm(p("img.ppm"), imgs[64])
+    rc, out, se = W.predict(cli, p("user.safetensors"), p("img.ppm"))
+    with torch.no_grad():
+        zu = float(K.keras_forward(arch, [(n, dense1 if n == "predictions" else a) for n, a in layers], keras_input(imgs[64])).ravel()[0])
+    sig = 1.0 / (1.0 + np.exp(-zu))
+    if W.check(rc == 0 and out is not None, "predict with the user's model: exit 0 (%d: %s)" % (rc, se.strip())):
+        probs = np.array(out["probs"])
+        W.check(abs(probs[1] - sig) < 1e-4 and abs(probs[0] - (1 - sig)) < 1e-4,
+                "its probabilities are the Keras model's sigmoid output (%.6f vs %.6f)" % (probs[1], sig))
+write_user_model(p("user2.h5"), [rng.standard_normal((1280, 64)).astype(np.float32), np.zeros(64, np.float32)])
+with h5py.File(p("user2.h5"), "a") as f:  # a second dense layer: a head loupe's top is not
+    names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
+    W.save_attributes_to_hdf5_group(f, "layer_names", [n.encode() for n in names + ["dense_1"]])
+    g = f.create_group("dense_1")
+    W.save_attributes_to_hdf5_group(g, "weight_names", [b"dense_1/kernel:0", b"dense_1/bias:0"])
+    g.create_dataset("dense_1/kernel:0", data=np.zeros((64, 3), np.float32))
+    g.create_dataset("dense_1/bias:0", data=np.zeros(3, np.float32))
+r = subprocess.run([cli, "convert", p("user2.h5"), p("x.safetensors")], capture_output=True, text=True)
+W.check(r.returncode == 2 and "2 dense layers" in r.stderr and not os.path.exists(p("x.safetensors")), "a head of two dense layers: %r"
+        % r.stderr.strip())
+W.remove(p("user.h5"), p("user2.h5"), p("user.safetensors"))
 
 # ---- refused -------------------------------------------------------------------------------
 other = "efficientnet_b0" if MB else "mobilenet_v2"
