@@ -15,6 +15,8 @@ ZeroPadding2D + valid convs and pooling, global average pooling, Dense.
   differ, so the check can fail);
 - `loupe train --weights keras.h5` loads every tensor but predictions, saves a v1
   checkpoint, and `--resume` without --weights goes on with the v1 net;
+- a user's model (ResNet50 nested as one layer, GlobalAveragePooling2D, Dense(1)) predicts the
+  Keras model's sigmoid output as its second class;
 - Keras' ResNet50V2 names and --model resnet18 are refused with what to do."""
 import json
 import os
@@ -193,6 +195,51 @@ if os.path.exists(last):
     _, m3 = st.read(last)
     W.check(m3.get("resnet_version") == "v1" and json.loads(m3.get("train_state", "{}")).get("epochs_done") == 2,
             "after the resumed epoch the checkpoint is still v1, 2 epochs done")
+
+# ---- a user's model: ResNet50 nested as one layer, GlobalAveragePooling2D, Dense(1) --------
+def bn_names(n):
+    return ["%s/%s:0" % (n, w) for w in ("gamma", "beta", "moving_mean", "moving_variance")]
+
+
+inner = [(n, a) for n, a in layers if a and n != "predictions"]
+names, arrays = [], []
+for trainable in (True, False):  # Keras' _legacy_weights: trainable weights first, moving statistics after
+    for n, a in inner:
+        wn = bn_names(n) if n.endswith("_bn") else ["%s/kernel:0" % n, "%s/bias:0" % n]
+        for x, v in zip(wn, a):
+            if ("moving_" in x) != trainable:
+                names.append(x), arrays.append(v)
+dense1 = [(rng.standard_normal((2048, 1)) * 0.5 / np.sqrt(2048)).astype(np.float32), np.array([0.0], np.float32)]
+saved = KW["predictions"]
+KW["predictions"] = dense1
+with torch.no_grad():  # scaled so that the test image's logit is 1 (the sigmoid far from saturation)
+    dense1[0] *= np.float32(1.0 / abs(float(keras_resnet50(xin).numpy().ravel()[0])))
+KW["predictions"] = saved
+dense1[1][0] = 0.2
+with h5py.File(p("user.h5"), "w") as f:
+    top = ["input_2", "resnet50", "global_average_pooling2d", "dense"]
+    W.save_attributes_to_hdf5_group(f, "layer_names", [n.encode() for n in top])
+    for n in top:
+        g = f.create_group(n)
+        wn, arr = (names, arrays) if n == "resnet50" else (["dense/kernel:0", "dense/bias:0"], dense1) if n == "dense" else ([], [])
+        W.save_attributes_to_hdf5_group(g, "weight_names", [x.encode() for x in wn])
+        for x, v in zip(wn, arr):
+            g.create_dataset(x, data=v)
+rc, so, se = W.run(cli, "convert", p("user.h5"), p("user.safetensors"), "--size", "64")
+W.check(rc == 0 and st.read(p("user.safetensors"))[1].get("num_classes") == "2", "a user's model (nested ResNet50, Dense(1)) converts to 2 "
+        "classes (%d: %s)" % (rc, se.strip()))
+if rc == 0:
+    W.write_ppm(p("img.ppm"), img)
+    rc, out, se = W.predict(cli, p("user.safetensors"), p("img.ppm"))
+    saved = KW["predictions"]
+    KW["predictions"] = dense1
+    with torch.no_grad():
+        zu = float(keras_resnet50(xin).numpy().ravel()[0])
+    KW["predictions"] = saved
+    sig = 1.0 / (1.0 + np.exp(-zu))
+    W.check(rc == 0 and out is not None and abs(out["probs"][1] - sig) < 1e-4, "its probabilities are the Keras model's sigmoid "
+            "output (%s vs %.6f)" % (out and out["probs"], sig))
+W.remove(p("user.h5"), p("user.safetensors"), p("img.ppm"))
 
 # ---- refused ------------------------------------------------------------------------------
 r = subprocess.run([cli, "convert", keras_h5, p("x.safetensors"), "--arch", "resnet18"], capture_output=True, text=True)
