@@ -138,6 +138,24 @@ def keras_h5_seeds(d):
         f["stem_bn"].attrs["weight_names"] = names
         for nm in names:
             f["stem_bn"].create_dataset(nm.decode(), data=np.ones(4, np.float32))
+    # a user's model with Keras' MobileNetV2 nested as one layer: its inner layers' weights in one
+    # group, the moving statistics last; then global pooling and a one-unit Dense
+    path = os.path.join(d, "nested_mobile.h5")
+    with h5py.File(path, "w") as f:
+        W.save_attributes_to_hdf5_group(f, "layer_names", [b"mobilenetv2_1.00_224", b"global_average_pooling2d", b"dense"])
+        g = f.create_group("mobilenetv2_1.00_224")
+        inner = [("Conv1/kernel:0", rng.standard_normal((3, 3, 3, 4)).astype(np.float32))]
+        inner += [("bn_Conv1/%s:0" % w, np.ones(4, np.float32)) for w in ("gamma", "beta")]
+        inner += [("expanded_conv_depthwise/depthwise_kernel:0", rng.standard_normal((3, 3, 4, 1)).astype(np.float32))]
+        inner += [("bn_Conv1/%s:0" % w, np.ones(4, np.float32)) for w in ("moving_mean", "moving_variance")]
+        W.save_attributes_to_hdf5_group(g, "weight_names", [n.encode() for n, _ in inner])
+        for n, v in inner:
+            g.create_dataset(n, data=v)
+        f.create_group("global_average_pooling2d").attrs["weight_names"] = np.zeros(0)
+        g = f.create_group("dense")
+        W.save_attributes_to_hdf5_group(g, "weight_names", [b"dense/kernel:0", b"dense/bias:0"])
+        g.create_dataset("dense/kernel:0", data=rng.standard_normal((4, 1)).astype(np.float32))
+        g.create_dataset("dense/bias:0", data=np.zeros(1, np.float32))
 
 
 def onnx_seeds(d):
