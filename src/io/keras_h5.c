@@ -370,7 +370,6 @@ static int weight_rank(const char *name) {
 
 static lp_status read_nested(h5_ctx *c, hid_t g, const strlist *wn, int *ndense, lp_wlayers *layers) {
     lp_status st = LP_OK;
-    layers->norm_nested = true;
     bool *done = lp_calloc((size_t)wn->n, sizeof *done);
     if (!done) return LP_ERR_NOMEM;
     for (int i = 0; i < wn->n && !st; i++) {
@@ -668,7 +667,6 @@ static lp_status parent_read(const char *path, int fd, lp_wlayers *layers, bool 
             memcpy(layers->pool_src, head.pool_src, sizeof head.pool_src);
             layers->pre_dropout = head.pre_dropout;
             layers->rescaled_after_norm = head.rescaled_after_norm;
-            layers->norm_nested = head.norm_nested;
             for (int i = 0; i < head.n_examples && layers->n_examples < 3; i++)
                 memcpy(layers->examples[layers->n_examples++], head.examples[i], sizeof head.examples[i]);
             for (int i = 0; i < head.n_conv_examples && layers->n_conv_examples < 3; i++)

@@ -12,7 +12,7 @@
  *   (x - mean) / sqrt(variance), and where it was built for ImageNet weights a Rescaling by
  *   1/sqrt(ImageNet std) after it (keras/applications/efficientnet.py). loupe runs it as a
  *   preprocessing mode; torch's ((x/255 - mean) / std with ImageNet's statistics) is what
- *   Keras' ImageNet weights hold, and other statistics are refused. */
+ *   Keras' ImageNet weights hold (effnet_preprocess), and other statistics are refused. */
 #include "nn/nn.h"
 #include "weights.h"
 #include <math.h>
@@ -120,10 +120,11 @@ static lp_status effnet_preprocess(const char *path, const lp_wlayers *L, const 
         d[c] = sqrt(fmax(v[c], 0.0)) * (L->rescaled_after_norm ? sqrt(std[c]) : 1.0);
         torch = torch && fabs(m[c] - mean[c]) <= 1e-4 && fabs(d[c] / std[c] - 1.0) <= 1e-4;
     }
-    /* in a nested model the Rescaling is not listed: ImageNet's std stored as the variance is
-     * what Keras' weights hold, and the model Keras builds for them has that Rescaling (Keras
-     * 2.10 and later; before, it divided by sqrt(std), which was a bug) */
-    if (!torch && L->norm_nested && !L->rescaled_after_norm && stored_std) {
+    /* ImageNet's std stored as the variance is what Keras' ImageNet weights hold, and the model
+     * Keras builds for them has that Rescaling (Keras 2.10 and later: before, it divided by
+     * sqrt(std), a bug). Files saved before, Keras' own efficientnetb0[_notop].h5 among them,
+     * and nested models (whose weightless layers the file does not list) lack the layer. */
+    if (!torch && !L->rescaled_after_norm && stored_std) {
         torch = true;
         for (int c = 0; c < 3; c++) d[c] = std[c], torch = torch && fabs(m[c] - mean[c]) <= 1e-4;
     }

@@ -106,8 +106,6 @@ typedef struct lp_wlayers {
     bool foreign_bn;                       /* batch-norm statistics seen */
     bool rescaled_after_norm;              /* a Rescaling layer follows the Normalization (Keras'
                                               EfficientNet with its ImageNet weights) */
-    bool norm_nested;                      /* ... inside a nested model, whose weightless layers
-                                              the file does not list: unknown */
     int n_examples, n_conv_examples;       /* up to 3 names each, distinct first components */
     char examples[3][96], conv_examples[3][96];
 } lp_wlayers;

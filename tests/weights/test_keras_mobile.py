@@ -19,8 +19,9 @@ source and checked against torchvision's models by check_keras_mobile_ref.py).
   converts to a two-class model whose probabilities are the Keras model's sigmoid output;
   two dense layers are refused;
 - refused with what to do: another --arch, a layer of another model, a width other than
-  alpha 1.0, an EfficientNet normalisation with other statistics (while Keras' variance =
-  std^2 without the ImageNet rescaling is read as torch preprocessing)."""
+  alpha 1.0, an EfficientNet normalisation with other statistics (while a variance of std^2,
+  or of std as Keras' ImageNet weights hold it, with or without the rescaling Keras 2.10+
+  adds, is read as torch preprocessing)."""
 import json
 import os
 import shutil
@@ -253,9 +254,15 @@ if not MB:
     m4 = st.read(p("sq.safetensors"))[1] if r.returncode == 0 else {}
     W.check(r.returncode == 0 and m4.get("preprocess") == "torch", "no rescaling_1 and variance = std^2: torch preprocessing (%d: %s)"
             % (r.returncode, r.stderr.strip()))
-    # and the same std values without the rescaling that undoes them: refused
-    no_rescale = [(n, a) for n, a in layers if n != "rescaling_1"]
-    r, ok = convert_variant("norescale.h5", no_rescale)
-    W.check(r.returncode == 2 and ok and "normalises its input" in r.stderr, "the variance of ImageNet's weights without rescaling_1: %r"
-            % r.stderr.strip())
+    # ImageNet's std as the variance without rescaling_1 (Keras' own efficientnetb0_notop.h5 and
+    # files saved before Keras 2.10, which lack the layer): what Keras 2.10+ computes with them
+    K.write_keras_h5(p("norescale.h5"), [(n, a) for n, a in layers if n != "rescaling_1"])
+    r = subprocess.run([cli, "convert", p("norescale.h5"), p("nr.safetensors"), "--size", "64"], capture_output=True, text=True)
+    m5 = st.read(p("nr.safetensors"))[1] if r.returncode == 0 else {}
+    W.check(r.returncode == 0 and m5.get("preprocess") == "torch", "ImageNet's weights without rescaling_1: torch preprocessing (%d: %s)"
+            % (r.returncode, r.stderr.strip()))
+    # a variance that is neither ImageNet's std nor its square: refused
+    odd2 = [(n, [a[0], np.array([0.3, 0.3, 0.3], np.float32), a[2]] if n == "normalization" else a) for n, a in layers if n != "rescaling_1"]
+    r, ok = convert_variant("odd2.h5", odd2)
+    W.check(r.returncode == 2 and ok and "normalises its input" in r.stderr, "another variance: %r" % r.stderr.strip())
 W.finish()
