@@ -75,7 +75,7 @@ int cmd_summary(int argc, char **argv) {
         printf("Classes (%d):", lp_model_num_classes(m));
         for (int i = 0; i < lp_model_num_classes(m); i++) printf(" %s", lp_model_class_name(m, i));
         printf("\n");
-        static const char *keys[] = {"preprocess", "temperature", "loupe_version", NULL};
+        static const char *keys[] = {"preprocess", "padding", "resnet_version", "temperature", "loupe_version", NULL};
         for (int i = 0; keys[i]; i++)
             if (lp_model_meta(m, keys[i])) printf("%s: %s\n", keys[i], lp_model_meta(m, keys[i]));
     }
