@@ -35,11 +35,54 @@ static inline void st(void *p, size_t i, float v, bool bf16) {
     else ((float *)p)[i] = v;
 }
 
+/* One (sample i, block b of channels) each: y = x * gate (dgate NULL), or the backward on
+ * dy in place; a parallel loop over the blocks runs them (each_block). */
+typedef void (*block_fn)(const lp_channel_scale *cs, const void *x, const void *gate, void *y_or_dy, void *dgate, int i, int b);
+
+static void each_block(const lp_channel_scale *cs, block_fn f, const void *x, const void *gate, void *y_or_dy, void *dgate) {
+    const int n = cs->n, nb = cs->c / (cs->vec ? cs->vec : 1);
+LP_OMP(parallel for collapse(2) if ((long long)n * cs->c * cs->hw > 65536))
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) f(cs, x, gate, y_or_dy, dgate, i, b);
+}
+
+static void forward_block_bf16(const lp_channel_scale *cs, const void *x, const void *gate, void *y, void *unused, int i, int b) {
+    const int c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
+    const bool xb = cs->x_bf16, gb = cs->gate_bf16;
+    const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
+    for (int p = 0; p < hw; p++)
+        for (int k = 0; k < v; k++) {
+            const size_t e = o + (size_t)p * v + k;
+            st(y, e, ld(x, e, xb) * ld(gate, go + k, gb), xb);
+        }
+}
+
+static void backward_block_bf16(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate, int i, int b) {
+    const int c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
+    const bool xb = cs->x_bf16, gb = cs->gate_bf16;
+    const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
+    float dg[64];
+    for (int k0 = 0; k0 < v; k0 += 64) {
+        const int kn = v - k0 < 64 ? v - k0 : 64;
+        for (int k = 0; k < kn; k++) dg[k] = 0.0f;
+        for (int p = 0; p < hw; p++)
+            for (int k = 0; k < kn; k++) {
+                const size_t e = o + (size_t)p * v + k0 + k;
+                const float d = ld(dy_dx, e, xb);
+                dg[k] += d * ld(x, e, xb);
+                st(dy_dx, e, d * ld(gate, go + k0 + k, gb), xb);
+            }
+        for (int k = 0; k < kn; k++) st(dgate, go + k0 + k, dg[k], gb);
+    }
+}
+
 #if LP_X86_KERNELS /* x86-64 code (backend.h) */
 #include <immintrin.h>
 /* bf16 runs only where the CPU has AVX512-BF16 (lp_bf16_native): 16 channels a vector, where
  * a pixel's channels come in multiples of 16 (nChw16c, nhwc); bf16 -> fp32 is a shift,
- * fp32 -> bf16 vcvtneps2bf16 (round to nearest even, as lp_f32_to_bf16 and oneDNN). */
+ * fp32 -> bf16 vcvtneps2bf16 (round to nearest even, as lp_f32_to_bf16 and oneDNN). The
+ * parallel loop stays outside (an OpenMP region's outlined body would not inherit the
+ * target attribute). */
 #define TARGET __attribute__((target("avx512f,avx512bf16")))
 #define VEC_MAX 2048 /* channels a pixel vector may have for dgate's sums on the stack */
 TARGET static inline __m512 load16(const void *p, size_t i, bool bf16) {
@@ -52,9 +95,7 @@ TARGET static inline void store16(void *p, size_t i, __m512 v, bool bf16) {
     else _mm512_storeu_ps((float *)p + i, v);
 }
 
-/* One (sample, block of channels) each; the parallel loops are outside (an OpenMP region's
- * outlined body would not inherit the target attribute). */
-TARGET static void forward_block_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y, int i, int b) {
+TARGET static void forward_block_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y, void *unused, int i, int b) {
     const int c = cs->c, hw = cs->hw, v = cs->vec, nb = c / v;
     const bool xb = cs->x_bf16, gb = cs->gate_bf16;
     const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
@@ -82,76 +123,17 @@ TARGET static void backward_block_avx512(const lp_channel_scale *cs, const void 
     for (int k = 0; k < v; k += 16) store16(dgate, go + k, _mm512_load_ps(dg + k), gb);
 }
 
-static void forward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y) {
-    const int n = cs->n, nb = cs->c / cs->vec;
-LP_OMP(parallel for collapse(2) if ((long long)n * cs->c * cs->hw > 65536))
-    for (int i = 0; i < n; i++)
-        for (int b = 0; b < nb; b++) forward_block_avx512(cs, x, gate, y, i, b);
-}
-
-static void backward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate) {
-    const int n = cs->n, nb = cs->c / cs->vec;
-LP_OMP(parallel for collapse(2) if ((long long)n * cs->c * cs->hw > 65536))
-    for (int i = 0; i < n; i++)
-        for (int b = 0; b < nb; b++) backward_block_avx512(cs, x, gate, dy_dx, dgate, i, b);
-}
-
 static bool vector_bf16(const lp_channel_scale *cs) { return lp_bf16_native() && cs->vec && cs->vec % 16 == 0 && cs->vec <= VEC_MAX; }
+#define FORWARD_BF16(cs) (vector_bf16(cs) ? forward_block_avx512 : forward_block_bf16)
+#define BACKWARD_BF16(cs) (vector_bf16(cs) ? backward_block_avx512 : backward_block_bf16)
 #else
-static bool vector_bf16(const lp_channel_scale *cs) { return false; }
-static void forward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *y) {}
-static void backward_bf16_avx512(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate) {}
+#define FORWARD_BF16(cs) forward_block_bf16
+#define BACKWARD_BF16(cs) backward_block_bf16
 #endif
-
-static void forward_bf16(const lp_channel_scale *cs, const void *x, const void *gate, void *y) {
-    if (vector_bf16(cs)) {
-        forward_bf16_avx512(cs, x, gate, y);
-        return;
-    }
-    const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
-    const bool xb = cs->x_bf16, gb = cs->gate_bf16;
-LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
-    for (int i = 0; i < n; i++)
-        for (int b = 0; b < nb; b++) {
-            const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
-            for (int p = 0; p < hw; p++)
-                for (int k = 0; k < v; k++) {
-                    const size_t e = o + (size_t)p * v + k;
-                    st(y, e, ld(x, e, xb) * ld(gate, go + k, gb), xb);
-                }
-        }
-}
-
-static void backward_bf16(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate) {
-    if (vector_bf16(cs)) {
-        backward_bf16_avx512(cs, x, gate, dy_dx, dgate);
-        return;
-    }
-    const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
-    const bool xb = cs->x_bf16, gb = cs->gate_bf16;
-LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
-    for (int i = 0; i < n; i++)
-        for (int b = 0; b < nb; b++) {
-            const size_t o = ((size_t)i * nb + b) * hw * v, go = (size_t)i * c + (size_t)b * v;
-            float dg[64];
-            for (int k0 = 0; k0 < v; k0 += 64) {
-                const int kn = v - k0 < 64 ? v - k0 : 64;
-                for (int k = 0; k < kn; k++) dg[k] = 0.0f;
-                for (int p = 0; p < hw; p++)
-                    for (int k = 0; k < kn; k++) {
-                        const size_t e = o + (size_t)p * v + k0 + k;
-                        const float d = ld(dy_dx, e, xb);
-                        dg[k] += d * ld(x, e, xb);
-                        st(dy_dx, e, d * ld(gate, go + k0 + k, gb), xb);
-                    }
-                for (int k = 0; k < kn; k++) st(dgate, go + k0 + k, dg[k], gb);
-            }
-        }
-}
 
 void lp_channel_scale_forward(const lp_channel_scale *cs, const void *xv, const void *gatev, void *yv) {
     if (cs->x_bf16 || cs->gate_bf16) {
-        forward_bf16(cs, xv, gatev, yv);
+        each_block(cs, FORWARD_BF16(cs), xv, gatev, yv, NULL);
         return;
     }
     const float *x = xv, *gate = gatev;
@@ -169,7 +151,7 @@ LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
 
 void lp_channel_scale_backward(const lp_channel_scale *cs, const void *xv, const void *gatev, void *dy_dxv, void *dgatev) {
     if (cs->x_bf16 || cs->gate_bf16) {
-        backward_bf16(cs, xv, gatev, dy_dxv, dgatev);
+        each_block(cs, BACKWARD_BF16(cs), xv, gatev, dy_dxv, dgatev);
         return;
     }
     const float *x = xv, *gate = gatev;
