@@ -153,6 +153,13 @@ static lp_status dset_shape(h5_ctx *c, hid_t d, const char *nm, int *rank, hsize
     if (cls != H5T_FLOAT) st = lp_fail(LP_ERR_FORMAT, "%s: dataset %s is not floating point", c->path, nm);
     else if (r < 1 || r > 4) st = lp_fail(LP_ERR_FORMAT, "%s: dataset %s has %d dimensions (expected 1, 2 or 4)", c->path, nm, r);
     else H5Sget_simple_extent_dims(sp, dims, NULL);
+    /* the readers size their buffers from the dims: a product past 2^32 values (16 GB) is a
+     * corrupt header, not weights (and could overflow their arithmetic) */
+    uint64_t numel = 1;
+    for (int i = 0; i < r && !st; i++)
+        if (__builtin_mul_overflow(numel, (uint64_t)dims[i], &numel) || numel > ((uint64_t)1 << 32))
+            st = lp_fail(LP_ERR_FORMAT, "%s: dataset %s has an impossible shape (dimension %d is %llu); the file is corrupt", c->path, nm, i,
+                         (unsigned long long)dims[i]);
     *rank = r;
     H5Tclose(t);
     H5Sclose(sp);
