@@ -252,8 +252,8 @@ void lp_conv_bwd_w_small(const lp_conv2d_params *p, int blk, int vec_x, int vec_
  * and dy in pixel-vector layouts (vec_x, vec_y multiples of blk), dw fp32 (c, 1, kh, kw), db
  * (c) or NULL. blk 16: AVX-512F; 8: AVX2 + FMA. */
 bool lp_conv_bwd_w_dw_fits(const lp_conv2d_params *p);
-void lp_conv_bwd_w_dw(const lp_conv2d_params *p, int blk, int vec_x, int vec_y, const void *x, const void *dy, float *dw,
-                      float *db);
+void lp_conv_bwd_w_dw(const lp_conv2d_params *p, int oh, int ow, int blk, int vec_x, int vec_y, const void *x, const void *dy,
+                      float *dw, float *db);
 /* conv_bwd_w_rgb.c (AVX512-BF16): 3x3 stride 1 pad 1 with 3 input channels, k % 16 == 0,
  * x and dy bf16 nhwc, dw fp32 in ABcd16b16a (input channels padded to 16), db (k);
  * relu_y (or NULL): the layer's output, whose ReLU mask dy is multiplied by as read. */

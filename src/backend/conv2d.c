@@ -197,7 +197,7 @@ static bool fits_bwd_w_dw(lp_conv2d *c, const lp_conv_kernel *k, const lp_md *dw
 }
 static lp_status run_bwd_w_dw(const lp_conv2d *c, const void *x, const void *dy, const void *y, const uint16_t *bits, float *dw,
                               float *db, void *s) {
-    lp_conv_bwd_w_dw(&c->p, c->wblk, c->vec_x, c->vec_y, x, dy, dw, db);
+    lp_conv_bwd_w_dw(&c->p, c->oh, c->ow, c->wblk, c->vec_x, c->vec_y, x, dy, dw, db);
     return LP_OK;
 }
 

@@ -86,10 +86,8 @@ __attribute__((target("avx2,fma"))) static void block8(const lp_conv2d_params *p
 
 bool lp_conv_bwd_w_dw_fits(const lp_conv2d_params *p) { return p->kh <= MAXK && p->kw <= MAXK; }
 
-void lp_conv_bwd_w_dw(const lp_conv2d_params *p, int blk, int vec_x, int vec_y, const void *x, const void *dy, float *dw,
-                      float *db) {
-    /* ph, pw pad before (top, left); after, ph_extra, pw_extra more (TensorFlow's "same") */
-    const int oh = (p->h + 2 * p->ph + p->ph_extra - p->kh) / p->sh + 1, ow = (p->w + 2 * p->pw + p->pw_extra - p->kw) / p->sw + 1;
+void lp_conv_bwd_w_dw(const lp_conv2d_params *p, int oh, int ow, int blk, int vec_x, int vec_y, const void *x, const void *dy,
+                      float *dw, float *db) {
     const int nb = p->c / blk;
 LP_OMP(parallel for schedule(static))
     for (int b = 0; b < nb; b++) {

@@ -48,11 +48,9 @@
 /* ---- preprocessing modes ------------------------------------------------
  * rescale: x/255.   caffe: RGB->BGR, minus [103.939,116.779,123.68] (0..255).
  * torch: x/255, minus [0.485,0.456,0.406], divided by [0.229,0.224,0.225].
- * none: 0..255 floats, RGB.  Grayscale (channels 1): caffe subtracts the mean of
- * the three means, torch uses the mean of means/stds. */
-/* "rescale" (x/255), "caffe" (BGR minus the ImageNet mean), "torch" ((x/255 - mean)/std), "none",
- * "tf" (x/127.5 - 1: Keras' MobileNetV2 and other tf-mode applications); added last so
- * that the values of the others keep their meaning */
+ * none: 0..255 floats, RGB.  tf: x/127.5 - 1 (Keras' MobileNetV2 and its other tf-mode
+ * applications; added last so that the others keep their values).  Grayscale (channels
+ * 1): caffe subtracts the mean of the three means, torch uses the mean of means/stds. */
 typedef enum { LP_PRE_RESCALE, LP_PRE_CAFFE, LP_PRE_TORCH, LP_PRE_NONE, LP_PRE_TF } lp_preprocess;
 typedef enum { LP_INTERP_NEAREST, LP_INTERP_BILINEAR } lp_interp;                      /* "nearest","bilinear" */
 lp_status lp_preprocess_parse(const char *s, lp_preprocess *out);

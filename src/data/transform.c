@@ -7,17 +7,18 @@
 #include <string.h>
 
 static const char *pre_names[] = {"rescale", "caffe", "torch", "none", "tf"};
+#define N_PRE (int)(sizeof pre_names / sizeof pre_names[0])
 static const char *interp_names[] = {"nearest", "bilinear"};
 
 lp_status lp_preprocess_parse(const char *s, lp_preprocess *out) {
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < N_PRE; i++)
         if (s && strcmp(s, pre_names[i]) == 0) {
             *out = (lp_preprocess)i;
             return LP_OK;
         }
     return lp_fail(LP_ERR_ARG, "unknown preprocessing '%s'; use rescale, caffe, torch, tf or none", s ? s : "");
 }
-const char *lp_preprocess_name(lp_preprocess p) { return (unsigned)p < 5 ? pre_names[p] : "?"; }
+const char *lp_preprocess_name(lp_preprocess p) { return (unsigned)p < (unsigned)N_PRE ? pre_names[p] : "?"; }
 
 lp_status lp_interp_parse(const char *s, lp_interp *out) {
     for (int i = 0; i < 2; i++)

@@ -307,7 +307,7 @@ static bool is_normalization(const strlist *wn) {
 }
 static lp_status read_normalization(h5_ctx *c, hid_t g, const char *lname, const strlist *wn, lp_wlayers *layers) {
     int64_t n[2] = {0, 0};
-    float *v[2] = {NULL, NULL};
+    lp_tensor v[2] = {{0}, {0}};
     lp_status st = LP_OK;
     for (int i = 0; i < 2 && !st; i++) {
         hid_t d = H5Dopen2(g, wn->s[i], H5P_DEFAULT);
@@ -322,8 +322,7 @@ static lp_status read_normalization(h5_ctx *c, hid_t g, const char *lname, const
         n[i] = 1;
         for (int r = 0; r < rank && !st; r++) n[i] *= (int64_t)dims[r];
         if (!st && (n[i] < 1 || n[i] > 4)) st = lp_fail(LP_ERR_FORMAT, "%s: %s has %lld values: not an image normalization", c->path, wn->s[i], (long long)n[i]);
-        if (!st && !(v[i] = lp_malloc((size_t)n[i] * sizeof(float)))) st = LP_ERR_NOMEM;
-        if (!st) st = dset_read(c, d, wn->s[i], v[i], 0, -1, 0, 0, 0);
+        if (!st) st = read_vector(c, d, wn->s[i], n[i], &v[i]);
         H5Dclose(d);
     }
     if (!st && n[0] != n[1])
@@ -331,23 +330,18 @@ static lp_status read_normalization(h5_ctx *c, hid_t g, const char *lname, const
     lp_tensor w = {0};
     if (!st) st = lp_tensor_alloc(&w, LP_F32, 2, (int64_t[]){2, n[0]});
     if (!st) {
-        memcpy(w.data, v[0], (size_t)n[0] * sizeof(float));
-        memcpy((float *)w.data + n[0], v[1], (size_t)n[0] * sizeof(float));
+        memcpy(w.data, v[0].data, (size_t)n[0] * sizeof(float));
+        memcpy((float *)w.data + n[0], v[1].data, (size_t)n[0] * sizeof(float));
         char sshape[64];
         snprintf(sshape, sizeof sshape, "2 x (%lld)", (long long)n[0]);
         st = lp_wlayers_push(layers, LP_WLAYER_NORM, lname, sshape, -1, &w, NULL, "");
     }
     lp_tensor_free(&w);
-    free(v[0]);
-    free(v[1]);
+    lp_tensor_free(&v[0]);
+    lp_tensor_free(&v[1]);
     return st;
 }
 
-/* One layer group. Its weights are listed in order: each kernel (rank 4: conv,
- * rank 2: dense) is followed by its bias (rank 1). A nested model (a Keras
- * `vgg16` layer inside a bigger model) lists all its layers' weights in order in
- * one group. A batch norm's four vectors make a layer of kind BN (for ResNets; the VGG
- * reader drops them and names them in its messages). */
 static lp_status read_weights(h5_ctx *c, hid_t g, const char *lname, const strlist *wnp, int *ndense, lp_wlayers *layers);
 
 /* A nested model with batch norm (a user's model with Keras' MobileNetV2, EfficientNetB0 or
@@ -421,7 +415,12 @@ static lp_status read_layer(h5_ctx *c, hid_t root, const char *lname, int *ndens
     return st;
 }
 
-/* The weights wnp (datasets of group g) of layer lname. */
+/* The weights wnp (datasets of group g) of layer lname, listed in order: each kernel (rank
+ * 4: conv, rank 2: dense) is followed by its bias (rank 1). A nested model without batch
+ * norm (a Keras `vgg16` layer inside a bigger model) lists all its layers' weights in order
+ * in one group. A batch norm's four vectors make a layer of kind BN (for ResNets and the
+ * mobile models; the VGG reader drops them and names them in its messages), a
+ * Normalization's three one of kind NORM. */
 static lp_status read_weights(h5_ctx *c, hid_t g, const char *lname, const strlist *wnp, int *ndense, lp_wlayers *layers) {
     char eb[256];
     const strlist wn = *wnp;

@@ -113,20 +113,19 @@ static lp_status effnet_preprocess(const char *path, const lp_wlayers *L, const 
     if (norm->w.shape[1] != 3)
         return lp_fail(LP_ERR_FORMAT, "%s: normalization layer %s has %lld channels (expected 3)", path, norm->src, (long long)norm->w.shape[1]);
     const float *m = norm->w.data, *v = (const float *)norm->w.data + 3;
-    double d[3];
-    bool torch = true, stored_std = true;
-    for (int c = 0; c < 3; c++) {
-        stored_std = stored_std && fabs(v[c] / std[c] - 1.0) <= 1e-4;
-        d[c] = sqrt(fmax(v[c], 0.0)) * (L->rescaled_after_norm ? sqrt(std[c]) : 1.0);
-        torch = torch && fabs(m[c] - mean[c]) <= 1e-4 && fabs(d[c] / std[c] - 1.0) <= 1e-4;
-    }
     /* ImageNet's std stored as the variance is what Keras' ImageNet weights hold, and the model
-     * Keras builds for them has that Rescaling (Keras 2.10 and later: before, it divided by
+     * Keras builds for them has the Rescaling (Keras 2.10 and later: before, it divided by
      * sqrt(std), a bug). Files saved before, Keras' own efficientnetb0[_notop].h5 among them,
-     * and nested models (whose weightless layers the file does not list) lack the layer. */
-    if (!torch && !L->rescaled_after_norm && stored_std) {
-        torch = true;
-        for (int c = 0; c < 3; c++) d[c] = std[c], torch = torch && fabs(m[c] - mean[c]) <= 1e-4;
+     * and nested models (whose weightless layers the file does not list) lack the layer: it
+     * is there where listed, or where the variance is that std. */
+    bool rescaled = true;
+    for (int c = 0; c < 3; c++) rescaled = rescaled && fabs(v[c] / std[c] - 1.0) <= 1e-4;
+    rescaled = rescaled || L->rescaled_after_norm;
+    double d[3];
+    bool torch = true;
+    for (int c = 0; c < 3; c++) {
+        d[c] = sqrt(fmax(v[c], 0.0)) * (rescaled ? sqrt(std[c]) : 1.0);
+        torch = torch && fabs(m[c] - mean[c]) <= 1e-4 && fabs(d[c] / std[c] - 1.0) <= 1e-4;
     }
     if (!torch)
         return lp_fail(LP_ERR_FORMAT, "%s: the model normalises its input as (x/255 - [%.4g, %.4g, %.4g]) / [%.4g, %.4g, %.4g] (layer %s%s); "
@@ -139,12 +138,8 @@ static lp_status effnet_preprocess(const char *path, const lp_wlayers *L, const 
 
 /* Every parameter of the backbone must come from the file, with torchvision's shape. */
 static lp_status check_complete(const char *path, const char *arch, const lp_tensor_list *out) {
-    lp_net_config c = lp_net_default_config();
-    snprintf(c.arch, sizeof c.arch, "%s", arch);
-    snprintf(c.top, sizeof c.top, "keep");
-    c.num_classes = 2, c.in_c = 3, c.in_h = c.in_w = 224; /* the backbone's shapes do not depend on them */
     lp_net *net;
-    lp_status st = lp_net_create_ex(&c, false, &net);
+    lp_status st = lp_weights_reference_net(arch, &net);
     for (int i = 0; !st && i < lp_net_param_count(net); i++) {
         const char *name = lp_net_param_name(net, i);
         if (!strncmp(name, "classifier.", 11)) continue;

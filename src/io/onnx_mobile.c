@@ -111,13 +111,8 @@ lp_status onnx_mobile_walk(const ograph *g, const lp_weights_opts *o, lp_tensor_
         return lp_fail(LP_ERR_FORMAT, "%s: %d Clip, %d Sigmoid, %d Mul, %d Add and %d Gemm nodes: torchvision's %s has %d, %d, %d, %d and "
                        "one Gemm (or none: a base alone)", g->path, clips, sigmoids, muls, adds, gemms, arch, want_clips, want_sig,
                        want_sig, want_adds);
-    lp_net_config c = lp_net_default_config();
-    snprintf(c.arch, sizeof c.arch, "%s", arch);
-    snprintf(c.top, sizeof c.top, "keep");
-    c.num_classes = 2; /* the model's shapes up to the classifier do not depend on it */
-    c.in_c = 3, c.in_h = c.in_w = 224;
     lp_net *net;
-    lp_status st = lp_net_create_ex(&c, false, &net);
+    lp_status st = lp_weights_reference_net(arch, &net);
     if (st) return st;
     int conv = 0, classes = 0;
     const int P = lp_net_param_count(net);

@@ -860,6 +860,14 @@ lp_status lp_weights_features_meta(const char *path, const lp_weights_opts *o, c
  * then built with v1 strides (resnet_version = v1). Preprocessing caffe, as Keras'. */
 #define KERAS_RESNET_BN_EPS 1.001e-5f
 
+lp_status lp_weights_reference_net(const char *arch, lp_net **net) {
+    lp_net_config c = lp_net_default_config();
+    snprintf(c.arch, sizeof c.arch, "%s", arch);
+    snprintf(c.top, sizeof c.top, "keep");
+    c.num_classes = 2, c.in_c = 3, c.in_h = c.in_w = 224;
+    return lp_net_create_ex(&c, false, net);
+}
+
 lp_status lp_keras_bn_to_torch(const char *path, const lp_wlayer *y, const lp_wlayer *conv, float keras_eps, const char *ours,
                                lp_tensor_list *out) {
     const int64_t n = y->w.shape[1];

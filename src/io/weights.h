@@ -147,6 +147,9 @@ lp_status lp_keras_top_dense(const char *path, const lp_wlayers *L, lp_wlayer *y
  * running variance, so that PyTorch's 1e-5 computes the same function. */
 lp_status lp_keras_bn_to_torch(const char *path, const lp_wlayer *y, const lp_wlayer *conv, float keras_eps, const char *ours,
                                lp_tensor_list *out);
+/* The model arch (top keep, 2 classes, 3x224x224: the backbone's shapes do not depend on
+ * them) built without initialising its weights, to read a file's tensors against. */
+lp_status lp_weights_reference_net(const char *arch, lp_net **net);
 /* Keras' MobileNetV2 and EfficientNetB0 (keras_mobile.c): the model the layers' names are of
  * (NULL: neither), and the tensors with torchvision's names, metadata padding = tf. */
 const char *lp_keras_mobile_arch(const lp_wlayers *L);
