@@ -1,8 +1,11 @@
-/* Batch normalization forward/backward on oneDNN's batch_normalization primitive, with
- * separate scale and shift (PyTorch's weight and bias: no packing into oneDNN's
- * scaleshift pair), the ReLU fused by dnnl_fuse_norm_relu (its mask kept in oneDNN's
- * workspace for backward), and PyTorch's running-statistics update. */
+/* Batch normalization forward/backward: our fused kernel (batchnorm_fused.c) where the
+ * layout allows, else oneDNN's batch_normalization primitive, with separate scale and
+ * shift (PyTorch's weight and bias: no packing into oneDNN's scaleshift pair), the ReLU
+ * fused by dnnl_fuse_norm_relu (its mask kept in oneDNN's workspace for backward), ReLU6
+ * as an eltwise pass after it; and PyTorch's running-statistics update. */
 #include "batchnorm.h"
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Where the caller does not say, the blocked layout oneDNN's convolutions pick at this
@@ -21,8 +24,19 @@ static lp_md default_layout(const lp_batchnorm_params *p) {
 static unsigned bn_flags(const lp_batchnorm_params *p) {
     unsigned f = dnnl_use_scale | dnnl_use_shift;
     if (p->mode == LP_BN_FROZEN) f |= dnnl_use_global_stats;
-    if (p->relu) f |= dnnl_fuse_norm_relu;
+    if (p->relu && !p->relu6) f |= dnnl_fuse_norm_relu;
     return f;
+}
+
+/* LOUPE_BATCHNORM=onednn keeps oneDNN's kernels everywhere: the comparison behind the
+ * choice below (docs/engine.md), rerun on a new CPU with the bench command. */
+static bool onednn_forced(void) {
+    const char *e = getenv("LOUPE_BATCHNORM");
+    return e && !strcmp(e, "onednn");
+}
+
+static int activation(const lp_batchnorm_params *p) {
+    return p->relu6 ? LP_BN_ACT_RELU6 : p->relu ? LP_BN_ACT_RELU : LP_BN_ACT_NONE;
 }
 
 /* A frozen op with no backward is pure inference; everything else keeps what backward
@@ -47,6 +61,18 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
     if (b->data_md.ndims != 4 || (b->data_md.data_type != dnnl_f32 && b->data_md.data_type != dnnl_bf16) ||
         memcmp(b->data_md.dims, want, sizeof(int64_t) * 4))
         return lp_fail(LP_ERR_SHAPE, "batchnorm: the input layout is not fp32 or bf16 (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
+    /* ours on every layout it takes: with ReLU6 it saves oneDNN's eltwise pass each way; on
+     * small maps it is the faster, on large ones without ReLU6 oneDNN's by up to 20% an op
+     * (docs/engine.md), but one kernel for all keeps each ReLU mask where PyTorch's falls */
+    int vec;
+    if (!onednn_forced() && lp_bn_fused_layout(&b->data_md, &vec)) {
+        lp_bn_fused_plan(&b->fused, p->n, p->c, p->h * p->w, vec);
+        b->own = true;
+    }
+    if (b->own) {
+        snprintf(b->fwd.impl, sizeof b->fwd.impl, "loupe:fused_%s", lp_isa_name(lp_cpu_isa()));
+        return LP_OK;
+    }
 
     dnnl_batch_normalization_desc_t desc;
     lp_status st = lp_dnnl_check(
@@ -58,7 +84,8 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
     b->ws_size = ws ? lp_md_size(ws) : 0;
     static const int kinds[] = {DNNL_ARG_SRC,      DNNL_ARG_SCALE, DNNL_ARG_SHIFT,    DNNL_ARG_MEAN,
                                 DNNL_ARG_VARIANCE, DNNL_ARG_DST,   DNNL_ARG_WORKSPACE};
-    if ((st = lp_prim_create(&b->fwd, b->fwd_pd, kinds, b->ws_size ? 7 : 6))) {
+    if ((st = lp_prim_create(&b->fwd, b->fwd_pd, kinds, b->ws_size ? 7 : 6)) ||
+        (p->relu6 && (st = lp_relu6_init(&b->relu6, &b->data_md)))) {
         lp_batchnorm_free(b);
         return st;
     }
@@ -66,9 +93,16 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
 }
 
 lp_status lp_batchnorm_init_backward(lp_batchnorm *b) {
+    lp_status st0;
     if (b->has_bwd) return LP_OK;
     if (!b->p.backward)
         return lp_fail(LP_ERR_ARG, "batchnorm: built for forward only (set backward in its parameters)");
+    if (b->own) {
+        memcpy(b->bwd.impl, b->fwd.impl, sizeof b->bwd.impl);
+        b->has_bwd = true;
+        return LP_OK;
+    }
+    if (b->p.relu6 && (st0 = lp_relu6_init_backward(&b->relu6))) return st0;
     dnnl_batch_normalization_desc_t desc;
     lp_status st = lp_dnnl_check(dnnl_batch_normalization_backward_desc_init(&desc, dnnl_backward, &b->data_md, &b->data_md,
                                                                               b->p.eps, bn_flags(&b->p)),
@@ -109,7 +143,9 @@ lp_status lp_batchnorm_init_backward(lp_batchnorm *b) {
 static size_t unwanted_offset(const lp_batchnorm *b) { return (b->bwd.scratch_size + 63) / 64 * 64; }
 
 size_t lp_batchnorm_scratch_size(const lp_batchnorm *b) {
+    if (b->own) return lp_bn_fused_scratch_size(&b->fused);
     size_t s = b->fwd.scratch_size;
+    if (b->p.relu6 && lp_relu6_scratch_size(&b->relu6) > s) s = lp_relu6_scratch_size(&b->relu6);
     if (b->has_bwd) {
         size_t sb = unwanted_offset(b) + 2 * (size_t)b->p.c * sizeof(float);
         if (sb > s) s = sb;
@@ -119,16 +155,33 @@ size_t lp_batchnorm_scratch_size(const lp_batchnorm *b) {
 
 lp_status lp_batchnorm_forward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *gamma, const float *beta,
                                float *mean, float *var, float *y, void *ws, void *scratch) {
+    if (b->own) {
+        dnnl_stream_wait(s); /* x may come from a oneDNN primitive still running */
+        lp_bn_fused_forward(&b->fused, b->p.mode == LP_BN_TRAIN, x, gamma, beta, mean, var, b->p.eps, activation(&b->p), y, scratch);
+        return LP_OK;
+    }
     if (b->ws_size && !ws) return lp_fail(LP_ERR_ARG, "batchnorm: forward needs its ReLU workspace");
     void *p[7] = {(void *)x, (void *)gamma, (void *)beta, mean, var, y, ws};
-    return lp_prim_exec(&b->fwd, s, p, scratch);
+    lp_status st = lp_prim_exec(&b->fwd, s, p, scratch);
+    return !st && b->p.relu6 ? lp_relu6_forward(&b->relu6, s, y, scratch) : st;
 }
 
-lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *dy, const float *gamma,
+lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *y, float *dy, const float *gamma,
                                 const float *beta, const float *mean, const float *var, const void *ws, float *dx, float *dgamma,
                                 float *dbeta, void *scratch) {
     if (!b->has_bwd) return lp_fail(LP_ERR_ARG, "batchnorm: backward not built (lp_batchnorm_init_backward)");
+    if (b->own) {
+        dnnl_stream_wait(s);
+        lp_bn_fused_backward(&b->fused, b->p.mode == LP_BN_TRAIN, x, dy, gamma, beta, mean, var, b->p.eps, activation(&b->p), dx,
+                             dgamma, dbeta, scratch);
+        return LP_OK;
+    }
     if (b->ws_size && !ws) return lp_fail(LP_ERR_ARG, "batchnorm: backward needs the forward's ReLU workspace");
+    if (!dx) dx = dy;
+    if (b->p.relu6) {
+        lp_status st = lp_relu6_backward(&b->relu6, s, dy, y, scratch);
+        if (st) return st;
+    }
     float *unwanted = (float *)((char *)scratch + unwanted_offset(b));
     void *p[8] = {(void *)x, (void *)mean, (void *)var, (void *)dy, (void *)gamma, dx,
                   dgamma ? (void *)dgamma : unwanted, dbeta ? (void *)dbeta : unwanted + b->p.c};
@@ -156,6 +209,7 @@ void lp_batchnorm_free(lp_batchnorm *b) {
     if (!b) return;
     lp_prim_free(&b->fwd);
     lp_prim_free(&b->bwd);
+    lp_relu6_free(&b->relu6);
     if (b->bwd_shift) dnnl_memory_destroy(b->bwd_shift);
     if (b->bwd_ws) dnnl_memory_destroy(b->bwd_ws);
     if (b->fwd_pd) dnnl_primitive_desc_destroy(b->fwd_pd);

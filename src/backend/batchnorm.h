@@ -3,7 +3,7 @@
  * torch.nn.BatchNorm2d's semantics (eps, biased variance in the normalization, the
  * unbiased one in the running update, momentum, num_batches_tracked).
  *
- *   y = gamma * (x - mean) / sqrt(var + eps) + beta        (then ReLU with relu)
+ *   y = gamma * (x - mean) / sqrt(var + eps) + beta        (then ReLU or ReLU6)
  *
  * Modes:
  *   LP_BN_TRAIN   PyTorch's model.train(): mean and var are the batch's (per channel,
@@ -19,11 +19,16 @@
  * var, dgamma, dbeta (c) plain. ws: ws_size bytes (0 without a fused ReLU, or in a
  * forward-only LP_BN_FROZEN op): the ReLU mask the forward writes for backward.
  * Backward writes (does not add into) dgamma and dbeta. Scratchpad as every backend op:
- * user provided, at least lp_batchnorm_scratch_size bytes. */
+ * user provided, at least lp_batchnorm_scratch_size bytes.
+ *
+ * Kernels: fp32 in pixel vectors of a multiple of 8 channels (nChw16c, nChw8c, most nhwc)
+ * run our own, with the activation fused (batchnorm_fused.c); the rest oneDNN's, with
+ * its fused ReLU, or ReLU6 as an eltwise pass after it (relu6.c). */
 #ifndef LP_BATCHNORM_H
 #define LP_BATCHNORM_H
 
 #include "backend.h"
+#include "graph_ops.h"
 
 typedef enum lp_bn_mode { LP_BN_TRAIN, LP_BN_FROZEN } lp_bn_mode;
 
@@ -34,17 +39,40 @@ typedef struct lp_batchnorm_params {
     int n, c, h, w;
     float eps; /* 0: LP_BN_EPS (Keras' ResNet50 uses 1.001e-5) */
     lp_bn_mode mode;
-    bool relu;     /* ReLU fused after the normalization (PyTorch: bn then relu) */
+    bool relu;     /* ReLU after the normalization (PyTorch: bn then relu) */
+    bool relu6;    /* ReLU6 instead (MobileNetV2: min(max(z, 0), 6)) */
     bool backward; /* backward will run: LP_BN_FROZEN then keeps the ReLU mask too */
 } lp_batchnorm_params;
+
+/* ---- the fused kernel of our own (batchnorm_fused.c) ---- */
+enum { LP_BN_ACT_NONE, LP_BN_ACT_RELU, LP_BN_ACT_RELU6 };
+typedef struct lp_bn_fused {
+    int n, c, hw, vec, nb; /* vec channels a pixel vector, nb = c / vec blocks */
+    int chunk, nchunk;     /* pixels a task, tasks a (block, sample) */
+    bool per_block;        /* each thread runs all passes over one channel block, then the next */
+} lp_bn_fused;
+/* True (and *vec set) when md is fp32 pixel vectors of a multiple of 8 channels. */
+bool lp_bn_fused_layout(const lp_md *md, int *vec);
+void lp_bn_fused_plan(lp_bn_fused *f, int n, int c, int hw, int vec);
+size_t lp_bn_fused_scratch_size(const lp_bn_fused *f);
+/* batch_stats: mean and var computed (biased) and written; else read. */
+void lp_bn_fused_forward(const lp_bn_fused *f, bool batch_stats, const float *x, const float *gamma, const float *beta, float *mean,
+                         float *var, float eps, int act, float *y, void *scratch);
+/* dx (may be dy, or NULL), dgamma, dbeta (either may be NULL) written. */
+void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, const float *dy, const float *gamma,
+                          const float *beta, const float *mean, const float *var, float eps, int act, float *dx, float *dgamma,
+                          float *dbeta, void *scratch);
 
 typedef struct lp_batchnorm {
     lp_batchnorm_params p;
     lp_md data_md;  /* x, y, dx, dy */
     size_t ws_size; /* bytes of the ReLU mask ws (0: none) */
+    bool own;       /* our fused kernel (fused); else oneDNN's primitives below */
+    lp_bn_fused fused;
     dnnl_primitive_desc_t fwd_pd;
-    lp_prim fwd, bwd; /* .impl: oneDNN's kernel name, e.g. "bnorm_jit:avx512_core" */
+    lp_prim fwd, bwd; /* .impl: the kernel's name, e.g. "bnorm_jit:avx512_core" or "loupe:fused" */
     dnnl_memory_t bwd_shift, bwd_ws; /* backward's arguments beyond lp_prim's eight */
+    lp_relu6 relu6;                  /* oneDNN's path with p.relu6: in place on y */
     bool has_bwd;
 } lp_batchnorm;
 
@@ -60,11 +88,11 @@ size_t lp_batchnorm_scratch_size(const lp_batchnorm *b);
  * which reads x. */
 lp_status lp_batchnorm_forward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *gamma, const float *beta,
                                float *mean, float *var, float *y, void *ws, void *scratch);
-/* dy: gradient of the output (after the fused ReLU; its mask is applied from ws). x, gamma,
- * beta, mean, var, ws: those of the forward (no result depends on beta; oneDNN 2.6 asks for
- * it). dx written (may be dy); dgamma, dbeta written (either may
- * be NULL when not wanted). */
-lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *dy, const float *gamma,
+/* dy: gradient of the output (after the activation; its mask comes from ws, from x or,
+ * ReLU6 on oneDNN's path, from y). x, y, gamma, beta, mean, var, ws: those of the forward. dx
+ * written (may be dy; NULL: not wanted, dy may then be overwritten); dgamma, dbeta written (either may be NULL when not
+ * wanted). With ReLU6 on oneDNN's path, dy is overwritten with the masked gradient. */
+lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *y, float *dy, const float *gamma,
                                 const float *beta, const float *mean, const float *var, const void *ws, float *dx, float *dgamma,
                                 float *dbeta, void *scratch);
 void lp_batchnorm_free(lp_batchnorm *b);

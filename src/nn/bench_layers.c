@@ -90,7 +90,7 @@ static lp_status time_layer(lp_net *net, lp_plan *p, int l, double *t, double *g
         TIME_CALL(lp_batchnorm_forward(b, net->stream, x, g, be, mean, var, y, L->relu_bits.p, scr), t[0]);
         if (b->has_bwd) {
             float *dgb = net->tmp_db.cap >= 2 * sizeof(float) * (size_t)L->in_c ? net->tmp_db.p : NULL;
-            TIME_CALL(lp_batchnorm_backward(b, net->stream, x, dy, g, be, mean, var, L->relu_bits.p, dx, dgb, dgb ? dgb + L->in_c : NULL,
+            TIME_CALL(lp_batchnorm_backward(b, net->stream, x, y, dy, g, be, mean, var, L->relu_bits.p, dx, dgb, dgb ? dgb + L->in_c : NULL,
                                             scr),
                       t[1]);
         }

@@ -762,14 +762,10 @@ static lp_status bn_op(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, bool 
     *out = b;
     if (*has) return LP_OK;
     lp_batchnorm_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .mode = train ? LP_BN_TRAIN : LP_BN_FROZEN,
-                             .relu = l->relu && !l->relu6, .backward = true};
+                             .relu = l->relu, .relu6 = l->relu6, .backward = true};
     lp_status st = lp_batchnorm_init(b, &p, &pl->in_md);
     if (st) return st;
     *has = true;
-    if (l->relu6 && !pl->u.bn.relu6.fwd_pd) {
-        if ((st = lp_relu6_init(&pl->u.bn.relu6, &b->data_md))) return st;
-        if ((st = reserve_scratch(net, lp_relu6_scratch_size(&pl->u.bn.relu6)))) return st;
-    }
     if (!lp_md_equal(&b->data_md, &pl->in_md)) return lp_fail(LP_ERR_BACKEND, "%s: batch norm chose another layout than its input's", l->name);
     if ((st = lp_buf_reserve(&l->relu_bits, b->ws_size + 64, NULL))) return st;
     return reserve_scratch(net, lp_batchnorm_scratch_size(b));
@@ -782,10 +778,6 @@ static lp_status bn_prepare_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl
     lp_batchnorm *b = train ? &pl->u.bn.train : &pl->u.bn.frozen;
     lp_status st = lp_batchnorm_init_backward(b);
     if (st) return st;
-    if (l->relu6) {
-        if ((st = lp_relu6_init_backward(&pl->u.bn.relu6))) return st;
-        if ((st = reserve_scratch(net, lp_relu6_scratch_size(&pl->u.bn.relu6)))) return st;
-    }
     if ((st = lp_buf_reserve(&net->tmp_db, 2 * sizeof(float) * (size_t)l->in_c, NULL))) return st;
     return reserve_scratch(net, lp_batchnorm_scratch_size(b));
 }
@@ -801,7 +793,6 @@ static lp_status bn_forward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, 
     if ((st = lp_batchnorm_forward(b, net->stream, x, param_ptr(net, l->pw), param_ptr(net, l->pb), train ? stats : rm,
                                    train ? stats + l->in_c : rv, y, l->relu_bits.p, net->scratch.p)))
         return st;
-    if (l->relu6 && (st = lp_relu6_forward(&pl->u.bn.relu6, net->stream, y, net->scratch.p))) return st;
     if (train) {
         dnnl_stream_wait(net->stream);
         float *nbt = param_ptr(net, l->pnb);
@@ -821,9 +812,8 @@ static lp_status bn_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n,
     const float *stats = l->aux.p, *mean = train ? stats : param_ptr(net, l->prm), *var = train ? stats + l->in_c : param_ptr(net, l->prv);
     float *dg = NULL, *dbeta = NULL, *tmp = net->tmp_db.p;
     if (weights) dg = accumulate ? tmp : grad_ptr(net, l->pw), dbeta = accumulate ? tmp + l->in_c : grad_ptr(net, l->pb);
-    lp_status st = l->relu6 ? lp_relu6_backward(&pl->u.bn.relu6, net->stream, dy, y, net->scratch.p) : LP_OK;
-    if (!st) st = lp_batchnorm_backward(b, net->stream, x, dy, param_ptr(net, l->pw), param_ptr(net, l->pb), mean, var,
-                                         l->relu_bits.p, dx ? dx : dy, dg, dbeta, net->scratch.p);
+    lp_status st = lp_batchnorm_backward(b, net->stream, x, y, dy, param_ptr(net, l->pw), param_ptr(net, l->pb), mean, var,
+                                         l->relu_bits.p, dx, dg, dbeta, net->scratch.p);
     if (st || !weights || !accumulate) return st;
     dnnl_stream_wait(net->stream);
     float *gw = grad_ptr(net, l->pw), *gb = grad_ptr(net, l->pb);
@@ -834,7 +824,6 @@ static lp_status bn_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n,
 static void bn_free(lp_plan_layer *pl) {
     if (pl->u.bn.has_train) lp_batchnorm_free(&pl->u.bn.train);
     if (pl->u.bn.has_frozen) lp_batchnorm_free(&pl->u.bn.frozen);
-    lp_relu6_free(&pl->u.bn.relu6);
 }
 
 /* ---- SiLU / sigmoid (l->act), oneDNN's eltwise: output in its own slot (SiLU's backward

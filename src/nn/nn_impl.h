@@ -119,7 +119,6 @@ typedef struct lp_plan_layer {
             lp_batchnorm train, frozen; /* built on first use */
             bool has_train, has_frozen;
             bool last_train; /* the mode of the last training forward (backward follows it) */
-            lp_relu6 relu6;  /* with l->relu6: in place on the output */
         } bn;
     } u;
 } lp_plan_layer;

@@ -3,10 +3,11 @@
  * tensor as raw little-endian float32 in plain layouts (NCHW, (c)), for
  * test_batchnorm.py to compare with torch.nn.BatchNorm2d.
  *
- *   bn_harness OUTDIR n c h w train|frozen relu steps [--seed S | --in DIR]
+ *   bn_harness OUTDIR n c h w train|frozen act steps [--seed S | --in DIR]
  *              [--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only]
  *   bn_harness --impls n c h w LAYOUT    prints the kernel of each mode's passes
  *
+ * act: 0 none, 1 ReLU, 6 ReLU6 after the normalization.
  * Inputs (--in DIR reads them, else drawn: x normal with a per-channel offset and scale,
  * dy normal, gamma and beta uniform, running_var uniform in [0.5, 1.5)): x0..x{steps-1}
  * and dy0.. (n, c, h, w), gamma, beta, running_mean, running_var (c). Outputs in OUTDIR,
@@ -51,23 +52,25 @@ static bool parse_ints(char **argv, int count, int *out) {
     return true;
 }
 
-/* The kernels oneDNN picks for every mode and ReLU choice, nothing run. */
+/* The kernels picked for every mode and activation, nothing run. */
 static int print_impls(int n, int c, int h, int w, const char *lay) {
     lp_md md;
     bool use;
     if (!layout(lay, n, c, h, w, &md, &use)) return 2;
+    static const char *const acts[] = {"none", "relu", "relu6"};
     for (int mode = 0; mode < 2; mode++)
-        for (int relu = 0; relu < 2; relu++)
+        for (int relu = 0; relu < 3; relu++)
             for (int bwd = 0; bwd < 2; bwd++) {
                 if (mode == LP_BN_TRAIN && !bwd) continue;
-                lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .mode = mode, .relu = relu, .backward = bwd};
+                lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .mode = mode, .relu = relu == 1, .relu6 = relu == 2,
+                                         .backward = bwd};
                 lp_batchnorm b;
                 if (lp_batchnorm_init(&b, &p, use ? &md : NULL) || (bwd && lp_batchnorm_init_backward(&b))) {
-                    printf("%s relu=%d %s: FAILED %s\n", mode ? "frozen" : "train", relu, bwd ? "fwd+bwd" : "fwd", lp_errmsg());
+                    printf("%s act=%s %s: FAILED %s\n", mode ? "frozen" : "train", acts[relu], bwd ? "fwd+bwd" : "fwd", lp_errmsg());
                     continue;
                 }
                 char buf[64];
-                printf("%s relu=%d %s layout=%s fwd=%s bwd=%s\n", mode ? "frozen" : "train", relu, bwd ? "fwd+bwd" : "fwd",
+                printf("%s act=%s %s layout=%s fwd=%s bwd=%s\n", mode ? "frozen" : "train", acts[relu], bwd ? "fwd+bwd" : "fwd",
                        lp_md_layout(&b.data_md, buf, sizeof buf), b.fwd.impl, bwd ? b.bwd.impl : "-");
                 lp_batchnorm_free(&b);
             }
@@ -81,7 +84,7 @@ int main(int argc, char **argv) {
         return print_impls(d[0], d[1], d[2], d[3], argv[6]);
     }
     if (argc < 9) {
-        fprintf(stderr, "usage: bn_harness OUTDIR n c h w train|frozen relu steps [--seed S | --in DIR] "
+        fprintf(stderr, "usage: bn_harness OUTDIR n c h w train|frozen 0|1|6 steps [--seed S | --in DIR] "
                         "[--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only]\n"
                         "       bn_harness --impls n c h w LAYOUT\n");
         return 2;
@@ -89,6 +92,10 @@ int main(int argc, char **argv) {
     const char *out = argv[1];
     int d[4], relu, steps;
     if (!parse_ints(argv + 2, 4, d) || !parse_ints(argv + 7, 1, &relu) || !parse_ints(argv + 8, 1, &steps)) return 2;
+    if (relu != 0 && relu != 1 && relu != 6) {
+        fprintf(stderr, "bn_harness: the activation is 0 (none), 1 (ReLU) or 6 (ReLU6), not %d\n", relu);
+        return 2;
+    }
     const int n = d[0], c = d[1], h = d[2], w = d[3];
     lp_bn_mode mode;
     if (!strcmp(argv[6], "train")) mode = LP_BN_TRAIN;
@@ -117,7 +124,8 @@ int main(int argc, char **argv) {
     if (!layout(lay, n, c, h, w, &src_md, &use_src)) return 2;
     if (lp_dnnl_stream_create(&S)) return die("stream");
 
-    lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .eps = eps, .mode = mode, .relu = relu != 0, .backward = backward};
+    lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .eps = eps, .mode = mode, .relu = relu == 1, .relu6 = relu == 6,
+                             .backward = backward};
     lp_batchnorm b;
     if (lp_batchnorm_init(&b, &p, use_src ? &src_md : NULL)) return die("init");
     if (backward && lp_batchnorm_init_backward(&b)) return die("init backward");
@@ -192,7 +200,7 @@ int main(int argc, char **argv) {
         if (!backward) continue;
         if (reorder(&plain, dy, &b.data_md, dyo)) return die("reorder dy");
         if (!ensure_scratch(lp_batchnorm_scratch_size(&b))) return die("scratch");
-        if (lp_batchnorm_backward(&b, S, xo, dyo, gamma, beta, mean, var, b.ws_size ? ws : NULL, dxo, dgamma, dbeta, scratch))
+        if (lp_batchnorm_backward(&b, S, xo, yo, dyo, gamma, beta, mean, var, b.ws_size ? ws : NULL, dxo, dgamma, dbeta, scratch))
             return die("backward");
         if (lp_dnnl_check(dnnl_stream_wait(S), "wait")) return die("backward");
         if (reorder(&b.data_md, dxo, &plain, dx)) return die("reorder dx");

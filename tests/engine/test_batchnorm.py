@@ -5,7 +5,8 @@ statistics update) on inputs drawn here, once under each CPU level this machine 
 (ONEDNN_MAX_CPU_ISA=AVX2, AVX512_CORE, and uncapped), and compares with BatchNorm2d in
 float64 on the very same float32 inputs: y, dx, dgamma, dbeta at every step, the batch
 mean and biased variance (train), running_mean, running_var and num_batches_tracked after
-the last step. With relu, the reference is BatchNorm2d then ReLU. Inputs: per-channel
+the last step. With relu, the reference is BatchNorm2d then ReLU (or ReLU6: clamp to
+[0, 6], whose gradient passes where 0 < z < 6, as PyTorch's hardtanh). Inputs: per-channel
 offsets in [-1, 1] and scales in [0.05, 2] (small-variance channels show eps), gamma of
 both signs, running_var in [0.05, 2].
 
@@ -27,7 +28,7 @@ values. Per channel then:
 In eval the statistics are given: dmu = dv = 0 and rho = 2E; dx_i = dy_i gamma/sigma is
 within 4E of its magnitude. Running statistics: each step adds (1-m) of the previous
 bound, m dmu (m n/(n-1) dv for the variance) and 3E of the value. With a fused ReLU,
-elements whose reference pre-activation is within its bound of 0 have an uncertain mask:
+elements whose reference pre-activation is within its bound of 0 (or 6) have an uncertain mask:
 their dx is not compared and their |dy| terms are added to the dgamma and dbeta bounds.
 A floor of n * 2^-126 allows for flushed denormals. The float64 reference's own error is
 ~2^-53 of the same sums, far below.
@@ -87,6 +88,16 @@ CASES = [
     C("frozen_n1_relu_1x1", 1, 32, 1, 1, "frozen", relu=True),
     C("frozen_nhwc_relu", 2, 48, 5, 5, "frozen", relu=True, layout="nhwc"),
     C("frozen_8c", 2, 16, 4, 4, "frozen", layout="nChw8c"),
+    # ReLU6 (MobileNetV2), gamma three times larger so that z passes 6 too: loupe's fused
+    # kernel on the layouts the convolutions hand over, oneDNN's batch norm then its clip on
+    # the others (nchw, nhwc of 12 channels)
+    C("train_relu6", 4, 96, 14, 14, "train", relu=6),
+    C("train_relu6_8c", 2, 24, 7, 7, "train", relu=6, layout="nChw8c"),
+    C("train_relu6_nhwc", 2, 32, 9, 7, "train", relu=6, layout="nhwc"),
+    C("train_relu6_nchw", 3, 16, 5, 6, "train", relu=6, layout="nchw"),
+    C("train_relu6_nhwc12", 2, 12, 5, 5, "train", relu=6, layout="nhwc"),
+    C("frozen_relu6", 4, 64, 14, 14, "frozen", relu=6),
+    C("frozen_relu6_nchw", 2, 16, 6, 6, "frozen", relu=6, layout="nchw"),
 ]
 
 
@@ -103,7 +114,7 @@ def make_inputs(case, rng):
     for k in range(STEPS):
         d[f"x{k}"] = (off[None, :, None, None] + scale[None, :, None, None] * rng.standard_normal((n, c, h, w)))
         d[f"dy{k}"] = rng.standard_normal((n, c, h, w))
-    d["gamma"] = rng.uniform(0.3, 1.5, c) * rng.choice([-1.0, 1.0], c)
+    d["gamma"] = rng.uniform(0.3, 1.5, c) * rng.choice([-1.0, 1.0], c) * (3.0 if case["relu"] == 6 else 1.0)
     d["beta"] = rng.uniform(-0.5, 0.5, c)
     d["running_mean"] = rng.uniform(-1, 1, c)
     d["running_var"] = np.exp(rng.uniform(np.log(0.05), np.log(2.0), c))
@@ -142,7 +153,7 @@ def reference(case, inp, dtype):
         x = torch.from_numpy(inp[f"x{k}"]).to(dtype).requires_grad_(True)
         bn.weight.grad = bn.bias.grad = None
         pre = bn(x)
-        y = torch.relu(pre) if case["relu"] else pre
+        y = torch.clamp(pre, 0.0, 6.0) if case["relu"] == 6 else torch.relu(pre) if case["relu"] else pre
         y.backward(torch.from_numpy(inp[f"dy{k}"]).to(dtype))
         xd = inp[f"x{k}"].astype(np.float64)
         steps.append(dict(y=y.detach().double().numpy(), pre=pre.detach().double().numpy(),
@@ -187,6 +198,9 @@ def bounds(case, inp, ref):
         if case["relu"]:
             unsure = np.abs(r["pre"]) <= dy_pre
             mask = (r["pre"] > 0) & ~unsure
+            if case["relu"] == 6:
+                unsure |= np.abs(r["pre"] - 6.0) <= dy_pre
+                mask &= (r["pre"] < 6.0) & ~unsure
         else:
             unsure = np.zeros(x.shape, bool)
             mask = np.ones(x.shape, bool)
