@@ -1,8 +1,9 @@
 #!/bin/sh
-# Batch normalization's kernels, ours (src/backend/batchnorm_fused.c) against oneDNN's
-# (LOUPE_BATCHNORM=onednn, with ReLU6 as an eltwise pass after it): the same training
-# benchmark run alternately with each, ROUNDS times, the best images/s of each printed
-# (this shared machine's noise is larger than the difference in a single run).
+# Batch normalization's kernels as lp_batchnorm picks them (ours, src/backend/batchnorm_fused.c,
+# in a net with ReLU6; else oneDNN's) against oneDNN's alone (LOUPE_BATCHNORM=onednn, ReLU6 as
+# an eltwise pass after it): the same training benchmark run alternately with each, ROUNDS
+# times, the best images/s of each printed (this shared machine's noise is larger than the
+# difference in a single run).
 # usage: bench/batchnorm_ab.sh [--model M] [--size 224] [--batch 2] [--steps 20] [--rounds 4]
 #        [--loupe PATH]    (ONEDNN_MAX_CPU_ISA caps both as usual)
 set -eu
@@ -31,4 +32,4 @@ for _ in $(seq "$rounds"); do
     best_ours=$(awk -v x="$b" -v y="$best_ours" 'BEGIN { print (x > y ? x : y) }')
 done
 "$LOUPE" bench --model "$model" --size 32x32 --batch 2 --steps 1 --warmup 0 | grep '^CPU:' || true
-echo "$model ${size}x$size batch $batch, best of $rounds, training images/s: oneDNN's batch norm $best_onednn, loupe's $best_ours"
+echo "$model ${size}x$size batch $batch, best of $rounds, training images/s: oneDNN's batch norm $best_onednn, as picked $best_ours"

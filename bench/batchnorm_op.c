@@ -24,10 +24,11 @@ typedef struct op {
     double fwd, bwd; /* best seconds */
 } op;
 
-static int build(op *o, const lp_batchnorm_params *p, bool onednn) {
+static int build(op *o, lp_batchnorm_params p, bool onednn) {
     if (onednn) setenv("LOUPE_BATCHNORM", "onednn", 1);
     else unsetenv("LOUPE_BATCHNORM");
-    if (lp_batchnorm_init(&o->b, p, NULL) || lp_batchnorm_init_backward(&o->b)) {
+    p.fused = !onednn;
+    if (lp_batchnorm_init(&o->b, &p, NULL) || lp_batchnorm_init_backward(&o->b)) {
         fprintf(stderr, "batchnorm_op: %s\n", lp_errmsg());
         return 1;
     }
@@ -49,7 +50,7 @@ int main(int argc, char **argv) {
     if (n < 1 || c < 1 || h < 1 || w < 1 || iters < 1) return 2;
     dnnl_stream_t s;
     op ops[2];
-    if (lp_dnnl_stream_create(&s) || build(&ops[0], &p, false) || build(&ops[1], &p, true)) return 1;
+    if (lp_dnnl_stream_create(&s) || build(&ops[0], p, false) || build(&ops[1], p, true)) return 1;
     const size_t bytes = lp_md_size(&ops[0].b.data_md);
     float *x = lp_aligned_alloc(bytes), *y = lp_aligned_alloc(bytes), *dy = lp_aligned_alloc(bytes);
     float *g = calloc(c, 4), *beta = calloc(c, 4), *mean = calloc(c, 4), *var = calloc(c, 4), *dg = calloc(c, 4), *db = calloc(c, 4);

@@ -61,11 +61,11 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
     if (b->data_md.ndims != 4 || (b->data_md.data_type != dnnl_f32 && b->data_md.data_type != dnnl_bf16) ||
         memcmp(b->data_md.dims, want, sizeof(int64_t) * 4))
         return lp_fail(LP_ERR_SHAPE, "batchnorm: the input layout is not fp32 or bf16 (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
-    /* ours on every layout it takes: with ReLU6 it saves oneDNN's eltwise pass each way; on
-     * small maps it is the faster, on large ones without ReLU6 oneDNN's by up to 20% an op
-     * (docs/engine.md), but one kernel for all keeps each ReLU mask where PyTorch's falls */
+    /* ours with ReLU6, where oneDNN's costs an eltwise pass more each way; without it
+     * oneDNN's streams large maps up to 20% faster (docs/engine.md), so ours there only
+     * where the caller asks (a net with ReLU6 runs all its batch norms on one kernel) */
     int vec;
-    if (!onednn_forced() && lp_bn_fused_layout(&b->data_md, &vec)) {
+    if ((p->relu6 || p->fused) && !onednn_forced() && lp_bn_fused_layout(&b->data_md, &vec)) {
         lp_bn_fused_plan(&b->fused, p->n, p->c, p->h * p->w, vec);
         b->own = true;
     }

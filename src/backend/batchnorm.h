@@ -21,9 +21,9 @@
  * Backward writes (does not add into) dgamma and dbeta. Scratchpad as every backend op:
  * user provided, at least lp_batchnorm_scratch_size bytes.
  *
- * Kernels: fp32 in pixel vectors of a multiple of 8 channels (nChw16c, nChw8c, most nhwc)
- * run our own, with the activation fused (batchnorm_fused.c); the rest oneDNN's, with
- * its fused ReLU, or ReLU6 as an eltwise pass after it (relu6.c). */
+ * Kernels: with ReLU6 (or p.fused), fp32 in pixel vectors of a multiple of 8 channels
+ * (nChw16c, nChw8c, most nhwc) runs our own, the activation fused (batchnorm_fused.c); the
+ * rest oneDNN's, with its fused ReLU, or ReLU6 as an eltwise pass after it (relu6.c). */
 #ifndef LP_BATCHNORM_H
 #define LP_BATCHNORM_H
 
@@ -41,6 +41,7 @@ typedef struct lp_batchnorm_params {
     lp_bn_mode mode;
     bool relu;     /* ReLU after the normalization (PyTorch: bn then relu) */
     bool relu6;    /* ReLU6 instead (MobileNetV2: min(max(z, 0), 6)) */
+    bool fused;    /* our fused kernel wherever it takes the layout, not only with ReLU6 */
     bool backward; /* backward will run: LP_BN_FROZEN then keeps the ReLU mask too */
 } lp_batchnorm_params;
 

@@ -756,13 +756,22 @@ static lp_status bn_plan(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n) {
     return lp_buf_reserve(&l->aux, 2 * sizeof(float) * (size_t)l->in_c, NULL);
 }
 
+/* A net with ReLU6 (MobileNetV2) runs all its batch norms on our fused kernel: one
+ * arithmetic for all of them, PyTorch's folding of scale and shift, so that its ReLU6
+ * masks fall where PyTorch's do (docs/engine.md). */
+static bool net_has_relu6(const lp_net *net) {
+    for (int i = 0; i < net->nlayers; i++)
+        if (net->layers[i].kind == LP_LAYER_BN && net->layers[i].relu6) return true;
+    return false;
+}
+
 static lp_status bn_op(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, bool train, lp_batchnorm **out) {
     lp_batchnorm *b = train ? &pl->u.bn.train : &pl->u.bn.frozen;
     bool *has = train ? &pl->u.bn.has_train : &pl->u.bn.has_frozen;
     *out = b;
     if (*has) return LP_OK;
     lp_batchnorm_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .mode = train ? LP_BN_TRAIN : LP_BN_FROZEN,
-                             .relu = l->relu, .relu6 = l->relu6, .backward = true};
+                             .relu = l->relu, .relu6 = l->relu6, .fused = net_has_relu6(net), .backward = true};
     lp_status st = lp_batchnorm_init(b, &p, &pl->in_md);
     if (st) return st;
     *has = true;

@@ -4,10 +4,11 @@
  * test_batchnorm.py to compare with torch.nn.BatchNorm2d.
  *
  *   bn_harness OUTDIR n c h w train|frozen act steps [--seed S | --in DIR]
- *              [--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only]
+ *              [--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only] [--fused]
  *   bn_harness --impls n c h w LAYOUT    prints the kernel of each mode's passes
  *
- * act: 0 none, 1 ReLU, 6 ReLU6 after the normalization.
+ * act: 0 none, 1 ReLU, 6 ReLU6 after the normalization. --fused: loupe's fused kernel
+ * wherever it takes the layout (lp_batchnorm_params.fused), not only with ReLU6.
  * Inputs (--in DIR reads them, else drawn: x normal with a per-channel offset and scale,
  * dy normal, gamma and beta uniform, running_var uniform in [0.5, 1.5)): x0..x{steps-1}
  * and dy0.. (n, c, h, w), gamma, beta, running_mean, running_var (c). Outputs in OUTDIR,
@@ -85,7 +86,7 @@ int main(int argc, char **argv) {
     }
     if (argc < 9) {
         fprintf(stderr, "usage: bn_harness OUTDIR n c h w train|frozen 0|1|6 steps [--seed S | --in DIR] "
-                        "[--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only]\n"
+                        "[--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only] [--fused]\n"
                         "       bn_harness --impls n c h w LAYOUT\n");
         return 2;
     }
@@ -107,13 +108,14 @@ int main(int argc, char **argv) {
     uint64_t seed = 1;
     const char *in = NULL, *lay = "default";
     float eps = 0;
-    bool backward = true;
+    bool backward = true, fused = false;
     for (int i = 9; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--in") && i + 1 < argc) in = argv[++i];
         else if (!strcmp(argv[i], "--layout") && i + 1 < argc) lay = argv[++i];
         else if (!strcmp(argv[i], "--eps") && i + 1 < argc) eps = strtof(argv[++i], NULL);
         else if (!strcmp(argv[i], "--forward-only")) backward = false;
+        else if (!strcmp(argv[i], "--fused")) fused = true;
         else {
             fprintf(stderr, "bn_harness: unknown option '%s'\n", argv[i]);
             return 2;
@@ -125,7 +127,7 @@ int main(int argc, char **argv) {
     if (lp_dnnl_stream_create(&S)) return die("stream");
 
     lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .eps = eps, .mode = mode, .relu = relu == 1, .relu6 = relu == 6,
-                             .backward = backward};
+                             .fused = fused, .backward = backward};
     lp_batchnorm b;
     if (lp_batchnorm_init(&b, &p, use_src ? &src_md : NULL)) return die("init");
     if (backward && lp_batchnorm_init_backward(&b)) return die("init backward");

@@ -1,8 +1,9 @@
 """lp_batchnorm against torch.nn.BatchNorm2d (eps 1e-5, momentum 0.1), in train() and eval().
 
 Each case runs bn_harness for 3 steps (forward, backward, and in train mode the running
-statistics update) on inputs drawn here, once under each CPU level this machine has
-(ONEDNN_MAX_CPU_ISA=AVX2, AVX512_CORE, and uncapped), and compares with BatchNorm2d in
+statistics update) on inputs drawn here, under each CPU level this machine has
+(ONEDNN_MAX_CPU_ISA=AVX2, AVX512_CORE, and uncapped), with the kernel lp_batchnorm picks and
+with loupe's fused kernel asked for (--fused: where it takes the layout), and compares with BatchNorm2d in
 float64 on the very same float32 inputs: y, dx, dgamma, dbeta at every step, the batch
 mean and biased variance (train), running_mean, running_var and num_batches_tracked after
 the last step. With relu, the reference is BatchNorm2d then ReLU (or ReLU6: clamp to
@@ -121,10 +122,10 @@ def make_inputs(case, rng):
     return {k: v.astype(np.float32) for k, v in d.items()}
 
 
-def run_harness(harness, case, indir, outdir, isa):
+def run_harness(harness, case, indir, outdir, isa, fused):
     os.makedirs(outdir, exist_ok=True)
     cmd = [harness, outdir, *map(str, (case["n"], case["c"], case["h"], case["w"])), case["mode"],
-           str(int(case["relu"])), str(STEPS), "--in", indir, "--layout", case["layout"]]
+           str(int(case["relu"])), str(STEPS), "--in", indir, "--layout", case["layout"]] + (["--fused"] if fused else [])
     if case["eps"] is not None:
         cmd += ["--eps", repr(case["eps"])]
     env = dict(os.environ)
@@ -284,11 +285,11 @@ def main():
         # the bounds must admit PyTorch's own float32 arithmetic
         if not check(f"{case['name']} [torch float32]", torch_f32_result(case, inp), ref[0], ref[1:], bnd, case, failures):
             failures.append(f"{case['name']}: PyTorch float32 itself exceeds the bounds: the tolerance model is wrong")
-        for isa in lv:
-            label = f"{case['name']} [{isa or 'native'}]"
-            outdir = os.path.join(args.workdir, case["name"], isa or "native")
+        for isa, fused in ((i, f) for i in lv for f in (False, True)):
+            label = f"{case['name']} [{isa or 'native'}{' fused' if fused else ''}]"
+            outdir = os.path.join(args.workdir, case["name"], (isa or "native") + ("_fused" if fused else ""))
             try:
-                info = run_harness(args.harness, case, indir, outdir, isa)
+                info = run_harness(args.harness, case, indir, outdir, isa, fused)
             except RuntimeError as e:
                 failures.append(f"{label}: {e}")
                 print(f"FAIL {label}: {e}")
