@@ -153,8 +153,14 @@ __attribute__((target("avx2,fma"))) static void stats_avx2(const float *x, int v
 static void stats(const float *x, int vec, int np, const float *shift, double *sum, double *sq) {
 #if LP_X86_KERNELS
     const lp_isa isa = lp_cpu_isa();
-    if (isa >= LP_ISA_AVX512) return stats_avx512(x, vec, np, shift, sum, sq);
-    if (isa >= LP_ISA_AVX2) return stats_avx2(x, vec, np, shift, sum, sq);
+    if (isa >= LP_ISA_AVX512) {
+        stats_avx512(x, vec, np, shift, sum, sq);
+        return;
+    }
+    if (isa >= LP_ISA_AVX2) {
+        stats_avx2(x, vec, np, shift, sum, sq);
+        return;
+    }
 #endif
     stats_body(x, vec, np, shift, sum, sq);
 }
