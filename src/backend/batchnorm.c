@@ -68,8 +68,6 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
     if ((p->relu6 || p->fused) && !onednn_forced() && lp_bn_fused_layout(&b->data_md, &vec)) {
         lp_bn_fused_plan(&b->fused, p->n, p->c, p->h * p->w, vec);
         b->own = true;
-    }
-    if (b->own) {
         snprintf(b->fwd.impl, sizeof b->fwd.impl, "loupe:fused_%s", lp_isa_name(lp_cpu_isa()));
         return LP_OK;
     }
@@ -93,7 +91,6 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
 }
 
 lp_status lp_batchnorm_init_backward(lp_batchnorm *b) {
-    lp_status st0;
     if (b->has_bwd) return LP_OK;
     if (!b->p.backward)
         return lp_fail(LP_ERR_ARG, "batchnorm: built for forward only (set backward in its parameters)");
@@ -102,11 +99,12 @@ lp_status lp_batchnorm_init_backward(lp_batchnorm *b) {
         b->has_bwd = true;
         return LP_OK;
     }
-    if (b->p.relu6 && (st0 = lp_relu6_init_backward(&b->relu6))) return st0;
+    lp_status st = b->p.relu6 ? lp_relu6_init_backward(&b->relu6) : LP_OK;
+    if (st) return st;
     dnnl_batch_normalization_desc_t desc;
-    lp_status st = lp_dnnl_check(dnnl_batch_normalization_backward_desc_init(&desc, dnnl_backward, &b->data_md, &b->data_md,
-                                                                              b->p.eps, bn_flags(&b->p)),
-                                 "batchnorm backward desc");
+    st = lp_dnnl_check(dnnl_batch_normalization_backward_desc_init(&desc, dnnl_backward, &b->data_md, &b->data_md, b->p.eps,
+                                                                   bn_flags(&b->p)),
+                       "batchnorm backward desc");
     if (st) return st;
     dnnl_primitive_desc_t pd;
     if ((st = lp_pd_create(&pd, &desc, b->fwd_pd, "batchnorm backward"))) return st;

@@ -7,12 +7,13 @@
  *   backward: one pass for sum(g) and sum(g (x - mean)), g = dy where the activation
  *             passes, one for dx; the mask is recomputed from x with the forward's very
  *             a and b, so nothing is kept between the two (no workspace).
- * Sums run in float over runs of 64 pixels and in double across runs, of x less a value of
- * its channel's own (its first), so that one pass gives mean and variance without the
- * cancellation of E[x^2] - mean^2 where the mean is large against the spread.
+ * The statistics are summed in double, of x less a value of its channel's own (its first),
+ * so that one pass gives mean and variance as PyTorch's double two-pass sums do; the
+ * backward's sums in float over runs of 64 pixels, then in double.
  *
  * Data in pixel vectors (nChw16c, nChw8c, nhwc with c a multiple of 8; lp_md_pixel_vectors),
- * 8 channels a vector; loops compiled per ISA level (LP_ISA_VARIANTS). The parallel loops
+ * 8 channels a vector; loops compiled per ISA level (LP_ISA_VARIANTS; the statistics with
+ * intrinsics at AVX2 and AVX-512, below). The parallel loops
  * run over (channel block, sample, pixel chunk) tasks, each writing its partial sums, added
  * per channel afterwards. */
 #include "batchnorm.h"
@@ -23,7 +24,6 @@
 #include <omp.h>
 #endif
 
-typedef float v4f __attribute__((vector_size(16)));
 typedef float v8f __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
 typedef double v4d __attribute__((vector_size(32)));
@@ -181,10 +181,13 @@ LP_ISA_BODY void apply_body(const float *x, float *y, int vec, int np, const flo
 LP_ISA_VARIANTS_VOID(apply, (const float *x, float *y, int vec, int np, const float *a, const float *b, int act),
                      (x, y, vec, np, a, b, act))
 
+/* g: dy where the activation passes z = a x + b (the forward's z, recomputed). */
+LP_ISA_BODY v8f masked_grad(v8f dy, v8f xv, v8f av, v8f bv, int act) { return (v8f)((v8i)dy & passes(av * xv + bv, act)); }
+
 LP_ISA_BODY void grad_pixel(const float *x, const float *dy, float *dx, size_t e, v8f av, v8f bv, v8f mv, int act, v8f *gs,
                             v8f *xs) {
     const v8f xv = ld8(x + e);
-    const v8f g = (v8f)((v8i)ld8(dy + e) & passes(av * xv + bv, act));
+    const v8f g = masked_grad(ld8(dy + e), xv, av, bv, act);
     *gs += g, *xs += g * (xv - mv);
     if (dx) st8(dx + e, av * g);
 }
@@ -218,27 +221,26 @@ LP_ISA_VARIANTS_VOID(grad_sums,
                       int act, double *s1, double *s2),
                      (x, dy, dx, vec, np, a, b, mean, act, s1, s2))
 
-/* Batch statistics: dx = a g + c1 (x - mean) + c0. */
+/* Batch statistics: dx = a g + k1 (x - mean) + k0. */
 LP_ISA_BODY void grad_apply_body(const float *x, const float *dy, float *dx, int vec, int np, const float *a, const float *b,
-                                 const float *mean, const float *c1, const float *c0, int act) {
+                                 const float *mean, const float *k1, const float *k0, int act) {
     const int pb = block_pixels(vec);
     for (int p0 = 0; p0 < np; p0 += pb) {
         const int p1 = np - p0 < pb ? np : p0 + pb;
         for (int k = 0; k < vec; k += V) {
-            const v8f av = ld8(a + k), bv = ld8(b + k), mv = ld8(mean + k), c1v = ld8(c1 + k), c0v = ld8(c0 + k);
+            const v8f av = ld8(a + k), bv = ld8(b + k), mv = ld8(mean + k), k1v = ld8(k1 + k), k0v = ld8(k0 + k);
             for (int p = p0; p < p1; p++) {
                 const size_t e = (size_t)p * vec + k;
                 const v8f xv = ld8(x + e);
-                const v8f g = (v8f)((v8i)ld8(dy + e) & passes(av * xv + bv, act));
-                st8(dx + e, av * g + (c1v * (xv - mv) + c0v));
+                st8(dx + e, av * masked_grad(ld8(dy + e), xv, av, bv, act) + (k1v * (xv - mv) + k0v));
             }
         }
     }
 }
 LP_ISA_VARIANTS_VOID(grad_apply,
                      (const float *x, const float *dy, float *dx, int vec, int np, const float *a, const float *b, const float *mean,
-                      const float *c1, const float *c0, int act),
-                     (x, dy, dx, vec, np, a, b, mean, c1, c0, act))
+                      const float *k1, const float *k0, int act),
+                     (x, dy, dx, vec, np, a, b, mean, k1, k0, act))
 
 bool lp_bn_fused_layout(const lp_md *md, int *vec) {
     return md->data_type == dnnl_f32 && lp_md_pixel_vectors(md, vec) && *vec % V == 0;
