@@ -1,9 +1,9 @@
 /* Batch normalization alone, ours (src/backend/batchnorm_fused.c) against oneDNN's
- * (LOUPE_BATCHNORM=onednn: its primitive, ReLU6 as an eltwise pass after it), on the layout
+ * (LOUPE_BATCHNORM=onednn: its primitive, ReLU6 or SiLU as an eltwise pass after it), on the layout
  * the convolutions hand over at this CPU level, dx written over dy as in a training step.
  * Prints the best of ITERS forward and backward times of each, run alternately.
  *
- *   batchnorm_op N C H W none|relu|relu6 train|frozen [ITERS]
+ *   batchnorm_op N C H W none|relu|relu6|silu train|frozen [ITERS]
  *
  * (ONEDNN_MAX_CPU_ISA caps both as usual.) */
 #include "backend/batchnorm.h"
@@ -40,12 +40,13 @@ static int build(op *o, lp_batchnorm_params p, bool onednn) {
 
 int main(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: batchnorm_op N C H W none|relu|relu6 train|frozen [ITERS]\n");
+        fprintf(stderr, "usage: batchnorm_op N C H W none|relu|relu6|silu train|frozen [ITERS]\n");
         return 2;
     }
     const int n = atoi(argv[1]), c = atoi(argv[2]), h = atoi(argv[3]), w = atoi(argv[4]);
     const int iters = argc > 7 ? atoi(argv[7]) : 40;
     lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .relu = !strcmp(argv[5], "relu"), .relu6 = !strcmp(argv[5], "relu6"),
+                             .silu = !strcmp(argv[5], "silu"),
                              .mode = strcmp(argv[6], "frozen") ? LP_BN_TRAIN : LP_BN_FROZEN, .backward = true};
     if (n < 1 || c < 1 || h < 1 || w < 1 || iters < 1) return 2;
     dnnl_stream_t s;

@@ -2,7 +2,8 @@
  * layout allows, else oneDNN's batch_normalization primitive, with separate scale and
  * shift (PyTorch's weight and bias: no packing into oneDNN's scaleshift pair), the ReLU
  * fused by dnnl_fuse_norm_relu (its mask kept in oneDNN's workspace for backward), ReLU6
- * as an eltwise pass after it; and PyTorch's running-statistics update. */
+ * or SiLU as an eltwise pass after it (SiLU's input z kept in ws for its backward); and
+ * PyTorch's running-statistics update. */
 #include "batchnorm.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,7 @@ static lp_md default_layout(const lp_batchnorm_params *p) {
 static unsigned bn_flags(const lp_batchnorm_params *p) {
     unsigned f = dnnl_use_scale | dnnl_use_shift;
     if (p->mode == LP_BN_FROZEN) f |= dnnl_use_global_stats;
-    if (p->relu && !p->relu6) f |= dnnl_fuse_norm_relu;
+    if (p->relu && !p->relu6 && !p->silu) f |= dnnl_fuse_norm_relu;
     return f;
 }
 
@@ -36,7 +37,7 @@ static bool onednn_forced(void) {
 }
 
 static int activation(const lp_batchnorm_params *p) {
-    return p->relu6 ? LP_BN_ACT_RELU6 : p->relu ? LP_BN_ACT_RELU : LP_BN_ACT_NONE;
+    return p->silu ? LP_BN_ACT_SILU : p->relu6 ? LP_BN_ACT_RELU6 : p->relu ? LP_BN_ACT_RELU : LP_BN_ACT_NONE;
 }
 
 /* A frozen op with no backward is pure inference; everything else keeps what backward
@@ -61,11 +62,11 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
     if (b->data_md.ndims != 4 || (b->data_md.data_type != dnnl_f32 && b->data_md.data_type != dnnl_bf16) ||
         memcmp(b->data_md.dims, want, sizeof(int64_t) * 4))
         return lp_fail(LP_ERR_SHAPE, "batchnorm: the input layout is not fp32 or bf16 (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
-    /* ours with ReLU6, where oneDNN's costs an eltwise pass more each way; without it
-     * oneDNN's streams large maps up to 20% faster (docs/engine.md), so ours there only
+    /* ours with ReLU6 or SiLU, where oneDNN's costs an eltwise pass more each way; without
+     * them oneDNN's streams large maps up to 20% faster (docs/engine.md), so ours there only
      * where the caller asks (a net with ReLU6 runs all its batch norms on one kernel) */
     int vec;
-    if ((p->relu6 || p->fused) && !onednn_forced() && lp_bn_fused_layout(&b->data_md, &vec)) {
+    if ((p->relu6 || p->silu || p->fused) && !onednn_forced() && lp_bn_fused_layout(&b->data_md, &vec)) {
         lp_bn_fused_plan(&b->fused, p->n, p->c, p->h * p->w, vec);
         b->own = true;
         snprintf(b->fwd.impl, sizeof b->fwd.impl, "loupe:fused_%s", lp_isa_name(lp_cpu_isa()));
@@ -80,10 +81,11 @@ lp_status lp_batchnorm_init(lp_batchnorm *b, const lp_batchnorm_params *p, const
     if ((st = lp_pd_create(&b->fwd_pd, &desc, NULL, "batchnorm forward"))) return st;
     const lp_md *ws = dnnl_primitive_desc_query_md(b->fwd_pd, dnnl_query_workspace_md, 0);
     b->ws_size = ws ? lp_md_size(ws) : 0;
+    if (p->silu && p->backward) b->ws_size = lp_md_size(&b->data_md); /* z, which SiLU's backward reads */
     static const int kinds[] = {DNNL_ARG_SRC,      DNNL_ARG_SCALE, DNNL_ARG_SHIFT,    DNNL_ARG_MEAN,
                                 DNNL_ARG_VARIANCE, DNNL_ARG_DST,   DNNL_ARG_WORKSPACE};
-    if ((st = lp_prim_create(&b->fwd, b->fwd_pd, kinds, b->ws_size ? 7 : 6)) ||
-        (p->relu6 && (st = lp_relu6_init(&b->relu6, &b->data_md)))) {
+    if ((st = lp_prim_create(&b->fwd, b->fwd_pd, kinds, b->ws_size && !p->silu ? 7 : 6)) ||
+        (p->relu6 && (st = lp_relu6_init(&b->relu6, &b->data_md))) || (p->silu && (st = lp_act_init(&b->silu, LP_ACT_SILU, &b->data_md)))) {
         lp_batchnorm_free(b);
         return st;
     }
@@ -99,7 +101,7 @@ lp_status lp_batchnorm_init_backward(lp_batchnorm *b) {
         b->has_bwd = true;
         return LP_OK;
     }
-    lp_status st = b->p.relu6 ? lp_relu6_init_backward(&b->relu6) : LP_OK;
+    lp_status st = b->p.relu6 ? lp_relu6_init_backward(&b->relu6) : b->p.silu ? lp_act_init_backward(&b->silu) : LP_OK;
     if (st) return st;
     dnnl_batch_normalization_desc_t desc;
     st = lp_dnnl_check(dnnl_batch_normalization_backward_desc_init(&desc, dnnl_backward, &b->data_md, &b->data_md, b->p.eps,
@@ -117,7 +119,7 @@ lp_status lp_batchnorm_init_backward(lp_batchnorm *b) {
         st = lp_dnnl_check(dnnl_memory_create(&b->bwd_shift, dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, DNNL_ARG_SHIFT),
                                               lp_dnnl_engine(), DNNL_MEMORY_NONE),
                            "memory create");
-    if (!st && b->ws_size) {
+    if (!st && b->ws_size && !b->p.silu) {
         const lp_md *ws = dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
         if (!ws || lp_md_size(ws) != b->ws_size)
             st = lp_fail(LP_ERR_BACKEND, "oneDNN: batchnorm backward takes no ReLU workspace from the forward");
@@ -144,6 +146,7 @@ size_t lp_batchnorm_scratch_size(const lp_batchnorm *b) {
     if (b->own) return lp_bn_fused_scratch_size(&b->fused);
     size_t s = b->fwd.scratch_size;
     if (b->p.relu6 && lp_relu6_scratch_size(&b->relu6) > s) s = lp_relu6_scratch_size(&b->relu6);
+    if (b->p.silu && lp_act_scratch_size(&b->silu) > s) s = lp_act_scratch_size(&b->silu);
     if (b->has_bwd) {
         size_t sb = unwanted_offset(b) + 2 * (size_t)b->p.c * sizeof(float);
         if (sb > s) s = sb;
@@ -158,7 +161,13 @@ lp_status lp_batchnorm_forward(lp_batchnorm *b, dnnl_stream_t s, const float *x,
         lp_bn_fused_forward(&b->fused, b->p.mode == LP_BN_TRAIN, x, gamma, beta, mean, var, b->p.eps, activation(&b->p), y, scratch);
         return LP_OK;
     }
-    if (b->ws_size && !ws) return lp_fail(LP_ERR_ARG, "batchnorm: forward needs its ReLU workspace");
+    if (b->ws_size && !ws) return lp_fail(LP_ERR_ARG, "batchnorm: forward needs its workspace");
+    if (b->p.silu) { /* z into ws where backward will read it, else into y */
+        float *z = b->ws_size ? ws : y;
+        void *p[6] = {(void *)x, (void *)gamma, (void *)beta, mean, var, z};
+        lp_status st = lp_prim_exec(&b->fwd, s, p, scratch);
+        return st ? st : lp_act_forward(&b->silu, s, z, y, scratch);
+    }
     void *p[7] = {(void *)x, (void *)gamma, (void *)beta, mean, var, y, ws};
     lp_status st = lp_prim_exec(&b->fwd, s, p, scratch);
     return !st && b->p.relu6 ? lp_relu6_forward(&b->relu6, s, y, scratch) : st;
@@ -174,12 +183,12 @@ lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x
                              dgamma, dbeta, scratch);
         return LP_OK;
     }
-    if (b->ws_size && !ws) return lp_fail(LP_ERR_ARG, "batchnorm: backward needs the forward's ReLU workspace");
+    if (b->ws_size && !ws) return lp_fail(LP_ERR_ARG, "batchnorm: backward needs the forward's workspace");
     if (!dx) dx = dy;
-    if (b->p.relu6) {
-        lp_status st = lp_relu6_backward(&b->relu6, s, dy, y, scratch);
-        if (st) return st;
-    }
+    lp_status st = b->p.relu6  ? lp_relu6_backward(&b->relu6, s, dy, y, scratch)
+                   : b->p.silu ? lp_act_backward(&b->silu, s, dy, ws, y, dy, scratch)
+                               : LP_OK;
+    if (st) return st;
     float *unwanted = (float *)((char *)scratch + unwanted_offset(b));
     void *p[8] = {(void *)x, (void *)mean, (void *)var, (void *)dy, (void *)gamma, dx,
                   dgamma ? (void *)dgamma : unwanted, dbeta ? (void *)dbeta : unwanted + b->p.c};
@@ -208,6 +217,7 @@ void lp_batchnorm_free(lp_batchnorm *b) {
     lp_prim_free(&b->fwd);
     lp_prim_free(&b->bwd);
     lp_relu6_free(&b->relu6);
+    lp_act_free(&b->silu);
     if (b->bwd_shift) dnnl_memory_destroy(b->bwd_shift);
     if (b->bwd_ws) dnnl_memory_destroy(b->bwd_ws);
     if (b->fwd_pd) dnnl_primitive_desc_destroy(b->fwd_pd);

@@ -3,7 +3,7 @@
  * torch.nn.BatchNorm2d's semantics (eps, biased variance in the normalization, the
  * unbiased one in the running update, momentum, num_batches_tracked).
  *
- *   y = gamma * (x - mean) / sqrt(var + eps) + beta        (then ReLU or ReLU6)
+ *   y = gamma * (x - mean) / sqrt(var + eps) + beta        (then ReLU, ReLU6 or SiLU)
  *
  * Modes:
  *   LP_BN_TRAIN   PyTorch's model.train(): mean and var are the batch's (per channel,
@@ -16,14 +16,16 @@
  *
  * Tensors: x, y, dy, dx (n, c, h, w) in data_md (one layout for all four, the one the
  * producing convolution hands over: nChw16c, nChw8c, nhwc or nchw); gamma, beta, mean,
- * var, dgamma, dbeta (c) plain. ws: ws_size bytes (0 without a fused ReLU, or in a
- * forward-only LP_BN_FROZEN op): the ReLU mask the forward writes for backward.
+ * var, dgamma, dbeta (c) plain. ws: ws_size bytes (0 on our kernel, without an activation,
+ * or in a forward-only LP_BN_FROZEN op): what oneDNN's path keeps from forward for backward,
+ * the ReLU mask, or SiLU's input z.
  * Backward writes (does not add into) dgamma and dbeta. Scratchpad as every backend op:
  * user provided, at least lp_batchnorm_scratch_size bytes.
  *
- * Kernels: with ReLU6 (or p.fused), fp32 in pixel vectors of a multiple of 8 channels
- * (nChw16c, nChw8c, most nhwc) runs our own, the activation fused (batchnorm_fused.c); the
- * rest oneDNN's, with its fused ReLU, or ReLU6 as an eltwise pass after it (relu6.c). */
+ * Kernels: with ReLU6 or SiLU (or p.fused), fp32 in pixel vectors of a multiple of 8
+ * channels (nChw16c, nChw8c, most nhwc) runs our own, the activation fused
+ * (batchnorm_fused.c); the rest oneDNN's, with its fused ReLU, or ReLU6 (relu6.c) or SiLU
+ * (activation.c) as an eltwise pass after it. */
 #ifndef LP_BATCHNORM_H
 #define LP_BATCHNORM_H
 
@@ -41,12 +43,13 @@ typedef struct lp_batchnorm_params {
     lp_bn_mode mode;
     bool relu;     /* ReLU after the normalization (PyTorch: bn then relu) */
     bool relu6;    /* ReLU6 instead (MobileNetV2: min(max(z, 0), 6)) */
+    bool silu;     /* SiLU instead of either (EfficientNet: z * sigmoid(z)) */
     bool fused;    /* our fused kernel wherever it takes the layout, not only with ReLU6 */
     bool backward; /* backward will run: LP_BN_FROZEN then keeps the ReLU mask too */
 } lp_batchnorm_params;
 
 /* ---- the fused kernel of our own (batchnorm_fused.c) ---- */
-enum { LP_BN_ACT_NONE, LP_BN_ACT_RELU, LP_BN_ACT_RELU6 };
+enum { LP_BN_ACT_NONE, LP_BN_ACT_RELU, LP_BN_ACT_RELU6, LP_BN_ACT_SILU };
 typedef struct lp_bn_fused {
     int n, c, hw, vec, nb; /* vec channels a pixel vector, nb = c / vec blocks */
     int chunk, nchunk;     /* pixels a task, tasks a (block, sample) */
@@ -59,21 +62,28 @@ size_t lp_bn_fused_scratch_size(const lp_bn_fused *f);
 /* batch_stats: mean and var computed (biased) and written; else read. */
 void lp_bn_fused_forward(const lp_bn_fused *f, bool batch_stats, const float *x, const float *gamma, const float *beta, float *mean,
                          float *var, float eps, int act, float *y, void *scratch);
-/* dx (may be dy, or NULL), dgamma, dbeta (either may be NULL) written. */
-void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, const float *dy, const float *gamma,
+/* dx (may be dy, or NULL: dy may then be overwritten), dgamma, dbeta (either may be NULL)
+ * written. */
+void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, float *dy, const float *gamma,
                           const float *beta, const float *mean, const float *var, float eps, int act, float *dx, float *dgamma,
                           float *dbeta, void *scratch);
+
+/* SiLU on z = a x + b inside the fused kernel's passes (batchnorm_silu.c), over np pixels of
+ * vec channels: y = silu(z); g = dy silu'(z) (g may be dy). */
+void lp_bn_silu_forward(const float *x, float *y, int vec, int np, const float *a, const float *b);
+void lp_bn_silu_grad(const float *x, const float *dy, float *g, int vec, int np, const float *a, const float *b);
 
 typedef struct lp_batchnorm {
     lp_batchnorm_params p;
     lp_md data_md;  /* x, y, dx, dy */
-    size_t ws_size; /* bytes of the ReLU mask ws (0: none) */
+    size_t ws_size; /* bytes of ws (0: none): oneDNN's ReLU mask, or SiLU's input */
     bool own;       /* our fused kernel (fused); else oneDNN's primitives below */
     lp_bn_fused fused;
     dnnl_primitive_desc_t fwd_pd;
     lp_prim fwd, bwd; /* .impl: the kernel's name, e.g. "bnorm_jit:avx512_core" or "loupe:fused" */
     dnnl_memory_t bwd_shift, bwd_ws; /* backward's arguments beyond lp_prim's eight */
     lp_relu6 relu6;                  /* oneDNN's path with p.relu6: in place on y */
+    lp_act silu;                     /* oneDNN's path with p.silu: from ws (or y, in place) to y */
     bool has_bwd;
 } lp_batchnorm;
 
@@ -92,7 +102,7 @@ lp_status lp_batchnorm_forward(lp_batchnorm *b, dnnl_stream_t s, const float *x,
 /* dy: gradient of the output (after the activation; its mask comes from ws, from x or,
  * ReLU6 on oneDNN's path, from y). x, y, gamma, beta, mean, var, ws: those of the forward. dx
  * written (may be dy; NULL: not wanted, dy may then be overwritten); dgamma, dbeta written (either may be NULL when not
- * wanted). With ReLU6 on oneDNN's path, dy is overwritten with the masked gradient. */
+ * wanted). With ReLU6 or SiLU on oneDNN's path, dy is overwritten with the gradient of z. */
 lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x, const float *y, float *dy, const float *gamma,
                                 const float *beta, const float *mean, const float *var, const void *ws, float *dx, float *dgamma,
                                 float *dbeta, void *scratch);

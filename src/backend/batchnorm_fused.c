@@ -1,11 +1,11 @@
-/* Batch normalization with its activation (none, ReLU or ReLU6) in one pass over the data,
- * forward and backward: a kernel of our own because oneDNN 2.6 fuses only ReLU into its
- * batch normalization, so MobileNetV2's ReLU6 cost two more passes forward and three more
- * backward over the largest maps of the net (its expansions). Here:
+/* Batch normalization with its activation (none, ReLU, ReLU6 or SiLU) in one pass over the
+ * data, forward and backward: a kernel of our own because oneDNN 2.6 fuses only ReLU into its
+ * batch normalization, so MobileNetV2's ReLU6 and EfficientNet's SiLU cost two more passes
+ * forward and three more backward over the largest maps of the net (its expansions). Here:
  *   forward:  one pass for the statistics, one for y = act(a x + b) (a = gamma/sigma,
  *             b = beta - mean a);
- *   backward: one pass for sum(g) and sum(g (x - mean)), g = dy where the activation
- *             passes, one for dx; the mask is recomputed from x with the forward's very
+ *   backward: one pass for sum(g) and sum(g (x - mean)), g = dy act'(z), one for dx; z
+ *             (the mask, SiLU's derivative) is recomputed from x with the forward's very
  *             a and b, so nothing is kept between the two (no workspace).
  * The statistics are summed in double, of x less a value of its channel's own (its first),
  * so that one pass gives mean and variance as PyTorch's double two-pass sums do; the
@@ -43,7 +43,7 @@ LP_ISA_BODY v4d hi4d(v8f v) { return __builtin_convertvector(__builtin_shuffleve
 LP_ISA_BODY v8f select8(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
 
 /* The activation's output and its pass-through mask on z (PyTorch: ReLU passes z > 0,
- * ReLU6 (hardtanh) 0 < z < 6). A NaN z stays NaN forward. */
+ * ReLU6 (hardtanh) 0 < z < 6). A NaN z stays NaN forward. SiLU: batchnorm_silu.c. */
 LP_ISA_BODY v8f activate(v8f z, int act) {
     if (act == LP_BN_ACT_NONE) return z;
     z = select8(z < splat8(0.0f), splat8(0.0f), z);
@@ -182,12 +182,12 @@ LP_ISA_VARIANTS_VOID(apply, (const float *x, float *y, int vec, int np, const fl
                      (x, y, vec, np, a, b, act))
 
 /* g: dy where the activation passes z = a x + b (the forward's z, recomputed). */
-LP_ISA_BODY v8f masked_grad(v8f dy, v8f xv, v8f av, v8f bv, int act) { return (v8f)((v8i)dy & passes(av * xv + bv, act)); }
+LP_ISA_BODY v8f act_grad(v8f dy, v8f xv, v8f av, v8f bv, int act) { return (v8f)((v8i)dy & passes(av * xv + bv, act)); }
 
 LP_ISA_BODY void grad_pixel(const float *x, const float *dy, float *dx, size_t e, v8f av, v8f bv, v8f mv, int act, v8f *gs,
                             v8f *xs) {
     const v8f xv = ld8(x + e);
-    const v8f g = masked_grad(ld8(dy + e), xv, av, bv, act);
+    const v8f g = act_grad(ld8(dy + e), xv, av, bv, act);
     *gs += g, *xs += g * (xv - mv);
     if (dx) st8(dx + e, av * g);
 }
@@ -232,7 +232,7 @@ LP_ISA_BODY void grad_apply_body(const float *x, const float *dy, float *dx, int
             for (int p = p0; p < p1; p++) {
                 const size_t e = (size_t)p * vec + k;
                 const v8f xv = ld8(x + e);
-                st8(dx + e, av * masked_grad(ld8(dy + e), xv, av, bv, act) + (k1v * (xv - mv) + k0v));
+                st8(dx + e, av * act_grad(ld8(dy + e), xv, av, bv, act) + (k1v * (xv - mv) + k0v));
             }
         }
     }
@@ -359,16 +359,29 @@ static void gradient_terms(const lp_bn_fused *f, const double *part, const float
 static void run_apply(const lp_bn_fused *f, int t, const float *x, const float *a, const float *b, int act, float *y) {
     int np, ch0;
     const size_t o = task_at(f, t, &np, &ch0);
-    apply(x + o, y + o, f->vec, np, a + ch0, b + ch0, act);
+    if (act == LP_BN_ACT_SILU) lp_bn_silu_forward(x + o, y + o, f->vec, np, a + ch0, b + ch0);
+    else apply(x + o, y + o, f->vec, np, a + ch0, b + ch0, act);
 }
 
-static void run_grad_sums(const lp_bn_fused *f, int t, const float *x, const float *dy, const float *a, const float *b,
-                          const float *mean, int act, float *dx, double *part) {
+/* With SiLU, g = dy silu'(z) is computed once, block by block, into gbuf (dx, or dy where
+ * dx is not wanted), summed from the cache, and read back by the dx pass. */
+static void run_grad_sums(const lp_bn_fused *f, int t, const float *x, float *dy, const float *a, const float *b,
+                          const float *mean, int act, float *dx, float *gbuf, double *part) {
     int np, ch0;
     const size_t o = task_at(f, t, &np, &ch0);
     double *sum = part + (size_t)t * 2 * f->vec;
     memset(sum, 0, 2 * f->vec * sizeof(double));
-    grad_sums(x + o, dy + o, dx ? dx + o : NULL, f->vec, np, a + ch0, b + ch0, mean + ch0, act, sum, sum + f->vec);
+    if (act != LP_BN_ACT_SILU) {
+        grad_sums(x + o, dy + o, dx ? dx + o : NULL, f->vec, np, a + ch0, b + ch0, mean + ch0, act, sum, sum + f->vec);
+        return;
+    }
+    const int pb = block_pixels(f->vec);
+    for (int p0 = 0; p0 < np; p0 += pb) {
+        const size_t e = o + (size_t)p0 * f->vec;
+        const int n = np - p0 < pb ? np - p0 : pb;
+        lp_bn_silu_grad(x + e, dy + e, gbuf + e, f->vec, n, a + ch0, b + ch0);
+        grad_sums(x + e, gbuf + e, dx ? dx + e : NULL, f->vec, n, a + ch0, b + ch0, mean + ch0, LP_BN_ACT_NONE, sum, sum + f->vec);
+    }
 }
 
 static void run_grad_apply(const lp_bn_fused *f, int t, const float *x, const float *dy, const float *a, const float *b,
@@ -430,7 +443,7 @@ LP_OMP(parallel)
     }
 }
 
-void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, const float *dy, const float *gamma,
+void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, float *dy, const float *gamma,
                           const float *beta, const float *mean, const float *var, float eps, int act, float *dx, float *dgamma,
                           float *dbeta, void *scratch) {
     if (!dx && !dgamma && !dbeta) return;
@@ -440,15 +453,19 @@ void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x
     /* frozen statistics: dx = a g needs no sums, so it goes in the sums' pass */
     float *dx_now = batch_stats ? NULL : dx;
     const bool second = batch_stats && dx;
+    /* SiLU: the dx pass reads g (in dx) where the sums' pass left it */
+    float *gbuf = dx ? dx : dy;
+    const float *g2 = act == LP_BN_ACT_SILU ? dx : dy;
+    const int act2 = act == LP_BN_ACT_SILU ? LP_BN_ACT_NONE : act;
     if (f->per_block) {
 LP_OMP(parallel for schedule(static))
         for (int blk = 0; blk < f->nb; blk++) {
             const int c0 = blk * f->vec, c1 = c0 + f->vec;
             coefficients(batch_stats, gamma, beta, mean, var, eps, c0, c1, a, b);
-            for (int t = blk * per; t < (blk + 1) * per; t++) run_grad_sums(f, t, x, dy, a, b, mean, act, dx_now, part);
+            for (int t = blk * per; t < (blk + 1) * per; t++) run_grad_sums(f, t, x, dy, a, b, mean, act, dx_now, gbuf, part);
             gradient_terms(f, part, a, var, eps, c0, c1, dgamma, dbeta, k1, k0);
             if (second)
-                for (int t = blk * per; t < (blk + 1) * per; t++) run_grad_apply(f, t, x, dy, a, b, mean, k1, k0, act, dx);
+                for (int t = blk * per; t < (blk + 1) * per; t++) run_grad_apply(f, t, x, g2, a, b, mean, k1, k0, act2, dx);
         }
         return;
     }
@@ -457,7 +474,7 @@ LP_OMP(parallel)
     {
         int lo, hi;
         thread_range(nt, &lo, &hi);
-        for (int t = lo; t < hi; t++) run_grad_sums(f, t, x, dy, a, b, mean, act, dx_now, part);
+        for (int t = lo; t < hi; t++) run_grad_sums(f, t, x, dy, a, b, mean, act, dx_now, gbuf, part);
     }
     gradient_terms(f, part, a, var, eps, 0, f->c, dgamma, dbeta, k1, k0);
     if (!second) return;
@@ -465,6 +482,6 @@ LP_OMP(parallel)
     {
         int lo, hi;
         thread_range(nt, &lo, &hi);
-        for (int t = hi - 1; t >= lo; t--) run_grad_apply(f, t, x, dy, a, b, mean, k1, k0, act, dx);
+        for (int t = hi - 1; t >= lo; t--) run_grad_apply(f, t, x, g2, a, b, mean, k1, k0, act2, dx);
     }
 }

@@ -771,7 +771,8 @@ static lp_status bn_op(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n, bool 
     *out = b;
     if (*has) return LP_OK;
     lp_batchnorm_params p = {.n = n, .c = l->in_c, .h = l->in_h, .w = l->in_w, .mode = train ? LP_BN_TRAIN : LP_BN_FROZEN,
-                             .relu = l->relu, .relu6 = l->relu6, .fused = net_has_relu6(net), .backward = true};
+                             .relu = l->relu, .relu6 = l->relu6, .silu = l->silu, .fused = net_has_relu6(net),
+                             .backward = true};
     lp_status st = lp_batchnorm_init(b, &p, &pl->in_md);
     if (st) return st;
     *has = true;

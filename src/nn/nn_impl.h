@@ -17,7 +17,7 @@ typedef enum lp_layer_kind {
     LP_LAYER_DROPOUT, /* inverted dropout, plain */
     LP_LAYER_ADD,     /* residual add of two inputs (+ fused ReLU), their shared layout */
     LP_LAYER_GAP,     /* global average pool (n, C, H, W) -> (n, C), any layout in, plain out */
-    LP_LAYER_BN,      /* batch normalization (+ fused ReLU), the convolutions' layout */
+    LP_LAYER_BN,      /* batch normalization (+ fused ReLU, ReLU6 or SiLU), the convolutions' layout */
     LP_LAYER_ACT,     /* SiLU or sigmoid, any layout (EfficientNet) */
     LP_LAYER_SCALE,   /* squeeze-and-excitation's x * gate: x any layout, gate (n, C) from src2 */
     LP_LAYER_KIND_COUNT
@@ -56,6 +56,7 @@ typedef struct lp_layer {
     int groups;         /* conv: 0 or 1 dense, in_c for depthwise */
     bool relu;
     bool relu6;         /* batch norm: followed by ReLU6 (MobileNetV2) instead of ReLU */
+    bool silu;          /* batch norm: followed by SiLU (EfficientNet) instead (relu_name: its module) */
     float p; /* dropout probability; add: stochastic depth's, of dropping the first input (the branch) */
     int act; /* LP_LAYER_ACT: lp_act_kind */
     lp_buf sd_mask, sd_dy; /* add with stochastic depth: the step's per-sample mask; dy unscaled (the skip's) */

@@ -486,16 +486,21 @@ static lp_status add_act(builder *b, const char *name, lp_act_kind kind) {
 }
 
 /* torchvision's Conv2dNormActivation: prefix.0 conv (no bias, padding (k - 1) / 2), prefix.1
- * batch norm, prefix.2 SiLU (silu false: none). */
+ * batch norm, prefix.2 SiLU (silu false: none), run inside the batch norm's kernel (one pass
+ * over the map each way instead of three; no copy of the batch norm's output kept). */
 static lp_status add_conv_bn_silu(builder *b, const char *prefix, int out, int k, int stride, int groups, bool silu) {
-    char n[64];
+    char n[64], act[64];
     lp_status st;
     snprintf(n, sizeof n, "%s.0", prefix);
     if ((st = add_conv_full(b, n, NULL, out, k, stride, (k - 1) / 2, false, groups))) return st;
     snprintf(n, sizeof n, "%s.1", prefix);
-    if ((st = add_bn(b, n, NULL))) return st;
-    snprintf(n, sizeof n, "%s.2", prefix);
-    return silu ? add_act(b, n, LP_ACT_SILU) : LP_OK;
+    snprintf(act, sizeof act, "%s.2", prefix);
+    if ((st = add_bn(b, n, silu ? act : NULL))) return st;
+    if (silu) {
+        lp_layer *l = &b->net->layers[b->net->nlayers - 1];
+        l->relu = false, l->silu = true;
+    }
+    return LP_OK;
 }
 
 /* torchvision's SqueezeExcitation: avgpool (global), fc1 (1x1 conv with bias) to squeeze

@@ -7,7 +7,7 @@
  *              [--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only] [--fused]
  *   bn_harness --impls n c h w LAYOUT    prints the kernel of each mode's passes
  *
- * act: 0 none, 1 ReLU, 6 ReLU6 after the normalization. --fused: loupe's fused kernel
+ * act: 0 none, 1 ReLU, 6 ReLU6, silu SiLU after the normalization. --fused: loupe's fused kernel
  * wherever it takes the layout (lp_batchnorm_params.fused), not only with ReLU6.
  * Inputs (--in DIR reads them, else drawn: x normal with a per-channel offset and scale,
  * dy normal, gamma and beta uniform, running_var uniform in [0.5, 1.5)): x0..x{steps-1}
@@ -58,13 +58,13 @@ static int print_impls(int n, int c, int h, int w, const char *lay) {
     lp_md md;
     bool use;
     if (!layout(lay, n, c, h, w, &md, &use)) return 2;
-    static const char *const acts[] = {"none", "relu", "relu6"};
+    static const char *const acts[] = {"none", "relu", "relu6", "silu"};
     for (int mode = 0; mode < 2; mode++)
-        for (int relu = 0; relu < 3; relu++)
+        for (int relu = 0; relu < 4; relu++)
             for (int bwd = 0; bwd < 2; bwd++) {
                 if (mode == LP_BN_TRAIN && !bwd) continue;
                 lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .mode = mode, .relu = relu == 1, .relu6 = relu == 2,
-                                         .backward = bwd};
+                                         .silu = relu == 3, .backward = bwd};
                 lp_batchnorm b;
                 if (lp_batchnorm_init(&b, &p, use ? &md : NULL) || (bwd && lp_batchnorm_init_backward(&b))) {
                     printf("%s act=%s %s: FAILED %s\n", mode ? "frozen" : "train", acts[relu], bwd ? "fwd+bwd" : "fwd", lp_errmsg());
@@ -85,16 +85,17 @@ int main(int argc, char **argv) {
         return print_impls(d[0], d[1], d[2], d[3], argv[6]);
     }
     if (argc < 9) {
-        fprintf(stderr, "usage: bn_harness OUTDIR n c h w train|frozen 0|1|6 steps [--seed S | --in DIR] "
+        fprintf(stderr, "usage: bn_harness OUTDIR n c h w train|frozen 0|1|6|silu steps [--seed S | --in DIR] "
                         "[--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only] [--fused]\n"
                         "       bn_harness --impls n c h w LAYOUT\n");
         return 2;
     }
     const char *out = argv[1];
-    int d[4], relu, steps;
-    if (!parse_ints(argv + 2, 4, d) || !parse_ints(argv + 7, 1, &relu) || !parse_ints(argv + 8, 1, &steps)) return 2;
-    if (relu != 0 && relu != 1 && relu != 6) {
-        fprintf(stderr, "bn_harness: the activation is 0 (none), 1 (ReLU) or 6 (ReLU6), not %d\n", relu);
+    int d[4], relu = -1, steps;
+    const bool silu = !strcmp(argv[7], "silu");
+    if (!parse_ints(argv + 2, 4, d) || (!silu && !parse_ints(argv + 7, 1, &relu)) || !parse_ints(argv + 8, 1, &steps)) return 2;
+    if (!silu && relu != 0 && relu != 1 && relu != 6) {
+        fprintf(stderr, "bn_harness: the activation is 0 (none), 1 (ReLU), 6 (ReLU6) or silu, not %d\n", relu);
         return 2;
     }
     const int n = d[0], c = d[1], h = d[2], w = d[3];
@@ -127,7 +128,7 @@ int main(int argc, char **argv) {
     if (lp_dnnl_stream_create(&S)) return die("stream");
 
     lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .eps = eps, .mode = mode, .relu = relu == 1, .relu6 = relu == 6,
-                             .fused = fused, .backward = backward};
+                             .silu = silu, .fused = fused, .backward = backward};
     lp_batchnorm b;
     if (lp_batchnorm_init(&b, &p, use_src ? &src_md : NULL)) return die("init");
     if (backward && lp_batchnorm_init_backward(&b)) return die("init backward");

@@ -7,7 +7,8 @@ with loupe's fused kernel asked for (--fused: where it takes the layout), and co
 float64 on the very same float32 inputs: y, dx, dgamma, dbeta at every step, the batch
 mean and biased variance (train), running_mean, running_var and num_batches_tracked after
 the last step. With relu, the reference is BatchNorm2d then ReLU (or ReLU6: clamp to
-[0, 6], whose gradient passes where 0 < z < 6, as PyTorch's hardtanh). Inputs: per-channel
+[0, 6], whose gradient passes where 0 < z < 6, as PyTorch's hardtanh; or SiLU,
+torch.nn.functional.silu). Inputs: per-channel
 offsets in [-1, 1] and scales in [0.05, 2] (small-variance channels show eps), gamma of
 both signs, running_var in [0.05, 2].
 
@@ -31,6 +32,10 @@ within 4E of its magnitude. Running statistics: each step adds (1-m) of the prev
 bound, m dmu (m n/(n-1) dv for the variance) and 3E of the value. With a fused ReLU,
 elements whose reference pre-activation is within its bound of 0 (or 6) have an uncertain mask:
 their dx is not compared and their |dy| terms are added to the dgamma and dbeta bounds.
+With SiLU (|silu'| <= 1.1, |silu''| <= 0.5; s = sigmoid(z) within 4E relative from an exp
+within 2 ulp, one add and one division): y_i gains 1.1 times z's bound plus 8E |y_i|; the
+gradient through it g_i = dy_i silu'(z_i) an error of |dy_i| (0.5 dz_i + 8E (1 + |z_i|)) +
+2E |g_i|, which enters dbeta, dgamma and dx as g's own error.
 A floor of n * 2^-126 allows for flushed denormals. The float64 reference's own error is
 ~2^-53 of the same sums, far below.
 
@@ -99,6 +104,15 @@ CASES = [
     C("train_relu6_nhwc12", 2, 12, 5, 5, "train", relu=6, layout="nhwc"),
     C("frozen_relu6", 4, 64, 14, 14, "frozen", relu=6),
     C("frozen_relu6_nchw", 2, 16, 6, 6, "frozen", relu=6, layout="nchw"),
+    # SiLU (EfficientNet): loupe's fused kernel where it takes the layout, else oneDNN's batch
+    # norm, its output kept for the eltwise SiLU after it
+    C("train_silu", 4, 96, 14, 14, "train", relu="silu"),
+    C("train_silu_8c", 2, 24, 7, 7, "train", relu="silu", layout="nChw8c"),
+    C("train_silu_nhwc", 2, 32, 9, 7, "train", relu="silu", layout="nhwc"),
+    C("train_silu_nchw", 3, 16, 5, 6, "train", relu="silu", layout="nchw"),
+    C("train_silu_wide_7x7", 2, 1152, 7, 7, "train", relu="silu"),
+    C("frozen_silu", 4, 64, 14, 14, "frozen", relu="silu"),
+    C("frozen_silu_nchw", 2, 16, 6, 6, "frozen", relu="silu", layout="nchw"),
 ]
 
 
@@ -125,7 +139,7 @@ def make_inputs(case, rng):
 def run_harness(harness, case, indir, outdir, isa, fused):
     os.makedirs(outdir, exist_ok=True)
     cmd = [harness, outdir, *map(str, (case["n"], case["c"], case["h"], case["w"])), case["mode"],
-           str(int(case["relu"])), str(STEPS), "--in", indir, "--layout", case["layout"]] + (["--fused"] if fused else [])
+           str(case["relu"]) if case["relu"] == "silu" else str(int(case["relu"])), str(STEPS), "--in", indir, "--layout", case["layout"]] + (["--fused"] if fused else [])
     if case["eps"] is not None:
         cmd += ["--eps", repr(case["eps"])]
     env = dict(os.environ)
@@ -154,7 +168,10 @@ def reference(case, inp, dtype):
         x = torch.from_numpy(inp[f"x{k}"]).to(dtype).requires_grad_(True)
         bn.weight.grad = bn.bias.grad = None
         pre = bn(x)
-        y = torch.clamp(pre, 0.0, 6.0) if case["relu"] == 6 else torch.relu(pre) if case["relu"] else pre
+        if case["relu"] == "silu":
+            y = torch.nn.functional.silu(pre)
+        else:
+            y = torch.clamp(pre, 0.0, 6.0) if case["relu"] == 6 else torch.relu(pre) if case["relu"] else pre
         y.backward(torch.from_numpy(inp[f"dy{k}"]).to(dtype))
         xd = inp[f"x{k}"].astype(np.float64)
         steps.append(dict(y=y.detach().double().numpy(), pre=pre.detach().double().numpy(),
@@ -196,7 +213,18 @@ def bounds(case, inp, ref):
         xhat = (x - chan(mu)) / chan(sigma)
         dxh = chan(dmu / sigma) + chan(rho) * np.abs(xhat) + 2 * E * (np.abs(x) + chan(np.abs(mu))) / chan(sigma)
         dy_pre = np.abs(chan(g)) * dxh + 2 * E * (np.abs(chan(g) * xhat) + chan(np.abs(beta))) + floor
-        if case["relu"]:
+        silu = case["relu"] == "silu"
+        dg = np.zeros(x.shape)
+        dy_out = dy_pre
+        if silu:
+            z = r["pre"]
+            sg = 1 / (1 + np.exp(-z))
+            g_silu = dy * sg * (1 + z * (1 - sg))
+            dg = np.abs(dy) * (0.5 * dy_pre + 8 * E * (1 + np.abs(z))) + 2 * E * np.abs(g_silu)
+            dy_out = 1.1 * dy_pre + 8 * E * np.abs(r["y"]) + floor
+            unsure = np.zeros(x.shape, bool)
+            mask = np.ones(x.shape, bool)
+        elif case["relu"]:
             unsure = np.abs(r["pre"]) <= dy_pre
             mask = (r["pre"] > 0) & ~unsure
             if case["relu"] == 6:
@@ -205,20 +233,20 @@ def bounds(case, inp, ref):
         else:
             unsure = np.zeros(x.shape, bool)
             mask = np.ones(x.shape, bool)
-        gm = np.where(mask, dy, 0.0)
+        gm = g_silu if silu else np.where(mask, dy, 0.0)
         ady_unsure = np.where(unsure, np.abs(dy), 0.0)
-        ddbeta = s * np.abs(gm).sum(axis=(0, 2, 3)) + ady_unsure.sum(axis=(0, 2, 3)) + floor
+        ddbeta = s * np.abs(gm).sum(axis=(0, 2, 3)) + (ady_unsure + dg).sum(axis=(0, 2, 3)) + floor
         ddgamma = (s * np.abs(gm * xhat).sum(axis=(0, 2, 3)) + (np.abs(gm) * dxh).sum(axis=(0, 2, 3))
-                   + (ady_unsure * np.abs(xhat)).sum(axis=(0, 2, 3)) + floor)
+                   + ((ady_unsure + dg) * np.abs(xhat)).sum(axis=(0, 2, 3)) + floor)
         gs = np.abs(chan(g / sigma))
         if train:
             dgam, dbet = r["dgamma"], r["dbeta"]
-            ddx = (gs * (chan(ddbeta / n) + np.abs(xhat) * chan(ddgamma / n) + dxh * chan(np.abs(dgam) / n))
+            ddx = (gs * (dg + chan(ddbeta / n) + np.abs(xhat) * chan(ddgamma / n) + dxh * chan(np.abs(dgam) / n))
                    + chan(rho) * np.abs(r["dx"])
                    + 4 * E * gs * (np.abs(gm) + chan(np.abs(dbet) / n) + np.abs(xhat * chan(dgam)) / n) + floor)
         else:
-            ddx = 4 * E * np.abs(r["dx"]) + floor
-        out.append(dict(y=dy_pre, dx=np.where(unsure, np.inf, ddx), dgamma=ddgamma, dbeta=ddbeta, mean=dmu + floor,
+            ddx = gs * dg + 4 * E * np.abs(r["dx"]) + floor
+        out.append(dict(y=dy_out, dx=np.where(unsure, np.inf, ddx), dgamma=ddgamma, dbeta=ddbeta, mean=dmu + floor,
                         var=dv + floor, unsure=int(unsure.sum())))
         if train:
             rm = (1 - MOMENTUM) * rm + MOMENTUM * mu
