@@ -86,6 +86,21 @@ lp_status lp_global_avgpool_backward(lp_global_avgpool *g, dnnl_stream_t s, cons
     return lp_prim_exec(&g->bwd, s, p, scratch);
 }
 
+bool lp_global_avgpool_backward_add(const lp_global_avgpool *g, const float *dy, float *dx) {
+    int vec;
+    if (g->src_md.data_type != dnnl_f32 || !lp_md_pixel_vectors(&g->src_md, &vec)) return false;
+    const int n = g->n, c = g->c, hw = g->h * g->w, nb = c / vec;
+LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) {
+            const float *d = dy + (size_t)i * c + (size_t)b * vec;
+            float *o = dx + ((size_t)i * nb + b) * hw * vec;
+            for (int p = 0; p < hw; p++)
+                for (int k = 0; k < vec; k++) o[(size_t)p * vec + k] += d[k] / (float)hw; /* PyTorch divides */
+        }
+    return true;
+}
+
 void lp_global_avgpool_free(lp_global_avgpool *g) {
     if (!g) return;
     lp_prim_free(&g->fwd);

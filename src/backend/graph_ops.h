@@ -52,6 +52,11 @@ lp_status lp_global_avgpool_init_backward(lp_global_avgpool *g);
 size_t lp_global_avgpool_scratch_size(const lp_global_avgpool *g);
 lp_status lp_global_avgpool_forward(lp_global_avgpool *g, dnnl_stream_t s, const float *x, float *y, void *scratch);
 lp_status lp_global_avgpool_backward(lp_global_avgpool *g, dnnl_stream_t s, const float *dy, float *dx, void *scratch);
+/* dx[n][c][i][j] += dy[n][c] / (h w): backward added into a gradient summed from several
+ * readers (EfficientNet's squeeze-and-excitation pools the map its gate then scales), with
+ * no map of its own and no pass to add it. False, nothing done, unless src_md is fp32
+ * pixel vectors (nhwc, nChw8c, nChw16c). */
+bool lp_global_avgpool_backward_add(const lp_global_avgpool *g, const float *dy, float *dx);
 void lp_global_avgpool_free(lp_global_avgpool *g);
 
 /* ---- ReLU6 (MobileNetV2's activation after batch norm): min(max(x, 0), 6) ----------

@@ -745,6 +745,12 @@ static lp_status gap_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
 
 static void gap_free(lp_plan_layer *pl) { lp_global_avgpool_free(&pl->u.gap); }
 
+bool lp_layer_add_dx_into(lp_net *net, lp_layer *L, lp_plan_layer *pl, const float *dy, float *sum) {
+    if (L->kind != LP_LAYER_GAP || pl->u.gap.dst_md.data_type == dnnl_bf16) return false;
+    dnnl_stream_wait(net->stream); /* dy and sum may come from primitives still running */
+    return lp_global_avgpool_backward_add(&pl->u.gap, dy, sum);
+}
+
 /* ---- batch normalization (+ ReLU) -----------------------------------------------------------
  * PyTorch's BatchNorm2d (backend's batchnorm.c). In a training step, with the batch's
  * statistics where lp_layer_bn_train (kept in aux for backward; the running ones updated

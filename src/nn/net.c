@@ -924,8 +924,13 @@ lp_status lp_net_backward(lp_net *net) {
             dx = dx_is_dy(net, pl, l) ? dy : d < 0 ? slot_ptr(net, pl->out_slot) : dbuf[d];
         }
         double t0 = net->prof ? lp_now() : 0;
-        st = lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot), dy,
-                                              dx, w, acc);
+        /* where another reader's gradient is in the input's sum already, some layers add theirs
+         * straight into it (lp_layer_add_dx_into) */
+        lp_layer *S = L->src >= lo ? &net->layers[L->src] : NULL;
+        const bool added = dx && !w && S && S->fork && S->grad_sum_set && lp_layer_add_dx_into(net, L, pl, dy, S->grad_sum);
+        st = added ? LP_OK
+                   : lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot),
+                                                      dy, dx, w, acc);
         if (st) return lp_fail_context(st, "backward %s", L->name[0] ? L->name : "reorder");
         if (net->prof) {
             dnnl_stream_wait(net->stream);
@@ -940,7 +945,7 @@ lp_status lp_net_backward(lp_net *net) {
             dnnl_stream_wait(net->stream);
             if ((st = net->bwd_hook(net->bwd_hook_ctx, l))) return st;
         }
-        if (dx) {
+        if (dx && !added) {
             sum_into_fork(net, L->src, lo, dx, &pl->in_md);
             const float *dx2;
             if (L->src2 >= lo) {

@@ -205,6 +205,10 @@ extern const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT];
  * (the same values; another buffer where the layouts differ). */
 lp_status lp_layer_dx2(lp_net *net, lp_layer *l, lp_plan_layer *pl, const float *dx, const float **dx2);
 
+/* Layer L's input gradient added straight into sum, its input's summed gradient, where L's
+ * kind and layout allow (a global pool's broadcast); false, nothing done, elsewhere. */
+bool lp_layer_add_dx_into(lp_net *net, lp_layer *L, lp_plan_layer *pl, const float *dy, float *sum);
+
 /* Whether batch-norm layer L normalizes with the batch's statistics in a training step. */
 bool lp_layer_bn_train(const lp_net *net, const lp_layer *L);
 /* Whether add layer L drops its branch per sample (stochastic depth) in a training step:
