@@ -149,13 +149,8 @@ LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
         }
 }
 
-void lp_channel_scale_backward(const lp_channel_scale *cs, const void *xv, const void *gatev, void *dy_dxv, void *dgatev) {
-    if (cs->x_bf16 || cs->gate_bf16) {
-        each_block(cs, BACKWARD_BF16(cs), xv, gatev, dy_dxv, dgatev);
-        return;
-    }
-    const float *x = xv, *gate = gatev;
-    float *dy_dx = dy_dxv, *dgate = dgatev;
+/* fp32: dx = dy * gate, dx may be dy */
+static void backward_f32(const lp_channel_scale *cs, const float *x, const float *gate, const float *dy, float *dx, float *dgate) {
     const int n = cs->n, c = cs->c, hw = cs->hw, v = cs->vec ? cs->vec : 1, nb = c / v;
 LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
     for (int i = 0; i < n; i++)
@@ -167,10 +162,21 @@ LP_OMP(parallel for collapse(2) if ((long long)n * c * hw > 65536))
             for (int p = 0; p < hw; p++)
                 for (int k = 0; k < v; k++) {
                     const size_t e = o + (size_t)p * v + k;
-                    dg[k] += dy_dx[e] * x[e];
-                    dy_dx[e] *= g[k];
+                    dg[k] += dy[e] * x[e];
+                    dx[e] = dy[e] * g[k];
                 }
         }
+}
+
+void lp_channel_scale_backward(const lp_channel_scale *cs, const void *xv, const void *gatev, void *dy_dxv, void *dgatev) {
+    if (cs->x_bf16 || cs->gate_bf16) each_block(cs, BACKWARD_BF16(cs), xv, gatev, dy_dxv, dgatev);
+    else backward_f32(cs, xv, gatev, dy_dxv, dy_dxv, dgatev);
+}
+
+bool lp_channel_scale_backward_into(const lp_channel_scale *cs, const void *x, const void *gate, const float *dy, float *dx, void *dgate) {
+    if (cs->x_bf16 || cs->gate_bf16) return false;
+    backward_f32(cs, x, gate, dy, dx, dgate);
+    return true;
 }
 
 void lp_scale_samples(const void *xv, const float *m, void *yv, int n, size_t per, bool bf16) {

@@ -113,6 +113,9 @@ typedef struct lp_channel_scale {
 lp_status lp_channel_scale_init(lp_channel_scale *cs, const lp_md *x_md, bool gate_bf16);
 void lp_channel_scale_forward(const lp_channel_scale *cs, const void *x, const void *gate, void *y);
 void lp_channel_scale_backward(const lp_channel_scale *cs, const void *x, const void *gate, void *dy_dx, void *dgate);
+/* The same with dx in a buffer of its own (a fork's summed gradient, written as its first
+ * reader's); false, nothing done, in bf16. */
+bool lp_channel_scale_backward_into(const lp_channel_scale *cs, const void *x, const void *gate, const float *dy, float *dx, void *dgate);
 
 /* ---- stochastic depth: a residual branch kept or dropped per sample -------------------
  * x, y: n samples of per floats each (any layout with the sample outermost); y = x * m[s]

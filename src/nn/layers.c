@@ -745,10 +745,16 @@ static lp_status gap_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
 
 static void gap_free(lp_plan_layer *pl) { lp_global_avgpool_free(&pl->u.gap); }
 
-bool lp_layer_add_dx_into(lp_net *net, lp_layer *L, lp_plan_layer *pl, const float *dy, float *sum) {
-    if (L->kind != LP_LAYER_GAP || pl->u.gap.dst_md.data_type == dnnl_bf16) return false;
-    dnnl_stream_wait(net->stream); /* dy and sum may come from primitives still running */
-    return lp_global_avgpool_backward_add(&pl->u.gap, dy, sum);
+bool lp_layer_dx_into_sum(lp_net *net, lp_layer *L, lp_plan_layer *pl, const float *x, const float *dy, float *sum, bool set) {
+    if (set && L->kind == LP_LAYER_GAP && pl->u.gap.dst_md.data_type != dnnl_bf16) {
+        dnnl_stream_wait(net->stream); /* dy and sum may come from primitives still running */
+        return lp_global_avgpool_backward_add(&pl->u.gap, dy, sum);
+    }
+    if (!set && L->kind == LP_LAYER_SCALE) {
+        dnnl_stream_wait(net->stream);
+        return lp_channel_scale_backward_into(&pl->u.scale, x, net->act[pl->in2_slot].p, dy, sum, L->aux.p);
+    }
+    return false;
 }
 
 /* ---- batch normalization (+ ReLU) -----------------------------------------------------------

@@ -924,10 +924,12 @@ lp_status lp_net_backward(lp_net *net) {
             dx = dx_is_dy(net, pl, l) ? dy : d < 0 ? slot_ptr(net, pl->out_slot) : dbuf[d];
         }
         double t0 = net->prof ? lp_now() : 0;
-        /* where another reader's gradient is in the input's sum already, some layers add theirs
-         * straight into it (lp_layer_add_dx_into) */
+        /* where the input is a fork, some layers put their dx straight into its summed
+         * gradient (lp_layer_dx_into_sum) */
         lp_layer *S = L->src >= lo ? &net->layers[L->src] : NULL;
-        const bool added = dx && !w && S && S->fork && S->grad_sum_set && lp_layer_add_dx_into(net, L, pl, dy, S->grad_sum);
+        const bool added = dx && !w && S && S->fork &&
+                           lp_layer_dx_into_sum(net, L, pl, slot_ptr(net, pl->in_slot), dy, S->grad_sum, S->grad_sum_set);
+        if (added) S->grad_sum_set = true;
         st = added ? LP_OK
                    : lp_layer_kinds[L->kind].backward(net, L, pl, n, slot_ptr(net, pl->in_slot), slot_ptr(net, pl->out_slot),
                                                       dy, dx, w, acc);
@@ -945,8 +947,8 @@ lp_status lp_net_backward(lp_net *net) {
             dnnl_stream_wait(net->stream);
             if ((st = net->bwd_hook(net->bwd_hook_ctx, l))) return st;
         }
-        if (dx && !added) {
-            sum_into_fork(net, L->src, lo, dx, &pl->in_md);
+        if (dx) {
+            if (!added) sum_into_fork(net, L->src, lo, dx, &pl->in_md);
             const float *dx2;
             if (L->src2 >= lo) {
                 if ((st = lp_layer_dx2(net, L, pl, dx, &dx2))) return lp_fail_context(st, "backward %s", L->name);

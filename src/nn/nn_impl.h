@@ -205,9 +205,12 @@ extern const lp_layer_ops lp_layer_kinds[LP_LAYER_KIND_COUNT];
  * (the same values; another buffer where the layouts differ). */
 lp_status lp_layer_dx2(lp_net *net, lp_layer *l, lp_plan_layer *pl, const float *dx, const float **dx2);
 
-/* Layer L's input gradient added straight into sum, its input's summed gradient, where L's
- * kind and layout allow (a global pool's broadcast); false, nothing done, elsewhere. */
-bool lp_layer_add_dx_into(lp_net *net, lp_layer *L, lp_plan_layer *pl, const float *dy, float *sum);
+/* Layer L's backward (it has no weights) with its input gradient put straight into sum, the
+ * summed gradient of its input x: added where another reader's is there (set), written
+ * where L is the first; where L's kind and layout allow it (a global pool adds its
+ * broadcast, a channel scale writes dy * gate, its gate's gradient still to aux for
+ * lp_layer_dx2), else false, nothing done. Saves a map and a pass that copies or adds it. */
+bool lp_layer_dx_into_sum(lp_net *net, lp_layer *L, lp_plan_layer *pl, const float *x, const float *dy, float *sum, bool set);
 
 /* Whether batch-norm layer L normalizes with the batch's statistics in a training step. */
 bool lp_layer_bn_train(const lp_net *net, const lp_layer *L);
