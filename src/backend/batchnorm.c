@@ -179,7 +179,7 @@ lp_status lp_batchnorm_backward(lp_batchnorm *b, dnnl_stream_t s, const float *x
     if (!b->has_bwd) return lp_fail(LP_ERR_ARG, "batchnorm: backward not built (lp_batchnorm_init_backward)");
     if (b->own) {
         dnnl_stream_wait(s);
-        lp_bn_fused_backward(&b->fused, b->p.mode == LP_BN_TRAIN, x, dy, gamma, beta, mean, var, b->p.eps, activation(&b->p), dx,
+        lp_bn_fused_backward(&b->fused, b->p.mode == LP_BN_TRAIN, x, y, dy, gamma, beta, mean, var, b->p.eps, activation(&b->p), dx,
                              dgamma, dbeta, scratch);
         return LP_OK;
     }

@@ -63,15 +63,15 @@ size_t lp_bn_fused_scratch_size(const lp_bn_fused *f);
 void lp_bn_fused_forward(const lp_bn_fused *f, bool batch_stats, const float *x, const float *gamma, const float *beta, float *mean,
                          float *var, float eps, int act, float *y, void *scratch);
 /* dx (may be dy, or NULL: dy may then be overwritten), dgamma, dbeta (either may be NULL)
- * written. */
-void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, float *dy, const float *gamma,
+ * written. y: the forward's output (read with SiLU only). */
+void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, const float *y, float *dy, const float *gamma,
                           const float *beta, const float *mean, const float *var, float eps, int act, float *dx, float *dgamma,
                           float *dbeta, void *scratch);
 
 /* SiLU on z = a x + b inside the fused kernel's passes (batchnorm_silu.c), over np pixels of
- * vec channels: y = silu(z); g = dy silu'(z) (g may be dy). */
+ * vec channels: y = silu(z); g = dy silu'(z) from x and the forward's y (g may be dy). */
 void lp_bn_silu_forward(const float *x, float *y, int vec, int np, const float *a, const float *b);
-void lp_bn_silu_grad(const float *x, const float *dy, float *g, int vec, int np, const float *a, const float *b);
+void lp_bn_silu_grad(const float *x, const float *y, const float *dy, float *g, int vec, int np, const float *a, const float *b);
 
 typedef struct lp_batchnorm {
     lp_batchnorm_params p;

@@ -365,7 +365,7 @@ static void run_apply(const lp_bn_fused *f, int t, const float *x, const float *
 
 /* With SiLU, g = dy silu'(z) is computed once, block by block, into gbuf (dx, or dy where
  * dx is not wanted), summed from the cache, and read back by the dx pass. */
-static void run_grad_sums(const lp_bn_fused *f, int t, const float *x, float *dy, const float *a, const float *b,
+static void run_grad_sums(const lp_bn_fused *f, int t, const float *x, const float *y, float *dy, const float *a, const float *b,
                           const float *mean, int act, float *dx, float *gbuf, double *part) {
     int np, ch0;
     const size_t o = task_at(f, t, &np, &ch0);
@@ -379,7 +379,7 @@ static void run_grad_sums(const lp_bn_fused *f, int t, const float *x, float *dy
     for (int p0 = 0; p0 < np; p0 += pb) {
         const size_t e = o + (size_t)p0 * f->vec;
         const int n = np - p0 < pb ? np - p0 : pb;
-        lp_bn_silu_grad(x + e, dy + e, gbuf + e, f->vec, n, a + ch0, b + ch0);
+        lp_bn_silu_grad(x + e, y + e, dy + e, gbuf + e, f->vec, n, a + ch0, b + ch0);
         grad_sums(x + e, gbuf + e, dx ? dx + e : NULL, f->vec, n, a + ch0, b + ch0, mean + ch0, LP_BN_ACT_NONE, sum, sum + f->vec);
     }
 }
@@ -443,7 +443,7 @@ LP_OMP(parallel)
     }
 }
 
-void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, float *dy, const float *gamma,
+void lp_bn_fused_backward(const lp_bn_fused *f, bool batch_stats, const float *x, const float *y, float *dy, const float *gamma,
                           const float *beta, const float *mean, const float *var, float eps, int act, float *dx, float *dgamma,
                           float *dbeta, void *scratch) {
     if (!dx && !dgamma && !dbeta) return;
@@ -462,7 +462,7 @@ LP_OMP(parallel for schedule(static))
         for (int blk = 0; blk < f->nb; blk++) {
             const int c0 = blk * f->vec, c1 = c0 + f->vec;
             coefficients(batch_stats, gamma, beta, mean, var, eps, c0, c1, a, b);
-            for (int t = blk * per; t < (blk + 1) * per; t++) run_grad_sums(f, t, x, dy, a, b, mean, act, dx_now, gbuf, part);
+            for (int t = blk * per; t < (blk + 1) * per; t++) run_grad_sums(f, t, x, y, dy, a, b, mean, act, dx_now, gbuf, part);
             gradient_terms(f, part, a, var, eps, c0, c1, dgamma, dbeta, k1, k0);
             if (second)
                 for (int t = blk * per; t < (blk + 1) * per; t++) run_grad_apply(f, t, x, g2, a, b, mean, k1, k0, act2, dx);
@@ -474,7 +474,7 @@ LP_OMP(parallel)
     {
         int lo, hi;
         thread_range(nt, &lo, &hi);
-        for (int t = lo; t < hi; t++) run_grad_sums(f, t, x, dy, a, b, mean, act, dx_now, gbuf, part);
+        for (int t = lo; t < hi; t++) run_grad_sums(f, t, x, y, dy, a, b, mean, act, dx_now, gbuf, part);
     }
     gradient_terms(f, part, a, var, eps, 0, f->c, dgamma, dbeta, k1, k0);
     if (!second) return;

@@ -1,14 +1,15 @@
 /* SiLU inside our fused batch norm (batchnorm_fused.c), over np pixels of vec channels
  * (contiguous, vec a multiple of 8), on z = a x + b with a, b per channel:
- *   forward:  y = z sigmoid(z)
- *   backward: g = dy sigmoid(z) (1 + z (1 - sigmoid(z)))   (PyTorch's silu_backward)
+ *   forward:  y = z s, s = sigmoid(z) = 1 / (1 + e^-z)
+ *   backward: g = dy silu'(z) = dy (s + y (1 - s)), s = y / z from the forward's own y
+ *             (1/2 where |z| < 1e-30): PyTorch's silu_backward, dy s (1 + z (1 - s)),
+ *             rewritten with y = z s, so that backward needs a division, not e^-z again.
  * Written by hand because these run inside the batch norm's passes, where no library's
- * activation reaches; they are the costly part of that kernel (an exponential and a
- * reciprocal a value), so they have their own vector code a level: AVX-512 16 lanes, the
- * reciprocal by rcp14 and a Newton step, 2^n by scalef; AVX2 8 lanes, a division; a
- * plain vector body elsewhere. e^t is Cephes' expf (within 2 ulp): t = n ln2 + r, ln2 in
- * two parts so r is exact, e^r by its degree-7 polynomial; t is clamped to [-87.3, 88] (e^88
- * = 1.7e38: finite, and 2^n a normal float), NaN goes through. */
+ * activation reaches, and they are the costly part of that kernel, so they have their own
+ * vector code a level: AVX-512 16 lanes, reciprocals by rcp14 and a Newton step, 2^n by
+ * scalef; AVX2 8 lanes and divisions; plain vectors elsewhere. e^t is Cephes' expf (within 2
+ * ulp): t = n ln2 + r, ln2 in two parts so r is exact, e^r by its degree-7 polynomial; t is
+ * clamped to [-87.3, 88] (e^88 = 1.7e38: finite, and 2^n a normal float), NaN goes through. */
 #include "batchnorm.h"
 #include <string.h>
 
@@ -17,6 +18,7 @@
 #define LOG2E 1.44269504088896341f
 #define LN2_HI 0.693359375f
 #define LN2_LO (-2.12194440e-4f)
+#define TINY 1e-30f /* |z| below it: sigmoid(z) = 1/2 (y / z would lose it) */
 static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
                                   4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 
@@ -54,13 +56,15 @@ static void forward_plain(const float *x, float *y, int vec, int np, const float
         }
 }
 
-static void grad_plain(const float *x, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
+static void grad_plain(const float *x, const float *y, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
     const v8f one = splat(1.0f);
     for (int p = 0; p < np; p++)
         for (int k = 0; k < vec; k += 8) {
             const size_t e = (size_t)p * vec + k;
-            const v8f z = ld(a + k) * ld(x + e) + ld(b + k), s = one / (one + exp8(-z));
-            st(g + e, ld(dy + e) * s * (one + z * (one - s)));
+            const v8f z = ld(a + k) * ld(x + e) + ld(b + k), yv = ld(y + e);
+            const v8i tiny = (z < splat(TINY)) & (z > splat(-TINY));
+            const v8f s = select8(tiny, splat(0.5f), yv / select8(tiny, one, z));
+            st(g + e, ld(dy + e) * (s + yv * (one - s)));
         }
 }
 
@@ -84,10 +88,6 @@ T512 static inline __m512 sigmoid16(__m512 z) {
     const __m512 r = _mm512_rcp14_ps(d);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, one), r);
 }
-T512 static inline __m512 grad16(__m512 z, __m512 dy) {
-    const __m512 one = _mm512_set1_ps(1.0f), s = sigmoid16(z);
-    return _mm512_mul_ps(_mm512_mul_ps(dy, s), _mm512_fmadd_ps(z, _mm512_sub_ps(one, s), one));
-}
 /* Channels 16 at a time; with vec an odd multiple of 8, the last 8 of each pixel under a mask. */
 T512 static void forward_avx512(const float *x, float *y, int vec, int np, const float *a, const float *b) {
     for (int p = 0; p < np; p++)
@@ -98,13 +98,19 @@ T512 static void forward_avx512(const float *x, float *y, int vec, int np, const
             _mm512_mask_storeu_ps(y + e, m, _mm512_mul_ps(z, sigmoid16(z)));
         }
 }
-T512 static void grad_avx512(const float *x, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
+T512 static void grad_avx512(const float *x, const float *y, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
+    const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
     for (int p = 0; p < np; p++)
         for (int k = 0; k < vec; k += 16) {
             const size_t e = (size_t)p * vec + k;
             const __mmask16 m = vec - k >= 16 ? 0xffff : 0xff;
             const __m512 z = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, x + e), _mm512_maskz_loadu_ps(m, b + k));
-            _mm512_mask_storeu_ps(g + e, m, grad16(z, _mm512_maskz_loadu_ps(m, dy + e)));
+            const __m512 yv = _mm512_maskz_loadu_ps(m, y + e);
+            const __mmask16 tiny = _mm512_cmp_ps_mask(_mm512_abs_ps(z), _mm512_set1_ps(TINY), _CMP_LT_OQ);
+            const __m512 zs = _mm512_mask_blend_ps(tiny, z, one), r0 = _mm512_rcp14_ps(zs);
+            const __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(zs, r0, one), r0); /* 1/z to about 1 ulp */
+            const __m512 s = _mm512_mask_blend_ps(tiny, _mm512_mul_ps(yv, r), half);
+            _mm512_mask_storeu_ps(g + e, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + e), _mm512_fmadd_ps(yv, _mm512_sub_ps(one, s), s)));
         }
 }
 
@@ -129,14 +135,16 @@ T2 static void forward_avx2(const float *x, float *y, int vec, int np, const flo
             _mm256_storeu_ps(y + e, _mm256_div_ps(z, _mm256_add_ps(one, exp8x(_mm256_sub_ps(_mm256_setzero_ps(), z)))));
         }
 }
-T2 static void grad_avx2(const float *x, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
-    const __m256 one = _mm256_set1_ps(1.0f);
+T2 static void grad_avx2(const float *x, const float *y, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
+    const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), sign = _mm256_set1_ps(-0.0f);
     for (int p = 0; p < np; p++)
         for (int k = 0; k < vec; k += 8) {
             const size_t e = (size_t)p * vec + k;
             const __m256 z = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(x + e), _mm256_loadu_ps(b + k));
-            const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8x(_mm256_sub_ps(_mm256_setzero_ps(), z))));
-            _mm256_storeu_ps(g + e, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(dy + e), s), _mm256_fmadd_ps(z, _mm256_sub_ps(one, s), one)));
+            const __m256 yv = _mm256_loadu_ps(y + e);
+            const __m256 tiny = _mm256_cmp_ps(_mm256_andnot_ps(sign, z), _mm256_set1_ps(TINY), _CMP_LT_OQ);
+            const __m256 s = _mm256_blendv_ps(_mm256_div_ps(yv, _mm256_blendv_ps(z, one, tiny)), half, tiny);
+            _mm256_storeu_ps(g + e, _mm256_mul_ps(_mm256_loadu_ps(dy + e), _mm256_fmadd_ps(yv, _mm256_sub_ps(one, s), s)));
         }
 }
 #endif
@@ -151,12 +159,12 @@ void lp_bn_silu_forward(const float *x, float *y, int vec, int np, const float *
         forward_plain(x, y, vec, np, a, b);
 }
 
-void lp_bn_silu_grad(const float *x, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
+void lp_bn_silu_grad(const float *x, const float *y, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
 #if LP_X86_KERNELS
     const lp_isa isa = lp_cpu_isa();
-    if (isa >= LP_ISA_AVX512) grad_avx512(x, dy, g, vec, np, a, b);
-    else if (isa >= LP_ISA_AVX2) grad_avx2(x, dy, g, vec, np, a, b);
+    if (isa >= LP_ISA_AVX512) grad_avx512(x, y, dy, g, vec, np, a, b);
+    else if (isa >= LP_ISA_AVX2) grad_avx2(x, y, dy, g, vec, np, a, b);
     else
 #endif
-        grad_plain(x, dy, g, vec, np, a, b);
+        grad_plain(x, y, dy, g, vec, np, a, b);
 }
