@@ -202,12 +202,18 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
                            : L->kind == LP_LAYER_ACT     ? pl->u.act.fwd.impl
                            : L->kind == LP_LAYER_SCALE   ? "loupe:openmp"
                                                          : "";
+        /* the kind, with the activation a batch norm runs inside it, and sigmoid by its name */
+        const char *kind = L->kind == LP_LAYER_BN && L->silu    ? "BatchNorm2d+SiLU"
+                           : L->kind == LP_LAYER_BN && L->relu6 ? "BatchNorm2d+ReLU6"
+                           : L->kind == LP_LAYER_BN && L->relu  ? "BatchNorm2d+ReLU"
+                           : L->kind == LP_LAYER_ACT && L->act == LP_ACT_SIGMOID ? "Sigmoid"
+                                                                  : lp_layer_kinds[L->kind].type;
         /* after a fused step (bench.c), the layers that updated their weights in backward */
         const bool fused = (L->kind == LP_LAYER_CONV || L->kind == LP_LAYER_DENSE) && net->params[L->pw].trainable &&
                            net->params[L->pw].grad_state == LP_GRAD_STALE;
         nfused += fused;
         appendf(&buf, &len, &cap, "%-21s %-18s %-14s %9.2f %8.2f%s %9.2f %9.2f %8.0f %8.0f %8.2f  %s\n",
-                L->name[0] ? L->name : "(reorder)", lp_layer_kinds[L->kind].type, shape, sf * 1e3, sb * 1e3, fused ? "*" : " ",
+                L->name[0] ? L->name : "(reorder)", kind, shape, sf * 1e3, sb * 1e3, fused ? "*" : " ",
                 pf * 1e3, pb * 1e3, gfs(gflop[2 * l], pf), gfs(gflop[2 * l + 1], pb), (sf + sb - pf - pb) * 1e3, impl);
     }
     appendf(&buf, &len, &cap, "%-55s %19.2f %19.2f %26.2f\n", "sum over layers (ms)", in_step * 1e3, sum_prim * 1e3,
