@@ -1,7 +1,8 @@
 #!/bin/sh
 # Batch normalization's kernels as lp_batchnorm picks them (ours, src/backend/batchnorm_fused.c,
-# in a net with ReLU6; else oneDNN's) against oneDNN's alone (LOUPE_BATCHNORM=onednn, ReLU6 as
-# an eltwise pass after it): the same training benchmark run alternately with each, ROUNDS
+# in a net with ReLU6 and wherever SiLU follows; else oneDNN's) against oneDNN's alone
+# (LOUPE_BATCHNORM=onednn, ReLU6 or SiLU as an eltwise pass after it): the same training
+# benchmark run alternately with each, ROUNDS
 # times, the best images/s of each printed (this shared machine's noise is larger than the
 # difference in a single run).
 # usage: bench/batchnorm_ab.sh [--model M] [--size 224] [--batch 2] [--steps 20] [--rounds 4]
