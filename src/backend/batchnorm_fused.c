@@ -17,6 +17,7 @@
  * run over (channel block, sample, pixel chunk) tasks, each writing its partial sums, added
  * per channel afterwards. */
 #include "batchnorm.h"
+#include "vec8.h"
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,23 +25,13 @@
 #include <omp.h>
 #endif
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
 typedef double v4d __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 
 #define V 8 /* channels a vector */
 
-LP_ISA_BODY v8f ld8(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-LP_ISA_BODY void st8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
-LP_ISA_BODY v8f splat8(float f) { return (v8f){f, f, f, f, f, f, f, f}; }
 LP_ISA_BODY v4d lo4d(v8f v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3), v4d); }
 LP_ISA_BODY v4d hi4d(v8f v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 4, 5, 6, 7), v4d); }
-LP_ISA_BODY v8f select8(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
 
 /* The activation's output and its pass-through mask on z (PyTorch: ReLU passes z > 0,
  * ReLU6 (hardtanh) 0 < z < 6). A NaN z stays NaN forward. SiLU: batchnorm_silu.c. */

@@ -11,7 +11,7 @@
  * ulp): t = n ln2 + r, ln2 in two parts so r is exact, e^r by its degree-7 polynomial; t is
  * clamped to [-87.3, 88] (e^88 = 1.7e38: finite, and 2^n a normal float), NaN goes through. */
 #include "batchnorm.h"
-#include <string.h>
+#include "vec8.h"
 
 #define EXP_HI 88.0f
 #define EXP_LO (-87.3365f)
@@ -23,27 +23,15 @@ static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.33345190
                                   4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 
 /* ---- plain vectors (any CPU) ---- */
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
-
-static inline v8f splat(float f) { return (v8f){f, f, f, f, f, f, f, f}; }
-static inline v8f ld(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void st(float *p, v8f v) { memcpy(p, &v, sizeof v); }
-static inline v8f select8(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
-
 static inline v8f exp8(v8f t) {
-    t = select8(t > splat(EXP_HI), splat(EXP_HI), t);
-    t = select8(t < splat(EXP_LO), splat(EXP_LO), t);
-    const v8f magic = splat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
-    const v8f nf = (t * splat(LOG2E) + magic) - magic;
-    const v8f r = (t - nf * splat(LN2_HI)) - nf * splat(LN2_LO);
-    v8f p = splat(exp_poly[0]);
-    for (int i = 1; i < 6; i++) p = p * r + splat(exp_poly[i]);
-    p = p * (r * r) + r + splat(1.0f);
+    t = select8(t > splat8(EXP_HI), splat8(EXP_HI), t);
+    t = select8(t < splat8(EXP_LO), splat8(EXP_LO), t);
+    const v8f magic = splat8(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    const v8f nf = (t * splat8(LOG2E) + magic) - magic;
+    const v8f r = (t - nf * splat8(LN2_HI)) - nf * splat8(LN2_LO);
+    v8f p = splat8(exp_poly[0]);
+    for (int i = 1; i < 6; i++) p = p * r + splat8(exp_poly[i]);
+    p = p * (r * r) + r + splat8(1.0f);
     return p * (v8f)((__builtin_convertvector(nf, v8i) + 127) << 23);
 }
 
@@ -51,20 +39,20 @@ static void forward_plain(const float *x, float *y, int vec, int np, const float
     for (int p = 0; p < np; p++)
         for (int k = 0; k < vec; k += 8) {
             const size_t e = (size_t)p * vec + k;
-            const v8f z = ld(a + k) * ld(x + e) + ld(b + k);
-            st(y + e, z / (splat(1.0f) + exp8(-z)));
+            const v8f z = ld8(a + k) * ld8(x + e) + ld8(b + k);
+            st8(y + e, z / (splat8(1.0f) + exp8(-z)));
         }
 }
 
 static void grad_plain(const float *x, const float *y, const float *dy, float *g, int vec, int np, const float *a, const float *b) {
-    const v8f one = splat(1.0f);
+    const v8f one = splat8(1.0f);
     for (int p = 0; p < np; p++)
         for (int k = 0; k < vec; k += 8) {
             const size_t e = (size_t)p * vec + k;
-            const v8f z = ld(a + k) * ld(x + e) + ld(b + k), yv = ld(y + e);
-            const v8i tiny = (z < splat(TINY)) & (z > splat(-TINY));
-            const v8f s = select8(tiny, splat(0.5f), yv / select8(tiny, one, z));
-            st(g + e, ld(dy + e) * (s + yv * (one - s)));
+            const v8f z = ld8(a + k) * ld8(x + e) + ld8(b + k), yv = ld8(y + e);
+            const v8i tiny = (z < splat8(TINY)) & (z > splat8(-TINY));
+            const v8f s = select8(tiny, splat8(0.5f), yv / select8(tiny, one, z));
+            st8(g + e, ld8(dy + e) * (s + yv * (one - s)));
         }
 }
 
