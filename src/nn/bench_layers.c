@@ -203,11 +203,9 @@ lp_status lp_bench_layer_table(const lp_net *net, const double *prim, const doub
                            : L->kind == LP_LAYER_SCALE   ? "loupe:openmp"
                                                          : "";
         /* the kind, with the activation a batch norm runs inside it, and sigmoid by its name */
-        const char *kind = L->kind == LP_LAYER_BN && L->silu    ? "BatchNorm2d+SiLU"
-                           : L->kind == LP_LAYER_BN && L->relu6 ? "BatchNorm2d+ReLU6"
-                           : L->kind == LP_LAYER_BN && L->relu  ? "BatchNorm2d+ReLU"
-                           : L->kind == LP_LAYER_ACT && L->act == LP_ACT_SIGMOID ? "Sigmoid"
-                                                                  : lp_layer_kinds[L->kind].type;
+        char kind[32];
+        if (L->kind == LP_LAYER_BN && L->relu_name[0]) snprintf(kind, sizeof kind, "BatchNorm2d+%s", lp_layer_act_name(L));
+        else snprintf(kind, sizeof kind, "%s", L->kind == LP_LAYER_ACT && L->act == LP_ACT_SIGMOID ? "Sigmoid" : lp_layer_kinds[L->kind].type);
         /* after a fused step (bench.c), the layers that updated their weights in backward */
         const bool fused = (L->kind == LP_LAYER_CONV || L->kind == LP_LAYER_DENSE) && net->params[L->pw].trainable &&
                            net->params[L->pw].grad_state == LP_GRAD_STALE;

@@ -212,6 +212,10 @@ lp_status lp_layer_dx2(lp_net *net, lp_layer *l, lp_plan_layer *pl, const float 
  * lp_layer_dx2), else false, nothing done. Saves a map and a pass that copies or adds it. */
 bool lp_layer_dx_into_sum(lp_net *net, lp_layer *L, lp_plan_layer *pl, const float *x, const float *dy, float *sum, bool set);
 
+/* The kind of the activation module a layer with relu_name runs after itself: "SiLU",
+ * "ReLU6" or "ReLU". */
+static inline const char *lp_layer_act_name(const lp_layer *L) { return L->silu ? "SiLU" : L->relu6 ? "ReLU6" : "ReLU"; }
+
 /* Whether batch-norm layer L normalizes with the batch's statistics in a training step. */
 bool lp_layer_bn_train(const lp_net *net, const lp_layer *L);
 /* Whether add layer L drops its branch per sample (stochastic depth) in a training step:

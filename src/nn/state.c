@@ -212,7 +212,7 @@ lp_status lp_net_summary(lp_net *net, char **text) {
         default: snprintf(type, sizeof type, "?");
         }
         row(&b, l->name, type, l, np);
-        if (l->relu_name[0]) row(&b, l->relu_name, l->silu ? "SiLU" : l->relu6 ? "ReLU6" : "ReLU", l, 0);
+        if (l->relu_name[0]) row(&b, l->relu_name, lp_layer_act_name(l), l, 0);
     }
     char n1[32], n2[32], n3[32];
     sb_printf(&b, "==========================================================================\n");

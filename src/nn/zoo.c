@@ -97,17 +97,21 @@ static int add_buffer(builder *b, const char *layer_name, const char *suffix, in
 
 /* BatchNorm2d over the current tensor's channels (+ ReLU): weight, bias, and the buffers
  * running_mean, running_var, num_batches_tracked, as torchvision names them. */
-static lp_status add_bn_act(builder *b, const char *name, const char *relu_name, bool relu6);
-static lp_status add_bn(builder *b, const char *name, const char *relu_name) { return add_bn_act(b, name, relu_name, false); }
+static lp_status add_bn_act(builder *b, const char *name, const char *act_name, int act);
+static lp_status add_bn(builder *b, const char *name, const char *relu_name) {
+    return add_bn_act(b, name, relu_name, LP_BN_ACT_RELU);
+}
 
-/* ... followed by relu_name's ReLU, or its ReLU6 with relu6 (MobileNetV2). */
-static lp_status add_bn_act(builder *b, const char *name, const char *relu_name, bool relu6) {
+/* ... followed by act_name's activation (act: LP_BN_ACT_RELU, LP_BN_ACT_RELU6 for
+ * MobileNetV2, LP_BN_ACT_SILU for EfficientNet), which runs inside the batch norm. */
+static lp_status add_bn_act(builder *b, const char *name, const char *act_name, int act) {
     if (b->flat) return lp_fail(LP_ERR_ARG, "%s: batch norm after flatten", name);
     lp_layer *l = add_layer(b, LP_LAYER_BN, name);
     if (!l) return LP_ERR_NOMEM;
-    l->relu = relu_name != NULL;
-    l->relu6 = relu_name != NULL && relu6;
-    if (relu_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", relu_name);
+    l->relu = act_name != NULL && act != LP_BN_ACT_SILU;
+    l->relu6 = act_name != NULL && act == LP_BN_ACT_RELU6;
+    l->silu = act_name != NULL && act == LP_BN_ACT_SILU;
+    if (act_name) snprintf(l->relu_name, sizeof l->relu_name, "%s", act_name);
     int64_t cs[1] = {b->c};
     lp_layer *L;
     int i;
@@ -447,7 +451,7 @@ static lp_status build_mobilenet_v2(builder *b) {
     static const int setting[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2}, {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
     char n[64], a[64];
     lp_status st;
-    if ((st = add_conv_full(b, "features.0.0", NULL, 32, 3, 2, 1, false, 1)) || (st = add_bn_act(b, "features.0.1", "features.0.2", true)))
+    if ((st = add_conv_full(b, "features.0.0", NULL, 32, 3, 2, 1, false, 1)) || (st = add_bn_act(b, "features.0.1", "features.0.2", LP_BN_ACT_RELU6)))
         return st;
     int f = 1;
     for (int g = 0; g < 7; g++)
@@ -459,13 +463,13 @@ static lp_status build_mobilenet_v2(builder *b) {
                 snprintf(n, sizeof n, "features.%d.conv.0.0", f), snprintf(a, sizeof a, "features.%d.conv.0.2", f);
                 if ((st = add_conv_full(b, n, NULL, hidden, 1, 1, 0, false, 1))) return st;
                 snprintf(n, sizeof n, "features.%d.conv.0.1", f);
-                if ((st = add_bn_act(b, n, a, true))) return st;
+                if ((st = add_bn_act(b, n, a, LP_BN_ACT_RELU6))) return st;
                 m = 1;
             }
             snprintf(n, sizeof n, "features.%d.conv.%d.0", f, m), snprintf(a, sizeof a, "features.%d.conv.%d.2", f, m);
             if ((st = add_conv_full(b, n, NULL, hidden, 3, stride, 1, false, hidden))) return st;
             snprintf(n, sizeof n, "features.%d.conv.%d.1", f, m);
-            if ((st = add_bn_act(b, n, a, true))) return st;
+            if ((st = add_bn_act(b, n, a, LP_BN_ACT_RELU6))) return st;
             snprintf(n, sizeof n, "features.%d.conv.%d", f, m + 1);
             if ((st = add_conv_full(b, n, NULL, out, 1, 1, 0, false, 1))) return st;
             snprintf(n, sizeof n, "features.%d.conv.%d", f, m + 2);
@@ -473,7 +477,7 @@ static lp_status build_mobilenet_v2(builder *b) {
             snprintf(n, sizeof n, "features.%d", f);
             if (stride == 1 && in == out && (st = add_residual(b, n, NULL, x))) return st;
         }
-    if ((st = add_conv_full(b, "features.18.0", NULL, 1280, 1, 1, 0, false, 1)) || (st = add_bn_act(b, "features.18.1", "features.18.2", true)))
+    if ((st = add_conv_full(b, "features.18.0", NULL, 1280, 1, 1, 0, false, 1)) || (st = add_bn_act(b, "features.18.1", "features.18.2", LP_BN_ACT_RELU6)))
         return st;
     return add_pooled_top(b);
 }
@@ -495,12 +499,7 @@ static lp_status add_conv_bn_silu(builder *b, const char *prefix, int out, int k
     if ((st = add_conv_full(b, n, NULL, out, k, stride, (k - 1) / 2, false, groups))) return st;
     snprintf(n, sizeof n, "%s.1", prefix);
     snprintf(act, sizeof act, "%s.2", prefix);
-    if ((st = add_bn(b, n, silu ? act : NULL))) return st;
-    if (silu) {
-        lp_layer *l = &b->net->layers[b->net->nlayers - 1];
-        l->relu = false, l->silu = true;
-    }
-    return LP_OK;
+    return add_bn_act(b, n, silu ? act : NULL, LP_BN_ACT_SILU);
 }
 
 /* torchvision's SqueezeExcitation: avgpool (global), fc1 (1x1 conv with bias) to squeeze
