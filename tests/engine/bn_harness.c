@@ -4,11 +4,14 @@
  * test_batchnorm.py to compare with torch.nn.BatchNorm2d.
  *
  *   bn_harness OUTDIR n c h w train|frozen act steps [--seed S | --in DIR]
- *              [--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only] [--fused]
+ *              [--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only] [--fused] [--bf16]
  *   bn_harness --impls n c h w LAYOUT    prints the kernel of each mode's passes
  *
  * act: 0 none, 1 ReLU, 6 ReLU6, silu SiLU after the normalization. --fused: loupe's fused kernel
- * wherever it takes the layout (lp_batchnorm_params.fused), not only with ReLU6.
+ * wherever it takes the layout (lp_batchnorm_params.fused), not only with ReLU6. --bf16: x, y,
+ * dy and dx in bf16 (as in a bf16 net; the default layout then nChw16c, the bf16
+ * convolutions'), converted from and to the float32 files by oneDNN's reorder (x and dy
+ * should be bf16 values already, so that the op sees exactly them).
  * Inputs (--in DIR reads them, else drawn: x normal with a per-channel offset and scale,
  * dy normal, gamma and beta uniform, running_var uniform in [0.5, 1.5)): x0..x{steps-1}
  * and dy0.. (n, c, h, w), gamma, beta, running_mean, running_var (c). Outputs in OUTDIR,
@@ -24,17 +27,19 @@
 #define HARNESS_NAME "bn_harness"
 #include "op_harness.h"
 
-/* Layout by name; "default" leaves the choice to lp_batchnorm_init (*use = false). */
-static bool layout(const char *name, int n, int c, int h, int w, lp_md *md, bool *use) {
+/* Layout by name; "default" leaves the choice to lp_batchnorm_init (*use = false), in
+ * fp32; in bf16 it is nChw16c. */
+static bool layout(const char *name, int n, int c, int h, int w, bool bf16, lp_md *md, bool *use) {
     static const struct { const char *name; dnnl_format_tag_t tag; } tags[] = {
         {"nchw", dnnl_nchw}, {"nhwc", dnnl_nhwc}, {"nChw8c", dnnl_nChw8c}, {"nChw16c", dnnl_nChw16c}};
     *use = false;
-    if (!strcmp(name, "default")) return true;
+    if (!strcmp(name, "default") && !bf16) return true;
+    if (!strcmp(name, "default")) name = "nChw16c";
     for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++)
         if (!strcmp(name, tags[i].name)) {
             dnnl_dims_t d = {n, c, h, w};
             *use = true;
-            return dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tags[i].tag) == dnnl_success;
+            return dnnl_memory_desc_init_by_tag(md, 4, d, bf16 ? dnnl_bf16 : dnnl_f32, tags[i].tag) == dnnl_success;
         }
     fprintf(stderr, "bn_harness: unknown layout '%s'\n", name);
     return false;
@@ -57,7 +62,7 @@ static bool parse_ints(char **argv, int count, int *out) {
 static int print_impls(int n, int c, int h, int w, const char *lay) {
     lp_md md;
     bool use;
-    if (!layout(lay, n, c, h, w, &md, &use)) return 2;
+    if (!layout(lay, n, c, h, w, false, &md, &use)) return 2;
     static const char *const acts[] = {"none", "relu", "relu6", "silu"};
     for (int mode = 0; mode < 2; mode++)
         for (int relu = 0; relu < 4; relu++)
@@ -86,7 +91,7 @@ int main(int argc, char **argv) {
     }
     if (argc < 9) {
         fprintf(stderr, "usage: bn_harness OUTDIR n c h w train|frozen 0|1|6|silu steps [--seed S | --in DIR] "
-                        "[--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only] [--fused]\n"
+                        "[--layout default|nchw|nhwc|nChw8c|nChw16c] [--eps E] [--forward-only] [--fused] [--bf16]\n"
                         "       bn_harness --impls n c h w LAYOUT\n");
         return 2;
     }
@@ -109,7 +114,7 @@ int main(int argc, char **argv) {
     uint64_t seed = 1;
     const char *in = NULL, *lay = "default";
     float eps = 0;
-    bool backward = true, fused = false;
+    bool backward = true, fused = false, bf16 = false;
     for (int i = 9; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--in") && i + 1 < argc) in = argv[++i];
@@ -117,6 +122,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--eps") && i + 1 < argc) eps = strtof(argv[++i], NULL);
         else if (!strcmp(argv[i], "--forward-only")) backward = false;
         else if (!strcmp(argv[i], "--fused")) fused = true;
+        else if (!strcmp(argv[i], "--bf16")) bf16 = true;
         else {
             fprintf(stderr, "bn_harness: unknown option '%s'\n", argv[i]);
             return 2;
@@ -124,7 +130,7 @@ int main(int argc, char **argv) {
     }
     lp_md src_md;
     bool use_src;
-    if (!layout(lay, n, c, h, w, &src_md, &use_src)) return 2;
+    if (!layout(lay, n, c, h, w, bf16, &src_md, &use_src)) return 2;
     if (lp_dnnl_stream_create(&S)) return die("stream");
 
     lp_batchnorm_params p = {.n = n, .c = c, .h = h, .w = w, .eps = eps, .mode = mode, .relu = relu == 1, .relu6 = relu == 6,

@@ -36,6 +36,12 @@ With SiLU (|silu'| <= 1.1, |silu''| <= 0.5; s = sigmoid(z) within 4E relative fr
 within 2 ulp, one add and one division): y_i gains 1.1 times z's bound plus 8E |y_i|; the
 gradient through it g_i = dy_i silu'(z_i) an error of |dy_i| (0.5 dz_i + 8E (1 + |z_i|)) +
 2E |g_i|, which enters dbeta, dgamma and dx as g's own error.
+bf16 (the cases marked so; run where the CPU has bf16 natively, uncapped, as loupe's bf16
+nets): x and dy are drawn as bf16 values, so the op reads them exactly; the pre-activation
+z is rounded to bf16 (8 significant bits, to nearest: within 2^-8 of its value, relative)
+before the activation, as in PyTorch's bf16 batch norm: z's bound gains 2^-8 (|z| + its
+bound), which also widens the band of uncertain ReLU6 masks near 6. y (with SiLU), SiLU's
+gradient g and dx are rounded to bf16 too: each gains 2^-8 (|ref| + its bound).
 A floor of n * 2^-126 allows for flushed denormals. The float64 reference's own error is
 ~2^-53 of the same sums, far below.
 
@@ -59,7 +65,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from op_checks import compare, cpu_levels, read  # noqa: E402
+from op_checks import compare, cpu_flags, cpu_levels, read  # noqa: E402
 
 E = 2.0 ** -23
 LAM_E = 4 * E  # lam * (E/2) with lam = 8
@@ -68,8 +74,11 @@ MOMENTUM = 0.1
 STEPS = 3
 
 
-def C(name, n, c, h, w, mode, relu=False, layout="default", eps=None):
-    return dict(name=name, n=n, c=c, h=h, w=w, mode=mode, relu=relu, layout=layout, eps=eps)
+def C(name, n, c, h, w, mode, relu=False, layout="default", eps=None, bf16=False):
+    return dict(name=name, n=n, c=c, h=h, w=w, mode=mode, relu=relu, layout=layout, eps=eps, bf16=bf16)
+
+
+BF16_HALF_ULP = 2.0 ** -8  # bf16 keeps 8 significant bits: round to nearest is within 2^-8, relative
 
 
 CASES = [
@@ -113,7 +122,26 @@ CASES = [
     C("train_silu_wide_7x7", 2, 1152, 7, 7, "train", relu="silu"),
     C("frozen_silu", 4, 64, 14, 14, "frozen", relu="silu"),
     C("frozen_silu_nchw", 2, 16, 6, 6, "frozen", relu="silu", layout="nchw"),
+    # bf16 data (bf16 nets), on the layout bf16 convolutions hand over (nChw16c) and nhwc
+    C("bf16_train", 4, 64, 14, 14, "train", bf16=True),
+    C("bf16_train_relu6", 4, 96, 14, 14, "train", relu=6, bf16=True),
+    C("bf16_train_silu", 4, 96, 14, 14, "train", relu="silu", bf16=True),
+    C("bf16_train_silu_nhwc", 2, 48, 9, 7, "train", relu="silu", layout="nhwc", bf16=True),
+    C("bf16_train_silu_wide_7x7", 2, 1152, 7, 7, "train", relu="silu", bf16=True),
+    C("bf16_frozen_relu6", 4, 64, 14, 14, "frozen", relu=6, bf16=True),
+    C("bf16_frozen_silu", 4, 64, 14, 14, "frozen", relu="silu", bf16=True),
 ]
+
+
+def bf16_native():
+    """The CPU computes in bf16 natively (loupe refuses bf16 nets elsewhere)."""
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def to_bf16_values(a):
+    """a rounded to the nearest bf16 values (as float32)."""
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(torch.bfloat16).to(torch.float32).numpy()
 
 
 def levels():
@@ -133,7 +161,11 @@ def make_inputs(case, rng):
     d["beta"] = rng.uniform(-0.5, 0.5, c)
     d["running_mean"] = rng.uniform(-1, 1, c)
     d["running_var"] = np.exp(rng.uniform(np.log(0.05), np.log(2.0), c))
-    return {k: v.astype(np.float32) for k, v in d.items()}
+    out = {k: v.astype(np.float32) for k, v in d.items()}
+    if case["bf16"]:
+        for k in range(STEPS):
+            out[f"x{k}"], out[f"dy{k}"] = to_bf16_values(out[f"x{k}"]), to_bf16_values(out[f"dy{k}"])
+    return out
 
 
 def run_harness(harness, case, indir, outdir, isa, fused):
@@ -142,6 +174,8 @@ def run_harness(harness, case, indir, outdir, isa, fused):
            str(case["relu"]) if case["relu"] == "silu" else str(int(case["relu"])), str(STEPS), "--in", indir, "--layout", case["layout"]] + (["--fused"] if fused else [])
     if case["eps"] is not None:
         cmd += ["--eps", repr(case["eps"])]
+    if case["bf16"]:
+        cmd += ["--bf16"]
     env = dict(os.environ)
     env.pop("ONEDNN_MAX_CPU_ISA", None)
     if isa:
@@ -213,6 +247,9 @@ def bounds(case, inp, ref):
         xhat = (x - chan(mu)) / chan(sigma)
         dxh = chan(dmu / sigma) + chan(rho) * np.abs(xhat) + 2 * E * (np.abs(x) + chan(np.abs(mu))) / chan(sigma)
         dy_pre = np.abs(chan(g)) * dxh + 2 * E * (np.abs(chan(g) * xhat) + chan(np.abs(beta))) + floor
+        bf16 = case["bf16"]
+        if bf16:
+            dy_pre = dy_pre + BF16_HALF_ULP * (np.abs(r["pre"]) + dy_pre)
         silu = case["relu"] == "silu"
         dg = np.zeros(x.shape)
         dy_out = dy_pre
@@ -222,6 +259,9 @@ def bounds(case, inp, ref):
             g_silu = dy * sg * (1 + z * (1 - sg))
             dg = np.abs(dy) * (0.5 * dy_pre + 8 * E * (1 + np.abs(z))) + 2 * E * np.abs(g_silu)
             dy_out = 1.1 * dy_pre + 8 * E * np.abs(r["y"]) + floor
+            if bf16:
+                dy_out = dy_out + BF16_HALF_ULP * (np.abs(r["y"]) + dy_out)
+                dg = dg + BF16_HALF_ULP * (np.abs(g_silu) + dg)
             unsure = np.zeros(x.shape, bool)
             mask = np.ones(x.shape, bool)
         elif case["relu"]:
@@ -246,6 +286,8 @@ def bounds(case, inp, ref):
                    + 4 * E * gs * (np.abs(gm) + chan(np.abs(dbet) / n) + np.abs(xhat * chan(dgam)) / n) + floor)
         else:
             ddx = gs * dg + 4 * E * np.abs(r["dx"]) + floor
+        if bf16:
+            ddx = ddx + BF16_HALF_ULP * (np.abs(r["dx"]) + ddx)
         out.append(dict(y=dy_out, dx=np.where(unsure, np.inf, ddx), dgamma=ddgamma, dbeta=ddbeta, mean=dmu + floor,
                         var=dv + floor, unsure=int(unsure.sum())))
         if train:
@@ -313,7 +355,13 @@ def main():
         # the bounds must admit PyTorch's own float32 arithmetic
         if not check(f"{case['name']} [torch float32]", torch_f32_result(case, inp), ref[0], ref[1:], bnd, case, failures):
             failures.append(f"{case['name']}: PyTorch float32 itself exceeds the bounds: the tolerance model is wrong")
-        for isa, fused in ((i, f) for i in lv for f in (False, True)):
+        runs = [(i, f) for i in lv for f in (False, True)]
+        if case["bf16"]:
+            if not bf16_native():
+                print(f"skip {case['name']}: no native bf16 on this CPU (loupe refuses bf16 nets here)")
+                continue
+            runs = [("", False)]  # uncapped (a cap below AVX512-BF16 refuses bf16); --fused takes fp32 only
+        for isa, fused in runs:
             label = f"{case['name']} [{isa or 'native'}{' fused' if fused else ''}]"
             outdir = os.path.join(args.workdir, case["name"], (isa or "native") + ("_fused" if fused else ""))
             try:
