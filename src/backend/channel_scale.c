@@ -181,14 +181,7 @@ bool lp_channel_scale_backward_into(const lp_channel_scale *cs, const void *x, c
 
 void lp_scale_samples(const void *xv, const float *m, void *yv, int n, size_t per, bool bf16) {
     if (bf16) {
-        const uint16_t *x = xv;
-        uint16_t *y = yv;
-        for (int i = 0; i < n; i++) {
-            const long long cnt = (long long)per;
-            const float s = m[i];
-LP_OMP(parallel for if (cnt > 65536))
-            for (long long j = 0; j < cnt; j++) y[(size_t)i * per + j] = lp_f32_to_bf16(lp_bf16_to_f32(x[(size_t)i * per + j]) * s);
-        }
+        for (int i = 0; i < n; i++) lp_bf16_scale((const uint16_t *)xv + (size_t)i * per, m[i], (uint16_t *)yv + (size_t)i * per, per);
         return;
     }
     const float *x = xv;

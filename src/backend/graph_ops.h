@@ -123,4 +123,9 @@ bool lp_channel_scale_backward_into(const lp_channel_scale *cs, const void *x, c
  * given (0, or 1 / (1 - p) where kept). */
 void lp_scale_samples(const void *x, const float *m, void *y, int n, size_t per, bool bf16); /* per: values; bf16: x, y in bf16 */
 
+/* ---- bf16 element-wise (bf16_ops.c): in fp32, rounded to nearest even ---------------
+ * g += d (a fork's gradients); y = x * s (in place allowed). n values. */
+void lp_bf16_add(uint16_t *g, const uint16_t *d, size_t n);
+void lp_bf16_scale(const uint16_t *x, float s, uint16_t *y, size_t n);
+
 #endif

@@ -860,13 +860,8 @@ static void sum_into_fork(lp_net *net, int j, int lo, const void *dx, const lp_m
     const size_t bytes = lp_md_size(md);
     dnnl_stream_wait(net->stream);
     if (!J->grad_sum_set) memcpy(J->grad_sum, dx, bytes);
-    else if (md->data_type == dnnl_bf16) {
-        uint16_t *g = (uint16_t *)J->grad_sum;
-        const uint16_t *d = dx;
-        const size_t n = bytes / 2;
-LP_OMP(parallel for if (n > 65536))
-        for (size_t i = 0; i < n; i++) g[i] = lp_f32_to_bf16(lp_bf16_to_f32(g[i]) + lp_bf16_to_f32(d[i]));
-    } else {
+    else if (md->data_type == dnnl_bf16) lp_bf16_add((uint16_t *)J->grad_sum, dx, bytes / 2);
+    else {
         float *g = J->grad_sum;
         const float *d = dx;
         const size_t n = bytes / sizeof(float);

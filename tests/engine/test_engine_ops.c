@@ -830,6 +830,40 @@ static void test_bwd_w_dw(int n, int c, int h, int w, int k, int st, int pad, dn
  * y = x * gate and dx = dy * gate are one rounded product each: bit-equal to the product
  * taken on the plain arrays. dgate = sum over h, w of dy * x: within (h w + 1) u sum |dy x|
  * of the double sum (u = 2^-24). */
+/* ---- bf16 element-wise (bf16_ops.c) ---------------------------------------------
+ * Against the scalar definition: fp32 arithmetic on the bf16 values, rounded to nearest
+ * even by lp_f32_to_bf16 (core, checked against known patterns in test_core); lengths with
+ * tails of 1 and 15 values and over several parallel chunks; values spread over 2^-20 to
+ * 2^20 of both signs, so that sums cancel and round both ways. */
+static uint16_t random_bf16(uint64_t stream, uint64_t i) {
+    const float mag = ldexpf(1.0f + lp_rng_uniform(51, stream, i), (int)(lp_rng_u64(52, stream, i) % 41) - 20);
+    return lp_f32_to_bf16(lp_rng_uniform(53, stream, i) < 0.5f ? -mag : mag);
+}
+static void test_bf16_elementwise(void) {
+    static const size_t lens[] = {1, 15, 16, 17, 16384 * 5 + 7};
+    for (size_t t = 0; t < sizeof lens / sizeof lens[0]; t++) {
+        const size_t n = lens[t];
+        uint16_t *g = malloc(n * 2), *d = malloc(n * 2), *y = malloc(n * 2), *want = malloc(n * 2);
+        if (!g || !d || !y || !want) exit(1);
+        for (size_t i = 0; i < n; i++) g[i] = random_bf16(1, i), d[i] = random_bf16(2, i);
+        /* a sum with itself negated is 0; equal magnitudes double: both exact cases included */
+        if (n > 2) d[1] = g[1] ^ 0x8000, d[2] = g[2];
+        for (size_t i = 0; i < n; i++) want[i] = lp_f32_to_bf16(lp_bf16_to_f32(g[i]) + lp_bf16_to_f32(d[i]));
+        lp_bf16_add(g, d, n);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += g[i] != want[i];
+        const float s = 1.0f / (1.0f - 0.0125f); /* a stochastic-depth factor */
+        for (size_t i = 0; i < n; i++) want[i] = lp_f32_to_bf16(lp_bf16_to_f32(d[i]) * s);
+        lp_bf16_scale(d, s, y, n);
+        for (size_t i = 0; i < n; i++) bad += y[i] != want[i];
+        lp_bf16_scale(d, s, d, n); /* in place */
+        for (size_t i = 0; i < n; i++) bad += d[i] != want[i];
+        printf("%-44s %zu values, %zu differ %s\n", "bf16 add and scale", n, bad, bad ? "FAIL" : "ok");
+        if (bad) failures++;
+        free(g), free(d), free(y), free(want);
+    }
+}
+
 static void test_channel_scale(int n, int c, int h, int w, dnnl_format_tag_t tag) {
     const size_t nx = (size_t)n * c * h * w, ng = (size_t)n * c;
     float *xp = malloc(nx * 4), *dyp = malloc(nx * 4), *gate = malloc(ng * 4), *dg = malloc(ng * 4), *y = malloc(nx * 4),
@@ -1193,6 +1227,7 @@ int main(void) {
     /* Winograd F(4x4,3x3): a 12x10 output is 3x3 tiles of 4x4, the last column partial */
     test_conv("conv 3x3 pad1 winograd (2,16,12,10)->32",
               (lp_conv2d_params){.n = 2, .c = 16, .h = 12, .w = 10, .k = 32, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .relu = false, .bf16 = false, .winograd = true}, true);
+    test_bf16_elementwise();
     test_channel_scale(2, 32, 7, 5, dnnl_nchw);
     test_channel_scale(2, 48, 6, 6, dnnl_nhwc);
     test_channel_scale(3, 32, 14, 14, dnnl_aBcd16b);
