@@ -31,6 +31,15 @@ typedef struct lp_buf {
 lp_status lp_buf_reserve(lp_buf *b, size_t bytes, bool *grew);
 void lp_buf_free(lp_buf *b);
 
+/* Where a blocked conv weight's transposed twin puts each blk x blk block of the weights
+ * (ob, ib, kk: output block, input block, tap, in that order): at the same index, or with
+ * swap at (ib, ob, kk), ob_n output and ib_n input blocks, khw taps. */
+typedef struct lp_twin_map {
+    int blk;
+    bool swap;
+    long long ob_n, ib_n, khw;
+} lp_twin_map;
+
 typedef struct lp_layer {
     lp_layer_kind kind;
     char name[48];      /* module name ("features.0", "classifier.6", "head.1"); "" when internal */
@@ -72,10 +81,10 @@ typedef struct lp_layer {
     lp_md st_md;
     lp_reorder st_to_blk, st_to_plain;
     /* backward-data's layout is st_md with each 16x16 (AVX-512) or 8x8 (AVX2) inner block
-     * transposed (OIhw16o16i vs OIhw16i16o): the optimizer then writes wb along with the
-     * update (store.c) */
+     * transposed (OIhw16o16i vs OIhw16i16o), or also its outer order (IOhw16o16i: 1x1
+     * convolutions'): the optimizer then writes wb along with the update (store.c) */
     bool twin;
-    int twin_blk;
+    lp_twin_map twin_map;
     lp_md twin_md;
     /* bf16 training, conv weights stored OIhw16i16o: the optimizer writes the bf16 forward
      * (OhwI16i32o2i, in wf) and backward-data (OIhw16o16i2o, in wb) copies as it updates;
@@ -247,7 +256,7 @@ lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blo
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md);
 /* Whether conv layer l computes with oneDNN's Winograd F(4x4,3x3): the rule of --conv (net.c). */
 bool lp_layer_conv_winograd(const lp_net *net, const lp_layer *l);
-float *lp_net_param_twin(lp_net *net, int i, int *blk);
+float *lp_net_param_twin(lp_net *net, int i, lp_twin_map *map);
 void lp_net_param_twin_written(lp_net *net, int i);
 /* The same for bf16: lp_net_note_bf16_copies (conv backward) records whether layer L's
  * storage and bf16 copies have the layouts the optimizer writes (bwd_md NULL: no
@@ -278,7 +287,7 @@ typedef struct lp_param_update {
     bool first;                       /* SGD: no momentum buffer yet */
     float step_size, bc2_sqrt, decay; /* Adam */
     float *twin;                      /* or NULL */
-    int twin_blk;                     /* its blocks: 16x16 or 8x8 */
+    lp_twin_map twin_map;             /* its blocks (16x16 or 8x8) and where they go */
     lp_bf16_copies cp;
     bool copies;
     int param;

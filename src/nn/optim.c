@@ -138,6 +138,13 @@ static inline void transpose_block16(float *restrict t, const float *restrict b)
         for (int r = 0; r < 16; r++) t[q * 16 + r] = b[r * 16 + q];
 }
 
+/* Block q's place in the twin (map->swap: block (ob, ib, kk) goes to (ib, ob, kk)). */
+static inline long long twin_block(const lp_twin_map *map, long long q) {
+    if (!map->swap) return q;
+    const long long kk = q % map->khw, t = q / map->khw, ib = t % map->ib_n, ob = t / map->ib_n;
+    return (ib * map->ob_n + ob) * map->khw + kk;
+}
+
 #if LP_X86_KERNELS
 /* A dense layer's bf16 copy, element for element, for [lo, hi) (any range: the
  * update's chunks end where the weights end). Streaming stores where a 32-byte piece is
@@ -199,28 +206,30 @@ static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long lon
     _mm_sfence(); /* the streaming stores are weakly ordered: done before anyone reads them */
 }
 
-/* Each 16x16 block of w transposed into t (AVX-512's weight layouts: store.c notes a
- * twin only where the CPU has AVX-512), through a block in L1, with streaming stores:
- * t is read only by the next step's backward. */
+/* Each 16x16 block of w transposed into its place in t (AVX-512's weight layouts: store.c
+ * notes a twin only where the CPU has AVX-512), through a block in L1, with streaming
+ * stores: t is read only by the next step's backward. */
 __attribute__((target("avx512f")))
-static void transpose16_stream(float *restrict t, const float *restrict w, long long lo, long long hi) {
+static void transpose16_stream(float *restrict t, const float *restrict w, const lp_twin_map *map, long long lo, long long hi) {
     float tmp[256] __attribute__((aligned(64)));
     for (long long blk = lo; blk < hi; blk += 256) {
         transpose_block16(tmp, w + blk);
-        for (int q = 0; q < 16; q++) _mm512_stream_ps(t + blk + q * 16, _mm512_load_ps(tmp + q * 16));
+        float *to = t + twin_block(map, blk / 256) * 256;
+        for (int q = 0; q < 16; q++) _mm512_stream_ps(to + q * 16, _mm512_load_ps(tmp + q * 16));
     }
     _mm_sfence();
 }
 
 /* The same for AVX2's 8x8 blocks. */
 __attribute__((target("avx2")))
-static void transpose8_stream(float *restrict t, const float *restrict w, long long lo, long long hi) {
+static void transpose8_stream(float *restrict t, const float *restrict w, const lp_twin_map *map, long long lo, long long hi) {
     float tmp[64] __attribute__((aligned(32)));
     for (long long blk = lo; blk < hi; blk += 64) {
         const float *b = w + blk;
         for (int q = 0; q < 8; q++)
             for (int r = 0; r < 8; r++) tmp[q * 8 + r] = b[r * 8 + q];
-        for (int q = 0; q < 8; q++) _mm256_stream_ps(t + blk + q * 8, _mm256_load_ps(tmp + q * 8));
+        float *to = t + twin_block(map, blk / 64) * 64;
+        for (int q = 0; q < 8; q++) _mm256_stream_ps(to + q * 8, _mm256_load_ps(tmp + q * 8));
     }
     _mm_sfence();
 }
@@ -252,14 +261,14 @@ static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long lon
     }
 }
 
-static void transpose16_stream(float *restrict t, const float *restrict w, long long lo, long long hi) {
-    for (long long blk = lo; blk < hi; blk += 256) transpose_block16(t + blk, w + blk);
+static void transpose16_stream(float *restrict t, const float *restrict w, const lp_twin_map *map, long long lo, long long hi) {
+    for (long long blk = lo; blk < hi; blk += 256) transpose_block16(t + twin_block(map, blk / 256) * 256, w + blk);
 }
 
-static void transpose8_stream(float *restrict t, const float *restrict w, long long lo, long long hi) {
+static void transpose8_stream(float *restrict t, const float *restrict w, const lp_twin_map *map, long long lo, long long hi) {
     for (long long blk = lo; blk < hi; blk += 64)
         for (int q = 0; q < 8; q++)
-            for (int r = 0; r < 8; r++) t[blk + q * 8 + r] = w[blk + r * 8 + q];
+            for (int r = 0; r < 8; r++) t[twin_block(map, blk / 64) * 64 + q * 8 + r] = w[blk + r * 8 + q];
 }
 #endif
 
@@ -274,8 +283,8 @@ uint32_t lp_optim_param_range(const lp_optim *o, const lp_param_update *u, const
     a.w += lo, a.m += lo, a.g = g;
     if (a.v) a.v += lo;
     uint32_t bad = o->cfg.kind == LP_OPT_SGD ? sgd_range(o, &a, 0, hi - lo) : adam_range(o, &a, 0, hi - lo);
-    if (u->twin && u->twin_blk == 16) transpose16_stream(u->twin, u->w, lo, hi);
-    else if (u->twin) transpose8_stream(u->twin, u->w, lo, hi);
+    if (u->twin && u->twin_map.blk == 16) transpose16_stream(u->twin, u->w, &u->twin_map, lo, hi);
+    else if (u->twin) transpose8_stream(u->twin, u->w, &u->twin_map, lo, hi);
     if (u->copies) bf16_copies_range(&u->cp, u->w, lo, hi);
     return bad;
 }
@@ -323,7 +332,7 @@ lp_status lp_optim_param_begin(lp_optim *o, int i, float lr, lp_param_update *u)
         u->bc2_sqrt = (float)sqrt(bc2);
         u->decay = (float)(1.0 - (double)lr * o->cfg.weight_decay);
     }
-    u->twin = lp_net_param_twin(net, i, &u->twin_blk);
+    u->twin = lp_net_param_twin(net, i, &u->twin_map);
     u->copies = lp_net_param_bf16_copies(net, i, &u->cp);
     return LP_OK;
 }

@@ -90,38 +90,48 @@ lp_status lp_net_param_store_convert(lp_net *net, int i, float *buf, bool to_blo
     return st;
 }
 
-/* True when b is a with its two inner blocks (B and B, over dims 0 and 1) swapped and
- * everything else equal: element r*B + c of each BxB block of a is c*B + r of b's. */
-static int transposed_twin_block(const lp_md *a, const lp_md *b) {
+/* Whether b is a with its two inner blocks (B and B, over dims 0 and 1) swapped and
+ * everything else equal (element r*B + c of each BxB block of a is c*B + r of b's), or
+ * with the outer order of dims 0 and 1 swapped too, a in the dense order O, I, h, w
+ * (OIhw16i16o against IOhw16o16i, 1x1 convolutions' backward data). */
+static bool transposed_twin(const lp_md *a, const lp_md *b, lp_twin_map *map) {
     if (a->format_kind != dnnl_blocked || b->format_kind != dnnl_blocked || a->ndims != 4 || b->ndims != 4 ||
         a->data_type != dnnl_f32 || b->data_type != dnnl_f32 || a->offset0 || b->offset0)
-        return 0;
+        return false;
     const dnnl_blocking_desc_t *x = &a->format_desc.blocking, *y = &b->format_desc.blocking;
     if (x->inner_nblks != 2 || y->inner_nblks != 2 || x->inner_blks[0] != x->inner_blks[1] ||
         y->inner_blks[0] != x->inner_blks[0] || y->inner_blks[1] != x->inner_blks[0] || x->inner_idxs[0] != y->inner_idxs[1] ||
         x->inner_idxs[1] != y->inner_idxs[0] || (x->inner_idxs[0] | x->inner_idxs[1]) != 1)
-        return 0;
+        return false;
+    const long long B = x->inner_blks[0], bb = B * B;
     for (int d = 0; d < 4; d++)
-        if (a->dims[d] != b->dims[d] || a->padded_dims[d] != b->padded_dims[d] || a->padded_dims[d] != a->dims[d] ||
-            x->strides[d] != y->strides[d])
-            return 0;
-    return (int)x->inner_blks[0];
+        if (a->dims[d] != b->dims[d] || a->padded_dims[d] != b->padded_dims[d] || a->padded_dims[d] != a->dims[d]) return false;
+    *map = (lp_twin_map){.blk = (int)B, .ob_n = a->dims[0] / B, .ib_n = a->dims[1] / B, .khw = a->dims[2] * a->dims[3]};
+    bool same = true;
+    for (int d = 0; d < 4; d++) same &= x->strides[d] == y->strides[d];
+    if (same) return true;
+    const long long w = a->dims[3], khw = map->khw;
+    const bool dense = x->strides[3] == bb && x->strides[2] == w * bb && x->strides[1] == khw * bb && x->strides[0] == map->ib_n * khw * bb;
+    const bool swapped = y->strides[3] == bb && y->strides[2] == w * bb && y->strides[0] == khw * bb && y->strides[1] == map->ob_n * khw * bb;
+    map->swap = true;
+    return dense && swapped;
 }
 
 void lp_net_note_twin(lp_layer *L, const lp_md *bwd_md) {
     /* the blocks of AVX-512's layouts (16x16) and of AVX2's (8x8): the optimizer
      * transposes them with code of that level */
-    const int b = transposed_twin_block(&L->st_md, bwd_md);
+    lp_twin_map map = {0};
+    const bool t = transposed_twin(&L->st_md, bwd_md, &map);
     const lp_isa isa = lp_cpu_isa();
-    L->twin = L->st_blocked && ((b == 16 && isa >= LP_ISA_AVX512) || (b == 8 && isa >= LP_ISA_AVX2));
-    L->twin_blk = b;
+    L->twin = t && L->st_blocked && ((map.blk == 16 && isa >= LP_ISA_AVX512) || (map.blk == 8 && isa >= LP_ISA_AVX2));
+    L->twin_map = map;
     if (L->twin) L->twin_md = *bwd_md;
 }
 
-float *lp_net_param_twin(lp_net *net, int i, int *blk) {
+float *lp_net_param_twin(lp_net *net, int i, lp_twin_map *map) {
     lp_layer *L = &net->layers[net->params[i].layer];
     if (L->pw != i || !L->st_blocked || !L->twin || L->wb.cap < param_bytes(net, i)) return NULL;
-    *blk = L->twin_blk;
+    *map = L->twin_map;
     return L->wb.p;
 }
 
