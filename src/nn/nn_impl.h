@@ -87,9 +87,11 @@ typedef struct lp_layer {
     lp_twin_map twin_map;
     lp_md twin_md;
     /* bf16 training, conv weights stored OIhw16i16o: the optimizer writes the bf16 forward
-     * (OhwI16i32o2i, in wf) and backward-data (OIhw16o16i2o, in wb) copies as it updates;
-     * dense weights: their bf16 copy (out, in) in wf */
-    bool bf16_copies, bf16_copy_bwd;
+     * (OhwI16i32o2i, in wf) and backward-data (OIhw16o16i2o, in wb) copies as it updates
+     * (AMX's layouts), or with bf16_blk16 AVX512-BF16's: forward OIhw8i16o2i, backward-data
+     * OIhw8o16i2o (IOhw8o16i2o with bf16_bwd_swap: 1x1's); dense weights: their bf16 copy
+     * (out, in) in wf */
+    bool bf16_copies, bf16_copy_bwd, bf16_blk16, bf16_bwd_swap;
     lp_md bf16_fwd_md, bf16_bwd_md;
     bool grad_consumed; /* this backward applied the weight's update itself (fused): its gradient is not kept */
 } lp_layer;
@@ -266,6 +268,8 @@ typedef struct lp_bf16_copies {
     uint16_t *fwd, *bwd; /* bwd NULL: none */
     int o, i, khw;
     bool plain; /* dense: fwd is w (out, in) in bf16, element for element */
+    bool blk16; /* AVX512-BF16's layouts (lp_layer.bf16_blk16); bwd's blocks placed by bwd_map */
+    lp_twin_map bwd_map;
 } lp_bf16_copies;
 void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md);
 /* A dense layer's bf16 copy (wf): its descriptor (bf16_fwd_md), set when a bf16 plan is

@@ -161,11 +161,19 @@ static bool md_is(const lp_md *md, const lp_layer *L, dnnl_data_type_t dt, dnnl_
 }
 
 void lp_net_note_bf16_copies(lp_layer *L, const lp_md *fwd_md, const lp_md *bwd_md) {
-    /* the layouts oneDNN 2.6 picks for AMX; the optimizer's writer knows only these */
-    L->bf16_copies = L->st_blocked && L->out_c % 32 == 0 && L->in_c % 32 == 0 && lp_bf16_native() &&
-                     md_is(&L->st_md, L, dnnl_f32, dnnl_ABcd16b16a) && md_is(fwd_md, L, dnnl_bf16, dnnl_AcdB16b32a2b) &&
-                     (!bwd_md || md_is(bwd_md, L, dnnl_bf16, dnnl_ABcd16a16b2a)) && L->wf.cap >= lp_md_size(fwd_md) &&
-                     (!bwd_md || L->wb.cap >= lp_md_size(bwd_md));
+    /* the layouts oneDNN 2.6 picks for AMX, and for AVX512-BF16 without it (jit_bf16 and
+     * jit_bf16_1x1: 16x16 blocks at the fp32 storage's own places, backward-data's swapped
+     * to input-major for 1x1); the optimizer's writer knows only these */
+    const bool room = L->wf.cap >= lp_md_size(fwd_md) && (!bwd_md || L->wb.cap >= lp_md_size(bwd_md));
+    const bool base = L->st_blocked && lp_bf16_native() && room && md_is(&L->st_md, L, dnnl_f32, dnnl_ABcd16b16a);
+    const bool amx = base && L->out_c % 32 == 0 && L->in_c % 32 == 0 && md_is(fwd_md, L, dnnl_bf16, dnnl_AcdB16b32a2b) &&
+                     (!bwd_md || md_is(bwd_md, L, dnnl_bf16, dnnl_ABcd16a16b2a));
+    const bool swap = bwd_md && md_is(bwd_md, L, dnnl_bf16, dnnl_BAcd8a16b2a);
+    const bool blk16 = base && !amx && L->out_c % 16 == 0 && L->in_c % 16 == 0 && md_is(fwd_md, L, dnnl_bf16, dnnl_ABcd8b16a2b) &&
+                       (!bwd_md || swap || md_is(bwd_md, L, dnnl_bf16, dnnl_ABcd8a16b2a));
+    L->bf16_copies = amx || blk16;
+    L->bf16_blk16 = blk16;
+    L->bf16_bwd_swap = blk16 && swap;
     L->bf16_copy_bwd = L->bf16_copies && bwd_md;
     if (L->bf16_copies) L->bf16_fwd_md = *fwd_md;
     if (L->bf16_copy_bwd) L->bf16_bwd_md = *bwd_md;
@@ -187,6 +195,8 @@ bool lp_net_param_bf16_copies(lp_net *net, int i, lp_bf16_copies *c) {
     lp_layer *L = &net->layers[net->params[i].layer];
     if (L->pw != i || !copies_written(L)) return false;
     *c = (lp_bf16_copies){.fwd = L->wf.p, .bwd = L->bf16_copy_bwd ? L->wb.p : NULL, .o = L->out_c, .i = L->in_c,
-                          .khw = L->k * L->k, .plain = L->kind == LP_LAYER_DENSE};
+                          .khw = L->k * L->k, .plain = L->kind == LP_LAYER_DENSE, .blk16 = L->bf16_blk16,
+                          .bwd_map = {.blk = 16, .swap = L->bf16_bwd_swap, .ob_n = L->out_c / 16, .ib_n = L->in_c / 16,
+                                      .khw = L->k * L->k}};
     return true;
 }
