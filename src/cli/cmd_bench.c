@@ -17,7 +17,7 @@ static void usage(FILE *f) {
                "update inside backward, which then includes it). Defaults: vgg16, top keep, 224x224, batch 8, 5 steps, 1 warmup,\n"
                "SGD momentum 0.9, all cores, fp32. --precision bf16 runs convolutions and pooling in\n"
                "bf16 (AMX where present; refused on CPUs without native bf16), auto picks bf16\n"
-               "where the CPU has AMX. --conv picks the fp32 3x3 convolutions' algorithm:\n"
+               "where it is faster (AVX512-BF16: every model; AMX: no batch norm). --conv picks the fp32 3x3 convolutions' algorithm:\n"
                "auto (default) uses Winograd where it is faster than direct: on AVX-512 oneDNN's F(4x4,3x3)\n"
                "on maps of 8x8 or more with batch x map >= 1024 pixels and <= 256 MB of transformed input\n"
                "and output per layer, on AVX2 loupe's F(2x2,3x3) from 16 2x2 tiles a batch (batch x\n"

@@ -45,7 +45,7 @@ lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     if (!lp_precision_parse(p->precision, &prec))
         return lp_fail(LP_ERR_ARG, "unknown precision '%s' (fp32, bf16, auto)", p->precision);
     /* bf16 asked is bf16 or an error (lp_net_create refuses it without native bf16) */
-    c.bf16 = prec == LP_PREC_BF16 || (lp_net_use_bf16(prec) && !lp_net_arch_has_bn(c.arch));
+    c.bf16 = prec == LP_PREC_BF16 || lp_net_use_bf16(prec, c.arch);
     r->bf16 = c.bf16;
     if (p->conv_algo && !lp_conv_algo_parse(p->conv_algo, &c.conv_algo))
         return lp_fail(LP_ERR_ARG, "unknown convolution algorithm '%s' (auto, direct, winograd)", p->conv_algo);

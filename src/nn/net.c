@@ -130,7 +130,10 @@ bool lp_net_amx(void) { return lp_amx_available(); }
 const char *lp_net_winograd_kind(void) {
     return lp_winograd_onednn() ? "F(4x4,3x3)" : lp_winograd_available() ? "F(2x2,3x3)" : "none";
 }
-bool lp_net_use_bf16(lp_precision p) { return p == LP_PREC_BF16 ? lp_bf16_native() : p == LP_PREC_AUTO && lp_amx_available(); }
+bool lp_net_use_bf16(lp_precision p, const char *arch) {
+    if (p == LP_PREC_BF16) return lp_bf16_native();
+    return p == LP_PREC_AUTO && lp_bf16_native() && !(lp_amx_available() && lp_net_arch_has_bn(arch));
+}
 bool lp_net_dense_bf16(const lp_net *net, int n) { return net->cfg.bf16 && n > LP_DENSE_SMALL_BATCH; }
 
 /* i with names[i] == name, or -1 */

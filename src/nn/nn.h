@@ -80,16 +80,17 @@ bool lp_net_amx(void);
 /* The Winograd algorithm fp32 3x3 convolutions get here (--conv): "F(4x4,3x3)" (oneDNN's,
  * AVX-512), "F(2x2,3x3)" (loupe's, AVX2) or "none". */
 const char *lp_net_winograd_kind(void);
-/* Whether a net runs bf16 under p: bf16 where the CPU has native bf16 (training falls
- * back to fp32; lp_net_create refuses bf16 without it); auto where it pays, i.e. on
- * AMX, at any input size (measured with loupe bench on VGG16: 1.4x fp32 at 32x32 batch
- * 2, 2.1x at 64x64 batch 16; it was no faster at 32x32 until the optimizer wrote the
- * bf16 weight copies itself). */
-bool lp_net_use_bf16(lp_precision p);
-/* Whether architecture arch has batch norm layers (the ResNets): --precision auto keeps it
- * in fp32 (bf16 ResNets are not measured on AMX yet, where auto would pick bf16);
- * --precision bf16 runs them in bf16 as PyTorch's autocast does (batch norm's data bf16,
- * its statistics, scale and shift fp32). */
+/* Whether a net of arch runs bf16 under p: bf16 where the CPU has native bf16 (training
+ * falls back to fp32; lp_net_create refuses bf16 without it); auto where it was measured
+ * faster than fp32: every model on AVX512-BF16 without AMX (loupe bench, AMD EPYC,
+ * 2026-12-07: VGG16 1.07-1.37x, ResNet-18/50 1.3-1.45x, MobileNetV2 and EfficientNet-B0
+ * 1.3-1.6x, at 32x32 and 224x224, batches 2 and 16), and on AMX the models without batch
+ * norm (VGG16: 1.4x fp32 at 32x32 batch 2, 2.1x at 64x64 batch 16; the others are not
+ * measured there yet). */
+bool lp_net_use_bf16(lp_precision p, const char *arch);
+/* Whether architecture arch has batch norm layers (ResNets, MobileNetV2,
+ * EfficientNet-B0); --precision bf16 runs them in bf16 as PyTorch's autocast does (batch
+ * norm's data bf16, its statistics, scale and shift fp32). */
 bool lp_net_arch_has_bn(const char *arch);
 /* Whether a bf16 net runs its dense layers in bf16 at batch n: above 4 only (at 4 or
  * less they are bound by reading the fp32 master weights, which the update needs

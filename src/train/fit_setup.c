@@ -502,8 +502,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     nc.seed = p->seed;
     lp_precision prec = LP_PREC_FP32;
     lp_precision_parse(p->precision, &prec); /* checked in check_params */
-    nc.bf16 = lp_net_use_bf16(prec); /* bf16 without native support: fp32, said below */
-    if (prec == LP_PREC_AUTO && lp_net_arch_has_bn(p->model)) nc.bf16 = false;
+    nc.bf16 = lp_net_use_bf16(prec, p->model); /* bf16 without native support: fp32, said below */
     if (p->conv_algo) lp_conv_algo_parse(p->conv_algo, &nc.conv_algo); /* checked in check_params */
     lp_bn_mode_parse(p->bn, &nc.bn);                                    /* likewise */
     lp_tensor_list w;
@@ -572,8 +571,10 @@ lp_status lp_fit_setup(lp_fit *f) {
             lp_net_amx() ? " on AMX" : "", p->batch);
     else if (prec == LP_PREC_BF16)
         say(f, "Precision: bf16 asked, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32.\n");
+    else if (prec == LP_PREC_AUTO && lp_net_bf16_native())
+        say(f, "Precision: fp32 (auto: %s on AMX stays fp32 until bf16 is measured there).\n", p->model);
     else if (prec == LP_PREC_AUTO)
-        say(f, "Precision: fp32 (auto: no AMX on this CPU).\n");
+        say(f, "Precision: fp32 (auto: no native bf16 on this CPU).\n");
     if (!lp_net_get_config(f->net)->bf16) {
         int convs, wino = lp_net_winograd_planned(f->net, &convs);
         say(f, "Convolutions: Winograd %s in %d of %d conv layers, direct in the others (--conv %s).\n",

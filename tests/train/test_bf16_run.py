@@ -9,9 +9,10 @@ On a CPU with native bf16 (AVX512-BF16 or AMX):
   - its checkpoint is fp32 and `loupe evaluate` (fp32) on the validation folder
     gives the accuracy the run logged for that epoch, within one image;
   - the frozen-base path (feature cache computed by bf16 convolutions) trains too;
-  - --precision auto picks bf16 on AMX (32x32 inputs too), else fp32 and says why.
-Without native bf16: --precision bf16 falls back to fp32 with a message (checked on
-any CPU by capping oneDNN's instruction set with ONEDNN_MAX_CPU_ISA=AVX512_CORE).
+  - --precision auto picks bf16 wherever bf16 is native (VGG16, 32x32 inputs too).
+Without native bf16: --precision bf16 falls back to fp32 with a message, and --precision
+auto trains in fp32 and says why (checked on any CPU by capping oneDNN's instruction set
+with ONEDNN_MAX_CPU_ISA=AVX512_CORE).
 
 usage: test_bf16_run.py LOUPE WORKDIR"""
 import json, math, os, subprocess, sys
@@ -46,6 +47,10 @@ run, out, hist, meta = train("fallback", "--size", "32x32", "--epochs", "1", "--
                              env=None if not native else capped)
 if "no native bf16" not in out or meta.get("config", {}).get("precision_used") != "fp32" or not finite(hist):
     fail.append("bf16 without native support: no fallback message, precision_used != fp32 or bad history:\n" + out)
+_, outc, _, metac = train("auto_fallback", "--size", "32x32", "--epochs", "1", "--precision", "auto",
+                         env=None if not native else capped)
+if metac.get("config", {}).get("precision_used") != "fp32" or "Precision: fp32 (auto: no native bf16" not in outc:
+    fail.append("--precision auto without native bf16: not fp32 with the reason:\n" + outc[:600])
 if native:
     common = ("--size", "64x64", "--epochs", "3")
     _, out32, h32, _ = train("fp32", *common, "--precision", "fp32")
@@ -81,14 +86,11 @@ if native:
     if hf and (metaf.get("config", {}).get("precision_used") != "bf16" or not finite(hf) or "cache" not in outf.lower()):
         fail.append("frozen-base bf16 run: precision_used %r, finite %s, cache line %s" %
                     (metaf.get("config", {}).get("precision_used"), finite(hf), "cache" in outf.lower()))
-    # auto: bf16 where the CPU has AMX (at 32x32 too; under the ISA cap if one is set),
-    # else fp32 with the reason
-    amx = runs.isa_level() >= 4
+    # auto: bf16 where the CPU has it natively, AVX512-BF16 or AMX (VGG16, at 32x32 too)
     _, outa, _, metaa = train("auto32", "--size", "32x32", "--epochs", "1", "--precision", "auto")
     used = metaa.get("config", {}).get("precision_used") if metaa else None
-    said = (used == "bf16" and "Precision: bf16" in outa) or (used == "fp32" and "Precision: fp32 (auto: no AMX" in outa)
-    if metaa and (not said or used != ("bf16" if amx else "fp32")):
-        fail.append("--precision auto at 32x32: AMX %s, got %r:\n%s" % (amx, used, outa[:600]))
+    if metaa and (used != "bf16" or "Precision: bf16" not in outa):
+        fail.append("--precision auto at 32x32 with native bf16: got %r:\n%s" % (used, outa[:600]))
 
 for f in fail:
     print("FAIL", f)
