@@ -145,6 +145,24 @@ static inline long long twin_block(const lp_twin_map *map, long long q) {
     return (ib * map->ob_n + ob) * map->khw + kk;
 }
 
+/* Where block q (16x16, [16 i][16 o]) of conv weights stored OIhw16i16o goes in their bf16
+ * copies: the forward one at *f, its 8 lines of 32 bf16 (rows i, i+1 over o) *line apart,
+ * and backward data's at *d (NULL: none), its lines (columns o, o+1 over i) 32 apart. AMX's
+ * layouts: OhwI16i32o2i (two of our blocks side by side in a 32-wide o block) and
+ * OIhw16o16i2o; AVX512-BF16's (cp->blk16): OIhw8i16o2i and OIhw8o16i2o, each block at its
+ * own place, backward data's at bwd_map's (IOhw8o16i2o for 1x1). */
+static void copy_places(const lp_bf16_copies *cp, long long q, uint16_t **f, long long *line, uint16_t **d) {
+    if (cp->blk16) {
+        *f = cp->fwd + q * 256, *line = 32;
+        *d = cp->bwd ? cp->bwd + twin_block(&cp->bwd_map, q) * 256 : NULL;
+        return;
+    }
+    const long long ib16 = cp->i / 16, i32 = cp->i / 32, khw = cp->khw;
+    const long long kk = q % khw, t = q / khw, ib = t % ib16, ob = t / ib16, A = ob >> 1, B = ib >> 1;
+    *f = cp->fwd + ((A * khw + kk) * i32 + B) * 1024 + (ib & 1) * 8 * 64 + (ob & 1) * 32, *line = 64;
+    *d = cp->bwd ? cp->bwd + ((A * ib16 + ib) * khw + kk) * 512 + (ob & 1) * 8 * 32 : NULL;
+}
+
 #if LP_X86_KERNELS
 /* A dense layer's bf16 copy, element for element, for [lo, hi) (any range: the
  * update's chunks end where the weights end). Streaming stores where a 32-byte piece is
@@ -167,62 +185,40 @@ void lp_bf16_plain_range(uint16_t *c, const float *w, long long lo, long long hi
     _mm_sfence();
 }
 
+#define COPIES_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+/* Rows 2r and 2r + 1 of a 16x16 block interleaved into line r of out (8 lines of 32 bf16,
+ * line apart), with streaming stores. */
+COPIES_TARGET static inline void pairs_stream(const float *rows, uint16_t *out, long long line, __m512i inter) {
+    for (int r = 0; r < 8; r++) {
+        __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(rows + (2 * r + 1) * 16), _mm512_loadu_ps(rows + 2 * r * 16));
+        _mm512_stream_si512((__m512i *)(out + r * line), _mm512_permutexvar_epi16(inter, v));
+    }
+}
+
 /* The bf16 copies of conv weights stored OIhw16i16o (fp32), for blocks [lo, hi) of
- * 16x16 (elements): the forward copy OhwI16i32o2i and, when asked, backward-data's
- * OIhw16o16i2o (AMX's layouts), or OIhw8i16o2i and OIhw8o16i2o (or IOhw8o16i2o)
- * (AVX512-BF16's, cp->blk16) (store.c checked the layouts). Streaming stores: the copies are only
- * read by the next step, and not reading their lines first saved 1.3 ms of an 8.6 ms
- * update at 32x32 batch 2. Each output line of 32 bf16 interleaves
- * two 16-value rows (forward: rows i, i+1 over o; backward-data: columns o, o+1 over
- * i). vcvtne2ps2bf16 rounds as oneDNN's reorder does on these CPUs (it uses the same
- * instruction), so the copies are bit-identical to the reorders they replace. A dense
- * layer's copy (plain) goes to lp_bf16_plain_range. Only called in bf16 training, which
- * needs AVX512-BF16. */
-__attribute__((target("avx512f,avx512bw,avx512bf16")))
-static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long long lo, long long hi) {
+ * 16x16 (elements), where copy_places puts them (store.c checked the layouts). Streaming
+ * stores: the copies are only read by the next step, and not reading their lines first
+ * saved 1.3 ms of an 8.6 ms update at 32x32 batch 2. vcvtne2ps2bf16 rounds as oneDNN's
+ * reorder does on these CPUs (it uses the same instruction), so the copies are
+ * bit-identical to the reorders they replace. A dense layer's copy (plain) goes to
+ * lp_bf16_plain_range. Only called in bf16 training, which needs AVX512-BF16. */
+COPIES_TARGET static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long long lo, long long hi) {
     if (cp->plain) {
         lp_bf16_plain_range(cp->fwd, w, lo, hi);
         return;
     }
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
                                            20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    if (cp->blk16) { /* OIhw8i16o2i at the block's own place; OIhw8o16i2o (IOhw: 1x1) at bwd_map's */
-        for (long long q = lo / 256; q < hi / 256; q++) {
-            const float *blk = w + q * 256;
-            uint16_t *f = cp->fwd + q * 256;
-            for (int r = 0; r < 8; r++) {
-                __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(blk + (2 * r + 1) * 16), _mm512_loadu_ps(blk + 2 * r * 16));
-                _mm512_stream_si512((__m512i *)(f + r * 32), _mm512_permutexvar_epi16(inter, v));
-            }
-            if (!cp->bwd) continue;
-            float tr[256];
-            transpose_block16(tr, blk);
-            uint16_t *d = cp->bwd + twin_block(&cp->bwd_map, q) * 256;
-            for (int r = 0; r < 8; r++) {
-                __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(tr + (2 * r + 1) * 16), _mm512_loadu_ps(tr + 2 * r * 16));
-                _mm512_stream_si512((__m512i *)(d + r * 32), _mm512_permutexvar_epi16(inter, v));
-            }
-        }
-        _mm_sfence();
-        return;
-    }
-    const long long ib16 = cp->i / 16, i32 = cp->i / 32, khw = cp->khw;
     for (long long q = lo / 256; q < hi / 256; q++) {
         const float *blk = w + q * 256;
-        const long long kk = q % khw, t = q / khw, ib = t % ib16, ob = t / ib16, A = ob >> 1, B = ib >> 1;
-        uint16_t *f = cp->fwd + ((A * khw + kk) * i32 + B) * 1024 + (ib & 1) * 8 * 64 + (ob & 1) * 32;
-        for (int r = 0; r < 8; r++) {
-            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(blk + (2 * r + 1) * 16), _mm512_loadu_ps(blk + 2 * r * 16));
-            _mm512_stream_si512((__m512i *)(f + r * 64), _mm512_permutexvar_epi16(inter, v));
-        }
-        if (!cp->bwd) continue;
+        uint16_t *f, *d;
+        long long line;
+        copy_places(cp, q, &f, &line, &d);
+        pairs_stream(blk, f, line, inter);
+        if (!d) continue;
         float tr[256];
         transpose_block16(tr, blk); /* columns o, o+1 as rows */
-        uint16_t *d = cp->bwd + ((A * ib16 + ib) * khw + kk) * 512 + (ob & 1) * 8 * 32;
-        for (int s = 0; s < 8; s++) {
-            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(tr + (2 * s + 1) * 16), _mm512_loadu_ps(tr + 2 * s * 16));
-            _mm512_stream_si512((__m512i *)(d + s * 32), _mm512_permutexvar_epi16(inter, v));
-        }
+        pairs_stream(tr, d, 32, inter);
     }
     _mm_sfence(); /* the streaming stores are weakly ordered: done before anyone reads them */
 }
@@ -267,29 +263,15 @@ static void bf16_copies_range(const lp_bf16_copies *cp, const float *w, long lon
         lp_bf16_plain_range(cp->fwd, w, lo, hi);
         return;
     }
-    if (cp->blk16) {
-        for (long long q = lo / 256; q < hi / 256; q++) {
-            const float *blk = w + q * 256; /* [16 i][16 o] */
-            uint16_t *f = cp->fwd + q * 256, *d = cp->bwd ? cp->bwd + twin_block(&cp->bwd_map, q) * 256 : NULL;
-            for (int r = 0; r < 8; r++)
-                for (int j = 0; j < 16; j++)
-                    for (int e = 0; e < 2; e++) {
-                        f[r * 32 + 2 * j + e] = lp_f32_to_bf16(blk[(2 * r + e) * 16 + j]);
-                        if (d) d[r * 32 + 2 * j + e] = lp_f32_to_bf16(blk[j * 16 + 2 * r + e]);
-                    }
-        }
-        return;
-    }
-    const long long ib16 = cp->i / 16, i32 = cp->i / 32, khw = cp->khw;
     for (long long q = lo / 256; q < hi / 256; q++) {
         const float *blk = w + q * 256; /* [16 i][16 o] */
-        const long long kk = q % khw, t = q / khw, ib = t % ib16, ob = t / ib16, A = ob >> 1, B = ib >> 1;
-        uint16_t *f = cp->fwd + ((A * khw + kk) * i32 + B) * 1024 + (ib & 1) * 8 * 64 + (ob & 1) * 32;
-        uint16_t *d = cp->bwd ? cp->bwd + ((A * ib16 + ib) * khw + kk) * 512 + (ob & 1) * 8 * 32 : NULL;
+        uint16_t *f, *d;
+        long long line;
+        copy_places(cp, q, &f, &line, &d);
         for (int r = 0; r < 8; r++)
             for (int j = 0; j < 16; j++)
                 for (int e = 0; e < 2; e++) {
-                    f[r * 64 + 2 * j + e] = lp_f32_to_bf16(blk[(2 * r + e) * 16 + j]); /* rows i, i+1 over o */
+                    f[r * line + 2 * j + e] = lp_f32_to_bf16(blk[(2 * r + e) * 16 + j]); /* rows i, i+1 over o */
                     if (d) d[r * 32 + 2 * j + e] = lp_f32_to_bf16(blk[j * 16 + 2 * r + e]); /* columns o, o+1 over i */
                 }
     }
