@@ -746,7 +746,7 @@ static lp_status gap_backward(lp_net *net, lp_layer *l, lp_plan_layer *pl, int n
 static void gap_free(lp_plan_layer *pl) { lp_global_avgpool_free(&pl->u.gap); }
 
 bool lp_layer_dx_into_sum(lp_net *net, lp_layer *L, lp_plan_layer *pl, const float *x, const float *dy, float *sum, bool set) {
-    if (set && L->kind == LP_LAYER_GAP && pl->u.gap.dst_md.data_type != dnnl_bf16) {
+    if (set && L->kind == LP_LAYER_GAP) { /* false in bf16, as the scale's below */
         dnnl_stream_wait(net->stream); /* dy and sum may come from primitives still running */
         return lp_global_avgpool_backward_add(&pl->u.gap, dy, sum);
     }
