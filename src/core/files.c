@@ -26,11 +26,11 @@ lp_status lp_read_file(const char *path, uint8_t **data, size_t *size) {
         return LP_ERR_NOMEM;
     }
     size_t got = fread(buf, 1, (size_t)st.st_size, f);
-    int err = ferror(f);
+    const int err = ferror(f) ? errno : 0;
     fclose(f);
     if (err || got != (size_t)st.st_size) {
         free(buf);
-        return lp_fail(LP_ERR_IO, "%s: read failed", path);
+        return lp_fail(LP_ERR_IO, "%s: read failed (%s)", path, err ? strerror(err) : "the file changed size while read");
     }
     buf[got] = 0;
     *data = buf;
@@ -69,7 +69,7 @@ lp_status lp_mkdirs(const char *path) {
             char c = buf[i];
             buf[i] = 0;
             if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return lp_fail(LP_ERR_IO, "%s: cannot create directory (%s)", buf, strerror(errno));
+                return lp_fail(LP_ERR_IO, "%s: cannot create directory (%s): choose a folder you can write to", buf, strerror(errno));
             buf[i] = c;
         }
     }
@@ -106,7 +106,9 @@ lp_status lp_atomic_open(const char *path, lp_atomic_file **out) {
     snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
     f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (f->fd < 0) {
-        lp_status s = lp_fail(LP_ERR_IO, "%s: cannot create (%s)", f->tmp, strerror(errno));
+        /* the file the caller named, not our temporary beside it */
+        lp_status s = lp_fail(LP_ERR_IO, "%s: cannot write it (creating %s beside it: %s); choose a folder you can write to",
+                              path, f->tmp, strerror(errno));
         free(f->path);
         free(f->tmp);
         free(f);

@@ -35,7 +35,16 @@ lp_status lp_tensor_alloc(lp_tensor *t, lp_dtype dtype, int ndim, const int64_t 
         if (shape[i] < 0) return lp_fail(LP_ERR_ARG, "negative tensor dimension");
         t->shape[i] = shape[i];
     }
-    t->data = lp_aligned_alloc(lp_tensor_nbytes(t));
+    /* the element count and its bytes must not overflow (lp_tensor_numel multiplies freely) */
+    int64_t n = 1;
+    size_t bytes;
+    for (int i = 0; i < ndim; i++)
+        if (__builtin_mul_overflow(n, shape[i], &n)) n = -1;
+    if (n < 0 || __builtin_mul_overflow((size_t)n, lp_dtype_size(dtype), &bytes)) {
+        t->ndim = 0;
+        return lp_fail(LP_ERR_ARG, "tensor too large (its element count overflows)");
+    }
+    t->data = lp_aligned_alloc(bytes);
     return t->data ? LP_OK : LP_ERR_NOMEM;
 }
 

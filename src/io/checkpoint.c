@@ -73,7 +73,7 @@ static lp_status meta_int(const lp_tensor_list *m, const char *key, const char *
     }
     char *end;
     long x = strtol(v, &end, 10);
-    if (*end || end == v || x < lo || x > hi) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata '%s' = '%s' is not valid", path, key, v);
+    if (*end || end == v || x < lo || x > hi) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata '%s' = '%s' is not valid: the file is damaged or was not written by loupe; use another checkpoint", path, key, v);
     *out = (int)x;
     return LP_OK;
 }
@@ -98,8 +98,8 @@ lp_status lp_checkpoint_config_from_meta(const lp_tensor_list *m, const char *pa
     if (top && !strcmp(top, "none") && !head && !lp_tensor_list_get_meta(m, "num_classes"))
         return lp_fail(LP_ERR_FORMAT, "%s: a convolutional base alone (no head, no classes): it cannot predict; train a head on it with "
                        "'loupe train DATA --weights %s', or convert the whole model", path, path);
-    if (!arch || strlen(arch) >= sizeof cfg->arch) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no valid 'arch'", path);
-    if (!top || strlen(top) >= sizeof cfg->top) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no valid 'top'", path);
+    if (!arch || strlen(arch) >= sizeof cfg->arch) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no valid 'arch': the file is damaged or was not written by loupe; use another checkpoint", path);
+    if (!top || strlen(top) >= sizeof cfg->top) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint metadata has no valid 'top': the file is damaged or was not written by loupe; use another checkpoint", path);
     if (head && strlen(head) >= sizeof cfg->head) return lp_fail(LP_ERR_FORMAT, "%s: checkpoint 'head' is too long", path);
     strcpy(cfg->arch, arch);
     strcpy(cfg->top, top);
@@ -278,8 +278,9 @@ lp_status lp_model_save(lp_model *m, const char *path) {
     for (int i = 0; i < m->meta.meta_count && !st; i++) st = lp_tensor_list_set_meta(&meta, m->meta.meta[i].key, m->meta.meta[i].value);
     if (!st && !lp_tensor_list_get_meta(&meta, "classes")) {
         cJSON *a = cJSON_CreateArray();
-        for (int i = 0; a && i < m->nclasses; i++) cJSON_AddItemToArray(a, cJSON_CreateString(m->classes[i]));
-        char *js = a ? cJSON_PrintUnformatted(a) : NULL;
+        bool all = a != NULL; /* a class left out would shift every name after it */
+        for (int i = 0; all && i < m->nclasses; i++) all = cJSON_AddItemToArray(a, cJSON_CreateString(m->classes[i]));
+        char *js = all ? cJSON_PrintUnformatted(a) : NULL;
         st = js ? lp_tensor_list_set_meta(&meta, "classes", js) : lp_fail(LP_ERR_NOMEM, "out of memory");
         cJSON_free(js);
         cJSON_Delete(a);

@@ -110,10 +110,16 @@ static lp_status read_str_attr(h5_ctx *c, hid_t obj, const char *objname, const 
         H5Tclose(mt);
         free(v);
     } else {
-        size_t sz = H5Tget_size(t);
-        char *buf = sz ? lp_malloc((size_t)n * sz) : NULL;
+        size_t sz = H5Tget_size(t), bytes = 0;
+        /* a corrupt header can claim any count and size: their product must not wrap (H5Aread
+         * would write past the buffer), and no list of layer names needs 64 MB */
+        const bool huge = __builtin_mul_overflow((size_t)n, sz, &bytes) || bytes > ((size_t)64 << 20);
+        char *buf = sz && !huge ? lp_malloc(bytes) : NULL;
         hid_t mt = H5Tcopy(t);
-        if (!buf) st = sz ? LP_ERR_NOMEM : lp_fail(LP_ERR_FORMAT, "%s: empty string type in %s", c->path, name);
+        if (huge)
+            st = lp_fail(LP_ERR_FORMAT, "%s: attribute %s of %s claims %lld strings of %zu bytes: the file is corrupt, download it again",
+                         c->path, name, objname, (long long)n, sz);
+        else if (!buf) st = sz ? LP_ERR_NOMEM : lp_fail(LP_ERR_FORMAT, "%s: empty string type in %s", c->path, name);
         else if (H5Aread(a, mt, buf) < 0) st = lp_fail(LP_ERR_FORMAT, "%s: cannot read attribute %s of %s (%s)", c->path, name, objname, h5_msg(eb));
         else
             for (hssize_t i = 0; i < n && !st; i++) st = strlist_push(out, buf + (size_t)i * sz, strnlen(buf + (size_t)i * sz, sz));
@@ -744,11 +750,13 @@ lp_status lp_keras_h5_read_layers(const char *path, lp_wlayers *layers) {
     lp_status st = parent_read(path, fd, layers, &complete);
     close(fd);
     if (killed)
-        return lp_fail(LP_ERR_FORMAT, "%s: libhdf5 did not finish reading the file in %.0f s (it loops on some corrupt files): the file is corrupt, download it again",
+        return lp_fail(LP_ERR_FORMAT, "%s: libhdf5 did not finish reading the file in %.0f s (it loops on some corrupt files): the file is likely corrupt, download it again (if it opens in Keras, report it)",
                        path, limit);
     if (exited && WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
         if (sig == SIGINT || sig == SIGTERM) return lp_fail(LP_ERR_INTERRUPTED, "%s: reading interrupted", path);
+        if (sig == SIGKILL) /* not ours (that is the timeout above): most likely the kernel's out-of-memory killer */
+            return lp_fail(LP_ERR_NOMEM, "%s: the HDF5 reader process was killed (out of memory?): free memory and try again", path);
         return lp_fail(LP_ERR_FORMAT, "%s: libhdf5 crashed reading the file (signal %d): the file is corrupt, download it again", path, sig);
     }
     if (st) return st;

@@ -365,7 +365,10 @@ lp_status onnx_tensor_to_f32(const ograph *g, slice m, const char *name, lp_tens
             }
             break;
         case 2: dtype = (int64_t)v; break;
-        case 4: nfloat += wt == 2 ? s.n / 4 : 1; break;
+        case 4:
+            if (wt == 2 && s.n % 4) return bad(g, "float_data"); /* packed floats: whole values only */
+            nfloat += wt == 2 ? s.n / 4 : 1;
+            break;
         case 5:
             if (wt == 0) nint32++;
             else if (wt == 2) {
@@ -378,7 +381,10 @@ lp_status onnx_tensor_to_f32(const ograph *g, slice m, const char *name, lp_tens
             raw = s;
             has_raw = true;
             break;
-        case 10: ndouble += wt == 2 ? s.n / 8 : 1; break;
+        case 10:
+            if (wt == 2 && s.n % 8) return bad(g, "double_data");
+            ndouble += wt == 2 ? s.n / 8 : 1;
+            break;
         case 13: {
             external = true;
             pb e = onnx_pb_of(s);
@@ -409,7 +415,7 @@ lp_status onnx_tensor_to_f32(const ograph *g, slice m, const char *name, lp_tens
         if (numel > ((int64_t)1 << 40)) return lp_fail(LP_ERR_FORMAT, "%s: tensor %s is too large", g->path, name);
     }
     size_t esz = dtype == ONNX_FLOAT ? 4 : dtype == ONNX_DOUBLE ? 8 : (dtype == ONNX_FLOAT16 || dtype == ONNX_BFLOAT16) ? 2 : 0;
-    if (!esz) return lp_fail(LP_ERR_FORMAT, "%s: tensor %s has ONNX data type %lld (expected float, float16, bfloat16 or double)", g->path, name, (long long)dtype);
+    if (!esz) return lp_fail(LP_ERR_FORMAT, "%s: tensor %s has ONNX data type %lld (expected float, float16, bfloat16 or double): export the model in float32", g->path, name, (long long)dtype);
     size_t have = has_raw ? raw.n / esz : dtype == ONNX_FLOAT ? nfloat : dtype == ONNX_DOUBLE ? ndouble : nint32;
     if ((has_raw && raw.n % esz) || have != (size_t)numel)
         return lp_fail(LP_ERR_FORMAT, "%s: tensor %s has %zu values for %lld elements of its shape; the file is truncated or corrupt", g->path, name,
@@ -449,7 +455,10 @@ lp_status onnx_tensor_to_f32(const ograph *g, slice m, const char *name, lp_tens
             if (f != want) continue;
             if (wt == 2) {
                 pb p = onnx_pb_of(s);
-                while (p.p < p.end && k < numel) {
+                /* whole values only: a packed field of a length not a multiple of the
+                 * value's size would otherwise be read past its end */
+                const ptrdiff_t esz = want == 4 ? 4 : want == 10 ? 8 : 1;
+                while (p.end - p.p >= esz && k < numel) {
                     if (want == 4) {
                         memcpy(&o[k++], p.p, 4);
                         p.p += 4;

@@ -41,7 +41,19 @@ static int span_cmp(const void *a, const void *b) {
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
 }
 
+/* What a file given for a safetensors one is instead, by its first bytes (NULL: unknown). */
+static const char *other_format(const uint8_t *d, size_t n) {
+    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return "a PNG image";
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return "a JPEG image";
+    if (n >= 8 && !memcmp(d, "\x89HDF\r\n\x1a\n", 8)) return "an HDF5 file (Keras .h5: give it to --weights or 'loupe convert')";
+    if (n >= 4 && !memcmp(d, "PK\x03\x04", 4))
+        return "a zip archive (PyTorch's torch.save .pt/.pth?): save the state dict with safetensors.torch.save_file";
+    return NULL;
+}
+
 lp_status lp_safetensors_parse(const uint8_t *data, size_t size, const char *fname, lp_tensor_list *out) {
+    const char *other = other_format(data, size);
+    if (other) return lp_fail(LP_ERR_FORMAT, "%s: not a safetensors file or loupe checkpoint: %s", fname, other);
     if (size < 8) return lp_fail(LP_ERR_FORMAT, "%s: truncated safetensors file (%zu bytes, no header length)", fname, size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | data[i];
@@ -212,31 +224,34 @@ lp_status lp_safetensors_write_views(const char *path, int count, const char *co
      * refused on load ("corrupt checkpoint") instead of trained on. zlib's crc32. */
     uLong crc = crc32_z(0L, Z_NULL, 0);
     for (int j = 0; j < count; j++) crc = crc32_z(crc, tensors[order[j]].data, lp_tensor_nbytes(&tensors[order[j]]));
+    /* every part of the header or none: a header short of a tensor (cJSON out of memory)
+     * must not replace a good file */
+    bool built = true;
     {
         cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
-        for (int i = 0; m && meta && i < meta->meta_count; i++)
-            if (strcmp(meta->meta[i].key, "checksum")) cJSON_AddStringToObject(m, meta->meta[i].key, meta->meta[i].value);
+        built = m != NULL;
+        for (int i = 0; built && meta && i < meta->meta_count; i++)
+            if (strcmp(meta->meta[i].key, "checksum"))
+                built = cJSON_AddStringToObject(m, meta->meta[i].key, meta->meta[i].value) != NULL;
         char sum[32];
         snprintf(sum, sizeof sum, "crc32:%08lx", (unsigned long)crc);
-        if (m) cJSON_AddStringToObject(m, "checksum", sum);
+        built = built && cJSON_AddStringToObject(m, "checksum", sum);
     }
-    for (int i = 0; i < count; i++) {
+    for (int i = 0; built && i < count; i++) {
         if (cJSON_GetObjectItemCaseSensitive(root, names[i])) {
             st = lp_fail(LP_ERR_ARG, "%s: tensor '%s' given twice", path, names[i]);
             goto done;
         }
         cJSON *e = cJSON_AddObjectToObject(root, names[i]);
-        if (!e) break;
-        cJSON_AddStringToObject(e, "dtype", lp_dtype_name(tensors[i].dtype));
-        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
-        for (int d = 0; sh && d < tensors[i].ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)tensors[i].shape[d]));
-        cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
-        if (of) {
-            cJSON_AddItemToArray(of, cJSON_CreateNumber((double)begin[i]));
-            cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(begin[i] + lp_tensor_nbytes(&tensors[i]))));
-        }
+        cJSON *sh = e && cJSON_AddStringToObject(e, "dtype", lp_dtype_name(tensors[i].dtype)) ? cJSON_AddArrayToObject(e, "shape")
+                                                                                               : NULL;
+        for (int d = 0; sh && d < tensors[i].ndim; d++)
+            if (!cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)tensors[i].shape[d]))) sh = NULL;
+        cJSON *of = sh ? cJSON_AddArrayToObject(e, "data_offsets") : NULL;
+        built = of && cJSON_AddItemToArray(of, cJSON_CreateNumber((double)begin[i])) &&
+                cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(begin[i] + lp_tensor_nbytes(&tensors[i]))));
     }
-    json = cJSON_PrintUnformatted(root);
+    json = built ? cJSON_PrintUnformatted(root) : NULL;
     if (!json) {
         st = lp_fail(LP_ERR_NOMEM, "out of memory");
         goto done;

@@ -1199,7 +1199,7 @@ lp_status lp_weights_load_into(lp_net *net, const lp_tensor_list *w, int *loaded
                              lp_shape_str(&e, s2, sizeof s2));
             }
         } else if (backbone) {
-            st = lp_fail(LP_ERR_SHAPE, "weights tensor %s has no place in the model (%s)", name, cfg->arch);
+            st = lp_fail(LP_ERR_SHAPE, "weights tensor %s has no place in the model (%s): pass the --model (and --top, --head) the weights were made for", name, cfg->arch);
         }
     }
     /* a layer is kept whole: a bias that fits is no use without its weight */

@@ -196,15 +196,19 @@ lp_status lp_model_io_from_meta(lp_model *m, lp_model_io *io) {
     io->loader.width = w;
     io->loader.shuffle = false;
     const char *pre = lp_model_meta(m, "preprocess");
-    if (pre && *pre && lp_preprocess_parse(pre, &io->loader.preprocess) != LP_OK) return LP_ERR_FORMAT;
+    if (pre && *pre && lp_preprocess_parse(pre, &io->loader.preprocess) != LP_OK)
+        return lp_fail(LP_ERR_FORMAT, "checkpoint metadata 'preprocess' = '%s' is not a preprocessing mode loupe knows: the file is "
+                                      "damaged or from a newer loupe; use another checkpoint", pre);
     const char *interp = lp_model_meta(m, "interpolation");
-    if (interp && *interp && lp_interp_parse(interp, &io->loader.interp) != LP_OK) return LP_ERR_FORMAT;
+    if (interp && *interp && lp_interp_parse(interp, &io->loader.interp) != LP_OK)
+        return lp_fail(LP_ERR_FORMAT, "checkpoint metadata 'interpolation' = '%s' is not an interpolation loupe knows: the file is "
+                                      "damaged or from a newer loupe; use another checkpoint", interp);
     io->temperature = 1.0;
     const char *t = lp_model_meta(m, "temperature");
     if (t && *t) {
         char *end;
         double v = strtod(t, &end);
-        if (*end || !(v > 0) || !isfinite(v)) return lp_fail(LP_ERR_FORMAT, "checkpoint temperature '%s' is not a positive number", t);
+        if (*end || !(v > 0) || !isfinite(v)) return lp_fail(LP_ERR_FORMAT, "checkpoint temperature '%s' is not a positive number: the file is damaged; calibrate again or use another checkpoint", t);
         io->temperature = v;
     }
     return LP_OK;

@@ -64,6 +64,17 @@ int main(void) {
     CHECK(lp_write_file_atomic("/nonexistent-dir/x", "a", 1) == LP_ERR_IO, "write to missing dir fails");
     CHECK(strstr(lp_errmsg(), "/nonexistent-dir/x") != NULL, "error names the file: %s", lp_errmsg());
 
+    /* tensor sizes: a count or byte size that overflows is refused, not wrapped into a small
+     * allocation (the weight readers size tensors from the file's dims) */
+    lp_tensor t;
+    const int64_t huge[3] = {(int64_t)1 << 31, (int64_t)1 << 31, (int64_t)1 << 2};
+    CHECK(lp_tensor_alloc(&t, LP_F32, 3, huge) == LP_ERR_ARG && !t.data, "2^64 elements: %s", lp_errmsg());
+    const int64_t bytes_wrap[2] = {(int64_t)1 << 31, (int64_t)1 << 31}; /* 2^62 elements, 2^64 bytes of F32 */
+    CHECK(lp_tensor_alloc(&t, LP_F32, 2, bytes_wrap) == LP_ERR_ARG && !t.data, "2^64 bytes: %s", lp_errmsg());
+    const int64_t small[2] = {3, 5};
+    CHECK(lp_tensor_alloc(&t, LP_F32, 2, small) == LP_OK && t.data && lp_tensor_nbytes(&t) == 60, "3x5 tensor");
+    lp_tensor_free(&t);
+
     if (failures) fprintf(stderr, "%d failures\n", failures);
     else printf("core: all checks passed\n");
     return failures ? 1 : 0;
