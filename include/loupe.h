@@ -157,7 +157,7 @@ typedef struct lp_data_params {
     const char *classes;     /* NULL or "negative,positive": fixes the class order (Keras classes=) */
     int follow_symlinks;     /* 0: symlinked files and folders are ignored (counted) */
     double validation_split; /* 0 = off; else this fraction of train/ per class becomes valid when there is no valid/ */
-    uint64_t seed;           /* for validation_split */
+    uint64_t seed;           /* for validation_split (default 1, as lp_train_params) */
     int64_t max_pixels;      /* decompression-bomb guard (default 89478485, Pillow's) */
     int threads;             /* decode-check threads (0 = all cores) */
 } lp_data_params;
@@ -177,6 +177,10 @@ LP_API lp_status lp_data_check(const lp_data_params *p, lp_data_report **out);
  *  as an in-memory RGB PNG (*png malloc'ed, caller frees). ctx is unused: the
  *  signature is lp_thumbnail_fn's, for lp_diagnosis_set_thumbnailer. */
 LP_API lp_status lp_image_thumbnail_png(const char *path, int max_side, void *ctx, uint8_t **png, size_t *png_len);
+/** 1 when the file's first bytes are those of an image format (JPEG, PNG, BMP, PNM, TIFF,
+ *  WebP; GIF and HEIF/AVIF too, which loupe names but does not decode): what `data`, `train`
+ *  and `predict` go by in a folder, never the extension. 0 otherwise, or when it cannot be read. */
+LP_API int lp_file_is_image(const char *path);
 /** Human-readable report ("train: Found 308 images belonging to 2 classes." ...). */
 LP_API const char *lp_data_report_text(const lp_data_report *r);
 /** JSON report: {"splits": {"train": {"classes": {"negative": 154, ...}, "bad": [{"path", "reason"}],
@@ -324,7 +328,7 @@ typedef struct lp_train_params {
                                             * for frozen layers, as Keras, else PyTorch's train mode) |
                                             * "train" (the batch's statistics) | "frozen" (the running ones) */
     int verbose;                           /* 0 silent, 1 progress (default) */
-    FILE *out;                             /* progress and messages (default stdout) */
+    FILE *out;                             /* progress and messages (NULL: none) */
 } lp_train_params;
 
 LP_API lp_train_params lp_train_default_params(void);
@@ -509,8 +513,9 @@ typedef lp_status (*lp_thumbnail_fn)(const char *path, int max_side, void *ctx, 
 LP_API void lp_diagnosis_set_thumbnailer(lp_diagnosis *d, lp_thumbnail_fn fn, void *ctx);
 /** @return the fitted calibration temperature at the analysed epoch. */
 LP_API double lp_diagnosis_temperature(const lp_diagnosis *d);
-/** Temperature fitted on one epoch's predictions (NaN if that epoch has none),
- *  e.g. for the checkpoint saved at that epoch. */
+/** Temperature fitted on one epoch's predictions, e.g. for the checkpoint saved at that
+ *  epoch; NaN if that epoch has none, or if the fit ends at its bound (T 0.01 or 100: no
+ *  calibration, see the diagnosis' note). */
 LP_API double lp_diagnosis_temperature_at(const lp_diagnosis *d, int epoch);
 /** @return the epoch whose weights best.safetensors holds: best monitored figure
  *  (run.json's monitor, default val_loss; history.csv values, first on ties). */

@@ -26,7 +26,7 @@ static void usage(FILE *out) {
 }
 
 void cli_error(const char *cmd, const char *msg, const char *hint) {
-    fprintf(stderr, "loupe %s: %s\n", cmd, msg);
+    fprintf(stderr, "loupe%s%s: %s\n", cmd && *cmd ? " " : "", cmd ? cmd : "", msg);
     if (hint && *hint) fprintf(stderr, "hint: %s\n", hint);
 }
 

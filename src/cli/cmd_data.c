@@ -20,7 +20,7 @@ static void help(FILE *out) {
             "  --classes a,b,...      class order (like Keras classes=); other folders are ignored\n"
             "  --follow-symlinks      follow symlinked files and folders (default: ignore them)\n"
             "  --validation-split F   without valid/, use fraction F of train/ per class as valid\n"
-            "  --seed N               seed of the validation split (default 0)\n"
+            "  --seed N               seed of the validation split (default 1, as train's)\n"
             "  --skip-bad             bad files are warnings: exit 0 unless there are dataset problems\n"
             "  --max-pixels N         refuse images with more pixels (default 89478485, like Pillow)\n"
             "  --threads N            decode-check threads (default: all cores)\n"

@@ -65,7 +65,8 @@ static int apply_temperature(lp_diagnosis *d, const char *run, FILE *msg) {
         int epoch = checkpoint_epoch(d, path, i == 1 ? lp_diagnosis_last_epoch(d) : lp_diagnosis_monitor_best_epoch(d));
         double T = lp_diagnosis_temperature_at(d, epoch);
         if (!isfinite(T)) {
-            fprintf(msg, "loupe diagnose: %s: no finite predictions for epoch %d; temperature not stored\n", path, epoch);
+            fprintf(msg, "loupe diagnose: %s: no temperature for epoch %d (no finite predictions, or the fit stops at its "
+                         "bound: see the diagnosis' note); not stored\n", path, epoch);
             free(path);
             continue;
         }

@@ -10,11 +10,12 @@ static const char *usage_text =
     "usage: loupe predict CHECKPOINT FILE_OR_DIR... [--top K] [--json] [--threads N]\n"
     "\n"
     "Prints the predicted class and its probability for each image (folders are walked, sorted\n"
-    "by path; files that are not images are reported and skipped), then every class's probability\n"
+    "by path; files in them that are not images are named and skipped), then every class's probability\n"
     "when there are 10 classes or fewer. --top K prints the K most probable classes instead,\n"
     "best first. Uses the checkpoint's preprocessing, input size and calibration temperature.\n"
     "--json prints one object per line: {\"path\": ..., \"class\": ..., \"probs\": [...]}, with\n"
-    "\"top\": [{\"class\": ..., \"prob\": ...}, ...] for --top. Exit status 2 if any file could not be read.\n";
+    "\"top\": [{\"class\": ..., \"prob\": ...}, ...] for --top. Exit status 2 if any image could not be read or\n"
+    "decoded, or a file named on the command line is not an image.\n";
 
 typedef struct {
     char **v;
@@ -44,6 +45,8 @@ static void paths_free(paths *p) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* The image files under dir (by content), sorted by path; the others are named on stderr
+ * and left out, as `data` and `train` leave them out of a dataset. */
 static void walk(paths *out, const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
@@ -64,7 +67,8 @@ static void walk(paths *out, const char *dir) {
         struct stat st;
         if (lstat(local.v[i], &st) != 0) continue; /* vanished since readdir */
         if (S_ISDIR(st.st_mode)) walk(out, local.v[i]);
-        else if (S_ISREG(st.st_mode)) push(out, local.v[i]);
+        else if (S_ISREG(st.st_mode) && lp_file_is_image(local.v[i])) push(out, local.v[i]);
+        else if (S_ISREG(st.st_mode)) fprintf(stderr, "loupe predict: %s: not an image, skipped\n", local.v[i]);
     }
     paths_free(&local);
 }
@@ -126,6 +130,10 @@ int cmd_predict(int argc, char **argv) {
         }
         if (S_ISDIR(st.st_mode)) walk(&files, argv[i]);
         else push(&files, argv[i]);
+    }
+    if (ckpt && nargs >= 2 && files.n == 0) {
+        cli_error("predict", "no image files in the folders given", "give image files, or folders that hold some");
+        return 2;
     }
     if (!ckpt || files.n == 0) {
         cli_error("predict", "needs CHECKPOINT and at least one image file or folder",

@@ -13,6 +13,7 @@ lp_data_params lp_data_default_params(void) {
     lp_data_params p;
     memset(&p, 0, sizeof p);
     p.max_pixels = LP_DEFAULT_MAX_PIXELS;
+    p.seed = 1; /* train's default: the validation split reported is the one training holds out */
     return p;
 }
 

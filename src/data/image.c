@@ -1,6 +1,7 @@
 /* Format sniffing, decode dispatch, colour conversion (PIL's formulas, so
  * results match Keras' load_img) and EXIF orientation. */
 #include "data/data_internal.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +21,15 @@ lp_image_format lp_image_sniff(const uint8_t *b, size_t n) {
          memcmp(b + 8, "avif", 4) == 0 || memcmp(b + 8, "msf1", 4) == 0))
         return LP_FMT_HEIF;
     return LP_FMT_UNKNOWN;
+}
+
+int lp_file_is_image(const char *path) {
+    uint8_t head[16];
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    const size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    return lp_image_sniff(head, n) != LP_FMT_UNKNOWN;
 }
 
 const char *lp_image_format_name(lp_image_format f) {

@@ -298,7 +298,8 @@ lp_status lp_dataset_report_text(const lp_dataset *d, char **text) {
             const char *sep = "";
             if (e->ignored_hidden) sb_printf(&b, "%shidden %d", sep, e->ignored_hidden), sep = ", ";
             if (e->ignored_nonimage) sb_printf(&b, "%snot images %d", sep, e->ignored_nonimage), sep = ", ";
-            if (e->ignored_symlink) sb_printf(&b, "%ssymlinks %d (use --follow-symlinks)", sep, e->ignored_symlink), sep = ", ";
+            if (e->ignored_symlink) /* not followed (the default), or broken or looping when followed */
+                sb_printf(&b, "%ssymlinks %d (not followed, broken or looping; see --follow-symlinks)", sep, e->ignored_symlink), sep = ", ";
             if (e->ignored_other) sb_printf(&b, "%sother %d", sep, e->ignored_other);
             sb_printf(&b, ")\n");
         }

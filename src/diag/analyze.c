@@ -743,9 +743,15 @@ lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_d
         d->brier_c = lp_diag_brier(Q, r->labels, n, k);
         d->nll_c = lp_diag_nll(Q, r->labels, n, k);
         free(Q);
+        /* T < 1 at the bound: every image right (sharper is always better), or probabilities so
+         * near uniform that sharpening them by 100 still lowers the loss; not a calibration */
         if (d->T_at_bound)
             diag_note(r, "the temperature fit stopped at its bound (T = %g): %s", d->T,
-                      d->T < 1 ? "every image is classified correctly, so sharper is always better" : "the predictions carry no information");
+                      d->T >= 1 ? "the predictions carry no information"
+                      : d->n_wrong_L == 0
+                          ? "every image is classified correctly, so sharper is always better"
+                          : "the probabilities are so close to uniform that sharpening keeps lowering the loss; T says "
+                            "little here, and applying it is not advised");
         for (int i = 0; i < n; i++) {
             const double *row = P + (size_t)i * k;
             int pr = d->pred[(size_t)d->L * n + i], m = 0;
@@ -781,8 +787,11 @@ double lp_diagnosis_temperature_at(const lp_diagnosis *d, int epoch) {
     if (!d) return NAN;
     const diag_run *r = &d->run;
     for (int e = 0; e < r->n_ep; e++)
-        if (r->ep_num[e] == epoch && r->ep_finite[e])
-            return lp_diag_fit_temperature(r->probs + (size_t)e * r->n_img * r->k, r->labels, r->n_img, r->k, NULL);
+        if (r->ep_num[e] == epoch && r->ep_finite[e]) {
+            int at_bound;
+            const double T = lp_diag_fit_temperature(r->probs + (size_t)e * r->n_img * r->k, r->labels, r->n_img, r->k, &at_bound);
+            return at_bound ? NAN : T; /* a bound is where the search stopped, not a calibration */
+        }
     return NAN;
 }
 

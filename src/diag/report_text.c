@@ -66,11 +66,12 @@ static void summary(diag_sb *b, const lp_diagnosis *d) {
         char cal[1024];
         snprintf(cal, sizeof cal,
                  "Calibration at epoch %d: ECE %s, MCE %s, Brier %s (multi-class), NLL %s. Temperature scaling T = %s gives "
-                 "NLL %s and ECE %s (accuracy unchanged)%s; 'loupe diagnose %s --apply' stores T in the checkpoints.",
+                 "NLL %s and ECE %s (accuracy unchanged)%s; %s%s%s",
                  d->tl[d->tl_L].epoch, f3(a, d->ece), f3(c, d->mce), f3(e, d->brier), f3(f, d->nll), f3((char[32]){0}, d->T),
                  f3((char[32]){0}, d->nll_c), f3((char[32]){0}, d->ece_c),
                  d->ece_c > d->ece + 0.01 ? "; ECE does not improve: T minimises NLL, not ECE" : "",
-                 d->run.dir);
+                 d->T_at_bound ? "T is at the fit's bound (see the note below): not worth applying" : "'loupe diagnose ",
+                 d->T_at_bound ? "" : d->run.dir, d->T_at_bound ? "." : " --apply' stores T in the checkpoints.");
         sb_puts(b, "\n");
         sb_wrapped(b, cal, WIDTH, 0);
         sb_puts(b, "\n");
