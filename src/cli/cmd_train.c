@@ -18,7 +18,7 @@ static const char *usage_text =
     "                             global average pool + a new fc (classifier.1 after dropout 0.2)\n"
     "  --top keep|none            keep the 4096-wide top with a new output layer (default keep),\n"
     "                             or the convolutional base only with --head\n"
-    "  --head SPEC                head for --top none (default flatten,dense), e.g.\n"
+    "  --head SPEC                head for --top none (implies it; default flatten,dense), e.g.\n"
     "                             flatten,dense:256:relu,dropout:0.5,dense  or  gap,dense\n"
     "  --weights FILE             pretrained weights: Keras .h5, torchvision/timm .safetensors,\n"
     "                             ONNX or a loupe checkpoint\n"
@@ -58,7 +58,9 @@ static const char *usage_text =
     "                             (Keras' frozen base); auto (default): frozen for frozen layers\n"
     "  --no-feature-cache         recompute frozen-base features every epoch (default: computed once\n"
     "                             per image when the base is frozen and augmentation is off)\n"
-    "  --resume                   continue RUN from checkpoints/last.safetensors\n"
+    "  --resume                   continue RUN from checkpoints/last.safetensors, with the options it\n"
+    "                             started with (others are refused, each named; --lr, --schedule and\n"
+    "                             --reduce-lr may change, with a note)\n"
     "  --diagnose                 after training, the short diagnosis (loupe diagnose RUN for the\n"
     "                             tables) and RUN/report.html\n"
     "  --on-nan stop|skip         NaN/Inf training loss: stop, last good checkpoint kept (default);\n"
@@ -70,12 +72,22 @@ static const char *usage_text =
     "  --quiet                    no progress output\n"
     "\n"
     "RUN receives run.json, history.csv, valid_predictions.csv, checkpoints/{last,best}.safetensors\n"
-    "and TensorBoard logs in logs/{train,validation}. Ctrl-C finishes the step, saves last and exits 130.\n";
+    "and TensorBoard logs in logs/{train,validation}. Ctrl-C finishes the step, saves last and exits 130\n"
+    "(SIGTERM likewise, exit 143); a second one stops at once without saving.\n";
 
-static volatile sig_atomic_t g_interrupts = 0;
-static void on_sigint(int sig) {
-    (void)sig;
-    if (++g_interrupts >= 2) _exit(130);
+/* Ctrl-C (SIGINT) or SIGTERM (kill, timeout, job schedulers): the first finishes the step,
+ * saves and exits 130 (143 for SIGTERM); a second one exits at once, and says that the save in
+ * progress was dropped (checkpoints are replaced whole: the previous one stays). */
+static volatile sig_atomic_t g_interrupts = 0, g_signal = 0;
+static void on_stop_signal(int sig) {
+    if (++g_interrupts >= 2) {
+        static const char msg[] = "\nloupe train: interrupted again: stopped at once, without saving; --resume continues "
+                                  "from the last checkpoint saved before\n";
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)w;
+        _exit(128 + sig);
+    }
+    g_signal = sig;
     lp_train_request_stop();
 }
 
@@ -168,12 +180,12 @@ static int diagnose_after_training(const char *run) {
 
 int cmd_train(int argc, char **argv) {
     lp_train_params p = lp_train_default_params();
-    int diagnose = 0, nargs;
+    int diagnose = 0, top_seen = 0, head_seen = 0, nargs;
     const cli_option opts[] = {
         CLI_OPT("--run", CLI_STRING, &p.run_dir),
         CLI_OPT("--model", CLI_STRING, &p.model),
-        CLI_OPT("--top", CLI_STRING, &p.top),
-        CLI_OPT("--head", CLI_STRING, &p.head),
+        {"--top", CLI_STRING, &p.top, .seen = &top_seen},
+        {"--head", CLI_STRING, &p.head, .seen = &head_seen},
         CLI_OPT("--weights", CLI_STRING, &p.weights),
         CLI_OPT("--preprocess", CLI_STRING, &p.preprocess),
         CLI_OPT("--interpolation", CLI_STRING, &p.interpolation),
@@ -231,17 +243,21 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc;
     if (nargs > 1) return bad("unexpected argument '%s' (one DATA folder only)", argv[2]);
     if (nargs) p.data_dir = argv[1];
+    /* a head replaces the top: --head implies --top none (as in summary), and contradicts keep */
+    if (head_seen && !top_seen) p.top = "none";
+    else if (head_seen && strcmp(p.top, "none")) return bad("--head %s needs --top none (a head replaces the top)", p.head);
     if (!p.data_dir) return bad("%s", "missing DATA folder (DATA/train/<class>/*)");
     if (!p.run_dir) return bad("%s", "missing --run RUN (the folder that receives checkpoints and logs)");
     if (access(p.data_dir, R_OK) != 0) return bad("data folder '%s' does not exist or is not readable", p.data_dir);
     p.out = stdout;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_stop_signal;
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     lp_status s = lp_train(&p, NULL, NULL);
     if (s) {
-        const int rc = cli_fail("train", s);
+        const int failed = cli_fail("train", s), rc = s == LP_ERR_INTERRUPTED && g_signal == SIGTERM ? 128 + SIGTERM : failed;
         /* under mpirun: the other processes may wait for this one in a collective */
         if (s != LP_ERR_INTERRUPTED) lp_dist_abort_job(rc);
         return rc;

@@ -68,6 +68,7 @@ typedef struct lp_scan_options {
     uint64_t seed;
     int64_t max_pixels;      /* decompression bomb guard, default 89478485 */
     int workers;             /* threads for the decode check (0 = auto) */
+    bool skip_test;          /* leave DATA/test/ alone (train never reads it: its problems are not train's) */
 } lp_scan_options;
 lp_scan_options lp_scan_default_options(void);
 

@@ -226,6 +226,11 @@ static void check_one(cand *c, const lp_scan_options *opt) {
         set_bad(c, "unreadable (stat failed)");
         return;
     }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        set_bad(c, "not a regular file (replaced while the folder was read)");
+        return;
+    }
     c->meta.size = st.st_size;
     /* The first bytes decide what the file is; only images are read whole. */
     size_t head = st.st_size < 64 ? (size_t)st.st_size : 64;
@@ -710,7 +715,7 @@ lp_status lp_dataset_scan_collect(const char *data_dir, const lp_scan_options *o
         s = LP_ERR_NOMEM;
         goto fail;
     }
-    if (lp_is_dir(te))
+    if (!opt.skip_test && lp_is_dir(te))
         s = scan_split(te, "test", "test", train->class_names, train->num_classes, given != NULL, &opt, &d->splits[2],
                        &d->problems, &d->num_problems, &d->notes, &d->num_notes);
     free(te);

@@ -75,7 +75,7 @@ static lp_status check_params(const lp_train_params *p) {
     if (p->epochs < 1) return lp_fail(LP_ERR_ARG, "epochs must be at least 1 (got %d)", p->epochs);
     if (p->batch < 1) return lp_fail(LP_ERR_ARG, "batch must be at least 1 (got %d)", p->batch);
     if (p->height < 32 || p->width < 32)
-        return lp_fail(LP_ERR_ARG, "input size %dx%d is too small: VGG and ResNet need at least 32x32", p->width, p->height);
+        return lp_fail(LP_ERR_ARG, "input size %dx%d is too small: loupe's models need at least 32x32", p->width, p->height);
     if (p->steps_per_epoch < 0 || p->validation_steps < 0) return lp_fail(LP_ERR_ARG, "steps must not be negative");
     static const char *const models[] = {"vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet_b0", "tiny"};
     bool known = false;
@@ -220,7 +220,7 @@ static lp_status edit_run_json(lp_fit *f, void (*edit)(cJSON *root, const void *
     lp_status s = lp_read_file(path, &data, &n);
     cJSON *root = s ? NULL : cJSON_ParseWithLength((const char *)data, n);
     free(data);
-    if (!s && !root) s = lp_fail(LP_ERR_FORMAT, "%s: not valid JSON", path);
+    if (!s && !root) s = lp_fail(LP_ERR_FORMAT, "%s: not valid JSON: the run folder is damaged; start a new --run folder", path);
     char *txt = NULL;
     if (!s) {
         edit(root, ctx);
@@ -231,6 +231,14 @@ static lp_status edit_run_json(lp_fit *f, void (*edit)(cJSON *root, const void *
     free(txt);
     free(path);
     return s;
+}
+
+/* What a run that stops on NaN leaves: its last checkpoint, or none yet. */
+static const char *kept_checkpoint(const lp_fit *f) {
+    char *last = lp_path_join(f->ckpt_dir, "last.safetensors");
+    const bool have = last && lp_path_exists(last);
+    free(last);
+    return have ? "the last good checkpoint is kept" : "no checkpoint was saved before it";
 }
 
 /* config.on_nan and the skipped total. */
@@ -357,6 +365,9 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
 
     int last_epoch = 0;
     double last_acc = NAN;
+    if (f->st.epochs_done >= p->epochs && f->st.step_in_epoch == 0)
+        say(f, "Nothing to train: %s has %d epoch%s done, --epochs is %d; raise --epochs to continue it.\n", p->run_dir,
+            f->st.epochs_done, f->st.epochs_done > 1 ? "s" : "", p->epochs);
     for (int epoch = f->st.epochs_done + 1; epoch <= p->epochs; epoch++) {
         double t0 = lp_now();
         bool mid = f->st.step_in_epoch > 0;
@@ -380,8 +391,8 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
                 s = train_step_or_skip(f, &bt, dseed, (float)f->st.lr, &hooks, &mean, &skipped);
                 if (s == LP_ERR_NUMERIC) /* finite loss and gradients, but the update itself overflowed */
                     return lp_fail(LP_ERR_NUMERIC,
-                                   "the update of epoch %d step %d made the weights NaN/Inf: training diverged; the last "
-                                   "good checkpoint is kept (try a smaller --lr)", epoch, step + 1);
+                                   "the update of epoch %d step %d made the weights NaN/Inf: training diverged; %s (try a "
+                                   "smaller --lr)", epoch, step + 1, kept_checkpoint(f));
                 if (s) return s;
             } else {
                 /* lp_net_loss fails on a non-finite loss (before any update), lp_optim_step on
@@ -392,12 +403,12 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
                     return s;
                 if (s == LP_ERR_NUMERIC && isfinite(mean))
                     return lp_fail(LP_ERR_NUMERIC,
-                                   "the update of epoch %d step %d made the weights NaN/Inf: training diverged; the last "
-                                   "good checkpoint is kept (try a smaller --lr)", epoch, step + 1);
+                                   "the update of epoch %d step %d made the weights NaN/Inf: training diverged; %s (try a "
+                                   "smaller --lr)", epoch, step + 1, kept_checkpoint(f));
                 if (s == LP_ERR_NUMERIC || !isfinite(mean)) {
                     return lp_fail(LP_ERR_NUMERIC,
-                                   "loss is %g at epoch %d step %d: training diverged; the last good checkpoint is kept "
-                                   "(try a smaller --lr, or --on-nan skip)", (double)mean, epoch, step + 1);
+                                   "loss is %g at epoch %d step %d: training diverged; %s (try a smaller --lr, or --on-nan "
+                                   "skip)", (double)mean, epoch, step + 1, kept_checkpoint(f));
                 }
             }
             bool stop = g_stop_requested;
@@ -437,15 +448,15 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
             if (w) return w;
             return lp_fail(LP_ERR_NUMERIC,
                            "all %d training batches of epoch %d had a NaN/Inf loss or gradient (--on-nan skip): training "
-                           "diverged; the last good checkpoint is kept (try a smaller --lr)", f->st.nan_skipped_epoch, epoch);
+                           "diverged; %s (try a smaller --lr)", f->st.nan_skipped_epoch, epoch, kept_checkpoint(f));
         }
         double loss = f->st.loss_sum / f->st.seen, acc = f->st.correct / f->st.seen;
         last_epoch = epoch, last_acc = acc;
         double val_loss, val_acc;
         if ((s = validate(f, epoch, &val_loss, &val_acc))) {
             if (s == LP_ERR_NUMERIC)
-                lp_fail_context(s, "validation of epoch %d: training diverged; the last good checkpoint is kept (try a "
-                                   "smaller --lr)", epoch);
+                lp_fail_context(s, "validation of epoch %d: training diverged; %s (try a smaller --lr)", epoch,
+                                kept_checkpoint(f));
             return s;
         }
         double lr_used = f->st.lr;
@@ -541,7 +552,7 @@ lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *us
     lp_fit f;
     memset(&f, 0, sizeof f);
     f.p = *params;
-    f.out = params->out ? params->out : stdout;
+    f.out = params->out; /* NULL: silent (library code prints only where asked to) */
     if ((s = lp_dist_init(&f.dist))) return s;
     if (f.dist.size > 1 && params->on_nan && !strcmp(params->on_nan, "skip"))
         return lp_fail(LP_ERR_ARG, "--on-nan skip is not supported under mpirun yet (a skipped batch must be skipped by every process)");

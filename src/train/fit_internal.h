@@ -29,6 +29,7 @@ typedef struct lp_fit {
     char *weights_preprocess; /* what the weights expect, or NULL */
     lp_tensor_list resume_ck; /* --resume: the run's last checkpoint, read once in set-up */
     bool resume_found;        /* ... when there is one */
+    bool resume_new_lr;       /* ... with another learning-rate policy than the run's */
     lp_net *net;
     lp_optim *opt;
     double base_lr;

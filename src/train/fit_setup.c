@@ -78,7 +78,8 @@ static cJSON *split_counts(const lp_split *sp) {
     return o;
 }
 
-static lp_status write_run_json(lp_fit *f) {
+/* run.json's content for this run (NULL: out of memory). */
+static cJSON *run_json(lp_fit *f) {
     const lp_train_params *p = &f->p;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "loupe_version", lp_version());
@@ -138,17 +139,117 @@ static lp_status write_run_json(lp_fit *f) {
     cJSON_AddNumberToObject(cfg, "bn_layers", bn_all);
     cJSON_AddNumberToObject(cfg, "bn_batch_stats_layers", bn_batch); /* on the batch's statistics in training */
     cJSON *classes = cJSON_AddArrayToObject(root, "classes");
-    for (int i = 0; i < f->num_classes; i++) cJSON_AddItemToArray(classes, cJSON_CreateString(f->train->class_names[i]));
+    bool all = classes != NULL; /* a class left out would shift every name after it */
+    for (int i = 0; all && i < f->num_classes; i++) all = cJSON_AddItemToArray(classes, cJSON_CreateString(f->train->class_names[i]));
     cJSON *counts = cJSON_AddObjectToObject(root, "counts");
     cJSON_AddItemToObject(counts, "train", split_counts(f->train));
     if (f->valid) cJSON_AddItemToObject(counts, "valid", split_counts(f->valid));
-    const lp_split *test = lp_dataset_split(f->ds, "test");
-    if (test) cJSON_AddItemToObject(counts, "test", split_counts(test));
-    cJSON_AddNumberToObject(root, "parameters", (double)lp_net_num_weights(f->net));
-    size_t trainable = 0;
-    for (int i = 0; i < lp_net_param_count(f->net); i++)
+    size_t total = 0, trainable = 0; /* as `loupe summary` counts them (its weights buffer has padding too) */
+    for (int i = 0; i < lp_net_param_count(f->net); i++) {
+        total += lp_net_param_numel(f->net, i);
         if (lp_net_param_trainable(f->net, i)) trainable += lp_net_param_numel(f->net, i);
+    }
+    cJSON_AddNumberToObject(root, "parameters", (double)total);
     cJSON_AddNumberToObject(root, "trainable_parameters", (double)trainable);
+    if (!all) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* The options a resumed run must share with its start: they shape the model, the data it
+ * sees and in which order, or the optimizer's state, so a change would continue another run
+ * than the one checkpointed (and a bit-identical resume needs them all). Keys of run.json's
+ * config, with the option that sets each. The learning-rate policy (resume_noted_keys) may
+ * change, said in a note: lowering it is the remedy for a run that diverged. The others
+ * (epochs, threads, callbacks' patience, logs, precision) may change unsaid. */
+static const struct {
+    const char *key, *option;
+} resume_keys[] = {
+    {"model", "--model"}, {"top", "--top"}, {"head", "--head"}, {"size", "--size"}, {"color_mode", "--color-mode"},
+    {"preprocess", "--preprocess"}, {"interpolation", "--interpolation"}, {"validation_split", "--validation-split"},
+    {"batch", "--batch"}, {"steps_per_epoch", "--steps-per-epoch"}, {"seed", "--seed"}, {"shuffle", "--no-shuffle"},
+    {"optimizer", "--optimizer"}, {"momentum", "--momentum"}, {"nesterov", "--nesterov"},
+    {"weight_decay", "--weight-decay"}, {"freeze", "--freeze"}, {"bn", "--bn"}, {"monitor", "--monitor"},
+}, resume_noted_keys[] = {
+    {"lr", "--lr"}, {"schedule", "--schedule"}, {"reduce_lr_factor", "--reduce-lr"}, {"reduce_lr_patience", "--reduce-lr"},
+};
+static const struct {
+    const char *key, *option;
+} resume_aug_keys[] = {
+    {"horizontal_flip", "--horizontal-flip"}, {"vertical_flip", "--vertical-flip"}, {"rotation_range", "--rotation-range"},
+    {"width_shift_range", "--width-shift-range"}, {"height_shift_range", "--height-shift-range"},
+    {"zoom_range", "--zoom-range"}, {"brightness_lo", "--brightness-range"}, {"brightness_hi", "--brightness-range"},
+};
+
+/* A value as the message shows it: numbers as %g (0.01, not the float's 0.00999999977648258). */
+static char *shown(const cJSON *v) {
+    char num[32];
+    if (!cJSON_IsNumber(v)) return v ? cJSON_PrintUnformatted(v) : NULL;
+    snprintf(num, sizeof num, "%g", v->valuedouble);
+    return lp_strdup(num);
+}
+
+/* One difference, "OPTION: the run has A, this command B", appended to list. */
+static void add_difference(char *list, size_t size, const char *option, const cJSON *was, const cJSON *now) {
+    char *a = shown(was), *b = shown(now);
+    const size_t used = strlen(list);
+    snprintf(list + used, size - used, "\n  %s: the run has %s, this command %s", option, a ? a : "nothing", b ? b : "nothing");
+    free(a);
+    free(b);
+}
+
+/* --resume: the options of resume_keys, the augmentation and the classes as run.json has
+ * them from the run's start, against this command's (now: run_json(f)). A run.json that is
+ * missing or unreadable leaves nothing to compare. */
+static lp_status check_resume_options(lp_fit *f, const cJSON *now) {
+    char *path = lp_path_join(f->p.run_dir, "run.json");
+    if (!path) return LP_ERR_NOMEM;
+    uint8_t *data = NULL;
+    size_t n = 0;
+    cJSON *was = lp_path_exists(path) && !lp_read_file(path, &data, &n) ? cJSON_ParseWithLength((const char *)data, n) : NULL;
+    free(data);
+    lp_clear_error();
+    char list[2048] = "";
+    int count = 0;
+    const cJSON *wc = cJSON_GetObjectItemCaseSensitive(was, "config"), *nc = cJSON_GetObjectItemCaseSensitive(now, "config");
+    for (size_t i = 0; wc && i < sizeof resume_keys / sizeof resume_keys[0]; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(wc, resume_keys[i].key);
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(nc, resume_keys[i].key);
+        if (a && !cJSON_Compare(a, b, true)) add_difference(list, sizeof list, resume_keys[i].option, a, b), count++;
+    }
+    const cJSON *wa = cJSON_GetObjectItemCaseSensitive(wc, "augmentation"), *na = cJSON_GetObjectItemCaseSensitive(nc, "augmentation");
+    for (size_t i = 0; wa && i < sizeof resume_aug_keys / sizeof resume_aug_keys[0]; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(wa, resume_aug_keys[i].key);
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(na, resume_aug_keys[i].key);
+        if (a && !cJSON_Compare(a, b, true)) add_difference(list, sizeof list, resume_aug_keys[i].option, a, b), count++;
+    }
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(was, "classes"), *b = cJSON_GetObjectItemCaseSensitive(now, "classes");
+    if (a && !cJSON_Compare(a, b, true)) add_difference(list, sizeof list, "classes (the data's folders, --classes)", a, b), count++;
+    char noted[1024] = "";
+    for (size_t i = 0; !count && wc && i < sizeof resume_noted_keys / sizeof resume_noted_keys[0]; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(wc, resume_noted_keys[i].key);
+        const cJSON *y = cJSON_GetObjectItemCaseSensitive(nc, resume_noted_keys[i].key);
+        if (x && !cJSON_Compare(x, y, true)) add_difference(noted, sizeof noted, resume_noted_keys[i].option, x, y);
+    }
+    if ((f->resume_new_lr = noted[0] != 0))
+        say(f, "Resuming with another learning-rate policy than the run's (this command's from here on):%s\n", noted);
+    cJSON_Delete(was);
+    lp_status s = LP_OK;
+    if (count)
+        s = lp_fail(LP_ERR_ARG, "--resume: %s was started with other options than this command's, so it would not continue "
+                                "the same run (%s has them):%s\nRepeat the run's options, or start a new --run from its "
+                                "weights (--weights %s/checkpoints/last.safetensors)",
+                    f->p.run_dir, path, list, f->p.run_dir);
+    free(path);
+    return s;
+}
+
+static lp_status write_run_json(lp_fit *f) {
+    const lp_train_params *p = &f->p;
+    cJSON *root = run_json(f);
+    if (!root) return lp_fail(LP_ERR_NOMEM, "out of memory");
     char *txt = cJSON_Print(root);
     cJSON_Delete(root);
     if (!txt) return lp_fail(LP_ERR_NOMEM, "out of memory");
@@ -236,7 +337,8 @@ static void warn_preprocess(lp_fit *f) {
         why = ": torch weights expect RGB normalised to ~±2, caffe feeds BGR in ~±128, about 60x too large";
     else if (!strcmp(f->weights_preprocess, "caffe") && f->preprocess == LP_PRE_TORCH)
         why = ": caffe weights expect BGR in ~±128, torch feeds RGB normalised to ~±2, about 60x too small";
-    fprintf(f->out ? f->out : stderr, "WARNING: --preprocess %s differs from what the weights expect (%s)%s. Use "
+    if (!f->out) return; /* silent, or another MPI rank than the one that prints */
+    fprintf(f->out, "WARNING: --preprocess %s differs from what the weights expect (%s)%s. Use "
             "--preprocess auto unless this is deliberate.\n", pre, f->weights_preprocess, why);
 }
 
@@ -415,15 +517,17 @@ static lp_status write_skipped(lp_fit *f) {
     if (!path) return LP_ERR_NOMEM;
     lp_atomic_file *af;
     lp_status s = lp_atomic_open(path, &af);
+    int shown = 0; /* the first few in the output (--quiet: none), all in skipped.txt */
     for (int i = 0; i < 3 && !s; i++) {
         const lp_split *sp = lp_dataset_split(f->ds, names[i]);
         for (int b = 0; sp && b < sp->num_bad && !s; b++) {
             s = lp_atomic_printf(af, "%s: %s\n", sp->bad[b].relpath, sp->bad[b].reason);
-            if (f->out) fprintf(f->out, "WARNING: skipped %s: %s\n", sp->bad[b].relpath, sp->bad[b].reason);
+            if (shown++ < 10) say(f, "WARNING: skipped %s: %s\n", sp->bad[b].relpath, sp->bad[b].reason);
         }
     }
     if (!s) s = lp_atomic_commit(af);
     else lp_atomic_abort(af);
+    if (!s) say(f, "Skipped %d bad image file%s (--skip-bad); %s lists %s.\n", total, total > 1 ? "s" : "", path, total > 1 ? "them all" : "it");
     free(path);
     return s;
 }
@@ -467,11 +571,23 @@ lp_status lp_fit_setup(lp_fit *f) {
     }
 
     /* data */
+    if (p->validation_split > 0) { /* with a valid/ folder the split would be left unused, unseen */
+        for (int i = 0; i < 2; i++) {
+            char *v = lp_path_join(p->data_dir, i ? "validation" : "valid");
+            const bool dir = v && lp_is_dir(v);
+            free(v);
+            if (dir)
+                return lp_fail(LP_ERR_ARG, "--validation-split %g: %s/%s/ exists and is the validation set; use one or "
+                                           "the other (drop --validation-split, or move that folder away)",
+                               p->validation_split, p->data_dir, i ? "validation" : "valid");
+        }
+    }
     lp_scan_options so = lp_scan_default_options();
     so.classes = p->classes;
     so.skip_bad = p->skip_bad;
     so.validation_split = p->validation_split;
     so.seed = p->seed;
+    so.skip_test = true;
     if ((s = lp_dataset_scan(p->data_dir, &so, &f->ds))) return s;
     f->train = lp_dataset_split(f->ds, "train");
     f->valid = lp_dataset_split(f->ds, "valid");
@@ -483,6 +599,10 @@ lp_status lp_fit_setup(lp_fit *f) {
         return lp_fail(LP_ERR_DATA, "%s: valid has %d classes but train has %d", p->data_dir, f->valid->num_classes, f->num_classes);
     say(f, "Found %d images belonging to %d classes (train).\n", f->train->num_samples, f->num_classes);
     if (f->valid) say(f, "Found %d images belonging to %d classes (valid).\n", f->valid->num_samples, f->valid->num_classes);
+    const int ignored = f->train->num_ignored + (f->valid ? f->valid->num_ignored : 0);
+    if (ignored)
+        say(f, "Ignored %d file%s that %s not images (hidden files, Thumbs.db, others by content; 'loupe data %s' lists "
+               "them by kind).\n", ignored, ignored > 1 ? "s" : "", ignored > 1 ? "are" : "is", p->data_dir);
     else {
         say(f, "No valid/ split: monitoring training loss instead (use --validation-split to hold out images).\n");
         f->monitor_name = "loss";
@@ -509,6 +629,9 @@ lp_status lp_fit_setup(lp_fit *f) {
     lp_tensor_list_init(&w);
     if (p->resume) s = read_last_checkpoint(f);
     if (!s && p->weights) s = read_weights(f, &w);
+    /* resumed without the weights it started from: what they expected, as the checkpoint kept it */
+    const char *ck_pre = !s && !p->weights && f->resume_found ? lp_tensor_list_get_meta(&f->resume_ck, "weights_preprocess") : NULL;
+    if (ck_pre && !(f->weights_preprocess = lp_strdup(ck_pre))) s = LP_ERR_NOMEM;
     if (!s) s = net_variant(f, &w, "resnet_version", "v1", "v1.5", &nc.resnet_v1);
     if (!s) s = net_variant(f, &w, "padding", "tf", "torch", &nc.tf_padding);
     if (!s) s = lp_net_create(&nc, &f->net);
@@ -544,7 +667,15 @@ lp_status lp_fit_setup(lp_fit *f) {
     lp_monitor_init(&f->st.monitor, maximize);
     lp_early_stop_init(&f->st.early, p->early_stop, maximize);
     lp_reduce_lr_init(&f->st.reduce, p->reduce_lr_factor, p->reduce_lr_patience, maximize);
+    if (p->resume && f->resume_found && lp_fit_writer(f)) { /* before anything is restored or said */
+        cJSON *now = run_json(f);
+        s = now ? check_resume_options(f, now) : lp_fail(LP_ERR_NOMEM, "out of memory");
+        cJSON_Delete(now);
+        if (s) return s;
+    }
     if (p->resume && (s = resume(f))) return s;
+    /* the saved lr is where ReduceLROnPlateau had brought the old policy; the new one starts at its base */
+    if (f->resume_new_lr) f->st.lr = f->base_lr;
     /* one model and optimizer state everywhere, whatever each rank read */
     if ((s = lp_fit_bcast_model(f)) || (f->dist.size > 1 && (s = bcast_optim(f)))) return s;
 

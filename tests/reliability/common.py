@@ -1,6 +1,6 @@
 """Shared helpers of the reliability tests: a small generated dataset, the train
 command line they all use, and the checks of a run directory after a crash."""
-import csv, glob, io, json, os, shutil, subprocess, sys
+import atexit, csv, fcntl, glob, io, json, os, shutil, subprocess, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "train"))
@@ -123,3 +123,53 @@ def checkpoint_problems(loupe, path, test_dir):
         except ValueError:
             probs.append("evaluate --json output is not JSON: %r" % r.stdout[:200])
     return probs
+
+
+# File leases: a test holds one on an image so that loupe's open() of it waits until the
+# test lets go, which stops loupe at a known point whatever the machine's speed.
+F_SETLEASE, F_GETLEASE = getattr(fcntl, "F_SETLEASE", 1024), getattr(fcntl, "F_GETLEASE", 1025)
+
+
+def lease(path):
+    """A write lease on path: any other process's open() of it waits for release()."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def breaking(fd):
+    """Someone is opening the file: the lease shows the type it must be lowered to."""
+    return fcntl.fcntl(fd, F_GETLEASE) != fcntl.F_WRLCK
+
+
+def release(fd):
+    try:
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
+    except OSError:
+        pass  # no lease left: the kernel breaks one itself after /proc/sys/fs/lease-break-time
+    os.close(fd)
+
+
+def lease_capable(work, prefix):
+    """work, or else a temporary folder (named prefix...), on a file system that grants leases.
+    A holder of leases must catch SIGIO (the kernel tells it a lease breaks that way; the
+    default action ends the process)."""
+    err = None
+    for d in (work, None):
+        if d is None:
+            d = tempfile.mkdtemp(prefix=prefix)
+            atexit.register(shutil.rmtree, d, True)
+        probe = os.path.join(d, "lease-probe")
+        open(probe, "wb").close()
+        try:
+            release(lease(probe))
+            return d
+        except OSError as e:
+            err = e
+        finally:
+            os.unlink(probe)
+    sys.exit("FAIL: no file leases (fcntl F_SETLEASE) here, the test cannot hold loupe at a given point: %s" % err)

@@ -8,15 +8,22 @@
 3. races: several `loupe train` started together on one fresh RUN: exactly one
    trains, every other one refuses (never two writers).
 
+The first run of 1. and 2. is held while it owns the lock, whatever the machine's speed:
+the test leases one training image (fcntl F_SETLEASE), whose open() by the dataset scan,
+after the lock is taken, waits until the test lets go.
+
 usage: test_lock.py LOUPE WORKDIR   (LOUPE: loupe-testhooks, for its LOUPE_TEST_* variables)"""
-import os, subprocess, sys, time
+import glob, os, signal, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Checks, fresh, make_dataset, read_tensors, same_tensors, train_args
+from common import Checks, fresh, lease, lease_capable, make_dataset, read_tensors, release, same_tensors, train_args
 
+# the lease only tells the holder by SIGIO, whose default action ends the process
+signal.signal(signal.SIGIO, lambda *_: None)
 LOUPE, WORK = sys.argv[1], fresh(sys.argv[2])
 c = Checks("reliability_lock")
-DATA = make_dataset(WORK)
+DATA = make_dataset(lease_capable(WORK, "loupe-lock-"))
+GATE = sorted(glob.glob(os.path.join(DATA, "train", "*", "*")))[0]  # the image a held run waits for
 EPOCHS = 3
 REF = os.path.join(WORK, "ref")
 r = subprocess.run([LOUPE, *train_args(DATA, REF, EPOCHS)], capture_output=True, text=True)
@@ -24,7 +31,6 @@ if r.returncode != 0:
     sys.exit("FAIL: reference run exited %d: %s" % (r.returncode, r.stderr))
 ref_last, _ = read_tensors(os.path.join(REF, "checkpoints", "last.safetensors"))
 ref_hist = open(os.path.join(REF, "history.csv"), "rb").read()
-SLOW = dict(os.environ, LOUPE_TEST_WRITE_DELAY_MS="60")  # keeps the first run busy for a while
 
 
 def wait_for_lock(run_dir, p):
@@ -41,7 +47,8 @@ def wait_for_lock(run_dir, p):
 
 # 1. second run refuses
 run_dir = os.path.join(WORK, "busy")
-p = subprocess.Popen([LOUPE, *train_args(DATA, run_dir, EPOCHS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=SLOW)
+gate = lease(GATE)
+p = subprocess.Popen([LOUPE, *train_args(DATA, run_dir, EPOCHS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 if c.check(wait_for_lock(run_dir, p), "first run: never saw RUN/lock with its pid"):
     for extra in ([], ["--resume"]):
         r = subprocess.run([LOUPE, *train_args(DATA, run_dir, EPOCHS, *extra)], capture_output=True, text=True)
@@ -50,6 +57,7 @@ if c.check(wait_for_lock(run_dir, p), "first run: never saw RUN/lock with its pi
         print("%s -> exit %d: %s" % (what, r.returncode, err))
         c.check(r.returncode == 1, "%s: exit %d, expected 1" % (what, r.returncode))
         c.check("in use" in err and str(p.pid) in err, "%s: message does not name the owner pid %d: %r" % (what, p.pid, err))
+release(gate)
 out, err = p.communicate(timeout=300)
 c.check(p.returncode == 0, "first run: exit %d: %s" % (p.returncode, err.decode()[-300:]))
 if p.returncode == 0:
@@ -60,10 +68,14 @@ c.check(not os.path.exists(os.path.join(run_dir, "lock")), "lock left after the 
 
 # 2. stale locks
 run_dir = os.path.join(WORK, "stale")
-p = subprocess.Popen([LOUPE, *train_args(DATA, run_dir, EPOCHS)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SLOW)
-if c.check(wait_for_lock(run_dir, p), "stale: never saw the lock"):
+gate = lease(GATE)
+p = subprocess.Popen([LOUPE, *train_args(DATA, run_dir, EPOCHS)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+held = wait_for_lock(run_dir, p)
+if held:
     p.kill()
-    p.wait()
+p.wait()
+release(gate)
+if c.check(held, "stale: never saw the lock"):
     c.check(os.path.exists(os.path.join(run_dir, "lock")), "kill -9 left no lock (nothing to take over)")
     r = subprocess.run([LOUPE, *train_args(DATA, run_dir, EPOCHS, "--resume")], capture_output=True, text=True)
     c.check(r.returncode == 0, "stale lock of a killed run: --resume exited %d: %s" % (r.returncode, r.stderr[-300:]))

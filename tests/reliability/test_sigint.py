@@ -1,7 +1,8 @@
 """reliability_sigint: Ctrl-C (SIGINT) once in the middle of an epoch: the step
 finishes, last.safetensors is written, exit 130; --resume then ends with the
-uninterrupted run's exact weights, history and predictions. Twice: exit 130 at
-once, and the run directory still resumes to the same result.
+uninterrupted run's exact weights, history and predictions; SIGTERM the same, with
+exit 143. Twice: exit 130 at once, saying the save was dropped, and the run directory
+still resumes to the same result.
 
 Where the signal lands does not depend on the machine's speed: the test holds a
 file lease (fcntl F_SETLEASE) on every training image, so loupe's open() of one
@@ -16,60 +17,14 @@ usage: test_sigint.py LOUPE WORKDIR   (LOUPE: loupe-testhooks, for its LOUPE_TES
 import atexit, fcntl, os, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Checks, checkpoint_problems, fresh, history_problems, leftover_temps, make_dataset,
-                    read_tensors, same_tensors, train_args)
-
-F_SETLEASE, F_GETLEASE = getattr(fcntl, "F_SETLEASE", 1024), getattr(fcntl, "F_GETLEASE", 1025)
-
-
-def lease(path):
-    """A write lease on path: any other process's open() of it waits for release()."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
-def breaking(fd):
-    """Someone is opening the file: the lease shows the type it must be lowered to."""
-    return fcntl.fcntl(fd, F_GETLEASE) != fcntl.F_WRLCK
-
-
-def release(fd):
-    try:
-        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
-    except OSError:
-        pass  # no lease left: the kernel breaks one itself after /proc/sys/fs/lease-break-time
-    os.close(fd)
-
-
-def lease_capable(work):
-    """work, or else a temporary folder, on a file system that grants leases."""
-    err = None
-    for d in (work, None):
-        if d is None:
-            d = tempfile.mkdtemp(prefix="loupe-sigint-")
-            atexit.register(shutil.rmtree, d, True)
-        probe = os.path.join(d, "lease-probe")
-        open(probe, "wb").close()
-        try:
-            release(lease(probe))
-            return d
-        except OSError as e:
-            err = e
-        finally:
-            os.unlink(probe)
-    sys.exit("FAIL: no file leases (fcntl F_SETLEASE) here, the test cannot hold loupe at a given step: %s" % err)
-
+from common import (Checks, breaking, checkpoint_problems, fresh, history_problems, lease, lease_capable, leftover_temps,
+                    make_dataset, read_tensors, release, same_tensors, train_args)
 
 # the lease only tells the holder by SIGIO, whose default action ends the process
 signal.signal(signal.SIGIO, lambda *_: None)
 LOUPE, WORK = sys.argv[1], fresh(sys.argv[2])
 c = Checks("reliability_sigint")
-BASE = lease_capable(WORK)
+BASE = lease_capable(WORK, "loupe-sigint-")
 DATA = make_dataset(BASE, per_class=(12, 2, 2))  # 24 training images: 6 batches of 4
 TEST = os.path.join(DATA, "test")
 EPOCHS = 3
@@ -134,10 +89,10 @@ def taken(pid, sig):
     return not pend & (1 << (sig - 1))
 
 
-def run_gated(run_dir, env=None, tick=None):
-    """Trains with every image gated; one SIGINT inside epoch 2 as the module
+def run_gated(run_dir, env=None, tick=None, sig=signal.SIGINT):
+    """Trains with every image gated; one SIGINT (or sig) inside epoch 2 as the module
     docstring says. tick(p, out) runs on each turn of the loop (out: stdout so far).
-    Returns (exit code, stdout, stderr, how the SIGINT was placed)."""
+    Returns (exit code, stdout, stderr, how the signal was placed)."""
     gate = Gate(os.path.join(os.path.dirname(DATA), "spare"))
     err_path = run_dir + ".stderr"
     with open(err_path, "w") as err_file:
@@ -163,8 +118,8 @@ def run_gated(run_dir, env=None, tick=None):
             for fd, path in gate.opened():
                 drain()  # "Epoch 2/" is printed before epoch 2 asks for a batch: it is in the pipe by now
                 if placed is None and b"\nEpoch 2/" in out:
-                    p.send_signal(signal.SIGINT)
-                    while not taken(p.pid, signal.SIGINT) and p.poll() is None:
+                    p.send_signal(sig)
+                    while not taken(p.pid, sig) and p.poll() is None:
                         time.sleep(0.001)
                     placed = "while the loader opened %s" % os.path.relpath(path, DATA)
                 gate.let_go(fd)
@@ -218,6 +173,16 @@ if c.check(os.path.exists(last), "%s: no last.safetensors" % what):
     resumed = resume_and_compare(run_dir, what)
     c.check("Resuming from" in resumed and ", step " in resumed, "%s: resume does not say it continues mid-epoch" % what)
 
+# 1b. SIGTERM (kill, timeout, job schedulers) does what Ctrl-C does, with exit 143 (128 + 15)
+what = "SIGTERM once"
+run_dir = os.path.join(WORK, "term")
+rc, out, err, placed = run_gated(run_dir, sig=signal.SIGTERM)
+c.check(placed is not None, "%s: the loader opened no image after 'Epoch 2/' (no SIGTERM sent): %r" % (what, out[-500:]))
+c.check(rc == 143, "%s: exit %d, expected 143 (stderr: %s)" % (what, rc, err[-300:]))
+c.check(any(l.startswith("Interrupted: saving") for l in out.splitlines()), "%s: no 'Interrupted: saving' line" % what)
+if c.check(os.path.exists(os.path.join(run_dir, "checkpoints", "last.safetensors")), "%s: no last.safetensors" % what):
+    resume_and_compare(run_dir, what)
+
 # 2. a second Ctrl-C while the first one's checkpoint is being written (slowed
 #    by the test hook to 4 KiB chunks every 150 ms): exit 130 at once; the
 #    previous last.safetensors stays; the directory resumes to the same result.
@@ -235,6 +200,7 @@ def second_sigint(p, out):
 rc, out, err, placed = run_gated(run_dir, dict(os.environ, LOUPE_TEST_WRITE_DELAY_MS="150"), second_sigint)
 c.check(placed is not None and second, "Ctrl-C twice: never saw the interrupted save start: %r" % out[-500:])
 c.check(rc == 130, "Ctrl-C twice: exit %d, expected 130" % rc)
+c.check("interrupted again" in err and "without saving" in err, "Ctrl-C twice: no word that the save was dropped: %r" % err[-300:])
 last = os.path.join(run_dir, "checkpoints", "last.safetensors")
 if c.check(os.path.exists(last), "Ctrl-C twice: the epoch-1 last.safetensors is gone"):
     for pr in checkpoint_problems(LOUPE, last, TEST):

@@ -38,9 +38,17 @@ cases = [
     (["evaluate"], "needs"),
     (["predict", os.path.join(WORK, "missing.safetensors"), os.path.join(WORK, "nothere.png")], "nothere.png"),
     (["frobnicate"], "unknown command"),
+    # a head replaces the top: --head with --top keep contradicts itself
+    (["train", DATA, "--run", R, "--model", "tiny", "--top", "keep", "--head", "gap,dense"], "needs --top none"),
+    # a validation split that would be left unused, the valid/ folder being the validation set
+    (["train", DATA, "--run", R, "--model", "tiny", "--size", "32x32", "--validation-split", "0.2"], "valid/ exists"),
 ]
 # weights for another model: a VGG16-shaped conv file given to the tiny model
 st.write(os.path.join(WORK, "w.safetensors"), {"features.0.weight": np.zeros((64, 3, 3, 3), np.float32), "features.0.bias": np.zeros(64, np.float32)})
+r = subprocess.run([LOUPE, "frobnicate"], capture_output=True, text=True)
+if not r.stderr.startswith("loupe: unknown command"):
+    failures += 1
+    print(f"FAIL loupe frobnicate: the message should start 'loupe: unknown command': {r.stderr!r}")
 for args, needle in cases:
     r = subprocess.run([LOUPE, *args], capture_output=True, text=True)
     lines = [l for l in r.stderr.strip().split("\n") if l and not l.startswith("hint:")]

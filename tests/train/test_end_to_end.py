@@ -72,6 +72,19 @@ check(sorted(a) == sorted(b), "same tensors after resume")
 check(all(np.array_equal(a[k], b[k]) for k in a if k in b), "resumed weights and optimizer state bit-identical")
 check(open(os.path.join(r1, "history.csv")).read() == open(os.path.join(r2, "history.csv")).read(), "resumed history identical")
 run("train", DATA, "--run", r2, "--epochs", "4", *BASE, expect=2)  # existing run without --resume refuses
+# --resume with options that would continue another run than the one saved: refused, each one
+# named with both values, and the run left as it was (run.json keeps the run's own options);
+# the learning rate may change (the remedy for a run that diverged), said in a note
+before = open(os.path.join(r2, "run.json")).read()
+other = [{"0.05": "0.01", "3": "4"}.get(a, a) for a in BASE]  # --lr and --seed changed
+err = run("train", DATA, "--run", r2, "--epochs", "5", "--resume", *other, "--optimizer", "adam", expect=2).stderr
+for opt, was, now in (("--seed", "3", "4"), ("--optimizer", '"sgd"', '"adam"')):
+    check(f"{opt}: the run has {was}, this command {now}" in err, f"resume refusal names {opt} ({was} -> {now}): {err!r}")
+check("--batch" not in err and "--epochs" not in err and "--lr" not in err, f"resume refusal names only what must not differ: {err!r}")
+check(open(os.path.join(r2, "run.json")).read() == before, "a refused --resume left run.json as it was")
+lower = [{"0.05": "0.01"}.get(a, a) for a in BASE]
+out = run("train", DATA, "--run", r2, "--epochs", "5", "--resume", *lower).stdout
+check("learning-rate policy" in out and "--lr: the run has 0.05, this command 0.01" in out, f"resume with a lower --lr: no note: {out!r}")
 
 # 3. evaluate vs predict on the test split
 ck = os.path.join(r1, "checkpoints", "best.safetensors")
@@ -88,6 +101,21 @@ for line in lines:
     nll -= np.log(o["probs"][label])
 check(abs(correct / 8 - ev["accuracy"]) < 1e-9, f"predict accuracy {correct/8} == evaluate accuracy {ev['accuracy']}")
 check(abs(nll / 8 - ev["loss"]) < 1e-4, f"predict NLL {nll/8} == evaluate loss {ev['loss']}")
+# a folder's files that are not images (by content, whatever the name) are named and skipped,
+# as train and data skip them; an image that is not readable fails the command
+notes = os.path.join(WORK, "with_notes")
+shutil.copytree(os.path.join(DATA, "test"), notes)
+open(os.path.join(notes, "README.txt"), "w").write("notes\n")
+open(os.path.join(notes, "negative", "notes.png"), "w").write("not a png\n")
+r = run("predict", ck, notes, "--json")
+check(len(r.stdout.strip().split("\n")) == 8, "predict of a folder with non-images: one line per image")
+check("README.txt: not an image, skipped" in r.stderr and "notes.png: not an image, skipped" in r.stderr,
+      f"predict names the skipped files: {r.stderr!r}")
+shutil.copyfile(os.path.join(notes, "negative", sorted(os.listdir(os.path.join(notes, "negative")))[0]),
+                os.path.join(notes, "truncated.png"))
+with open(os.path.join(notes, "truncated.png"), "r+b") as f:
+    f.truncate(60)
+run("predict", ck, notes, "--json", expect=2)
 txt = run("evaluate", ck, os.path.join(DATA, "test")).stdout
 check("confusion matrix" in txt and "precision" in txt, "evaluate text report")
 # a folder goes 16 images at a time, decoded in parallel: the same probabilities as one at a
