@@ -458,6 +458,29 @@ lp_status lp_conv2d_init(lp_conv2d *c, const lp_conv2d_params *p, const lp_md *s
             dnnl_primitive_desc_destroy(pd);
         }
     }
+    /* Still the reference kernel on the given layout (e.g. 8 channels padded to a block of 16,
+     * where "any" output picks nhwc): ask for the input's own blocking on the output, and else
+     * let oneDNN choose the input layout too (the layer then reorders its input: a pass over it,
+     * against a reference convolution forward and backward). */
+    const dnnl_blocking_desc_t *bk = src && src->format_kind == dnnl_blocked ? &src->format_desc.blocking : NULL;
+    const int vec = bk && bk->inner_nblks == 1 && bk->inner_idxs[0] == 1 ? (int)bk->inner_blks[0] : 0; /* nChw<vec>c */
+    const bool blocked = vec == 8 || vec == 16;
+    for (int attempt = blocked ? 0 : 1; !st && src && attempt < 2 && is_ref(c->fwd_pd); attempt++) {
+        const lp_md any_src = lp_md_any_dt(4, sd, dt);
+        lp_md out = lp_md_any_dt(4, dd, dt);
+        dnnl_dims_t ddims = {p->n, p->k, c->oh, c->ow};
+        dnnl_convolution_desc_t desc;
+        dnnl_primitive_desc_t pd = NULL;
+        if ((attempt == 1 || dnnl_memory_desc_init_by_tag(&out, 4, ddims, dt, vec == 16 ? dnnl_aBcd16b : dnnl_aBcd8b) == dnnl_success) &&
+            dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, c->alg, attempt ? &any_src : &src_md, &w_md,
+                                               p->no_bias ? NULL : &b_md, &out, strides, pad_l, pad_r) == dnnl_success &&
+            dnnl_primitive_desc_create(&pd, &desc, attr, lp_dnnl_engine(), NULL) == dnnl_success && !is_ref(pd)) {
+            dnnl_primitive_desc_destroy(c->fwd_pd);
+            c->fwd_pd = pd;
+        } else if (pd) {
+            dnnl_primitive_desc_destroy(pd);
+        }
+    }
     dnnl_primitive_attr_destroy(attr);
     if (st) return st;
     c->src_md = *dnnl_primitive_desc_query_md(c->fwd_pd, dnnl_query_src_md, 0);
