@@ -8,7 +8,8 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: loupe convert IN OUT.safetensors [--arch A] [--head SPEC] [--size WxH] [--classes a,b,...]\n\n"
-            "Converts VGG16/VGG19 or ResNet-18/34/50 weights, or a whole model built on them, to a loupe\n"
+            "Converts VGG16/VGG19, ResNet-18/34/50, MobileNetV2 or EfficientNet-B0 weights, or a whole model\n"
+            "built on them, to a loupe\n"
             "checkpoint (safetensors; torchvision's tensor names for the base and its own classifier,\n"
             "which torchvision.models.vgg16 or resnet50 loads with load_state_dict; head.N for other\n"
             "heads). `loupe train\n"

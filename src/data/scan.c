@@ -462,8 +462,13 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
             bool known = false;
             for (int k = 0; k < nclasses && !known; k++) known = strcmp(folders[i], classes[k]) == 0;
             if (known) continue;
+            char list[256] = ""; /* train's classes, as many as fit */
+            int listed = 0;
+            for (; listed < nclasses && strlen(list) + strlen(classes[listed]) + 8 < sizeof list; listed++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", listed ? ", " : "", classes[listed]);
+            if (listed < nclasses) snprintf(list + strlen(list), sizeof list - strlen(list), ", ...");
             char *msg = classes_given ? xasprintf("%s/%s/: not in --classes, ignored", shown, folders[i])
-                                      : xasprintf("%s/%s/: folder is not a class of train/ (classes: see train)", shown, folders[i]);
+                                      : xasprintf("%s/%s/: folder is not a class of train/ (train's: %s)", shown, folders[i], list);
             if ((s = classes_given ? push_str(notes, nnotes, msg) : push_str(problems, nproblems, msg))) goto fail;
         }
     }

@@ -1264,7 +1264,10 @@ static lp_status classes_json(const char *list, int want, const char *path, char
         else {
             memcpy(name, s, k);
             name[k] = 0;
-            cJSON_AddItemToArray(a, cJSON_CreateString(name));
+            bool twice = false; /* as train refuses it: two outputs of one name cannot be told apart */
+            for (const cJSON *e = a->child; e && !twice; e = e->next) twice = !strcmp(e->valuestring, name);
+            if (twice) st = lp_fail(LP_ERR_ARG, "--classes '%s': class '%s' given twice", list, name);
+            else if (!cJSON_AddItemToArray(a, cJSON_CreateString(name))) st = lp_fail(LP_ERR_NOMEM, "out of memory");
             n++;
         }
         if (!s[k]) break;

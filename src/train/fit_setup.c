@@ -412,7 +412,7 @@ static void print_config(lp_fit *f) {
     if (p->reduce_lr_factor > 0) say(f, ", reduce-lr x%g after %d", p->reduce_lr_factor, p->reduce_lr_patience);
     say(f, "\n  epochs %d, batch %d, steps/epoch %d, shuffle %s, seed %llu, threads %d, monitor %s", p->epochs, p->batch,
         p->steps_per_epoch > 0 ? p->steps_per_epoch : lp_loader_batches_per_pass(f->train_loader),
-        p->shuffle ? "on" : "off", (unsigned long long)p->seed, lp_get_threads(), p->monitor);
+        p->shuffle ? "on" : "off", (unsigned long long)p->seed, lp_get_threads(), f->monitor_name);
     if (p->early_stop > 0) say(f, ", early stop after %d%s", p->early_stop, p->restore_best ? " (restore best)" : "");
     say(f, "\n  run %s\n", p->run_dir);
 }

@@ -168,6 +168,7 @@ def part_state():
     refused("1. --head with another dense count", it, ["2 dense layers", "has 1", "head.1.weight"], "--head", "flatten,dense:8:relu,dense:2")
     refused("1. --size that does not fit the flatten", it, ["head.1.weight", "512 inputs", "64x64", "2048"], "--head", "flatten,dense:2", "--size", "64")
     refused("1. --classes of another count", it, ["3 classes", "2 outputs"], "--head", "flatten,dense:2", "--classes", "a,b,c")
+    refused("1. a class named twice", it, ["'a' given twice"], "--head", "flatten,dense:2", "--classes", "a,a")
     W.remove(it, ck1)
 
     # 2. AdaptiveAvgPool2d(1), Flatten, Linear, ReLU, Dropout, Linear numbered the PyTorch way (head.2, head.5)
