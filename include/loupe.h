@@ -359,6 +359,9 @@ typedef struct lp_eval_result {
     int *support;                          /* per class */
     int *confusion;                        /* num_classes^2, row = true, column = predicted */
     double temperature;                    /* calibration used (1 = none) */
+    int skipped_bad;                       /* bad images left out (skip_bad) */
+    int num_notes;                         /* what else was left out, e.g. folders not among the model's classes */
+    char **notes;
 } lp_eval_result;
 LP_API lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out);
 LP_API char *lp_eval_result_text(const lp_eval_result *r);  /* malloc'ed report */

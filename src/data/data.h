@@ -104,6 +104,9 @@ const lp_split *lp_dataset_split(const lp_dataset *d, const char *name); /* "tra
  * checkpoint's classes in opt->classes so labels match training. Name: the
  * folder's last component. Same strictness as lp_dataset_scan. */
 lp_status lp_split_scan_dir(const char *dir, const lp_scan_options *opt, lp_split **out);
+/* The same, and *notes (*nnotes strings, the caller frees each and the array): what was left
+ * out without being an error, e.g. folders not among opt->classes. */
+lp_status lp_split_scan_dir_notes(const char *dir, const lp_scan_options *opt, lp_split **out, char ***notes, int *nnotes);
 void lp_split_free(lp_split *s);
 lp_status lp_dataset_report_json(const lp_dataset *d, char **json); /* malloc'ed; the `loupe data --json` shape */
 lp_status lp_dataset_report_text(const lp_dataset *d, char **text); /* malloc'ed; what `loupe data` prints */

@@ -467,7 +467,7 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
             for (; listed < nclasses && strlen(list) + strlen(classes[listed]) + 8 < sizeof list; listed++)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", listed ? ", " : "", classes[listed]);
             if (listed < nclasses) snprintf(list + strlen(list), sizeof list - strlen(list), ", ...");
-            char *msg = classes_given ? xasprintf("%s/%s/: not in --classes, ignored", shown, folders[i])
+            char *msg = classes_given ? xasprintf("%s/%s/: not among the classes (%s), ignored", shown, folders[i], list)
                                       : xasprintf("%s/%s/: folder is not a class of train/ (train's: %s)", shown, folders[i], list);
             if ((s = classes_given ? push_str(notes, nnotes, msg) : push_str(problems, nproblems, msg))) goto fail;
         }
@@ -786,7 +786,12 @@ lp_status lp_dataset_scan(const char *data_dir, const lp_scan_options *opt, lp_d
     return LP_OK;
 }
 
-lp_status lp_split_scan_dir(const char *dir, const lp_scan_options *opt_in, lp_split **out) {
+lp_status lp_split_scan_dir(const char *dir, const lp_scan_options *opt, lp_split **out) {
+    return lp_split_scan_dir_notes(dir, opt, out, NULL, NULL);
+}
+
+lp_status lp_split_scan_dir_notes(const char *dir, const lp_scan_options *opt_in, lp_split **out, char ***notes_out, int *nnotes_out) {
+    if (notes_out) *notes_out = NULL, *nnotes_out = 0;
     *out = NULL;
     lp_scan_options opt = opt_in ? *opt_in : lp_scan_default_options();
     lp_status s = check_options(&opt);
@@ -813,6 +818,7 @@ lp_status lp_split_scan_dir(const char *dir, const lp_scan_options *opt_in, lp_s
     }
     free_names(given, ngiven);
     free_names(problems, np);
-    free_names(notes, nn);
+    if (!s && notes_out) *notes_out = notes, *nnotes_out = nn;
+    else free_names(notes, nn);
     return s;
 }

@@ -48,11 +48,15 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     so.classes = classes;
     so.skip_bad = skip_bad;
     lp_split *sp = NULL;
-    s = lp_split_scan_dir(dir, &so, &sp);
+    char **notes = NULL;
+    int nnotes = 0;
+    s = lp_split_scan_dir_notes(dir, &so, &sp, &notes, &nnotes);
     free(classes);
     if (s) return s;
     if (sp->num_samples == 0) {
         lp_split_free(sp);
+        for (int i = 0; i < nnotes; i++) free(notes[i]);
+        free(notes);
         return lp_fail(LP_ERR_DATA, "%s: no images found in its class folders", dir);
     }
     io.loader.batch = batch;
@@ -103,6 +107,8 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     r->temperature = io.temperature;
     r->class_names = lp_calloc((size_t)k, sizeof(char *));
     for (int c = 0; r->class_names && c < k; c++) r->class_names[c] = lp_strdup(lp_model_class_name(m, c));
+    r->skipped_bad = sp->num_bad;
+    r->notes = notes, r->num_notes = nnotes;
     lp_split_free(sp);
     *out = r;
     return LP_OK;
@@ -112,6 +118,8 @@ void lp_eval_result_free(lp_eval_result *r) {
     if (!r) return;
     for (int c = 0; r->class_names && c < r->num_classes; c++) free(r->class_names[c]);
     free(r->class_names);
+    for (int i = 0; i < r->num_notes; i++) free(r->notes[i]);
+    free(r->notes);
     free(r->precision);
     free(r->recall);
     free(r->f1);
@@ -123,6 +131,7 @@ void lp_eval_result_free(lp_eval_result *r) {
 char *lp_eval_result_text(const lp_eval_result *r) {
     lp_clear_error();
     size_t cap = 4096 + (size_t)r->num_classes * (256 + (size_t)r->num_classes * 12);
+    for (int i = 0; i < r->num_notes; i++) cap += strlen(r->notes[i]) + 16;
     char *t = lp_malloc(cap);
     if (!t) return NULL;
     size_t o = 0;
@@ -131,6 +140,8 @@ char *lp_eval_result_text(const lp_eval_result *r) {
     OUT("loss: %.4f - accuracy: %.4f", r->loss, r->accuracy);
     if (!isnan(r->roc_auc)) OUT(" - roc_auc: %.4f", r->roc_auc);
     if (r->temperature != 1.0) OUT(" - temperature: %.4g", r->temperature);
+    if (r->skipped_bad) OUT("\nskipped %d bad image file%s (--skip-bad)", r->skipped_bad, r->skipped_bad > 1 ? "s" : "");
+    for (int i = 0; i < r->num_notes; i++) OUT("\nnote: %s", r->notes[i]);
     OUT("\n\n%-16s %9s %9s %9s %9s\n", "class", "precision", "recall", "f1", "support");
     for (int c = 0; c < r->num_classes; c++)
         OUT("%-16.16s %9.4f %9.4f %9.4f %9d\n", r->class_names[c], r->precision[c], r->recall[c], r->f1[c], r->support[c]);
@@ -159,6 +170,9 @@ char *lp_eval_result_json(const lp_eval_result *r) {
     num_or_null(o, "accuracy", r->accuracy);
     num_or_null(o, "roc_auc", r->roc_auc);
     cJSON_AddNumberToObject(o, "temperature", r->temperature);
+    cJSON_AddNumberToObject(o, "skipped_bad", r->skipped_bad);
+    cJSON *nt = cJSON_AddArrayToObject(o, "notes");
+    for (int i = 0; nt && i < r->num_notes; i++) cJSON_AddItemToArray(nt, cJSON_CreateString(r->notes[i]));
     cJSON *cl = cJSON_AddArrayToObject(o, "classes");
     cJSON *per = cJSON_AddObjectToObject(o, "per_class");
     for (int c = 0; c < r->num_classes; c++) {

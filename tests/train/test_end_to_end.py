@@ -101,6 +101,14 @@ for line in lines:
     nll -= np.log(o["probs"][label])
 check(abs(correct / 8 - ev["accuracy"]) < 1e-9, f"predict accuracy {correct/8} == evaluate accuracy {ev['accuracy']}")
 check(abs(nll / 8 - ev["loss"]) < 1e-4, f"predict NLL {nll/8} == evaluate loss {ev['loss']}")
+# evaluate on a folder with a class the model does not have: its images are left out, and said
+extra = os.path.join(WORK, "with_extra")
+shutil.copytree(os.path.join(DATA, "test"), extra)
+shutil.copytree(os.path.join(extra, "negative"), os.path.join(extra, "unknown"))
+ev2 = json.loads(run("evaluate", ck, extra, "--json").stdout)
+check(ev2["n"] == 8 and any("unknown/" in n and "not among the classes" in n for n in ev2["notes"]),
+      f"evaluate names the folder it left out: {ev2.get('notes')}")
+check("note: " in run("evaluate", ck, extra).stdout, "evaluate's text report carries the note")
 # a folder's files that are not images (by content, whatever the name) are named and skipped,
 # as train and data skip them; an image that is not readable fails the command
 notes = os.path.join(WORK, "with_notes")
