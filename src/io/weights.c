@@ -773,11 +773,17 @@ static lp_status resnet_meta(const char *path, const lp_weights_opts *o, lp_tens
     return st;
 }
 
-/* A state dict with torchvision's ResNet names, or a loupe checkpoint of a ResNet. */
+/* A state dict with torchvision's ResNet names (any layerS.B.* tensor: one missing is then
+ * named by the ResNet reader, not taken for another model), or a loupe checkpoint of a ResNet. */
 static bool resnet_names(const lp_tensor_list *in) {
     const char *a = lp_tensor_list_get_meta(in, "arch");
     if (a) return !strncmp(a, "resnet", 6);
-    return lp_tensor_list_find(in, "layer1.0.conv1.weight") || lp_tensor_list_find(in, "module.layer1.0.conv1.weight");
+    for (int i = 0; i < in->count; i++) {
+        const char *n = in->items[i].name;
+        if (!strncmp(n, "module.", 7)) n += 7;
+        if (!strncmp(n, "layer", 5) && n[5] >= '1' && n[5] <= '4' && n[6] == '.' && n[7] >= '0' && n[7] <= '9') return true;
+    }
+    return false;
 }
 
 static bool has_name(const lp_tensor_list *in, const char *name) {

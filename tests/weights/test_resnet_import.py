@@ -186,6 +186,12 @@ expect_fail("a head of two dense layers", p("two.onnx"), ["more than one dense l
 export(torchvision.models.resnet18().eval(), p("r18.onnx"), 64, training=False)
 expect_fail("resnet18 graph with --arch resnet50", p("r18.onnx"), ["is a resnet18", "not the resnet50"], arch="resnet50")
 
+# a state dict short of one tensor (the first block's conv, which once alone told a ResNet):
+# still read as a ResNet, the missing tensor named
+short = {k: v.numpy() for k, v in torchvision.models.resnet18(num_classes=3).state_dict().items() if k != "layer1.0.conv1.weight"}
+st.write(p("r18_short.safetensors"), short, {})
+expect_fail("resnet18 state dict missing a tensor", p("r18_short.safetensors"), ["resnet18", "layer1.0.conv1.weight", "does not have"])
+
 vgg = W.torch_vgg("vgg16", hidden=(16, 16), classes=2)
 torch.onnx.export(vgg, torch.randn(1, 3, 224, 224), p("vgg.onnx"))
 expect_fail("VGG graph with --arch resnet18", p("vgg.onnx"), ["without residual add", "not a resnet18"], arch="resnet18")
