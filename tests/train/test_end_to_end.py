@@ -101,6 +101,9 @@ for line in lines:
     nll -= np.log(o["probs"][label])
 check(abs(correct / 8 - ev["accuracy"]) < 1e-9, f"predict accuracy {correct/8} == evaluate accuracy {ev['accuracy']}")
 check(abs(nll / 8 - ev["loss"]) < 1e-4, f"predict NLL {nll/8} == evaluate loss {ev['loss']}")
+# a tiny run's checkpoint as --weights of another tiny run: loaded as it is (loupe's names)
+out = run("train", DATA, "--run", os.path.join(WORK, "from_ck"), "--epochs", "1", *BASE, "--weights", ck).stdout
+check("Loaded" in out and "tensors from" in out and "Initialised new" not in out, f"tiny checkpoint as --weights: {out[-400:]!r}")
 # evaluate on a folder with a class the model does not have: its images are left out, and said
 extra = os.path.join(WORK, "with_extra")
 shutil.copytree(os.path.join(DATA, "test"), extra)
