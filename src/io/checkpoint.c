@@ -233,6 +233,10 @@ lp_status lp_model_load(const char *path, lp_model **out) {
     lp_status st = lp_checkpoint_load_ex(path, 16, &net, &all);
     if (st) return st;
     for (int i = 0; i < all.count; i++) lp_tensor_free(&all.items[i].t); /* keep only the metadata */
+    /* the frozen part it was trained with (metadata "freeze"): a summary's trainable counts; a
+     * spec this net cannot take (a damaged file) leaves everything trainable, as before it */
+    const char *frozen = lp_tensor_list_get_meta(&all, "freeze");
+    if (frozen && strcmp(frozen, "none") && lp_net_freeze(net, frozen) != LP_OK) lp_clear_error();
     st = lp_model_wrap(net, &all, out);
     if (st) lp_net_free(net);
     lp_tensor_list_free(&all);

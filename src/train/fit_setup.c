@@ -56,6 +56,8 @@ lp_status lp_fit_fill_meta(lp_fit *f, lp_tensor_list *meta) {
     if (!s) s = lp_tensor_list_set_meta(meta, "in_channels", buf);
     if (!s) s = lp_tensor_list_set_meta(meta, "color_mode", f->p.color_mode);
     if (!s && f->weights_preprocess) s = lp_tensor_list_set_meta(meta, "weights_preprocess", f->weights_preprocess);
+    /* what was trained: summary and evaluate of the checkpoint show the same trainable split */
+    if (!s && f->p.freeze && strcmp(f->p.freeze, "none")) s = lp_tensor_list_set_meta(meta, "freeze", f->p.freeze);
     snprintf(buf, sizeof buf, "%d", f->st.epochs_done);
     if (!s) s = lp_tensor_list_set_meta(meta, "epoch", buf);
     /* the batch is the whole (global) batch, whatever the number of processes that shared it */

@@ -104,6 +104,11 @@ check(abs(nll / 8 - ev["loss"]) < 1e-4, f"predict NLL {nll/8} == evaluate loss {
 # a tiny run's checkpoint as --weights of another tiny run: loaded as it is (loupe's names)
 out = run("train", DATA, "--run", os.path.join(WORK, "from_ck"), "--epochs", "1", *BASE, "--weights", ck).stdout
 check("Loaded" in out and "tensors from" in out and "Initialised new" not in out, f"tiny checkpoint as --weights: {out[-400:]!r}")
+# a checkpoint trained with a frozen base keeps that split: its summary counts the base frozen
+# (the head, flatten,dense on 16 channels of 8x8, 32x32 after two 2x2 pools, to 2 classes: 1024 x 2 + 2 trainable)
+run("train", DATA, "--run", os.path.join(WORK, "frozen"), "--epochs", "1", *BASE, "--freeze", "base")
+summ = run("summary", os.path.join(WORK, "frozen", "checkpoints", "last.safetensors")).stdout
+check("Trainable params: 2,050" in summ, f"summary of a --freeze base checkpoint: {summ[-300:]!r}")
 # evaluate on a folder with a class the model does not have: its images are left out, and said
 extra = os.path.join(WORK, "with_extra")
 shutil.copytree(os.path.join(DATA, "test"), extra)
