@@ -268,6 +268,14 @@ static void kc_line(sbuf *b, const char *label, const kc_list *l, int max) {
     sb_printf(b, "\n");
 }
 
+/* Characters of a UTF-8 string (its continuation bytes not counted): the columns it takes in
+ * a terminal for the scripts class names are usually in. */
+static int text_width(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
 lp_status lp_dataset_report_text(const lp_dataset *d, char **text) {
     *text = NULL;
     sbuf b = {0};
@@ -282,10 +290,10 @@ lp_status lp_dataset_report_text(const lp_dataset *d, char **text) {
         sb_printf(&b, "\n%s: Found %d images belonging to %d classes.\n", dir, e->s.num_samples, e->s.num_classes);
         int w = 5;
         for (int k = 0; k < e->s.num_classes; k++)
-            if ((int)strlen(e->s.class_names[k]) > w) w = (int)strlen(e->s.class_names[k]);
-        for (int k = 0; k < e->s.num_classes; k++)
-            sb_printf(&b, "  %d %-*s %6d  (%.1f%%)\n", k, w, e->s.class_names[k], e->s.class_counts[k],
-                      e->s.num_samples ? 100.0 * e->s.class_counts[k] / e->s.num_samples : 0.0);
+            if (text_width(e->s.class_names[k]) > w) w = text_width(e->s.class_names[k]);
+        for (int k = 0; k < e->s.num_classes; k++) /* padded by characters, not bytes: names are UTF-8 */
+            sb_printf(&b, "  %d %s%*s %6d  (%.1f%%)\n", k, e->s.class_names[k], w - text_width(e->s.class_names[k]), "",
+                      e->s.class_counts[k], e->s.num_samples ? 100.0 * e->s.class_counts[k] / e->s.num_samples : 0.0);
         if (st.imbalance > 0)
             sb_printf(&b, "  imbalance: %.2f (largest / smallest class)%s\n", st.imbalance,
                       st.imbalance >= 3 ? "  <- consider class weights or resampling" : "");
