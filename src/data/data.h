@@ -104,6 +104,9 @@ const lp_split *lp_dataset_split(const lp_dataset *d, const char *name); /* "tra
  * checkpoint's classes in opt->classes so labels match training. Name: the
  * folder's last component. Same strictness as lp_dataset_scan. */
 lp_status lp_split_scan_dir(const char *dir, const lp_scan_options *opt, lp_split **out);
+/* Groups of files with the same bytes, those of them that span splits (train and valid: a
+ * leak) and those whose files carry different classes. */
+void lp_dataset_duplicates(const lp_dataset *d, int *groups, int *across, int *conflicts);
 /* The same, and *notes (*nnotes strings, the caller frees each and the array): what was left
  * out without being an error, e.g. folders not among opt->classes. */
 lp_status lp_split_scan_dir_notes(const char *dir, const lp_scan_options *opt, lp_split **out, char ***notes, int *nnotes);

@@ -146,6 +146,15 @@ static int find_dups(const lp_dataset *d, dup_ref **refs_out, dup_group **groups
 }
 static const char *ref_path(const lp_dataset *d, const dup_ref *r) { return d->splits[r->split]->s.samples[r->index].relpath; }
 
+void lp_dataset_duplicates(const lp_dataset *d, int *groups, int *across, int *conflicts) {
+    dup_ref *refs;
+    dup_group *g;
+    *groups = find_dups(d, &refs, &g), *across = *conflicts = 0;
+    for (int i = 0; i < *groups; i++) *across += g[i].across, *conflicts += g[i].conflict;
+    free(refs);
+    free(g);
+}
+
 /* ---- JSON ------------------------------------------------------------------------ */
 lp_status lp_dataset_report_json(const lp_dataset *d, char **json) {
     *json = NULL;

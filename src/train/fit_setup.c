@@ -601,6 +601,12 @@ lp_status lp_fit_setup(lp_fit *f) {
         return lp_fail(LP_ERR_DATA, "%s: valid has %d classes but train has %d", p->data_dir, f->valid->num_classes, f->num_classes);
     say(f, "Found %d images belonging to %d classes (train).\n", f->train->num_samples, f->num_classes);
     if (f->valid) say(f, "Found %d images belonging to %d classes (valid).\n", f->valid->num_samples, f->valid->num_classes);
+    int dup_groups, dup_across, dup_conflicts;
+    lp_dataset_duplicates(f->ds, &dup_groups, &dup_across, &dup_conflicts);
+    if (dup_across || dup_conflicts)
+        say(f, "WARNING: identical images (same bytes): %d group%s across train/ and valid/ (validation figures flatter the "
+               "model), %d under different classes; 'loupe data %s' lists them.\n", dup_across, dup_across == 1 ? "" : "s",
+            dup_conflicts, p->data_dir);
     const int ignored = f->train->num_ignored + (f->valid ? f->valid->num_ignored : 0);
     if (ignored)
         say(f, "Ignored %d file%s that %s not images (hidden files, Thumbs.db, others by content; 'loupe data %s' lists "

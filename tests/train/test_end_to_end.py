@@ -101,6 +101,13 @@ for line in lines:
     nll -= np.log(o["probs"][label])
 check(abs(correct / 8 - ev["accuracy"]) < 1e-9, f"predict accuracy {correct/8} == evaluate accuracy {ev['accuracy']}")
 check(abs(nll / 8 - ev["loss"]) < 1e-4, f"predict NLL {nll/8} == evaluate loss {ev['loss']}")
+# an image in both train/ and valid/ (a leak): train warns, as data does
+leak = os.path.join(WORK, "leak")
+shutil.copytree(DATA, leak)
+neg = os.path.join(leak, "train", "negative")
+shutil.copyfile(os.path.join(neg, sorted(os.listdir(neg))[0]), os.path.join(leak, "valid", "negative", "copy.png"))
+out = run("train", leak, "--run", os.path.join(WORK, "leak_run"), "--epochs", "1", *BASE).stdout
+check("1 group across train/ and valid/" in out, f"train warns of a train/valid duplicate: {out[:600]!r}")
 # a tiny run's checkpoint as --weights of another tiny run: loaded as it is (loupe's names)
 out = run("train", DATA, "--run", os.path.join(WORK, "from_ck"), "--epochs", "1", *BASE, "--weights", ck).stdout
 check("Loaded" in out and "tensors from" in out and "Initialised new" not in out, f"tiny checkpoint as --weights: {out[-400:]!r}")
