@@ -1344,9 +1344,13 @@ lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_i
     int nc = nc_s ? atoi(nc_s) : 0;
     if ((v = lp_tensor_list_get_meta(&w, "head_unknown")))
         st = lp_fail(LP_ERR_FORMAT, "%s: %s; give the head with --head SPEC (e.g. --head flatten,dense:%d or --head gap,dense:%d)", in, v, nc, nc);
-    const char *head = lp_tensor_list_get_meta(&w, "head");
+    const char *head = lp_tensor_list_get_meta(&w, "head"), *top = lp_tensor_list_get_meta(&w, "top");
     if (!st && p->head && *p->head && head && strcmp(head, p->head))
         st = lp_fail(LP_ERR_ARG, "--head '%s' differs from the head '%s' that %s has", p->head, head, in);
+    /* a model whose classifier is its own (a ResNet's fc, MobileNetV2's or EfficientNet's classifier.1) has no head to name */
+    if (!st && p->head && *p->head && !head && top && !strcmp(top, "keep"))
+        st = lp_fail(LP_ERR_ARG, "--head '%s': %s keeps its own classifier (top keep), which --head does not describe; leave --head out",
+                     p->head, in);
     char buf[64];
     if (!st && p->in_height) {
         snprintf(buf, sizeof buf, "%dx%d", p->in_height, p->in_width);

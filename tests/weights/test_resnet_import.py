@@ -192,6 +192,13 @@ short = {k: v.numpy() for k, v in torchvision.models.resnet18(num_classes=3).sta
 st.write(p("r18_short.safetensors"), short, {})
 expect_fail("resnet18 state dict missing a tensor", p("r18_short.safetensors"), ["resnet18", "layer1.0.conv1.weight", "does not have"])
 
+# --head on a model whose classifier is its own fc: refused, not silently ignored
+st.write(p("r18_fc.safetensors"), {k: v.numpy() for k, v in torchvision.models.resnet18(num_classes=3).state_dict().items()}, {})
+rc, so, se = W.run(cli, "convert", p("r18_fc.safetensors"), p("r18_fc_out.safetensors"), "--head", "gap,dense:2")
+W.check(rc == 2 and "keeps its own classifier" in se and not os.path.exists(p("r18_fc_out.safetensors")),
+        "--head on a ResNet with its fc: exit %d, %r" % (rc, se))
+W.remove(p("r18_fc.safetensors"))
+
 vgg = W.torch_vgg("vgg16", hidden=(16, 16), classes=2)
 torch.onnx.export(vgg, torch.randn(1, 3, 224, 224), p("vgg.onnx"))
 expect_fail("VGG graph with --arch resnet18", p("vgg.onnx"), ["without residual add", "not a resnet18"], arch="resnet18")
