@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t g_stop_requested = 0;
 void lp_train_request_stop(void) { g_stop_requested = 1; }
@@ -558,10 +559,19 @@ lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *us
         return lp_fail(LP_ERR_ARG, "--on-nan skip is not supported under mpirun yet (a skipped batch must be skipped by every process)");
     if (!lp_fit_writer(&f)) f.out = NULL; /* rank 0 prints the progress */
     lp_runlock *lock = NULL;
+    const bool new_run = !lp_path_exists(params->run_dir);
     if (lp_fit_writer(&f) && ((s = lp_mkdirs(params->run_dir)) || (s = lp_run_lock(params->run_dir, &lock)))) return s;
     s = lp_fit_setup(&f);
+    const bool set_up = !s;
     if (!s) s = run_epochs(&f, cb, user);
+    char *ckpt = set_up || !lp_fit_writer(&f) ? NULL : lp_path_join(params->run_dir, "checkpoints");
     lp_fit_teardown(&f);
     lp_run_unlock(lock);
+    /* a run refused before it began (bad options, data, weights) leaves no empty folders behind */
+    if (ckpt) {
+        rmdir(ckpt); /* fails, harmlessly, unless empty */
+        if (new_run) rmdir(params->run_dir);
+    }
+    free(ckpt);
     return s;
 }

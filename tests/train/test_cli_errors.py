@@ -56,6 +56,10 @@ for args, needle in cases:
     if not ok:
         failures += 1
         print(f"FAIL loupe {' '.join(args)}: exit {r.returncode}, stderr {r.stderr!r}")
+# every case above was refused before training began: no run folder is left behind
+if os.path.exists(R):
+    failures += 1
+    print(f"FAIL refused trainings left {R} behind: {os.listdir(R)}")
 
 # Bad values of numeric options: exit 2 (bad usage) and one line that names the option and
 # quotes the value as given. Numbers are parsed strictly: the whole argument is the number,
