@@ -179,7 +179,7 @@ LP_API lp_status lp_data_check(const lp_data_params *p, lp_data_report **out);
 LP_API lp_status lp_image_thumbnail_png(const char *path, int max_side, void *ctx, uint8_t **png, size_t *png_len);
 /** 1 when the file's first bytes are those of an image format (JPEG, PNG, BMP, PNM, TIFF,
  *  WebP; GIF and HEIF/AVIF too, which loupe names but does not decode): what `data`, `train`
- *  and `predict` go by in a folder, never the extension. 0 otherwise, or when it cannot be read. */
+ *  and `predict` go by in a folder, never the extension. 0 otherwise; -1 when it cannot be read. */
 LP_API int lp_file_is_image(const char *path);
 /** Human-readable report ("train: Found 308 images belonging to 2 classes." ...). */
 LP_API const char *lp_data_report_text(const lp_data_report *r);

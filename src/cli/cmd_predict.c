@@ -67,7 +67,7 @@ static void walk(paths *out, const char *dir) {
         struct stat st;
         if (lstat(local.v[i], &st) != 0) continue; /* vanished since readdir */
         if (S_ISDIR(st.st_mode)) walk(out, local.v[i]);
-        else if (S_ISREG(st.st_mode) && lp_file_is_image(local.v[i])) push(out, local.v[i]);
+        else if (S_ISREG(st.st_mode) && lp_file_is_image(local.v[i]) != 0) push(out, local.v[i]); /* unreadable: fails later */
         else if (S_ISREG(st.st_mode)) fprintf(stderr, "loupe predict: %s: not an image, skipped\n", local.v[i]);
     }
     paths_free(&local);

@@ -26,10 +26,11 @@ lp_image_format lp_image_sniff(const uint8_t *b, size_t n) {
 int lp_file_is_image(const char *path) {
     uint8_t head[16];
     FILE *f = fopen(path, "rb");
-    if (!f) return false;
+    if (!f) return -1;
     const size_t n = fread(head, 1, sizeof head, f);
+    const int err = ferror(f);
     fclose(f);
-    return lp_image_sniff(head, n) != LP_FMT_UNKNOWN;
+    return err ? -1 : lp_image_sniff(head, n) != LP_FMT_UNKNOWN;
 }
 
 const char *lp_image_format_name(lp_image_format f) {

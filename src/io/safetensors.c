@@ -52,7 +52,7 @@ static const char *other_format(const uint8_t *d, size_t n) {
 }
 
 lp_status lp_safetensors_parse(const uint8_t *data, size_t size, const char *fname, lp_tensor_list *out) {
-    const char *other = other_format(data, size);
+    const char *other = size > 8 && data[8] == '{' ? NULL : other_format(data, size); /* a JSON header: not those */
     if (other) return lp_fail(LP_ERR_FORMAT, "%s: not a safetensors file or loupe checkpoint: %s", fname, other);
     if (size < 8) return lp_fail(LP_ERR_FORMAT, "%s: truncated safetensors file (%zu bytes, no header length)", fname, size);
     uint64_t hlen = 0;

@@ -84,15 +84,13 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     free(probs);
     free(logits);
     free(labels);
-    if (s) {
-        lp_split_free(sp);
-        return s;
-    }
-    lp_eval_result *r = lp_calloc(1, sizeof *r);
+    lp_eval_result *r = s ? NULL : lp_calloc(1, sizeof *r);
     if (!r) {
-        lp_metrics_free(&mt);
+        if (!s) lp_metrics_free(&mt), s = LP_ERR_NOMEM;
         lp_split_free(sp);
-        return LP_ERR_NOMEM;
+        for (int i = 0; i < nnotes; i++) free(notes[i]);
+        free(notes);
+        return s;
     }
     r->n = done;
     r->num_classes = k;

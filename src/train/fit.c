@@ -566,12 +566,13 @@ lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *us
     if (!s) s = run_epochs(&f, cb, user);
     char *ckpt = set_up || !lp_fit_writer(&f) ? NULL : lp_path_join(params->run_dir, "checkpoints");
     lp_fit_teardown(&f);
+    /* a run refused before it began (bad options, data, weights) leaves no empty folders behind:
+     * checkpoints/ while the lock is held (another run may take the folder the moment it is
+     * released), RUN after (it holds the lock file until then); rmdir leaves a folder with
+     * anything in it */
+    if (ckpt) rmdir(ckpt);
     lp_run_unlock(lock);
-    /* a run refused before it began (bad options, data, weights) leaves no empty folders behind */
-    if (ckpt) {
-        rmdir(ckpt); /* fails, harmlessly, unless empty */
-        if (new_run) rmdir(params->run_dir);
-    }
+    if (ckpt && new_run) rmdir(params->run_dir);
     free(ckpt);
     return s;
 }

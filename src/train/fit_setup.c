@@ -188,7 +188,11 @@ static const struct {
 /* A value as the message shows it: numbers as %g (0.01, not the float's 0.00999999977648258). */
 static char *shown(const cJSON *v) {
     char num[32];
-    if (!cJSON_IsNumber(v)) return v ? cJSON_PrintUnformatted(v) : NULL;
+    if (!cJSON_IsNumber(v)) {
+        char *s = v ? cJSON_PrintUnformatted(v) : NULL;
+        if (s && strlen(s) > 80) strcpy(s + 72, " ...]"); /* a long class list: the message keeps its remedy */
+        return s;
+    }
     snprintf(num, sizeof num, "%g", v->valuedouble);
     return lp_strdup(num);
 }
@@ -233,10 +237,14 @@ static lp_status check_resume_options(lp_fit *f, const cJSON *now) {
     for (size_t i = 0; !count && wc && i < sizeof resume_noted_keys / sizeof resume_noted_keys[0]; i++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(wc, resume_noted_keys[i].key);
         const cJSON *y = cJSON_GetObjectItemCaseSensitive(nc, resume_noted_keys[i].key);
-        if (x && !cJSON_Compare(x, y, true)) add_difference(noted, sizeof noted, resume_noted_keys[i].option, x, y);
+        if (x && !cJSON_Compare(x, y, true)) {
+            add_difference(noted, sizeof noted, resume_noted_keys[i].option, x, y);
+            if (!strcmp(resume_noted_keys[i].key, "lr")) f->resume_new_lr = true;
+        }
     }
-    if ((f->resume_new_lr = noted[0] != 0))
-        say(f, "Resuming with another learning-rate policy than the run's (this command's from here on):%s\n", noted);
+    if (noted[0])
+        say(f, "Resuming with another learning-rate policy than the run's (this command's from here on%s):%s\n",
+            f->resume_new_lr ? ", starting at the new --lr" : "", noted);
     cJSON_Delete(was);
     lp_status s = LP_OK;
     if (count)
@@ -573,7 +581,7 @@ lp_status lp_fit_setup(lp_fit *f) {
     }
 
     /* data */
-    if (p->validation_split > 0) { /* with a valid/ folder the split would be left unused, unseen */
+    if (p->validation_split > 0 && !p->resume) { /* with a valid/ folder the split would be left unused, unseen */
         for (int i = 0; i < 2; i++) {
             char *v = lp_path_join(p->data_dir, i ? "validation" : "valid");
             const bool dir = v && lp_is_dir(v);
@@ -594,13 +602,16 @@ lp_status lp_fit_setup(lp_fit *f) {
     f->train = lp_dataset_split(f->ds, "train");
     f->valid = lp_dataset_split(f->ds, "valid");
     if (!f->train) return lp_fail(LP_ERR_DATA, "%s: no train/ folder", p->data_dir);
-    if (lp_fit_writer(f) && (s = write_skipped(f))) return s;
     f->num_classes = f->train->num_classes;
     if (f->num_classes < 2) return lp_fail(LP_ERR_DATA, "%s/train: found %d class folder(s); need at least 2", p->data_dir, f->num_classes);
     if (f->valid && f->valid->num_classes != f->num_classes)
         return lp_fail(LP_ERR_DATA, "%s: valid has %d classes but train has %d", p->data_dir, f->valid->num_classes, f->num_classes);
     say(f, "Found %d images belonging to %d classes (train).\n", f->train->num_samples, f->num_classes);
     if (f->valid) say(f, "Found %d images belonging to %d classes (valid).\n", f->valid->num_samples, f->valid->num_classes);
+    else {
+        say(f, "No valid/ split: monitoring training loss instead (use --validation-split to hold out images).\n");
+        f->monitor_name = "loss";
+    }
     int dup_groups, dup_across, dup_conflicts;
     lp_dataset_duplicates(f->ds, &dup_groups, &dup_across, &dup_conflicts);
     if (dup_across || dup_conflicts)
@@ -611,10 +622,6 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (ignored)
         say(f, "Ignored %d file%s that %s not images (hidden files, Thumbs.db, others by content; 'loupe data %s' lists "
                "them by kind).\n", ignored, ignored > 1 ? "s" : "", ignored > 1 ? "are" : "is", p->data_dir);
-    else {
-        say(f, "No valid/ split: monitoring training loss instead (use --validation-split to hold out images).\n");
-        f->monitor_name = "loss";
-    }
     f->channels = !strcmp(p->color_mode, "grayscale") ? 1 : 3;
 
     /* model */
@@ -682,8 +689,10 @@ lp_status lp_fit_setup(lp_fit *f) {
         if (s) return s;
     }
     if (p->resume && (s = resume(f))) return s;
-    /* the saved lr is where ReduceLROnPlateau had brought the old policy; the new one starts at its base */
+    /* the saved lr is where ReduceLROnPlateau had brought the old policy; a new --lr starts at its
+     * base (rank 0 compared the options: every rank takes its lr) */
     if (f->resume_new_lr) f->st.lr = f->base_lr;
+    if (p->resume && f->dist.size > 1 && (s = lp_dist_bcast(&f->dist, &f->st.lr, sizeof f->st.lr))) return s;
     /* one model and optimizer state everywhere, whatever each rank read */
     if ((s = lp_fit_bcast_model(f)) || (f->dist.size > 1 && (s = bcast_optim(f)))) return s;
 
@@ -724,6 +733,7 @@ lp_status lp_fit_setup(lp_fit *f) {
             f->dist.size, p->batch);
     if ((s = setup_feature_cache(f))) return s;
     if (!lp_fit_writer(f)) return LP_OK;
+    if ((s = write_skipped(f))) return s;
     if ((s = write_run_json(f))) return s;
     if ((s = open_logs(f))) return s;
     return LP_OK;

@@ -35,6 +35,7 @@ BASE = ["--model", "tiny", "--top", "none", "--head", "flatten,dense", "--size",
 r1 = os.path.join(WORK, "r1")
 out = run("train", DATA, "--run", r1, "--epochs", "4", *BASE).stdout
 check("Found 24 images belonging to 2 classes" in out, "Keras-like found line")
+check("No valid/ split" not in out and "monitor val_loss" in out, "a run with valid/ monitors val_loss and says so")
 cfg = json.load(open(os.path.join(r1, "run.json")))
 check(cfg["classes"] == ["negative", "positive"], "class order in run.json")
 check(cfg["counts"]["train"] == {"negative": 12, "positive": 12}, "train counts in run.json")
