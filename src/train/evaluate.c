@@ -34,6 +34,11 @@ static char *join_classes(lp_model *m) {
     return s;
 }
 
+static void free_notes(char **notes, int n) {
+    for (int i = 0; i < n; i++) free(notes[i]);
+    free(notes);
+}
+
 lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out) {
     lp_clear_error();
     *out = NULL;
@@ -55,8 +60,7 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     if (s) return s;
     if (sp->num_samples == 0) {
         lp_split_free(sp);
-        for (int i = 0; i < nnotes; i++) free(notes[i]);
-        free(notes);
+        free_notes(notes, nnotes);
         return lp_fail(LP_ERR_DATA, "%s: no images found in its class folders", dir);
     }
     io.loader.batch = batch;
@@ -88,8 +92,7 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     if (!r) {
         if (!s) lp_metrics_free(&mt), s = LP_ERR_NOMEM;
         lp_split_free(sp);
-        for (int i = 0; i < nnotes; i++) free(notes[i]);
-        free(notes);
+        free_notes(notes, nnotes);
         return s;
     }
     r->n = done;
@@ -116,8 +119,7 @@ void lp_eval_result_free(lp_eval_result *r) {
     if (!r) return;
     for (int c = 0; r->class_names && c < r->num_classes; c++) free(r->class_names[c]);
     free(r->class_names);
-    for (int i = 0; i < r->num_notes; i++) free(r->notes[i]);
-    free(r->notes);
+    free_notes(r->notes, r->num_notes);
     free(r->precision);
     free(r->recall);
     free(r->f1);

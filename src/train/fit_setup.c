@@ -166,9 +166,10 @@ static cJSON *run_json(lp_fit *f) {
  * config, with the option that sets each. The learning-rate policy (resume_noted_keys) may
  * change, said in a note: lowering it is the remedy for a run that diverged. The others
  * (epochs, threads, callbacks' patience, logs, precision) may change unsaid. */
-static const struct {
+typedef struct resume_key {
     const char *key, *option;
-} resume_keys[] = {
+} resume_key;
+static const resume_key resume_keys[] = {
     {"model", "--model"}, {"top", "--top"}, {"head", "--head"}, {"size", "--size"}, {"color_mode", "--color-mode"},
     {"preprocess", "--preprocess"}, {"interpolation", "--interpolation"}, {"validation_split", "--validation-split"},
     {"batch", "--batch"}, {"steps_per_epoch", "--steps-per-epoch"}, {"seed", "--seed"}, {"shuffle", "--no-shuffle"},
@@ -176,10 +177,7 @@ static const struct {
     {"weight_decay", "--weight-decay"}, {"freeze", "--freeze"}, {"bn", "--bn"}, {"monitor", "--monitor"},
 }, resume_noted_keys[] = {
     {"lr", "--lr"}, {"schedule", "--schedule"}, {"reduce_lr_factor", "--reduce-lr"}, {"reduce_lr_patience", "--reduce-lr"},
-};
-static const struct {
-    const char *key, *option;
-} resume_aug_keys[] = {
+}, resume_aug_keys[] = {
     {"horizontal_flip", "--horizontal-flip"}, {"vertical_flip", "--vertical-flip"}, {"rotation_range", "--rotation-range"},
     {"width_shift_range", "--width-shift-range"}, {"height_shift_range", "--height-shift-range"},
     {"zoom_range", "--zoom-range"}, {"brightness_lo", "--brightness-range"}, {"brightness_hi", "--brightness-range"},
@@ -206,6 +204,18 @@ static void add_difference(char *list, size_t size, const char *option, const cJ
     free(b);
 }
 
+/* The keys of table (n) whose value in was (the run's start) differs from now's, each appended
+ * to list; how many. Keys was lacks (an older run.json) are not compared. */
+static int differences(const resume_key *table, size_t n, const cJSON *was, const cJSON *now, char *list, size_t size) {
+    int count = 0;
+    for (size_t i = 0; was && i < n; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(was, table[i].key), *b = cJSON_GetObjectItemCaseSensitive(now, table[i].key);
+        if (a && !cJSON_Compare(a, b, true)) add_difference(list, size, table[i].option, a, b), count++;
+    }
+    return count;
+}
+#define COUNT(table) (sizeof table / sizeof table[0])
+
 /* --resume: the options of resume_keys, the augmentation and the classes as run.json has
  * them from the run's start, against this command's (now: run_json(f)). A run.json that is
  * missing or unreadable leaves nothing to compare. */
@@ -218,29 +228,16 @@ static lp_status check_resume_options(lp_fit *f, const cJSON *now) {
     free(data);
     lp_clear_error();
     char list[2048] = "";
-    int count = 0;
+    static const resume_key classes[] = {{"classes", "classes (the data's folders, --classes)"}};
     const cJSON *wc = cJSON_GetObjectItemCaseSensitive(was, "config"), *nc = cJSON_GetObjectItemCaseSensitive(now, "config");
-    for (size_t i = 0; wc && i < sizeof resume_keys / sizeof resume_keys[0]; i++) {
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(wc, resume_keys[i].key);
-        const cJSON *b = cJSON_GetObjectItemCaseSensitive(nc, resume_keys[i].key);
-        if (a && !cJSON_Compare(a, b, true)) add_difference(list, sizeof list, resume_keys[i].option, a, b), count++;
-    }
-    const cJSON *wa = cJSON_GetObjectItemCaseSensitive(wc, "augmentation"), *na = cJSON_GetObjectItemCaseSensitive(nc, "augmentation");
-    for (size_t i = 0; wa && i < sizeof resume_aug_keys / sizeof resume_aug_keys[0]; i++) {
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(wa, resume_aug_keys[i].key);
-        const cJSON *b = cJSON_GetObjectItemCaseSensitive(na, resume_aug_keys[i].key);
-        if (a && !cJSON_Compare(a, b, true)) add_difference(list, sizeof list, resume_aug_keys[i].option, a, b), count++;
-    }
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(was, "classes"), *b = cJSON_GetObjectItemCaseSensitive(now, "classes");
-    if (a && !cJSON_Compare(a, b, true)) add_difference(list, sizeof list, "classes (the data's folders, --classes)", a, b), count++;
+    const int count = differences(resume_keys, COUNT(resume_keys), wc, nc, list, sizeof list) +
+                      differences(resume_aug_keys, COUNT(resume_aug_keys), cJSON_GetObjectItemCaseSensitive(wc, "augmentation"),
+                                  cJSON_GetObjectItemCaseSensitive(nc, "augmentation"), list, sizeof list) +
+                      differences(classes, 1, was, now, list, sizeof list);
     char noted[1024] = "";
-    for (size_t i = 0; !count && wc && i < sizeof resume_noted_keys / sizeof resume_noted_keys[0]; i++) {
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(wc, resume_noted_keys[i].key);
-        const cJSON *y = cJSON_GetObjectItemCaseSensitive(nc, resume_noted_keys[i].key);
-        if (x && !cJSON_Compare(x, y, true)) {
-            add_difference(noted, sizeof noted, resume_noted_keys[i].option, x, y);
-            if (!strcmp(resume_noted_keys[i].key, "lr")) f->resume_new_lr = true;
-        }
+    if (!count && differences(resume_noted_keys, COUNT(resume_noted_keys), wc, nc, noted, sizeof noted)) {
+        const cJSON *lr = cJSON_GetObjectItemCaseSensitive(wc, "lr");
+        f->resume_new_lr = lr && !cJSON_Compare(lr, cJSON_GetObjectItemCaseSensitive(nc, "lr"), true);
     }
     if (noted[0])
         say(f, "Resuming with another learning-rate policy than the run's (this command's from here on%s):%s\n",
