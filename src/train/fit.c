@@ -369,6 +369,9 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
     if (f->st.epochs_done >= p->epochs && f->st.step_in_epoch == 0)
         say(f, "Nothing to train: %s has %d epoch%s done, --epochs is %d; raise --epochs to continue it.\n", p->run_dir,
             f->st.epochs_done, f->st.epochs_done > 1 ? "s" : "", p->epochs);
+    else if (f->st.epochs_done >= p->epochs) /* stopped inside the epoch after the last one asked for */
+        say(f, "Nothing to train: %s stopped at epoch %d step %d, --epochs is %d; pass --epochs %d or more to finish "
+            "that epoch.\n", p->run_dir, f->st.epochs_done + 1, f->st.step_in_epoch, p->epochs, f->st.epochs_done + 1);
     for (int epoch = f->st.epochs_done + 1; epoch <= p->epochs; epoch++) {
         double t0 = lp_now();
         bool mid = f->st.step_in_epoch > 0;

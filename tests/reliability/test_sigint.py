@@ -180,7 +180,15 @@ rc, out, err, placed = run_gated(run_dir, sig=signal.SIGTERM)
 c.check(placed is not None, "%s: the loader opened no image after 'Epoch 2/' (no SIGTERM sent): %r" % (what, out[-500:]))
 c.check(rc == 143, "%s: exit %d, expected 143 (stderr: %s)" % (what, rc, err[-300:]))
 c.check(any(l.startswith("Interrupted: saving") for l in out.splitlines()), "%s: no 'Interrupted: saving' line" % what)
-if c.check(os.path.exists(os.path.join(run_dir, "checkpoints", "last.safetensors")), "%s: no last.safetensors" % what):
+last = os.path.join(run_dir, "checkpoints", "last.safetensors")
+if c.check(os.path.exists(last), "%s: no last.safetensors" % what):
+    # --epochs below the epoch it stopped in: nothing runs, and the message says what to pass
+    before = open(last, "rb").read()
+    r = subprocess.run([LOUPE, *train_args(DATA, run_dir, 1, *HALF, "--resume")], capture_output=True, text=True)
+    c.check(r.returncode == 0 and "Nothing to train" in r.stdout and "--epochs 2 or more" in r.stdout,
+            "%s: --resume --epochs 1 of a run stopped in epoch 2 (exit %d) does not say to pass --epochs 2: %r" %
+            (what, r.returncode, r.stdout[-400:] + r.stderr[-300:]))
+    c.check(open(last, "rb").read() == before, "%s: --resume --epochs 1 changed last.safetensors" % what)
     resume_and_compare(run_dir, what)
 
 # 2. a second Ctrl-C while the first one's checkpoint is being written (slowed
