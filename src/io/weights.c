@@ -1088,8 +1088,20 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
         bool timm = false;
         const char *fm = st ? NULL : features_model(&raw, &timm);
         if (!st && !o->arch) resnet = resnet_names(&raw);
+        else if (!st && resnet && !resnet_names(&raw))
+            st = lp_fail(LP_ERR_FORMAT, "%s: not a ResNet state dict: no layerN.* tensors (the file's first tensor: %s); pass the --arch "
+                         "the weights were saved from", path, raw.count ? raw.items[0].name : "none");
         if (o->arch && strcmp(o->arch, "mobilenet_v2") && strcmp(o->arch, "efficientnet_b0") && !timm) fm = NULL;
-        if (o->arch && (!strcmp(o->arch, "mobilenet_v2") || !strcmp(o->arch, "efficientnet_b0")) && !fm) fm = o->arch;
+        if (!st && o->arch && (!strcmp(o->arch, "mobilenet_v2") || !strcmp(o->arch, "efficientnet_b0")) && !fm) {
+            /* not recognised by its names: a part of one (kept as it is), or another model's */
+            fm = o->arch;
+            if (resnet_names(&raw))
+                st = lp_fail(LP_ERR_FORMAT, "%s: the weights are a ResNet's (layerN.* names), not %s's as asked for", path, o->arch);
+            else if (!has_name(&raw, "features.0.0.weight"))
+                st = lp_fail(LP_ERR_FORMAT, "%s: not %s's state dict: no tensor features.0.0.weight, torchvision's first convolution "
+                             "(the file's first tensor: %s); pass the --arch the weights were saved from", path, o->arch,
+                             raw.count ? raw.items[0].name : "none");
+        }
         /* torchvision's graphs (ResNets, MobileNetV2, EfficientNet-B0) keep their state dict's names */
         /* loupe's own test model (a tiny checkpoint): already loupe's names, as they are */
         const char *own = st ? NULL : lp_tensor_list_get_meta(&raw, "arch");

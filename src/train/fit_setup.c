@@ -286,6 +286,9 @@ static lp_status load_weights(lp_fit *f, const lp_tensor_list *w) {
     char *skipped = NULL, *missing = NULL;
     lp_status s = lp_weights_load_into(f->net, w, &loaded, &skipped, &missing);
     if (s) lp_fail_context(s, "%s", f->p.weights);
+    else if (loaded == 0) /* another model's weights: training would start from nothing, as if none were given */
+        s = lp_fail(LP_ERR_FORMAT, "%s: none of its %d tensors fits the %s model (names or shapes of another one); pass weights of a "
+                    "%s, or check them with loupe convert --arch %s", f->p.weights, w->count, f->p.model, f->p.model, f->p.model);
     else {
         say(f, "Loaded %d tensors from %s", loaded, f->p.weights);
         if (f->weights_preprocess) say(f, " (expects '%s' preprocessing)", f->weights_preprocess);

@@ -197,7 +197,15 @@ st.write(p("r18_fc.safetensors"), {k: v.numpy() for k, v in torchvision.models.r
 rc, so, se = W.run(cli, "convert", p("r18_fc.safetensors"), p("r18_fc_out.safetensors"), "--head", "gap,dense:2")
 W.check(rc == 2 and "keeps its own classifier" in se and not os.path.exists(p("r18_fc_out.safetensors")),
         "--head on a ResNet with its fc: exit %d, %r" % (rc, se))
-W.remove(p("r18_fc.safetensors"))
+# another model's state dict under --arch: refused by its names, not converted into a file that
+# loads nothing (train would then start from random weights)
+expect_fail("resnet18 state dict with --arch mobilenet_v2", p("r18_fc.safetensors"), ["ResNet's", "not mobilenet_v2's"], arch="mobilenet_v2")
+vgg_sd = {k: v.numpy() for k, v in torchvision.models.vgg11().state_dict().items()}
+st.write(p("vgg_sd.safetensors"), vgg_sd, {})
+expect_fail("VGG state dict with --arch efficientnet_b0", p("vgg_sd.safetensors"), ["not efficientnet_b0's", "features.0.0.weight"],
+            arch="efficientnet_b0")
+st.write(p("vgg_sd.safetensors"), vgg_sd, {})
+expect_fail("VGG state dict with --arch resnet18", p("vgg_sd.safetensors"), ["not a ResNet state dict", "features.0.weight"], arch="resnet18")
 
 vgg = W.torch_vgg("vgg16", hidden=(16, 16), classes=2)
 torch.onnx.export(vgg, torch.randn(1, 3, 224, 224), p("vgg.onnx"))
