@@ -369,7 +369,8 @@ LP_API char *lp_eval_result_json(const lp_eval_result *r);  /* malloc'ed JSON ob
 LP_API void lp_eval_result_free(lp_eval_result *r);
 
 /** Class probabilities (num_classes floats) for one image file, with the
- * model's preprocessing, input size and calibration temperature. */
+ * model's preprocessing, input size and calibration temperature. LP_ERR_NUMERIC
+ * where the net's output is NaN or Inf (damaged weights, a run that diverged). */
 LP_API lp_status lp_predict_file(lp_model *m, const char *path, float *probs);
 /** The same for n files, decoded in parallel and run through the net 16 at a time:
  * probs (n * num_classes); status[i] is file i's (LP_OK, or what lp_predict_file would

@@ -181,14 +181,14 @@ int cmd_predict(int argc, char **argv) {
             printf(",\"class\":");
             json_string(lp_model_class_name(m, best[0]));
             printf(",\"probs\":[");
-            for (int c = 0; c < k; c++) printf("%s%.6g", c ? "," : "", probs[c]);
+            for (int c = 0; c < k; c++) printf("%s%.9g", c ? "," : "", probs[c]);
             printf("]");
             if (ntop) {
                 printf(",\"top\":[");
                 for (int j = 0; j < ntop; j++) {
                     printf("%s{\"class\":", j ? "," : "");
                     json_string(lp_model_class_name(m, best[j]));
-                    printf(",\"prob\":%.6g}", probs[best[j]]);
+                    printf(",\"prob\":%.9g}", probs[best[j]]);
                 }
                 printf("]");
             }

@@ -18,8 +18,11 @@
 
 #include "core/core.h"
 
-#define LP_DIAG_P_FLOOR 1e-30   /* probabilities below count as this in logs */
+/* probabilities below count as this in logs: the smallest float, so that any probability the
+ * predictions CSV holds keeps its exact loss (up to 103.3); 0, an underflow, counts as it */
+#define LP_DIAG_P_FLOOR 1.40129846e-45
 #define LP_DIAG_ECE_BINS 15
+#define LP_DIAG_FLAT_SPREAD 1e-6 /* log p spread of a row still counted uniform */
 #define LP_DIAG_T_MIN 0.01      /* temperature fit bounds */
 #define LP_DIAG_T_MAX 100.0
 
@@ -58,7 +61,8 @@ double lp_diag_image_loss(double p_true);
  * mean variance of log p under the scaled distribution), so a safeguarded Newton
  * iteration on s inside a sign-change bracket of the derivative converges to the
  * global minimum. *at_bound (may be NULL) is set when the minimum lies at a bound
- * (e.g. every image correct: T -> 0). Returns 1.0 for a flat objective. */
+ * (e.g. every image correct: T -> 0). Returns 1.0 for a flat objective: every row uniform
+ * to within LP_DIAG_FLAT_SPREAD in log p (the rounding of written probabilities). */
 double lp_diag_fit_temperature(const double *probs, const int *labels, int n, int k, int *at_bound);
 /* Writes softmax(log p / T) for the whole table into out (n*k). */
 void lp_diag_apply_temperature(const double *probs, int n, int k, double T, double *out);

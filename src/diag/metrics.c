@@ -15,6 +15,7 @@ int lp_diag_argmax(const double *row, int k) {
 }
 
 double lp_diag_image_loss(double p_true) {
+    if (isnan(p_true)) return NAN; /* no figure for an image the model gave no probability */
     return -log(p_true > LP_DIAG_P_FLOOR ? p_true : LP_DIAG_P_FLOOR);
 }
 
@@ -108,9 +109,18 @@ double lp_diag_fit_temperature(const double *probs, const int *labels, int n, in
     double lo = 1.0 / LP_DIAG_T_MAX, hi = 1.0 / LP_DIAG_T_MIN, d_lo, d_hi, d, dd;
     nll_derivs(z, labels, n, k, lo, NULL, &d_lo, NULL);
     nll_derivs(z, labels, n, k, hi, NULL, &d_hi, NULL);
+    /* flat: every row uniform, to the rounding of the probabilities read (the derivative's
+     * sign is then rounding's, and would send the fit to a bound) */
+    double spread = 0;
+    for (int i = 0; i < n; i++) {
+        const double *zi = z + (size_t)i * k;
+        double mn = zi[0], mx = zi[0];
+        for (int c = 1; c < k; c++) mn = fmin(mn, zi[c]), mx = fmax(mx, zi[c]);
+        spread = fmax(spread, mx - mn);
+    }
     double s;
-    if (d_lo >= 0 && d_hi >= 0 && d_lo == 0 && d_hi == 0) {
-        s = 1.0; /* flat: every row uniform */
+    if (spread <= LP_DIAG_FLAT_SPREAD) {
+        s = 1.0;
     } else if (d_lo >= 0) {
         s = lo;
         if (at_bound) *at_bound = 1;

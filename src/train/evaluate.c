@@ -5,6 +5,7 @@
 #include "train/train.h"
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,8 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     float *probs = lp_malloc((size_t)n * k * sizeof(float));
     float *logits = lp_malloc((size_t)batch * k * sizeof(float));
     int *labels = lp_malloc((size_t)n * sizeof(int));
-    if (!s && (!probs || !logits || !labels)) s = LP_ERR_NOMEM;
+    double *nll = lp_malloc((size_t)n * sizeof(double));
+    if (!s && (!probs || !logits || !labels || !nll)) s = LP_ERR_NOMEM;
     lp_net *net = lp_model_net(m);
     int per_image = io.loader.channels * io.loader.height * io.loader.width;
     int done = 0;
@@ -79,15 +81,25 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
         if ((s = lp_loader_next(ld, &bt))) break;
         if ((s = forward_chunks(net, bt.x, bt.n, per_image, k, logits))) break;
         lp_softmax_rows(logits, bt.n, k, io.temperature, probs + (size_t)done * k);
+        for (int j = 0; j < bt.n; j++) {
+            nll[done + j] = lp_logits_nll(logits + (size_t)j * k, bt.labels[j], k, io.temperature);
+            if (!isfinite(nll[done + j])) {
+                s = lp_fail(LP_ERR_NUMERIC, "the model's output is NaN or Inf for %s: its weights are damaged or came from a run "
+                            "that diverged; evaluate another checkpoint (best.safetensors, or one from before the divergence)",
+                            sp->samples[bt.indices[j]].path);
+                break;
+            }
+        }
         memcpy(labels + done, bt.labels, (size_t)bt.n * sizeof(int));
         done += bt.n;
     }
     lp_loader_free(ld);
     lp_metrics mt;
-    if (!s) s = lp_metrics_compute(probs, labels, done, k, &mt);
+    if (!s) s = lp_metrics_compute(probs, nll, labels, done, k, &mt);
     free(probs);
     free(logits);
     free(labels);
+    free(nll);
     lp_eval_result *r = s ? NULL : lp_calloc(1, sizeof *r);
     if (!r) {
         if (!s) lp_metrics_free(&mt), s = LP_ERR_NOMEM;
@@ -194,6 +206,16 @@ char *lp_eval_result_json(const lp_eval_result *r) {
     return s;
 }
 
+/* One image's logits, checked: NaN or Inf (damaged weights, a run that diverged) would
+ * give probabilities that mean nothing. */
+static lp_status finite_output(const float *logits, int k, const char *path) {
+    for (int c = 0; c < k; c++)
+        if (!isfinite(logits[c]))
+            return lp_fail(LP_ERR_NUMERIC, "%s: the model's output is NaN or Inf: its weights are damaged or came from a run that "
+                           "diverged; use another checkpoint (best.safetensors, or one from before the divergence)", path);
+    return LP_OK;
+}
+
 #define PREDICT_BATCH 16
 lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status) {
     lp_clear_error();
@@ -219,7 +241,13 @@ lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *
         }
         if (ng == 0) continue;
         if ((s = lp_net_forward(lp_model_net(m), x, ng, false, 0, logits))) break;
-        for (int j = 0; j < ng; j++) lp_softmax_rows(logits + (size_t)j * k, 1, k, io.temperature, probs + (size_t)(b0 + good[j]) * k);
+        for (int j = 0; j < ng; j++) {
+            const float *z = logits + (size_t)j * k;
+            const bool finite = !finite_output(z, k, paths[b0 + good[j]]);
+            status[b0 + good[j]] = finite ? LP_OK : LP_ERR_NUMERIC;
+            if (finite) lp_softmax_rows(z, 1, k, io.temperature, probs + (size_t)(b0 + good[j]) * k);
+        }
+        lp_clear_error(); /* the files' own messages come from lp_predict_file */
     }
     free(x);
     free(logits);
@@ -238,6 +266,7 @@ lp_status lp_predict_file(lp_model *m, const char *path, float *probs) {
     if (!x || !logits) s = LP_ERR_NOMEM;
     if (!s) s = lp_image_load(path, &io.loader, x);
     if (!s) s = lp_net_forward(lp_model_net(m), x, 1, false, 0, logits);
+    if (!s) s = finite_output(logits, k, path);
     if (!s) lp_softmax_rows(logits, 1, k, io.temperature, probs);
     free(x);
     free(logits);

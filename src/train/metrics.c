@@ -1,5 +1,6 @@
 #include "train/metrics.h"
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +20,9 @@ double lp_roc_auc(const float *score, const int *positive, int n) {
         v[i].pos = positive[i] != 0;
         if (v[i].pos) npos++; else nneg++;
     }
-    if (npos == 0 || nneg == 0) {
+    bool finite = true;
+    for (int i = 0; i < n; i++) finite = finite && isfinite(v[i].s);
+    if (npos == 0 || nneg == 0 || !finite) { /* undefined; a NaN has no rank (the sort and the tie scan need order) */
         free(v);
         return NAN;
     }
@@ -45,7 +48,16 @@ int lp_probs_argmax(const float *row, int k) {
     return pred;
 }
 
-lp_status lp_metrics_compute(const float *probs, const int *labels, int n, int k, lp_metrics *m) {
+double lp_logits_nll(const float *z, int y, int k, double T) {
+    double mx = z[0];
+    for (int c = 1; c < k; c++)
+        if (z[c] > mx) mx = z[c];
+    double sum = 0;
+    for (int c = 0; c < k; c++) sum += exp((z[c] - mx) / T);
+    return log(sum) - (z[y] - mx) / T; /* NaN or Inf where a logit is */
+}
+
+lp_status lp_metrics_compute(const float *probs, const double *nll, const int *labels, int n, int k, lp_metrics *m) {
     memset(m, 0, sizeof *m);
     m->n = n;
     m->k = k;
@@ -68,8 +80,13 @@ lp_status lp_metrics_compute(const float *probs, const int *labels, int n, int k
             lp_metrics_free(m);
             return lp_fail(LP_ERR_ARG, "label %d out of range for %d classes", y, k);
         }
-        double py = p[y] > 1e-12f ? p[y] : 1e-12;
-        loss -= log(py);
+        bool finite = isfinite(nll[i]);
+        for (int c = 0; c < k; c++) finite = finite && isfinite(p[c]);
+        if (!finite) {
+            lp_metrics_free(m);
+            return lp_fail(LP_ERR_NUMERIC, "the model's output is NaN or Inf for image %d: no figure would mean anything", i + 1);
+        }
+        loss += nll[i];
         correct += pred == y;
         m->confusion[y * k + pred]++;
         m->support[y]++;

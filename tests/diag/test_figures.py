@@ -171,6 +171,12 @@ check(got["temperature_at_bound"] == 1 and got["temperature"] <= 0.0100001, f"al
 # every row uniform: flat objective, T = 1
 got, _ = run_probe(np.array([0, 1]), np.array([[.5, .5], [.5, .5]]))
 close(got["temperature"], 1.0, 1e-12, "uniform rows temperature")
+# the same with 10 classes as written to a CSV (0.1 does not sum to 1 exactly in float64;
+# the derivative's sign is rounding's): still flat, not a fit that runs to a bound
+for k in (3, 10):
+    got, _ = run_probe(np.array([0, 1, 2]), np.full((3, k), float(np.float32(1 / k))))
+    check(got["temperature"] == 1.0 and got["temperature_at_bound"] == 0,
+          f"uniform rows of {k} classes: temperature {got['temperature']} at bound {got['temperature_at_bound']}, want 1, 0")
 
 # 5. Wilson interval: endpoints are the roots of (phat - p)^2 = z^2 p (1 - p) / n
 for x, n in [(46, 52), (0, 10), (10, 10), (500, 1000), (3, 7)]:

@@ -1,5 +1,9 @@
 """Evaluation metrics against independent NumPy computations (ROC-AUC by the
-trapezoid rule over thresholds, i.e. the definition, not the rank formula we use)."""
+trapezoid rule over thresholds, i.e. the definition, not the rank formula we use; the
+loss as float64 log-sum-exp of the logits). Some trials scale the logits so that a
+confident wrong answer's float probability underflows to 0: the loss must still be the
+exact mean (an evaluate that floored the probability understated it). Non-finite
+logits are refused, not turned into figures."""
 import subprocess, sys
 import numpy as np
 
@@ -23,17 +27,21 @@ for trial in range(20):
     logits = rng.normal(size=(n, k)).astype(np.float32)
     if trial % 3 == 0:
         logits = np.round(logits, 1)  # ties in scores
-    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    p = p.astype(np.float32)
+    if trial % 4 == 1:
+        logits = (logits * 200).astype(np.float32)  # p of the wrong answers below float's range
+    T = 1.0 if trial % 5 else 1.7
+    z = logits.astype(np.float64) / T
+    zs = z - z.max(1, keepdims=True)
+    p = (np.exp(zs) / np.exp(zs).sum(1, keepdims=True)).astype(np.float32)
     y = rng.integers(0, k, size=n)
     y[0], y[1] = 0, 1
-    text = f"{n} {k}\n" + "\n".join(f"{y[i]} " + " ".join(repr(float(v)) for v in p[i]) for i in range(n))
+    text = f"{n} {k} {T!r}\n" + "\n".join(f"{y[i]} " + " ".join(repr(float(v)) for v in logits[i]) for i in range(n))
     out = subprocess.run([driver], input=text, capture_output=True, text=True, check=True).stdout.split("\n")
     loss, acc, auc = map(float, out[0].split())
     pred = p.argmax(1)
-    exp_loss = float(np.mean(-np.log(p[np.arange(n), y].astype(np.float64))))
+    exp_loss = float(np.mean(np.log(np.exp(zs).sum(1)) - zs[np.arange(n), y]))
     exp_acc = float(np.mean(pred == y))
-    ok = abs(loss - exp_loss) < 1e-6 and abs(acc - exp_acc) < 1e-12
+    ok = abs(loss - exp_loss) < 1e-9 * max(1.0, exp_loss) and abs(acc - exp_acc) < 1e-12
     if k == 2:
         exp_auc = roc_auc_trapezoid(p[:, 1].astype(np.float64), y)
         ok = ok and abs(auc - exp_auc) < 1e-9
@@ -51,5 +59,15 @@ for trial in range(20):
     if not ok:
         failures += 1
         print(f"FAIL trial {trial}: got {out[:2]} expected loss {exp_loss} acc {exp_acc}")
+    if trial % 4 == 1 and not (p[np.arange(n), y] == 0).any():
+        failures += 1
+        print(f"FAIL trial {trial}: no probability underflowed: the trial does not test the exact loss")
+
+# a NaN or Inf logit (damaged weights, a diverged run): refused, naming the image
+for bad in ("nan", "inf"):
+    r = subprocess.run([driver], input="3 2 1.0\n0 0.5 1.5\n1 %s 0.1\n1 2.0 0.3\n" % bad, capture_output=True, text=True)
+    if r.returncode != 1 or "NaN or Inf for image 2" not in r.stderr:
+        failures += 1
+        print(f"FAIL: a {bad} logit: exit {r.returncode}, {r.stderr.strip()!r} (want exit 1 naming image 2)")
 print("metrics: %d failures" % failures)
 sys.exit(1 if failures else 0)
