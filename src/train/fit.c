@@ -541,7 +541,12 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
     if (last_epoch > 0 && (s = bn_mode_check(f, last_epoch, last_acc))) return s;
     if (f->p.restore_best && f->st.monitor.best_epoch > 0 && lp_fit_writer(f)) {
         if ((s = restore_weights(f, "best.safetensors"))) return s;
-        if ((s = save_checkpoint(f, "final.safetensors", false))) return s;
+        /* stamped with the epoch its weights are from (diagnose --apply fits that epoch's predictions) */
+        const int done = f->st.epochs_done;
+        f->st.epochs_done = f->st.monitor.best_epoch;
+        s = save_checkpoint(f, "final.safetensors", false);
+        f->st.epochs_done = done;
+        if (s) return s;
         say(f, "Restoring model weights from the end of the best epoch: %d (final.safetensors).\n",
             f->st.monitor.best_epoch);
     }

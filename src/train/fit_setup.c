@@ -580,6 +580,16 @@ lp_status lp_fit_setup(lp_fit *f) {
                                        "or choose another --run", p->run_dir);
     }
 
+    /* options that another one would silently override (checked on new runs: an older run
+     * that had them still resumes) */
+    if (!p->resume && p->reduce_lr_factor > 0 && p->schedule && strcmp(p->schedule, "constant"))
+        return lp_fail(LP_ERR_ARG, "--schedule %s and --reduce-lr both set the learning rate, and --reduce-lr's would win; use one: "
+                                   "a schedule for a fixed plan, --reduce-lr to lower the rate when %s stalls",
+                       p->schedule, p->monitor);
+    if (!p->resume && p->momentum > 0 && strcmp(p->optimizer, "sgd"))
+        return lp_fail(LP_ERR_ARG, "--momentum is SGD's: --optimizer %s keeps its own (beta1 0.9, beta2 0.999); drop --momentum, "
+                                   "or use --optimizer sgd", p->optimizer);
+
     /* data */
     if (p->validation_split > 0 && !p->resume) { /* with a valid/ folder the split would be left unused, unseen */
         for (int i = 0; i < 2; i++) {

@@ -42,6 +42,11 @@ cases = [
     (["train", DATA, "--run", R, "--model", "tiny", "--top", "keep", "--head", "gap,dense"], "needs --top none"),
     # a validation split that would be left unused, the valid/ folder being the validation set
     (["train", DATA, "--run", R, "--model", "tiny", "--size", "32x32", "--validation-split", "0.2"], "valid/ exists"),
+    # options another one would silently override: a schedule under --reduce-lr, SGD's momentum under Adam
+    (["train", DATA, "--run", R, "--model", "tiny", "--size", "32x32", "--schedule", "cosine", "--reduce-lr", "0.5:1"],
+     "--reduce-lr's would win"),
+    (["train", DATA, "--run", R, "--model", "tiny", "--size", "32x32", "--optimizer", "adam", "--momentum", "0.9"],
+     "--momentum is SGD's"),
 ]
 # weights for another model: a VGG16-shaped conv file given to the tiny model
 st.write(os.path.join(WORK, "w.safetensors"), {"features.0.weight": np.zeros((64, 3, 3, 3), np.float32), "features.0.bias": np.zeros(64, np.float32)})

@@ -177,9 +177,13 @@ for i, v in enumerate(vl):
         stop_at = i + 1
         break
 check(stop_at == len(rows) or (stop_at is None and len(rows) == 14), f"stopped after epoch {len(rows)}, Keras would at {stop_at}")
-fin, _ = st.read(os.path.join(r3, "checkpoints", "final.safetensors"))
-bst, _ = st.read(os.path.join(r3, "checkpoints", "best.safetensors"))
+fin, fin_meta = st.read(os.path.join(r3, "checkpoints", "final.safetensors"))
+bst, bst_meta = st.read(os.path.join(r3, "checkpoints", "best.safetensors"))
 check(all(np.array_equal(fin[k], bst[k]) for k in bst), "restored weights equal the best checkpoint")
+best_epoch = 1 + min(range(len(vl)), key=lambda i: vl[i])
+check(len(rows) > best_epoch and fin_meta.get("epoch") == bst_meta.get("epoch") == str(best_epoch),
+      f"final.safetensors (restored) says epoch {fin_meta.get('epoch')}, best {bst_meta.get('epoch')}: both should be "
+      f"{best_epoch}, the lowest val_loss of {len(rows)} epochs")
 
 print("end-to-end: %d failures" % len(failures))
 sys.exit(1 if failures else 0)
