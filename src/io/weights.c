@@ -734,6 +734,21 @@ static lp_status resnet_state_dict(const char *path, lp_tensor_list *in, lp_tens
         }
         if (!st && (st = lp_tensor_list_add(out, name, &t))) lp_tensor_free(&t);
     }
+    /* state dicts saved before PyTorch 0.4.1 have no num_batches_tracked: a count of 0, as
+     * PyTorch's load_state_dict fills it in */
+    for (int i = 0; i < out->count && !st; i++) {
+        const char *name = out->items[i].name;
+        const size_t len = strlen(name);
+        char counter[128];
+        if (len < 13 || strcmp(name + len - 13, ".running_mean") || len - 13 + 21 >= sizeof counter) continue;
+        snprintf(counter, sizeof counter, "%.*s.num_batches_tracked", (int)(len - 13), name);
+        if (lp_tensor_list_find(out, counter)) continue;
+        lp_tensor t;
+        if (!(st = lp_tensor_alloc(&t, LP_I64, 0, NULL))) {
+            memset(t.data, 0, sizeof(int64_t));
+            if ((st = lp_tensor_list_add(out, counter, &t))) lp_tensor_free(&t);
+        }
+    }
     for (int i = 0; loupe && i < in->meta_count && !st; i++) /* the checkpoint's arch, top, head, classes... */
         st = lp_tensor_list_set_meta(out, in->meta[i].key, in->meta[i].value);
     if (!st && !loupe) st = lp_tensor_list_set_meta(out, "source", "safetensors");
@@ -1399,7 +1414,8 @@ lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_i
         if ((v = lp_tensor_list_get_meta(&w, "input_size"))) sscanf(v, "%dx%d", &info->in_height, &info->in_width);
         info->num_classes = nc;
         info->num_tensors = w.count;
-        for (int i = 0; i < w.count; i++) info->num_params += lp_tensor_numel(&w.items[i].t);
+        for (int i = 0; i < w.count; i++) /* as summary counts: batch norm's step counters are not parameters */
+            if (w.items[i].t.dtype != LP_I64 && w.items[i].t.dtype != LP_U8) info->num_params += lp_tensor_numel(&w.items[i].t);
     }
     lp_tensor_list_free(&w);
     return st;

@@ -192,6 +192,22 @@ short = {k: v.numpy() for k, v in torchvision.models.resnet18(num_classes=3).sta
 st.write(p("r18_short.safetensors"), short, {})
 expect_fail("resnet18 state dict missing a tensor", p("r18_short.safetensors"), ["resnet18", "layer1.0.conv1.weight", "does not have"])
 
+# a state dict without num_batches_tracked (saved before PyTorch 0.4.1): converts, the counters
+# filled in as 0 as load_state_dict does; convert counts parameters as torchvision's parameters
+# and running statistics (the counters are not parameters)
+for arch in ("resnet18", "mobilenet_v2"):
+    m = randomize_bn(getattr(torchvision.models, arch)(num_classes=3))
+    st.write(p(arch + "_nonbt.safetensors"), {k: v.numpy() for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}, {})
+    rc, so, se = W.run(cli, "convert", p(arch + "_nonbt.safetensors"), p(arch + "_nonbt_out.safetensors"))
+    count = sum(t.numel() for t in m.parameters()) + sum(b.numel() for n, b in m.named_buffers() if not n.endswith("num_batches_tracked"))
+    if W.check(rc == 0 and ", %d parameters" % count in so,
+               "%s state dict without num_batches_tracked: converts, %d parameters (exit %d: %s %s)" % (arch, count, rc, so.strip(), se.strip())):
+        sd, _ = st.read(p(arch + "_nonbt_out.safetensors"))
+        sd = {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
+        W.check(all(int(sd[k]) == 0 for k in m.state_dict() if k.endswith("num_batches_tracked")), "%s: the counters are 0" % arch)
+        load_strict(arch + " without num_batches_tracked", arch, sd, 3)
+    W.remove(p(arch + "_nonbt.safetensors"), p(arch + "_nonbt_out.safetensors"))
+
 # --head on a model whose classifier is its own fc: refused, not silently ignored
 st.write(p("r18_fc.safetensors"), {k: v.numpy() for k, v in torchvision.models.resnet18(num_classes=3).state_dict().items()}, {})
 rc, so, se = W.run(cli, "convert", p("r18_fc.safetensors"), p("r18_fc_out.safetensors"), "--head", "gap,dense:2")
