@@ -167,7 +167,7 @@ typedef struct head_plan {
     bool classifier_names; /* !known: the file's classifier.N names kept */
     bool known;          /* how the layers are joined is known (spec, or keep) */
     char spec[256];      /* top=none: the head spec */
-    char unknown[320];   /* !known: what the file does not tell */
+    char unknown[512];   /* !known: what the file does not tell, and the spec as far as it does */
     int index[MAX_DENSE];
     int in_h, in_w;      /* input size (0: not fixed) */
 } head_plan;
@@ -272,6 +272,8 @@ static lp_status plan_head(const char *path, const lp_wlayers *L, const lp_weigh
         snprintf(P->spec, sizeof P->spec, "%s", o->head);
     } else {
         char why[256] = "";
+        /* 512 inputs: a flatten gives that only at 32x32 (a 1x1 map); at another size, the pooling */
+        if (pool == LP_WPOOL_UNKNOWN && h && (h / 32) * (w / 32) != 1) pool = LP_WPOOL_GAP;
         if (pool == LP_WPOOL_UNKNOWN)
             snprintf(why, sizeof why, "whether a flatten or a global average pooling comes before %s (it takes %lld inputs: both give 512 at 32x32)",
                      wlabel(D[0]), (long long)fin);
@@ -283,7 +285,15 @@ static lp_status plan_head(const char *path, const lp_wlayers *L, const lp_weigh
         if (why[0]) {
             /* kept under the file's names (train matches them by shape); convert asks for --head */
             P->known = false;
-            snprintf(P->unknown, sizeof P->unknown, "the file does not tell %s", why);
+            /* the spec as far as the file tells it: the pooling where known, the dense layers' units */
+            char ex[160];
+            size_t off = (size_t)snprintf(ex, sizeof ex, "%s", pool == LP_WPOOL_GAP ? "gap" : pool == LP_WPOOL_UNKNOWN ? "flatten|gap" : "flatten");
+            for (int k = 0; k < nd && off < sizeof ex; k++) {
+                off += (size_t)snprintf(ex + off, sizeof ex - off, ",dense:%lld%s", (long long)D[k]->w.shape[0], relu[k] == 1 ? ":relu" : "");
+                if (D[k]->dropout > 0 && off < sizeof ex) off += (size_t)snprintf(ex + off, sizeof ex - off, ",dropout:%g", D[k]->dropout);
+            }
+            snprintf(P->unknown, sizeof P->unknown, "the file does not tell %s; its head as far as it tells: --head %s; add :relu to a "
+                     "dense layer's units where a ReLU follows it, and dropout:P where the model has one", why, ex);
             P->classifier_names = !L->head_names && D[0]->index >= 0;
             for (int k = 0; k < nd; k++) P->index[k] = D[k]->index >= 0 ? D[k]->index : k + 1;
             P->in_h = h;
@@ -1370,7 +1380,7 @@ lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_i
     const char *nc_s = lp_tensor_list_get_meta(&w, "num_classes");
     int nc = nc_s ? atoi(nc_s) : 0;
     if ((v = lp_tensor_list_get_meta(&w, "head_unknown")))
-        st = lp_fail(LP_ERR_FORMAT, "%s: %s; give the head with --head SPEC (e.g. --head flatten,dense:%d or --head gap,dense:%d)", in, v, nc, nc);
+        st = lp_fail(LP_ERR_FORMAT, "%s: %s", in, v);
     const char *head = lp_tensor_list_get_meta(&w, "head"), *top = lp_tensor_list_get_meta(&w, "top");
     if (!st && p->head && *p->head && head && strcmp(head, p->head))
         st = lp_fail(LP_ERR_ARG, "--head '%s' differs from the head '%s' that %s has", p->head, head, in);

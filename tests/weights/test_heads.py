@@ -182,6 +182,9 @@ def part_state():
         W.check(meta.get("head") == "gap,dense:16:relu,dropout,dense:3" and meta.get("input_size") == "64x64" and "head.1.weight" in st.read(ck2)[0],
                 "2. metadata %s" % {k: meta.get(k) for k in ("head", "input_size")})
         check_predict("2. predict", ck2, m2, 64, classes=["class_0", "class_1", "class_2"])
+    # without --head at 64x64: a flatten there would give 2048, so the 512 inputs say gap; only what follows head.2 is asked
+    refused("2. convert --size 64 without --head", gap, ["what comes between head.0 and head.2.weight", "--head gap,dense:16:relu,"],
+            "--size", "64", absent=["both give 512", "flatten"])
     refused("2. --head flatten where the file's head.2 cannot follow one", gap, ["head.2.weight", "512 inputs"], "--head", "flatten,dense:16:relu,dense:3",
             "--size", "64")
     # train: the first dense layer kept by order (head.2 -> head.1), the 3-class output left out for a 2-class model
