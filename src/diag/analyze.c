@@ -12,6 +12,11 @@ lp_diagnose_params lp_diagnose_default_params(void) {
     return (lp_diagnose_params){.epoch = 0, .patience = 0, .max_images = 10};
 }
 
+int diag_images_listed(const lp_diagnosis *d) {
+    const int listed = d->n_conf_wrong + d->params.max_images;
+    return listed < d->n_listed ? listed : d->n_listed;
+}
+
 const char *diag_class_name(const lp_diagnosis *d, int c) {
     return c >= 0 && c < d->run.k ? d->run.classes[c] : "?";
 }

@@ -128,6 +128,9 @@ void diag_html_thumbs(diag_sb *b, const lp_diagnosis *d);
 
 /* Helpers shared by the writers. */
 const char *diag_class_name(const lp_diagnosis *d, int c);
+/* How many of order the JSON and HTML reports list: every misclassified image, then up to
+ * max_images of the others. */
+int diag_images_listed(const lp_diagnosis *d);
 double diag_p_true(const lp_diagnosis *d, int pi, int img); /* prediction index, image */
 double diag_p(const lp_diagnosis *d, int pi, int img, int c);
 

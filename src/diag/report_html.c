@@ -340,8 +340,7 @@ lp_status lp_diagnosis_write_html(const lp_diagnosis *d, const char *path) {
         diag_html_thumbs(&b, d);
 
         int eb = d->tl[d->tl_B].epoch, el = d->tl[d->tl_L].epoch, ni = r->n_img;
-        int shown = d->n_conf_wrong + d->params.max_images;
-        if (shown > d->n_listed) shown = d->n_listed;
+        const int shown = diag_images_listed(d);
         sb_printf(&b, "<h2>Images</h2>\n<p>Misclassified at epoch %d first (largest loss increase since epoch %d first), then the "
                   "highest-loss correct ones. The curve is the probability of the true class per epoch (middle line = 0.5).</p>\n", el, eb);
         sb_printf(&b, "<table><tr><th class=\"l\">path</th><th class=\"l\">true</th><th class=\"l\">predicted</th><th>p_true @%d</th>"

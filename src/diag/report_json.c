@@ -164,8 +164,7 @@ char *lp_diagnosis_json(const lp_diagnosis *d) {
     cJSON *pe = cJSON_AddArrayToObject(root, "prediction_epochs");
     for (int e = 0; e < r->n_ep; e++) cJSON_AddItemToArray(pe, cJSON_CreateNumber(r->ep_num[e]));
     if (fin) {
-        int listed = d->n_conf_wrong + d->params.max_images;
-        if (listed > d->n_listed) listed = d->n_listed;
+        const int listed = diag_images_listed(d);
         for (int j = 0; j < listed; j++) cJSON_AddItemToArray(imgs, image_json(d, d->order[j]));
         cJSON *conf = cJSON_AddArrayToObject(root, "confusion");
         for (int t = 0; t < r->k; t++) {

@@ -107,8 +107,11 @@ static void tables(diag_sb *b, const lp_diagnosis *d) {
     int eb = d->tl[d->tl_B].epoch, el = d->tl[d->tl_L].epoch;
     int shown = d->n_listed < d->params.max_images ? d->n_listed : d->params.max_images;
     if (shown < d->n_conf_wrong && d->n_conf_wrong <= 2 * d->params.max_images) shown = d->n_conf_wrong;
-    sb_printf(b, "\nImages: the %d misclassified at epoch %d first (most increased loss first), then the highest-loss correct ones:\n",
-              d->n_conf_wrong, el);
+    if (shown > d->n_conf_wrong)
+        sb_printf(b, "\nImages: the %d misclassified at epoch %d first (most increased loss first), then the highest-loss correct ones:\n",
+                  d->n_conf_wrong, el);
+    else
+        sb_printf(b, "\nImages: %d of the %d misclassified at epoch %d, most increased loss first:\n", shown, d->n_conf_wrong, el);
     sb_printf(b, "  %-40s %-12s %-12s %9s %9s %8s  %s\n", "path", "true", "predicted", "p_true@", "p_true@", "loss +/-",
               "p_true per epoch");
     char hb[16], hl[16];
@@ -129,7 +132,8 @@ static void tables(diag_sb *b, const lp_diagnosis *d) {
         sparkline(b, d, img);
         sb_puts(b, "\n");
     }
-    if (shown < d->n_listed) sb_printf(b, "  (%d more in --json and the HTML report)\n", d->n_listed - shown);
+    const int listed = diag_images_listed(d);
+    if (shown < listed) sb_printf(b, "  (%d more in --json and the HTML report)\n", listed - shown);
 
     sb_printf(b, "\nReliability at epoch %d (%d equal-width bins of confidence; empty bins left out):\n", el, LP_DIAG_ECE_BINS);
     sb_printf(b, "  %-13s %6s %10s %9s %9s   %6s %10s %9s\n", "confidence", "count", "mean conf", "accuracy", "gap", "T:count",

@@ -24,6 +24,7 @@ def check(cond, msg):
     if not cond:
         FAIL.append(msg)
         print("FAIL:", msg)
+    return bool(cond)
 
 
 def close(a, b, tol, what):
@@ -106,6 +107,16 @@ def check_report(name, path, min_svg=5):
 run = fresh("seed")
 probs, labels, paths = rf.seed_story(run)
 d = diagnose_json(run)
+# the text's image table and its "(N more in --json and the HTML report)" agree with what --json lists
+for n_img in ("1", "3", "40"):
+    lines = diagnose(run, "--images", n_img).stdout.splitlines()
+    listed = len(diagnose_json(run, "--images", n_img).get("images", []))
+    top = next((i for i, l in enumerate(lines) if l.startswith("Images:")), None)
+    if check(top is not None, f"seed --images {n_img}: no 'Images:' table"):
+        end = next(i for i in range(top + 1, len(lines) + 1) if i == len(lines) or not lines[i].strip() or "more in --json" in lines[i])
+        rows = end - top - 3  # the title, the column names, the epochs
+        more = int(lines[end].split("(")[1].split()[0]) if end < len(lines) and "more in --json" in lines[end] else 0
+        check(rows > 0 and rows + more == listed, f"seed --images {n_img}: {rows} rows + '{more} more' vs {listed} images in --json")
 ref = check_headline("seed", d, probs, labels)
 v = ids(d)
 for want in ("overconfident_errors", "overfitting", "preprocessing_mismatch", "small_validation_set", "early_stopping"):
