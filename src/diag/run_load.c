@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void diag_note(diag_run *r, const char *fmt, ...) {
     char buf[1024];
@@ -540,7 +541,12 @@ static lp_status load_run_json(diag_run *r) {
     r->cfg.weights = json_str(cfg, "weights");
     r->cfg.weights_preprocess = json_str(cfg, "weights_preprocess");
     r->cfg.monitor = json_str(cfg, "monitor");
-    r->cfg.data = json_str(cfg, "data");
+    /* the data folder as an absolute path where the run has it and it is still there; else as
+     * given to train (a relative one then resolves against the current folder) */
+    r->cfg.data = json_str(cfg, "data_abs");
+    struct stat sb;
+    if (r->cfg.data && (stat(r->cfg.data, &sb) || !S_ISDIR(sb.st_mode))) free(r->cfg.data), r->cfg.data = NULL;
+    if (!r->cfg.data) r->cfg.data = json_str(cfg, "data");
     const cJSON *lr = cJSON_GetObjectItemCaseSensitive(cfg, "lr");
     if (cJSON_IsNumber(lr)) r->cfg.lr = lr->valuedouble;
     r->cfg.batch = json_int(cfg, "batch");

@@ -87,6 +87,9 @@ static cJSON *run_json(lp_fit *f) {
     cJSON_AddStringToObject(root, "loupe_version", lp_version());
     cJSON *cfg = cJSON_AddObjectToObject(root, "config");
     add_str(cfg, "data", p->data_dir);
+    char *data_abs = realpath(p->data_dir, NULL); /* for diagnose run from another folder (its thumbnails) */
+    add_str(cfg, "data_abs", data_abs);
+    free(data_abs);
     add_str(cfg, "run", p->run_dir);
     add_str(cfg, "model", p->model);
     add_str(cfg, "top", p->top);

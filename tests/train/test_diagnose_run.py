@@ -49,6 +49,18 @@ text = subprocess.run([LOUPE, "diagnose", run], capture_output=True, text=True).
 check("negative_000.png" in text, "text names the planted image")
 check(os.path.exists(os.path.join(run, "report.html")), "report.html written")
 
+# a run whose data folder was given relative to where train ran: diagnose from another folder still
+# finds the images for the report's thumbnails (run.json's data_abs)
+r = subprocess.run([LOUPE, "train", "data", "--run", "run_rel", "--model", "tiny", "--top", "none", "--head", "flatten,dense",
+                    "--size", "32x32", "--batch", "4", "--epochs", "20", "--lr", "0.05", "--momentum", "0.9",
+                    "--threads", "2", "--tensorboard", "off", "--quiet"], capture_output=True, text=True, cwd=WORK)
+check(r.returncode == 0, "train with a relative data folder: exit %d %s" % (r.returncode, r.stderr[-300:]))
+d = subprocess.run([LOUPE, "diagnose", os.path.join(WORK, "run_rel")], capture_output=True, text=True, cwd="/")
+html = open(os.path.join(WORK, "run_rel", "report.html")).read() if d.returncode == 0 else ""
+check(d.returncode == 0 and "data:image/png" in html and "not found" not in html,
+      "diagnose from another folder: the report embeds the images (exit %d, %d images, 'not found' %s)" %
+      (d.returncode, html.count("data:image/png"), "not found" in html))
+
 # --apply: temperature into the checkpoints; evaluate then reports it and its loss changes, accuracy does not
 ck = os.path.join(run, "checkpoints", "best.safetensors")
 before = json.loads(subprocess.run([LOUPE, "evaluate", ck, os.path.join(DATA, "valid"), "--json"], capture_output=True, text=True).stdout)
