@@ -100,6 +100,10 @@ typedef struct lp_dataset lp_dataset;
  * bad file is LP_ERR_DATA with the full "path: reason" list in the message. */
 lp_status lp_dataset_scan(const char *data_dir, const lp_scan_options *opt, lp_dataset **out);
 const lp_split *lp_dataset_split(const lp_dataset *d, const char *name); /* "train","valid","test"; NULL if absent */
+/* Keeps a random `keep` of split name's samples, drawn with seed, in their order (sorted by
+ * class, then path); nothing when keep is not below its count. For --validation-steps: a
+ * sample of every class's images, not the first batches of a sorted list. */
+lp_status lp_dataset_keep_sample(lp_dataset *d, const char *name, int keep, uint64_t seed);
 /* Scan a single class-folder dir (for `loupe evaluate CKPT DATA/test`); pass the
  * checkpoint's classes in opt->classes so labels match training. Name: the
  * folder's last component. Same strictness as lp_dataset_scan. */

@@ -628,6 +628,37 @@ nomem:
     return LP_ERR_NOMEM;
 }
 
+lp_status lp_dataset_keep_sample(lp_dataset *d, const char *name, int keep, uint64_t seed) {
+    lp_split *sp = (lp_split *)lp_dataset_split(d, name);
+    if (!sp || keep < 0 || keep >= sp->num_samples) return LP_OK;
+    lp_split_ext *e = (lp_split_ext *)sp;
+    const int n = sp->num_samples;
+    int *perm = lp_malloc(sizeof(int) * (size_t)n);
+    char *take = lp_calloc((size_t)n, 1);
+    if (!perm || !take) {
+        free(perm), free(take);
+        return LP_ERR_NOMEM;
+    }
+    lp_rng_permutation(seed ^ 0x1f83d9abfb41bd6bULL, 0, perm, n);
+    for (int i = 0; i < keep; i++) take[perm[i]] = 1;
+    int m = 0;
+    for (int c = 0; c < sp->num_classes; c++) sp->class_counts[c] = 0;
+    for (int i = 0; i < n; i++) {
+        if (!take[i]) {
+            free(sp->samples[i].path);
+            free(sp->samples[i].relpath);
+            continue;
+        }
+        sp->samples[m] = sp->samples[i];
+        e->meta[m++] = e->meta[i];
+        sp->class_counts[sp->samples[i].label]++;
+    }
+    sp->num_samples = m;
+    free(perm);
+    free(take);
+    return LP_OK;
+}
+
 void lp_dataset_free(lp_dataset *d) {
     if (!d) return;
     for (int i = 0; i < 3; i++) split_ext_free(d->splits[i]);

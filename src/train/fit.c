@@ -129,8 +129,7 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
     if (!f->valid_loader) return LP_OK;
     lp_status s = lp_loader_seek(f->valid_loader, 0, 0);
     if (s) return s;
-    int steps = lp_loader_batches_per_pass(f->valid_loader);
-    if (f->p.validation_steps > 0 && f->p.validation_steps < steps) steps = f->p.validation_steps;
+    const int steps = lp_loader_batches_per_pass(f->valid_loader); /* --validation-steps: the setup sampled valid/ */
     int k = f->num_classes, n_total = 0;
     double loss_sum = 0;
     int correct = 0;

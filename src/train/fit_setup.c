@@ -621,7 +621,15 @@ lp_status lp_fit_setup(lp_fit *f) {
         return lp_fail(LP_ERR_DATA, "%s: valid has %d classes but train has %d", p->data_dir, f->valid->num_classes, f->num_classes);
     say(f, "Found %d images belonging to %d classes (train).\n", f->train->num_samples, f->num_classes);
     if (f->valid) say(f, "Found %d images belonging to %d classes (valid).\n", f->valid->num_samples, f->valid->num_classes);
-    else {
+    const long long val_keep = (long long)p->validation_steps * p->batch;
+    if (f->valid && p->validation_steps > 0 && val_keep < f->valid->num_samples) {
+        /* the first batches of valid/ would be its first classes (it is sorted): a sample of all */
+        const int all = f->valid->num_samples;
+        if ((s = lp_dataset_keep_sample(f->ds, "valid", (int)val_keep, p->seed))) return s;
+        say(f, "Validating on %d of the %d valid/ images (--validation-steps %d x --batch %d): a random sample drawn with "
+               "--seed, the same every epoch.\n", f->valid->num_samples, all, p->validation_steps, p->batch);
+    }
+    if (!f->valid) {
         say(f, "No valid/ split: monitoring training loss instead (use --validation-split to hold out images).\n");
         f->monitor_name = "loss";
     }

@@ -185,5 +185,19 @@ check(len(rows) > best_epoch and fin_meta.get("epoch") == bst_meta.get("epoch") 
       f"final.safetensors (restored) says epoch {fin_meta.get('epoch')}, best {bst_meta.get('epoch')}: both should be "
       f"{best_epoch}, the lowest val_loss of {len(rows)} epochs")
 
+# 5. --validation-steps: that many batches of a random sample of valid/ (the same every epoch), not the
+# first batches of its sorted list, which hold only its first class
+mixed = 0
+for seed in ("3", "4", "5"):
+    rv = os.path.join(WORK, "rv" + seed)
+    out = run("train", DATA, "--run", rv, "--epochs", "2", *[seed if a == "3" else a for a in BASE], "--validation-steps", "1").stdout
+    check("Validating on 4 of the 8 valid/ images" in out, "--validation-steps 1 --batch 4 says it validates on 4 of 8")
+    rows = list(csv.reader(open(os.path.join(rv, "valid_predictions.csv"))))[1:]
+    per_epoch = {e: sorted(r[1] for r in rows if r[0] == e) for e in ("1", "2")}
+    check(len(per_epoch["1"]) == 4 and len(set(per_epoch["1"])) == 4 and per_epoch["1"] == per_epoch["2"],
+          f"seed {seed}: 4 distinct images validated, the same in both epochs ({per_epoch})")
+    mixed += len({p.split("/")[1] for p in per_epoch["1"]}) == 2
+check(mixed > 0, "--validation-steps: no seed of three sampled both classes (the first batches of the sorted valid/?)")
+
 print("end-to-end: %d failures" % len(failures))
 sys.exit(1 if failures else 0)
