@@ -436,10 +436,12 @@ static lp_status class_folders(const char *dir, bool follow, char ***out, int *n
 }
 
 /* Scans one split folder. classes: the order to use (NULL: the folder's own,
- * sorted). problems/notes collect what is wrong. */
+ * sorted). problems/notes collect what is wrong. missing_ok: a class without a folder
+ * (or without images) is a note, not a problem (a model's classes over a folder that
+ * holds some of them). */
 static lp_status scan_split(const char *abs, const char *relbase, const char *name, char **classes, int nclasses,
-                            bool classes_given, const lp_scan_options *opt, lp_split_ext **out, char ***problems,
-                            int *nproblems, char ***notes, int *nnotes) {
+                            bool classes_given, bool missing_ok, const lp_scan_options *opt, lp_split_ext **out,
+                            char ***problems, int *nproblems, char ***notes, int *nnotes) {
     *out = NULL;
     lp_split_ext *e = lp_calloc(1, sizeof *e);
     if (!e) return LP_ERR_NOMEM;
@@ -450,7 +452,9 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
     lp_status s = class_folders(abs, opt->follow_symlinks, &folders, &nf, &loose);
     if (s) goto fail;
     e->ignored_other += loose;
-    const char *shown = relbase[0] ? relbase : name;
+    const char *shown = relbase[0] ? relbase : abs;
+    char absent[256] = ""; /* missing_ok: the classes without a folder, as many as fit */
+    int nabsent = 0;
     if (loose) {
         if ((s = push_str(notes, nnotes, xasprintf("%s/: %d file(s) outside class folders ignored", shown, loose)))) goto fail;
     }
@@ -489,6 +493,14 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
     for (int k = 0; k < nclasses; k++) {
         bool present = false;
         for (int i = 0; i < nf && !present; i++) present = strcmp(folders[i], classes[k]) == 0;
+        if (!present && missing_ok) {
+            if (strlen(absent) + strlen(classes[k]) + 8 < sizeof absent)
+                snprintf(absent + strlen(absent), sizeof absent - strlen(absent), "%s'%s'", nabsent ? ", " : "", classes[k]);
+            else if (!strstr(absent, ", ..."))
+                snprintf(absent + strlen(absent), sizeof absent - strlen(absent), ", ...");
+            nabsent++;
+            continue;
+        }
         if (!present) {
             if ((s = push_str(problems, nproblems, xasprintf("%s/: no folder for class '%s'", shown, classes[k])))) goto fail;
             continue;
@@ -541,10 +553,14 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
         if (e->s.class_counts[k] == 0) {
             bool present = false;
             for (int i = 0; i < nf && !present; i++) present = strcmp(folders[i], classes[k]) == 0;
-            if (present && (s = push_str(problems, nproblems, xasprintf("%s/%s/: no usable images", shown, classes[k]))))
+            if (present && (s = push_str(missing_ok ? notes : problems, missing_ok ? nnotes : nproblems,
+                                         xasprintf("%s/%s/: no usable images", shown, classes[k]))))
                 goto fail;
         }
     }
+    if (nabsent && (s = push_str(notes, nnotes, xasprintf("%s/: no folder for %d of the %d classes (%s): none of their images "
+                                                           "is in the figures", shown, nabsent, nclasses, absent))))
+        goto fail;
     if (nclasses < 2 && (s = push_str(problems, nproblems,
                                       xasprintf("%s/: %d class folder(s); a classifier needs at least 2", shown, nclasses))))
         goto fail;
@@ -711,7 +727,7 @@ lp_status lp_dataset_scan_collect(const char *data_dir, const lp_scan_options *o
                     data_dir, data_dir);
         goto fail;
     }
-    s = scan_split(tr, "train", "train", given, ngiven, given != NULL, &opt, &d->splits[0], &d->problems,
+    s = scan_split(tr, "train", "train", given, ngiven, given != NULL, false, &opt, &d->splits[0], &d->problems,
                    &d->num_problems, &d->notes, &d->num_notes);
     free(tr);
     if (s) goto fail;
@@ -732,7 +748,7 @@ lp_status lp_dataset_scan_collect(const char *data_dir, const lp_scan_options *o
     if (has_va || has_vn) {
         const char *nm = has_va ? "valid" : "validation";
         snprintf(d->valid_dir, sizeof d->valid_dir, "%s", nm);
-        s = scan_split(has_va ? va : vn, nm, "valid", train->class_names, train->num_classes, given != NULL, &opt,
+        s = scan_split(has_va ? va : vn, nm, "valid", train->class_names, train->num_classes, given != NULL, false, &opt,
                        &d->splits[1], &d->problems, &d->num_problems, &d->notes, &d->num_notes);
         if (!s && opt.validation_split > 0)
             s = push_str(&d->notes, &d->num_notes,
@@ -752,7 +768,7 @@ lp_status lp_dataset_scan_collect(const char *data_dir, const lp_scan_options *o
         goto fail;
     }
     if (!opt.skip_test && lp_is_dir(te))
-        s = scan_split(te, "test", "test", train->class_names, train->num_classes, given != NULL, &opt, &d->splits[2],
+        s = scan_split(te, "test", "test", train->class_names, train->num_classes, given != NULL, false, &opt, &d->splits[2],
                        &d->problems, &d->num_problems, &d->notes, &d->num_notes);
     free(te);
     if (s) goto fail;
@@ -840,7 +856,7 @@ lp_status lp_split_scan_dir_notes(const char *dir, const lp_scan_options *opt_in
     const char *base = strrchr(tmpn, '/');
     snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : tmpn);
     lp_split_ext *e = NULL;
-    s = scan_split(dir, "", name, given, ngiven, given != NULL, &opt, &e, &problems, &np, &notes, &nn);
+    s = scan_split(dir, "", name, given, ngiven, given != NULL, given != NULL, &opt, &e, &problems, &np, &notes, &nn);
     if (!s) {
         const lp_split_ext *sp[1] = {e};
         s = strict_fail(dir, sp, 1, problems, np, opt.skip_bad);

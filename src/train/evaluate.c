@@ -60,9 +60,12 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     free(classes);
     if (s) return s;
     if (sp->num_samples == 0) {
+        /* the notes say which of the model's classes have no folder */
+        s = lp_fail(LP_ERR_DATA, "%s: no images of the model's classes%s%s; evaluate takes a folder of class folders named as the "
+                    "model's classes (loupe summary lists them)", dir, nnotes ? ": " : "", nnotes ? notes[nnotes - 1] : "");
         lp_split_free(sp);
         free_notes(notes, nnotes);
-        return lp_fail(LP_ERR_DATA, "%s: no images found in its class folders", dir);
+        return s;
     }
     io.loader.batch = batch;
     lp_loader *ld = NULL;
@@ -121,6 +124,21 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     r->class_names = lp_calloc((size_t)k, sizeof(char *));
     for (int c = 0; r->class_names && c < k; c++) r->class_names[c] = lp_strdup(lp_model_class_name(m, c));
     r->skipped_bad = sp->num_bad;
+    /* the bad images skipped, named (as train's skipped.txt names them), the first 10 */
+    enum { NAMED_BAD = 10 };
+    const int named = sp->num_bad < NAMED_BAD ? sp->num_bad : NAMED_BAD;
+    char **more = named ? realloc(notes, sizeof(char *) * (size_t)(nnotes + named + 1)) : notes;
+    if (more) {
+        notes = more;
+        for (int i = 0; i < named; i++) {
+            char *t = lp_malloc(strlen(sp->bad[i].relpath) + strlen(sp->bad[i].reason) + 32);
+            if (t) sprintf(t, "skipped %s: %s", sp->bad[i].relpath, sp->bad[i].reason), notes[nnotes++] = t;
+        }
+        if (sp->num_bad > named) {
+            char *t = lp_malloc(64);
+            if (t) snprintf(t, 64, "and %d more bad images skipped", sp->num_bad - named), notes[nnotes++] = t;
+        }
+    }
     r->notes = notes, r->num_notes = nnotes;
     lp_split_free(sp);
     *out = r;

@@ -125,6 +125,23 @@ ev2 = json.loads(run("evaluate", ck, extra, "--json").stdout)
 check(ev2["n"] == 8 and any("unknown/" in n and "not among the classes" in n for n in ev2["notes"]),
       f"evaluate names the folder it left out: {ev2.get('notes')}")
 check("note: " in run("evaluate", ck, extra).stdout, "evaluate's text report carries the note")
+# evaluate on a folder that holds some of the model's classes (Keras' flow_from_directory with classes=
+# counts a missing one as 0 images): evaluated, the missing class named in a note; none of them: refused
+some = os.path.join(WORK, "one_class")
+shutil.copytree(os.path.join(DATA, "test", "negative"), os.path.join(some, "negative"))
+ev3 = json.loads(run("evaluate", ck, some, "--json").stdout)
+support = [ev3["per_class"][c]["support"] for c in ("negative", "positive")]
+check(ev3["n"] == 4 and support == [4, 0] and any("no folder for 1 of the 2 classes ('positive')" in n for n in ev3["notes"]),
+      f"evaluate on a folder of one class: {ev3.get('n')} images, {ev3.get('per_class')}, notes {ev3.get('notes')}")
+# --skip-bad: the bad images left out are named in the notes (and counted)
+open(os.path.join(some, "negative", "broken.png"), "wb").write(b"\x89PNG\r\n\x1a\n not really")
+ev4 = json.loads(run("evaluate", ck, some, "--json", "--skip-bad").stdout)
+check(ev4["n"] == 4 and ev4["skipped_bad"] == 1 and any("negative/broken.png" in n for n in ev4["notes"]),
+      f"evaluate --skip-bad names the bad image: skipped {ev4.get('skipped_bad')}, notes {ev4.get('notes')}")
+os.remove(os.path.join(some, "negative", "broken.png"))
+os.rename(os.path.join(some, "negative"), os.path.join(some, "other"))
+err = run("evaluate", ck, some, expect=2).stderr
+check("no images of the model's classes" in err and "'negative', 'positive'" in err, f"evaluate on a folder of none of them: {err!r}")
 # a folder's files that are not images (by content, whatever the name) are named and skipped,
 # as train and data skip them; an image that is not readable fails the command
 notes = os.path.join(WORK, "with_notes")
