@@ -21,21 +21,13 @@ static bool parse_size(const char *v, void *dest) {
     return cli_parse_size(v, 1, false, &p->in_width, &p->in_height);
 }
 
-/* --head SPEC implies --top none (lp_model_params *). */
-static bool parse_head(const char *v, void *dest) {
-    lp_model_params *p = dest;
-    p->head = v;
-    p->top = "none";
-    return true;
-}
-
 int cmd_summary(int argc, char **argv) {
     lp_model_params p = lp_model_default_params();
-    int have_model = 0, nargs;
+    int have_model = 0, top_seen = 0, head_seen = 0, nargs;
     const cli_option opts[] = {
         {"--model", CLI_STRING, &p.arch, .seen = &have_model},
-        CLI_OPT("--top", CLI_STRING, &p.top),
-        {"--head", CLI_CUSTOM, &p, .parse = parse_head, .expects = "a head spec"},
+        {"--top", CLI_STRING, &p.top, .seen = &top_seen},
+        {"--head", CLI_STRING, &p.head, .seen = &head_seen},
         CLI_OPT("--freeze", CLI_STRING, &p.freeze),
         {"--classes", CLI_INT, &p.num_classes, .lo = 1, .hi = 1000000},
         {"--channels", CLI_INT, &p.in_channels, .lo = 1, .hi = 4096},
@@ -53,6 +45,14 @@ int cmd_summary(int argc, char **argv) {
         char msg[256];
         snprintf(msg, sizeof msg, "unexpected argument '%s' (one checkpoint file)", !strcmp(argv[1], "-") ? argv[1] : argv[2]);
         cli_error("summary", msg, "run 'loupe summary --help' for the options");
+        return 2;
+    }
+    /* as train: --head implies --top none, and contradicts keep */
+    if (head_seen && !top_seen) p.top = "none";
+    else if (head_seen && strcmp(p.top, "none")) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "--head %s needs --top none (a head replaces the top)", p.head);
+        cli_error("summary", msg, "drop --top keep, or --head");
         return 2;
     }
     const char *path = nargs ? argv[1] : NULL;

@@ -1388,6 +1388,10 @@ lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_i
     if (!st && p->head && *p->head && !head && top && !strcmp(top, "keep"))
         st = lp_fail(LP_ERR_ARG, "--head '%s': %s keeps its own classifier (top keep), which --head does not describe; leave --head out",
                      p->head, in);
+    /* a base alone: --head describes a file's own head, and a new one is train's to add */
+    else if (!st && p->head && *p->head && !head)
+        st = lp_fail(LP_ERR_ARG, "--head '%s': %s is a convolutional base without a head, which --head would describe; leave --head "
+                     "out (train --weights %s --head %s adds that head, initialised new)", p->head, in, in, p->head);
     char buf[64];
     if (!st && p->in_height) {
         snprintf(buf, sizeof buf, "%dx%d", p->in_height, p->in_width);

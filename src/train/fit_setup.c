@@ -342,7 +342,7 @@ static void warn_preprocess(lp_fit *f) {
     const char *why = "";
     if (!strcmp(f->weights_preprocess, "caffe") && f->preprocess == LP_PRE_RESCALE)
         why = ": caffe weights expect BGR pixels in 0..255 minus the ImageNet mean (spread ~±128), rescale feeds RGB "
-              "in 0..1, about 100x too small, with red and blue swapped";
+              "in 0..1, about 255x too small, with red and blue swapped";
     else if (!strcmp(f->weights_preprocess, "torch") && f->preprocess == LP_PRE_RESCALE)
         why = ": torch weights expect (x/255 - mean)/std (spread ~±2), rescale feeds 0..1 without centring, about 4x "
               "smaller and shifted";

@@ -40,6 +40,9 @@ cases = [
     (["frobnicate"], "unknown command"),
     # a head replaces the top: --head with --top keep contradicts itself
     (["train", DATA, "--run", R, "--model", "tiny", "--top", "keep", "--head", "gap,dense"], "needs --top none"),
+    (["summary", "--model", "tiny", "--top", "keep", "--head", "gap,dense"], "needs --top none"),
+    # a folder where a checkpoint goes
+    (["evaluate", DATA, DATA], "a folder, not a checkpoint file"),
     # a validation split that would be left unused, the valid/ folder being the validation set
     (["train", DATA, "--run", R, "--model", "tiny", "--size", "32x32", "--validation-split", "0.2"], "valid/ exists"),
     # options another one would silently override: a schedule under --reduce-lr, SGD's momentum under Adam

@@ -202,6 +202,10 @@ check(len(rows) > best_epoch and fin_meta.get("epoch") == bst_meta.get("epoch") 
       f"final.safetensors (restored) says epoch {fin_meta.get('epoch')}, best {bst_meta.get('epoch')}: both should be "
       f"{best_epoch}, the lowest val_loss of {len(rows)} epochs")
 
+# a run folder given where a checkpoint goes: the message names the checkpoint to give
+err = run("evaluate", r1, os.path.join(DATA, "test"), expect=2).stderr
+check("a run folder" in err and os.path.join(r1, "checkpoints", "best.safetensors") in err, f"evaluate RUN: {err!r}")
+
 # 5. --validation-steps: that many batches of a random sample of valid/ (the same every epoch), not the
 # first batches of its sorted list, which hold only its first class
 mixed = 0

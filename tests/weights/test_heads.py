@@ -219,7 +219,10 @@ def part_state():
     st.write(p("plain.safetensors"), state_of(plain))
     refused("4. an unnamed Sequential", p("plain.safetensors"), ["13 conv layers of a VGG16", "not under torchvision's names", "'0.0.weight'", "ONNX"],
             absent=["not a VGG"])
-    W.remove(p("fc.safetensors"), p("plain.safetensors"))
+    # a base alone with --head: nothing in the file for --head to describe (it was ignored); train adds a head
+    st.write(p("base.safetensors"), base)
+    refused("4. --head on a base alone", p("base.safetensors"), ["convolutional base without a head", "train --weights"], "--head", "gap,dense:2")
+    W.remove(p("fc.safetensors"), p("plain.safetensors"), p("base.safetensors"))
 
 
 def export(model, path, size, dynamic=False, outputs=("out",)):
