@@ -77,7 +77,7 @@ static bool parse_exclude(const char *s, void *dest) {
 int cmd_fashion(int argc, char **argv) {
     const char *cmd = "fashion";
     lp_fashion_params p = lp_fashion_default_params();
-    int per_class = 0, valid_given = 0, test_given = 0, exclude_given = 0, label_given = 0, nargs;
+    int per_class = 0, train_given = 0, valid_given = 0, test_given = 0, exclude_given = 0, label_given = 0, nargs;
     const char *hint = "run 'loupe fashion --help' for the accepted values";
     const char *label = "a label 0-9 or a class name";
     const cli_option opts[] = {
@@ -86,7 +86,7 @@ int cmd_fashion(int argc, char **argv) {
         {"--source", CLI_STRING, &p.source_dir, .expects = "a folder"},
         {"--negative", CLI_CUSTOM, &p.negative, .parse = parse_label, .expects = label, .hint = hint, .seen = &label_given},
         {"--positive", CLI_CUSTOM, &p.positive, .parse = parse_label, .expects = label, .hint = hint, .seen = &label_given},
-        {"--train", CLI_INT, &p.n_train, .lo = 1, .hi = 60000, .hint = hint},
+        {"--train", CLI_INT, &p.n_train, .lo = 1, .hi = 60000, .hint = hint, .seen = &train_given},
         {"--valid", CLI_INT, &p.n_valid, .lo = 1, .hi = 60000, .hint = hint, .seen = &valid_given},
         {"--test", CLI_INT, &p.n_test, .lo = 1, .hi = 10000, .hint = hint, .seen = &test_given},
         {"--per-class", CLI_INT, &per_class, .lo = 1, .hi = 60000, .hint = hint},
@@ -118,6 +118,10 @@ int cmd_fashion(int argc, char **argv) {
     }
     if (!p.pretrain && (per_class || exclude_given)) {
         cli_error(cmd, "--per-class and --exclude go with --pretrain", NULL);
+        return 2;
+    }
+    if (per_class && train_given) {
+        cli_error(cmd, "--per-class N sets the training images per class, as --train does", "give one of them");
         return 2;
     }
     if (per_class) {

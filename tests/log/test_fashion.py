@@ -202,7 +202,8 @@ def main(exe, work):
     check(not any(os.path.exists(os.path.join(work, x)) or os.path.exists(os.path.join(work, x + ".tmp"))
                   for x in ["x1", "x2", "x3", "x4"]), "failed runs left folders")
     for args, what in [(["--negative", "3", "--positive", "3"], "same class"), (["--negative", "11"], "label 11"),
-                       (["--train", "6000"], "too many"), (["--per-class", "3"], "--per-class without --pretrain")]:
+                       (["--train", "6000"], "too many"), (["--per-class", "3"], "--per-class without --pretrain"),
+                       (["--pretrain", "--per-class", "16", "--train", "7"], "--per-class and --train")]:
         rc, out = loupe(exe, "--out", os.path.join(work, "x5"), *args)
         check(rc == 2 and not os.path.exists(os.path.join(work, "x5")), "%s: rc %d %s" % (what, rc, out))
 
