@@ -529,7 +529,8 @@ static lp_status order_images(lp_diagnosis *d) {
             bool wrong = d->pred[(size_t)d->L * n + i] != d->run.labels[i];
             if (wrong != (pass == 0)) continue;
             double lL = d->loss[(size_t)d->L * n + i], lB = d->loss[(size_t)d->B * n + i];
-            kk[start + m++] = (keyed){pass ? lL : lL - lB, i};
+            /* analysing the best epoch itself: no change to sort by, the loss then */
+            kk[start + m++] = (keyed){pass || d->B == d->L ? lL : lL - lB, i};
         }
         if (!pass) nw = m;
         qsort(kk + start, (size_t)m, sizeof *kk, cmp_keyed);

@@ -107,11 +107,12 @@ static void tables(diag_sb *b, const lp_diagnosis *d) {
     int eb = d->tl[d->tl_B].epoch, el = d->tl[d->tl_L].epoch;
     int shown = d->n_listed < d->params.max_images ? d->n_listed : d->params.max_images;
     if (shown < d->n_conf_wrong && d->n_conf_wrong <= 2 * d->params.max_images) shown = d->n_conf_wrong;
+    const char *key = d->B == d->L ? "highest loss first" : "most increased loss first";
     if (shown > d->n_conf_wrong)
-        sb_printf(b, "\nImages: the %d misclassified at epoch %d first (most increased loss first), then the highest-loss correct ones:\n",
-                  d->n_conf_wrong, el);
+        sb_printf(b, "\nImages: the %d misclassified at epoch %d first (%s), then the highest-loss correct ones:\n",
+                  d->n_conf_wrong, el, key);
     else
-        sb_printf(b, "\nImages: %d of the %d misclassified at epoch %d, most increased loss first:\n", shown, d->n_conf_wrong, el);
+        sb_printf(b, "\nImages: %d of the %d misclassified at epoch %d, %s:\n", shown, d->n_conf_wrong, el, key);
     sb_printf(b, "  %-40s %-12s %-12s %9s %9s %8s  %s\n", "path", "true", "predicted", "p_true@", "p_true@", "loss +/-",
               "p_true per epoch");
     char hb[16], hl[16];

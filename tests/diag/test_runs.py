@@ -173,6 +173,13 @@ rep = os.path.join(WORK, "seed-report.html")
 out = diagnose(run, "--short", "--report", rep)
 check("Per epoch" not in out.stdout, "seed: --short printed the tables")
 check_report("seed --report", rep)
+# analysing the best epoch itself: no loss change to rank by, so the misclassified by their loss
+db = diagnose_json(run, "--epoch", str(ref["best_epoch"]), "--no-report")
+wrong_b = [x["loss_last"] for x in db.get("images", []) if x["wrong"]]
+check(db.get("last_epoch") == ref["best_epoch"] and len(wrong_b) > 1 and wrong_b == sorted(wrong_b, reverse=True),
+      f"seed --epoch best: misclassified ranked by loss ({wrong_b})")
+check("highest loss first" in diagnose(run, "--epoch", str(ref["best_epoch"]), "--no-report").stdout,
+      "seed --epoch best: the text says how the images are ranked")
 d20 = diagnose_json(run, "--epoch", "20", "--no-report")
 check(d20.get("last_epoch") == 20, f"seed --epoch 20: last_epoch {d20.get('last_epoch')}")
 ref20 = rf.reference(probs[:20], labels)
