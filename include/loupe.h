@@ -10,7 +10,17 @@
  *     and _free functions leave it alone: the message survives the cleanup);
  *   - library code never prints and never exits;
  *   - opaque handles come in lp_<object>_create/_load ... lp_<object>_free pairs;
- *   - options come in params structs initialised by lp_<object>_default_params().
+ *     a _free function takes NULL (and does nothing), not a handle freed before;
+ *   - options come in params structs initialised by lp_<object>_default_params();
+ *   - pointer arguments are required unless the comment says "may be NULL"; a NULL
+ *     one is LP_ERR_ARG where the function returns a status;
+ *   - strings returned by accessors (class names, metadata, report texts) belong to
+ *     their object and live as long as it; lp_errmsg()'s until the thread's next call;
+ *   - threads: separate models may be used from separate threads at once (predict,
+ *     evaluate, train). The compute thread count (lp_set_threads, lp_train_params.threads)
+ *     and lp_train_request_stop are process-wide: set the count from one thread;
+ *   - messages name the command-line options (--run RUN, --resume); a C caller reads
+ *     them as the lp_train_params fields of the same names (run_dir, resume).
  *
  * Example (train the seed user's model, then predict):
  *
@@ -71,10 +81,11 @@ LP_API const char *lp_status_name(lp_status s);
 /** @return the library version string. */
 LP_API const char *lp_version(void);
 
-/** Sets the number of compute threads (0 = one per CPU the process may use). Where
- * they take every such CPU, and no OpenMP binding is set (OMP_PROC_BIND, OMP_PLACES,
- * GOMP_CPU_AFFINITY; OMP_PROC_BIND=false to opt out), each is pinned to one CPU;
- * the library's data worker threads are not. */
+/** Sets the number of compute threads, for the whole process (0 = one per CPU the
+ * process may use; below 0 counts as 0). Where they take every such CPU, and no OpenMP
+ * binding is set (OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY; OMP_PROC_BIND=false to opt
+ * out), the OpenMP pool's threads are each pinned to one CPU; the calling thread keeps its
+ * CPUs, and so do the library's data worker threads. */
 LP_API void lp_set_threads(int n);
 LP_API int lp_get_threads(void);
 /** @return the instruction-set level loupe's kernels run at and the processor, e.g.
@@ -97,7 +108,8 @@ typedef struct lp_model lp_model;
 
 /** Loads a loupe checkpoint (.safetensors written by training or convert).
  *  @param path checkpoint file  @param out receives the model
- *  @return LP_OK, LP_ERR_IO, LP_ERR_FORMAT (bad file or metadata), LP_ERR_SHAPE */
+ *  @return LP_OK, LP_ERR_IO, LP_ERR_FORMAT (bad file or metadata), LP_ERR_SHAPE,
+ *          LP_ERR_ARG (NULL, or a folder: a run folder's message names its best checkpoint) */
 LP_API lp_status lp_model_load(const char *path, lp_model **out);
 /** Frees a model (NULL is fine). */
 LP_API void lp_model_free(lp_model *m);
@@ -110,13 +122,15 @@ LP_API int lp_model_num_classes(const lp_model *m);
 LP_API const char *lp_model_class_name(const lp_model *m, int i);
 /** Input the model expects: channels, height, width (any pointer may be NULL). */
 LP_API void lp_model_input_size(const lp_model *m, int *c, int *h, int *w);
-/** @return the architecture ("vgg16", "vgg19", "tiny"). */
+/** @return the architecture ("vgg16", "vgg19", "resnet18", "resnet34", "resnet50",
+ *  "mobilenet_v2", "efficientnet_b0", "tiny"). */
 LP_API const char *lp_model_arch(const lp_model *m);
 /** @return a checkpoint metadata value (e.g. "preprocess", "temperature"), NULL if absent. */
 LP_API const char *lp_model_meta(const lp_model *m, const char *key);
 /** A new (untrained, PyTorch-initialised) model from an architecture description. */
 typedef struct lp_model_params {
-    const char *arch;    /**< "vgg16" | "vgg19" | "tiny" */
+    const char *arch;    /**< "vgg16" | "vgg19" | "resnet18" | "resnet34" | "resnet50" | "mobilenet_v2" |
+                              "efficientnet_b0" | "tiny" (loupe's test model) */
     const char *top;     /**< "keep" (torchvision classifier, new output layer) | "none" */
     const char *head;    /**< with top=none, e.g. "flatten,dense:256:relu,dropout:0.5,dense" or "gap,dense" */
     int num_classes;     /**< output units (the final "dense" without size gets this) */
@@ -132,7 +146,10 @@ LP_API lp_status lp_model_create(const lp_model_params *p, lp_model **out);
 LP_API lp_status lp_model_save(lp_model *m, const char *path);
 
 /** Rewrites a checkpoint atomically with one metadata key set to value
- *  (tensors and other keys unchanged), e.g. ("temperature", "1.37"). */
+ *  (tensors and other keys unchanged), e.g. ("temperature", "1.37"). Keys that describe
+ *  the network (arch, top, head, num_classes, input_size, in_channels, ...) are refused:
+ *  the tensors would no longer fit them; "temperature" must be a number in 0.001..1000
+ *  and "classes" a JSON list of as many names as outputs. */
 LP_API lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value);
 
 /* ---- data check -------------------------------------------------------- */
@@ -196,14 +213,16 @@ LP_API void lp_data_report_free(lp_data_report *r);
 
 /* ---- weights (import, convert) ----------------------------------------- */
 /*
- * Pretrained VGG16/VGG19 weights from the files users have:
- *   - Keras HDF5 (save_weights or model.save; ..._notop.h5 or with fc1/fc2/predictions)
+ * Pretrained weights (VGG16/19, ResNet-18/34/50, MobileNetV2, EfficientNet-B0) from the
+ * files users have:
+ *   - Keras HDF5 (save_weights or model.save; ..._notop.h5 or with their top; Keras'
+ *     ResNet50, MobileNetV2, EfficientNetB0)
  *   - torchvision or timm state dicts saved as safetensors (F32/F16/BF16)
- *   - ONNX models of a VGG graph (torch.onnx.export, model zoo vgg16-7.onnx)
+ *   - ONNX models of those graphs (torch.onnx.export, model zoo vgg16-7.onnx)
  *   - loupe checkpoints
  * The format is detected from the file's content. Tensors come out with
- * torchvision's names and layouts, so the converted file loads into
- * torchvision.models.vgg16 with load_state_dict.
+ * torchvision's names and layouts, so the converted file loads into the
+ * torchvision model (e.g. torchvision.models.vgg16) with load_state_dict.
  *
  *     lp_weights_info info;
  *     if (lp_weights_convert("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -212,8 +231,8 @@ LP_API void lp_data_report_free(lp_data_report *r);
  *     // info.source "keras-h5", info.arch "vgg16", info.top "none", info.preprocess "caffe"
  */
 typedef struct lp_weights_info {
-    char source[16];     /* keras-h5 | torchvision | timm | onnx | loupe */
-    char arch[16];       /* vgg16 | vgg19 */
+    char source[16];     /* keras-h5 | torchvision | pytorch | safetensors | onnx | loupe */
+    char arch[16];       /* vgg16 | vgg19 | resnet18 | resnet34 | resnet50 | mobilenet_v2 | efficientnet_b0 | tiny */
     char top[8];         /* keep (fc1, fc2, predictions present) | none */
     char preprocess[16]; /* what the weights expect: caffe (Keras) | torch | ... */
     int num_classes;     /* outputs of the last dense layer, 0 for a convolutional base alone */
@@ -229,9 +248,9 @@ typedef struct lp_weights_info {
  * source, arch, top, preprocess, num_classes.
  * @param in        weights file (.h5, .safetensors, .onnx)
  * @param out       checkpoint to write
- * @param arch_hint "vgg16", "vgg19" or NULL to infer from the file
+ * @param arch_hint an architecture (lp_model_arch's names) or NULL to infer from the file
  * @param info      optional summary of what was converted (may be NULL)
- * @return LP_OK; LP_ERR_FORMAT (not a VGG, unknown or corrupt file),
+ * @return LP_OK; LP_ERR_FORMAT (another model's weights, unknown or corrupt file),
  *         LP_ERR_SHAPE, LP_ERR_NUMERIC (NaN/Inf), LP_ERR_IO.
  */
 LP_API lp_status lp_weights_convert(const char *in, const char *out, const char *arch_hint, lp_weights_info *info);
@@ -239,7 +258,7 @@ LP_API lp_status lp_weights_convert(const char *in, const char *out, const char 
 /** What lp_weights_convert_ex converts; lp_weights_convert_default_params() zeroes it. */
 typedef struct lp_weights_convert_params {
     const char *in, *out;     /* weights file, checkpoint to write (required) */
-    const char *arch;         /* "vgg16", "vgg19" or NULL: from the file */
+    const char *arch;         /* an architecture (lp_model_arch's names) or NULL: from the file */
     const char *head;         /* the head spec where the file cannot tell it (a state dict's
                                  head.N: flatten or gap?), e.g. "gap,dense:2"; NULL */
     int in_height, in_width;  /* input size; 0: from the file (the ONNX input, the size the
@@ -284,7 +303,7 @@ LP_API int lp_weights_preprocess_warning(const char *expected, const char *chose
  */
 typedef struct lp_train_params {
     const char *data_dir, *run_dir;        /* required */
-    const char *model;                     /* "vgg16" (default) | "vgg19" | "tiny" */
+    const char *model;                     /* "vgg16" (default) or another of lp_model_arch's names */
     const char *top;                       /* "keep" (default) | "none" */
     const char *head;                      /* head spec for top=none (default "flatten,dense") */
     const char *weights;                   /* pretrained weights file or NULL */
@@ -294,9 +313,12 @@ typedef struct lp_train_params {
     const char *classes;                   /* NULL or "a,b": fixes class order */
     const char *color_mode;                /* "rgb" (default) | "grayscale" */
     int epochs, batch;                     /* defaults 10, 32 */
-    int steps_per_epoch, validation_steps; /* 0 = one pass / whole split */
+    int steps_per_epoch, validation_steps; /* 0 = one pass / whole split; validation_steps N: N batches
+                                            * of a random sample of valid drawn with seed, the same
+                                            * every epoch */
     const char *optimizer;                 /* "sgd" (default) | "adam" | "adamw" */
-    double lr, momentum, weight_decay;     /* lr default 0.01 (sgd) / 0.001 (adam) when 0 */
+    double lr, momentum, weight_decay;     /* lr default 0.01 (sgd) / 0.001 (adam) when 0; momentum is
+                                            * SGD's (LP_ERR_ARG with adam/adamw on a new run) */
     int nesterov;
     const char *freeze;                    /* "base" | "none" (default) | name prefix */
     uint64_t seed;                         /* default 1 */
@@ -305,7 +327,7 @@ typedef struct lp_train_params {
     const char *monitor;                   /* "val_loss" (default) | "val_accuracy" */
     int early_stop;                        /* patience, 0 = off */
     int restore_best;
-    double reduce_lr_factor;               /* 0 = off */
+    double reduce_lr_factor;               /* 0 = off; not with a schedule (LP_ERR_ARG) */
     int reduce_lr_patience;
     const char *schedule;                  /* "constant" (default) | "step:E:G" | "cosine" */
     int resume, skip_bad;
@@ -336,18 +358,21 @@ LP_API lp_train_params lp_train_default_params(void);
 typedef struct lp_epoch_result {
     int epoch;                             /* from 1 */
     double loss, accuracy;                 /* running means over the epoch's batches */
-    double val_loss, val_accuracy;         /* whole validation split (or validation_steps) */
+    double val_loss, val_accuracy;         /* the validation split (validation_steps: its sample) */
     double lr, seconds;
     int improved;                          /* monitored figure improved: best checkpoint written */
 } lp_epoch_result;
 
-/** Called after each epoch; return non-zero to stop training. */
+/** Called after each epoch; return non-zero to stop training (lp_train then returns LP_OK,
+ *  the checkpoints of the epochs done written as usual). */
 typedef int (*lp_epoch_callback)(const lp_epoch_result *r, void *user);
 
-/** Trains per params, writing the run directory. Ctrl-C (SIGINT) finishes the
- * step, writes last.safetensors and returns LP_ERR_INTERRUPTED. */
+/** Trains per params, writing the run directory. After lp_train_request_stop (e.g. from
+ * the program's SIGINT handler: the library installs none, the loupe command does) it
+ * finishes the step, writes last.safetensors and returns LP_ERR_INTERRUPTED. */
 LP_API lp_status lp_train(const lp_train_params *p, lp_epoch_callback cb, void *user);
-/** Asks a running lp_train to stop after the current step (signal-safe). */
+/** Asks every running lp_train of the process to stop after the current step
+ *  (async-signal-safe: callable from a signal handler). */
 LP_API void lp_train_request_stop(void);
 
 /* Evaluation of a checkpoint on a folder of class subfolders (e.g. DATA/test). */
@@ -363,17 +388,23 @@ typedef struct lp_eval_result {
     int num_notes;                         /* what else was left out, e.g. folders not among the model's classes */
     char **notes;
 } lp_eval_result;
+/** Evaluates m on dir, a folder of class folders named as the model's classes (those it
+ *  lacks count no images and are named in notes; other folders are left out, also in notes).
+ *  batch: images per forward pass (below 1: 32). skip_bad: 1 leaves bad image files out
+ *  (named in notes), 0 fails on them (LP_ERR_DATA listing them). *out: free with
+ *  lp_eval_result_free. @return LP_OK; LP_ERR_DATA (no images of the model's classes, bad
+ *  files), LP_ERR_NUMERIC (the net's output NaN or Inf), LP_ERR_ARG, LP_ERR_IO. */
 LP_API lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out);
 LP_API char *lp_eval_result_text(const lp_eval_result *r);  /* malloc'ed report */
 LP_API char *lp_eval_result_json(const lp_eval_result *r);  /* malloc'ed JSON object */
 LP_API void lp_eval_result_free(lp_eval_result *r);
 
-/** Class probabilities (num_classes floats) for one image file, with the
- * model's preprocessing, input size and calibration temperature. LP_ERR_NUMERIC
- * where the net's output is NaN or Inf (damaged weights, a run that diverged). */
+/** Class probabilities for one image file, with the model's preprocessing, input size and
+ * calibration temperature, into probs: lp_model_num_classes(m) floats, sized by the caller.
+ * LP_ERR_NUMERIC where the net's output is NaN or Inf (damaged weights, a run that diverged). */
 LP_API lp_status lp_predict_file(lp_model *m, const char *path, float *probs);
-/** The same for n files, decoded in parallel and run through the net 16 at a time:
- * probs (n * num_classes); status[i] is file i's (LP_OK, or what lp_predict_file would
+/** The same for n >= 0 files, decoded in parallel and run through the net 16 at a time:
+ * probs (n * num_classes floats); status (n entries): status[i] is file i's (LP_OK, or what lp_predict_file would
  * return for it: its probabilities are then unset; lp_predict_file on it gives the
  * message). @return LP_OK unless the net itself failed. */
 LP_API lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status);

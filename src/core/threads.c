@@ -11,7 +11,7 @@ static int g_threads = 0;
 static cpu_set_t g_cpus; /* the process's CPUs before the compute threads were pinned */
 static bool g_pinned = false;
 
-/* One compute thread per CPU, pinned, where the threads take every CPU the process may
+/* One compute thread per CPU, the pool's pinned, where the threads take every CPU the process may
  * use. Left free, the scheduler moved them between the cores during a step, each move
  * leaving the thread's L2 (the AMX kernels' 1 MB bands, oneDNN's blocks) behind: a
  * 224x224 batch 16 bf16 step on 2 cores took 0.527-0.536 s pinned against 0.539-0.547 s
@@ -31,10 +31,16 @@ static void pin_threads(int n) {
     g_pinned = true;
 #pragma omp parallel num_threads(n)
     {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(cpus[omp_get_thread_num()], &one);
-        sched_setaffinity(0, sizeof one, &one); /* 0: the calling thread */
+        /* the pool's own threads; thread 0 is the caller's, whose affinity is the program's
+         * (pinned, every thread it then created would inherit one CPU); the scheduler keeps
+         * it on the CPU the others leave free */
+        const int t = omp_get_thread_num();
+        if (t > 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpus[t], &one);
+            sched_setaffinity(0, sizeof one, &one); /* 0: the calling thread */
+        }
     }
 #else
     (void)n;

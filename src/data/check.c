@@ -19,6 +19,7 @@ lp_data_params lp_data_default_params(void) {
 
 lp_status lp_data_check(const lp_data_params *p, lp_data_report **out) {
     lp_clear_error();
+    if (!out) return lp_fail(LP_ERR_ARG, "lp_data_check: out is required (NULL given)");
     *out = NULL;
     if (!p || !p->data_dir) return lp_fail(LP_ERR_ARG, "no dataset folder given");
     lp_scan_options o = lp_scan_default_options();

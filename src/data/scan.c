@@ -452,9 +452,13 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
     lp_status s = class_folders(abs, opt->follow_symlinks, &folders, &nf, &loose);
     if (s) goto fail;
     e->ignored_other += loose;
-    const char *shown = relbase[0] ? relbase : abs;
+    char given[4096]; /* the folder as given, without trailing slashes (messages add one) */
+    snprintf(given, sizeof given, "%s", abs);
+    for (size_t gl = strlen(given); gl > 1 && given[gl - 1] == '/';) given[--gl] = 0;
+    const char *shown = relbase[0] ? relbase : given;
     char absent[256] = ""; /* missing_ok: the classes without a folder, as many as fit */
     int nabsent = 0;
+    bool cut = false;
     if (loose) {
         if ((s = push_str(notes, nnotes, xasprintf("%s/: %d file(s) outside class folders ignored", shown, loose)))) goto fail;
     }
@@ -494,10 +498,10 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
         bool present = false;
         for (int i = 0; i < nf && !present; i++) present = strcmp(folders[i], classes[k]) == 0;
         if (!present && missing_ok) {
-            if (strlen(absent) + strlen(classes[k]) + 8 < sizeof absent)
+            if (!cut && strlen(absent) + strlen(classes[k]) + 8 < sizeof absent)
                 snprintf(absent + strlen(absent), sizeof absent - strlen(absent), "%s'%s'", nabsent ? ", " : "", classes[k]);
-            else if (!strstr(absent, ", ..."))
-                snprintf(absent + strlen(absent), sizeof absent - strlen(absent), ", ...");
+            else if (!cut)
+                snprintf(absent + strlen(absent), sizeof absent - strlen(absent), ", ..."), cut = true;
             nabsent++;
             continue;
         }
@@ -558,8 +562,8 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
                 goto fail;
         }
     }
-    if (nabsent && (s = push_str(notes, nnotes, xasprintf("%s/: no folder for %d of the %d classes (%s): none of their images "
-                                                           "is in the figures", shown, nabsent, nclasses, absent))))
+    if (nabsent && (s = push_str(notes, nnotes, xasprintf("%s/: no folder for %d of the %d classes (%s)", shown, nabsent, nclasses,
+                                                           absent))))
         goto fail;
     if (nclasses < 2 && (s = push_str(problems, nproblems,
                                       xasprintf("%s/: %d class folder(s); a classifier needs at least 2", shown, nclasses))))

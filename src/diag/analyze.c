@@ -620,6 +620,7 @@ static void make_headline(lp_diagnosis *d) {
 
 lp_status lp_diagnose_run(const char *run_dir, const lp_diagnose_params *p, lp_diagnosis **out) {
     lp_clear_error();
+    if (!out) return lp_fail(LP_ERR_ARG, "lp_diagnose_run: out is required (NULL given)");
     *out = NULL;
     if (!run_dir) return lp_fail(LP_ERR_ARG, "lp_diagnose_run: run_dir is NULL");
     lp_diagnosis *d = lp_calloc(1, sizeof *d);

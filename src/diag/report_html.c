@@ -341,8 +341,10 @@ lp_status lp_diagnosis_write_html(const lp_diagnosis *d, const char *path) {
 
         int eb = d->tl[d->tl_B].epoch, el = d->tl[d->tl_L].epoch, ni = r->n_img;
         const int shown = diag_images_listed(d);
-        sb_printf(&b, "<h2>Images</h2>\n<p>Misclassified at epoch %d first (largest loss increase since epoch %d first), then the "
-                  "highest-loss correct ones. The curve is the probability of the true class per epoch (middle line = 0.5).</p>\n", el, eb);
+        char key[64] = "highest loss first"; /* the best epoch analysed itself: no change to rank by */
+        if (d->B != d->L) snprintf(key, sizeof key, "largest loss increase since epoch %d first", eb);
+        sb_printf(&b, "<h2>Images</h2>\n<p>Misclassified at epoch %d first (%s), then the highest-loss correct ones. The curve is "
+                  "the probability of the true class per epoch (middle line = 0.5).</p>\n", el, key);
         sb_printf(&b, "<table><tr><th class=\"l\">path</th><th class=\"l\">true</th><th class=\"l\">predicted</th><th>p_true @%d</th>"
                   "<th>p_true @%d</th><th>loss change</th><th class=\"l\">p_true per epoch</th></tr>\n", eb, el);
         for (int j = 0; j < shown; j++) {

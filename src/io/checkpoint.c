@@ -175,11 +175,27 @@ lp_status lp_checkpoint_load(const char *path, lp_net **net_out, lp_tensor_list 
 
 lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value) {
     lp_clear_error();
+    if (!path) return lp_fail(LP_ERR_ARG, "lp_checkpoint_set_meta: path is required (NULL given)");
     if (!key || !*key || !value) return lp_fail(LP_ERR_ARG, "checkpoint set meta: empty key or value");
+    /* what describes the network: its tensors would no longer fit (the checksum and format are the writer's) */
+    static const char *const fixed[] = {"arch", "top", "head", "num_classes", "input_size", "in_channels",
+                                        "padding", "resnet_version", "format", "checksum"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (!strcmp(key, fixed[i]))
+            return lp_fail(LP_ERR_ARG, "%s: metadata '%s' describes the network its tensors fit, and is not set on its own; "
+                           "convert or train a model of the other shape instead", path, key);
+    if (!strcmp(key, "temperature")) {
+        char *end;
+        const double t = strtod(value, &end);
+        if (end == value || *end || !(t >= 1e-3 && t <= 1e3))
+            return lp_fail(LP_ERR_ARG, "temperature '%s' is not a number in 0.001..1000", value);
+    }
     lp_tensor_list l;
     lp_tensor_list_init(&l);
     lp_status st = lp_safetensors_read(path, &l);
     if (!st) st = lp_tensor_list_set_meta(&l, key, value);
+    lp_net_config cfg; /* classes: still as many names as outputs */
+    if (!st && !strcmp(key, "classes")) st = lp_checkpoint_config_from_meta(&l, path, &cfg);
     if (!st) st = lp_safetensors_write(path, &l);
     lp_tensor_list_free(&l);
     return st;
@@ -225,6 +241,7 @@ lp_status lp_model_wrap(lp_net *net, const lp_tensor_list *meta, lp_model **out)
 
 lp_status lp_model_load(const char *path, lp_model **out) {
     lp_clear_error();
+    if (!path || !out) return lp_fail(LP_ERR_ARG, "lp_model_load: path and out are required (NULL given)");
     *out = NULL;
     lp_net *net;
     lp_tensor_list all;
@@ -260,6 +277,7 @@ lp_model_params lp_model_default_params(void) {
 
 lp_status lp_model_create(const lp_model_params *p, lp_model **out) {
     lp_clear_error();
+    if (!p || !out) return lp_fail(LP_ERR_ARG, "lp_model_create: params and out are required (NULL given)");
     *out = NULL;
     lp_net_config c;
     lp_status st = lp_net_config_from_model_params(p, &c);
@@ -276,6 +294,7 @@ lp_status lp_model_create(const lp_model_params *p, lp_model **out) {
 
 lp_status lp_model_save(lp_model *m, const char *path) {
     lp_clear_error();
+    if (!m || !path) return lp_fail(LP_ERR_ARG, "lp_model_save: model and path are required (NULL given)");
     lp_tensor_list meta;
     lp_tensor_list_init(&meta);
     lp_status st = LP_OK;
@@ -298,6 +317,7 @@ lp_net *lp_model_net(lp_model *m) { return m->net; }
 const lp_tensor_list *lp_model_meta_list(const lp_model *m) { return &m->meta; }
 lp_status lp_model_summary(lp_model *m, char **text) {
     lp_clear_error();
+    if (!m || !text) return lp_fail(LP_ERR_ARG, "lp_model_summary: model and text are required (NULL given)");
     return lp_net_summary(m->net, text);
 }
 int lp_model_num_classes(const lp_model *m) { return m->nclasses; }

@@ -170,19 +170,23 @@ lp_status lp_safetensors_parse(const uint8_t *data, size_t size, const char *fna
     return st;
 }
 
+lp_status lp_fail_folder_given(const char *path) {
+    char *best = lp_path_join(path, "checkpoints/best.safetensors");
+    const bool run = best && lp_path_exists(best);
+    lp_status st = run ? lp_fail(LP_ERR_ARG, "%s: a run folder, not a checkpoint file; give one of its checkpoints, e.g. %s", path, best)
+                       : lp_fail(LP_ERR_ARG, "%s: a folder, not a checkpoint file; give a .safetensors file", path);
+    free(best);
+    return st;
+}
+
 lp_status lp_safetensors_read(const char *path, lp_tensor_list *out) {
     /* mmap: tensors are copied once, straight from the page cache. */
     int fd = open(path, O_RDONLY);
     if (fd < 0) return lp_fail(LP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode)) { /* most often a run folder given for its checkpoint */
+    if (fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         close(fd);
-        char *best = lp_path_join(path, "checkpoints/best.safetensors");
-        const bool run = best && lp_path_exists(best);
-        lp_status st = run ? lp_fail(LP_ERR_ARG, "%s: a run folder, not a checkpoint file; give one of its checkpoints, e.g. %s", path, best)
-                           : lp_fail(LP_ERR_ARG, "%s: a folder, not a checkpoint file; give a .safetensors file", path);
-        free(best);
-        return st;
+        return lp_fail_folder_given(path);
     }
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);

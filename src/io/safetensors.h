@@ -10,6 +10,9 @@
  * than the file, overlapping or out-of-range offsets -> LP_ERR_FORMAT naming
  * the file and the tensor. out must be initialised (lp_tensor_list_init). */
 lp_status lp_safetensors_read(const char *path, lp_tensor_list *out);
+/* LP_ERR_ARG for a folder given where a weights or checkpoint file goes; a run folder's
+ * message names its checkpoints/best.safetensors. */
+lp_status lp_fail_folder_given(const char *path);
 /* Same from a memory buffer (name is used in messages). */
 lp_status lp_safetensors_parse(const uint8_t *data, size_t size, const char *name, lp_tensor_list *out);
 /* Atomic (lp_atomic_*), tensors 8-byte aligned, __metadata__ from l->meta. */

@@ -273,7 +273,7 @@ static lp_status plan_head(const char *path, const lp_wlayers *L, const lp_weigh
     } else {
         char why[256] = "";
         /* 512 inputs: a flatten gives that only at 32x32 (a 1x1 map); at another size, the pooling */
-        if (pool == LP_WPOOL_UNKNOWN && h && (h / 32) * (w / 32) != 1) pool = LP_WPOOL_GAP;
+        if (pool == LP_WPOOL_UNKNOWN && fin == 512 && h && (h / 32) * (w / 32) != 1) pool = LP_WPOOL_GAP;
         if (pool == LP_WPOOL_UNKNOWN)
             snprintf(why, sizeof why, "whether a flatten or a global average pooling comes before %s (it takes %lld inputs: both give 512 at 32x32)",
                      wlabel(D[0]), (long long)fin);
@@ -1074,6 +1074,10 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
     if (fd < 0) return lp_fail(LP_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     struct stat sb;
     uint8_t head[16] = {0};
+    if (fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        close(fd);
+        return lp_fail_folder_given(path);
+    }
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
         return lp_fail(LP_ERR_IO, "%s: not a regular file", path);
@@ -1420,7 +1424,8 @@ lp_status lp_weights_convert_ex(const lp_weights_convert_params *p, lp_weights_i
     if (!st) st = lp_safetensors_write(p->out, &w);
     if (!st && info) {
         memset(info, 0, sizeof *info);
-        if ((v = lp_tensor_list_get_meta(&w, "source"))) snprintf(info->source, sizeof info->source, "%s", v);
+        /* every reader of another format records its own; a loupe checkpoint has none */
+        snprintf(info->source, sizeof info->source, "%s", (v = lp_tensor_list_get_meta(&w, "source")) ? v : "loupe");
         if ((v = lp_tensor_list_get_meta(&w, "arch"))) snprintf(info->arch, sizeof info->arch, "%s", v);
         if ((v = lp_tensor_list_get_meta(&w, "top"))) snprintf(info->top, sizeof info->top, "%s", v);
         if ((v = lp_tensor_list_get_meta(&w, "preprocess"))) snprintf(info->preprocess, sizeof info->preprocess, "%s", v);

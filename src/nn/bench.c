@@ -35,6 +35,7 @@ static lp_status train_step(lp_net *net, lp_optim *opt, const lp_optim_config *o
 
 lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     lp_clear_error();
+    if (!p || !r) return lp_fail(LP_ERR_ARG, "lp_bench_run: params and result are required (NULL given)");
     memset(r, 0, sizeof *r);
     if (p->batch < 1 || p->steps < 1 || p->warmup < 0) return lp_fail(LP_ERR_ARG, "bench: batch and steps must be >= 1");
     lp_net_config c;

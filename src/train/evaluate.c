@@ -42,6 +42,7 @@ static void free_notes(char **notes, int n) {
 
 lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out) {
     lp_clear_error();
+    if (!m || !dir || !out) return lp_fail(LP_ERR_ARG, "lp_evaluate: model, dir and out are required (NULL given)");
     *out = NULL;
     lp_model_io io;
     lp_status s = lp_model_io_from_meta(m, &io);
@@ -60,9 +61,13 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     free(classes);
     if (s) return s;
     if (sp->num_samples == 0) {
-        /* the notes say which of the model's classes have no folder */
-        s = lp_fail(LP_ERR_DATA, "%s: no images of the model's classes%s%s; evaluate takes a folder of class folders named as the "
-                    "model's classes (loupe summary lists them)", dir, nnotes ? ": " : "", nnotes ? notes[nnotes - 1] : "");
+        /* the notes say what the folder holds and which of the model's classes have no folder */
+        char said[1024] = "";
+        for (int i = 0; i < nnotes && strlen(said) + 8 < sizeof said; i++)
+            snprintf(said + strlen(said), sizeof said - strlen(said), "%s%s", i ? "; " : " (", notes[i]);
+        if (nnotes) snprintf(said + strlen(said), sizeof said - strlen(said), ")");
+        s = lp_fail(LP_ERR_DATA, "%s: no images of the model's classes%s; evaluate takes a folder of class folders named as the "
+                    "model's classes (loupe summary lists them)", dir, said);
         lp_split_free(sp);
         free_notes(notes, nnotes);
         return s;
@@ -160,7 +165,7 @@ void lp_eval_result_free(lp_eval_result *r) {
 
 char *lp_eval_result_text(const lp_eval_result *r) {
     lp_clear_error();
-    size_t cap = 4096 + (size_t)r->num_classes * (256 + (size_t)r->num_classes * 12);
+    size_t cap = 4096 + (size_t)r->num_classes * 256 + (size_t)(r->num_classes < 21 ? r->num_classes : 21) * 21 * 12;
     for (int i = 0; i < r->num_notes; i++) cap += strlen(r->notes[i]) + 16;
     char *t = lp_malloc(cap);
     if (!t) return NULL;
@@ -172,17 +177,41 @@ char *lp_eval_result_text(const lp_eval_result *r) {
     if (r->temperature != 1.0) OUT(" - temperature: %.4g", r->temperature);
     if (r->skipped_bad) OUT("\nskipped %d bad image file%s (--skip-bad)", r->skipped_bad, r->skipped_bad > 1 ? "s" : "");
     for (int i = 0; i < r->num_notes; i++) OUT("\nnote: %s", r->notes[i]);
-    OUT("\n\n%-16s %9s %9s %9s %9s\n", "class", "precision", "recall", "f1", "support");
-    for (int c = 0; c < r->num_classes; c++)
-        OUT("%-16.16s %9.4f %9.4f %9.4f %9d\n", r->class_names[c], r->precision[c], r->recall[c], r->f1[c], r->support[c]);
-    OUT("\nconfusion matrix (rows: true class, columns: predicted)\n%-16s", "");
-    for (int c = 0; c < r->num_classes; c++) OUT(" %10.10s", r->class_names[c]);
-    OUT("\n");
-    for (int a = 0; a < r->num_classes; a++) {
-        OUT("%-16.16s", r->class_names[a]);
-        for (int b = 0; b < r->num_classes; b++) OUT(" %10d", r->confusion[a * r->num_classes + b]);
-        OUT("\n");
+    /* many classes (a converted 1000-class model): the rows of the classes the folder has or the
+     * model predicted, and the matrix over them while it stays readable; --json has all */
+    const int k = r->num_classes, many = 20;
+    bool *row = lp_calloc((size_t)k, sizeof(bool));
+    if (!row) {
+        free(t);
+        return NULL;
     }
+    int shown = 0;
+    for (int c = 0; c < k; c++) {
+        int predicted = 0;
+        for (int a = 0; a < k; a++) predicted += r->confusion[a * k + c];
+        row[c] = k <= many || r->support[c] > 0 || predicted > 0;
+        shown += row[c];
+    }
+    OUT("\n\n%-16s %9s %9s %9s %9s\n", "class", "precision", "recall", "f1", "support");
+    for (int c = 0; c < k; c++)
+        if (row[c]) OUT("%-16.16s %9.4f %9.4f %9.4f %9d\n", r->class_names[c], r->precision[c], r->recall[c], r->f1[c], r->support[c]);
+    if (shown < k) OUT("(%d classes with no images and no predictions left out; --json lists every class)\n", k - shown);
+    if (shown > many) {
+        OUT("\nconfusion matrix: %d x %d classes, in --json\n", k, k);
+    } else {
+        OUT("\nconfusion matrix (rows: true class, columns: predicted%s)\n%-16s", shown < k ? "; the classes above" : "", "");
+        for (int c = 0; c < k; c++)
+            if (row[c]) OUT(" %10.10s", r->class_names[c]);
+        OUT("\n");
+        for (int a = 0; a < k; a++) {
+            if (!row[a]) continue;
+            OUT("%-16.16s", r->class_names[a]);
+            for (int b = 0; b < k; b++)
+                if (row[b]) OUT(" %10d", r->confusion[a * k + b]);
+            OUT("\n");
+        }
+    }
+    free(row);
 #undef OUT
     return t;
 }
@@ -237,6 +266,8 @@ static lp_status finite_output(const float *logits, int k, const char *path) {
 #define PREDICT_BATCH 16
 lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status) {
     lp_clear_error();
+    if (n < 0 || (n > 0 && (!paths || !probs || !status)) || !m)
+        return lp_fail(LP_ERR_ARG, "lp_predict_files: model, paths, probs and status are required (NULL given), n >= 0 (%d)", n);
     lp_model_io io;
     lp_status s = lp_model_io_from_meta(m, &io);
     if (s) return s;
@@ -274,6 +305,7 @@ lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *
 
 lp_status lp_predict_file(lp_model *m, const char *path, float *probs) {
     lp_clear_error();
+    if (!m || !path || !probs) return lp_fail(LP_ERR_ARG, "lp_predict_file: model, path and probs are required (NULL given)");
     lp_model_io io;
     lp_status s = lp_model_io_from_meta(m, &io);
     if (s) return s;

@@ -554,6 +554,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
 
 lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *user) {
     lp_clear_error();
+    if (!params) return lp_fail(LP_ERR_ARG, "lp_train: params are required (NULL given)");
     g_stop_requested = 0;
     lp_status s = check_params(params);
     if (s) return s;

@@ -178,6 +178,7 @@ static const resume_key resume_keys[] = {
     {"batch", "--batch"}, {"steps_per_epoch", "--steps-per-epoch"}, {"seed", "--seed"}, {"shuffle", "--no-shuffle"},
     {"optimizer", "--optimizer"}, {"momentum", "--momentum"}, {"nesterov", "--nesterov"},
     {"weight_decay", "--weight-decay"}, {"freeze", "--freeze"}, {"bn", "--bn"}, {"monitor", "--monitor"},
+    {"validation_steps", "--validation-steps"},
 }, resume_noted_keys[] = {
     {"lr", "--lr"}, {"schedule", "--schedule"}, {"reduce_lr_factor", "--reduce-lr"}, {"reduce_lr_patience", "--reduce-lr"},
 }, resume_aug_keys[] = {
@@ -574,27 +575,26 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (lp_fit_writer(f) && !lp_atomic_remove_stale(p->run_dir, &n)) stale += n;
     if (lp_fit_writer(f) && !lp_atomic_remove_stale(f->ckpt_dir, &n)) stale += n;
     if (stale) say(f, "Removed %d temporary file(s) left by an interrupted run.\n", stale);
-    if (!p->resume) {
-        char *last = lp_path_join(f->ckpt_dir, "last.safetensors");
-        bool exists = last && lp_path_exists(last);
-        free(last);
-        if (exists)
-            return lp_fail(LP_ERR_ARG, "%s already holds a run (checkpoints/last.safetensors); add --resume to continue it "
-                                       "or choose another --run", p->run_dir);
-    }
+    char *last = lp_path_join(f->ckpt_dir, "last.safetensors");
+    const bool has_run = last && lp_path_exists(last); /* --resume of a folder without one starts a new run */
+    free(last);
+    if (!p->resume && has_run)
+        return lp_fail(LP_ERR_ARG, "%s already holds a run (checkpoints/last.safetensors); add --resume to continue it "
+                                   "or choose another --run", p->run_dir);
 
-    /* options that another one would silently override (checked on new runs: an older run
-     * that had them still resumes) */
-    if (!p->resume && p->reduce_lr_factor > 0 && p->schedule && strcmp(p->schedule, "constant"))
+    /* options that another one would silently override. The learning-rate policy may change on
+     * --resume, so that check holds there too (drop one to resume); momentum may not, so an
+     * older run that had it with Adam still resumes */
+    if (p->reduce_lr_factor > 0 && p->schedule && strcmp(p->schedule, "constant"))
         return lp_fail(LP_ERR_ARG, "--schedule %s and --reduce-lr both set the learning rate, and --reduce-lr's would win; use one: "
                                    "a schedule for a fixed plan, --reduce-lr to lower the rate when %s stalls",
                        p->schedule, p->monitor);
-    if (!p->resume && p->momentum > 0 && strcmp(p->optimizer, "sgd"))
+    if (!has_run && p->momentum > 0 && strcmp(p->optimizer, "sgd"))
         return lp_fail(LP_ERR_ARG, "--momentum is SGD's: --optimizer %s keeps its own (beta1 0.9, beta2 0.999); drop --momentum, "
                                    "or use --optimizer sgd", p->optimizer);
 
     /* data */
-    if (p->validation_split > 0 && !p->resume) { /* with a valid/ folder the split would be left unused, unseen */
+    if (p->validation_split > 0 && !has_run) { /* with a valid/ folder the split would be left unused, unseen */
         for (int i = 0; i < 2; i++) {
             char *v = lp_path_join(p->data_dir, i ? "validation" : "valid");
             const bool dir = v && lp_is_dir(v);
@@ -621,14 +621,6 @@ lp_status lp_fit_setup(lp_fit *f) {
         return lp_fail(LP_ERR_DATA, "%s: valid has %d classes but train has %d", p->data_dir, f->valid->num_classes, f->num_classes);
     say(f, "Found %d images belonging to %d classes (train).\n", f->train->num_samples, f->num_classes);
     if (f->valid) say(f, "Found %d images belonging to %d classes (valid).\n", f->valid->num_samples, f->valid->num_classes);
-    const long long val_keep = (long long)p->validation_steps * p->batch;
-    if (f->valid && p->validation_steps > 0 && val_keep < f->valid->num_samples) {
-        /* the first batches of valid/ would be its first classes (it is sorted): a sample of all */
-        const int all = f->valid->num_samples;
-        if ((s = lp_dataset_keep_sample(f->ds, "valid", (int)val_keep, p->seed))) return s;
-        say(f, "Validating on %d of the %d valid/ images (--validation-steps %d x --batch %d): a random sample drawn with "
-               "--seed, the same every epoch.\n", f->valid->num_samples, all, p->validation_steps, p->batch);
-    }
     if (!f->valid) {
         say(f, "No valid/ split: monitoring training loss instead (use --validation-split to hold out images).\n");
         f->monitor_name = "loss";
@@ -643,6 +635,15 @@ lp_status lp_fit_setup(lp_fit *f) {
     if (ignored)
         say(f, "Ignored %d file%s that %s not images (hidden files, Thumbs.db, others by content; 'loupe data %s' lists "
                "them by kind).\n", ignored, ignored > 1 ? "s" : "", ignored > 1 ? "are" : "is", p->data_dir);
+    /* after the checks above, which speak of the whole of valid/ */
+    const long long val_keep = (long long)p->validation_steps * p->batch;
+    if (f->valid && p->validation_steps > 0 && val_keep < f->valid->num_samples) {
+        /* the first batches of valid/ would be its first classes (it is sorted): a sample of all */
+        const int all = f->valid->num_samples;
+        if ((s = lp_dataset_keep_sample(f->ds, "valid", (int)val_keep, p->seed))) return s;
+        say(f, "Validating on %d of the %d valid/ images (--validation-steps %d x --batch %d): a random sample drawn with "
+               "--seed, the same every epoch.\n", f->valid->num_samples, all, p->validation_steps, p->batch);
+    }
     f->channels = !strcmp(p->color_mode, "grayscale") ? 1 : 3;
 
     /* model */

@@ -1,5 +1,6 @@
-/* core: compute threads pinned one per CPU (or left alone where an OpenMP binding is
- * set: run with OMP_PROC_BIND=false too), data worker threads unpinned. */
+/* core: the pool's compute threads pinned one per CPU (or left alone where an OpenMP
+ * binding is set: run with OMP_PROC_BIND=false too), the caller's thread (thread 0) left
+ * with the program's CPUs, data worker threads unpinned. */
 #define _GNU_SOURCE
 #include "core/core.h"
 #include "loupe.h"
@@ -43,7 +44,10 @@ int main(void) {
     const bool pin = m >= 2 && !bind_set;
     cpu_set_t used;
     CPU_ZERO(&used);
-    for (int t = 0; t < team && t < 256; t++) {
+    /* the caller's own thread keeps the program's CPUs: a thread it then starts is not confined */
+    if (!bind_set) CHECK(CPU_EQUAL(&seen[0], &all), "the calling thread may run on %d CPUs after lp_set_threads, want all %d",
+                         CPU_COUNT(&seen[0]), m);
+    for (int t = 1; t < team && t < 256; t++) {
         if (pin) {
             CHECK(CPU_COUNT(&seen[t]) == 1, "thread %d may run on %d CPUs, want 1", t, CPU_COUNT(&seen[t]));
             cpu_set_t in;

@@ -232,9 +232,22 @@ static void test_state_and_checkpoint(void) {
     lp_tensor_list_free(&sd);
     expect_err(lp_model_load("plain.safetensors", &m), LP_ERR_FORMAT, "safetensors without loupe metadata", "plain.safetensors",
                "not a loupe checkpoint");
-    /* checkpoint whose tensors do not fit its metadata */
-    OK(lp_checkpoint_set_meta("tiny.safetensors", "num_classes", "3"));
-    OK(lp_checkpoint_set_meta("tiny.safetensors", "classes", "[\"a\",\"b\",\"c\"]"));
+    /* lp_checkpoint_set_meta keeps the metadata describing the network its tensors fit */
+    expect_err(lp_checkpoint_set_meta("tiny.safetensors", "num_classes", "3"), LP_ERR_ARG, "set_meta num_classes", "num_classes",
+               "describes the network");
+    expect_err(lp_checkpoint_set_meta("tiny.safetensors", "temperature", "-3"), LP_ERR_ARG, "set_meta temperature -3", "-3",
+               "0.001..1000");
+    expect_err(lp_checkpoint_set_meta("tiny.safetensors", "classes", "[\"a\",\"b\",\"c\"]"), LP_ERR_FORMAT,
+               "set_meta classes of another count", "tiny.safetensors", "class");
+    OK(lp_model_load("tiny.safetensors", &m)); /* untouched by the refusals */
+    lp_model_free(m);
+    /* checkpoint whose tensors do not fit its metadata (written by another tool) */
+    lp_tensor_list_init(&sd);
+    OK(lp_safetensors_read("tiny.safetensors", &sd));
+    OK(lp_tensor_list_set_meta(&sd, "num_classes", "3"));
+    OK(lp_tensor_list_set_meta(&sd, "classes", "[\"a\",\"b\",\"c\"]"));
+    OK(lp_safetensors_write("tiny.safetensors", &sd));
+    lp_tensor_list_free(&sd);
     expect_err(lp_model_load("tiny.safetensors", &m), LP_ERR_SHAPE, "checkpoint tensors vs metadata", "classifier.6.weight",
                "tiny.safetensors");
     lp_net_free(net);
