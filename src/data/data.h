@@ -106,7 +106,9 @@ const lp_split *lp_dataset_split(const lp_dataset *d, const char *name); /* "tra
 lp_status lp_dataset_keep_sample(lp_dataset *d, const char *name, int keep, uint64_t seed);
 /* Scan a single class-folder dir (for `loupe evaluate CKPT DATA/test`); pass the
  * checkpoint's classes in opt->classes so labels match training. Name: the
- * folder's last component. Same strictness as lp_dataset_scan. */
+ * folder's last component. Bad files as strict as lp_dataset_scan; with opt->classes,
+ * a class without a folder (or without images) is a note (lp_split_scan_dir_notes), not
+ * an error. */
 lp_status lp_split_scan_dir(const char *dir, const lp_scan_options *opt, lp_split **out);
 /* Groups of files with the same bytes, those of them that span splits (train and valid: a
  * leak) and those whose files carry different classes. */
