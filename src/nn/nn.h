@@ -127,6 +127,9 @@ float *lp_net_param(lp_net *net, int i);
 const float *lp_net_param_data(const lp_net *net, int i);
 float *lp_net_grad(lp_net *net, int i);
 bool lp_net_param_trainable(const lp_net *net, int i);
+/* Parameters as `loupe summary` and Keras count them: batch norm's running statistics
+ * included (not trainable), its step counters not. */
+void lp_net_param_totals(const lp_net *net, long long *total, long long *trainable);
 /* Batch norm's running statistics and step count: saved and loaded with the weights,
  * updated by training forwards, never by the optimizer (never trainable). */
 bool lp_net_param_is_buffer(const lp_net *net, int i);

@@ -159,6 +159,15 @@ static void row(strbuf *b, const char *name, const char *type, const lp_layer *l
     sb_printf(b, "%-36s %-20s %15s\n", label, shape, commas(params, num));
 }
 
+void lp_net_param_totals(const lp_net *net, long long *total, long long *trainable) {
+    *total = *trainable = 0;
+    for (int i = 0; i < net->nparams; i++) {
+        if (net->params[i].int64) continue; /* a count (num_batches_tracked), as Keras has none */
+        *total += (long long)net->params[i].numel;
+        if (net->params[i].trainable) *trainable += (long long)net->params[i].numel;
+    }
+}
+
 lp_status lp_net_summary(lp_net *net, char **text) {
     *text = NULL;
     strbuf b = {0};
@@ -168,12 +177,8 @@ lp_status lp_net_summary(lp_net *net, char **text) {
               c->in_c, c->in_h, c->in_w, c->num_classes);
     sb_printf(&b, "%-36s %-20s %15s\n", "Layer (type)", "Output shape", "Param #");
     sb_printf(&b, "==========================================================================\n");
-    long long total = 0, trainable = 0;
-    for (int i = 0; i < net->nparams; i++) {
-        if (net->params[i].int64) continue; /* a count, as Keras has none */
-        total += (long long)net->params[i].numel;
-        if (net->params[i].trainable) trainable += (long long)net->params[i].numel;
-    }
+    long long total, trainable;
+    lp_net_param_totals(net, &total, &trainable);
     for (int i = 0; i < net->nlayers; i++) {
         const lp_layer *l = &net->layers[i];
         long long np = 0;

@@ -169,6 +169,8 @@ static lp_status validate(lp_fit *f, int epoch, double *val_loss, double *val_ac
         *val_loss = loss_sum / n_total;
         *val_acc = (double)correct / n_total;
     }
+    /* an image's loss past float's range (finite in double, where lp_net_loss checks it) */
+    if (n_total > 0 && !isfinite(*val_loss)) return lp_fail(LP_ERR_NUMERIC, "validation loss is %g", *val_loss);
     return LP_OK;
 }
 
@@ -354,7 +356,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
     int steps = p->steps_per_epoch > 0 ? p->steps_per_epoch : per_pass;
     lp_schedule sched;
     lp_schedule_parse(p->schedule, &sched);
-    bool maximize = !strcmp(p->monitor, "val_accuracy");
+    bool maximize = !strcmp(p->monitor, "val_accuracy") && f->valid; /* without validation: the training loss, minimised */
     bool skip_nan = p->on_nan && !strcmp(p->on_nan, "skip");
     nan_hooks hooks = {NULL, NULL, NULL};
     if (skip_nan) {
@@ -457,9 +459,22 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         last_epoch = epoch, last_acc = acc;
         double val_loss, val_acc;
         if ((s = validate(f, epoch, &val_loss, &val_acc))) {
-            if (s == LP_ERR_NUMERIC)
+            if (s == LP_ERR_NUMERIC) {
                 lp_fail_context(s, "validation of epoch %d: training diverged; %s (try a smaller --lr)", epoch,
                                 kept_checkpoint(f));
+                /* the batches skipped before it still count (run.json, and said) */
+                if (f->st.nan_skipped_epoch > 0) {
+                    if (p->verbose && f->out) fputc('\n', f->out);
+                    if (f->out)
+                        fprintf(f->out, "WARNING: epoch %d: skipped %d of %d training batches with a NaN/Inf loss or "
+                                        "gradient (--on-nan skip)\n", epoch, f->st.nan_skipped_epoch, steps);
+                    char *msg = lp_strdup(lp_errmsg()); /* run.json's update clears it */
+                    lp_status w = note_skipped_in_run_json(f);
+                    if (!w && msg) lp_fail(s, "%s", msg);
+                    free(msg);
+                    if (w) return w;
+                }
+            }
             return s;
         }
         double lr_used = f->st.lr;

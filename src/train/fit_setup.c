@@ -149,11 +149,8 @@ static cJSON *run_json(lp_fit *f) {
     cJSON *counts = cJSON_AddObjectToObject(root, "counts");
     cJSON_AddItemToObject(counts, "train", split_counts(f->train));
     if (f->valid) cJSON_AddItemToObject(counts, "valid", split_counts(f->valid));
-    size_t total = 0, trainable = 0; /* as `loupe summary` counts them (its weights buffer has padding too) */
-    for (int i = 0; i < lp_net_param_count(f->net); i++) {
-        total += lp_net_param_numel(f->net, i);
-        if (lp_net_param_trainable(f->net, i)) trainable += lp_net_param_numel(f->net, i);
-    }
+    long long total, trainable; /* as `loupe summary` counts them */
+    lp_net_param_totals(f->net, &total, &trainable);
     cJSON_AddNumberToObject(root, "parameters", (double)total);
     cJSON_AddNumberToObject(root, "trainable_parameters", (double)trainable);
     if (!all) {
@@ -277,6 +274,12 @@ static lp_status write_run_json(lp_fit *f) {
 static lp_status read_weights(lp_fit *f, lp_tensor_list *w) {
     lp_status s = lp_weights_read(f->p.weights, strcmp(f->p.model, "tiny") ? f->p.model : NULL, w);
     if (s) return s;
+    /* a loupe checkpoint of a grayscale run has a one-channel first convolution */
+    const char *mode = lp_tensor_list_get_meta(w, "color_mode");
+    if (mode && strcmp(mode, f->p.color_mode))
+        return lp_fail(LP_ERR_ARG, "%s was trained on %s images and this run reads %s ones; add --color-mode %s (its first "
+                       "convolution takes %s channels)", f->p.weights, mode, f->p.color_mode, mode,
+                       !strcmp(mode, "grayscale") ? "1" : "3");
     const char *pre = lp_weights_preprocess(w);
     if (pre) f->weights_preprocess = lp_strdup(pre);
     return LP_OK;
@@ -740,7 +743,8 @@ lp_status lp_fit_setup(lp_fit *f) {
                "master weights, gradients and loss.\n",
             lp_net_amx() ? " on AMX" : "", p->batch);
     else if (prec == LP_PREC_BF16)
-        say(f, "Precision: bf16 asked, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32.\n");
+        say(f, "Precision: bf16 asked, but this CPU has no native bf16 (AVX512-BF16 or AMX)%s: training in fp32.\n",
+            getenv("ONEDNN_MAX_CPU_ISA") || getenv("DNNL_MAX_CPU_ISA") ? " at the level ONEDNN_MAX_CPU_ISA caps it to" : "");
     else if (prec == LP_PREC_AUTO && lp_net_bf16_native())
         say(f, "Precision: fp32 (auto: %s on AMX stays fp32 until bf16 is measured there).\n", p->model);
     else if (prec == LP_PREC_AUTO)
@@ -749,6 +753,8 @@ lp_status lp_fit_setup(lp_fit *f) {
         int convs, wino = lp_net_winograd_planned(f->net, &convs);
         say(f, "Convolutions: Winograd %s in %d of %d conv layers, direct in the others (--conv %s).\n",
             lp_net_winograd_kind(), wino, convs, lp_conv_algo_name(lp_net_get_config(f->net)->conv_algo));
+    } else if (p->conv_algo && strcmp(p->conv_algo, "auto")) {
+        say(f, "Convolutions: bf16, direct (--conv %s picks the algorithm of fp32 convolutions).\n", p->conv_algo);
     }
     if (f->dist.size > 1)
         say(f, "Data-parallel: %d processes (MPI), each batch of %d split between them; this one writes the run.\n",

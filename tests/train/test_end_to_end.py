@@ -220,5 +220,12 @@ for seed in ("3", "4", "5"):
     mixed += len({p.split("/")[1] for p in per_epoch["1"]}) == 2
 check(mixed > 0, "--validation-steps: no seed of three sampled both classes (the first batches of the sorted valid/?)")
 
+# a grayscale run's checkpoint as --weights of an RGB run: refused naming the option to add
+gray = os.path.join(WORK, "gray")
+run("train", DATA, "--run", gray, "--epochs", "1", *BASE, "--color-mode", "grayscale")
+err = run("train", DATA, "--run", os.path.join(WORK, "from_gray"), "--epochs", "1", *BASE, "--weights",
+          os.path.join(gray, "checkpoints", "last.safetensors"), expect=2).stderr
+check("add --color-mode grayscale" in err, f"--weights of a grayscale run into an RGB one: {err!r}")
+
 print("end-to-end: %d failures" % len(failures))
 sys.exit(1 if failures else 0)

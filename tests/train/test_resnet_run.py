@@ -64,6 +64,15 @@ model.load_state_dict(state, strict=True)
 check(all(sd[k].dtype == np.int64 for k in sd if k.endswith("num_batches_tracked")), "num_batches_tracked saved as I64")
 frozen_same = all(np.array_equal(sd[k], tv.state_dict()[k].numpy()) for k in tv.state_dict() if not k.startswith("fc."))
 check(frozen_same, "the frozen base, batch norm statistics included, is the file's, unchanged")
+# run.json counts parameters as Keras does: torchvision's parameters and running statistics, not the step counters
+import json
+cfg = json.load(open(os.path.join(run, "run.json")))
+want_params = sum(t.numel() for t in model.parameters()) + sum(b.numel() for n, b in model.named_buffers()
+                                                              if not n.endswith("num_batches_tracked"))
+want_trainable = sum(t.numel() for n, t in model.named_parameters() if n.startswith("fc."))
+check(cfg.get("parameters") == want_params and cfg.get("trainable_parameters") == want_trainable,
+      "run.json parameters %s / trainable %s, torchvision %d / %d" % (cfg.get("parameters"), cfg.get("trainable_parameters"),
+                                                                     want_params, want_trainable))
 
 model.eval()
 test = sorted(os.path.join(DATA, "test", c, f) for c in ("negative", "positive") for f in os.listdir(os.path.join(DATA, "test", c)))
