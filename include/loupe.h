@@ -84,9 +84,8 @@ LP_API const char *lp_version(void);
 /** Sets the number of compute threads, for the whole process (0 = one per CPU the
  * process may use; below 0 counts as 0). Where they take every such CPU, and no OpenMP
  * binding is set (OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY; OMP_PROC_BIND=false to opt
- * out), the OpenMP pool's threads are each pinned to one CPU, and the calling thread to the
- * one left while a call computes (train, evaluate, predict, bench): it gets its own CPUs
- * back when the call returns. The library's data worker threads are not pinned. */
+ * out), the OpenMP pool's threads are each pinned to one CPU; the calling thread keeps its
+ * CPUs, and so do the library's data worker threads. */
 LP_API void lp_set_threads(int n);
 LP_API int lp_get_threads(void);
 /** @return the instruction-set level loupe's kernels run at and the processor, e.g.
