@@ -107,11 +107,6 @@ lp_status lp_write_file_atomic(const char *path, const void *data, size_t n);
 /* A thread the library starts outside OpenMP (data workers) calls this first: it
  * would otherwise keep the one CPU of the compute thread that started it. */
 void lp_thread_unpin(void);
-/* Around a public call that computes (train, evaluate, predict, bench): the thread that set
- * up the compute threads runs on the CPU they leave it, and gets its own CPUs back at the
- * end (nested calls count). */
-void lp_compute_begin(void);
-void lp_compute_end(void);
 /* CPUs the process may use, counted as before the compute threads were pinned. */
 int lp_cpu_count(void);
 

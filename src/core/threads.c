@@ -10,33 +10,6 @@
 static int g_threads = 0;
 static cpu_set_t g_cpus; /* the process's CPUs before the compute threads were pinned */
 static bool g_pinned = false;
-static int g_master_cpu;      /* the CPU the pool leaves to its thread 0 */
-static pid_t g_master_tid;    /* the thread that made the pool, whose calls pin it there */
-static __thread int t_depth;  /* lp_compute_begin nesting in this thread */
-static __thread bool t_pinned;
-static __thread cpu_set_t t_saved; /* its CPUs before the call, given back at the end */
-
-/* The calling thread on the pool's thread-0 CPU for the call, where it made the pool. */
-static void pin_caller(void) {
-    if (!g_pinned || t_pinned || t_depth == 0 || gettid() != g_master_tid) return;
-    if (sched_getaffinity(0, sizeof t_saved, &t_saved) != 0) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(g_master_cpu, &one);
-    t_pinned = sched_setaffinity(0, sizeof one, &one) == 0;
-}
-
-void lp_compute_begin(void) {
-    t_depth++;
-    pin_caller();
-}
-
-void lp_compute_end(void) {
-    if (t_depth > 0 && --t_depth == 0 && t_pinned) {
-        sched_setaffinity(0, sizeof t_saved, &t_saved);
-        t_pinned = false;
-    }
-}
 
 /* One compute thread per CPU, the pool's pinned, where the threads take every CPU the process may
  * use. Left free, the scheduler moved them between the cores during a step, each move
@@ -56,14 +29,11 @@ static void pin_threads(int n) {
         if (CPU_ISSET(c, &all)) cpus[m++] = c;
     g_cpus = all;
     g_pinned = true;
-    g_master_cpu = cpus[0];
-    g_master_tid = gettid();
 #pragma omp parallel num_threads(n)
     {
-        /* the pool's own threads; thread 0 is the caller's, whose affinity is the program's:
-         * pinned for good, every thread the program then started would inherit one CPU.
-         * lp_compute_begin/end pin it for the calls that compute (5% on MobileNetV2 and
-         * EfficientNet-B0 steps, AMD EPYC, 2026-12-07) */
+        /* the pool's own threads; thread 0 is the caller's, whose affinity is the program's
+         * (pinned, every thread it then created would inherit one CPU); the scheduler keeps
+         * it on the CPU the others leave free */
         const int t = omp_get_thread_num();
         if (t > 0) {
             cpu_set_t one;
@@ -100,7 +70,6 @@ void lp_set_threads(int n) {
     omp_set_num_threads(n);
 #endif
     pin_threads(n);
-    pin_caller(); /* inside a call that computes */
 }
 
 int lp_get_threads(void) {

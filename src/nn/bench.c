@@ -33,7 +33,7 @@ static lp_status train_step(lp_net *net, lp_optim *opt, const lp_optim_config *o
     return st;
 }
 
-static lp_status bench_run(const lp_bench_params *p, lp_bench_result *r) {
+lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
     lp_clear_error();
     if (!p || !r) return lp_fail(LP_ERR_ARG, "lp_bench_run: params and result are required (NULL given)");
     memset(r, 0, sizeof *r);
@@ -145,13 +145,6 @@ done:
     free(labels);
     if (st) lp_bench_result_free(r);
     return st;
-}
-
-lp_status lp_bench_run(const lp_bench_params *p, lp_bench_result *r) {
-    lp_compute_begin();
-    const lp_status s = bench_run(p, r);
-    lp_compute_end();
-    return s;
 }
 
 void lp_bench_result_free(lp_bench_result *r) {

@@ -40,7 +40,7 @@ static void free_notes(char **notes, int n) {
     free(notes);
 }
 
-static lp_status evaluate_run(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out) {
+lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out) {
     lp_clear_error();
     if (!m || !dir || !out) return lp_fail(LP_ERR_ARG, "lp_evaluate: model, dir and out are required (NULL given)");
     *out = NULL;
@@ -148,13 +148,6 @@ static lp_status evaluate_run(lp_model *m, const char *dir, int batch, int skip_
     lp_split_free(sp);
     *out = r;
     return LP_OK;
-}
-
-lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out) {
-    lp_compute_begin();
-    const lp_status s = evaluate_run(m, dir, batch, skip_bad, out);
-    lp_compute_end();
-    return s;
 }
 
 void lp_eval_result_free(lp_eval_result *r) {
@@ -271,7 +264,7 @@ static lp_status finite_output(const float *logits, int k, const char *path) {
 }
 
 #define PREDICT_BATCH 16
-static lp_status predict_files_run(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status) {
+lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status) {
     lp_clear_error();
     if (n < 0 || (n > 0 && (!paths || !probs || !status)) || !m)
         return lp_fail(LP_ERR_ARG, "lp_predict_files: model, paths, probs and status are required (NULL given), n >= 0 (%d)", n);
@@ -310,14 +303,7 @@ static lp_status predict_files_run(lp_model *m, const char *const *paths, int n,
     return s;
 }
 
-lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status) {
-    lp_compute_begin();
-    const lp_status s = predict_files_run(m, paths, n, probs, status);
-    lp_compute_end();
-    return s;
-}
-
-static lp_status predict_file_run(lp_model *m, const char *path, float *probs) {
+lp_status lp_predict_file(lp_model *m, const char *path, float *probs) {
     lp_clear_error();
     if (!m || !path || !probs) return lp_fail(LP_ERR_ARG, "lp_predict_file: model, path and probs are required (NULL given)");
     lp_model_io io;
@@ -334,12 +320,5 @@ static lp_status predict_file_run(lp_model *m, const char *path, float *probs) {
     if (!s) lp_softmax_rows(logits, 1, k, io.temperature, probs);
     free(x);
     free(logits);
-    return s;
-}
-
-lp_status lp_predict_file(lp_model *m, const char *path, float *probs) {
-    lp_compute_begin();
-    const lp_status s = predict_file_run(m, path, probs);
-    lp_compute_end();
     return s;
 }

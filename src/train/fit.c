@@ -567,7 +567,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
     return LP_OK;
 }
 
-static lp_status train_run(const lp_train_params *params, lp_epoch_callback cb, void *user) {
+lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *user) {
     lp_clear_error();
     if (!params) return lp_fail(LP_ERR_ARG, "lp_train: params are required (NULL given)");
     g_stop_requested = 0;
@@ -597,12 +597,5 @@ static lp_status train_run(const lp_train_params *params, lp_epoch_callback cb, 
     lp_run_unlock(lock);
     if (ckpt && new_run) rmdir(params->run_dir);
     free(ckpt);
-    return s;
-}
-
-lp_status lp_train(const lp_train_params *params, lp_epoch_callback cb, void *user) {
-    lp_compute_begin();
-    const lp_status s = train_run(params, cb, user);
-    lp_compute_end();
     return s;
 }

@@ -60,23 +60,6 @@ int main(void) {
             CHECK(CPU_EQUAL(&seen[t], &all), "thread %d pinned: one CPU or a binding was set", t);
         }
     }
-    /* inside a call that computes, the caller runs on the CPU the pool leaves it; after it, on
-     * its own CPUs again (nested calls too) */
-    cpu_set_t in_call, nested, after;
-    lp_compute_begin();
-    lp_compute_begin();
-    sched_getaffinity(0, sizeof nested, &nested);
-    lp_compute_end();
-    sched_getaffinity(0, sizeof in_call, &in_call);
-    lp_compute_end();
-    sched_getaffinity(0, sizeof after, &after);
-    if (pin) {
-        cpu_set_t in;
-        CPU_AND(&in, &in_call, &used);
-        CHECK(CPU_COUNT(&in_call) == 1 && CPU_COUNT(&in) == 0 && CPU_EQUAL(&nested, &in_call),
-              "inside a call the caller may run on %d CPUs (want 1, not a pool thread's)", CPU_COUNT(&in_call));
-    }
-    if (!bind_set) CHECK(CPU_EQUAL(&after, &all), "after a call the caller may run on %d CPUs, want all %d", CPU_COUNT(&after), m);
     /* a thread started by a pinned one inherits its CPU: lp_thread_unpin gives all back
      * (under an OpenMP binding it changes nothing) */
     pthread_t th;
