@@ -3,6 +3,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -19,7 +20,7 @@ static bool g_pinned = false;
  * An OpenMP binding the user set (OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY; with
  * OMP_PROC_BIND=false, none) is left as it is; so are fewer threads than CPUs, where
  * the scheduler's choice of the idle ones is better than ours. */
-static void pin_threads(int n) {
+static void pin_pool(int n) {
 #ifdef _OPENMP
     if (g_pinned || getenv("OMP_PROC_BIND") || getenv("OMP_PLACES") || getenv("GOMP_CPU_AFFINITY")) return;
     cpu_set_t all;
@@ -45,6 +46,15 @@ static void pin_threads(int n) {
 #else
     (void)n;
 #endif
+}
+
+/* Once per process: two threads' first calls at the same time (two trainings) would each
+ * pin their own pool to the same CPUs. */
+static void pin_threads(int n) {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    pin_pool(n);
+    pthread_mutex_unlock(&lock);
 }
 
 int lp_cpu_count(void) {

@@ -63,8 +63,8 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
     if (sp->num_samples == 0) {
         /* the notes say what the folder holds and which of the model's classes have no folder */
         char said[1024] = "";
-        for (int i = 0; i < nnotes && strlen(said) + 8 < sizeof said; i++)
-            snprintf(said + strlen(said), sizeof said - strlen(said), "%s%s", i ? "; " : " (", notes[i]);
+        for (int i = 0; i < nnotes && strlen(said) + 8 < sizeof said - 2; i++) /* 2: room for the ")" */
+            snprintf(said + strlen(said), sizeof said - 2 - strlen(said), "%s%s", i ? "; " : " (", notes[i]);
         if (nnotes) snprintf(said + strlen(said), sizeof said - strlen(said), ")");
         s = lp_fail(LP_ERR_DATA, "%s: no images of the model's classes%s; evaluate takes a folder of class folders named as the "
                     "model's classes (loupe summary lists them)", dir, said);
