@@ -256,6 +256,15 @@ static void set_skipped(cJSON *root, const void *ctx) {
 }
 static lp_status note_skipped_in_run_json(lp_fit *f) { return edit_run_json(f, set_skipped, f); }
 
+/* --on-nan skip: the epoch's skipped batches, said and added to run.json (where the epoch
+ * ends, or where its validation failed). */
+static lp_status report_skipped(lp_fit *f, int epoch, int steps) {
+    if (f->out)
+        fprintf(f->out, "WARNING: epoch %d: skipped %d of %d training batches with a NaN/Inf loss or gradient (--on-nan skip)\n",
+                epoch, f->st.nan_skipped_epoch, steps);
+    return note_skipped_in_run_json(f);
+}
+
 typedef struct bn_check {
     int epoch, images;
     double acc_train_mode, acc, loss;
@@ -462,16 +471,10 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
             if (s == LP_ERR_NUMERIC) {
                 lp_fail_context(s, "validation of epoch %d: training diverged; %s (try a smaller --lr)", epoch,
                                 kept_checkpoint(f));
-                /* the batches skipped before it still count (run.json, and said) */
+                /* the batches skipped before it still count (a successful update leaves the message) */
                 if (f->st.nan_skipped_epoch > 0) {
                     if (p->verbose && f->out) fputc('\n', f->out);
-                    if (f->out)
-                        fprintf(f->out, "WARNING: epoch %d: skipped %d of %d training batches with a NaN/Inf loss or "
-                                        "gradient (--on-nan skip)\n", epoch, f->st.nan_skipped_epoch, steps);
-                    char *msg = lp_strdup(lp_errmsg()); /* run.json's update clears it */
-                    lp_status w = note_skipped_in_run_json(f);
-                    if (!w && msg) lp_fail(s, "%s", msg);
-                    free(msg);
+                    lp_status w = report_skipped(f, epoch, steps);
                     if (w) return w;
                 }
             }
@@ -482,12 +485,7 @@ static lp_status run_epochs(lp_fit *f, lp_epoch_callback cb, void *user) {
         if (f->valid_loader) snprintf(extra, sizeof extra, " - val_loss: %.4f - val_accuracy: %.4f", val_loss, val_acc);
         else extra[0] = 0;
         lp_progress_end(&prog, steps, loss, acc, extra);
-        if (f->st.nan_skipped_epoch > 0) {
-            if (f->out)
-                fprintf(f->out, "WARNING: epoch %d: skipped %d of %d training batches with a NaN/Inf loss or gradient "
-                                "(--on-nan skip)\n", epoch, f->st.nan_skipped_epoch, steps);
-            if ((s = note_skipped_in_run_json(f))) return s;
-        }
+        if (f->st.nan_skipped_epoch > 0 && (s = report_skipped(f, epoch, steps))) return s;
 
         /* Logs first: a finished epoch is on disk before its checkpoint. */
         if (f->hist_csv && (s = lp_csv_printf(f->hist_csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g\n", epoch, loss, acc, val_loss, val_acc,
