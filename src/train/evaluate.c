@@ -40,6 +40,20 @@ static void free_notes(char **notes, int n) {
     free(notes);
 }
 
+/* One image's logits: NaN or Inf (damaged weights, a run that diverged) would give
+ * probabilities and a loss that mean nothing. */
+static bool finite_logits(const float *logits, int k) {
+    for (int c = 0; c < k; c++)
+        if (!isfinite(logits[c])) return false;
+    return true;
+}
+
+static lp_status finite_output(const float *logits, int k, const char *path) {
+    if (finite_logits(logits, k)) return LP_OK;
+    return lp_fail(LP_ERR_NUMERIC, "%s: the model's output is NaN or Inf: its weights are damaged or came from a run that diverged; "
+                   "use another checkpoint (best.safetensors, or one from before the divergence)", path);
+}
+
 lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_eval_result **out) {
     lp_clear_error();
     if (!m || !dir || !out) return lp_fail(LP_ERR_ARG, "lp_evaluate: model, dir and out are required (NULL given)");
@@ -89,15 +103,9 @@ lp_status lp_evaluate(lp_model *m, const char *dir, int batch, int skip_bad, lp_
         if ((s = lp_loader_next(ld, &bt))) break;
         if ((s = forward_chunks(net, bt.x, bt.n, per_image, k, logits))) break;
         lp_softmax_rows(logits, bt.n, k, io.temperature, probs + (size_t)done * k);
-        for (int j = 0; j < bt.n; j++) {
-            nll[done + j] = lp_logits_nll(logits + (size_t)j * k, bt.labels[j], k, io.temperature);
-            if (!isfinite(nll[done + j])) {
-                s = lp_fail(LP_ERR_NUMERIC, "the model's output is NaN or Inf for %s: its weights are damaged or came from a run "
-                            "that diverged; evaluate another checkpoint (best.safetensors, or one from before the divergence)",
-                            sp->samples[bt.indices[j]].path);
-                break;
-            }
-        }
+        for (int j = 0; j < bt.n && !s; j++)
+            if (!(s = finite_output(logits + (size_t)j * k, k, sp->samples[bt.indices[j]].path)))
+                nll[done + j] = lp_logits_nll(logits + (size_t)j * k, bt.labels[j], k, io.temperature);
         memcpy(labels + done, bt.labels, (size_t)bt.n * sizeof(int));
         done += bt.n;
     }
@@ -253,16 +261,6 @@ char *lp_eval_result_json(const lp_eval_result *r) {
     return s;
 }
 
-/* One image's logits, checked: NaN or Inf (damaged weights, a run that diverged) would
- * give probabilities that mean nothing. */
-static lp_status finite_output(const float *logits, int k, const char *path) {
-    for (int c = 0; c < k; c++)
-        if (!isfinite(logits[c]))
-            return lp_fail(LP_ERR_NUMERIC, "%s: the model's output is NaN or Inf: its weights are damaged or came from a run that "
-                           "diverged; use another checkpoint (best.safetensors, or one from before the divergence)", path);
-    return LP_OK;
-}
-
 #define PREDICT_BATCH 16
 lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *probs, lp_status *status) {
     lp_clear_error();
@@ -290,13 +288,12 @@ lp_status lp_predict_files(lp_model *m, const char *const *paths, int n, float *
         }
         if (ng == 0) continue;
         if ((s = lp_net_forward(lp_model_net(m), x, ng, false, 0, logits))) break;
-        for (int j = 0; j < ng; j++) {
+        for (int j = 0; j < ng; j++) { /* a file's message comes from lp_predict_file */
             const float *z = logits + (size_t)j * k;
-            const bool finite = !finite_output(z, k, paths[b0 + good[j]]);
+            const bool finite = finite_logits(z, k);
             status[b0 + good[j]] = finite ? LP_OK : LP_ERR_NUMERIC;
             if (finite) lp_softmax_rows(z, 1, k, io.temperature, probs + (size_t)(b0 + good[j]) * k);
         }
-        lp_clear_error(); /* the files' own messages come from lp_predict_file */
     }
     free(x);
     free(logits);
