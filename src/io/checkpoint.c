@@ -173,6 +173,12 @@ lp_status lp_checkpoint_load(const char *path, lp_net **net_out, lp_tensor_list 
     return lp_checkpoint_load_ex(path, 1, net_out, all_out);
 }
 
+bool lp_checkpoint_temperature(const char *value, double *t) {
+    char *end;
+    *t = strtod(value, &end);
+    return end != value && !*end && *t >= 1e-3 && *t <= 1e3;
+}
+
 lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *value) {
     lp_clear_error();
     if (!path) return lp_fail(LP_ERR_ARG, "lp_checkpoint_set_meta: path is required (NULL given)");
@@ -184,12 +190,9 @@ lp_status lp_checkpoint_set_meta(const char *path, const char *key, const char *
         if (!strcmp(key, fixed[i]))
             return lp_fail(LP_ERR_ARG, "%s: metadata '%s' describes the network its tensors fit, and is not set on its own; "
                            "convert or train a model of the other shape instead", path, key);
-    if (!strcmp(key, "temperature")) {
-        char *end;
-        const double t = strtod(value, &end);
-        if (end == value || *end || !(t >= 1e-3 && t <= 1e3))
-            return lp_fail(LP_ERR_ARG, "temperature '%s' is not a number in 0.001..1000", value);
-    }
+    double t;
+    if (!strcmp(key, "temperature") && !lp_checkpoint_temperature(value, &t))
+        return lp_fail(LP_ERR_ARG, "temperature '%s' is not a number in 0.001..1000", value);
     lp_tensor_list l;
     lp_tensor_list_init(&l);
     lp_status st = lp_safetensors_read(path, &l);

@@ -26,6 +26,9 @@ lp_status lp_checkpoint_load(const char *path, lp_net **net_out, lp_tensor_list 
 lp_status lp_checkpoint_load_ex(const char *path, int max_batch, lp_net **net_out, lp_tensor_list *all_out);
 /* Builds the net config from checkpoint metadata (max_batch left at 1). */
 lp_status lp_checkpoint_config_from_meta(const lp_tensor_list *meta, const char *path, lp_net_config *cfg);
+/* A "temperature" value: a number in 0.001..1000 (diagnose --apply stores 0.01..100; far
+ * outside, the outputs would be all or nothing). false where it is not. */
+bool lp_checkpoint_temperature(const char *value, double *t);
 
 /* Internal side of the public lp_model (include/loupe.h, section model). */
 /* Wraps a net (ownership taken) and metadata (copied) into an lp_model. */

@@ -205,14 +205,8 @@ lp_status lp_model_io_from_meta(lp_model *m, lp_model_io *io) {
                                       "damaged or from a newer loupe; use another checkpoint", interp);
     io->temperature = 1.0;
     const char *t = lp_model_meta(m, "temperature");
-    if (t && *t) {
-        char *end;
-        double v = strtod(t, &end);
-        /* diagnose --apply stores one in [0.01, 100]; far outside, the outputs would be all or nothing */
-        if (*end || !(v >= 1e-3 && v <= 1e3))
-            return lp_fail(LP_ERR_FORMAT, "checkpoint temperature '%s' is not a number in 0.001..1000 (diagnose --apply stores 0.01..100): "
-                           "the file is damaged; calibrate again or use another checkpoint", t);
-        io->temperature = v;
-    }
+    if (t && *t && !lp_checkpoint_temperature(t, &io->temperature))
+        return lp_fail(LP_ERR_FORMAT, "checkpoint temperature '%s' is not a number in 0.001..1000 (diagnose --apply stores 0.01..100): "
+                       "the file is damaged; calibrate again or use another checkpoint", t);
     return LP_OK;
 }
