@@ -22,10 +22,10 @@ void lp_thumbnail_size(int w, int h, int max_side, int *tw, int *th) {
 lp_status lp_image_thumbnail_png(const char *path, int max_side, void *ctx, uint8_t **png, size_t *png_len) {
     (void)ctx;
     lp_clear_error();
-    if (!path || !png || !png_len) return lp_fail(LP_ERR_ARG, "lp_image_thumbnail_png: path, png and png_len are required (NULL given)");
+    if (!path || !png || !png_len || max_side < 1)
+        return lp_fail(LP_ERR_ARG, "lp_image_thumbnail_png: path, png and png_len are required (NULL given), max_side >= 1 (%d)", max_side);
     *png = NULL;
     *png_len = 0;
-    if (!path || max_side < 1) return lp_fail(LP_ERR_ARG, "thumbnail: need a path and max_side >= 1");
     if (!lp_path_exists(path)) return lp_fail(LP_ERR_IO, "%s: not found", path);
     uint8_t *buf;
     size_t n;

@@ -184,13 +184,10 @@ lp_status lp_safetensors_read(const char *path, lp_tensor_list *out) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return lp_fail(LP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    const bool stat_ok = fstat(fd, &sb) == 0;
+    if (!stat_ok || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return lp_fail_folder_given(path);
-    }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lp_fail(LP_ERR_IO, "%s: not a regular file", path);
+        return stat_ok && S_ISDIR(sb.st_mode) ? lp_fail_folder_given(path) : lp_fail(LP_ERR_IO, "%s: not a regular file", path);
     }
     size_t size = (size_t)sb.st_size;
     if (size == 0) {

@@ -1074,13 +1074,10 @@ lp_status lp_weights_read_ex(const char *path, const lp_weights_opts *o, lp_tens
     if (fd < 0) return lp_fail(LP_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     struct stat sb;
     uint8_t head[16] = {0};
-    if (fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    const bool stat_ok = fstat(fd, &sb) == 0;
+    if (!stat_ok || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return lp_fail_folder_given(path);
-    }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lp_fail(LP_ERR_IO, "%s: not a regular file", path);
+        return stat_ok && S_ISDIR(sb.st_mode) ? lp_fail_folder_given(path) : lp_fail(LP_ERR_IO, "%s: not a regular file", path);
     }
     ssize_t n = pread(fd, head, sizeof head, 0);
     bool hdf5 = n > 0 && lp_weights_is_hdf5(head, (size_t)n);
