@@ -435,6 +435,15 @@ static lp_status class_folders(const char *dir, bool follow, char ***out, int *n
     return s;
 }
 
+/* Appends name (between q and q) to the comma-separated list, while it fits in size; the
+ * first that does not adds ", ..." and ends the list (*cut). */
+static void list_name(char *list, size_t size, const char *name, const char *q, bool *cut) {
+    if (*cut) return;
+    const size_t used = strlen(list);
+    if (used + strlen(name) + 8 < size) snprintf(list + used, size - used, "%s%s%s%s", used ? ", " : "", q, name, q);
+    else snprintf(list + used, size - used, ", ..."), *cut = true;
+}
+
 /* Scans one split folder. classes: the order to use (NULL: the folder's own,
  * sorted). problems/notes collect what is wrong. missing_ok: a class without a folder
  * (or without images) is a note, not a problem (a model's classes over a folder that
@@ -466,15 +475,13 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
         classes = folders;
         nclasses = nf;
     } else {
+        char list[256] = ""; /* the classes, as many as fit, for the folders that are none of them */
+        bool list_cut = false;
+        for (int k = 0; k < nclasses; k++) list_name(list, sizeof list, classes[k], "", &list_cut);
         for (int i = 0; i < nf; i++) {
             bool known = false;
             for (int k = 0; k < nclasses && !known; k++) known = strcmp(folders[i], classes[k]) == 0;
             if (known) continue;
-            char list[256] = ""; /* train's classes, as many as fit */
-            int listed = 0;
-            for (; listed < nclasses && strlen(list) + strlen(classes[listed]) + 8 < sizeof list; listed++)
-                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", listed ? ", " : "", classes[listed]);
-            if (listed < nclasses) snprintf(list + strlen(list), sizeof list - strlen(list), ", ...");
             char *msg = classes_given ? xasprintf("%s/%s/: not among the classes (%s), ignored", shown, folders[i], list)
                                       : xasprintf("%s/%s/: folder is not a class of train/ (train's: %s)", shown, folders[i], list);
             if ((s = classes_given ? push_str(notes, nnotes, msg) : push_str(problems, nproblems, msg))) goto fail;
@@ -498,10 +505,7 @@ static lp_status scan_split(const char *abs, const char *relbase, const char *na
         bool present = false;
         for (int i = 0; i < nf && !present; i++) present = strcmp(folders[i], classes[k]) == 0;
         if (!present && missing_ok) {
-            if (!cut && strlen(absent) + strlen(classes[k]) + 8 < sizeof absent)
-                snprintf(absent + strlen(absent), sizeof absent - strlen(absent), "%s'%s'", nabsent ? ", " : "", classes[k]);
-            else if (!cut)
-                snprintf(absent + strlen(absent), sizeof absent - strlen(absent), ", ..."), cut = true;
+            list_name(absent, sizeof absent, classes[k], "'", &cut);
             nabsent++;
             continue;
         }
