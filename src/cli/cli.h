@@ -115,4 +115,7 @@ bool cli_parse_nonempty(const char *value, void *dest);
 bool cli_parse_nonnegative(const char *value, void *dest);
 /* For CLI_CUSTOM: a number in [0, 1) (double *dest). */
 bool cli_parse_fraction(const char *value, void *dest);
+/* train's and summary's rule: --head implies --top none (*top set to it) and contradicts
+ * another --top (false: the command refuses it). */
+bool cli_head_top(bool head_seen, bool top_seen, const char **top);
 #endif

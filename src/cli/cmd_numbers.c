@@ -100,3 +100,8 @@ bool cli_parse_size(const char *s, int min_side, bool square_ok, int *w, int *h)
     *h = (int)b;
     return true;
 }
+
+bool cli_head_top(bool head_seen, bool top_seen, const char **top) {
+    if (head_seen && !top_seen) *top = "none";
+    return !head_seen || !strcmp(*top, "none");
+}

@@ -47,9 +47,7 @@ int cmd_summary(int argc, char **argv) {
         cli_error("summary", msg, "run 'loupe summary --help' for the options");
         return 2;
     }
-    /* as train: --head implies --top none, and contradicts keep */
-    if (head_seen && !top_seen) p.top = "none";
-    else if (head_seen && strcmp(p.top, "none")) {
+    if (!cli_head_top(head_seen, top_seen, &p.top)) {
         char msg[256];
         snprintf(msg, sizeof msg, "--head %s needs --top none (a head replaces the top)", p.head);
         cli_error("summary", msg, "drop --top keep, or --head");

@@ -247,9 +247,7 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc;
     if (nargs > 1) return bad("unexpected argument '%s' (one DATA folder only)", argv[2]);
     if (nargs) p.data_dir = argv[1];
-    /* a head replaces the top: --head implies --top none (as in summary), and contradicts keep */
-    if (head_seen && !top_seen) p.top = "none";
-    else if (head_seen && strcmp(p.top, "none")) return bad("--head %s needs --top none (a head replaces the top)", p.head);
+    if (!cli_head_top(head_seen, top_seen, &p.top)) return bad("--head %s needs --top none (a head replaces the top)", p.head);
     if (!p.data_dir) return bad("%s", "missing DATA folder (DATA/train/<class>/*)");
     if (!p.run_dir) return bad("%s", "missing --run RUN (the folder that receives checkpoints and logs)");
     if (access(p.data_dir, R_OK) != 0) return bad("data folder '%s' does not exist or is not readable", p.data_dir);
