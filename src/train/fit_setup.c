@@ -624,7 +624,7 @@ lp_status lp_fit_setup(lp_fit *f) {
         return lp_fail(LP_ERR_DATA, "%s: valid has %d classes but train has %d", p->data_dir, f->valid->num_classes, f->num_classes);
     say(f, "Found %d images belonging to %d classes (train).\n", f->train->num_samples, f->num_classes);
     if (f->valid) say(f, "Found %d images belonging to %d classes (valid).\n", f->valid->num_samples, f->valid->num_classes);
-    if (!f->valid) {
+    else {
         say(f, "No valid/ split: monitoring training loss instead (use --validation-split to hold out images).\n");
         f->monitor_name = "loss";
     }
